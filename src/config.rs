@@ -1,0 +1,696 @@
+//! TOML configuration → typed, validated jobs.
+//!
+//! Every error a user can cause names the file, the line and column, and the
+//! key, and is raised before anything is scanned or sent. Unknown keys are
+//! rejected so that a typo does not silently fall back to a default.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{GlobSet, GlobSetBuilder};
+use reqwest::Url;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::metadata::{Fact, FieldMapping, FieldSource, FieldType};
+use crate::secret::SecretSource;
+
+/// Dify's default upload limit (UPLOAD_FILE_SIZE_LIMIT) is 15 MB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 15 * 1024 * 1024;
+const DEFAULT_IGNORE_FILE: &str = ".kbsyncignore";
+/// Metadata names Dify reserves for its built-in fields.
+const DIFY_BUILT_IN_FIELDS: &[&str] = &[
+    "document_name",
+    "uploader",
+    "upload_date",
+    "last_update_date",
+    "source",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletePolicy {
+    Delete,
+    #[default]
+    Disable,
+    Archive,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_path: PathBuf,
+    pub jobs: Vec<JobConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub name: String,
+    pub delete_policy: DeletePolicy,
+    pub folder: FolderConfig,
+    pub target: TargetConfig,
+    pub metadata: Vec<FieldMapping>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FolderConfig {
+    pub root: PathBuf,
+    /// Empty means "everything".
+    pub include: Option<GlobSet>,
+    pub exclude: Option<GlobSet>,
+    pub ignore_file: Option<String>,
+    pub respect_gitignore: bool,
+    pub include_hidden: bool,
+    pub follow_symlinks: bool,
+    pub max_file_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetConfig {
+    Dify(DifyConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct DifyConfig {
+    pub base_url: Url,
+    pub dataset_id: String,
+    pub api_key: SecretSource,
+    pub batch_size: usize,
+    pub upload_concurrency: usize,
+    pub timeout: Duration,
+    pub retry: RetryConfig,
+    /// The `data` part of create-by-file: indexing technique, process rule…
+    pub create_data: serde_json::Value,
+    pub indexing_wait: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryConfig {
+    pub max_retries: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 6,
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state: Option<RawState>,
+    #[serde(default)]
+    sync: Vec<RawJob>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    path: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: Spanned<String>,
+    delete_policy: Option<DeletePolicy>,
+    folder: Option<Spanned<RawFolder>>,
+    dify: Option<Spanned<RawDify>>,
+    #[serde(default)]
+    metadata: BTreeMap<Spanned<String>, Spanned<RawField>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFolder {
+    root: Spanned<String>,
+    #[serde(default)]
+    include: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    ignore_file: Option<String>,
+    #[serde(default)]
+    respect_gitignore: bool,
+    #[serde(default)]
+    include_hidden: bool,
+    #[serde(default)]
+    follow_symlinks: bool,
+    max_file_size: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDify {
+    base_url: Spanned<String>,
+    dataset_id: Spanned<String>,
+    api_key: Option<Spanned<toml::Value>>,
+    api_key_env: Option<Spanned<String>>,
+    api_key_file: Option<Spanned<String>>,
+    api_key_credential: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+    batch_size: Option<Spanned<i64>>,
+    upload_concurrency: Option<Spanned<i64>>,
+    timeout_secs: Option<Spanned<i64>>,
+    max_retries: Option<Spanned<i64>>,
+    retry_min_delay_ms: Option<Spanned<i64>>,
+    retry_max_delay_secs: Option<Spanned<i64>>,
+    indexing_wait_secs: Option<Spanned<i64>>,
+    create_data: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    value: Option<toml::Value>,
+    path_segment: Option<i64>,
+    fact: Option<Fact>,
+    front_matter: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<FieldType>,
+}
+
+/// Turns byte spans into "line:column" and carries the file name, so each
+/// validation step can say exactly where the problem is.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn error(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line,
+            column,
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn parse_error(&self, err: toml::de::Error) -> ConfigError {
+        let span = err.span().unwrap_or(0..0);
+        // toml does not report the key path, but the span points at the
+        // offending key or value: show the start of that line as the key.
+        let line_start = self.text[..span.start.min(self.text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let line_text = self.text[line_start..].lines().next().unwrap_or("");
+        let key = line_text
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']');
+        let key = if key.is_empty() { "(document)" } else { key };
+        self.error(span, key, err.message().trim().to_owned())
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates `text` as if read from `path`; relative paths in
+    /// it are resolved against the config file's folder, so the service does
+    /// not depend on its working directory.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let loc = Locator { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| loc.parse_error(e))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+
+        if raw.sync.is_empty() {
+            return Err(loc.error(0..0, "sync", "no [[sync]] job is defined"));
+        }
+        let state_path = match raw.state.and_then(|s| s.path) {
+            Some(p) => base.join(p.get_ref()),
+            None => match std::env::var_os("STATE_DIRECTORY") {
+                // systemd's StateDirectory= may list several, colon-separated.
+                Some(dirs) => {
+                    let first = dirs
+                        .to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    PathBuf::from(first).join("kbsync.db")
+                }
+                None => base.join("kbsync.db"),
+            },
+        };
+
+        let mut names = HashSet::new();
+        let mut jobs = Vec::new();
+        for (i, job) in raw.sync.into_iter().enumerate() {
+            let job = validate_job(&loc, base, i, job)?;
+            jobs.push(job);
+        }
+        for (job, span) in &jobs {
+            if !names.insert(job.name.clone()) {
+                return Err(loc.error(
+                    span.clone(),
+                    "name",
+                    format!("job name {:?} is used twice; each [[sync]] needs its own name, it keys the state", job.name),
+                ));
+            }
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            state_path,
+            jobs: jobs.into_iter().map(|(j, _)| j).collect(),
+        })
+    }
+}
+
+type Span = std::ops::Range<usize>;
+
+fn validate_job(
+    loc: &Locator,
+    base: &Path,
+    index: usize,
+    raw: RawJob,
+) -> Result<(JobConfig, Span), ConfigError> {
+    let name_span = raw.name.span();
+    let name = raw.name.into_inner();
+    let key = |k: &str| format!("sync[{index}].{k}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(loc.error(
+            name_span,
+            &key("name"),
+            "a job name must be non-empty and use only letters, digits, '-', '_' and '.'",
+        ));
+    }
+    let folder = raw.folder.ok_or_else(|| {
+        loc.error(
+            name_span.clone(),
+            &key("folder"),
+            format!("job {name:?} has no [sync.folder] source table"),
+        )
+    })?;
+    let folder = validate_folder(loc, base, index, folder.into_inner())?;
+    let dify = raw.dify.ok_or_else(|| {
+        loc.error(
+            name_span.clone(),
+            &key("dify"),
+            format!("job {name:?} has no target: add a [sync.dify] table"),
+        )
+    })?;
+    let target = TargetConfig::Dify(validate_dify(loc, base, index, dify)?);
+
+    let mut metadata = Vec::new();
+    for (field_name, spec) in raw.metadata {
+        let span = field_name.span();
+        let field_name = field_name.into_inner();
+        let field_key = key(&format!("metadata.{field_name}"));
+        if field_name.is_empty() || field_name.chars().count() > 255 {
+            return Err(loc.error(
+                span,
+                &field_key,
+                "a metadata field name must be 1 to 255 characters",
+            ));
+        }
+        if DIFY_BUILT_IN_FIELDS.contains(&field_name.as_str()) {
+            return Err(loc.error(
+                span,
+                &field_key,
+                format!("{field_name:?} is one of Dify's built-in metadata fields ({}); choose another name", DIFY_BUILT_IN_FIELDS.join(", ")),
+            ));
+        }
+        metadata.push(validate_field(loc, &field_key, field_name, spec)?);
+    }
+
+    Ok((
+        JobConfig {
+            name,
+            delete_policy: raw.delete_policy.unwrap_or_default(),
+            folder,
+            target,
+            metadata,
+        },
+        name_span,
+    ))
+}
+
+fn validate_field(
+    loc: &Locator,
+    key: &str,
+    name: String,
+    spec: Spanned<RawField>,
+) -> Result<FieldMapping, ConfigError> {
+    let span = spec.span();
+    let raw = spec.into_inner();
+    let mut sources = Vec::new();
+    if let Some(v) = raw.value {
+        sources.push(static_source(loc, span.clone(), key, v)?);
+    }
+    if let Some(i) = raw.path_segment {
+        sources.push(FieldSource::PathSegment(i));
+    }
+    if let Some(f) = raw.fact {
+        sources.push(FieldSource::Fact(f));
+    }
+    if let Some(k) = raw.front_matter {
+        sources.push(FieldSource::FrontMatter(k));
+    }
+    if sources.len() != 1 {
+        return Err(loc.error(
+            span,
+            key,
+            "a metadata field needs exactly one of `value`, `path_segment`, `fact` or `front_matter`",
+        ));
+    }
+    let source = sources.remove(0);
+    let kind = raw.kind.unwrap_or_else(|| source.natural_type());
+    if let FieldSource::Static(v) = &source {
+        if crate::metadata::coerce(v, kind).is_none() {
+            return Err(loc.error(
+                span,
+                key,
+                format!("static value {v} cannot be used as a {kind} field"),
+            ));
+        }
+    }
+    Ok(FieldMapping { name, source, kind })
+}
+
+fn static_source(
+    loc: &Locator,
+    span: Span,
+    key: &str,
+    v: toml::Value,
+) -> Result<FieldSource, ConfigError> {
+    let json = match v {
+        toml::Value::String(s) => serde_json::Value::String(s),
+        toml::Value::Integer(i) => serde_json::Value::from(i),
+        toml::Value::Float(f) => serde_json::Value::from(f),
+        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        other => {
+            return Err(loc.error(
+                span,
+                key,
+                format!(
+                    "a static metadata value must be a string, number or date, not {}",
+                    other.type_str()
+                ),
+            ))
+        }
+    };
+    Ok(FieldSource::Static(json))
+}
+
+fn validate_folder(
+    loc: &Locator,
+    base: &Path,
+    index: usize,
+    raw: RawFolder,
+) -> Result<FolderConfig, ConfigError> {
+    let key = |k: &str| format!("sync[{index}].folder.{k}");
+    let root_span = raw.root.span();
+    let root = base.join(raw.root.get_ref());
+    if !root.is_dir() {
+        return Err(loc.error(
+            root_span,
+            &key("root"),
+            format!("{} is not a readable folder", root.display()),
+        ));
+    }
+    // Canonical, so walked paths compare equal to the state file's path.
+    let root = root.canonicalize().map_err(|e| {
+        loc.error(
+            root_span.clone(),
+            &key("root"),
+            format!("{}: {e}", root.display()),
+        )
+    })?;
+    let include = glob_set(loc, &key("include"), &raw.include)?;
+    let exclude = glob_set(loc, &key("exclude"), &raw.exclude)?;
+    let max_file_size = match raw.max_file_size {
+        None => DEFAULT_MAX_FILE_SIZE,
+        Some(v) => {
+            let span = v.span();
+            parse_size(v.get_ref()).ok_or_else(|| {
+                loc.error(
+                    span,
+                    &key("max_file_size"),
+                    "expected a positive size in bytes, or a string such as \"15MB\" or \"512KiB\"",
+                )
+            })?
+        }
+    };
+    let ignore_file = match raw.ignore_file {
+        None => Some(DEFAULT_IGNORE_FILE.to_owned()),
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(s),
+    };
+    Ok(FolderConfig {
+        root,
+        include,
+        exclude,
+        ignore_file,
+        respect_gitignore: raw.respect_gitignore,
+        include_hidden: raw.include_hidden,
+        follow_symlinks: raw.follow_symlinks,
+        max_file_size,
+    })
+}
+
+fn glob_set(
+    loc: &Locator,
+    key: &str,
+    globs: &[Spanned<String>],
+) -> Result<Option<GlobSet>, ConfigError> {
+    if globs.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = GlobSetBuilder::new();
+    for g in globs {
+        let glob = globset::GlobBuilder::new(g.get_ref())
+            .literal_separator(true)
+            .build()
+            .map_err(|e| loc.error(g.span(), key, format!("bad glob: {e}")))?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| loc.error(globs[0].span(), key, e.to_string()))
+}
+
+/// Accepts `1048576`, `"15MB"`, `"512 KiB"`, `"1G"`; decimal and binary units.
+pub fn parse_size(v: &toml::Value) -> Option<u64> {
+    match v {
+        toml::Value::Integer(i) if *i > 0 => Some(*i as u64),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: u64 = num.parse().ok()?;
+            let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kb" => 1_000,
+                "kib" => 1 << 10,
+                "m" | "mb" => 1_000_000,
+                "mib" => 1 << 20,
+                "g" | "gb" => 1_000_000_000,
+                "gib" => 1 << 30,
+                _ => return None,
+            };
+            n.checked_mul(mult).filter(|&b| b > 0)
+        }
+        _ => None,
+    }
+}
+
+fn validate_dify(
+    loc: &Locator,
+    base: &Path,
+    index: usize,
+    raw: Spanned<RawDify>,
+) -> Result<DifyConfig, ConfigError> {
+    let table_span = raw.span();
+    let raw = raw.into_inner();
+    let key = |k: &str| format!("sync[{index}].dify.{k}");
+
+    if let Some(inline) = &raw.api_key {
+        return Err(loc.error(
+            inline.span(),
+            &key("api_key"),
+            "API keys are not accepted inline in the config file (it is readable by more than the service and ends up in backups); use api_key_env = \"VAR\", api_key_file = \"/path\" or api_key_credential = \"name\" (systemd LoadCredential=)",
+        ));
+    }
+    let mut key_sources = Vec::new();
+    if let Some(v) = &raw.api_key_env {
+        key_sources.push(SecretSource::Env(v.get_ref().clone()));
+    }
+    if let Some(v) = &raw.api_key_file {
+        key_sources.push(SecretSource::File(base.join(v.get_ref())));
+    }
+    if let Some(v) = &raw.api_key_credential {
+        key_sources.push(SecretSource::Credential(v.get_ref().clone()));
+    }
+    if key_sources.len() != 1 {
+        return Err(loc.error(
+            table_span,
+            &key("api_key_env"),
+            "set exactly one of api_key_env, api_key_file or api_key_credential",
+        ));
+    }
+
+    let url_span = raw.base_url.span();
+    let mut base_url = Url::parse(raw.base_url.get_ref()).map_err(|e| {
+        loc.error(
+            url_span.clone(),
+            &key("base_url"),
+            format!("not a URL: {e}"),
+        )
+    })?;
+    match base_url.scheme() {
+        "https" => {}
+        "http" if raw.allow_insecure_http || is_loopback(&base_url) => {}
+        "http" => {
+            return Err(loc.error(
+                url_span,
+                &key("base_url"),
+                "plain http would send the API key in clear text; use https, or set allow_insecure_http = true if the network is trusted",
+            ))
+        }
+        other => {
+            return Err(loc.error(url_span, &key("base_url"), format!("unsupported scheme {other:?}; use https")))
+        }
+    }
+    // Joining relative paths onto ".../v1" would drop "v1" without this.
+    if !base_url.path().ends_with('/') {
+        let p = format!("{}/", base_url.path());
+        base_url.set_path(&p);
+    }
+
+    let dataset_id = raw.dataset_id.get_ref().trim().to_owned();
+    if dataset_id.is_empty() || dataset_id.contains('/') {
+        return Err(loc.error(
+            raw.dataset_id.span(),
+            &key("dataset_id"),
+            "expected the knowledge base (dataset) id, e.g. the UUID in its URL",
+        ));
+    }
+
+    let int = |v: &Option<Spanned<i64>>,
+               name: &str,
+               lo: i64,
+               hi: i64,
+               default: i64|
+     -> Result<i64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
+            Some(s) => Err(loc.error(
+                s.span(),
+                &key(name),
+                format!("must be between {lo} and {hi}"),
+            )),
+        }
+    };
+    let defaults = RetryConfig::default();
+    let retry = RetryConfig {
+        max_retries: int(
+            &raw.max_retries,
+            "max_retries",
+            0,
+            100,
+            defaults.max_retries as i64,
+        )? as usize,
+        min_delay: Duration::from_millis(int(
+            &raw.retry_min_delay_ms,
+            "retry_min_delay_ms",
+            1,
+            600_000,
+            500,
+        )? as u64),
+        max_delay: Duration::from_secs(int(
+            &raw.retry_max_delay_secs,
+            "retry_max_delay_secs",
+            1,
+            3600,
+            60,
+        )? as u64),
+    };
+    let create_data = match raw.create_data {
+        Some(t) => serde_json::to_value(t)
+            .map_err(|e| loc.error(table_span.clone(), &key("create_data"), e.to_string()))?,
+        None => serde_json::json!({
+            "indexing_technique": "high_quality",
+            "process_rule": { "mode": "automatic" }
+        }),
+    };
+    Ok(DifyConfig {
+        base_url,
+        dataset_id,
+        api_key: key_sources.remove(0),
+        batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
+        upload_concurrency: int(&raw.upload_concurrency, "upload_concurrency", 1, 64, 4)? as usize,
+        timeout: Duration::from_secs(int(&raw.timeout_secs, "timeout_secs", 1, 3600, 120)? as u64),
+        retry,
+        create_data,
+        indexing_wait: Duration::from_secs(int(
+            &raw.indexing_wait_secs,
+            "indexing_wait_secs",
+            0,
+            86_400,
+            600,
+        )? as u64),
+    })
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}

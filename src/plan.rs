@@ -1,0 +1,430 @@
+//! The planner: a pure function from (observed items, cached state, job
+//! rules) to the operations that make upstream match the source. No I/O;
+//! `--dry-run` prints its output and tests assert on it directly.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::config::DeletePolicy;
+use crate::metadata::{self, FieldMapping, ItemFacts, MappingWarning, Metadata};
+use crate::source::Observed;
+use crate::state::{CachedItem, RemoteStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusAction {
+    Enable,
+    Disable,
+    Archive,
+    UnArchive,
+}
+
+impl StatusAction {
+    /// The path segment Dify uses for the action.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusAction::Enable => "enable",
+            StatusAction::Disable => "disable",
+            StatusAction::Archive => "archive",
+            StatusAction::UnArchive => "un_archive",
+        }
+    }
+
+    pub fn resulting_status(self) -> RemoteStatus {
+        match self {
+            StatusAction::Enable | StatusAction::UnArchive => RemoteStatus::Enabled,
+            StatusAction::Disable => RemoteStatus::Disabled,
+            StatusAction::Archive => RemoteStatus::Archived,
+        }
+    }
+
+    /// Actions that bring a document back must run before its content is
+    /// updated (Dify only updates available documents).
+    pub fn restores(self) -> bool {
+        matches!(self, StatusAction::Enable | StatusAction::UnArchive)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Create {
+        key: String,
+        size: u64,
+        hash: String,
+    },
+    UpdateContent {
+        key: String,
+        doc_id: String,
+        size: u64,
+        hash: String,
+    },
+    /// `doc_id` is `None` for a document created in the same pass.
+    SetMetadata {
+        key: String,
+        doc_id: Option<String>,
+        metadata: Metadata,
+    },
+    SetStatus {
+        key: String,
+        doc_id: String,
+        action: StatusAction,
+    },
+    Delete {
+        key: String,
+        doc_id: String,
+    },
+    /// Local bookkeeping only: an item that vanished before it was pushed.
+    Forget {
+        key: String,
+    },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Create { key, .. }
+            | Op::UpdateContent { key, .. }
+            | Op::SetMetadata { key, .. }
+            | Op::SetStatus { key, .. }
+            | Op::Delete { key, .. }
+            | Op::Forget { key } => key,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Create { .. } => "create",
+            Op::UpdateContent { .. } => "update",
+            Op::SetMetadata { .. } => "metadata",
+            Op::SetStatus { action, .. } => action.as_str(),
+            Op::Delete { .. } => "delete",
+            Op::Forget { .. } => "forget",
+        }
+    }
+
+    pub fn is_upstream(&self) -> bool {
+        !matches!(self, Op::Forget { .. })
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    /// Metadata values that could not be converted, per item key.
+    pub warnings: Vec<(String, MappingWarning)>,
+}
+
+pub struct Rules<'a> {
+    pub mappings: &'a [FieldMapping],
+    pub delete_policy: DeletePolicy,
+}
+
+/// Computes the operations for one job. `protected` says which keys exist
+/// but could not be read this time: they are left exactly as they are.
+pub fn plan(
+    observed: &[Observed],
+    cached: &HashMap<String, CachedItem>,
+    rules: &Rules,
+    protected: &dyn Fn(&str) -> bool,
+) -> Plan {
+    let mut out = Plan::default();
+    let mut seen = std::collections::HashSet::with_capacity(observed.len());
+
+    for item in observed {
+        seen.insert(item.key.as_str());
+        let (desired, warnings) = metadata::evaluate(
+            rules.mappings,
+            &ItemFacts {
+                key: &item.key,
+                size: item.size,
+                mtime_ns: item.mtime_ns,
+                hash: &item.hash,
+                front_matter: item.front_matter.as_ref(),
+            },
+        );
+        out.warnings
+            .extend(warnings.into_iter().map(|w| (item.key.clone(), w)));
+        let cache = cached.get(&item.key);
+        let pushed_meta = cache.and_then(|c| c.pushed_meta.as_ref());
+        let meta_differs = pushed_meta.map_or(!desired.is_empty(), |p| *p != desired);
+
+        match cache.and_then(|c| c.doc_id.as_ref().map(|id| (c, id))) {
+            None => {
+                out.ops.push(Op::Create {
+                    key: item.key.clone(),
+                    size: item.size,
+                    hash: item.hash.clone(),
+                });
+                if !desired.is_empty() {
+                    out.ops.push(Op::SetMetadata {
+                        key: item.key.clone(),
+                        doc_id: None,
+                        metadata: desired,
+                    });
+                }
+            }
+            Some((c, doc_id)) => {
+                match c.status {
+                    RemoteStatus::Enabled => {}
+                    RemoteStatus::Disabled => {
+                        out.ops.push(status(item, doc_id, StatusAction::Enable))
+                    }
+                    RemoteStatus::Archived => {
+                        out.ops.push(status(item, doc_id, StatusAction::UnArchive))
+                    }
+                }
+                if c.pushed_hash.as_deref() != Some(item.hash.as_str()) {
+                    out.ops.push(Op::UpdateContent {
+                        key: item.key.clone(),
+                        doc_id: doc_id.clone(),
+                        size: item.size,
+                        hash: item.hash.clone(),
+                    });
+                }
+                if meta_differs {
+                    out.ops.push(Op::SetMetadata {
+                        key: item.key.clone(),
+                        doc_id: Some(doc_id.clone()),
+                        metadata: desired,
+                    });
+                }
+            }
+        }
+    }
+
+    let mut vanished: Vec<&CachedItem> = cached
+        .values()
+        .filter(|c| !seen.contains(c.key.as_str()) && !protected(&c.key))
+        .collect();
+    vanished.sort_by(|a, b| a.key.cmp(&b.key));
+    for c in vanished {
+        let Some(doc_id) = &c.doc_id else {
+            out.ops.push(Op::Forget { key: c.key.clone() });
+            continue;
+        };
+        let action = match (rules.delete_policy, c.status) {
+            (DeletePolicy::Delete, _) => {
+                out.ops.push(Op::Delete {
+                    key: c.key.clone(),
+                    doc_id: doc_id.clone(),
+                });
+                continue;
+            }
+            (DeletePolicy::Disable, RemoteStatus::Enabled) => StatusAction::Disable,
+            (DeletePolicy::Archive, RemoteStatus::Enabled | RemoteStatus::Disabled) => {
+                StatusAction::Archive
+            }
+            _ => continue,
+        };
+        out.ops.push(Op::SetStatus {
+            key: c.key.clone(),
+            doc_id: doc_id.clone(),
+            action,
+        });
+    }
+    out
+}
+
+fn status(item: &Observed, doc_id: &str, action: StatusAction) -> Op {
+    Op::SetStatus {
+        key: item.key.clone(),
+        doc_id: doc_id.to_owned(),
+        action,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{Fact, FieldSource, FieldType};
+    use crate::source::KnownFacts;
+
+    fn obs(key: &str, hash: &str, mtime: i64) -> Observed {
+        Observed {
+            key: key.into(),
+            size: 10,
+            mtime_ns: mtime,
+            hash: hash.into(),
+            front_matter: None,
+            rehashed: true,
+        }
+    }
+
+    fn cached(key: &str, hash: &str, status: RemoteStatus, meta: Option<Metadata>) -> CachedItem {
+        CachedItem {
+            key: key.into(),
+            present: true,
+            facts: Some(KnownFacts {
+                size: 10,
+                mtime_ns: 0,
+                hash: hash.into(),
+                front_matter: None,
+            }),
+            doc_id: Some(format!("doc-{key}")),
+            doc_name: Some(key.into()),
+            pushed_hash: Some(hash.into()),
+            pushed_meta: meta,
+            status,
+            indexing_batch: None,
+            error: None,
+        }
+    }
+
+    fn size_mapping() -> Vec<FieldMapping> {
+        vec![FieldMapping {
+            name: "modified".into(),
+            source: FieldSource::Fact(Fact::Modified),
+            kind: FieldType::Time,
+        }]
+    }
+
+    fn meta(v: i64) -> Metadata {
+        Metadata::from([("modified".to_string(), serde_json::Value::from(v))])
+    }
+
+    fn run(
+        observed: &[Observed],
+        cache: Vec<CachedItem>,
+        policy: DeletePolicy,
+        maps: &[FieldMapping],
+    ) -> Vec<String> {
+        let cache: HashMap<_, _> = cache.into_iter().map(|c| (c.key.clone(), c)).collect();
+        let rules = Rules {
+            mappings: maps,
+            delete_policy: policy,
+        };
+        plan(observed, &cache, &rules, &|k| k.starts_with("locked/"))
+            .ops
+            .iter()
+            .map(|o| format!("{} {}", o.name(), o.key()))
+            .collect()
+    }
+
+    #[test]
+    fn table() {
+        let maps = size_mapping();
+        let s = 1_000_000_000;
+        struct Case {
+            name: &'static str,
+            observed: Vec<Observed>,
+            cache: Vec<CachedItem>,
+            policy: DeletePolicy,
+            want: Vec<&'static str>,
+        }
+        let cases = vec![
+            Case {
+                name: "new file: create then metadata",
+                observed: vec![obs("a.md", "h1", s)],
+                cache: vec![],
+                policy: DeletePolicy::Disable,
+                want: vec!["create a.md", "metadata a.md"],
+            },
+            Case {
+                name: "unchanged: nothing",
+                observed: vec![obs("a.md", "h1", s)],
+                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
+                policy: DeletePolicy::Disable,
+                want: vec![],
+            },
+            Case {
+                name: "touched only: metadata, no upload",
+                observed: vec![obs("a.md", "h1", 2 * s)],
+                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
+                policy: DeletePolicy::Disable,
+                want: vec!["metadata a.md"],
+            },
+            Case {
+                name: "content changed",
+                observed: vec![obs("a.md", "h2", s)],
+                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
+                policy: DeletePolicy::Disable,
+                want: vec!["update a.md"],
+            },
+            Case {
+                name: "vanished under each policy",
+                observed: vec![],
+                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
+                policy: DeletePolicy::Delete,
+                want: vec!["delete a.md"],
+            },
+            Case {
+                name: "vanished, disable",
+                observed: vec![],
+                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
+                policy: DeletePolicy::Disable,
+                want: vec!["disable a.md"],
+            },
+            Case {
+                name: "vanished, archive",
+                observed: vec![],
+                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
+                policy: DeletePolicy::Archive,
+                want: vec!["archive a.md"],
+            },
+            Case {
+                name: "already disabled: nothing more",
+                observed: vec![],
+                cache: vec![cached("a.md", "h1", RemoteStatus::Disabled, Some(meta(1)))],
+                policy: DeletePolicy::Disable,
+                want: vec![],
+            },
+            Case {
+                name: "re-added unchanged: re-enable, no upload",
+                observed: vec![obs("a.md", "h1", s)],
+                cache: vec![cached("a.md", "h1", RemoteStatus::Disabled, Some(meta(1)))],
+                policy: DeletePolicy::Disable,
+                want: vec!["enable a.md"],
+            },
+            Case {
+                name: "re-added changed after archive: un_archive then update",
+                observed: vec![obs("a.md", "h9", s)],
+                cache: vec![cached("a.md", "h1", RemoteStatus::Archived, Some(meta(1)))],
+                policy: DeletePolicy::Archive,
+                want: vec!["un_archive a.md", "update a.md"],
+            },
+            Case {
+                name: "protected key is left alone",
+                observed: vec![],
+                cache: vec![cached("locked/a.md", "h1", RemoteStatus::Enabled, None)],
+                policy: DeletePolicy::Delete,
+                want: vec![],
+            },
+            Case {
+                name: "rename: create new, policy for old",
+                observed: vec![obs("b.md", "h1", s)],
+                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
+                policy: DeletePolicy::Delete,
+                want: vec!["create b.md", "metadata b.md", "delete a.md"],
+            },
+        ];
+        for c in cases {
+            assert_eq!(
+                run(&c.observed, c.cache, c.policy, &maps),
+                c.want,
+                "{}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn never_pushed_and_gone_is_forgotten() {
+        let mut c = cached("a.md", "h1", RemoteStatus::Enabled, None);
+        c.doc_id = None;
+        assert_eq!(
+            run(&[], vec![c], DeletePolicy::Delete, &[]),
+            vec!["forget a.md"]
+        );
+    }
+
+    #[test]
+    fn removing_all_mappings_clears_pushed_metadata() {
+        let c = cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)));
+        assert_eq!(
+            run(&[obs("a.md", "h1", 1)], vec![c], DeletePolicy::Delete, &[]),
+            vec!["metadata a.md"]
+        );
+    }
+}

@@ -1,0 +1,608 @@
+//! The pusher: carries out a plan against Dify in phases that respect the
+//! upstream's rules — restore status before updating content (Dify only
+//! updates available documents), upload with bounded concurrency, then
+//! batched metadata, batched status changes, deletions. State is written
+//! after each confirmed step, so an interrupted pass resumes where it was.
+
+mod bisect;
+mod indexing;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use futures::{FutureExt, StreamExt};
+
+use crate::config::{DifyConfig, JobConfig};
+use crate::metadata::{FieldType, Metadata};
+use crate::plan::{Op, Plan, StatusAction};
+use crate::state::{CachedItem, State, StateError};
+use crate::target::dify::{DifyClient, MetadataUpdate, RemoteDoc};
+use crate::target::dify_name::document_name;
+use crate::target::{ErrorClass, TargetError};
+
+pub use bisect::send_in_batches;
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub key: String,
+    pub op: &'static str,
+    pub error: TargetError,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub created: usize,
+    pub adopted: usize,
+    pub updated: usize,
+    pub metadata: usize,
+    pub status: BTreeMap<&'static str, usize>,
+    pub deleted: usize,
+    pub forgotten: usize,
+    pub failures: Vec<Failure>,
+    /// A job-wide error that stopped the pass.
+    pub fatal: Option<TargetError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+pub struct Pusher<'a> {
+    pub job: &'a JobConfig,
+    pub dify: &'a DifyConfig,
+    pub client: &'a DifyClient,
+    pub state: &'a mut State,
+    pub cached: &'a HashMap<String, CachedItem>,
+    pub root: &'a Path,
+    pub max_file_size: u64,
+}
+
+struct Upload<'p> {
+    key: &'p str,
+    /// Known document to update; `None` to create (or adopt).
+    doc_id: Option<&'p str>,
+}
+
+enum Uploaded {
+    Done {
+        key: String,
+        doc: RemoteDoc,
+        name: String,
+        hash: String,
+        batch: Option<String>,
+        adopted: bool,
+        created: bool,
+    },
+    Failed(Failure),
+}
+
+impl Pusher<'_> {
+    pub async fn run(&mut self, plan: &Plan) -> Result<Outcome, PushError> {
+        let mut out = Outcome::default();
+        // Keys whose earlier step failed: later steps for them would act on
+        // a document in the wrong state.
+        let mut blocked: HashSet<String> = HashSet::new();
+
+        let restore: Vec<(&str, &str, StatusAction)> = plan
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::SetStatus {
+                    key,
+                    doc_id,
+                    action,
+                } if action.restores() => Some((key.as_str(), doc_id.as_str(), *action)),
+                _ => None,
+            })
+            .collect();
+        if self.statuses(&restore, &mut out, &mut blocked).await? {
+            return Ok(out);
+        }
+
+        let uploads: Vec<Upload> = plan
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Create { key, .. } => Some(Upload { key, doc_id: None }),
+                Op::UpdateContent { key, doc_id, .. } => Some(Upload {
+                    key,
+                    doc_id: Some(doc_id),
+                }),
+                _ => None,
+            })
+            .filter(|u| !blocked.contains(u.key))
+            .collect();
+        let created_ids = self.uploads(&uploads, &mut out, &mut blocked).await?;
+        if out.fatal.is_some() {
+            return Ok(out);
+        }
+
+        let meta: Vec<(&str, String, &Metadata)> = plan
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::SetMetadata {
+                    key,
+                    doc_id,
+                    metadata,
+                } if !blocked.contains(key) => {
+                    let id = doc_id
+                        .clone()
+                        .or_else(|| created_ids.get(key.as_str()).cloned())?;
+                    Some((key.as_str(), id, metadata))
+                }
+                _ => None,
+            })
+            .collect();
+        if self.metadata(&meta, &mut out).await? {
+            return Ok(out);
+        }
+
+        let retire: Vec<(&str, &str, StatusAction)> = plan
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::SetStatus {
+                    key,
+                    doc_id,
+                    action,
+                } if !action.restores() => Some((key.as_str(), doc_id.as_str(), *action)),
+                _ => None,
+            })
+            .collect();
+        if self.statuses(&retire, &mut out, &mut blocked).await? {
+            return Ok(out);
+        }
+
+        let deletes: Vec<(&str, &str)> = plan
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Delete { key, doc_id } => Some((key.as_str(), doc_id.as_str())),
+                _ => None,
+            })
+            .collect();
+        self.deletes(&deletes, &mut out).await?;
+
+        for op in &plan.ops {
+            if let Op::Forget { key } = op {
+                self.state.forget(&self.job.name, key)?;
+                out.forgotten += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    fn fail(
+        &self,
+        out: &mut Outcome,
+        key: &str,
+        op: &'static str,
+        error: TargetError,
+    ) -> Result<(), PushError> {
+        tracing::error!(job = %self.job.name, %key, op, error = %error, "failed");
+        self.state
+            .record_failure(&self.job.name, key, &error.code, &error.message)?;
+        out.failures.push(Failure {
+            key: key.to_owned(),
+            op,
+            error,
+        });
+        Ok(())
+    }
+
+    /// Batched status changes, grouped by action. Returns true on a fatal error.
+    async fn statuses(
+        &mut self,
+        ops: &[(&str, &str, StatusAction)],
+        out: &mut Outcome,
+        blocked: &mut HashSet<String>,
+    ) -> Result<bool, PushError> {
+        let mut by_action: BTreeMap<StatusAction, Vec<(&str, &str)>> = BTreeMap::new();
+        for (key, doc, action) in ops {
+            by_action.entry(*action).or_default().push((key, doc));
+        }
+        for (action, items) in by_action {
+            // Dify refuses status changes while a document is indexing.
+            for (key, _) in &items {
+                if let Err(e) = self.wait_indexed(key).await {
+                    if e.class == ErrorClass::Fatal {
+                        out.fatal = Some(e);
+                        return Ok(true);
+                    }
+                }
+            }
+            let client = self.client;
+            let r = send_in_batches(&items, self.dify.batch_size, |chunk| {
+                let ids: Vec<&str> = chunk.iter().map(|(_, d)| *d).collect();
+                async move { client.set_status(action, &ids).await }.boxed()
+            })
+            .await;
+            let keys: Vec<&str> = r.applied.iter().map(|&i| items[i].0).collect();
+            self.state
+                .record_status(&self.job.name, &keys, action.resulting_status())?;
+            *out.status.entry(action.as_str()).or_default() += keys.len();
+            for (i, e) in r.failed {
+                blocked.insert(items[i].0.to_owned());
+                self.fail(out, items[i].0, action.as_str(), e)?;
+            }
+            if r.fatal.is_some() {
+                out.fatal = r.fatal;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Waits until the item's last upload is indexed, when one is pending.
+    async fn wait_indexed(&mut self, key: &str) -> Result<(), TargetError> {
+        let Some(batch) = self.cached.get(key).and_then(|c| c.indexing_batch.clone()) else {
+            return Ok(());
+        };
+        indexing::wait(self.client, &batch, self.dify.indexing_wait).await?;
+        if let Err(e) = self.state.indexing_done(&self.job.name, key) {
+            tracing::warn!(error = %e, "could not record indexing completion");
+        }
+        Ok(())
+    }
+
+    /// Creates and updates, several at a time. Returns the ids of the
+    /// documents created (or adopted) per key.
+    async fn uploads(
+        &mut self,
+        uploads: &[Upload<'_>],
+        out: &mut Outcome,
+        blocked: &mut HashSet<String>,
+    ) -> Result<HashMap<String, String>, PushError> {
+        let mut ids = HashMap::new();
+        if uploads.is_empty() {
+            return Ok(ids);
+        }
+        // Before creating anything, learn what the dataset already holds, so
+        // that a document from an earlier, interrupted run (or made by hand
+        // with the same name) is adopted rather than duplicated.
+        let existing: HashMap<String, RemoteDoc> = if uploads.iter().any(|u| u.doc_id.is_none()) {
+            match self.client.list_documents().await {
+                Ok(docs) => docs.into_iter().map(|d| (d.name.clone(), d)).collect(),
+                Err(e) => {
+                    if e.class == ErrorClass::Fatal {
+                        out.fatal = Some(e);
+                        return Ok(ids);
+                    }
+                    // Creating blind could duplicate documents: hold the
+                    // creates back until the listing works.
+                    for u in uploads.iter().filter(|u| u.doc_id.is_none()) {
+                        blocked.insert(u.key.to_owned());
+                        self.fail(out, u.key, "create", e.clone())?;
+                    }
+                    HashMap::new()
+                }
+            }
+        } else {
+            HashMap::new()
+        };
+
+        for u in uploads {
+            if let Err(e) = self.wait_if_updating(u).await {
+                if e.class == ErrorClass::Fatal {
+                    out.fatal = Some(e);
+                    return Ok(ids);
+                }
+                // Updating a document that is still indexing would be refused;
+                // try it anyway so the error is Dify's own.
+                tracing::warn!(key = u.key, error = %e, "document not indexed yet");
+            }
+        }
+
+        let ready: Vec<&Upload> = uploads
+            .iter()
+            .filter(|u| !blocked.contains(u.key))
+            .collect();
+        let jobs = ready.into_iter().map(|u| self.upload_one(u, &existing));
+        let mut stream = futures::stream::iter(jobs).buffer_unordered(self.dify.upload_concurrency);
+        while let Some(result) = stream.next().await {
+            match result {
+                Uploaded::Done {
+                    key,
+                    doc,
+                    name,
+                    hash,
+                    batch,
+                    adopted,
+                    created,
+                } => {
+                    self.state.record_content(
+                        &self.job.name,
+                        &key,
+                        &doc.id,
+                        &name,
+                        &hash,
+                        batch.as_deref(),
+                    )?;
+                    if adopted {
+                        out.adopted += 1;
+                    } else if created {
+                        out.created += 1;
+                    } else {
+                        out.updated += 1;
+                    }
+                    ids.insert(key, doc.id);
+                }
+                Uploaded::Failed(f) => {
+                    if f.error.class == ErrorClass::Fatal {
+                        out.fatal = Some(f.error.clone());
+                    }
+                    blocked.insert(f.key.clone());
+                    let Failure { key, op, error } = f;
+                    self.fail(out, &key, op, error)?;
+                    if out.fatal.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn wait_if_updating(&mut self, u: &Upload<'_>) -> Result<(), TargetError> {
+        if u.doc_id.is_some() {
+            self.wait_indexed(u.key).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn upload_one(&self, u: &Upload<'_>, existing: &HashMap<String, RemoteDoc>) -> Uploaded {
+        let op = if u.doc_id.is_some() {
+            "update"
+        } else {
+            "create"
+        };
+        let failed = |error: TargetError| {
+            Uploaded::Failed(Failure {
+                key: u.key.to_owned(),
+                op,
+                error,
+            })
+        };
+        let path = self.root.join(u.key);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(e) => {
+                return failed(TargetError::local(
+                    ErrorClass::Permanent,
+                    "unreadable",
+                    format!("cannot read {}: {e}", path.display()),
+                ))
+            }
+        };
+        if bytes.len() as u64 > self.max_file_size {
+            return failed(TargetError::local(
+                ErrorClass::Permanent,
+                "too_large",
+                format!("{} bytes is over max_file_size", bytes.len()),
+            ));
+        }
+        // What is recorded as pushed is what was sent, even if the file
+        // changed since the scan; the next scan then sees the difference.
+        let hash = crate::source::folder::hash_bytes(&bytes);
+        let name = document_name(u.key);
+
+        let (doc_id, adopted) = match (u.doc_id, existing.get(&name)) {
+            (Some(id), _) => (Some(id.to_owned()), false),
+            (None, Some(doc)) => {
+                if let Err(e) = self.make_available(doc).await {
+                    return failed(e);
+                }
+                (Some(doc.id.clone()), true)
+            }
+            (None, None) => (None, false),
+        };
+        let result = match &doc_id {
+            Some(id) => match self.client.update_by_file(id, &name, &bytes).await {
+                // Deleted upstream behind our back: recreate it.
+                Err(e) if e.status == Some(404) => self
+                    .client
+                    .create_by_file(&name, &bytes, &self.dify.create_data)
+                    .await
+                    .map(|r| (r, true)),
+                other => other.map(|r| (r, false)),
+            },
+            None => self
+                .client
+                .create_by_file(&name, &bytes, &self.dify.create_data)
+                .await
+                .map(|r| (r, true)),
+        };
+        match result {
+            Ok(((doc, batch), created)) => Uploaded::Done {
+                key: u.key.to_owned(),
+                doc,
+                name,
+                hash,
+                batch,
+                adopted,
+                created,
+            },
+            Err(e) => failed(e),
+        }
+    }
+
+    /// An adopted document may be archived or disabled; Dify only updates
+    /// available ones.
+    async fn make_available(&self, doc: &RemoteDoc) -> Result<(), TargetError> {
+        if doc.archived {
+            self.client
+                .set_status(StatusAction::UnArchive, &[&doc.id])
+                .await?;
+        }
+        if !doc.enabled {
+            self.client
+                .set_status(StatusAction::Enable, &[&doc.id])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Batched metadata updates. Returns true on a fatal error.
+    async fn metadata(
+        &mut self,
+        ops: &[(&str, String, &Metadata)],
+        out: &mut Outcome,
+    ) -> Result<bool, PushError> {
+        if ops.is_empty() {
+            return Ok(false);
+        }
+        let fields = match self.ensure_fields(ops).await {
+            Ok(f) => f,
+            Err(e) if e.class == ErrorClass::Fatal => {
+                out.fatal = Some(e);
+                return Ok(true);
+            }
+            Err(e) => {
+                for (key, _, _) in ops {
+                    self.fail(out, key, "metadata", e.clone())?;
+                }
+                return Ok(false);
+            }
+        };
+        let client = self.client;
+        let fields = &fields;
+        let r = send_in_batches(ops, self.dify.batch_size, |chunk| {
+            async move {
+                let updates: Vec<MetadataUpdate> = chunk
+                    .iter()
+                    .map(|(_, doc_id, meta)| MetadataUpdate {
+                        doc_id,
+                        values: meta
+                            .iter()
+                            .map(|(name, value)| (fields[name].as_str(), name.as_str(), value))
+                            .collect(),
+                    })
+                    .collect();
+                client.update_metadata(&updates).await
+            }
+            .boxed()
+        })
+        .await;
+        let done: Vec<(&str, &Metadata)> =
+            r.applied.iter().map(|&i| (ops[i].0, ops[i].2)).collect();
+        self.state.record_metadata(&self.job.name, &done)?;
+        out.metadata += done.len();
+        if !r.failed.is_empty() {
+            // A field removed upstream by hand makes the batch fail; re-read
+            // the fields next time.
+            self.state.forget_fields(&self.job.name)?;
+        }
+        for (i, e) in r.failed {
+            self.fail(out, ops[i].0, "metadata", e)?;
+        }
+        if r.fatal.is_some() {
+            out.fatal = r.fatal;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Field name → upstream field id, creating missing fields with the
+    /// type the mapping declares.
+    async fn ensure_fields(
+        &mut self,
+        ops: &[(&str, String, &Metadata)],
+    ) -> Result<HashMap<String, String>, TargetError> {
+        let wanted: BTreeMap<&str, FieldType> = ops
+            .iter()
+            .flat_map(|(_, _, m)| m.keys())
+            .map(|name| {
+                let kind = self
+                    .job
+                    .metadata
+                    .iter()
+                    .find(|f| &f.name == name)
+                    .map_or(FieldType::String, |f| f.kind);
+                (name.as_str(), kind)
+            })
+            .collect();
+        let state_err =
+            |e: StateError| TargetError::local(ErrorClass::Fatal, "state", e.to_string());
+        let cached = self.state.fields(&self.job.name).map_err(state_err)?;
+        let mut ids: HashMap<String, String> = HashMap::new();
+        let mut missing = Vec::new();
+        for (name, kind) in &wanted {
+            match cached.get(*name) {
+                Some((id, k)) if k == kind => {
+                    ids.insert((*name).to_owned(), id.clone());
+                }
+                _ => missing.push((*name, *kind)),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(ids);
+        }
+        let remote = self.client.list_fields().await?;
+        for (name, kind) in missing {
+            let id = match remote.iter().find(|f| f.name == name) {
+                Some(f) if f.kind == kind.to_string() => f.id.clone(),
+                Some(f) => {
+                    return Err(TargetError::local(
+                        ErrorClass::Permanent,
+                        "field_type_mismatch",
+                        format!("metadata field {name:?} exists in the dataset with type {} but the config maps it as {kind}; change `type` in the config or rename the field", f.kind),
+                    ))
+                }
+                None => self.client.create_field(name, kind).await?.id,
+            };
+            self.state
+                .save_field(&self.job.name, name, &id, kind)
+                .map_err(state_err)?;
+            ids.insert(name.to_owned(), id);
+        }
+        Ok(ids)
+    }
+
+    async fn deletes(&mut self, ops: &[(&str, &str)], out: &mut Outcome) -> Result<(), PushError> {
+        let client = self.client;
+        let jobs = ops.iter().map(|(key, doc)| async move {
+            let r = match client.delete_document(doc).await {
+                // Already gone is what we wanted.
+                Err(e) if e.status == Some(404) => Ok(()),
+                Err(e) if e.code == "archived_document_immutable" => {
+                    match client.set_status(StatusAction::UnArchive, &[doc]).await {
+                        Ok(()) => client.delete_document(doc).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            (*key, r)
+        });
+        let mut stream = futures::stream::iter(jobs).buffer_unordered(self.dify.upload_concurrency);
+        while let Some((key, r)) = stream.next().await {
+            match r {
+                Ok(()) => {
+                    self.state.forget(&self.job.name, key)?;
+                    out.deleted += 1;
+                }
+                Err(e) => {
+                    let fatal = e.class == ErrorClass::Fatal;
+                    if fatal {
+                        out.fatal = Some(e.clone());
+                    }
+                    self.fail(out, key, "delete", e)?;
+                    if fatal {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Outcome {
+    pub fn converged(&self) -> bool {
+        self.failures.is_empty() && self.fatal.is_none()
+    }
+}

@@ -1,0 +1,225 @@
+//! One full pass for each job: scan the source, diff against the state
+//! file, plan, and (unless dry-running) push. The daemon will call the same
+//! pass; `--reconcile` runs it once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, JobConfig, TargetConfig};
+use crate::plan::{self, Plan, Rules};
+use crate::push::{Outcome, Pusher};
+use crate::source::{folder, KnownFacts, Observed, Skipped};
+use crate::state::{State, StateError};
+use crate::target::dify::DifyClient;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    pub dry_run: bool,
+}
+
+#[derive(Debug)]
+pub struct JobReport {
+    pub job: String,
+    pub scanned: usize,
+    pub hashed_files: usize,
+    pub skipped: Vec<Skipped>,
+    pub plan: Plan,
+    pub outcome: Option<Outcome>,
+    pub requests: u64,
+    pub elapsed: Duration,
+    /// A job-level error (credential, state, fatal upstream answer).
+    pub error: Option<String>,
+}
+
+impl JobReport {
+    pub fn converged(&self) -> bool {
+        self.error.is_none()
+            && self.skipped.is_empty()
+            && self.outcome.as_ref().is_none_or(Outcome::converged)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Runs one pass over every selected job (all when `only` is empty).
+pub async fn run(
+    config: &Config,
+    only: &[String],
+    opts: RunOptions,
+) -> Result<Vec<JobReport>, ReconcileError> {
+    let mut state = if opts.dry_run {
+        State::open_read_only(&config.state_path)?
+    } else {
+        State::open(&config.state_path)?
+    };
+    let avoid = state_files(&config.state_path);
+    let mut reports = Vec::new();
+    for job in &config.jobs {
+        if !only.is_empty() && !only.contains(&job.name) {
+            continue;
+        }
+        let span = tracing::info_span!("job", job = %job.name);
+        let _enter = span.enter();
+        reports.push(run_job(job, &mut state, &avoid, opts).await?);
+    }
+    Ok(reports)
+}
+
+fn state_files(path: &Path) -> Vec<PathBuf> {
+    let abs = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            dir.canonicalize()
+                .map(|d| d.join(name))
+                .unwrap_or_else(|_| path.to_owned())
+        }
+        _ => path.to_owned(),
+    };
+    let with = |suffix: &str| {
+        let mut s = abs.clone().into_os_string();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    vec![with("-wal"), with("-shm"), with("-journal"), abs]
+}
+
+fn target_identity(job: &JobConfig) -> String {
+    match &job.target {
+        TargetConfig::Dify(d) => format!("dify {}datasets/{}", d.base_url, d.dataset_id),
+    }
+}
+
+async fn run_job(
+    job: &JobConfig,
+    state: &mut State,
+    avoid: &[PathBuf],
+    opts: RunOptions,
+) -> Result<JobReport, ReconcileError> {
+    let started = Instant::now();
+    let started_at = crate::state::unix_now();
+    if !opts.dry_run && state.bind_target(&job.name, &target_identity(job))? {
+        tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
+    }
+    let cached = state.load_items(&job.name)?;
+    let known: HashMap<String, KnownFacts> = cached
+        .iter()
+        .filter_map(|(k, c)| c.facts.clone().map(|f| (k.clone(), f)))
+        .collect();
+
+    let folder_cfg = job.folder.clone();
+    let avoid_owned = avoid.to_vec();
+    let scan = tokio::task::spawn_blocking(move || folder::scan(&folder_cfg, &known, &avoid_owned))
+        .await
+        .expect("the scan thread does not panic");
+    tracing::info!(
+        files = scan.items.len(),
+        hashed = scan.hashed_files,
+        hashed_bytes = scan.hashed_bytes,
+        skipped = scan.skipped.len(),
+        "scanned"
+    );
+
+    let is_protected = |k: &str| scan.is_protected(k);
+    if !opts.dry_run {
+        let changed: Vec<&Observed> = scan
+            .items
+            .iter()
+            .filter(|o| match cached.get(&o.key) {
+                None => true,
+                Some(c) => {
+                    o.rehashed
+                        || !c.present
+                        || c.facts.as_ref().is_none_or(|f| {
+                            f.size != o.size || f.mtime_ns != o.mtime_ns || f.hash != o.hash
+                        })
+                }
+            })
+            .collect();
+        let observed: std::collections::HashSet<&str> =
+            scan.items.iter().map(|o| o.key.as_str()).collect();
+        let absent: Vec<&str> = cached
+            .values()
+            .filter(|c| c.present && !observed.contains(c.key.as_str()) && !is_protected(&c.key))
+            .map(|c| c.key.as_str())
+            .collect();
+        state.save_scan(&job.name, &changed, &absent)?;
+    }
+
+    let rules = Rules {
+        mappings: &job.metadata,
+        delete_policy: job.delete_policy,
+    };
+    let plan = plan::plan(&scan.items, &cached, &rules, &is_protected);
+    for (key, w) in &plan.warnings {
+        tracing::warn!(%key, field = %w.field, "metadata value skipped: {}", w.message);
+    }
+
+    let mut report = JobReport {
+        job: job.name.clone(),
+        scanned: scan.items.len(),
+        hashed_files: scan.hashed_files,
+        skipped: scan.skipped.clone(),
+        plan,
+        outcome: None,
+        requests: 0,
+        elapsed: Duration::ZERO,
+        error: None,
+    };
+    if opts.dry_run {
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    }
+
+    let TargetConfig::Dify(dify) = &job.target;
+    if report.plan.ops.iter().any(|o| o.is_upstream()) {
+        let client = dify
+            .api_key
+            .load()
+            .map_err(|e| e.to_string())
+            .and_then(|key| DifyClient::new(dify, key).map_err(|e| e.to_string()));
+        match client {
+            Err(e) => report.error = Some(e),
+            Ok(client) => {
+                let mut pusher = Pusher {
+                    job,
+                    dify,
+                    client: &client,
+                    state,
+                    cached: &cached,
+                    root: &job.folder.root,
+                    max_file_size: job.folder.max_file_size,
+                };
+                let outcome = pusher.run(&report.plan).await.map_err(|e| match e {
+                    crate::push::PushError::State(s) => ReconcileError::State(s),
+                })?;
+                report.requests = client.requests_sent();
+                if let Some(f) = &outcome.fatal {
+                    report.error = Some(format!("stopped: {f}"));
+                }
+                report.outcome = Some(outcome);
+            }
+        }
+    } else {
+        let mut outcome = Outcome::default();
+        for op in &report.plan.ops {
+            if let crate::plan::Op::Forget { key } = op {
+                state.forget(&job.name, key)?;
+                outcome.forgotten += 1;
+            }
+        }
+        report.outcome = Some(outcome);
+    }
+    report.elapsed = started.elapsed();
+    let summary = crate::report::summary_line(&report);
+    state.record_run(&job.name, started_at, report.converged(), &summary)?;
+    Ok(report)
+}

@@ -1,0 +1,151 @@
+//! What a pass prints: the plan (a table, or JSON with `--json`) and a
+//! one-line summary per job. Logs go to stderr; this goes to stdout.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::plan::Op;
+use crate::reconcile::JobReport;
+
+pub fn print_plan(out: &mut impl Write, reports: &[JobReport]) -> std::io::Result<()> {
+    let rows: Vec<[String; 4]> = reports
+        .iter()
+        .flat_map(|r| {
+            r.plan.ops.iter().map(move |op| {
+                [
+                    r.job.clone(),
+                    op.name().to_owned(),
+                    op.key().to_owned(),
+                    detail(op),
+                ]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        writeln!(out, "plan: nothing to do")?;
+        return Ok(());
+    }
+    let header = ["JOB", "OP", "ITEM", "DETAIL"].map(String::from);
+    let mut widths = [0usize; 3];
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        writeln!(
+            out,
+            "{:w0$}  {:w1$}  {:w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        )?;
+    }
+    Ok(())
+}
+
+fn detail(op: &Op) -> String {
+    match op {
+        Op::Create { size, .. } | Op::UpdateContent { size, .. } => human_size(*size),
+        Op::SetMetadata { metadata, .. } => metadata
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Op::SetStatus { doc_id, .. } | Op::Delete { doc_id, .. } => format!("document {doc_id}"),
+        Op::Forget { .. } => "never pushed; dropped from the state file".into(),
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn plan_json(reports: &[JobReport]) -> serde_json::Value {
+    json!(reports
+        .iter()
+        .map(|r| json!({
+            "job": r.job,
+            "scanned": r.scanned,
+            "ops": r.plan.ops,
+            "skipped": r.skipped.iter().map(|s| json!({"path": s.path, "reason": s.reason})).collect::<Vec<_>>(),
+            "warnings": r.plan.warnings.iter().map(|(k, w)| json!({"item": k, "field": w.field, "message": w.message})).collect::<Vec<_>>(),
+        }))
+        .collect::<Vec<_>>())
+}
+
+pub fn summary_line(r: &JobReport) -> String {
+    let mut parts = vec![format!("{} files", r.scanned)];
+    match &r.outcome {
+        Some(o) => {
+            for (n, label) in [
+                (o.created, "created"),
+                (o.adopted, "adopted"),
+                (o.updated, "updated"),
+                (o.metadata, "metadata"),
+                (o.deleted, "deleted"),
+                (o.forgotten, "forgotten"),
+            ] {
+                if n > 0 {
+                    parts.push(format!("{n} {label}"));
+                }
+            }
+            for (action, n) in &o.status {
+                parts.push(format!("{n} {action}"));
+            }
+            if !o.failures.is_empty() {
+                parts.push(format!("{} failed", o.failures.len()));
+            }
+        }
+        None => parts.push(format!("{} planned", r.plan.ops.len())),
+    }
+    if !r.skipped.is_empty() {
+        parts.push(format!("{} skipped", r.skipped.len()));
+    }
+    parts.push(format!("{} requests", r.requests));
+    parts.push(format!("{:.2}s", r.elapsed.as_secs_f64()));
+    let verdict = if r.converged() {
+        "converged"
+    } else {
+        "NOT converged"
+    };
+    format!("{}: {verdict}: {}", r.job, parts.join(", "))
+}
+
+/// The per-job summary, then every problem with its reason.
+pub fn print_summary(out: &mut impl Write, reports: &[JobReport]) -> std::io::Result<()> {
+    for r in reports {
+        writeln!(out, "{}", summary_line(r))?;
+        if let Some(e) = &r.error {
+            writeln!(out, "  error: {e}")?;
+        }
+        for s in &r.skipped {
+            writeln!(out, "  skipped {}: {}", s.path, s.reason)?;
+        }
+        if let Some(o) = &r.outcome {
+            for f in &o.failures {
+                writeln!(out, "  failed {} {}: {}", f.op, f.key, f.error)?;
+            }
+        }
+    }
+    Ok(())
+}

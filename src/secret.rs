@@ -1,0 +1,117 @@
+//! API keys and other credentials: loaded from the environment or a file,
+//! never printed. `Secret` has no `Display` and a redacting `Debug`, so a
+//! key cannot end up in a log line or an error message by accident.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The raw value, for the one place that needs it: the HTTP header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Where a credential comes from. Resolved only when a job really talks to
+/// its upstream, so a dry run works without any credential present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/<name>` (`LoadCredential=`).
+    Credential(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {0} is not set (it should hold the API key)")]
+    EnvMissing(String),
+    #[error("cannot read the API key file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("credential {0:?} requested but $CREDENTIALS_DIRECTORY is not set (is the service started with LoadCredential=?)")]
+    NoCredentialsDirectory(String),
+    #[error("the API key from {0} is empty")]
+    Empty(String),
+}
+
+impl SecretSource {
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Env(name) => format!("environment variable {name}"),
+            SecretSource::File(path) => format!("file {}", path.display()),
+            SecretSource::Credential(name) => format!("systemd credential {name}"),
+        }
+    }
+
+    pub fn load(&self) -> Result<Secret, SecretError> {
+        let raw = match self {
+            SecretSource::Env(name) => {
+                std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))?
+            }
+            SecretSource::File(path) => read_file(path)?,
+            SecretSource::Credential(name) => {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .ok_or_else(|| SecretError::NoCredentialsDirectory(name.clone()))?;
+                read_file(&Path::new(&dir).join(name))?
+            }
+        };
+        // Files written by editors or `echo` end with a newline that is not
+        // part of the key.
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(SecretError::Empty(self.describe()));
+        }
+        Ok(Secret(trimmed.to_owned()))
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, SecretError> {
+    std::fs::read_to_string(path).map_err(|source| SecretError::File {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let s = Secret::new("dataset-abc123".into());
+        assert!(!format!("{s:?}").contains("abc123"));
+    }
+
+    #[test]
+    fn file_secret_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, "dataset-xyz\n").unwrap();
+        let s = SecretSource::File(p).load().unwrap();
+        assert_eq!(s.expose(), "dataset-xyz");
+    }
+
+    #[test]
+    fn empty_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, "\n").unwrap();
+        let err = SecretSource::File(p).load().unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+}

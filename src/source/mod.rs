@@ -1,0 +1,60 @@
+//! Sources produce the observed state of a job's items. Only the folder
+//! source exists so far; URL sources will sit beside it.
+
+pub mod folder;
+pub mod front_matter;
+
+use crate::metadata::Metadata;
+
+/// One item as seen now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// Path relative to the root, `/`-separated, valid UTF-8.
+    pub key: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// BLAKE3 of the content, hex.
+    pub hash: String,
+    /// Flat front matter of Markdown files, when present.
+    pub front_matter: Option<Metadata>,
+    /// True when the content was read this scan (size or mtime moved).
+    pub rehashed: bool,
+}
+
+/// What the previous scan saw of an item; lets an unchanged file skip hashing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownFacts {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub hash: String,
+    pub front_matter: Option<Metadata>,
+}
+
+/// An entry that could not be mirrored this time, and why. Never dropped
+/// silently: it is logged, counted and makes the pass report failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    /// Sorted by key.
+    pub items: Vec<Observed>,
+    pub skipped: Vec<Skipped>,
+    /// Keys, folder prefixes ending in `/`, or `""` for everything: entries
+    /// that exist but could not be read, so what the cache knows of them
+    /// must not be taken for deleted.
+    pub protected: Vec<String>,
+    pub hashed_files: usize,
+    pub hashed_bytes: u64,
+}
+
+impl ScanResult {
+    pub fn is_protected(&self, key: &str) -> bool {
+        self.protected
+            .iter()
+            .any(|p| p.is_empty() || key == p || (p.ends_with('/') && key.starts_with(p.as_str())))
+    }
+}

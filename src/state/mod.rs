@@ -1,0 +1,529 @@
+//! The local state file (SQLite, WAL): what each job last observed of every
+//! item and what it last pushed upstream. It is what makes an unchanged tree
+//! cost nothing: the planner diffs against it.
+//!
+//! Never holds a credential: only keys, facts, upstream ids and metadata.
+
+mod schema;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::metadata::{FieldType, Metadata};
+use crate::source::{KnownFacts, Observed};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path}: {source}{hint}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+        hint: &'static str,
+    },
+    #[error("state file {path} has schema version {found}, newer than this kbsync understands ({known}); upgrade kbsync or point [state] path elsewhere")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("cannot create the folder for state file {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Upstream status of a document as kbsync last set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteStatus {
+    Enabled,
+    Disabled,
+    Archived,
+}
+
+impl RemoteStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RemoteStatus::Enabled => "enabled",
+            RemoteStatus::Disabled => "disabled",
+            RemoteStatus::Archived => "archived",
+        }
+    }
+
+    fn parse(s: &str) -> RemoteStatus {
+        match s {
+            "disabled" => RemoteStatus::Disabled,
+            "archived" => RemoteStatus::Archived,
+            _ => RemoteStatus::Enabled,
+        }
+    }
+}
+
+/// Everything the cache holds about one item of one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedItem {
+    pub key: String,
+    pub present: bool,
+    pub facts: Option<KnownFacts>,
+    pub doc_id: Option<String>,
+    pub doc_name: Option<String>,
+    pub pushed_hash: Option<String>,
+    pub pushed_meta: Option<Metadata>,
+    pub status: RemoteStatus,
+    pub indexing_batch: Option<String>,
+    pub error: Option<(String, String)>,
+}
+
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl State {
+    /// Opens (creating if needed) the state file and brings its schema up
+    /// to date.
+    pub fn open(path: &Path) -> Result<State, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Folder {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| sqlite_err(path, e))?;
+        let mut state = State {
+            conn,
+            path: path.to_owned(),
+        };
+        state.configure(false)?;
+        state.migrate()?;
+        Ok(state)
+    }
+
+    /// For `--dry-run`: reads an existing state file without changing it, or
+    /// starts from an empty in-memory state when there is none yet.
+    pub fn open_read_only(path: &Path) -> Result<State, StateError> {
+        if !path.exists() {
+            let conn = Connection::open_in_memory().map_err(|e| sqlite_err(path, e))?;
+            let mut state = State {
+                conn,
+                path: path.to_owned(),
+            };
+            state.migrate()?;
+            return Ok(state);
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sqlite_err(path, e))?;
+        let state = State {
+            conn,
+            path: path.to_owned(),
+        };
+        state.configure(true)?;
+        let version = state.user_version()?;
+        if version != schema::MIGRATIONS.len() as i64 {
+            return Err(StateError::TooNew {
+                path: path.to_owned(),
+                found: version,
+                known: schema::MIGRATIONS.len() as i64,
+            });
+        }
+        Ok(state)
+    }
+
+    fn configure(&self, read_only: bool) -> Result<(), StateError> {
+        let c = &self.conn;
+        c.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| self.err(e))?;
+        if !read_only {
+            // WAL lets `kbsync status` read while a sync writes; NORMAL is
+            // durable across process crashes, which is what matters here.
+            c.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| self.err(e))?;
+            c.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| self.err(e))?;
+        }
+        // Fails early and clearly on a file that is not a database.
+        c.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn user_version(&self) -> Result<i64, StateError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn migrate(&mut self) -> Result<(), StateError> {
+        let current = self.user_version()?;
+        let known = schema::MIGRATIONS.len() as i64;
+        if current > known {
+            return Err(StateError::TooNew {
+                path: self.path.clone(),
+                found: current,
+                known,
+            });
+        }
+        for (i, step) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|e| sqlite_err(&self.path, e))?;
+            tx.execute_batch(step)
+                .map_err(|e| sqlite_err(&self.path, e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(|e| sqlite_err(&self.path, e))?;
+            tx.commit().map_err(|e| sqlite_err(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StateError {
+        sqlite_err(&self.path, e)
+    }
+
+    /// Records which upstream a job mirrors into. When it changed (another
+    /// dataset, another server), the upstream ids in the cache mean nothing
+    /// there: they are dropped so the next push recreates or adopts.
+    /// Returns true when the target changed.
+    pub fn bind_target(&mut self, job: &str, target: &str) -> Result<bool, StateError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| sqlite_err(&self.path, e))?;
+        let old: Option<String> = tx
+            .query_row("SELECT target FROM jobs WHERE job = ?1", [job], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| sqlite_err(&self.path, e))?;
+        let changed = old.as_deref().is_some_and(|o| o != target);
+        if changed {
+            tx.execute(
+                "UPDATE items SET doc_id = NULL, doc_name = NULL, pushed_hash = NULL, pushed_meta = NULL,
+                        status = 'enabled', indexing_batch = NULL WHERE job = ?1",
+                [job],
+            )
+            .map_err(|e| sqlite_err(&self.path, e))?;
+            tx.execute("DELETE FROM items WHERE job = ?1 AND present = 0", [job])
+                .map_err(|e| sqlite_err(&self.path, e))?;
+            tx.execute("DELETE FROM fields WHERE job = ?1", [job])
+                .map_err(|e| sqlite_err(&self.path, e))?;
+        }
+        tx.execute(
+            "INSERT INTO jobs (job, target) VALUES (?1, ?2)
+             ON CONFLICT(job) DO UPDATE SET target = excluded.target",
+            params![job, target],
+        )
+        .map_err(|e| sqlite_err(&self.path, e))?;
+        tx.commit().map_err(|e| sqlite_err(&self.path, e))?;
+        Ok(changed)
+    }
+
+    pub fn load_items(&self, job: &str) -> Result<HashMap<String, CachedItem>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT key, present, size, mtime_ns, hash, front_matter, doc_id, doc_name,
+                        pushed_hash, pushed_meta, status, indexing_batch, error_code, error_message
+                 FROM items WHERE job = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([job], |r| {
+                let size: Option<i64> = r.get(2)?;
+                let mtime: Option<i64> = r.get(3)?;
+                let hash: Option<String> = r.get(4)?;
+                let fm: Option<String> = r.get(5)?;
+                let facts = match (size, mtime, hash) {
+                    (Some(size), Some(mtime_ns), Some(hash)) => Some(KnownFacts {
+                        size: size as u64,
+                        mtime_ns,
+                        hash,
+                        front_matter: fm.and_then(|t| serde_json::from_str(&t).ok()),
+                    }),
+                    _ => None,
+                };
+                let meta: Option<String> = r.get(9)?;
+                let code: Option<String> = r.get(12)?;
+                let message: Option<String> = r.get(13)?;
+                Ok(CachedItem {
+                    key: r.get(0)?,
+                    present: r.get::<_, i64>(1)? != 0,
+                    facts,
+                    doc_id: r.get(6)?,
+                    doc_name: r.get(7)?,
+                    pushed_hash: r.get(8)?,
+                    pushed_meta: meta.and_then(|t| serde_json::from_str(&t).ok()),
+                    status: RemoteStatus::parse(&r.get::<_, String>(10)?),
+                    indexing_batch: r.get(11)?,
+                    error: code.zip(message),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let item = row.map_err(|e| self.err(e))?;
+            out.insert(item.key.clone(), item);
+        }
+        Ok(out)
+    }
+
+    /// Saves observed facts (one transaction) and marks `absent` keys as gone
+    /// from the source. Only changed rows are passed in, so a no-op scan
+    /// writes nothing.
+    pub fn save_scan(
+        &mut self,
+        job: &str,
+        changed: &[&Observed],
+        absent: &[&str],
+    ) -> Result<(), StateError> {
+        if changed.is_empty() && absent.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| sqlite_err(&self.path, e))?;
+        {
+            let mut up = tx
+                .prepare_cached(
+                    "INSERT INTO items (job, key, present, size, mtime_ns, hash, front_matter)
+                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(job, key) DO UPDATE SET present = 1, size = excluded.size,
+                        mtime_ns = excluded.mtime_ns, hash = excluded.hash,
+                        front_matter = excluded.front_matter",
+                )
+                .map_err(|e| sqlite_err(&self.path, e))?;
+            for o in changed {
+                let fm = o
+                    .front_matter
+                    .as_ref()
+                    .map(|m| serde_json::to_string(m).unwrap_or_default());
+                up.execute(params![job, o.key, o.size as i64, o.mtime_ns, o.hash, fm])
+                    .map_err(|e| sqlite_err(&self.path, e))?;
+            }
+            let mut gone = tx
+                .prepare_cached("UPDATE items SET present = 0 WHERE job = ?1 AND key = ?2")
+                .map_err(|e| sqlite_err(&self.path, e))?;
+            for key in absent {
+                gone.execute(params![job, key])
+                    .map_err(|e| sqlite_err(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sqlite_err(&self.path, e))
+    }
+
+    /// Content now upstream as `doc_id` (created, adopted or updated).
+    pub fn record_content(
+        &self,
+        job: &str,
+        key: &str,
+        doc_id: &str,
+        doc_name: &str,
+        hash: &str,
+        batch: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE items SET doc_id = ?3, doc_name = ?4, pushed_hash = ?5, indexing_batch = ?6,
+                        status = 'enabled', error_code = NULL, error_message = NULL, error_at = NULL
+                 WHERE job = ?1 AND key = ?2",
+                params![job, key, doc_id, doc_name, hash, batch],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// A document known upstream whose content is unknown (adopted, or the
+    /// upload's outcome was lost): remembered so that it is not duplicated.
+    pub fn record_doc_id(
+        &self,
+        job: &str,
+        key: &str,
+        doc_id: &str,
+        doc_name: &str,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE items SET doc_id = ?3, doc_name = ?4 WHERE job = ?1 AND key = ?2",
+                params![job, key, doc_id, doc_name],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn indexing_done(&self, job: &str, key: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE items SET indexing_batch = NULL WHERE job = ?1 AND key = ?2",
+                params![job, key],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn record_metadata(
+        &mut self,
+        job: &str,
+        done: &[(&str, &Metadata)],
+    ) -> Result<(), StateError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| sqlite_err(&self.path, e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("UPDATE items SET pushed_meta = ?3 WHERE job = ?1 AND key = ?2")
+                .map_err(|e| sqlite_err(&self.path, e))?;
+            for (key, meta) in done {
+                let text = serde_json::to_string(meta).unwrap_or_default();
+                stmt.execute(params![job, key, text])
+                    .map_err(|e| sqlite_err(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sqlite_err(&self.path, e))
+    }
+
+    pub fn record_status(
+        &mut self,
+        job: &str,
+        keys: &[&str],
+        status: RemoteStatus,
+    ) -> Result<(), StateError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| sqlite_err(&self.path, e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("UPDATE items SET status = ?3 WHERE job = ?1 AND key = ?2")
+                .map_err(|e| sqlite_err(&self.path, e))?;
+            for key in keys {
+                stmt.execute(params![job, key, status.as_str()])
+                    .map_err(|e| sqlite_err(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sqlite_err(&self.path, e))
+    }
+
+    /// Drops an item from the cache (deleted upstream, or never pushed and
+    /// gone locally).
+    pub fn forget(&self, job: &str, key: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "DELETE FROM items WHERE job = ?1 AND key = ?2",
+                params![job, key],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn record_failure(
+        &self,
+        job: &str,
+        key: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE items SET error_code = ?3, error_message = ?4, error_at = ?5 WHERE job = ?1 AND key = ?2",
+                params![job, key, code, message, now_secs()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn fields(&self, job: &str) -> Result<HashMap<String, (String, FieldType)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, field_id, field_type FROM fields WHERE job = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([job], |r| {
+                let t: String = r.get(2)?;
+                let kind = match t.as_str() {
+                    "number" => FieldType::Number,
+                    "time" => FieldType::Time,
+                    _ => FieldType::String,
+                };
+                Ok((r.get::<_, String>(0)?, (r.get::<_, String>(1)?, kind)))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    pub fn save_field(
+        &self,
+        job: &str,
+        name: &str,
+        id: &str,
+        kind: FieldType,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO fields (job, name, field_type, field_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(job, name) DO UPDATE SET field_type = excluded.field_type, field_id = excluded.field_id",
+                params![job, name, kind.to_string(), id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn forget_fields(&self, job: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM fields WHERE job = ?1", [job])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn record_run(
+        &self,
+        job: &str,
+        started_at: i64,
+        converged: bool,
+        summary: &str,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (job, started_at, finished_at, converged, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![job, started_at, now_secs(), converged as i64, summary],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+pub fn unix_now() -> i64 {
+    now_secs()
+}
+
+fn sqlite_err(path: &Path, source: rusqlite::Error) -> StateError {
+    let hint = match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => {
+            " (the file is not a kbsync state database or is corrupt; it was left untouched: move it aside to start afresh, which re-adopts upstream documents by name)"
+        }
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            " (another process holds the state file; is another kbsync running on it?)"
+        }
+        Some(rusqlite::ErrorCode::ReadOnly) | Some(rusqlite::ErrorCode::CannotOpen) => {
+            " (check the path and its permissions)"
+        }
+        _ => "",
+    };
+    StateError::Sqlite {
+        path: path.to_owned(),
+        source,
+        hint,
+    }
+}

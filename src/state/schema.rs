@@ -1,0 +1,46 @@
+//! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
+//! Append new steps; never edit a released one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: item cache, metadata field ids, target identity per job, run log.
+    r#"
+    CREATE TABLE items (
+        job            TEXT NOT NULL,
+        key            TEXT NOT NULL,
+        present        INTEGER NOT NULL DEFAULT 1,
+        size           INTEGER,
+        mtime_ns       INTEGER,
+        hash           TEXT,
+        front_matter   TEXT,
+        doc_id         TEXT,
+        doc_name       TEXT,
+        pushed_hash    TEXT,
+        pushed_meta    TEXT,
+        status         TEXT NOT NULL DEFAULT 'enabled',
+        indexing_batch TEXT,
+        error_code     TEXT,
+        error_message  TEXT,
+        error_at       INTEGER,
+        PRIMARY KEY (job, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE fields (
+        job        TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        field_type TEXT NOT NULL,
+        field_id   TEXT NOT NULL,
+        PRIMARY KEY (job, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE jobs (
+        job    TEXT PRIMARY KEY,
+        target TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY,
+        job         TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        converged   INTEGER NOT NULL,
+        summary     TEXT NOT NULL
+    );
+    "#,
+];

@@ -1,0 +1,447 @@
+//! Dify Knowledge API client: one method per endpoint kbsync uses, each
+//! retried on transient failures with exponential backoff and jitter
+//! (`backon`), honouring `Retry-After`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+
+use super::http_date::parse_retry_after;
+use super::{Capabilities, ErrorClass, TargetError};
+use crate::config::{DifyConfig, RetryConfig};
+use crate::metadata::FieldType;
+use crate::plan::StatusAction;
+use crate::secret::Secret;
+
+pub const CAPABILITIES: Capabilities = Capabilities {
+    content: true,
+    batch_metadata: true,
+    batch_status: true,
+    delete: true,
+};
+
+/// Dify's list endpoint caps `limit` at 100.
+const PAGE_SIZE: usize = 100;
+/// A Retry-After beyond this is treated as this: the pass should not hang.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
+/// When Dify's knowledge rate limit (a 403, no Retry-After) is hit.
+const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RemoteDoc {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub indexing_status: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub archived: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RemoteField {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IndexingEntry {
+    pub id: String,
+    pub indexing_status: String,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// One document's entry in a batch metadata update.
+pub struct MetadataUpdate<'a> {
+    pub doc_id: &'a str,
+    /// (field id, field name, value)
+    pub values: Vec<(&'a str, &'a str, &'a Json)>,
+}
+
+pub struct DifyClient {
+    http: reqwest::Client,
+    base: Url,
+    dataset: String,
+    key: Secret,
+    retry: RetryConfig,
+    requests: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl DifyClient {
+    pub fn new(cfg: &DifyConfig, key: Secret) -> Result<Self, TargetError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(Duration::from_secs(15))
+            .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| TargetError::local(ErrorClass::Fatal, "client", e.to_string()))?;
+        Ok(DifyClient {
+            http,
+            base: cfg.base_url.clone(),
+            dataset: cfg.dataset_id.clone(),
+            key,
+            retry: cfg.retry,
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// HTTP requests sent so far, retries included.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn url(&self, tail: &str) -> Url {
+        // The dataset id was validated to hold no '/', and tails are fixed.
+        self.base
+            .join(&format!("datasets/{}/{tail}", self.dataset))
+            .expect("dataset paths are valid relative URLs")
+    }
+
+    fn request(&self, method: Method, tail: &str) -> RequestBuilder {
+        self.http
+            .request(method, self.url(tail))
+            .bearer_auth(self.key.expose())
+    }
+
+    /// Sends the request built by `build` (rebuilt for every attempt, as a
+    /// multipart body cannot be replayed), retrying transient failures.
+    async fn call<F>(&self, what: &'static str, build: F) -> Result<Response, TargetError>
+    where
+        F: Fn() -> RequestBuilder,
+    {
+        let backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.retry.min_delay)
+            .with_max_delay(self.retry.max_delay)
+            .with_max_times(self.retry.max_retries);
+        (|| async { self.once(build()).await })
+            .retry(backoff)
+            .when(TargetError::is_transient)
+            .adjust(|e: &TargetError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
+            .notify(|e: &TargetError, after: Duration| {
+                tracing::warn!(call = what, error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
+            })
+            .await
+    }
+
+    async fn once(&self, req: RequestBuilder) -> Result<Response, TargetError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = req.send().await.map_err(network_error)?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(classify(resp).await)
+    }
+
+    async fn json<T: for<'de> Deserialize<'de>>(resp: Response) -> Result<T, TargetError> {
+        let bytes = resp.bytes().await.map_err(network_error)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            TargetError::local(
+                ErrorClass::Transient,
+                "bad_response",
+                format!("unexpected response body from Dify: {e}"),
+            )
+        })
+    }
+
+    pub async fn list_documents_page(
+        &self,
+        page: usize,
+    ) -> Result<(Vec<RemoteDoc>, bool), TargetError> {
+        #[derive(Deserialize)]
+        struct Page {
+            data: Vec<RemoteDoc>,
+            #[serde(default)]
+            has_more: bool,
+        }
+        let resp = self
+            .call("list_documents", || {
+                self.request(Method::GET, "documents")
+                    .query(&[("page", page.to_string()), ("limit", PAGE_SIZE.to_string())])
+            })
+            .await?;
+        let p: Page = Self::json(resp).await?;
+        Ok((p.data, p.has_more))
+    }
+
+    /// Every document of the dataset, following pagination.
+    pub async fn list_documents(&self) -> Result<Vec<RemoteDoc>, TargetError> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let (docs, more) = self.list_documents_page(page).await?;
+            let empty = docs.is_empty();
+            all.extend(docs);
+            if !more || empty {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    fn file_form(
+        name: &str,
+        bytes: &bytes::Bytes,
+        data: Option<&Json>,
+    ) -> reqwest::multipart::Form {
+        let part = reqwest::multipart::Part::stream_with_length(bytes.clone(), bytes.len() as u64)
+            .file_name(name.to_owned())
+            .mime_str(mime_for(name))
+            .expect("static MIME types parse");
+        let mut form = reqwest::multipart::Form::new().part("file", part);
+        if let Some(d) = data {
+            form = form.text("data", d.to_string());
+        }
+        form
+    }
+
+    /// `POST /datasets/{id}/document/create-by-file`
+    pub async fn create_by_file(
+        &self,
+        name: &str,
+        bytes: &bytes::Bytes,
+        data: &Json,
+    ) -> Result<(RemoteDoc, Option<String>), TargetError> {
+        let resp = self
+            .call("create_by_file", || {
+                self.http
+                    .post(
+                        self.base
+                            .join(&format!(
+                                "datasets/{}/document/create-by-file",
+                                self.dataset
+                            ))
+                            .expect("valid path"),
+                    )
+                    .bearer_auth(self.key.expose())
+                    .multipart(Self::file_form(name, bytes, Some(data)))
+            })
+            .await?;
+        Self::doc_and_batch(resp).await
+    }
+
+    /// `POST /datasets/{id}/documents/{doc}/update-by-file`
+    pub async fn update_by_file(
+        &self,
+        doc_id: &str,
+        name: &str,
+        bytes: &bytes::Bytes,
+    ) -> Result<(RemoteDoc, Option<String>), TargetError> {
+        let tail = format!("documents/{doc_id}/update-by-file");
+        let resp = self
+            .call("update_by_file", || {
+                self.request(Method::POST, &tail)
+                    .multipart(Self::file_form(name, bytes, None))
+            })
+            .await?;
+        Self::doc_and_batch(resp).await
+    }
+
+    async fn doc_and_batch(resp: Response) -> Result<(RemoteDoc, Option<String>), TargetError> {
+        #[derive(Deserialize)]
+        struct Created {
+            document: RemoteDoc,
+            #[serde(default)]
+            batch: Option<String>,
+        }
+        let c: Created = Self::json(resp).await?;
+        Ok((c.document, c.batch))
+    }
+
+    /// `DELETE /datasets/{id}/documents/{doc}`
+    pub async fn delete_document(&self, doc_id: &str) -> Result<(), TargetError> {
+        let tail = format!("documents/{doc_id}");
+        self.call("delete_document", || self.request(Method::DELETE, &tail))
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /datasets/{id}/metadata`
+    pub async fn list_fields(&self) -> Result<Vec<RemoteField>, TargetError> {
+        #[derive(Deserialize)]
+        struct Fields {
+            doc_metadata: Vec<RemoteField>,
+        }
+        let resp = self
+            .call("list_metadata_fields", || {
+                self.request(Method::GET, "metadata")
+            })
+            .await?;
+        Ok(Self::json::<Fields>(resp).await?.doc_metadata)
+    }
+
+    /// `POST /datasets/{id}/metadata`
+    pub async fn create_field(
+        &self,
+        name: &str,
+        kind: FieldType,
+    ) -> Result<RemoteField, TargetError> {
+        let body = json!({ "type": kind.to_string(), "name": name });
+        let resp = self
+            .call("create_metadata_field", || {
+                self.request(Method::POST, "metadata").json(&body)
+            })
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// `POST /datasets/{id}/documents/metadata`, replacing each listed
+    /// document's custom metadata with the values given (kbsync mirrors).
+    pub async fn update_metadata(&self, updates: &[MetadataUpdate<'_>]) -> Result<(), TargetError> {
+        let operation_data: Vec<Json> = updates
+            .iter()
+            .map(|u| {
+                json!({
+                    "document_id": u.doc_id,
+                    "metadata_list": u.values.iter().map(|(id, name, value)| json!({
+                        "id": id, "name": name, "value": value
+                    })).collect::<Vec<_>>(),
+                    "partial_update": false,
+                })
+            })
+            .collect();
+        let body = json!({ "operation_data": operation_data });
+        self.call("update_document_metadata", || {
+            self.request(Method::POST, "documents/metadata").json(&body)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `PATCH /datasets/{id}/documents/status/{action}`
+    pub async fn set_status(
+        &self,
+        action: StatusAction,
+        doc_ids: &[&str],
+    ) -> Result<(), TargetError> {
+        let tail = format!("documents/status/{}", action.as_str());
+        let body = json!({ "document_ids": doc_ids });
+        self.call("update_document_status", || {
+            self.request(Method::PATCH, &tail).json(&body)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `GET /datasets/{id}/documents/{batch}/indexing-status`
+    pub async fn indexing_status(&self, batch: &str) -> Result<Vec<IndexingEntry>, TargetError> {
+        #[derive(Deserialize)]
+        struct Status {
+            data: Vec<IndexingEntry>,
+        }
+        let tail = format!("documents/{batch}/indexing-status");
+        let resp = self
+            .call("indexing_status", || self.request(Method::GET, &tail))
+            .await?;
+        Ok(Self::json::<Status>(resp).await?.data)
+    }
+}
+
+fn network_error(e: reqwest::Error) -> TargetError {
+    // reqwest's message may include the URL (never the key, which travels
+    // in a header); that is useful and safe to show.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    let code = if e.is_timeout() { "timeout" } else { "network" };
+    TargetError::local(ErrorClass::Transient, code, message)
+}
+
+async fn classify(resp: Response) -> TargetError {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        .map(|d| d.min(MAX_RETRY_AFTER));
+    let body = resp.bytes().await.unwrap_or_default();
+    let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|b| b.code.clone())
+        .unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_lowercase()
+                .replace(' ', "_")
+        });
+    let message = parsed.and_then(|b| b.message).unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(&body);
+        text.chars().take(200).collect::<String>().trim().to_owned()
+    });
+    let lower = message.to_lowercase();
+    let (class, retry_after) = match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
+            (ErrorClass::Transient, retry_after)
+        }
+        s if s.is_server_error() => (ErrorClass::Transient, retry_after),
+        // Dify signals its knowledge rate limit with a 403, not a 429.
+        StatusCode::FORBIDDEN if lower.contains("rate limit") => (
+            ErrorClass::Transient,
+            Some(retry_after.unwrap_or(RATE_LIMIT_PAUSE)),
+        ),
+        StatusCode::FORBIDDEN if lower.contains("api access is not enabled") => {
+            (ErrorClass::Fatal, None)
+        }
+        StatusCode::UNAUTHORIZED => (ErrorClass::Fatal, None),
+        StatusCode::NOT_FOUND if lower.contains("dataset not found") => (ErrorClass::Fatal, None),
+        _ => (ErrorClass::Permanent, None),
+    };
+    TargetError {
+        class,
+        status: Some(status.as_u16()),
+        code,
+        message,
+        retry_after,
+    }
+}
+
+/// MIME type by extension; Dify decides by the extension anyway, but a
+/// right Content-Type helps proxies and logs.
+fn mime_for(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "md" | "markdown" | "mdx" => "text/markdown",
+        "txt" | "text" => "text/plain",
+        "html" | "htm" => "text/html",
+        "csv" => "text/csv",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "pdf" => "application/pdf",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "doc" => "application/msword",
+        "xls" => "application/vnd.ms-excel",
+        "epub" => "application/epub+zip",
+        _ => "application/octet-stream",
+    }
+}
