@@ -28,8 +28,6 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 const PAGE_SIZE: usize = 100;
 /// A Retry-After beyond this is treated as this: the pass should not hang.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
-/// When Dify's knowledge rate limit (a 403, no Retry-After) is hit.
-const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RemoteDoc {
@@ -129,13 +127,8 @@ impl DifyClient {
     where
         F: Fn() -> RequestBuilder,
     {
-        let backoff = ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(self.retry.min_delay)
-            .with_max_delay(self.retry.max_delay)
-            .with_max_times(self.retry.max_retries);
         (|| async { self.once(build()).await })
-            .retry(backoff)
+            .retry(self.backoff())
             .when(TargetError::is_transient)
             .adjust(|e: &TargetError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
             .notify(|e: &TargetError, after: Duration| {
@@ -214,29 +207,88 @@ impl DifyClient {
         form
     }
 
-    /// `POST /datasets/{id}/document/create-by-file`
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.retry.min_delay)
+            .with_max_delay(self.retry.max_delay)
+            .with_max_times(self.retry.max_retries)
+    }
+
+    /// `POST /datasets/{id}/document/create-by-file`, made idempotent:
+    /// creating is the one call whose blind replay would leave a duplicate
+    /// when the first attempt was applied but its answer lost (5xx after
+    /// commit, dropped connection). Before each retry the document is
+    /// looked up by name; if it is there now, it is ours.
     pub async fn create_by_file(
         &self,
         name: &str,
         bytes: &bytes::Bytes,
         data: &Json,
     ) -> Result<(RemoteDoc, Option<String>), TargetError> {
-        let resp = self
-            .call("create_by_file", || {
-                self.http
-                    .post(
-                        self.base
-                            .join(&format!(
-                                "datasets/{}/document/create-by-file",
-                                self.dataset
-                            ))
-                            .expect("valid path"),
-                    )
-                    .bearer_auth(self.key.expose())
-                    .multipart(Self::file_form(name, bytes, Some(data)))
-            })
-            .await?;
-        Self::doc_and_batch(resp).await
+        use backon::BackoffBuilder;
+        let url = self
+            .base
+            .join(&format!(
+                "datasets/{}/document/create-by-file",
+                self.dataset
+            ))
+            .expect("valid path");
+        let mut delays = self.backoff().build();
+        loop {
+            let req = self
+                .http
+                .post(url.clone())
+                .bearer_auth(self.key.expose())
+                .multipart(Self::file_form(name, bytes, Some(data)));
+            let err = match self.once(req).await {
+                Ok(resp) => return Self::doc_and_batch(resp).await,
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => e,
+            };
+            let Some(delay) = delays.next() else {
+                return Err(err);
+            };
+            let delay = err.retry_after.unwrap_or(delay);
+            tracing::warn!(call = "create_by_file", error = %err, retry_in_ms = delay.as_millis() as u64, "transient failure, retrying");
+            tokio::time::sleep(delay).await;
+            if may_have_been_applied(&err) {
+                if let Some(doc) = self.find_by_name(name).await? {
+                    tracing::info!(document = %doc.id, "the failed create had been applied; adopting it");
+                    return Ok((doc, None));
+                }
+            }
+        }
+    }
+
+    /// The document named exactly `name`, if any (Dify's keyword filter is
+    /// a substring match, so the exact name is checked here).
+    pub async fn find_by_name(&self, name: &str) -> Result<Option<RemoteDoc>, TargetError> {
+        #[derive(Deserialize)]
+        struct Page {
+            data: Vec<RemoteDoc>,
+            #[serde(default)]
+            has_more: bool,
+        }
+        for page in 1.. {
+            let resp = self
+                .call("find_document", || {
+                    self.request(Method::GET, "documents").query(&[
+                        ("page", page.to_string()),
+                        ("limit", PAGE_SIZE.to_string()),
+                        ("keyword", name.to_owned()),
+                    ])
+                })
+                .await?;
+            let p: Page = Self::json(resp).await?;
+            if let Some(d) = p.data.iter().find(|d| d.name == name) {
+                return Ok(Some(d.clone()));
+            }
+            if !p.has_more || p.data.is_empty() {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// `POST /datasets/{id}/documents/{doc}/update-by-file`
@@ -366,8 +418,23 @@ fn network_error(e: reqwest::Error) -> TargetError {
         message.push_str(&s.to_string());
         source = s.source();
     }
-    let code = if e.is_timeout() { "timeout" } else { "network" };
+    // A failed connect never reached the server; anything later may have.
+    let code = if e.is_connect() {
+        "connect"
+    } else if e.is_timeout() {
+        "timeout"
+    } else {
+        "network"
+    };
     TargetError::local(ErrorClass::Transient, code, message)
+}
+
+/// Whether a failed request may still have taken effect upstream.
+fn may_have_been_applied(e: &TargetError) -> bool {
+    match e.status {
+        Some(s) => s >= 500,
+        None => e.code != "connect",
+    }
 }
 
 async fn classify(resp: Response) -> TargetError {
@@ -400,11 +467,11 @@ async fn classify(resp: Response) -> TargetError {
             (ErrorClass::Transient, retry_after)
         }
         s if s.is_server_error() => (ErrorClass::Transient, retry_after),
-        // Dify signals its knowledge rate limit with a 403, not a 429.
-        StatusCode::FORBIDDEN if lower.contains("rate limit") => (
-            ErrorClass::Transient,
-            Some(retry_after.unwrap_or(RATE_LIMIT_PAUSE)),
-        ),
+        // Dify signals its knowledge rate limit with a 403, not a 429, and
+        // without Retry-After: the exponential backoff paces the retries.
+        StatusCode::FORBIDDEN if lower.contains("rate limit") => {
+            (ErrorClass::Transient, retry_after)
+        }
         StatusCode::FORBIDDEN if lower.contains("api access is not enabled") => {
             (ErrorClass::Fatal, None)
         }

@@ -1,0 +1,404 @@
+//! End-to-end: a real folder in a temp dir, a real SQLite state file, and
+//! the in-process fake Dify speaking the Knowledge API over HTTP.
+
+mod support;
+
+use kbsync::target::dify_name::document_name;
+use support::fake_dify::{FakeDify, Fault};
+use support::{set_mtime, Workspace};
+
+const META: &str = r#"
+section = { path_segment = 0 }
+source_path = { fact = "path" }
+modified = { fact = "modified" }
+title = { front_matter = "title" }
+"#;
+
+async fn setup(policy: &str) -> (FakeDify, Workspace) {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        support::fake_dify::DATASET,
+        policy,
+        "",
+        META,
+    );
+    (fake, ws)
+}
+
+fn tree(ws: &Workspace, n: usize) {
+    for i in 0..n {
+        ws.write(
+            &format!("team{}/doc{i:03}.md", i % 3),
+            &format!("---\ntitle: Doc {i}\n---\nBody of document {i}.\n"),
+        );
+    }
+}
+
+#[tokio::test]
+async fn first_sync_mirrors_tree_and_second_pass_sends_nothing() {
+    let (fake, ws) = setup("disable").await;
+    tree(&ws, 12);
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let o = r.outcome.as_ref().unwrap();
+    assert_eq!(o.created, 12);
+    assert_eq!(o.metadata, 12);
+    {
+        let w = fake.world();
+        assert_eq!(w.docs.len(), 12);
+        assert!(w.duplicate_names().is_empty());
+        let name = document_name("team1/doc004.md");
+        let doc = w.doc_by_name(&name).expect("document named after its path");
+        assert_eq!(
+            doc.content,
+            std::fs::read(ws.path("team1/doc004.md")).unwrap()
+        );
+        let meta = w.metadata_of(&name);
+        assert_eq!(meta["section"], "team1");
+        assert_eq!(meta["source_path"], "team1/doc004.md");
+        assert_eq!(meta["title"], "Doc 4");
+        assert!(meta["modified"].is_number());
+        // 4 fields: one list, four creates; one document listing; 12
+        // uploads; a single batch metadata call.
+        assert_eq!(w.count_since(0, "POST /v1/datasets/"), 4 + 12 + 1);
+        assert_eq!(w.count_since(0, "documents/metadata"), 1);
+        assert_eq!(w.log.len(), r.requests as usize);
+    }
+
+    let before = fake.requests();
+    let again = ws.sync().await;
+    assert!(again.converged());
+    assert!(again.plan.ops.is_empty(), "{:?}", again.plan.ops);
+    assert_eq!(fake.requests(), before, "a no-op pass must send nothing");
+    assert_eq!(again.hashed_files, 0, "unchanged files are not re-read");
+}
+
+#[tokio::test]
+async fn content_change_uploads_once_and_refreshes_metadata() {
+    let (fake, ws) = setup("disable").await;
+    tree(&ws, 5);
+    assert!(ws.sync().await.converged());
+    let mark = fake.requests();
+    ws.write(
+        "team0/doc000.md",
+        "---\ntitle: Renamed title\n---\nNew body.\n",
+    );
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert_eq!(w.count_since(mark, "update-by-file"), 1);
+    assert_eq!(w.count_since(mark, "create-by-file"), 0);
+    assert_eq!(w.count_since(mark, "documents/metadata"), 1);
+    let name = document_name("team0/doc000.md");
+    assert_eq!(
+        w.doc_by_name(&name).unwrap().content,
+        b"---\ntitle: Renamed title\n---\nNew body.\n"
+    );
+    assert_eq!(w.metadata_of(&name)["title"], "Renamed title");
+    assert_eq!(w.docs.len(), 5);
+}
+
+#[tokio::test]
+async fn metadata_only_change_is_one_batch_call() {
+    let (fake, ws) = setup("disable").await;
+    tree(&ws, 60);
+    assert!(ws.sync().await.converged());
+    let mark = fake.requests();
+    // Touch every file: same bytes, new mtime → only `modified` changes.
+    for i in 0..60 {
+        set_mtime(
+            &ws.path(&format!("team{}/doc{i:03}.md", i % 3)),
+            1_800_000_000 + i as i64,
+        );
+    }
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().metadata, 60);
+    let w = fake.world();
+    assert_eq!(
+        w.log.len() - mark,
+        1,
+        "one batch metadata call, nothing else"
+    );
+    assert_eq!(w.count_since(mark, "POST /v1/datasets/"), 1);
+    assert_eq!(
+        w.metadata_of(&document_name("team2/doc059.md"))["modified"],
+        1_800_000_059
+    );
+}
+
+#[tokio::test]
+async fn delete_policy_delete_removes_the_document() {
+    let (fake, ws) = setup("delete").await;
+    tree(&ws, 3);
+    assert!(ws.sync().await.converged());
+    ws.remove("team1/doc001.md");
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert_eq!(w.docs.len(), 2);
+    assert!(w.doc_by_name(&document_name("team1/doc001.md")).is_none());
+}
+
+#[tokio::test]
+async fn delete_policy_disable_then_readd_reenables_without_upload() {
+    let (fake, ws) = setup("disable").await;
+    tree(&ws, 3);
+    assert!(ws.sync().await.converged());
+    let content = std::fs::read(ws.path("team1/doc001.md")).unwrap();
+    ws.remove("team1/doc001.md");
+    assert!(ws.sync().await.converged());
+    let name = document_name("team1/doc001.md");
+    assert!(!fake.world().doc_by_name(&name).unwrap().enabled);
+
+    let mark = fake.requests();
+    std::fs::write(ws.path("team1/doc001.md"), &content).unwrap();
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert!(w.doc_by_name(&name).unwrap().enabled);
+    assert_eq!(
+        w.count_since(mark, "-by-file"),
+        0,
+        "unchanged content is not re-uploaded"
+    );
+    assert_eq!(w.count_since(mark, "status/enable"), 1);
+    assert_eq!(w.docs.len(), 3);
+}
+
+#[tokio::test]
+async fn delete_policy_archive_then_readd_changed_unarchives_and_updates() {
+    let (fake, ws) = setup("archive").await;
+    tree(&ws, 3);
+    assert!(ws.sync().await.converged());
+    ws.remove("team2/doc002.md");
+    assert!(ws.sync().await.converged());
+    let name = document_name("team2/doc002.md");
+    assert!(fake.world().doc_by_name(&name).unwrap().archived);
+
+    ws.write("team2/doc002.md", "brand new content\n");
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    let doc = w.doc_by_name(&name).unwrap();
+    assert!(!doc.archived);
+    assert_eq!(doc.content, b"brand new content\n");
+    assert_eq!(w.docs.len(), 3);
+}
+
+#[tokio::test]
+async fn rename_creates_new_name_and_retires_old() {
+    let (fake, ws) = setup("delete").await;
+    tree(&ws, 2);
+    assert!(ws.sync().await.converged());
+    std::fs::rename(ws.path("team0/doc000.md"), ws.path("team0/moved.md")).unwrap();
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert!(w.doc_by_name(&document_name("team0/doc000.md")).is_none());
+    assert!(w.doc_by_name(&document_name("team0/moved.md")).is_some());
+    assert_eq!(w.docs.len(), 2);
+}
+
+#[tokio::test]
+async fn transient_faults_converge_without_duplicates() {
+    let (fake, ws) = setup("disable").await;
+    tree(&ws, 20);
+    {
+        let mut w = fake.world();
+        w.inject(
+            None,
+            "create-by-file",
+            Fault::status(503, "service_unavailable", "Service Unavailable"),
+            3,
+        );
+        w.inject(None, "create-by-file", Fault::too_many("1"), 1);
+        w.inject(None, "create-by-file", Fault::Drop, 2);
+        // Applied upstream, but the answer is lost: a retry must not duplicate.
+        w.inject(None, "create-by-file", Fault::ApplyThen500, 2);
+        w.inject(None, "create-by-file", Fault::ApplyThenDrop, 1);
+        w.inject(
+            None,
+            "documents/metadata",
+            Fault::status(502, "bad_gateway", "Bad Gateway"),
+            1,
+        );
+        w.inject(
+            None,
+            "documents/metadata",
+            Fault::status(403, "forbidden", "Sorry, you have reached the knowledge base request rate limit of your subscription."),
+            1,
+        );
+    }
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let o = r.outcome.as_ref().unwrap();
+    assert_eq!(
+        o.created, 20,
+        "applied-then-lost creates are adopted in the same pass"
+    );
+    {
+        let w = fake.world();
+        assert!(
+            w.duplicate_names().is_empty(),
+            "duplicates: {:?}",
+            w.duplicate_names()
+        );
+        assert_eq!(w.docs.len(), 20);
+        for d in w.docs.values() {
+            assert_eq!(w.metadata_of(&d.name).len(), 4, "{} lacks metadata", d.name);
+        }
+        // 503 ×3, drop ×2, applied-then-lost ×3 may each have been applied:
+        // each is followed by a lookup by name; the 429 is not.
+        assert_eq!(w.count_since(0, "keyword="), 8);
+    }
+    let before = fake.requests();
+    assert!(ws.sync().await.plan.ops.is_empty());
+    assert_eq!(fake.requests(), before);
+}
+
+#[tokio::test]
+async fn permanent_errors_are_reported_per_file_and_not_retried_in_the_pass() {
+    let (fake, ws) = setup("disable").await;
+    tree(&ws, 3);
+    ws.write("notes.xyz", "Dify does not take this type");
+    let r = ws.sync().await;
+    assert!(!r.converged());
+    let o = r.outcome.as_ref().unwrap();
+    assert_eq!(o.created, 3);
+    assert_eq!(o.failures.len(), 1);
+    let f = &o.failures[0];
+    assert_eq!(f.key, "notes.xyz");
+    assert_eq!(f.error.status, Some(415));
+    assert_eq!(f.error.code, "unsupported_file_type");
+    assert_eq!(
+        fake.world().count_since(0, "create-by-file"),
+        4,
+        "a 415 is not retried"
+    );
+}
+
+#[tokio::test]
+async fn existing_document_with_same_name_is_adopted() {
+    let (fake, ws) = setup("disable").await;
+    ws.write("guide.md", "local version\n");
+    let old = fake.world().add_doc("guide.md", b"uploaded by hand\n");
+    fake.world().docs.get_mut(&old).unwrap().enabled = false;
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().adopted, 1);
+    let w = fake.world();
+    assert_eq!(w.docs.len(), 1);
+    let doc = &w.docs[&old];
+    assert!(doc.enabled);
+    assert_eq!(doc.content, b"local version\n");
+}
+
+#[tokio::test]
+async fn status_change_waits_for_indexing() {
+    let (fake, ws) = setup("disable").await;
+    fake.world().polls_to_complete = 3;
+    tree(&ws, 2);
+    assert!(ws.sync().await.converged());
+    ws.remove("team0/doc000.md");
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert!(
+        !w.doc_by_name(&document_name("team0/doc000.md"))
+            .unwrap()
+            .enabled
+    );
+    assert_eq!(w.count_since(0, "indexing-status"), 3);
+}
+
+#[tokio::test]
+async fn missing_dataset_stops_the_job_with_a_clear_error() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        "00000000-dead-beef-0000-000000000000",
+        "disable",
+        "",
+        META,
+    );
+    ws.write("a.md", "a");
+    ws.write("b.md", "b");
+    let r = ws.sync().await;
+    assert!(!r.converged());
+    let err = r.error.as_deref().unwrap();
+    assert!(err.contains("Dataset not found"), "{err}");
+    assert_eq!(
+        fake.requests(),
+        1,
+        "nothing more is tried once the dataset is missing"
+    );
+}
+
+#[tokio::test]
+async fn oversized_and_vanished_unreadable_files_are_reported_not_deleted() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        support::fake_dify::DATASET,
+        "delete",
+        "",
+        META,
+    );
+    std::fs::write(
+        &ws.config_path,
+        std::fs::read_to_string(&ws.config_path)
+            .unwrap()
+            .replace("root = \"docs\"", "root = \"docs\"\nmax_file_size = 64"),
+    )
+    .unwrap();
+    ws.write("small.md", "fits");
+    ws.write("big.md", "grows");
+    assert!(ws.sync().await.converged());
+    ws.write("big.md", &"x".repeat(100));
+    let r = ws.sync().await;
+    assert!(
+        !r.converged(),
+        "a skipped file means the mirror is not exact"
+    );
+    assert_eq!(r.skipped.len(), 1);
+    assert!(
+        r.skipped[0].reason.contains("max_file_size"),
+        "{:?}",
+        r.skipped
+    );
+    let w = fake.world();
+    assert_eq!(
+        w.docs.len(),
+        2,
+        "the previously synced copy is kept, not deleted"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_plans_without_touching_upstream_or_state() {
+    let (fake, ws) = setup("disable").await;
+    tree(&ws, 4);
+    let r = ws.dry_run().await;
+    assert_eq!(
+        r.plan.ops.iter().filter(|o| o.name() == "create").count(),
+        4
+    );
+    assert_eq!(fake.requests(), 0);
+    assert!(!ws.dir.path().join("state/kbsync.db").exists());
+}
+
+#[tokio::test]
+async fn auth_failure_is_fatal_and_never_leaks_the_key() {
+    let (fake, ws) = setup("disable").await;
+    std::fs::write(ws.dir.path().join("api.key"), "dataset-WRONGKEY\n").unwrap();
+    ws.write("a.md", "a");
+    let r = ws.sync().await;
+    let err = r.error.clone().unwrap();
+    assert!(err.contains("401"), "{err}");
+    assert!(!format!("{r:?}").contains("WRONGKEY"));
+    assert_eq!(fake.requests(), 1);
+    let db = std::fs::read(ws.dir.path().join("state/kbsync.db")).unwrap();
+    assert!(!db.windows(8).any(|w| w == b"WRONGKEY"));
+}

@@ -1,0 +1,924 @@
+//! A fake Dify Knowledge API server, in-process on 127.0.0.1:0. It keeps
+//! state (documents, metadata fields, statuses, indexing) and answers with
+//! the status codes and error bodies of Dify's published OpenAPI spec
+//! (../shared/specs/dify). Faults can be injected per request: an error
+//! status, a dropped connection, or a request applied and then answered
+//! with a failure (the response is lost).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value as Json};
+
+pub const API_KEY: &str = "dataset-TESTKEY0123456789";
+pub const DATASET: &str = "6b7c1a2e-0000-4000-8000-00000000d1f7";
+/// Dify's default UPLOAD_FILE_SIZE_LIMIT.
+pub const MAX_UPLOAD: usize = 15 * 1024 * 1024;
+const ALLOWED_EXTENSIONS: &[&str] = &[
+    "txt",
+    "markdown",
+    "md",
+    "mdx",
+    "pdf",
+    "html",
+    "htm",
+    "xlsx",
+    "xls",
+    "docx",
+    "csv",
+    "vtt",
+    "properties",
+    "eml",
+    "msg",
+    "pptx",
+    "xml",
+    "epub",
+    "json",
+];
+
+#[derive(Debug, Clone)]
+pub struct Doc {
+    pub id: String,
+    pub name: String,
+    pub content: Vec<u8>,
+    pub enabled: bool,
+    pub archived: bool,
+    pub indexing_status: String,
+    pub polls_left: u32,
+    pub batch: String,
+    pub position: u64,
+    /// field id → (field name, value)
+    pub metadata: BTreeMap<String, (String, Json)>,
+}
+
+impl Doc {
+    fn display_status(&self) -> &'static str {
+        if self.archived {
+            "archived"
+        } else if !self.enabled {
+            "disabled"
+        } else if self.indexing_status == "completed" {
+            "available"
+        } else if self.indexing_status == "waiting" {
+            "queuing"
+        } else {
+            "indexing"
+        }
+    }
+
+    fn to_json(&self, fields: &[Field]) -> Json {
+        json!({
+            "id": self.id,
+            "position": self.position,
+            "data_source_type": "upload_file",
+            "data_source_info": {"upload_file_id": format!("file-{}", self.id)},
+            "dataset_process_rule_id": "rule-1",
+            "name": self.name,
+            "created_from": "api",
+            "created_by": "user-1",
+            "created_at": 1_741_267_200,
+            "tokens": 0,
+            "indexing_status": self.indexing_status,
+            "error": null,
+            "enabled": self.enabled,
+            "disabled_at": if self.enabled { Json::Null } else { json!(1_741_267_300) },
+            "disabled_by": null,
+            "archived": self.archived,
+            "display_status": self.display_status(),
+            "word_count": self.content.len() / 5,
+            "hit_count": 0,
+            "doc_form": "text_model",
+            "doc_metadata": self.metadata.iter().map(|(id, (name, value))| json!({
+                "id": id,
+                "name": name,
+                "type": fields.iter().find(|f| &f.id == id).map_or("string", |f| f.kind.as_str()),
+                "value": value,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and Dify-style error body, without applying.
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+        retry_after: Option<String>,
+    },
+    /// Close the connection without answering, without applying.
+    Drop,
+    /// Apply the request, then answer 500 (the client never learns it worked).
+    ApplyThen500,
+    /// Apply the request, then close the connection.
+    ApplyThenDrop,
+}
+
+impl Fault {
+    pub fn status(status: u16, code: &str, message: &str) -> Fault {
+        Fault::Status {
+            status,
+            code: code.into(),
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn too_many(retry_after: &str) -> Fault {
+        Fault::Status {
+            status: 429,
+            code: "too_many_requests".into(),
+            message: "Too many requests.".into(),
+            retry_after: Some(retry_after.into()),
+        }
+    }
+}
+
+pub struct FaultRule {
+    pub method: Option<Method>,
+    pub path_contains: String,
+    pub fault: Fault,
+    pub remaining: u32,
+}
+
+pub struct World {
+    pub docs: BTreeMap<String, Doc>,
+    pub fields: Vec<Field>,
+    pub log: Vec<Logged>,
+    pub faults: Vec<FaultRule>,
+    /// Indexing-status polls a new upload needs before it is completed
+    /// (0: completed at once).
+    pub polls_to_complete: u32,
+    /// Whether the dataset already has an indexing technique; when not,
+    /// create-by-file must send one (as in Dify).
+    pub dataset_has_indexing: bool,
+    next_id: u64,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            docs: BTreeMap::new(),
+            fields: Vec::new(),
+            log: Vec::new(),
+            faults: Vec::new(),
+            polls_to_complete: 0,
+            dataset_has_indexing: false,
+            next_id: 1,
+        }
+    }
+
+    fn next(&mut self, prefix: &str) -> String {
+        let n = self.next_id;
+        self.next_id += 1;
+        format!("{prefix}{n:012x}")
+    }
+
+    /// Adds a document as if uploaded through Dify's UI.
+    pub fn add_doc(&mut self, name: &str, content: &[u8]) -> String {
+        let id = self.next("doc-");
+        let position = self.docs.len() as u64 + 1;
+        self.docs.insert(
+            id.clone(),
+            Doc {
+                id: id.clone(),
+                name: name.into(),
+                content: content.to_vec(),
+                enabled: true,
+                archived: false,
+                indexing_status: "completed".into(),
+                polls_left: 0,
+                batch: String::new(),
+                position,
+                metadata: BTreeMap::new(),
+            },
+        );
+        id
+    }
+
+    pub fn doc_by_name(&self, name: &str) -> Option<&Doc> {
+        self.docs.values().find(|d| d.name == name)
+    }
+
+    /// Names that occur more than once.
+    pub fn duplicate_names(&self) -> Vec<String> {
+        let mut seen = BTreeMap::<&str, usize>::new();
+        for d in self.docs.values() {
+            *seen.entry(&d.name).or_default() += 1;
+        }
+        seen.into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, _)| k.to_owned())
+            .collect()
+    }
+
+    pub fn metadata_of(&self, name: &str) -> BTreeMap<String, Json> {
+        self.doc_by_name(name)
+            .map(|d| {
+                d.metadata
+                    .values()
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Requests logged since `from` whose "METHOD path" contains `needle`.
+    pub fn count_since(&self, from: usize, needle: &str) -> usize {
+        self.log[from..]
+            .iter()
+            .filter(|l| format!("{} {}", l.method, l.path).contains(needle))
+            .count()
+    }
+
+    pub fn inject(
+        &mut self,
+        method: Option<Method>,
+        path_contains: &str,
+        fault: Fault,
+        times: u32,
+    ) {
+        self.faults.push(FaultRule {
+            method,
+            path_contains: path_contains.into(),
+            fault,
+            remaining: times,
+        });
+    }
+
+    fn take_fault(&mut self, method: &Method, path: &str) -> Option<Fault> {
+        let rule = self.faults.iter_mut().find(|r| {
+            r.remaining > 0
+                && r.method.as_ref().is_none_or(|m| m == method)
+                && path.contains(&r.path_contains)
+        })?;
+        rule.remaining -= 1;
+        Some(rule.fault.clone())
+    }
+}
+
+pub struct FakeDify {
+    pub addr: SocketAddr,
+    pub world: Arc<Mutex<World>>,
+}
+
+impl FakeDify {
+    pub async fn start() -> FakeDify {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let world = Arc::new(Mutex::new(World::new()));
+        let w = world.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let w = w.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(w.clone(), req));
+                    // A dropped connection ends here with an error; expected.
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FakeDify { addr, world }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.world().log.len()
+    }
+}
+
+#[derive(Debug)]
+struct Dropped;
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+impl std::error::Error for Dropped {}
+
+type Resp = Response<Full<Bytes>>;
+type Reply = Result<Resp, Dropped>;
+/// name, content, the `data` JSON
+type CheckedFile = (String, Vec<u8>, Option<Json>);
+
+fn reply(status: u16, body: Json) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+fn bad(status: u16, code: &str, message: &str) -> Box<Resp> {
+    Box::new(error(status, code, message))
+}
+
+fn error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+    reply(
+        status,
+        json!({"status": status, "code": code, "message": message}),
+    )
+}
+
+async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let logged_path = if query.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{query}")
+    };
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(Dropped),
+    };
+
+    let fault = world.lock().unwrap().take_fault(&method, &path);
+    let (response, apply_then) = match fault {
+        Some(Fault::Drop) => {
+            log(&world, &method, &logged_path, 0);
+            return Err(Dropped);
+        }
+        Some(Fault::Status {
+            status,
+            code,
+            message,
+            retry_after,
+        }) => {
+            let mut r = error(status, &code, &message);
+            if let Some(ra) = retry_after {
+                r.headers_mut().insert("retry-after", ra.parse().unwrap());
+            }
+            (r, None)
+        }
+        Some(f @ (Fault::ApplyThen500 | Fault::ApplyThenDrop)) => (
+            route(
+                &world,
+                &method,
+                &path,
+                &query,
+                auth.as_deref(),
+                content_type.as_deref(),
+                body,
+            )
+            .await,
+            Some(f),
+        ),
+        None => (
+            route(
+                &world,
+                &method,
+                &path,
+                &query,
+                auth.as_deref(),
+                content_type.as_deref(),
+                body,
+            )
+            .await,
+            None,
+        ),
+    };
+    match apply_then {
+        Some(Fault::ApplyThenDrop) => {
+            log(&world, &method, &logged_path, 0);
+            Err(Dropped)
+        }
+        Some(_) => {
+            log(&world, &method, &logged_path, 500);
+            Ok(error(
+                500,
+                "internal_server_error",
+                "The server encountered an internal error.",
+            ))
+        }
+        None => {
+            log(&world, &method, &logged_path, response.status().as_u16());
+            Ok(response)
+        }
+    }
+}
+
+fn log(world: &Arc<Mutex<World>>, method: &Method, path: &str, status: u16) {
+    world.lock().unwrap().log.push(Logged {
+        method: method.to_string(),
+        path: path.to_owned(),
+        status,
+    });
+}
+
+async fn route(
+    world: &Arc<Mutex<World>>,
+    method: &Method,
+    path: &str,
+    query: &str,
+    auth: Option<&str>,
+    content_type: Option<&str>,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    if auth != Some(&format!("Bearer {API_KEY}")) {
+        return error(401, "unauthorized", "Access token is invalid");
+    }
+    let Some(rest) = path.strip_prefix("/v1/datasets/") else {
+        return error(
+            404,
+            "not_found",
+            "The requested URL was not found on the server.",
+        );
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    if parts[0] != DATASET {
+        return error(404, "not_found", "Dataset not found.");
+    }
+    let parts = &parts[1..];
+    // Multipart bodies are parsed before taking the lock.
+    let upload = if content_type.is_some_and(|c| c.starts_with("multipart/form-data")) {
+        match parse_multipart(content_type.unwrap(), body.clone()).await {
+            Ok(u) => Some(u),
+            Err(r) => return *r,
+        }
+    } else {
+        None
+    };
+    let mut w = world.lock().unwrap();
+    match (method.clone(), parts) {
+        (Method::GET, ["documents"]) => list_documents(&w, query),
+        (Method::POST, ["document", "create-by-file"]) => create_by_file(&mut w, upload),
+        (Method::POST, ["documents", "metadata"]) => batch_metadata(&mut w, &body),
+        (Method::PATCH, ["documents", "status", action]) => batch_status(&mut w, action, &body),
+        (Method::POST, ["documents", doc, "update-by-file"]) => update_by_file(&mut w, doc, upload),
+        (Method::GET, ["documents", batch, "indexing-status"]) => indexing_status(&mut w, batch),
+        (Method::DELETE, ["documents", doc]) => delete_document(&mut w, doc),
+        (Method::GET, ["metadata"]) => reply(
+            200,
+            json!({
+                "doc_metadata": w.fields.iter().map(|f| json!({
+                    "id": f.id, "name": f.name, "type": f.kind,
+                    "count": w.docs.values().filter(|d| d.metadata.contains_key(&f.id)).count(),
+                })).collect::<Vec<_>>(),
+                "built_in_field_enabled": false,
+            }),
+        ),
+        (Method::POST, ["metadata"]) => create_field(&mut w, &body),
+        _ => error(
+            404,
+            "not_found",
+            "The requested URL was not found on the server.",
+        ),
+    }
+}
+
+struct Upload {
+    file: Option<(String, Vec<u8>)>,
+    files: usize,
+    data: Option<Json>,
+}
+
+async fn parse_multipart(content_type: &str, body: Bytes) -> Result<Upload, Box<Resp>> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|_| bad(400, "invalid_param", "Invalid multipart body."))?;
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut mp = multer::Multipart::new(stream, boundary);
+    let mut up = Upload {
+        file: None,
+        files: 0,
+        data: None,
+    };
+    while let Some(field) = mp
+        .next_field()
+        .await
+        .map_err(|_| bad(400, "invalid_param", "Invalid multipart body."))?
+    {
+        match field.name() {
+            Some("file") => {
+                up.files += 1;
+                let name = field.file_name().unwrap_or("").to_owned();
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|_| bad(400, "invalid_param", "Invalid multipart body."))?;
+                up.file = Some((name, bytes.to_vec()));
+            }
+            Some("data") => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|_| bad(400, "invalid_param", "Invalid multipart body."))?;
+                up.data = Some(
+                    serde_json::from_str(&text)
+                        .map_err(|_| bad(400, "invalid_param", "data is not valid JSON."))?,
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(up)
+}
+
+/// Checks shared by create and update; returns the file on success.
+fn check_file(upload: Option<Upload>) -> Result<CheckedFile, Box<Resp>> {
+    let Some(up) = upload else {
+        return Err(bad(400, "no_file_uploaded", "Please upload your file."));
+    };
+    if up.files > 1 {
+        return Err(bad(400, "too_many_files", "Only one file is allowed."));
+    }
+    let Some((name, content)) = up.file else {
+        return Err(bad(400, "no_file_uploaded", "Please upload your file."));
+    };
+    if name.is_empty() {
+        return Err(bad(
+            400,
+            "filename_not_exists_error",
+            "The specified filename does not exist.",
+        ));
+    }
+    if name.contains(['/', '\\', ':', '*', '?', '"', '<', '>', '|']) {
+        return Err(bad(
+            400,
+            "invalid_param",
+            "Filename contains invalid characters",
+        ));
+    }
+    if content.len() > MAX_UPLOAD {
+        return Err(bad(413, "file_too_large", "File size exceeded."));
+    }
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    if !ALLOWED_EXTENSIONS.contains(&ext.as_str()) {
+        return Err(bad(415, "unsupported_file_type", "File type not allowed."));
+    }
+    Ok((name, content, up.data))
+}
+
+fn new_indexing(w: &mut World) -> (String, u32, String) {
+    let batch = w.next("batch-");
+    let polls = w.polls_to_complete;
+    let status = if polls == 0 { "completed" } else { "indexing" };
+    (status.to_owned(), polls, batch)
+}
+
+fn create_by_file(w: &mut World, upload: Option<Upload>) -> Response<Full<Bytes>> {
+    let (name, content, data) = match check_file(upload) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let data = data.unwrap_or(Json::Null);
+    if !w.dataset_has_indexing {
+        if data
+            .get("indexing_technique")
+            .and_then(Json::as_str)
+            .is_none()
+        {
+            return error(400, "invalid_param", "indexing_technique is required.");
+        }
+        if data.get("process_rule").is_none() {
+            return error(400, "invalid_param", "process_rule is required.");
+        }
+    }
+    let id = w.next("doc-");
+    let (indexing_status, polls_left, batch) = new_indexing(w);
+    let position = w.docs.len() as u64 + 1;
+    let doc = Doc {
+        id: id.clone(),
+        name,
+        content,
+        enabled: true,
+        archived: false,
+        indexing_status,
+        polls_left,
+        batch: batch.clone(),
+        position,
+        metadata: BTreeMap::new(),
+    };
+    let body = json!({"document": doc.to_json(&w.fields), "batch": batch});
+    w.docs.insert(id, doc);
+    reply(200, body)
+}
+
+fn update_by_file(w: &mut World, doc_id: &str, upload: Option<Upload>) -> Response<Full<Bytes>> {
+    let Some(doc) = w.docs.get(doc_id) else {
+        return error(404, "not_found", "Document not found.");
+    };
+    if doc.archived {
+        return error(
+            403,
+            "archived_document_immutable",
+            "The archived document is not editable.",
+        );
+    }
+    if doc.display_status() != "available" {
+        return error(400, "invalid_param", "Document is not available");
+    }
+    let (name, content, _) = match check_file(upload) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let (indexing_status, polls_left, batch) = new_indexing(w);
+    let fields = w.fields.clone();
+    let doc = w.docs.get_mut(doc_id).unwrap();
+    doc.name = name;
+    doc.content = content;
+    doc.indexing_status = indexing_status;
+    doc.polls_left = polls_left;
+    doc.batch = batch.clone();
+    reply(
+        200,
+        json!({"document": doc.to_json(&fields), "batch": batch}),
+    )
+}
+
+fn delete_document(w: &mut World, doc_id: &str) -> Response<Full<Bytes>> {
+    match w.docs.get(doc_id) {
+        None => error(404, "not_found", "Document Not Exists."),
+        Some(d) if d.archived => error(
+            403,
+            "archived_document_immutable",
+            "The archived document is not editable.",
+        ),
+        Some(_) => {
+            w.docs.remove(doc_id);
+            Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        }
+    }
+}
+
+fn list_documents(w: &World, query: &str) -> Response<Full<Bytes>> {
+    let q: BTreeMap<String, String> = url_pairs(query);
+    let page: usize = q
+        .get("page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let limit: usize = q
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .clamp(1, 100);
+    let mut docs: Vec<&Doc> = w
+        .docs
+        .values()
+        .filter(|d| q.get("keyword").is_none_or(|k| d.name.contains(k.as_str())))
+        .filter(|d| q.get("status").is_none_or(|s| d.display_status() == s))
+        .collect();
+    docs.sort_by_key(|d| std::cmp::Reverse(d.position));
+    let total = docs.len();
+    let data: Vec<Json> = docs
+        .iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .map(|d| d.to_json(&w.fields))
+        .collect();
+    reply(
+        200,
+        json!({"data": data, "has_more": page * limit < total, "limit": limit, "total": total, "page": page}),
+    )
+}
+
+fn url_pairs(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn batch_metadata(w: &mut World, body: &[u8]) -> Response<Full<Bytes>> {
+    let Ok(v) = serde_json::from_slice::<Json>(body) else {
+        return error(400, "invalid_param", "Invalid JSON body.");
+    };
+    let Some(ops) = v.get("operation_data").and_then(Json::as_array) else {
+        return error(400, "invalid_param", "operation_data is required.");
+    };
+    // Validate everything first: Dify fails the whole request.
+    for op in ops {
+        let Some(id) = op.get("document_id").and_then(Json::as_str) else {
+            return error(400, "invalid_param", "document_id is required.");
+        };
+        if !w.docs.contains_key(id) {
+            return error(400, "invalid_param", "Document not found.");
+        }
+        let Some(list) = op.get("metadata_list").and_then(Json::as_array) else {
+            return error(400, "invalid_param", "metadata_list is required.");
+        };
+        for m in list {
+            let fid = m.get("id").and_then(Json::as_str).unwrap_or("");
+            let Some(field) = w.fields.iter().find(|f| f.id == fid) else {
+                return error(400, "invalid_param", "Metadata not found.");
+            };
+            if m.get("name").and_then(Json::as_str) != Some(field.name.as_str()) {
+                return error(400, "invalid_param", "Metadata name does not match its id.");
+            }
+            let value = m.get("value").unwrap_or(&Json::Null);
+            let ok = match field.kind.as_str() {
+                "string" => value.is_string() || value.is_null(),
+                _ => value.is_number() || value.is_null(),
+            };
+            if !ok {
+                return error(400, "invalid_param", "Invalid metadata value type.");
+            }
+        }
+    }
+    for op in ops {
+        let id = op["document_id"].as_str().unwrap();
+        let partial = op
+            .get("partial_update")
+            .and_then(Json::as_bool)
+            .unwrap_or(false);
+        let doc = w.docs.get_mut(id).unwrap();
+        if !partial {
+            doc.metadata.clear();
+        }
+        for m in op["metadata_list"].as_array().unwrap() {
+            let fid = m["id"].as_str().unwrap().to_owned();
+            let name = m["name"].as_str().unwrap().to_owned();
+            doc.metadata
+                .insert(fid, (name, m.get("value").cloned().unwrap_or(Json::Null)));
+        }
+    }
+    reply(200, json!({"result": "success"}))
+}
+
+fn batch_status(w: &mut World, action: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    if !["enable", "disable", "archive", "un_archive"].contains(&action) {
+        return error(400, "invalid_action", "Invalid action.");
+    }
+    let Some(ids) = serde_json::from_slice::<Json>(body)
+        .ok()
+        .and_then(|v| v.get("document_ids").and_then(Json::as_array).cloned())
+    else {
+        return error(400, "invalid_param", "document_ids is required.");
+    };
+    let ids: Vec<String> = ids
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    for id in &ids {
+        if let Some(d) = w.docs.get(id) {
+            if d.indexing_status != "completed" {
+                return error(
+                    400,
+                    "invalid_action",
+                    &format!("Document: {} is not completed.", d.name),
+                );
+            }
+        }
+    }
+    for id in &ids {
+        // Unknown ids are skipped, as Dify does.
+        if let Some(d) = w.docs.get_mut(id) {
+            match action {
+                "enable" => d.enabled = true,
+                "disable" => d.enabled = false,
+                "archive" => d.archived = true,
+                _ => d.archived = false,
+            }
+        }
+    }
+    reply(200, json!({"result": "success"}))
+}
+
+fn indexing_status(w: &mut World, batch: &str) -> Response<Full<Bytes>> {
+    let mut data = Vec::new();
+    for d in w.docs.values_mut().filter(|d| d.batch == batch) {
+        if d.polls_left > 0 {
+            d.polls_left -= 1;
+            if d.polls_left == 0 {
+                d.indexing_status = "completed".into();
+            }
+        }
+        data.push(json!({
+            "id": d.id,
+            "indexing_status": d.indexing_status,
+            "processing_started_at": 1_741_267_200,
+            "parsing_completed_at": null,
+            "cleaning_completed_at": null,
+            "splitting_completed_at": null,
+            "completed_at": null,
+            "paused_at": null,
+            "error": null,
+            "stopped_at": null,
+            "completed_segments": 0,
+            "total_segments": 0,
+        }));
+    }
+    if data.is_empty() {
+        return error(404, "not_found", "Documents not found.");
+    }
+    reply(200, json!({"data": data}))
+}
+
+fn create_field(w: &mut World, body: &[u8]) -> Response<Full<Bytes>> {
+    let Ok(v) = serde_json::from_slice::<Json>(body) else {
+        return error(400, "invalid_param", "Invalid JSON body.");
+    };
+    let (Some(kind), Some(name)) = (
+        v.get("type").and_then(Json::as_str),
+        v.get("name").and_then(Json::as_str),
+    ) else {
+        return error(400, "invalid_param", "type and name are required.");
+    };
+    if !["string", "number", "time"].contains(&kind) {
+        return error(400, "invalid_param", "Invalid metadata type.");
+    }
+    if name.chars().count() > 255 {
+        return error(
+            400,
+            "invalid_param",
+            "Metadata name cannot exceed 255 characters.",
+        );
+    }
+    if [
+        "document_name",
+        "uploader",
+        "upload_date",
+        "last_update_date",
+        "source",
+    ]
+    .contains(&name)
+    {
+        return error(
+            400,
+            "invalid_param",
+            "Metadata name already exists in Built-in fields.",
+        );
+    }
+    if w.fields.iter().any(|f| f.name == name) {
+        return error(400, "invalid_param", "Metadata name already exists.");
+    }
+    let id = w.next("field-");
+    w.fields.push(Field {
+        id: id.clone(),
+        name: name.to_owned(),
+        kind: kind.to_owned(),
+    });
+    reply(201, json!({"id": id, "name": name, "type": kind}))
+}

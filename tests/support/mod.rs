@@ -1,0 +1,108 @@
+//! Test support: an in-process fake of Dify's Knowledge API and helpers to
+//! build a config around a temporary folder.
+#![allow(dead_code)]
+
+pub mod fake_dify;
+
+use std::path::{Path, PathBuf};
+
+use kbsync::config::Config;
+use kbsync::reconcile::{self, JobReport, RunOptions};
+
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub config_path: PathBuf,
+}
+
+impl Workspace {
+    /// A temp folder `docs/` and a config mirroring it into `fake`.
+    pub fn new(
+        base_url: &str,
+        dataset: &str,
+        policy: &str,
+        extra_dify: &str,
+        metadata: &str,
+    ) -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("docs");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(
+            dir.path().join("api.key"),
+            format!("{}\n", fake_dify::API_KEY),
+        )
+        .unwrap();
+        let config_path = dir.path().join("kbsync.toml");
+        let text = format!(
+            r#"
+[state]
+path = "state/kbsync.db"
+
+[[sync]]
+name = "docs"
+delete_policy = "{policy}"
+
+[sync.folder]
+root = "docs"
+
+[sync.dify]
+base_url = "{base_url}"
+dataset_id = "{dataset}"
+api_key_file = "api.key"
+retry_min_delay_ms = 5
+retry_max_delay_secs = 2
+max_retries = 8
+{extra_dify}
+
+[sync.metadata]
+{metadata}
+"#
+        );
+        std::fs::write(&config_path, text).unwrap();
+        Workspace {
+            dir,
+            root,
+            config_path,
+        }
+    }
+
+    pub fn write(&self, key: &str, content: &str) {
+        let p = self.root.join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn remove(&self, key: &str) {
+        std::fs::remove_file(self.root.join(key)).unwrap();
+    }
+
+    pub fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path).unwrap()
+    }
+
+    pub async fn sync(&self) -> JobReport {
+        let config = self.config();
+        let mut reports = reconcile::run(&config, &[], RunOptions::default())
+            .await
+            .unwrap();
+        reports.remove(0)
+    }
+
+    pub async fn dry_run(&self) -> JobReport {
+        let config = self.config();
+        let mut reports = reconcile::run(&config, &[], RunOptions { dry_run: true })
+            .await
+            .unwrap();
+        reports.remove(0)
+    }
+}
+
+pub fn set_mtime(path: &Path, secs: i64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(t).unwrap();
+}
