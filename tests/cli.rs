@@ -1,0 +1,157 @@
+//! The binary as a user runs it: exit codes, and error messages that name
+//! the file, line and key of a bad config.
+
+use std::path::Path;
+use std::process::Command;
+
+fn kbsync(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kbsync"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn config_with(dir: &Path, body: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("docs")).unwrap();
+    let p = dir.join("bad.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+const GOOD_JOB: &str = r#"[[sync]]
+name = "docs"
+
+[sync.folder]
+root = "docs"
+
+[sync.dify]
+base_url = "https://dify.example.com/v1"
+dataset_id = "abc"
+api_key_env = "KBSYNC_TEST_KEY"
+"#;
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = config_with(
+        dir.path(),
+        &GOOD_JOB.replace("root = \"docs\"", "root = \"docs\"\nincldue = [\"*.md\"]"),
+    );
+    let (code, _, err) = kbsync(&p, &["--dry-run"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.toml:6:1"), "{err}");
+    assert!(
+        err.contains("`incldue`") && err.contains("unknown field"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inline_api_key_is_refused_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = config_with(
+        dir.path(),
+        &GOOD_JOB.replace(
+            "api_key_env = \"KBSYNC_TEST_KEY\"",
+            "api_key = \"dataset-SECRET42\"",
+        ),
+    );
+    let (code, _, err) = kbsync(&p, &["--dry-run"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.toml:10:") && err.contains("api_key_env"),
+        "{err}"
+    );
+    assert!(!err.contains("SECRET42"), "{err}");
+}
+
+#[test]
+fn bad_values_point_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            GOOD_JOB.replace("root = \"docs\"", "root = \"nowhere\""),
+            "bad.toml:5:",
+            "root",
+        ),
+        (
+            GOOD_JOB.replace(
+                "name = \"docs\"",
+                "name = \"docs\"\ndelete_policy = \"purge\"",
+            ),
+            "bad.toml:3:",
+            "unknown variant",
+        ),
+        (
+            GOOD_JOB.replace("https://dify.example.com", "http://dify.example.com"),
+            "bad.toml:8:",
+            "clear text",
+        ),
+        (
+            format!("{GOOD_JOB}\n[sync.metadata]\nx = {{ fact = \"size\", path_segment = 1 }}\n"),
+            "bad.toml:13:",
+            "exactly one",
+        ),
+        (
+            GOOD_JOB.replace("root = \"docs\"", "root = \"docs\"\ninclude = [\"a[\"]"),
+            "bad.toml:6:",
+            "bad glob",
+        ),
+    ];
+    for (body, at, says) in cases {
+        let p = config_with(dir.path(), &body);
+        let (code, _, err) = kbsync(&p, &["--dry-run"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(at) && err.contains(says),
+            "expected {at} … {says} in: {err}"
+        );
+    }
+}
+
+#[test]
+fn dry_run_of_the_bundled_example_prints_a_plan() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let (code, out, err) = kbsync(&example, &["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("create") && out.contains("handbook/welcome.md"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("drafts/"),
+        ".kbsyncignore excludes drafts: {out}"
+    );
+    let (code, json, _) = kbsync(&example, &["--dry-run", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["job"], "handbook");
+    assert!(v[0]["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["op"] == "create"));
+}
+
+#[test]
+fn missing_api_key_fails_the_job_with_exit_1_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = config_with(dir.path(), GOOD_JOB);
+    std::fs::write(dir.path().join("docs/a.md"), "hello").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kbsync"))
+        .args(["--config", p.to_str().unwrap(), "--reconcile"])
+        .env_remove("KBSYNC_TEST_KEY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("KBSYNC_TEST_KEY is not set"), "{stdout}");
+}
