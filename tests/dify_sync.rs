@@ -314,6 +314,26 @@ async fn status_change_waits_for_indexing() {
 }
 
 #[tokio::test]
+async fn update_of_a_document_still_indexing_waits_then_succeeds() {
+    let (fake, ws) = setup("disable").await;
+    fake.world().polls_to_complete = 2;
+    ws.write("a.md", "first\n");
+    assert!(ws.sync().await.converged());
+    let mark = fake.requests();
+    ws.write("a.md", "second\n");
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert_eq!(w.doc_by_name("a.md").unwrap().content, b"second\n");
+    assert_eq!(
+        w.count_since(mark, "update-by-file"),
+        2,
+        "refused while indexing, then accepted"
+    );
+    assert_eq!(w.count_since(mark, "indexing-status"), 2);
+}
+
+#[tokio::test]
 async fn missing_dataset_stops_the_job_with_a_clear_error() {
     let fake = FakeDify::start().await;
     let ws = Workspace::new(

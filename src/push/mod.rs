@@ -205,19 +205,34 @@ impl Pusher<'_> {
             by_action.entry(*action).or_default().push((key, doc));
         }
         for (action, items) in by_action {
-            // Dify refuses status changes while a document is indexing.
-            for (key, _) in &items {
-                if let Err(e) = self.wait_indexed(key).await {
-                    if e.class == ErrorClass::Fatal {
-                        out.fatal = Some(e);
-                        return Ok(true);
-                    }
-                }
-            }
             let client = self.client;
+            let pending = self.pending_batches();
+            let wait_limit = self.dify.indexing_wait;
             let r = send_in_batches(&items, self.dify.batch_size, |chunk| {
                 let ids: Vec<&str> = chunk.iter().map(|(_, d)| *d).collect();
-                async move { client.set_status(action, &ids).await }.boxed()
+                let pending = &pending;
+                async move {
+                    match client.set_status(action, &ids).await {
+                        // Dify refuses status changes while a document is
+                        // still indexing: wait for those, then try again.
+                        Err(e) if e.code == "invalid_action" => {
+                            let mut waited = false;
+                            for (key, _) in chunk {
+                                if let Some(batch) = pending.get(*key) {
+                                    indexing::wait(client, batch, wait_limit).await?;
+                                    waited = true;
+                                }
+                            }
+                            if waited {
+                                client.set_status(action, &ids).await
+                            } else {
+                                Err(e)
+                            }
+                        }
+                        other => other,
+                    }
+                }
+                .boxed()
             })
             .await;
             let keys: Vec<&str> = r.applied.iter().map(|&i| items[i].0).collect();
@@ -236,16 +251,12 @@ impl Pusher<'_> {
         Ok(false)
     }
 
-    /// Waits until the item's last upload is indexed, when one is pending.
-    async fn wait_indexed(&mut self, key: &str) -> Result<(), TargetError> {
-        let Some(batch) = self.cached.get(key).and_then(|c| c.indexing_batch.clone()) else {
-            return Ok(());
-        };
-        indexing::wait(self.client, &batch, self.dify.indexing_wait).await?;
-        if let Err(e) = self.state.indexing_done(&self.job.name, key) {
-            tracing::warn!(error = %e, "could not record indexing completion");
-        }
-        Ok(())
+    /// Upload batches Dify may still be indexing, per key.
+    fn pending_batches(&self) -> HashMap<&str, &str> {
+        self.cached
+            .values()
+            .filter_map(|c| Some((c.key.as_str(), c.indexing_batch.as_deref()?)))
+            .collect()
     }
 
     /// Creates and updates, several at a time. Returns the ids of the
@@ -283,18 +294,6 @@ impl Pusher<'_> {
         } else {
             HashMap::new()
         };
-
-        for u in uploads {
-            if let Err(e) = self.wait_if_updating(u).await {
-                if e.class == ErrorClass::Fatal {
-                    out.fatal = Some(e);
-                    return Ok(ids);
-                }
-                // Updating a document that is still indexing would be refused;
-                // try it anyway so the error is Dify's own.
-                tracing::warn!(key = u.key, error = %e, "document not indexed yet");
-            }
-        }
 
         let ready: Vec<&Upload> = uploads
             .iter()
@@ -346,14 +345,6 @@ impl Pusher<'_> {
         Ok(ids)
     }
 
-    async fn wait_if_updating(&mut self, u: &Upload<'_>) -> Result<(), TargetError> {
-        if u.doc_id.is_some() {
-            self.wait_indexed(u.key).await
-        } else {
-            Ok(())
-        }
-    }
-
     async fn upload_one(&self, u: &Upload<'_>, existing: &HashMap<String, RemoteDoc>) -> Uploaded {
         let op = if u.doc_id.is_some() {
             "update"
@@ -401,7 +392,7 @@ impl Pusher<'_> {
             (None, None) => (None, false),
         };
         let result = match &doc_id {
-            Some(id) => match self.client.update_by_file(id, &name, &bytes).await {
+            Some(id) => match self.update(u.key, id, &name, &bytes).await {
                 // Deleted upstream behind our back: recreate it.
                 Err(e) if e.status == Some(404) => self
                     .client
@@ -427,6 +418,31 @@ impl Pusher<'_> {
                 created,
             },
             Err(e) => failed(e),
+        }
+    }
+
+    /// update-by-file; Dify refuses it (400) while the previous upload is
+    /// still indexing, so then wait for that and try once more.
+    async fn update(
+        &self,
+        key: &str,
+        doc_id: &str,
+        name: &str,
+        bytes: &bytes::Bytes,
+    ) -> Result<(RemoteDoc, Option<String>), TargetError> {
+        match self.client.update_by_file(doc_id, name, bytes).await {
+            Err(e) if e.status == Some(400) => {
+                let Some(batch) = self
+                    .cached
+                    .get(key)
+                    .and_then(|c| c.indexing_batch.as_deref())
+                else {
+                    return Err(e);
+                };
+                indexing::wait(self.client, batch, self.dify.indexing_wait).await?;
+                self.client.update_by_file(doc_id, name, bytes).await
+            }
+            other => other,
         }
     }
 

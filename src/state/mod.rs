@@ -362,16 +362,6 @@ impl State {
         Ok(())
     }
 
-    pub fn indexing_done(&self, job: &str, key: &str) -> Result<(), StateError> {
-        self.conn
-            .execute(
-                "UPDATE items SET indexing_batch = NULL WHERE job = ?1 AND key = ?2",
-                params![job, key],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
     pub fn record_metadata(
         &mut self,
         job: &str,
