@@ -517,3 +517,77 @@ fn sqlite_err(path: &Path, source: rusqlite::Error) -> StateError {
         hint,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(key: &str, hash: &str) -> Observed {
+        Observed {
+            key: key.into(),
+            size: 3,
+            mtime_ns: 7,
+            hash: hash.into(),
+            front_matter: None,
+            rehashed: true,
+        }
+    }
+
+    #[test]
+    fn migrates_once_and_keeps_data_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/state.db");
+        {
+            let mut s = State::open(&path).unwrap();
+            s.save_scan("j", &[&observed("a.md", "h1")], &[]).unwrap();
+            s.record_content("j", "a.md", "doc-1", "a.md", "h1", Some("b1"))
+                .unwrap();
+        }
+        let s = State::open(&path).unwrap();
+        assert_eq!(s.user_version().unwrap(), schema::MIGRATIONS.len() as i64);
+        let items = s.load_items("j").unwrap();
+        let a = &items["a.md"];
+        assert_eq!(a.doc_id.as_deref(), Some("doc-1"));
+        assert_eq!(a.pushed_hash.as_deref(), Some("h1"));
+        assert_eq!(a.facts.as_ref().unwrap().hash, "h1");
+        assert!(s.load_items("other").unwrap().is_empty());
+    }
+
+    #[test]
+    fn changed_target_drops_upstream_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::open(&dir.path().join("s.db")).unwrap();
+        assert!(!s.bind_target("j", "dify A").unwrap());
+        s.save_scan("j", &[&observed("a.md", "h1")], &[]).unwrap();
+        s.record_content("j", "a.md", "doc-1", "a.md", "h1", None)
+            .unwrap();
+        assert!(!s.bind_target("j", "dify A").unwrap());
+        assert!(s.bind_target("j", "dify B").unwrap());
+        let a = &s.load_items("j").unwrap()["a.md"];
+        assert_eq!(a.doc_id, None);
+        assert!(a.facts.is_some(), "local facts stay: no need to re-hash");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        std::fs::write(&path, b"this is not sqlite, just some user file....................................................................").unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let err = State::open(&path).err().expect("must fail").to_string();
+        assert!(err.contains("not a kbsync state database"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = State::open(&path).err().expect("must fail").to_string();
+        assert!(err.contains("newer"), "{err}");
+    }
+}
