@@ -85,18 +85,7 @@ impl Pusher<'_> {
         // a document in the wrong state.
         let mut blocked: HashSet<String> = HashSet::new();
 
-        let restore: Vec<(&str, &str, StatusAction)> = plan
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::SetStatus {
-                    key,
-                    doc_id,
-                    action,
-                } if action.restores() => Some((key.as_str(), doc_id.as_str(), *action)),
-                _ => None,
-            })
-            .collect();
+        let restore = status_ops(plan, true);
         if self.statuses(&restore, &mut out, &mut blocked).await? {
             return Ok(out);
         }
@@ -140,18 +129,7 @@ impl Pusher<'_> {
             return Ok(out);
         }
 
-        let retire: Vec<(&str, &str, StatusAction)> = plan
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::SetStatus {
-                    key,
-                    doc_id,
-                    action,
-                } if !action.restores() => Some((key.as_str(), doc_id.as_str(), *action)),
-                _ => None,
-            })
-            .collect();
+        let retire = status_ops(plan, false);
         if self.statuses(&retire, &mut out, &mut blocked).await? {
             return Ok(out);
         }
@@ -615,6 +593,22 @@ impl Pusher<'_> {
         }
         Ok(())
     }
+}
+
+/// The plan's status changes that bring documents back (`restoring`), or
+/// those that retire them.
+fn status_ops(plan: &Plan, restoring: bool) -> Vec<(&str, &str, StatusAction)> {
+    plan.ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::SetStatus {
+                key,
+                doc_id,
+                action,
+            } if action.restores() == restoring => Some((key.as_str(), doc_id.as_str(), *action)),
+            _ => None,
+        })
+        .collect()
 }
 
 impl Outcome {

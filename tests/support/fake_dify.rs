@@ -397,7 +397,8 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
             }
             (r, None)
         }
-        Some(f @ (Fault::ApplyThen500 | Fault::ApplyThenDrop)) => (
+        // Applied normally; an ApplyThen* fault then spoils the answer.
+        apply_then => (
             route(
                 &world,
                 &method,
@@ -408,20 +409,7 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
                 body,
             )
             .await,
-            Some(f),
-        ),
-        None => (
-            route(
-                &world,
-                &method,
-                &path,
-                &query,
-                auth.as_deref(),
-                content_type.as_deref(),
-                body,
-            )
-            .await,
-            None,
+            apply_then,
         ),
     };
     match apply_then {
