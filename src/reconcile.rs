@@ -195,8 +195,6 @@ async fn run_job(
                     client: &client,
                     state,
                     cached: &cached,
-                    root: &job.folder.root,
-                    max_file_size: job.folder.max_file_size,
                 };
                 let outcome = pusher.run(&report.plan).await.map_err(|e| match e {
                     crate::push::PushError::State(s) => ReconcileError::State(s),

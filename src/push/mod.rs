@@ -8,7 +8,6 @@ mod bisect;
 mod indexing;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 
 use futures::{FutureExt, StreamExt};
 
@@ -55,8 +54,6 @@ pub struct Pusher<'a> {
     pub client: &'a DifyClient,
     pub state: &'a mut State,
     pub cached: &'a HashMap<String, CachedItem>,
-    pub root: &'a Path,
-    pub max_file_size: u64,
 }
 
 struct Upload<'p> {
@@ -336,7 +333,7 @@ impl Pusher<'_> {
                 error,
             })
         };
-        let path = self.root.join(u.key);
+        let path = self.job.folder.root.join(u.key);
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => {
@@ -347,7 +344,7 @@ impl Pusher<'_> {
                 ))
             }
         };
-        if bytes.len() as u64 > self.max_file_size {
+        if bytes.len() as u64 > self.job.folder.max_file_size {
             return failed(TargetError::local(
                 ErrorClass::Permanent,
                 "too_large",
