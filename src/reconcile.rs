@@ -4,12 +4,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tracing::Instrument;
 
 use crate::config::{Config, JobConfig, TargetConfig};
 use crate::plan::{self, Plan, Rules};
 use crate::push::{Outcome, Pusher};
-use crate::source::{folder, KnownFacts, Observed, Skipped};
+use crate::source::{folder, KnownFacts, Observed, Scope, Skipped};
 use crate::state::{State, StateError};
 use crate::target::dify::DifyClient;
 
@@ -44,6 +48,8 @@ impl JobReport {
 pub enum ReconcileError {
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("no job named {0:?}")]
+    NoSuchJob(String),
 }
 
 /// Runs one pass over every selected job (all when `only` is empty).
@@ -52,22 +58,80 @@ pub async fn run(
     only: &[String],
     opts: RunOptions,
 ) -> Result<Vec<JobReport>, ReconcileError> {
-    let mut state = if opts.dry_run {
-        State::open_read_only(&config.state_path)?
-    } else {
-        State::open(&config.state_path)?
-    };
-    let avoid = state_files(&config.state_path);
+    let mut runner = Runner::open(config.clone(), opts)?;
     let mut reports = Vec::new();
     for job in &config.jobs {
         if !only.is_empty() && !only.contains(&job.name) {
             continue;
         }
-        let span = tracing::info_span!("job", job = %job.name);
-        let _enter = span.enter();
-        reports.push(run_job(job, &mut state, &avoid, opts).await?);
+        reports.push(runner.run_job(&job.name, &Scope::All).await?);
     }
     Ok(reports)
+}
+
+/// What a sequence of passes shares: the config, the open state file and
+/// one upstream client per job (created on first use, so a job with
+/// nothing to push never needs its key).
+pub struct Runner {
+    pub config: Config,
+    state: State,
+    avoid: Vec<PathBuf>,
+    clients: HashMap<String, DifyClient>,
+    opts: RunOptions,
+    stop: Arc<AtomicBool>,
+}
+
+impl Runner {
+    pub fn open(config: Config, opts: RunOptions) -> Result<Runner, ReconcileError> {
+        let state = if opts.dry_run {
+            State::open_read_only(&config.state_path)?
+        } else {
+            State::open(&config.state_path)?
+        };
+        let avoid = state_files(&config.state_path);
+        Ok(Runner {
+            config,
+            state,
+            avoid,
+            clients: HashMap::new(),
+            opts,
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Set it to make the running pass stop starting new upstream work;
+    /// what already started finishes and is recorded.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Files the source must never mirror, nor react to (the state file).
+    pub fn avoided(&self) -> &[PathBuf] {
+        &self.avoid
+    }
+
+    /// One pass over the part of job `name` that `scope` selects.
+    pub async fn run_job(
+        &mut self,
+        name: &str,
+        scope: &Scope,
+    ) -> Result<JobReport, ReconcileError> {
+        let Some(job) = self.config.jobs.iter().find(|j| j.name == name).cloned() else {
+            return Err(ReconcileError::NoSuchJob(name.to_owned()));
+        };
+        let span = tracing::info_span!("job", job = %job.name);
+        self.run_one(&job, scope).instrument(span).await
+    }
+
+    fn client(&mut self, job: &JobConfig) -> Result<&DifyClient, String> {
+        if !self.clients.contains_key(&job.name) {
+            let TargetConfig::Dify(dify) = &job.target;
+            let key = dify.api_key.load().map_err(|e| e.to_string())?;
+            let client = DifyClient::new(dify, key).map_err(|e| e.to_string())?;
+            self.clients.insert(job.name.clone(), client);
+        }
+        Ok(&self.clients[&job.name])
+    }
 }
 
 fn state_files(path: &Path) -> Vec<PathBuf> {
@@ -98,126 +162,151 @@ fn target_identity(job: &JobConfig) -> String {
     }
 }
 
-async fn run_job(
-    job: &JobConfig,
-    state: &mut State,
-    avoid: &[PathBuf],
-    opts: RunOptions,
-) -> Result<JobReport, ReconcileError> {
-    let started = Instant::now();
-    let started_at = crate::state::unix_now();
-    if !opts.dry_run && state.bind_target(&job.name, &target_identity(job))? {
-        tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
-    }
-    let cached = state.load_items(&job.name)?;
-    let known: HashMap<String, KnownFacts> = cached
-        .iter()
-        .filter_map(|(k, c)| c.facts.clone().map(|f| (k.clone(), f)))
-        .collect();
+impl Runner {
+    async fn run_one(
+        &mut self,
+        job: &JobConfig,
+        scope: &Scope,
+    ) -> Result<JobReport, ReconcileError> {
+        let opts = self.opts;
+        let started = Instant::now();
+        let started_at = crate::state::unix_now();
+        if !opts.dry_run && self.state.bind_target(&job.name, &target_identity(job))? {
+            tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
+        }
+        let cached = self.state.load_items_in(&job.name, scope)?;
+        let known: HashMap<String, KnownFacts> = cached
+            .iter()
+            .filter_map(|(k, c)| c.facts.clone().map(|f| (k.clone(), f)))
+            .collect();
 
-    let folder_cfg = job.folder.clone();
-    let avoid_owned = avoid.to_vec();
-    let scan = tokio::task::spawn_blocking(move || folder::scan(&folder_cfg, &known, &avoid_owned))
+        let folder_cfg = job.folder.clone();
+        let avoid_owned = self.avoid.clone();
+        let scope_owned = scope.clone();
+        let scan = tokio::task::spawn_blocking(move || {
+            folder::scan(&folder_cfg, &known, &avoid_owned, &scope_owned)
+        })
         .await
         .expect("the scan thread does not panic");
-    tracing::info!(
-        files = scan.items.len(),
-        hashed = scan.hashed_files,
-        hashed_bytes = scan.hashed_bytes,
-        skipped = scan.skipped.len(),
-        "scanned"
-    );
+        tracing::info!(
+            scope = %describe(scope),
+            files = scan.items.len(),
+            hashed = scan.hashed_files,
+            hashed_bytes = scan.hashed_bytes,
+            skipped = scan.skipped.len(),
+            "scanned"
+        );
 
-    let is_protected = |k: &str| scan.is_protected(k);
-    if !opts.dry_run {
-        let changed: Vec<&Observed> = scan
-            .items
-            .iter()
-            .filter(|o| match cached.get(&o.key) {
-                None => true,
-                Some(c) => {
-                    o.rehashed
-                        || !c.present
-                        || c.facts.as_ref().is_none_or(|f| {
-                            f.size != o.size || f.mtime_ns != o.mtime_ns || f.hash != o.hash
-                        })
+        let is_protected = |k: &str| scan.is_protected(k);
+        if !opts.dry_run {
+            let changed: Vec<&Observed> = scan
+                .items
+                .iter()
+                .filter(|o| match cached.get(&o.key) {
+                    None => true,
+                    Some(c) => {
+                        o.rehashed
+                            || !c.present
+                            || c.facts.as_ref().is_none_or(|f| {
+                                f.size != o.size || f.mtime_ns != o.mtime_ns || f.hash != o.hash
+                            })
+                    }
+                })
+                .collect();
+            let observed: std::collections::HashSet<&str> =
+                scan.items.iter().map(|o| o.key.as_str()).collect();
+            let absent: Vec<&str> = cached
+                .values()
+                .filter(|c| {
+                    c.present && !observed.contains(c.key.as_str()) && !is_protected(&c.key)
+                })
+                .map(|c| c.key.as_str())
+                .collect();
+            self.state.save_scan(&job.name, &changed, &absent)?;
+        }
+
+        let rules = Rules {
+            mappings: &job.metadata,
+            delete_policy: job.delete_policy,
+        };
+        let plan = plan::plan(&scan.items, &cached, &rules, &is_protected);
+        for (key, w) in &plan.warnings {
+            tracing::warn!(%key, field = %w.field, "metadata value skipped: {}", w.message);
+        }
+
+        let mut report = JobReport {
+            job: job.name.clone(),
+            scanned: scan.items.len(),
+            hashed_files: scan.hashed_files,
+            skipped: scan.skipped.clone(),
+            plan,
+            outcome: None,
+            requests: 0,
+            elapsed: Duration::ZERO,
+            error: None,
+        };
+        if opts.dry_run {
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        }
+
+        let TargetConfig::Dify(dify) = &job.target;
+        if report.plan.ops.iter().any(|o| o.is_upstream()) {
+            self.stop.store(false, Ordering::SeqCst);
+            let stop = self.stop.clone();
+            // Split borrows: the client lives in `self.clients`, the pusher
+            // writes through `self.state`.
+            if let Err(e) = self.client(job) {
+                report.error = Some(e);
+            }
+            match self.clients.get(&job.name) {
+                None => {}
+                Some(client) => {
+                    let before = client.requests_sent();
+                    let mut pusher = Pusher {
+                        job,
+                        dify,
+                        client,
+                        state: &mut self.state,
+                        cached: &cached,
+                        stop: &stop,
+                    };
+                    let outcome = pusher.run(&report.plan).await.map_err(|e| match e {
+                        crate::push::PushError::State(s) => ReconcileError::State(s),
+                    })?;
+                    report.requests = client.requests_sent() - before;
+                    if let Some(f) = &outcome.fatal {
+                        report.error = Some(format!("stopped: {f}"));
+                    }
+                    report.outcome = Some(outcome);
                 }
-            })
-            .collect();
-        let observed: std::collections::HashSet<&str> =
-            scan.items.iter().map(|o| o.key.as_str()).collect();
-        let absent: Vec<&str> = cached
-            .values()
-            .filter(|c| c.present && !observed.contains(c.key.as_str()) && !is_protected(&c.key))
-            .map(|c| c.key.as_str())
-            .collect();
-        state.save_scan(&job.name, &changed, &absent)?;
-    }
-
-    let rules = Rules {
-        mappings: &job.metadata,
-        delete_policy: job.delete_policy,
-    };
-    let plan = plan::plan(&scan.items, &cached, &rules, &is_protected);
-    for (key, w) in &plan.warnings {
-        tracing::warn!(%key, field = %w.field, "metadata value skipped: {}", w.message);
-    }
-
-    let mut report = JobReport {
-        job: job.name.clone(),
-        scanned: scan.items.len(),
-        hashed_files: scan.hashed_files,
-        skipped: scan.skipped.clone(),
-        plan,
-        outcome: None,
-        requests: 0,
-        elapsed: Duration::ZERO,
-        error: None,
-    };
-    if opts.dry_run {
+            }
+        } else {
+            let mut outcome = Outcome::default();
+            for op in &report.plan.ops {
+                if let crate::plan::Op::Forget { key } = op {
+                    self.state.forget(&job.name, key)?;
+                    outcome.forgotten += 1;
+                }
+            }
+            report.outcome = Some(outcome);
+        }
         report.elapsed = started.elapsed();
-        return Ok(report);
+        // A scoped pass that found nothing to do (an editor's lock file, a
+        // touched but unchanged file) is not worth a line in the run log.
+        if scope.is_all() || !report.plan.ops.is_empty() || !report.converged() {
+            let summary = crate::report::summary_line(&report);
+            self.state
+                .record_run(&job.name, started_at, report.converged(), &summary)?;
+        }
+        Ok(report)
     }
+}
 
-    let TargetConfig::Dify(dify) = &job.target;
-    if report.plan.ops.iter().any(|o| o.is_upstream()) {
-        let client = dify
-            .api_key
-            .load()
-            .map_err(|e| e.to_string())
-            .and_then(|key| DifyClient::new(dify, key).map_err(|e| e.to_string()));
-        match client {
-            Err(e) => report.error = Some(e),
-            Ok(client) => {
-                let mut pusher = Pusher {
-                    job,
-                    dify,
-                    client: &client,
-                    state,
-                    cached: &cached,
-                };
-                let outcome = pusher.run(&report.plan).await.map_err(|e| match e {
-                    crate::push::PushError::State(s) => ReconcileError::State(s),
-                })?;
-                report.requests = client.requests_sent();
-                if let Some(f) = &outcome.fatal {
-                    report.error = Some(format!("stopped: {f}"));
-                }
-                report.outcome = Some(outcome);
-            }
-        }
-    } else {
-        let mut outcome = Outcome::default();
-        for op in &report.plan.ops {
-            if let crate::plan::Op::Forget { key } = op {
-                state.forget(&job.name, key)?;
-                outcome.forgotten += 1;
-            }
-        }
-        report.outcome = Some(outcome);
+fn describe(scope: &Scope) -> String {
+    match scope {
+        Scope::All => "all".into(),
+        Scope::Paths(p) if p.len() == 1 => p.iter().next().cloned().unwrap_or_default(),
+        Scope::Paths(p) => format!("{} paths", p.len()),
     }
-    report.elapsed = started.elapsed();
-    let summary = crate::report::summary_line(&report);
-    state.record_run(&job.name, started_at, report.converged(), &summary)?;
-    Ok(report)
 }

@@ -8,6 +8,7 @@ mod bisect;
 mod indexing;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{FutureExt, StreamExt};
 
@@ -40,6 +41,8 @@ pub struct Outcome {
     pub failures: Vec<Failure>,
     /// A job-wide error that stopped the pass.
     pub fatal: Option<TargetError>,
+    /// The pass was asked to stop before it finished.
+    pub interrupted: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,9 @@ pub struct Pusher<'a> {
     pub client: &'a DifyClient,
     pub state: &'a mut State,
     pub cached: &'a HashMap<String, CachedItem>,
+    /// Set on shutdown: start no new upstream call; what is not done stays
+    /// pending in the state file for the next pass.
+    pub stop: &'a AtomicBool,
 }
 
 struct Upload<'p> {
@@ -73,6 +79,8 @@ enum Uploaded {
         created: bool,
     },
     Failed(Failure),
+    /// Shutdown came first.
+    NotStarted,
 }
 
 impl Pusher<'_> {
@@ -83,7 +91,7 @@ impl Pusher<'_> {
         let mut blocked: HashSet<String> = HashSet::new();
 
         let restore = status_ops(plan, true);
-        if self.statuses(&restore, &mut out, &mut blocked).await? {
+        if self.statuses(&restore, &mut out, &mut blocked).await? || self.stopping(&mut out) {
             return Ok(out);
         }
 
@@ -101,7 +109,7 @@ impl Pusher<'_> {
             .filter(|u| !blocked.contains(u.key))
             .collect();
         let created_ids = self.uploads(&uploads, &mut out, &mut blocked).await?;
-        if out.fatal.is_some() {
+        if out.fatal.is_some() || self.stopping(&mut out) {
             return Ok(out);
         }
 
@@ -122,12 +130,12 @@ impl Pusher<'_> {
                 _ => None,
             })
             .collect();
-        if self.metadata(&meta, &mut out).await? {
+        if self.metadata(&meta, &mut out).await? || self.stopping(&mut out) {
             return Ok(out);
         }
 
         let retire = status_ops(plan, false);
-        if self.statuses(&retire, &mut out, &mut blocked).await? {
+        if self.statuses(&retire, &mut out, &mut blocked).await? || self.stopping(&mut out) {
             return Ok(out);
         }
 
@@ -140,6 +148,9 @@ impl Pusher<'_> {
             })
             .collect();
         self.deletes(&deletes, &mut out).await?;
+        if self.stopping(&mut out) {
+            return Ok(out);
+        }
 
         for op in &plan.ops {
             if let Op::Forget { key } = op {
@@ -148,6 +159,13 @@ impl Pusher<'_> {
             }
         }
         Ok(out)
+    }
+
+    fn stopping(&self, out: &mut Outcome) -> bool {
+        if self.stop.load(Ordering::SeqCst) {
+            out.interrupted = true;
+        }
+        out.interrupted
     }
 
     fn fail(
@@ -304,6 +322,7 @@ impl Pusher<'_> {
                     }
                     ids.insert(key, doc.id);
                 }
+                Uploaded::NotStarted => {}
                 Uploaded::Failed(f) => {
                     if f.error.class == ErrorClass::Fatal {
                         out.fatal = Some(f.error.clone());
@@ -321,6 +340,9 @@ impl Pusher<'_> {
     }
 
     async fn upload_one(&self, u: &Upload<'_>, existing: &HashMap<String, RemoteDoc>) -> Uploaded {
+        if self.stop.load(Ordering::SeqCst) {
+            return Uploaded::NotStarted;
+        }
         let op = if u.doc_id.is_some() {
             "update"
         } else {
@@ -555,7 +577,11 @@ impl Pusher<'_> {
 
     async fn deletes(&mut self, ops: &[(&str, &str)], out: &mut Outcome) -> Result<(), PushError> {
         let client = self.client;
+        let stop = self.stop;
         let jobs = ops.iter().map(|(key, doc)| async move {
+            if stop.load(Ordering::SeqCst) {
+                return (*key, None);
+            }
             let r = match client.delete_document(doc).await {
                 // Already gone is what we wanted.
                 Err(e) if e.status == Some(404) => Ok(()),
@@ -567,10 +593,11 @@ impl Pusher<'_> {
                 }
                 other => other,
             };
-            (*key, r)
+            (*key, Some(r))
         });
         let mut stream = futures::stream::iter(jobs).buffer_unordered(self.dify.upload_concurrency);
         while let Some((key, r)) = stream.next().await {
+            let Some(r) = r else { continue };
             match r {
                 Ok(()) => {
                     self.state.forget(&self.job.name, key)?;
@@ -610,6 +637,6 @@ fn status_ops(plan: &Plan, restoring: bool) -> Vec<(&str, &str, StatusAction)> {
 
 impl Outcome {
     pub fn converged(&self) -> bool {
-        self.failures.is_empty() && self.fatal.is_none()
+        self.failures.is_empty() && self.fatal.is_none() && !self.interrupted
     }
 }

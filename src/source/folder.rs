@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::UNIX_EPOCH;
 
 use ignore::{WalkBuilder, WalkState};
 
-use super::{front_matter, KnownFacts, Observed, ScanResult, Skipped};
+use super::{front_matter, KnownFacts, Observed, ScanResult, Scope, Skipped};
 use crate::config::FolderConfig;
 
 enum Found {
@@ -19,13 +19,18 @@ enum Found {
     Skipped(Skipped, Option<String>),
 }
 
-/// Scans `cfg.root`. `known` holds what the cache saw last time; `avoid`
-/// lists files never to mirror (the state database, when it lives inside
-/// the root).
+/// Scans the part of `cfg.root` that `scope` selects. `known` holds what the
+/// cache saw last time; `avoid` lists files never to mirror (the state
+/// database, when it lives inside the root).
+///
+/// A scoped scan still walks down from the root, pruning every folder that
+/// does not lead to a scoped path, so the ignore files on the way apply
+/// exactly as in a full scan.
 pub fn scan(
     cfg: &FolderConfig,
     known: &HashMap<String, KnownFacts>,
     avoid: &[PathBuf],
+    scope: &Scope,
 ) -> ScanResult {
     let mut builder = WalkBuilder::new(&cfg.root);
     builder
@@ -40,6 +45,21 @@ pub fn scan(
         .threads(std::thread::available_parallelism().map_or(2, |n| n.get()));
     if let Some(name) = &cfg.ignore_file {
         builder.add_custom_ignore_filename(name);
+    }
+    if !scope.is_all() {
+        let scope = Arc::new(scope.clone());
+        let root = cfg.root.clone();
+        builder.filter_entry(move |entry| {
+            if entry.depth() == 0 {
+                return true;
+            }
+            let key = lossy_key(&root, entry.path());
+            if entry.file_type().is_some_and(|t| t.is_dir()) {
+                scope.enters(&key)
+            } else {
+                scope.covers(&key)
+            }
+        });
     }
 
     let (tx, rx) = mpsc::channel::<Found>();
@@ -230,6 +250,19 @@ fn key_of(root: &Path, path: &Path) -> Result<String, String> {
         key.push_str(s);
     }
     Ok(key)
+}
+
+/// The key for scope checks, where a non-UTF-8 name must not stop the walk.
+fn lossy_key(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let mut key = String::new();
+    for part in rel.components() {
+        if !key.is_empty() {
+            key.push('/');
+        }
+        key.push_str(&part.as_os_str().to_string_lossy());
+    }
+    key
 }
 
 fn matches(cfg: &FolderConfig, key: &str) -> bool {

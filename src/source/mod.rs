@@ -3,6 +3,9 @@
 
 pub mod folder;
 pub mod front_matter;
+pub mod scope;
+
+pub use scope::Scope;
 
 use crate::metadata::Metadata;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::metadata::{FieldType, Metadata};
-use crate::source::{KnownFacts, Observed};
+use crate::source::{KnownFacts, Observed, Scope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -77,6 +77,9 @@ pub struct CachedItem {
     pub indexing_batch: Option<String>,
     pub error: Option<(String, String)>,
 }
+
+/// Run-log rows kept per job.
+const KEPT_RUNS: i64 = 1000;
 
 pub struct State {
     conn: Connection,
@@ -230,50 +233,47 @@ impl State {
     }
 
     pub fn load_items(&self, job: &str) -> Result<HashMap<String, CachedItem>, StateError> {
+        self.load_items_in(job, &Scope::All)
+    }
+
+    /// The cached items `scope` covers: a scoped pass reads only the rows
+    /// of the paths it looks at (primary-key range scans), not the whole job.
+    pub fn load_items_in(
+        &self,
+        job: &str,
+        scope: &Scope,
+    ) -> Result<HashMap<String, CachedItem>, StateError> {
+        const COLUMNS: &str =
+            "SELECT key, present, size, mtime_ns, hash, front_matter, doc_id, doc_name,
+                pushed_hash, pushed_meta, status, indexing_batch, error_code, error_message
+             FROM items WHERE job = ?1";
+        let mut out = HashMap::new();
+        if scope.is_all() {
+            let mut stmt = self.conn.prepare_cached(COLUMNS).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([job], cached_item)
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let item = row.map_err(|e| self.err(e))?;
+                out.insert(item.key.clone(), item);
+            }
+            return Ok(out);
+        }
+        // '0' sorts right after '/', so [p/, p0) is exactly the subtree.
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT key, present, size, mtime_ns, hash, front_matter, doc_id, doc_name,
-                        pushed_hash, pushed_meta, status, indexing_batch, error_code, error_message
-                 FROM items WHERE job = ?1",
-            )
+            .prepare_cached(&format!(
+                "{COLUMNS} AND (key = ?2 OR (key >= ?2 || '/' AND key < ?2 || '0'))"
+            ))
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([job], |r| {
-                let size: Option<i64> = r.get(2)?;
-                let mtime: Option<i64> = r.get(3)?;
-                let hash: Option<String> = r.get(4)?;
-                let fm: Option<String> = r.get(5)?;
-                let facts = match (size, mtime, hash) {
-                    (Some(size), Some(mtime_ns), Some(hash)) => Some(KnownFacts {
-                        size: size as u64,
-                        mtime_ns,
-                        hash,
-                        front_matter: fm.and_then(|t| serde_json::from_str(&t).ok()),
-                    }),
-                    _ => None,
-                };
-                let meta: Option<String> = r.get(9)?;
-                let code: Option<String> = r.get(12)?;
-                let message: Option<String> = r.get(13)?;
-                Ok(CachedItem {
-                    key: r.get(0)?,
-                    present: r.get::<_, i64>(1)? != 0,
-                    facts,
-                    doc_id: r.get(6)?,
-                    doc_name: r.get(7)?,
-                    pushed_hash: r.get(8)?,
-                    pushed_meta: meta.and_then(|t| serde_json::from_str(&t).ok()),
-                    status: RemoteStatus::parse(&r.get::<_, String>(10)?),
-                    indexing_batch: r.get(11)?,
-                    error: code.zip(message),
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let item = row.map_err(|e| self.err(e))?;
-            out.insert(item.key.clone(), item);
+        for path in scope.paths() {
+            let rows = stmt
+                .query_map(params![job, path], cached_item)
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let item = row.map_err(|e| self.err(e))?;
+                out.insert(item.key.clone(), item);
+            }
         }
         Ok(out)
     }
@@ -490,8 +490,47 @@ impl State {
                 params![job, started_at, now_secs(), converged as i64, summary],
             )
             .map_err(|e| self.err(e))?;
+        // A daemon records a run per batch of changes: keep the log bounded.
+        self.conn
+            .execute(
+                "DELETE FROM runs WHERE job = ?1 AND id <= (
+                     SELECT id FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![job, KEPT_RUNS],
+            )
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
+
+fn cached_item(r: &rusqlite::Row) -> rusqlite::Result<CachedItem> {
+    let size: Option<i64> = r.get(2)?;
+    let mtime: Option<i64> = r.get(3)?;
+    let hash: Option<String> = r.get(4)?;
+    let fm: Option<String> = r.get(5)?;
+    let facts = match (size, mtime, hash) {
+        (Some(size), Some(mtime_ns), Some(hash)) => Some(KnownFacts {
+            size: size as u64,
+            mtime_ns,
+            hash,
+            front_matter: fm.and_then(|t| serde_json::from_str(&t).ok()),
+        }),
+        _ => None,
+    };
+    let meta: Option<String> = r.get(9)?;
+    let code: Option<String> = r.get(12)?;
+    let message: Option<String> = r.get(13)?;
+    Ok(CachedItem {
+        key: r.get(0)?,
+        present: r.get::<_, i64>(1)? != 0,
+        facts,
+        doc_id: r.get(6)?,
+        doc_name: r.get(7)?,
+        pushed_hash: r.get(8)?,
+        pushed_meta: meta.and_then(|t| serde_json::from_str(&t).ok()),
+        status: RemoteStatus::parse(&r.get::<_, String>(10)?),
+        indexing_batch: r.get(11)?,
+        error: code.zip(message),
+    })
 }
 
 pub fn unix_now() -> i64 {

@@ -1,0 +1,152 @@
+//! The part of a source one pass looks at: everything (a full reconcile) or
+//! the paths the watcher reported, each a file or a whole subtree. Keys and
+//! paths are `/`-separated and relative to the job's root.
+
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    /// Never empty, and no entry lies below another one.
+    Paths(BTreeSet<String>),
+}
+
+impl Scope {
+    /// The scope covering `paths`; `""` (the root itself) means everything.
+    /// Returns `None` when there is nothing to look at.
+    pub fn of<I, S>(paths: I) -> Option<Scope>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut all: BTreeSet<String> = BTreeSet::new();
+        for p in paths {
+            let p: String = p.into();
+            let p = p.trim_matches('/').to_owned();
+            if p.is_empty() {
+                return Some(Scope::All);
+            }
+            all.insert(p);
+        }
+        // Sorted order puts "a" right before "a/b" (and before "a0"), so a
+        // nested entry always follows one of its ancestors that was kept.
+        let mut kept: BTreeSet<String> = BTreeSet::new();
+        for p in all {
+            if !covered_by(&kept, &p) {
+                kept.insert(p);
+            }
+        }
+        (!kept.is_empty()).then_some(Scope::Paths(kept))
+    }
+
+    pub fn is_all(&self) -> bool {
+        matches!(self, Scope::All)
+    }
+
+    /// True when the item `key` (a file) is inside the scope.
+    pub fn covers(&self, key: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Paths(set) => covered_by(set, key),
+        }
+    }
+
+    /// True when a walk must descend into the folder `dir`: it is inside the
+    /// scope, or a scoped path lies below it.
+    pub fn enters(&self, dir: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Paths(set) => {
+                if dir.is_empty() || covered_by(set, dir) {
+                    return true;
+                }
+                let below = format!("{dir}/");
+                set.range(below.clone()..)
+                    .next()
+                    .is_some_and(|p| p.starts_with(&below))
+            }
+        }
+    }
+
+    /// The scoped paths; empty for `All`.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        let set = match self {
+            Scope::All => None,
+            Scope::Paths(set) => Some(set),
+        };
+        set.into_iter().flatten().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Scope::All => 0,
+            Scope::Paths(set) => set.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && !self.is_all()
+    }
+}
+
+/// `key` equals an entry of `set` or lies below one.
+fn covered_by(set: &BTreeSet<String>, key: &str) -> bool {
+    if set.contains(key) {
+        return true;
+    }
+    key.match_indices('/').any(|(i, _)| set.contains(&key[..i]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(s: &Scope) -> Vec<&str> {
+        s.paths().collect()
+    }
+
+    #[test]
+    fn nested_paths_collapse_into_their_ancestor() {
+        let s = Scope::of(["a/b/c.md", "a/b", "a0", "x/", "a/bc.md"]).unwrap();
+        assert_eq!(paths(&s), ["a/b", "a/bc.md", "a0", "x"]);
+    }
+
+    #[test]
+    fn the_root_means_everything_and_nothing_means_none() {
+        assert_eq!(Scope::of(["a", ""]), Some(Scope::All));
+        assert_eq!(Scope::of(Vec::<String>::new()), None);
+    }
+
+    #[test]
+    fn covers_files_at_or_below_a_path_only() {
+        let s = Scope::of(["docs/guide", "readme.md"]).unwrap();
+        for key in [
+            "docs/guide",
+            "docs/guide/a.md",
+            "docs/guide/x/y.md",
+            "readme.md",
+        ] {
+            assert!(s.covers(key), "{key}");
+        }
+        for key in [
+            "docs/guide.md",
+            "docs/guides/a.md",
+            "docs/a.md",
+            "readme.md.bak",
+        ] {
+            assert!(!s.covers(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn enters_ancestors_and_scoped_folders_only() {
+        let s = Scope::of(["docs/guide/a.md"]).unwrap();
+        for dir in ["", "docs", "docs/guide"] {
+            assert!(s.enters(dir), "{dir}");
+        }
+        for dir in ["doc", "docs/guide2", "other", "docs/g"] {
+            assert!(!s.enters(dir), "{dir}");
+        }
+        assert!(Scope::of(["docs"]).unwrap().enters("docs/deep/er"));
+    }
+}
