@@ -2,19 +2,23 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "kbsync",
     version,
-    about = "Mirror folders into knowledge bases (Dify)"
+    about = "Mirror folders into knowledge bases (Dify)",
+    long_about = "Mirror folders into knowledge bases (Dify).\n\nWithout a flag or command kbsync runs as a service: a full pass, then it watches the folders and pushes each change as it happens. --reconcile runs one pass and exits; --dry-run prints the plan."
 )]
 pub struct Cli {
     /// Configuration file (TOML).
     #[arg(
         short,
         long,
+        global = true,
         default_value = "/etc/kbsync/kbsync.toml",
         env = "KBSYNC_CONFIG"
     )]
@@ -22,7 +26,7 @@ pub struct Cli {
 
     /// Run one full pass over every job, push the changes and exit. The exit
     /// code is 0 only when everything converged.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     pub reconcile: bool,
 
     /// Print the plan without sending anything upstream or writing the state
@@ -35,10 +39,28 @@ pub struct Cli {
     pub json: bool,
 
     /// Only run these jobs (repeatable).
-    #[arg(long = "job", value_name = "NAME")]
+    #[arg(long = "job", value_name = "NAME", global = true)]
     pub jobs: Vec<String>,
 
     /// Log filter, e.g. `debug` or `kbsync=trace` (overrides RUST_LOG).
-    #[arg(long, value_name = "FILTER")]
+    #[arg(long, value_name = "FILTER", global = true)]
     pub log: Option<String>,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Per job: items tracked, pending and failed (with reasons), last
+    /// sync. Reads the state file; safe while the service runs.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }

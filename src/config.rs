@@ -59,7 +59,33 @@ pub enum DeletePolicy {
 pub struct Config {
     pub path: PathBuf,
     pub state_path: PathBuf,
+    pub daemon: DaemonConfig,
     pub jobs: Vec<JobConfig>,
+}
+
+/// How the long-running service batches and paces its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Quiet time after the last file event before a batch is pushed.
+    pub debounce: Duration,
+    /// A batch is pushed at the latest this long after its first event,
+    /// even if events keep coming.
+    pub max_delay: Duration,
+    /// Interval of full reconciles; `None` disables them.
+    pub full_reconcile: Option<Duration>,
+    /// How long shutdown waits for in-flight upstream calls.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            debounce: Duration::from_millis(1000),
+            max_delay: Duration::from_secs(10),
+            full_reconcile: Some(Duration::from_secs(3600)),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +150,7 @@ impl Default for RetryConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     state: Option<RawState>,
+    daemon: Option<RawDaemon>,
     #[serde(default)]
     sync: Vec<RawJob>,
 }
@@ -132,6 +159,15 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawState {
     path: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    debounce_ms: Option<Spanned<i64>>,
+    max_delay_ms: Option<Spanned<i64>>,
+    full_reconcile_secs: Option<Spanned<i64>>,
+    shutdown_timeout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +317,11 @@ impl Config {
             },
         };
 
+        let daemon = match raw.daemon {
+            Some(d) => validate_daemon(&loc, d)?,
+            None => DaemonConfig::default(),
+        };
+
         let mut names = HashSet::new();
         let mut jobs = Vec::new();
         for (i, job) in raw.sync.into_iter().enumerate() {
@@ -299,12 +340,79 @@ impl Config {
         Ok(Config {
             path: path.to_owned(),
             state_path,
+            daemon,
             jobs: jobs.into_iter().map(|(j, _)| j).collect(),
         })
     }
 }
 
 type Span = std::ops::Range<usize>;
+
+/// An optional integer key within `lo..=hi`, else `default`.
+fn bounded(
+    loc: &Locator,
+    value: &Option<Spanned<i64>>,
+    key: &str,
+    lo: i64,
+    hi: i64,
+    default: i64,
+) -> Result<i64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
+        Some(s) => Err(loc.error(s.span(), key, format!("must be between {lo} and {hi}"))),
+    }
+}
+
+fn validate_daemon(loc: &Locator, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
+    let ms = |v: i64| Duration::from_millis(v as u64);
+    let secs = |v: i64| Duration::from_secs(v as u64);
+    let debounce = bounded(
+        loc,
+        &raw.debounce_ms,
+        "daemon.debounce_ms",
+        0,
+        600_000,
+        1000,
+    )?;
+    let max_delay = bounded(
+        loc,
+        &raw.max_delay_ms,
+        "daemon.max_delay_ms",
+        0,
+        3_600_000,
+        (debounce * 10).max(10_000),
+    )?;
+    if max_delay < debounce {
+        let span = raw.max_delay_ms.as_ref().map_or(0..0, |s| s.span());
+        return Err(loc.error(
+            span,
+            "daemon.max_delay_ms",
+            format!("must be at least debounce_ms ({debounce})"),
+        ));
+    }
+    let full = bounded(
+        loc,
+        &raw.full_reconcile_secs,
+        "daemon.full_reconcile_secs",
+        0,
+        30 * 86_400,
+        3600,
+    )?;
+    Ok(DaemonConfig {
+        debounce: ms(debounce),
+        max_delay: ms(max_delay),
+        full_reconcile: (full > 0).then(|| secs(full)),
+        shutdown_timeout: secs(bounded(
+            loc,
+            &raw.shutdown_timeout_secs,
+            "daemon.shutdown_timeout_secs",
+            1,
+            3600,
+            30,
+        )?),
+    })
+}
 
 fn validate_job(
     loc: &Locator,
@@ -619,21 +727,8 @@ fn validate_dify(
         ));
     }
 
-    let int = |v: &Option<Spanned<i64>>,
-               name: &str,
-               lo: i64,
-               hi: i64,
-               default: i64|
-     -> Result<i64, ConfigError> {
-        match v {
-            None => Ok(default),
-            Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
-            Some(s) => Err(loc.error(
-                s.span(),
-                &key(name),
-                format!("must be between {lo} and {hi}"),
-            )),
-        }
+    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
+        bounded(loc, v, &key(name), lo, hi, default)
     };
     let defaults = RetryConfig::default();
     let retry = RetryConfig {

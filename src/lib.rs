@@ -4,6 +4,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod logging;
 pub mod metadata;
 pub mod plan;
 pub mod push;
@@ -12,4 +14,5 @@ pub mod report;
 pub mod secret;
 pub mod source;
 pub mod state;
+pub mod status;
 pub mod target;

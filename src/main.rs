@@ -2,14 +2,14 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kbsync::cli::Cli;
-use kbsync::config::Config;
+use kbsync::cli::{Cli, Command};
 use kbsync::reconcile::{self, RunOptions};
-use kbsync::report;
+use kbsync::{daemon, logging, report, status};
 use tracing_subscriber::EnvFilter;
 
-/// Exit codes: 0 converged, 1 some items failed or were skipped, 2 the run
-/// could not start (bad config, unusable state file, bad arguments).
+/// Exit codes: 0 converged (or a clean service stop), 1 some items failed
+/// or were skipped, 2 the run could not start (bad config, unusable state
+/// file, bad arguments).
 const EXIT_NOT_CONVERGED: u8 = 1;
 const EXIT_ERROR: u8 = 2;
 
@@ -18,10 +18,7 @@ fn main() -> ExitCode {
     let filter = cli.log.as_deref().map(EnvFilter::new).unwrap_or_else(|| {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(filter, cli.log_format);
 
     match run(cli) {
         Ok(code) => code,
@@ -32,25 +29,44 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&cli.config)?;
-    for name in &cli.jobs {
-        if !config.jobs.iter().any(|j| &j.name == name) {
-            anyhow::bail!("no job named {name:?} in {}", cli.config.display());
-        }
-    }
-    if !cli.reconcile && !cli.dry_run {
-        anyhow::bail!("daemon mode is not available yet: run with --reconcile (one pass) or --dry-run (plan only)");
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    if let Some(Command::Status { json }) = &cli.command {
+        let config = daemon::load_config(&cli.config, &cli.jobs)?;
+        let Some(summaries) = status::read(&config.state_path, &cli.jobs)? else {
+            writeln!(
+                stdout,
+                "no state file at {} yet: kbsync has not run with this configuration",
+                config.state_path.display()
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        };
+        if *json {
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&summaries)?)?;
+        } else {
+            status::print(&mut stdout, &summaries)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    if !cli.reconcile && !cli.dry_run {
+        drop(stdout);
+        runtime()?.block_on(daemon::run(&cli.config, &cli.jobs))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let config = daemon::load_config(&cli.config, &cli.jobs)?;
     let opts = RunOptions {
         dry_run: cli.dry_run,
     };
-    let reports = runtime.block_on(reconcile::run(&config, &cli.jobs, opts))?;
+    let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
 
-    let mut stdout = std::io::stdout().lock();
     if cli.dry_run {
         if cli.json {
             writeln!(

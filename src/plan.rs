@@ -249,6 +249,7 @@ mod tests {
             hash: hash.into(),
             front_matter: None,
             rehashed: true,
+            racy: false,
         }
     }
 
@@ -261,6 +262,7 @@ mod tests {
                 mtime_ns: 0,
                 hash: hash.into(),
                 front_matter: None,
+                racy: false,
             }),
             doc_id: Some(format!("doc-{key}")),
             doc_name: Some(key.into()),

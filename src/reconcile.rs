@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -252,7 +252,6 @@ impl Runner {
 
         let TargetConfig::Dify(dify) = &job.target;
         if report.plan.ops.iter().any(|o| o.is_upstream()) {
-            self.stop.store(false, Ordering::SeqCst);
             let stop = self.stop.clone();
             // Split borrows: the client lives in `self.clients`, the pusher
             // writes through `self.state`.

@@ -115,6 +115,9 @@ pub fn summary_line(r: &JobReport) -> String {
             if !o.failures.is_empty() {
                 parts.push(format!("{} failed", o.failures.len()));
             }
+            if o.interrupted {
+                parts.push("interrupted by shutdown".into());
+            }
         }
         None => parts.push(format!("{} planned", r.plan.ops.len())),
     }

@@ -15,23 +15,19 @@ title = { front_matter = "title" }
 "#;
 
 async fn setup(policy: &str) -> (FakeDify, Workspace) {
-    let fake = FakeDify::start().await;
-    let ws = Workspace::new(
-        &fake.base_url(),
-        support::fake_dify::DATASET,
-        policy,
-        "",
-        META,
-    );
-    (fake, ws)
+    support::with_fake(policy, META).await
 }
 
+/// `n` Markdown files, last modified well in the past (files written just
+/// before a scan are re-read by the next one; see `racy_files_are_hashed_again`).
 fn tree(ws: &Workspace, n: usize) {
     for i in 0..n {
+        let key = format!("team{}/doc{i:03}.md", i % 3);
         ws.write(
-            &format!("team{}/doc{i:03}.md", i % 3),
+            &key,
             &format!("---\ntitle: Doc {i}\n---\nBody of document {i}.\n"),
         );
+        set_mtime(&ws.path(&key), 1_600_000_000 + i as i64);
     }
 }
 
@@ -72,6 +68,49 @@ async fn first_sync_mirrors_tree_and_second_pass_sends_nothing() {
     assert!(again.plan.ops.is_empty(), "{:?}", again.plan.ops);
     assert_eq!(fake.requests(), before, "a no-op pass must send nothing");
     assert_eq!(again.hashed_files, 0, "unchanged files are not re-read");
+}
+
+#[tokio::test]
+async fn racy_files_are_hashed_again_so_a_same_tick_rewrite_is_seen() {
+    let (fake, ws) = setup("disable").await;
+    ws.write("fresh.md", "version one");
+    assert!(ws.sync().await.converged());
+    let mtime = std::fs::metadata(ws.path("fresh.md"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    // A rewrite of the same size within the same timestamp tick leaves size
+    // and mtime as they were: only the content tells.
+    ws.write("fresh.md", "version two");
+    std::fs::File::options()
+        .write(true)
+        .open(ws.path("fresh.md"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.hashed_files, 1);
+    assert_eq!(
+        fake.world()
+            .doc_by_name(&document_name("fresh.md"))
+            .unwrap()
+            .content,
+        b"version two"
+    );
+    // Once the file is older than the scan that read it, size and mtime
+    // are trusted again.
+    set_mtime(&ws.path("fresh.md"), 1_600_000_000);
+    let mark = fake.requests();
+    assert_eq!(ws.sync().await.hashed_files, 1);
+    assert_eq!(ws.sync().await.hashed_files, 0);
+    let w = fake.world();
+    assert_eq!(w.count_since(mark, "by-file"), 0, "same bytes: no upload");
+    assert_eq!(
+        w.count_since(mark, "documents/metadata"),
+        1,
+        "new `modified`"
+    );
 }
 
 #[tokio::test]

@@ -11,8 +11,13 @@ use std::time::UNIX_EPOCH;
 
 use ignore::{WalkBuilder, WalkState};
 
+use super::scope::key_under;
 use super::{front_matter, KnownFacts, Observed, ScanResult, Scope, Skipped};
 use crate::config::FolderConfig;
+
+/// Timestamp granularity to allow for: about a jiffy on Linux local file
+/// systems, 1 s on some network shares, 2 s on FAT.
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
 enum Found {
     Item(Observed),
@@ -32,6 +37,9 @@ pub fn scan(
     avoid: &[PathBuf],
     scope: &Scope,
 ) -> ScanResult {
+    let scan_start_ns = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
     let mut builder = WalkBuilder::new(&cfg.root);
     builder
         .hidden(!cfg.include_hidden)
@@ -53,7 +61,7 @@ pub fn scan(
             if entry.depth() == 0 {
                 return true;
             }
-            let key = lossy_key(&root, entry.path());
+            let key = key_under(&root, entry.path()).unwrap_or_default();
             if entry.file_type().is_some_and(|t| t.is_dir()) {
                 scope.enters(&key)
             } else {
@@ -68,7 +76,7 @@ pub fn scan(
         let tx = tx.clone();
         let root = root.clone();
         Box::new(move |entry| {
-            if let Some(found) = visit(cfg, &root, known, avoid, entry) {
+            if let Some(found) = visit(cfg, &root, known, avoid, scan_start_ns, entry) {
                 // The receiver outlives the walk; a send cannot fail.
                 let _ = tx.send(found);
             }
@@ -106,6 +114,7 @@ fn visit(
     root: &Path,
     known: &HashMap<String, KnownFacts>,
     avoid: &[PathBuf],
+    scan_start_ns: i64,
     entry: Result<ignore::DirEntry, ignore::Error>,
 ) -> Option<Found> {
     let entry = match entry {
@@ -159,7 +168,7 @@ fn visit(
     }
     let mtime_ns = mtime_ns_of(&meta);
     if let Some(k) = known.get(&key) {
-        if k.size == size && k.mtime_ns == mtime_ns {
+        if k.size == size && k.mtime_ns == mtime_ns && !k.racy {
             return Some(Found::Item(Observed {
                 key,
                 size,
@@ -167,6 +176,7 @@ fn visit(
                 hash: k.hash.clone(),
                 front_matter: k.front_matter.clone(),
                 rehashed: false,
+                racy: false,
             }));
         }
     }
@@ -190,6 +200,7 @@ fn visit(
                     hash,
                     front_matter: head.as_deref().and_then(front_matter::parse),
                     rehashed: true,
+                    racy: mtime_ns > scan_start_ns - RACY_WINDOW_NS,
                 })
             }
         }
@@ -250,19 +261,6 @@ fn key_of(root: &Path, path: &Path) -> Result<String, String> {
         key.push_str(s);
     }
     Ok(key)
-}
-
-/// The key for scope checks, where a non-UTF-8 name must not stop the walk.
-fn lossy_key(root: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(root).unwrap_or(path);
-    let mut key = String::new();
-    for part in rel.components() {
-        if !key.is_empty() {
-            key.push('/');
-        }
-        key.push_str(&part.as_os_str().to_string_lossy());
-    }
-    key
 }
 
 fn matches(cfg: &FolderConfig, key: &str) -> bool {

@@ -22,6 +22,11 @@ pub struct Observed {
     pub front_matter: Option<Metadata>,
     /// True when the content was read this scan (size or mtime moved).
     pub rehashed: bool,
+    /// The modification time is so close to the scan that a write in the
+    /// same timestamp tick could follow unseen: the next scan must hash
+    /// the file again rather than trust size and mtime (git's "racily
+    /// clean" entries).
+    pub racy: bool,
 }
 
 /// What the previous scan saw of an item; lets an unchanged file skip hashing.
@@ -31,6 +36,8 @@ pub struct KnownFacts {
     pub mtime_ns: i64,
     pub hash: String,
     pub front_matter: Option<Metadata>,
+    /// Recorded as racy: size and mtime prove nothing, hash again.
+    pub racy: bool,
 }
 
 /// An entry that could not be mirrored this time, and why. Never dropped

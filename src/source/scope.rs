@@ -3,6 +3,7 @@
 //! paths are `/`-separated and relative to the job's root.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -87,6 +88,21 @@ impl Scope {
     pub fn is_empty(&self) -> bool {
         self.len() == 0 && !self.is_all()
     }
+}
+
+/// `path` relative to `root` as a `/`-separated key (`""` for the root
+/// itself), `None` when it lies outside. Lossy on non-UTF-8 names: this
+/// key only decides where to look; the scan reports such names.
+pub fn key_under(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let mut key = String::new();
+    for part in rel.components() {
+        if !key.is_empty() {
+            key.push('/');
+        }
+        key.push_str(&part.as_os_str().to_string_lossy());
+    }
+    Some(key)
 }
 
 /// `key` equals an entry of `set` or lies below one.

@@ -245,7 +245,7 @@ impl State {
     ) -> Result<HashMap<String, CachedItem>, StateError> {
         const COLUMNS: &str =
             "SELECT key, present, size, mtime_ns, hash, front_matter, doc_id, doc_name,
-                pushed_hash, pushed_meta, status, indexing_batch, error_code, error_message
+                pushed_hash, pushed_meta, status, indexing_batch, error_code, error_message, racy
              FROM items WHERE job = ?1";
         let mut out = HashMap::new();
         if scope.is_all() {
@@ -297,11 +297,11 @@ impl State {
         {
             let mut up = tx
                 .prepare_cached(
-                    "INSERT INTO items (job, key, present, size, mtime_ns, hash, front_matter)
-                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)
+                    "INSERT INTO items (job, key, present, size, mtime_ns, hash, front_matter, racy)
+                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT(job, key) DO UPDATE SET present = 1, size = excluded.size,
                         mtime_ns = excluded.mtime_ns, hash = excluded.hash,
-                        front_matter = excluded.front_matter",
+                        front_matter = excluded.front_matter, racy = excluded.racy",
                 )
                 .map_err(|e| sqlite_err(&self.path, e))?;
             for o in changed {
@@ -309,8 +309,16 @@ impl State {
                     .front_matter
                     .as_ref()
                     .map(|m| serde_json::to_string(m).unwrap_or_default());
-                up.execute(params![job, o.key, o.size as i64, o.mtime_ns, o.hash, fm])
-                    .map_err(|e| sqlite_err(&self.path, e))?;
+                up.execute(params![
+                    job,
+                    o.key,
+                    o.size as i64,
+                    o.mtime_ns,
+                    o.hash,
+                    fm,
+                    o.racy as i64
+                ])
+                .map_err(|e| sqlite_err(&self.path, e))?;
             }
             let mut gone = tx
                 .prepare_cached("UPDATE items SET present = 0 WHERE job = ?1 AND key = ?2")
@@ -502,6 +510,127 @@ impl State {
     }
 }
 
+/// What `kbsync status` shows of one job.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JobSummary {
+    pub job: String,
+    pub target: Option<String>,
+    /// Items present in the source.
+    pub tracked: u64,
+    /// Present items whose current content is upstream.
+    pub in_sync: u64,
+    /// Present items whose current content is not upstream yet.
+    pub pending_upload: u64,
+    /// Items gone from the source whose document is still enabled upstream.
+    pub pending_removal: u64,
+    pub failed: Vec<FailedItem>,
+    pub last_run: Option<RunSummary>,
+    /// Unix seconds of the last pass that converged.
+    pub last_success: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FailedItem {
+    pub key: String,
+    pub code: String,
+    pub message: String,
+    pub since: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunSummary {
+    pub finished_at: i64,
+    pub converged: bool,
+    pub summary: String,
+}
+
+impl State {
+    /// One summary per job the state file knows, sorted by name.
+    pub fn summaries(&self) -> Result<Vec<JobSummary>, StateError> {
+        let q = |sql: &str| self.conn.prepare(sql).map_err(|e| self.err(e));
+        let mut jobs: Vec<String> =
+            q("SELECT job FROM jobs UNION SELECT DISTINCT job FROM items ORDER BY 1")?
+                .query_map([], |r| r.get(0))
+                .map_err(|e| self.err(e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.err(e))?;
+        jobs.dedup();
+        let mut out = Vec::new();
+        for job in jobs {
+            let target = self
+                .conn
+                .query_row("SELECT target FROM jobs WHERE job = ?1", [&job], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(|e| self.err(e))?;
+            let (tracked, in_sync, pending_upload, pending_removal): (i64, i64, i64, i64) = self
+                .conn
+                .query_row(
+                    "SELECT
+                        coalesce(sum(present = 1), 0),
+                        coalesce(sum(present = 1 AND pushed_hash = hash), 0),
+                        coalesce(sum(present = 1 AND (pushed_hash IS NULL OR pushed_hash != hash)), 0),
+                        coalesce(sum(present = 0 AND doc_id IS NOT NULL AND status = 'enabled'), 0)
+                     FROM items WHERE job = ?1",
+                    [&job],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .map_err(|e| self.err(e))?;
+            let failed = q(
+                "SELECT key, error_code, coalesce(error_message, ''), error_at FROM items
+                            WHERE job = ?1 AND error_code IS NOT NULL ORDER BY key",
+            )?
+            .query_map([&job], |r| {
+                Ok(FailedItem {
+                    key: r.get(0)?,
+                    code: r.get(1)?,
+                    message: r.get(2)?,
+                    since: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+            let last_run = self
+                .conn
+                .query_row(
+                    "SELECT finished_at, converged, summary FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1",
+                    [&job],
+                    |r| {
+                        Ok(RunSummary {
+                            finished_at: r.get(0)?,
+                            converged: r.get::<_, i64>(1)? != 0,
+                            summary: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            let last_success = self
+                .conn
+                .query_row(
+                    "SELECT max(finished_at) FROM runs WHERE job = ?1 AND converged = 1",
+                    [&job],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err(e))?;
+            out.push(JobSummary {
+                job,
+                target,
+                tracked: tracked as u64,
+                in_sync: in_sync as u64,
+                pending_upload: pending_upload as u64,
+                pending_removal: pending_removal as u64,
+                failed,
+                last_run,
+                last_success,
+            });
+        }
+        Ok(out)
+    }
+}
+
 fn cached_item(r: &rusqlite::Row) -> rusqlite::Result<CachedItem> {
     let size: Option<i64> = r.get(2)?;
     let mtime: Option<i64> = r.get(3)?;
@@ -513,6 +642,7 @@ fn cached_item(r: &rusqlite::Row) -> rusqlite::Result<CachedItem> {
             mtime_ns,
             hash,
             front_matter: fm.and_then(|t| serde_json::from_str(&t).ok()),
+            racy: r.get::<_, i64>(14)? != 0,
         }),
         _ => None,
     };
@@ -569,6 +699,7 @@ mod tests {
             hash: hash.into(),
             front_matter: None,
             rehashed: true,
+            racy: false,
         }
     }
 

@@ -43,4 +43,6 @@ pub const MIGRATIONS: &[&str] = &[
         summary     TEXT NOT NULL
     );
     "#,
+    // 2: facts recorded too close to their scan to be trusted next time.
+    "ALTER TABLE items ADD COLUMN racy INTEGER NOT NULL DEFAULT 0;",
 ];

@@ -135,6 +135,8 @@ pub enum Fault {
     ApplyThen500,
     /// Apply the request, then close the connection.
     ApplyThenDrop,
+    /// Apply the request, then take this long to answer.
+    ApplyThenStall(std::time::Duration),
 }
 
 impl Fault {
@@ -175,7 +177,12 @@ pub struct World {
     /// Whether the dataset already has an indexing technique; when not,
     /// create-by-file must send one (as in Dify).
     pub dataset_has_indexing: bool,
+    /// "METHOD path" of every request, logged when it arrives (`log` is
+    /// written when it is answered).
+    pub arrived: Vec<String>,
     next_id: u64,
+    /// Bumped on every arrival and answer, for `FakeDify::wait_until`.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl World {
@@ -187,8 +194,14 @@ impl World {
             faults: Vec::new(),
             polls_to_complete: 0,
             dataset_has_indexing: false,
+            arrived: Vec::new(),
             next_id: 1,
+            changed: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
     }
 
     fn next(&mut self, prefix: &str) -> String {
@@ -320,6 +333,45 @@ impl FakeDify {
     pub fn requests(&self) -> usize {
         self.world().log.len()
     }
+
+    /// Waits until `pred` holds, re-checking after every request the fake
+    /// receives or answers; fails with `what` and the request log at the
+    /// deadline.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        pred: impl Fn(&World) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.world().changed.subscribe();
+        loop {
+            {
+                let w = self.world();
+                if pred(&w) {
+                    return;
+                }
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                let w = self.world();
+                let tail: Vec<String> = w
+                    .log
+                    .iter()
+                    .rev()
+                    .take(20)
+                    .map(|l| format!("{} {} -> {}", l.method, l.path, l.status))
+                    .collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; {} docs: {:?}; last requests (newest first): {tail:#?}",
+                    w.docs.len(),
+                    w.docs.values().map(|d| &d.name).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -374,6 +426,11 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    {
+        let mut w = world.lock().unwrap();
+        w.arrived.push(format!("{method} {logged_path}"));
+        w.bump();
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(Dropped),
@@ -413,6 +470,11 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
         ),
     };
     match apply_then {
+        Some(Fault::ApplyThenStall(d)) => {
+            tokio::time::sleep(d).await;
+            log(&world, &method, &logged_path, response.status().as_u16());
+            Ok(response)
+        }
         Some(Fault::ApplyThenDrop) => {
             log(&world, &method, &logged_path, 0);
             Err(Dropped)
@@ -433,11 +495,13 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
 }
 
 fn log(world: &Arc<Mutex<World>>, method: &Method, path: &str, status: u16) {
-    world.lock().unwrap().log.push(Logged {
+    let mut w = world.lock().unwrap();
+    w.log.push(Logged {
         method: method.to_string(),
         path: path.to_owned(),
         status,
     });
+    w.bump();
 }
 
 async fn route(

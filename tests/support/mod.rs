@@ -66,6 +66,12 @@ max_retries = 8
         }
     }
 
+    pub fn append_config(&self, text: &str) {
+        let mut config = std::fs::read_to_string(&self.config_path).unwrap();
+        config.push_str(text);
+        std::fs::write(&self.config_path, config).unwrap();
+    }
+
     pub fn write(&self, key: &str, content: &str) {
         let p = self.root.join(key);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -99,6 +105,13 @@ max_retries = 8
             .unwrap();
         reports.remove(0)
     }
+}
+
+/// A fresh fake Dify and a workspace whose one job mirrors into it.
+pub async fn with_fake(policy: &str, metadata: &str) -> (fake_dify::FakeDify, Workspace) {
+    let fake = fake_dify::FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), fake_dify::DATASET, policy, "", metadata);
+    (fake, ws)
 }
 
 pub fn set_mtime(path: &Path, secs: i64) {

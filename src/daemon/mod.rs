@@ -1,0 +1,419 @@
+//! The long-running service: watch the folders, batch what changed, run a
+//! scoped pass per batch, a full pass periodically; talk to systemd; react
+//! to SIGTERM/SIGINT (finish in-flight work, exit 0) and SIGHUP (reload).
+//!
+//! Everything runs on one loop, one pass at a time: passes share the state
+//! file and the upstream rate budget, so running them side by side would
+//! buy little and make shutdown and reload harder to reason about.
+
+mod pending;
+pub mod sd_notify;
+mod watch;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use notify::RecommendedWatcher;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::{Instant, Interval};
+
+use crate::config::Config;
+use crate::reconcile::{JobReport, ReconcileError, RunOptions, Runner};
+use crate::source::Scope;
+use sd_notify::Notifier;
+use watch::Shared;
+
+pub use pending::Pending;
+
+/// First delay before a pass that did not converge is tried again; it
+/// doubles up to the full-reconcile interval.
+const FIRST_RETRY: Duration = Duration::from_secs(30);
+
+/// Loads the config and keeps only the jobs in `only` (all when empty).
+pub fn load_config(path: &Path, only: &[String]) -> anyhow::Result<Config> {
+    let mut config = Config::load(path)?;
+    for name in only {
+        if !config.jobs.iter().any(|j| &j.name == name) {
+            anyhow::bail!("no job named {name:?} in {}", path.display());
+        }
+    }
+    if !only.is_empty() {
+        config.jobs.retain(|j| only.contains(&j.name));
+    }
+    Ok(config)
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    stop: bool,
+    reload: bool,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            stop: false,
+            reload: false,
+        })
+    }
+
+    /// Waits for the next signal and records what it asks for.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => self.stop = true,
+            _ = self.int.recv() => self.stop = true,
+            _ = self.hup.recv() => self.reload = true,
+        }
+    }
+}
+
+struct Retry {
+    at: Instant,
+    delay: Duration,
+}
+
+struct Daemon {
+    config_path: PathBuf,
+    only: Vec<String>,
+    runner: Runner,
+    shared: Arc<Shared>,
+    watcher: Option<RecommendedWatcher>,
+    notifier: Notifier,
+    watchdog: Option<Interval>,
+    signals: Signals,
+    next_full: Option<Instant>,
+    retries: HashMap<String, Retry>,
+    last_sync: Option<(SystemTime, bool)>,
+}
+
+/// Runs until SIGTERM or SIGINT. Errors only when it cannot start.
+pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
+    let config = load_config(config_path, only)?;
+    let signals = Signals::install()?;
+    let runner = Runner::open(config, RunOptions::default())?;
+    let shared = Arc::new(Shared::default());
+    let notifier = Notifier::from_env();
+    let watchdog = notifier.watchdog_every().map(|every| {
+        let mut i = tokio::time::interval(every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut d = Daemon {
+        config_path: config_path.to_owned(),
+        only: only.to_vec(),
+        runner,
+        shared,
+        watcher: None,
+        notifier,
+        watchdog,
+        signals,
+        next_full: None,
+        retries: HashMap::new(),
+        last_sync: None,
+    };
+    d.start_watching();
+    d.notifier.ready(&d.status_line());
+    tracing::info!(
+        jobs = d.runner.config.jobs.len(),
+        "started; the first pass is a full reconcile"
+    );
+    d.event_loop().await;
+    d.notifier.stopping();
+    drop(d.watcher.take());
+    tracing::info!("stopped");
+    Ok(())
+}
+
+impl Daemon {
+    /// (Re)creates the watcher for the current config and queues a full
+    /// pass of every job: whatever happened while not watching is found.
+    fn start_watching(&mut self) {
+        drop(self.watcher.take());
+        self.watcher = watch::start(
+            &self.runner.config,
+            self.runner.avoided(),
+            self.shared.clone(),
+        );
+        let now = std::time::Instant::now();
+        let mut pending = self.shared.pending();
+        for job in &self.runner.config.jobs {
+            pending.rescan_now(&job.name, now);
+        }
+        drop(pending);
+        self.next_full = self
+            .runner
+            .config
+            .daemon
+            .full_reconcile
+            .map(|every| Instant::now() + every);
+    }
+
+    async fn event_loop(&mut self) {
+        loop {
+            if self.signals.stop {
+                return;
+            }
+            if self.signals.reload {
+                self.signals.reload = false;
+                self.reload();
+            }
+            let cfg = self.runner.config.daemon;
+            let due = self
+                .shared
+                .pending()
+                .due_at(cfg.debounce, cfg.max_delay)
+                .map(Instant::from_std);
+            let retry = self.retries.values().map(|r| r.at).min();
+            let wake_at = [due, self.next_full, retry].into_iter().flatten().min();
+            tracing::trace!(?due, ?wake_at, "waiting");
+            tokio::select! {
+                _ = self.signals.next() => {}
+                _ = self.shared.wake.notified() => {}
+                _ = tick(&mut self.watchdog) => self.notifier.watchdog(),
+                _ = sleep_until(wake_at) => self.work().await,
+            }
+        }
+    }
+
+    /// Queues what became due (periodic reconcile, retries) and runs every
+    /// batch whose debounce ran out.
+    async fn work(&mut self) {
+        let cfg = self.runner.config.daemon;
+        let now = Instant::now();
+        {
+            let mut pending = self.shared.pending();
+            if let (Some(at), Some(every)) = (self.next_full, cfg.full_reconcile) {
+                if at <= now {
+                    tracing::info!("periodic full reconcile");
+                    for job in &self.runner.config.jobs {
+                        pending.rescan_now(&job.name, now.into_std());
+                    }
+                    self.next_full = Some(now + every);
+                }
+            }
+            for (job, r) in &self.retries {
+                if r.at <= now {
+                    pending.rescan_now(job, now.into_std());
+                }
+            }
+        }
+        let batches = self
+            .shared
+            .pending()
+            .take_due(now.into_std(), cfg.debounce, cfg.max_delay);
+        tracing::trace!(batches = batches.len(), "due");
+        for (job, scope) in batches {
+            if self.signals.stop {
+                // The next start begins with a full pass; nothing is lost.
+                break;
+            }
+            self.pass(&job, &scope).await;
+        }
+        self.notifier.status(&self.status_line());
+    }
+
+    async fn pass(&mut self, job: &str, scope: &Scope) {
+        let grace = self.runner.config.daemon.shutdown_timeout;
+        let stop = self.runner.stop_flag();
+        let result = guarded(
+            self.runner.run_job(job, scope),
+            &mut self.signals,
+            &stop,
+            grace,
+            &self.notifier,
+            &mut self.watchdog,
+        )
+        .await;
+        match result {
+            None => {}
+            Some(Ok(report)) => self.after(job, scope, &report),
+            Some(Err(ReconcileError::NoSuchJob(_))) => {}
+            Some(Err(e)) => {
+                tracing::error!(%job, "pass failed: {e}");
+                self.last_sync = Some((SystemTime::now(), false));
+                self.schedule_retry(job);
+            }
+        }
+    }
+
+    fn after(&mut self, job: &str, scope: &Scope, report: &JobReport) {
+        let interrupted = report.outcome.as_ref().is_some_and(|o| o.interrupted);
+        let quiet = !scope.is_all() && report.plan.ops.is_empty() && report.converged();
+        let line = crate::report::summary_line(report);
+        if report.converged() {
+            if quiet {
+                tracing::debug!("{line}");
+            } else {
+                tracing::info!("{line}");
+            }
+            self.retries.remove(job);
+        } else {
+            tracing::warn!("{line}");
+            if let Some(e) = &report.error {
+                tracing::error!(%job, "{e}");
+            }
+            if !interrupted {
+                self.schedule_retry(job);
+            }
+        }
+        if !quiet {
+            self.last_sync = Some((SystemTime::now(), report.converged()));
+        }
+    }
+
+    /// A pass that did not converge is tried again later, with a doubling
+    /// delay, instead of waiting for the next change or periodic reconcile.
+    fn schedule_retry(&mut self, job: &str) {
+        let cap = self
+            .runner
+            .config
+            .daemon
+            .full_reconcile
+            .unwrap_or(Duration::from_secs(3600))
+            .max(FIRST_RETRY);
+        let delay = match self.retries.get(job) {
+            Some(r) => (r.delay * 2).min(cap),
+            None => FIRST_RETRY,
+        };
+        tracing::info!(%job, "trying again in {}s", delay.as_secs());
+        self.retries.insert(
+            job.to_owned(),
+            Retry {
+                at: Instant::now() + delay,
+                delay,
+            },
+        );
+    }
+
+    /// SIGHUP: load the config again; a config that does not load leaves
+    /// the running one in place.
+    fn reload(&mut self) {
+        self.notifier.status("reloading configuration");
+        let config = match load_config(&self.config_path, &self.only) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("configuration reload rejected, still running the previous configuration: {e:#}");
+                self.notifier.status(&self.status_line());
+                return;
+            }
+        };
+        match Runner::open(config, RunOptions::default()) {
+            Ok(runner) => {
+                self.runner = runner;
+                let names: Vec<String> = self
+                    .runner
+                    .config
+                    .jobs
+                    .iter()
+                    .map(|j| j.name.clone())
+                    .collect();
+                self.shared.pending().retain_jobs(&names);
+                self.retries.retain(|j, _| names.contains(j));
+                self.start_watching();
+                tracing::info!(jobs = names.len(), "configuration reloaded");
+            }
+            Err(e) => tracing::error!(
+                "configuration reload rejected, still running the previous configuration: {e}"
+            ),
+        }
+        self.notifier.status(&self.status_line());
+    }
+
+    fn status_line(&self) -> String {
+        let jobs = self.runner.config.jobs.len();
+        let queued = self.shared.pending().depth();
+        let last = match self.last_sync {
+            None => "no sync yet".to_owned(),
+            Some((at, ok)) => {
+                let secs = at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                format!(
+                    "last sync {} {}",
+                    crate::metadata::format_rfc3339(secs),
+                    if ok { "ok" } else { "with failures" }
+                )
+            }
+        };
+        format!("watching {jobs} job(s); {queued} change(s) queued; {last}")
+    }
+}
+
+/// Runs one pass while still answering signals and the watchdog. On
+/// SIGTERM/SIGINT the pass is told to start nothing new and given `grace`
+/// to finish what is in flight; `None` when it had to be abandoned (its
+/// confirmed steps are already in the state file; the rest is replayed on
+/// the next start).
+async fn guarded<F: std::future::Future>(
+    pass: F,
+    signals: &mut Signals,
+    stop: &AtomicBool,
+    grace: Duration,
+    notifier: &Notifier,
+    watchdog: &mut Option<Interval>,
+) -> Option<F::Output> {
+    let mut pass = std::pin::pin!(pass);
+    loop {
+        tokio::select! {
+            r = &mut pass => return Some(r),
+            _ = tick(watchdog) => notifier.watchdog(),
+            _ = signals.next() => {
+                if signals.stop {
+                    break;
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    notifier.stopping();
+    tracing::info!(
+        "stopping: waiting up to {}s for in-flight upstream calls",
+        grace.as_secs()
+    );
+    let deadline = Instant::now() + grace;
+    signals.stop = false;
+    loop {
+        tokio::select! {
+            r = &mut pass => {
+                signals.stop = true;
+                return Some(r);
+            }
+            _ = tick(watchdog) => notifier.watchdog(),
+            _ = signals.next() => {
+                if signals.stop {
+                    tracing::warn!("second stop signal: abandoning in-flight calls");
+                    return None;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!("shutdown timeout: abandoning in-flight calls; they are replayed on the next start");
+                signals.stop = true;
+                return None;
+            }
+        }
+    }
+}
+
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,94 @@
+//! Log output: readable on a terminal, one plain line per event under
+//! journald (with the `<N>` priority prefix journald turns into the log
+//! level), or JSON lines for log shippers.
+
+use std::fmt;
+use std::io::IsTerminal;
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// journald when stderr is the journal, colours on a terminal, plain
+    /// text otherwise.
+    Auto,
+    Human,
+    Plain,
+    Journald,
+    Json,
+}
+
+pub fn init(filter: EnvFilter, format: LogFormat) {
+    let format = match format {
+        LogFormat::Auto if stderr_is_journal() => LogFormat::Journald,
+        LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Human,
+        LogFormat::Auto => LogFormat::Plain,
+        other => other,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Journald => builder
+            .with_ansi(false)
+            .event_format(JournalFormat {
+                inner: format::format()
+                    .without_time()
+                    .with_level(false)
+                    .with_target(false)
+                    .with_ansi(false),
+            })
+            .init(),
+        LogFormat::Plain => builder.with_ansi(false).init(),
+        _ => builder.with_ansi(true).init(),
+    }
+}
+
+/// systemd sets JOURNAL_STREAM to "device:inode" of the stream it connected
+/// to stderr; if they match, journald is reading what we write.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(expected) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    expected.to_string_lossy() == format!("{}:{}", meta.dev(), meta.ino())
+}
+
+struct JournalFormat {
+    inner: format::Format<format::Full, ()>,
+}
+
+impl<S, N> FormatEvent<S, N> for JournalFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        // sd-daemon(3) priorities: err, warning, info, debug.
+        let priority = match *event.metadata().level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.inner.format_event(ctx, writer, event)
+    }
+}

@@ -1,0 +1,388 @@
+//! The service end to end: the real binary watching a temp folder, pushing
+//! into the in-process fake Dify. Every wait is on an event (a request the
+//! fake sees, a datagram on the sd_notify socket, the process exiting),
+//! each with a deadline; none is a fixed sleep.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use kbsync::target::dify_name::document_name;
+use support::fake_dify::{FakeDify, Fault, World};
+use support::{set_mtime, Workspace};
+use tokio::net::UnixDatagram;
+use tokio::process::{Child, Command};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Daemon {
+    child: Child,
+    /// sd_notify datagrams, drained from the socket as they come so the
+    /// daemon never finds its queue full.
+    notify: tokio::sync::mpsc::UnboundedReceiver<String>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn spawn(ws: &Workspace, tag: &str, env: &[(&str, &str)]) -> Daemon {
+        let sock = ws.dir.path().join(format!("notify-{tag}.sock"));
+        let socket = UnixDatagram::bind(&sock).unwrap();
+        let (tx, notify) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf).await {
+                if tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let log = ws.dir.path().join(format!("daemon-{tag}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kbsync"));
+        cmd.arg("--config")
+            .arg(&ws.config_path)
+            .arg("--log-format")
+            .arg("plain")
+            .env("NOTIFY_SOCKET", &sock)
+            .env("RUST_LOG", "kbsync=debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true);
+        Daemon {
+            child: cmd.spawn().unwrap(),
+            notify,
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Next sd_notify datagram containing `needle`.
+    async fn notified(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.notify.recv()).await {
+                Ok(Some(msg)) => {
+                    if msg.contains(needle) {
+                        return msg;
+                    }
+                }
+                Ok(None) => panic!("notify socket closed"),
+                Err(_) => panic!(
+                    "no sd_notify message with {needle:?} within {WAIT:?}; log:\n{}",
+                    self.log_text()
+                ),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("daemon still running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-s", name, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -s {name} {pid}");
+    }
+
+    async fn exit(&mut self) -> ExitStatus {
+        match tokio::time::timeout(WAIT, self.child.wait()).await {
+            Ok(s) => s.unwrap(),
+            Err(_) => panic!("daemon did not exit; log:\n{}", self.log_text()),
+        }
+    }
+
+    /// SIGTERM, then the exit status, which must be success.
+    async fn stop(mut self) -> String {
+        self.signal("TERM");
+        let status = self.exit().await;
+        let log = self.log_text();
+        assert!(status.success(), "exit {status:?}; log:\n{log}");
+        log
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.log_text());
+        }
+    }
+}
+
+async fn setup(policy: &str, metadata: &str, daemon: &str) -> (FakeDify, Workspace) {
+    let (fake, ws) = support::with_fake(policy, metadata).await;
+    ws.append_config(&format!("\n[daemon]\n{daemon}\n"));
+    (fake, ws)
+}
+
+fn content_of(w: &World, key: &str) -> Option<Vec<u8>> {
+    w.doc_by_name(&document_name(key))
+        .map(|d| d.content.clone())
+}
+
+fn has(w: &World, key: &str, content: &str) -> bool {
+    content_of(w, key).as_deref() == Some(content.as_bytes())
+}
+
+fn id_of(fake: &FakeDify, key: &str) -> String {
+    fake.world()
+        .doc_by_name(&document_name(key))
+        .map(|d| d.id.clone())
+        .unwrap_or_else(|| panic!("no document for {key}"))
+}
+
+#[tokio::test]
+async fn follows_creates_edits_renames_and_deletes_as_they_happen() {
+    let (fake, ws) = setup("delete", "", "debounce_ms = 100").await;
+    ws.write("a.md", "alpha v1");
+    ws.write("b.md", "bravo");
+    let mut d = Daemon::spawn(&ws, "1", &[("WATCHDOG_USEC", "200000")]);
+    d.notified("READY=1").await;
+    d.notified("WATCHDOG=1").await;
+    fake.wait_until("the first full pass", WAIT, |w| {
+        has(w, "a.md", "alpha v1") && has(w, "b.md", "bravo")
+    })
+    .await;
+    let a_id = id_of(&fake, "a.md");
+
+    ws.write("a.md", "alpha v2");
+    fake.wait_until("the edit", WAIT, |w| has(w, "a.md", "alpha v2"))
+        .await;
+
+    // New folders are watched as they appear, files inside them included.
+    ws.write("new/deep/x.md", "nested");
+    fake.wait_until("the new subfolder", WAIT, |w| {
+        has(w, "new/deep/x.md", "nested")
+    })
+    .await;
+
+    std::fs::rename(ws.path("b.md"), ws.path("c.md")).unwrap();
+    fake.wait_until("the rename", WAIT, |w| {
+        has(w, "c.md", "bravo") && content_of(w, "b.md").is_none()
+    })
+    .await;
+
+    std::fs::remove_dir_all(ws.path("new")).unwrap();
+    fake.wait_until("the folder removal", WAIT, |w| {
+        content_of(w, "new/deep/x.md").is_none()
+    })
+    .await;
+
+    // Editors: write a temporary file and rename it over the original, or
+    // truncate and rewrite in place. Either is one update of the same
+    // document, never a delete and a create.
+    let mark = fake.requests();
+    std::fs::write(ws.path(".a.md.kate-swp"), "alpha v3").unwrap();
+    std::fs::write(ws.path("a.md.tmp~"), "alpha v3").unwrap();
+    std::fs::rename(ws.path("a.md.tmp~"), ws.path("a.md")).unwrap();
+    std::fs::remove_file(ws.path(".a.md.kate-swp")).unwrap();
+    fake.wait_until("the rename-over save", WAIT, |w| has(w, "a.md", "alpha v3"))
+        .await;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(ws.path("a.md")).unwrap();
+        f.write_all(b"alpha ").unwrap();
+        f.flush().unwrap();
+        f.write_all(b"v4").unwrap();
+    }
+    fake.wait_until("the in-place save", WAIT, |w| has(w, "a.md", "alpha v4"))
+        .await;
+    assert_eq!(id_of(&fake, "a.md"), a_id, "same document all along");
+    {
+        let w = fake.world();
+        assert_eq!(w.count_since(mark, "create-by-file"), 0);
+        assert_eq!(w.count_since(mark, "DELETE"), 0);
+        assert!(w.duplicate_names().is_empty());
+        let names: Vec<&str> = w.docs.values().map(|d| d.name.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_a_thousand_writes_becomes_a_handful_of_batch_calls() {
+    let (fake, ws) = setup(
+        "disable",
+        r#"modified = { fact = "modified" }"#,
+        "debounce_ms = 300",
+    )
+    .await;
+    for i in 0..1000 {
+        ws.write(&format!("d{}/f{i:04}.md", i % 10), &format!("file {i}"));
+    }
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    fake.wait_until("1,000 documents with metadata", WAIT, |w| {
+        w.docs.len() == 1000 && w.docs.values().all(|d| !d.metadata.is_empty())
+    })
+    .await;
+
+    let mark = fake.requests();
+    // Same bytes, new modification time: only the `modified` field changes.
+    for i in 0..1000 {
+        set_mtime(
+            &ws.path(&format!("d{}/f{i:04}.md", i % 10)),
+            1_700_000_000 + i,
+        );
+    }
+    fake.wait_until("all 1,000 metadata updates", WAIT, |w| {
+        (0..1000).all(|i| {
+            w.metadata_of(&document_name(&format!("d{}/f{i:04}.md", i % 10)))
+                .get("modified")
+                == Some(&serde_json::json!(1_700_000_000 + i))
+        })
+    })
+    .await;
+    let log = d.stop().await;
+    let w = fake.world();
+    let batches = w.count_since(mark, "documents/metadata");
+    assert_eq!(w.count_since(mark, "by-file"), 0, "no uploads");
+    assert!(
+        (10..=12).contains(&batches),
+        "{batches} metadata calls for 1,000 changes; log:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_during_a_push_then_restart_loses_and_duplicates_nothing() {
+    let (fake, ws) = setup("disable", "", "debounce_ms = 50\nshutdown_timeout_secs = 1").await;
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    // Uploads are applied at once but answered only after the shutdown
+    // grace period: the daemon has to give up on them mid-flight.
+    fake.world().inject(
+        None,
+        "create-by-file",
+        Fault::ApplyThenStall(Duration::from_secs(5)),
+        4,
+    );
+    for i in 0..12 {
+        ws.write(&format!("n{i:02}.md"), &format!("note {i}"));
+    }
+    fake.wait_until("an upload in flight", WAIT, |w| {
+        w.arrived.iter().any(|r| r.contains("create-by-file"))
+    })
+    .await;
+    let first = d.stop().await;
+    assert!(first.contains("abandoning in-flight calls"), "{first}");
+    let before_restart = fake.world().docs.len();
+    assert!(before_restart < 12, "the push was cut short");
+
+    let mut d = Daemon::spawn(&ws, "2", &[]);
+    d.notified("READY=1").await;
+    fake.wait_until("all 12 notes", WAIT, |w| {
+        (0..12).all(|i| has(w, &format!("n{i:02}.md"), &format!("note {i}")))
+    })
+    .await;
+    let second = d.stop().await;
+    let w = fake.world();
+    assert!(w.duplicate_names().is_empty(), "{:?}", w.duplicate_names());
+    assert_eq!(w.docs.len(), 12, "{second}");
+}
+
+#[tokio::test]
+async fn sighup_with_a_broken_config_keeps_the_running_one() {
+    let (fake, ws) = setup("disable", "", "debounce_ms = 50").await;
+    ws.write("one.md", "one");
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    fake.wait_until("the first file", WAIT, |w| has(w, "one.md", "one"))
+        .await;
+
+    let good = std::fs::read_to_string(&ws.config_path).unwrap();
+    let broken = good.replace("debounce_ms = 50", "debounce_ms = \"soon\"");
+    std::fs::write(&ws.config_path, &broken).unwrap();
+    d.signal("HUP");
+    d.notified("STATUS=reloading").await;
+    d.notified("STATUS=watching").await;
+    assert!(
+        d.log_text().contains("configuration reload rejected"),
+        "{}",
+        d.log_text()
+    );
+    assert!(d.log_text().contains("kbsync.toml:"), "names file and line");
+
+    // Still watching and pushing with the old configuration.
+    ws.write("two.md", "two");
+    fake.wait_until("a file after the bad reload", WAIT, |w| {
+        has(w, "two.md", "two")
+    })
+    .await;
+
+    // A good config is taken: a new metadata field appears on every doc.
+    let with_owner = good.replace(
+        "[sync.metadata]",
+        "[sync.metadata]\nowner = { value = \"docs-team\" }",
+    );
+    std::fs::write(&ws.config_path, with_owner).unwrap();
+    d.signal("HUP");
+    fake.wait_until("the new field on both documents", WAIT, |w| {
+        ["one.md", "two.md"].iter().all(|k| {
+            w.metadata_of(&document_name(k)).get("owner") == Some(&serde_json::json!("docs-team"))
+        })
+    })
+    .await;
+    let log = d.stop().await;
+    assert!(log.contains("configuration reloaded"), "{log}");
+}
+
+#[tokio::test]
+async fn status_reads_the_state_while_the_service_runs() {
+    let (fake, ws) = setup("disable", "", "debounce_ms = 50").await;
+    ws.write("ok.md", "fine");
+    ws.write("tool.exe", "not a document type Dify takes");
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    fake.wait_until("the upload and the refusal", WAIT, |w| {
+        has(w, "ok.md", "fine")
+            && w.log
+                .iter()
+                .any(|l| l.path.contains("create-by-file") && l.status == 415)
+    })
+    .await;
+    // The refusal is recorded right after the answer; the run log after the
+    // pass. Wait for the pass to end: its STATUS line follows it.
+    d.notified("STATUS=watching").await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
+        .args(["status", "--json", "--config"])
+        .arg(&ws.config_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let job = &v[0];
+    assert_eq!(job["job"], "docs");
+    assert_eq!(job["tracked"], 2);
+    assert_eq!(job["in_sync"], 1);
+    assert_eq!(job["pending_upload"], 1);
+    assert_eq!(job["failed"][0]["key"], "tool.exe");
+    assert_eq!(job["failed"][0]["code"], "unsupported_file_type");
+    assert_eq!(job["last_run"]["converged"], false);
+
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
+        .args(["status", "--config"])
+        .arg(&ws.config_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("2 tracked, 1 in sync, 1 pending upload, 0 pending removal, 1 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("failed tool.exe [unsupported_file_type]"),
+        "{text}"
+    );
+    d.stop().await;
+}
