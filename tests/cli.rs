@@ -155,3 +155,33 @@ fn missing_api_key_fails_the_job_with_exit_1_and_says_why() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("KBSYNC_TEST_KEY is not set"), "{stdout}");
 }
+
+#[test]
+fn the_bundled_service_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("handbook");
+    std::fs::create_dir_all(&root).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/service.toml"))
+        .unwrap()
+        .replace("/srv/docs/handbook", root.to_str().unwrap());
+    let path = dir.path().join("kbsync.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = kbsync::config::Config::load(&path).unwrap();
+    assert_eq!(config.state_path, Path::new("/var/lib/kbsync/kbsync.db"));
+    assert_eq!(config.daemon.shutdown_timeout.as_secs(), 30);
+}
+
+#[test]
+fn daemon_settings_are_checked_like_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = config_with(
+        dir.path(),
+        &format!("[daemon]\ndebounce_ms = 5000\nmax_delay_ms = 100\n\n{GOOD_JOB}"),
+    );
+    let (code, _, err) = kbsync(&p, &["--dry-run"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.toml:3:16: `daemon.max_delay_ms`: must be at least debounce_ms (5000)"),
+        "{err}"
+    );
+}
