@@ -92,9 +92,44 @@ impl Default for DaemonConfig {
 pub struct JobConfig {
     pub name: String,
     pub delete_policy: DeletePolicy,
-    pub folder: FolderConfig,
+    pub source: SourceConfig,
     pub target: TargetConfig,
     pub metadata: Vec<FieldMapping>,
+}
+
+/// Where a job's items come from: exactly one per job.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Folder(FolderConfig),
+    Web(WebConfig),
+}
+
+impl JobConfig {
+    pub fn folder(&self) -> Option<&FolderConfig> {
+        match &self.source {
+            SourceConfig::Folder(f) => Some(f),
+            SourceConfig::Web(_) => None,
+        }
+    }
+
+    pub fn max_file_size(&self) -> u64 {
+        match &self.source {
+            SourceConfig::Folder(f) => f.max_file_size,
+            SourceConfig::Web(w) => w.max_file_size,
+        }
+    }
+}
+
+/// HTTP(S) documents polled with conditional GETs.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub urls: Vec<Url>,
+    /// A sitemap (or sitemap index) whose `<loc>` URLs join `urls`.
+    pub sitemap: Option<Url>,
+    pub poll_interval: Duration,
+    pub max_file_size: u64,
+    pub timeout: Duration,
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +211,7 @@ struct RawJob {
     name: Spanned<String>,
     delete_policy: Option<DeletePolicy>,
     folder: Option<Spanned<RawFolder>>,
+    web: Option<Spanned<RawWeb>>,
     dify: Option<Spanned<RawDify>>,
     #[serde(default)]
     metadata: BTreeMap<Spanned<String>, Spanned<RawField>>,
@@ -197,6 +233,18 @@ struct RawFolder {
     #[serde(default)]
     follow_symlinks: bool,
     max_file_size: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    #[serde(default)]
+    urls: Vec<Spanned<String>>,
+    sitemap: Option<Spanned<String>>,
+    poll_interval_secs: Option<Spanned<i64>>,
+    max_file_size: Option<Spanned<toml::Value>>,
+    timeout_secs: Option<Spanned<i64>>,
+    concurrency: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -434,14 +482,26 @@ fn validate_job(
             "a job name must be non-empty and use only letters, digits, '-', '_' and '.'",
         ));
     }
-    let folder = raw.folder.ok_or_else(|| {
-        loc.error(
-            name_span.clone(),
-            &key("folder"),
-            format!("job {name:?} has no [sync.folder] source table"),
-        )
-    })?;
-    let folder = validate_folder(loc, base, index, folder.into_inner())?;
+    let source = match (raw.folder, raw.web) {
+        (Some(folder), None) => {
+            SourceConfig::Folder(validate_folder(loc, base, index, folder.into_inner())?)
+        }
+        (None, Some(web)) => SourceConfig::Web(validate_web(loc, index, web)?),
+        (Some(_), Some(web)) => {
+            return Err(loc.error(
+                web.span(),
+                &key("web"),
+                format!("job {name:?} has both [sync.folder] and [sync.web]; a job has one source, so make a second [[sync]] job"),
+            ))
+        }
+        (None, None) => {
+            return Err(loc.error(
+                name_span.clone(),
+                &key("folder"),
+                format!("job {name:?} has no source: add a [sync.folder] or [sync.web] table"),
+            ))
+        }
+    };
     let dify = raw.dify.ok_or_else(|| {
         loc.error(
             name_span.clone(),
@@ -477,7 +537,7 @@ fn validate_job(
         JobConfig {
             name,
             delete_policy: raw.delete_policy.unwrap_or_default(),
-            folder,
+            source,
             target,
             metadata,
         },
@@ -578,19 +638,7 @@ fn validate_folder(
     })?;
     let include = glob_set(loc, &key("include"), &raw.include)?;
     let exclude = glob_set(loc, &key("exclude"), &raw.exclude)?;
-    let max_file_size = match raw.max_file_size {
-        None => DEFAULT_MAX_FILE_SIZE,
-        Some(v) => {
-            let span = v.span();
-            parse_size(v.get_ref()).ok_or_else(|| {
-                loc.error(
-                    span,
-                    &key("max_file_size"),
-                    "expected a positive size in bytes, or a string such as \"15MB\" or \"512KiB\"",
-                )
-            })?
-        }
-    };
+    let max_file_size = size_limit(loc, &key("max_file_size"), &raw.max_file_size)?;
     let ignore_file = match raw.ignore_file {
         None => Some(DEFAULT_IGNORE_FILE.to_owned()),
         Some(s) if s.is_empty() => None,
@@ -605,6 +653,74 @@ fn validate_folder(
         include_hidden: raw.include_hidden,
         follow_symlinks: raw.follow_symlinks,
         max_file_size,
+    })
+}
+
+fn size_limit(
+    loc: &Locator,
+    key: &str,
+    v: &Option<Spanned<toml::Value>>,
+) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(DEFAULT_MAX_FILE_SIZE),
+        Some(v) => parse_size(v.get_ref()).ok_or_else(|| {
+            loc.error(
+                v.span(),
+                key,
+                "expected a positive size in bytes, or a string such as \"15MB\" or \"512KiB\"",
+            )
+        }),
+    }
+}
+
+fn validate_web(
+    loc: &Locator,
+    index: usize,
+    raw: Spanned<RawWeb>,
+) -> Result<WebConfig, ConfigError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let key = |k: &str| format!("sync[{index}].web.{k}");
+    let url = |s: &Spanned<String>, k: &str| -> Result<Url, ConfigError> {
+        let u = Url::parse(s.get_ref())
+            .map_err(|e| loc.error(s.span(), &key(k), format!("not a URL: {e}")))?;
+        if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+            return Err(loc.error(s.span(), &key(k), "expected an http(s):// URL"));
+        }
+        Ok(u)
+    };
+    let mut urls = Vec::new();
+    for u in &raw.urls {
+        urls.push(url(u, "urls")?);
+    }
+    let sitemap = raw
+        .sitemap
+        .as_ref()
+        .map(|s| url(s, "sitemap"))
+        .transpose()?;
+    if urls.is_empty() && sitemap.is_none() {
+        return Err(loc.error(
+            span,
+            &key("urls"),
+            "list at least one URL in `urls`, or a `sitemap`",
+        ));
+    }
+    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
+        bounded(loc, v, &key(name), lo, hi, default)
+    };
+    Ok(WebConfig {
+        urls,
+        sitemap,
+        poll_interval: Duration::from_secs(int(
+            &raw.poll_interval_secs,
+            "poll_interval_secs",
+            1,
+            30 * 86_400,
+            900,
+        )? as u64),
+        max_file_size: size_limit(loc, &key("max_file_size"), &raw.max_file_size)?,
+        timeout: Duration::from_secs(int(&raw.timeout_secs, "timeout_secs", 1, 3600, 60)? as u64),
+        concurrency: int(&raw.concurrency, "concurrency", 1, 64, 4)? as usize,
     })
 }
 

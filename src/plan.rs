@@ -250,6 +250,7 @@ mod tests {
             front_matter: None,
             rehashed: true,
             racy: false,
+            validator: None,
         }
     }
 
@@ -263,6 +264,7 @@ mod tests {
                 hash: hash.into(),
                 front_matter: None,
                 racy: false,
+                validator: None,
             }),
             doc_id: Some(format!("doc-{key}")),
             doc_name: Some(key.into()),

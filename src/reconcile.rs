@@ -2,7 +2,7 @@
 //! file, plan, and (unless dry-running) push. The daemon will call the same
 //! pass; `--reconcile` runs it once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use crate::config::{Config, JobConfig, TargetConfig};
+use crate::config::{Config, JobConfig, SourceConfig, TargetConfig};
 use crate::plan::{self, Plan, Rules};
 use crate::push::{Outcome, Pusher};
-use crate::source::{folder, KnownFacts, Observed, Scope, Skipped};
+use crate::source::{folder, web, KnownFacts, Observed, Scope, Skipped};
 use crate::state::{State, StateError};
 use crate::target::dify::DifyClient;
 
@@ -50,6 +50,8 @@ pub enum ReconcileError {
     State(#[from] StateError),
     #[error("no job named {0:?}")]
     NoSuchJob(String),
+    #[error("cannot set up an HTTP client: {0}")]
+    Http(String),
 }
 
 /// Runs one pass over every selected job (all when `only` is empty).
@@ -77,6 +79,7 @@ pub struct Runner {
     state: State,
     avoid: Vec<PathBuf>,
     clients: HashMap<String, DifyClient>,
+    web_clients: HashMap<String, reqwest::Client>,
     opts: RunOptions,
     stop: Arc<AtomicBool>,
 }
@@ -94,6 +97,7 @@ impl Runner {
             state,
             avoid,
             clients: HashMap::new(),
+            web_clients: HashMap::new(),
             opts,
             stop: Arc::new(AtomicBool::new(false)),
         })
@@ -174,20 +178,50 @@ impl Runner {
         if !opts.dry_run && self.state.bind_target(&job.name, &target_identity(job))? {
             tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
         }
+        // A web job is polled as a whole.
+        let scope = match job.source {
+            SourceConfig::Folder(_) => scope,
+            SourceConfig::Web(_) => &Scope::All,
+        };
         let cached = self.state.load_items_in(&job.name, scope)?;
         let known: HashMap<String, KnownFacts> = cached
             .iter()
             .filter_map(|(k, c)| c.facts.clone().map(|f| (k.clone(), f)))
             .collect();
 
-        let folder_cfg = job.folder.clone();
-        let avoid_owned = self.avoid.clone();
-        let scope_owned = scope.clone();
-        let scan = tokio::task::spawn_blocking(move || {
-            folder::scan(&folder_cfg, &known, &avoid_owned, &scope_owned)
-        })
-        .await
-        .expect("the scan thread does not panic");
+        let (scan, bodies) = match &job.source {
+            SourceConfig::Folder(folder_cfg) => {
+                let folder_cfg = folder_cfg.clone();
+                let avoid_owned = self.avoid.clone();
+                let scope_owned = scope.clone();
+                let scan = tokio::task::spawn_blocking(move || {
+                    folder::scan(&folder_cfg, &known, &avoid_owned, &scope_owned)
+                })
+                .await
+                .expect("the scan thread does not panic");
+                (scan, HashMap::new())
+            }
+            SourceConfig::Web(web_cfg) => {
+                let in_sync: HashSet<String> = cached
+                    .values()
+                    .filter(|c| {
+                        c.present && c.facts.as_ref().map(|f| &f.hash) == c.pushed_hash.as_ref()
+                    })
+                    .map(|c| c.key.clone())
+                    .collect();
+                let client = match self.web_clients.get(&job.name) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = web::client(web_cfg)
+                            .map_err(|e| ReconcileError::Http(e.to_string()))?;
+                        self.web_clients.insert(job.name.clone(), c.clone());
+                        c
+                    }
+                };
+                let fetched = web::scan(&client, web_cfg, &known, &in_sync).await;
+                (fetched.scan, fetched.bodies)
+            }
+        };
         tracing::info!(
             scope = %describe(scope),
             files = scan.items.len(),
@@ -268,6 +302,7 @@ impl Runner {
                         client,
                         state: &mut self.state,
                         cached: &cached,
+                        bodies: &bodies,
                         stop: &stop,
                     };
                     let outcome = pusher.run(&report.plan).await.map_err(|e| match e {

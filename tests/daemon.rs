@@ -386,3 +386,40 @@ async fn status_reads_the_state_while_the_service_runs() {
     );
     d.stop().await;
 }
+
+#[tokio::test]
+async fn web_pages_are_polled_beside_a_watched_folder() {
+    let (fake, ws) = setup("disable", "", "debounce_ms = 50").await;
+    let web = support::fake_web::FakeWeb::start().await;
+    web.site().put("/status.md", "all good", "text/markdown");
+    ws.append_config(&format!(
+        r#"
+[[sync]]
+name = "site"
+
+[sync.web]
+urls = ["{url}"]
+poll_interval_secs = 1
+
+[sync.dify]
+base_url = "{base}"
+dataset_id = "{dataset}"
+api_key_file = "api.key"
+"#,
+        url = web.url("/status.md"),
+        base = fake.base_url(),
+        dataset = support::fake_dify::DATASET,
+    ));
+    ws.write("local.md", "from disk");
+    let page_key = format!("{}/status.md", web.addr);
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    fake.wait_until("both jobs' first pass", WAIT, |w| {
+        has(w, "local.md", "from disk") && has(w, &page_key, "all good")
+    })
+    .await;
+    web.site().put("/status.md", "degraded", "text/markdown");
+    fake.wait_until("the changed page", WAIT, |w| has(w, &page_key, "degraded"))
+        .await;
+    d.stop().await;
+}

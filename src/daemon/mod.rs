@@ -20,7 +20,7 @@ use notify::RecommendedWatcher;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{Instant, Interval};
 
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::reconcile::{JobReport, ReconcileError, RunOptions, Runner};
 use crate::source::Scope;
 use sd_notify::Notifier;
@@ -90,6 +90,8 @@ struct Daemon {
     watchdog: Option<Interval>,
     signals: Signals,
     next_full: Option<Instant>,
+    /// Web jobs: when each is polled next.
+    next_poll: HashMap<String, Instant>,
     retries: HashMap<String, Retry>,
     last_sync: Option<(SystemTime, bool)>,
 }
@@ -116,6 +118,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         watchdog,
         signals,
         next_full: None,
+        next_poll: HashMap::new(),
         retries: HashMap::new(),
         last_sync: None,
     };
@@ -154,6 +157,16 @@ impl Daemon {
             .daemon
             .full_reconcile
             .map(|every| Instant::now() + every);
+        self.next_poll = self
+            .runner
+            .config
+            .jobs
+            .iter()
+            .filter_map(|j| match &j.source {
+                SourceConfig::Web(w) => Some((j.name.clone(), Instant::now() + w.poll_interval)),
+                SourceConfig::Folder(_) => None,
+            })
+            .collect();
     }
 
     async fn event_loop(&mut self) {
@@ -172,7 +185,11 @@ impl Daemon {
                 .due_at(cfg.debounce, cfg.max_delay)
                 .map(Instant::from_std);
             let retry = self.retries.values().map(|r| r.at).min();
-            let wake_at = [due, self.next_full, retry].into_iter().flatten().min();
+            let poll = self.next_poll.values().min().copied();
+            let wake_at = [due, self.next_full, retry, poll]
+                .into_iter()
+                .flatten()
+                .min();
             tracing::trace!(?due, ?wake_at, "waiting");
             tokio::select! {
                 _ = self.signals.next() => {}
@@ -202,6 +219,16 @@ impl Daemon {
             for (job, r) in &self.retries {
                 if r.at <= now {
                     pending.rescan_now(job, now.into_std());
+                }
+            }
+            for job in &self.runner.config.jobs {
+                if let (SourceConfig::Web(w), Some(at)) =
+                    (&job.source, self.next_poll.get_mut(&job.name))
+                {
+                    if *at <= now {
+                        pending.rescan_now(&job.name, now.into_std());
+                        *at = now + w.poll_interval;
+                    }
                 }
             }
         }

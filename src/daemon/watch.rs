@@ -46,9 +46,11 @@ pub fn start(
     let roots: Vec<Root> = config
         .jobs
         .iter()
-        .map(|j| Root {
-            job: j.name.clone(),
-            path: j.folder.root.clone(),
+        .filter_map(|j| {
+            Some(Root {
+                job: j.name.clone(),
+                path: j.folder()?.root.clone(),
+            })
         })
         .collect();
     let avoid = avoid.to_vec();
@@ -64,10 +66,11 @@ pub fn start(
         }
     };
     for job in &config.jobs {
-        match watcher.watch(&job.folder.root, RecursiveMode::Recursive) {
-            Ok(()) => {
-                tracing::info!(job = %job.name, root = %job.folder.root.display(), "watching")
-            }
+        let Some(folder) = job.folder() else {
+            continue;
+        };
+        match watcher.watch(&folder.root, RecursiveMode::Recursive) {
+            Ok(()) => tracing::info!(job = %job.name, root = %folder.root.display(), "watching"),
             Err(e) => {
                 report_error(&e, Some(&job.name));
                 // Whatever happened while the watch was incomplete is found

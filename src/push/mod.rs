@@ -57,6 +57,8 @@ pub struct Pusher<'a> {
     pub client: &'a DifyClient,
     pub state: &'a mut State,
     pub cached: &'a HashMap<String, CachedItem>,
+    /// Web jobs: the pages downloaded by this pass's scan.
+    pub bodies: &'a HashMap<String, bytes::Bytes>,
     /// Set on shutdown: start no new upstream call; what is not done stays
     /// pending in the state file for the next pass.
     pub stop: &'a AtomicBool,
@@ -355,18 +357,11 @@ impl Pusher<'_> {
                 error,
             })
         };
-        let path = self.job.folder.root.join(u.key);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => bytes::Bytes::from(b),
-            Err(e) => {
-                return failed(TargetError::local(
-                    ErrorClass::Permanent,
-                    "unreadable",
-                    format!("cannot read {}: {e}", path.display()),
-                ))
-            }
+        let bytes = match self.content(u.key).await {
+            Ok(b) => b,
+            Err(e) => return failed(e),
         };
-        if bytes.len() as u64 > self.job.folder.max_file_size {
+        if bytes.len() as u64 > self.job.max_file_size() {
             return failed(TargetError::local(
                 ErrorClass::Permanent,
                 "too_large",
@@ -415,6 +410,27 @@ impl Pusher<'_> {
                 created,
             },
             Err(e) => failed(e),
+        }
+    }
+
+    async fn content(&self, key: &str) -> Result<bytes::Bytes, TargetError> {
+        let Some(folder) = self.job.folder() else {
+            return self.bodies.get(key).cloned().ok_or_else(|| {
+                TargetError::local(
+                    ErrorClass::Transient,
+                    "not_downloaded",
+                    "the page was not downloaded by this poll; the next poll fetches it".to_owned(),
+                )
+            });
+        };
+        let path = folder.root.join(key);
+        match tokio::fs::read(&path).await {
+            Ok(b) => Ok(bytes::Bytes::from(b)),
+            Err(e) => Err(TargetError::local(
+                ErrorClass::Permanent,
+                "unreadable",
+                format!("cannot read {}: {e}", path.display()),
+            )),
         }
     }
 

@@ -177,6 +177,7 @@ fn visit(
                 front_matter: k.front_matter.clone(),
                 rehashed: false,
                 racy: false,
+                validator: None,
             }));
         }
     }
@@ -201,6 +202,7 @@ fn visit(
                     front_matter: head.as_deref().and_then(front_matter::parse),
                     rehashed: true,
                     racy: mtime_ns > scan_start_ns - RACY_WINDOW_NS,
+                    validator: None,
                 })
             }
         }

@@ -4,6 +4,7 @@
 pub mod folder;
 pub mod front_matter;
 pub mod scope;
+pub mod web;
 
 pub use scope::Scope;
 
@@ -27,6 +28,8 @@ pub struct Observed {
     /// the file again rather than trust size and mtime (git's "racily
     /// clean" entries).
     pub racy: bool,
+    /// Web pages: the server's validators (ETag, Last-Modified) as JSON.
+    pub validator: Option<String>,
 }
 
 /// What the previous scan saw of an item; lets an unchanged file skip hashing.
@@ -38,6 +41,7 @@ pub struct KnownFacts {
     pub front_matter: Option<Metadata>,
     /// Recorded as racy: size and mtime prove nothing, hash again.
     pub racy: bool,
+    pub validator: Option<String>,
 }
 
 /// An entry that could not be mirrored this time, and why. Never dropped

@@ -245,7 +245,7 @@ impl State {
     ) -> Result<HashMap<String, CachedItem>, StateError> {
         const COLUMNS: &str =
             "SELECT key, present, size, mtime_ns, hash, front_matter, doc_id, doc_name,
-                pushed_hash, pushed_meta, status, indexing_batch, error_code, error_message, racy
+                pushed_hash, pushed_meta, status, indexing_batch, error_code, error_message, racy, validator
              FROM items WHERE job = ?1";
         let mut out = HashMap::new();
         if scope.is_all() {
@@ -297,11 +297,12 @@ impl State {
         {
             let mut up = tx
                 .prepare_cached(
-                    "INSERT INTO items (job, key, present, size, mtime_ns, hash, front_matter, racy)
-                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7)
+                    "INSERT INTO items (job, key, present, size, mtime_ns, hash, front_matter, racy, validator)
+                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT(job, key) DO UPDATE SET present = 1, size = excluded.size,
                         mtime_ns = excluded.mtime_ns, hash = excluded.hash,
-                        front_matter = excluded.front_matter, racy = excluded.racy",
+                        front_matter = excluded.front_matter, racy = excluded.racy,
+                        validator = excluded.validator",
                 )
                 .map_err(|e| sqlite_err(&self.path, e))?;
             for o in changed {
@@ -316,7 +317,8 @@ impl State {
                     o.mtime_ns,
                     o.hash,
                     fm,
-                    o.racy as i64
+                    o.racy as i64,
+                    o.validator
                 ])
                 .map_err(|e| sqlite_err(&self.path, e))?;
             }
@@ -643,6 +645,7 @@ fn cached_item(r: &rusqlite::Row) -> rusqlite::Result<CachedItem> {
             hash,
             front_matter: fm.and_then(|t| serde_json::from_str(&t).ok()),
             racy: r.get::<_, i64>(14)? != 0,
+            validator: r.get(15)?,
         }),
         _ => None,
     };
@@ -700,6 +703,7 @@ mod tests {
             front_matter: None,
             rehashed: true,
             racy: false,
+            validator: None,
         }
     }
 

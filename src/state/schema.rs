@@ -45,4 +45,6 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 2: facts recorded too close to their scan to be trusted next time.
     "ALTER TABLE items ADD COLUMN racy INTEGER NOT NULL DEFAULT 0;",
+    // 3: web pages' ETag / Last-Modified, for conditional GETs.
+    "ALTER TABLE items ADD COLUMN validator TEXT;",
 ];

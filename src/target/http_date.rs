@@ -13,7 +13,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` → Unix seconds.
-fn parse_imf_fixdate(s: &str) -> Option<i64> {
+pub fn parse_imf_fixdate(s: &str) -> Option<i64> {
     let mut parts = s.split_whitespace();
     let _weekday = parts.next()?;
     let day: i64 = parts.next()?.parse().ok()?;

@@ -3,7 +3,7 @@
 
 pub mod dify;
 pub mod dify_name;
-mod http_date;
+pub mod http_date;
 
 use std::fmt;
 use std::time::Duration;

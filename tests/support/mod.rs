@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_dify;
+pub mod fake_web;
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +60,21 @@ max_retries = 8
 "#
         );
         std::fs::write(&config_path, text).unwrap();
+        Workspace {
+            dir,
+            root,
+            config_path,
+        }
+    }
+
+    /// A workspace with `config` as its config file (and `api.key` beside it).
+    pub fn raw(config: &str) -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("docs");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(dir.path().join("api.key"), fake_dify::API_KEY).unwrap();
+        let config_path = dir.path().join("kbsync.toml");
+        std::fs::write(&config_path, config).unwrap();
         Workspace {
             dir,
             root,

@@ -1,0 +1,345 @@
+//! Web source: configured URLs (and a sitemap's) fetched with conditional
+//! GETs. An unchanged page costs one `304 Not Modified`; a changed one is
+//! downloaded and hashed; `404`/`410` means it is gone. Any other failure
+//! protects the page's upstream copy until a later poll succeeds.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::{StatusCode, Url};
+use serde::{Deserialize, Serialize};
+
+use super::{front_matter, KnownFacts, Observed, ScanResult, Skipped};
+use crate::config::WebConfig;
+
+/// A scan of a web job: what was observed, and the bodies downloaded for
+/// the pages that changed (the pusher uploads from these).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub scan: ScanResult,
+    pub bodies: HashMap<String, Bytes>,
+}
+
+/// What a server said about its copy, for the next conditional GET.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Validator {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_modified: Option<String>,
+}
+
+pub fn client(cfg: &WebConfig) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// The item key for `url`: host and path, always ending in a file
+/// extension (Dify derives the document type from it): `…/` becomes
+/// `…/index.html`, an extension-less page gets `.html`. A query string is
+/// kept, before the extension.
+pub fn key_of(url: &Url) -> String {
+    let mut host = url.host_str().unwrap_or("").to_owned();
+    if let Some(port) = url.port() {
+        host.push_str(&format!(":{port}"));
+    }
+    let mut path = url.path().to_owned();
+    if path.ends_with('/') {
+        path.push_str("index.html");
+    }
+    let last = path.rsplit('/').next().unwrap_or("");
+    let (stem, ext) = match last.rfind('.') {
+        Some(i) if i > 0 => (&path[..path.len() - (last.len() - i)], &last[i..]),
+        _ => (path.as_str(), ".html"),
+    };
+    match url.query() {
+        Some(q) => format!("{host}{stem}?{q}{ext}"),
+        None => format!("{host}{stem}{ext}"),
+    }
+}
+
+/// Fetches every page. `known` is the cache's view; `in_sync` the keys
+/// whose cached content is what the target has, the only ones for which a
+/// `304` may stand in for the body.
+pub async fn scan(
+    client: &reqwest::Client,
+    cfg: &WebConfig,
+    known: &HashMap<String, KnownFacts>,
+    in_sync: &HashSet<String>,
+) -> Fetched {
+    let mut out = Fetched::default();
+    let mut urls = cfg.urls.clone();
+    if let Some(sitemap) = &cfg.sitemap {
+        match sitemap_urls(client, sitemap).await {
+            Ok(found) => urls.extend(found),
+            Err(reason) => {
+                // Without the sitemap, absent pages prove nothing.
+                out.scan.protected.push(String::new());
+                out.scan.skipped.push(Skipped {
+                    path: sitemap.to_string(),
+                    reason,
+                });
+            }
+        }
+    }
+    let mut seen = HashMap::new();
+    let mut pages = Vec::new();
+    for url in urls {
+        let key = key_of(&url);
+        match seen.get(&key) {
+            Some(first) if first == &url => {}
+            Some(first) => out.scan.skipped.push(Skipped {
+                path: url.to_string(),
+                reason: format!("maps to the same document name as {first}; listed once"),
+            }),
+            None => {
+                seen.insert(key.clone(), url.clone());
+                pages.push((key, url));
+            }
+        }
+    }
+
+    let fetches = pages.into_iter().map(|(key, url)| {
+        let cached = known.get(&key).filter(|_| in_sync.contains(&key));
+        async move {
+            let r = fetch(client, cfg, &url, &key, cached).await;
+            (key, url, r)
+        }
+    });
+    let mut stream = futures::stream::iter(fetches).buffer_unordered(cfg.concurrency);
+    while let Some((key, url, r)) = stream.next().await {
+        match r {
+            Ok(Page::Unchanged) => {
+                let k = &known[&key];
+                out.scan.items.push(Observed {
+                    key,
+                    size: k.size,
+                    mtime_ns: k.mtime_ns,
+                    hash: k.hash.clone(),
+                    front_matter: k.front_matter.clone(),
+                    rehashed: false,
+                    racy: false,
+                    validator: k.validator.clone(),
+                });
+            }
+            Ok(Page::Gone(status)) => {
+                tracing::info!(%url, %status, "page gone");
+            }
+            Ok(Page::Body(mut item, body)) => {
+                if let Some(k) = known.get(&key).filter(|k| k.hash == item.hash) {
+                    // Same bytes: keep the time they were first seen.
+                    item.mtime_ns = item.mtime_ns.min(k.mtime_ns);
+                }
+                out.scan.hashed_files += 1;
+                out.scan.hashed_bytes += item.size;
+                out.bodies.insert(key, body);
+                out.scan.items.push(item);
+            }
+            Err(reason) => {
+                tracing::warn!(%url, %reason, "skipped");
+                out.scan.protected.push(key.clone());
+                out.scan.skipped.push(Skipped {
+                    path: url.to_string(),
+                    reason,
+                });
+            }
+        }
+    }
+    out.scan.items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    out.scan.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+enum Page {
+    Unchanged,
+    Gone(StatusCode),
+    Body(Observed, Bytes),
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    cfg: &WebConfig,
+    url: &Url,
+    key: &str,
+    cached: Option<&KnownFacts>,
+) -> Result<Page, String> {
+    let mut req = client.get(url.clone());
+    if let Some(v) = cached
+        .and_then(|k| k.validator.as_deref())
+        .and_then(|v| serde_json::from_str::<Validator>(v).ok())
+    {
+        if let Some(etag) = &v.etag {
+            req = req.header(IF_NONE_MATCH, etag);
+        }
+        if let Some(lm) = &v.last_modified {
+            req = req.header(IF_MODIFIED_SINCE, lm);
+        }
+    }
+    let mut resp = req.send().await.map_err(|e| format!("cannot fetch: {e}"))?;
+    let status = resp.status();
+    if status == StatusCode::NOT_MODIFIED && cached.is_some() {
+        return Ok(Page::Unchanged);
+    }
+    if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+        return Ok(Page::Gone(status));
+    }
+    if !status.is_success() {
+        return Err(format!("HTTP {status}; kept as it was, retried next poll"));
+    }
+    if resp.content_length().is_some_and(|n| n > cfg.max_file_size) {
+        return Err(format!(
+            "{} bytes is over max_file_size ({} bytes)",
+            resp.content_length().unwrap_or(0),
+            cfg.max_file_size
+        ));
+    }
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let validator = Validator {
+        etag: header(ETAG),
+        last_modified: header(LAST_MODIFIED),
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("download failed: {e}"))?
+    {
+        if body.len() as u64 + chunk.len() as u64 > cfg.max_file_size {
+            return Err(format!("over max_file_size ({} bytes)", cfg.max_file_size));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let mtime_ns = validator
+        .last_modified
+        .as_deref()
+        .and_then(crate::target::http_date::parse_imf_fixdate)
+        .map(|s| s * 1_000_000_000)
+        .unwrap_or_else(now_ns);
+    let item = Observed {
+        key: key.to_owned(),
+        size: body.len() as u64,
+        mtime_ns,
+        hash: super::folder::hash_bytes(&body),
+        front_matter: if front_matter::is_markdown(key) {
+            front_matter::parse(&body[..body.len().min(front_matter::HEAD_BYTES)])
+        } else {
+            None
+        },
+        rehashed: true,
+        racy: false,
+        validator: (validator != Validator::default())
+            .then(|| serde_json::to_string(&validator).unwrap_or_default()),
+    };
+    Ok(Page::Body(item, Bytes::from(body)))
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The `<loc>` URLs of a sitemap; a sitemap index is followed one level.
+async fn sitemap_urls(client: &reqwest::Client, sitemap: &Url) -> Result<Vec<Url>, String> {
+    let text = get_text(client, sitemap).await?;
+    let mut urls = Vec::new();
+    if text.contains("<sitemapindex") {
+        for child in locs(&text) {
+            let child = Url::parse(&child).map_err(|e| format!("bad <loc> {child:?}: {e}"))?;
+            let t = get_text(client, &child).await?;
+            urls.extend(parse_locs(&t)?);
+        }
+    } else {
+        urls = parse_locs(&text)?;
+    }
+    Ok(urls)
+}
+
+async fn get_text(client: &reqwest::Client, url: &Url) -> Result<String, String> {
+    let resp = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch sitemap {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("sitemap {url}: HTTP {}", resp.status()));
+    }
+    resp.text().await.map_err(|e| format!("sitemap {url}: {e}"))
+}
+
+fn parse_locs(text: &str) -> Result<Vec<Url>, String> {
+    locs(text)
+        .into_iter()
+        .map(|l| Url::parse(&l).map_err(|e| format!("bad <loc> {l:?} in sitemap: {e}")))
+        .filter(|u| {
+            u.as_ref()
+                .map_or(true, |u| matches!(u.scheme(), "http" | "https"))
+        })
+        .collect()
+}
+
+/// Text of every `<loc>` element, XML entities decoded.
+fn locs(xml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find("<loc>") {
+        rest = &rest[start + 5..];
+        let Some(end) = rest.find("</loc>") else {
+            break;
+        };
+        let raw = rest[..end].trim();
+        let raw = raw
+            .strip_prefix("<![CDATA[")
+            .and_then(|r| r.strip_suffix("]]>"))
+            .unwrap_or(raw);
+        out.push(
+            raw.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        );
+        rest = &rest[end + 6..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(u: &str) -> String {
+        key_of(&Url::parse(u).unwrap())
+    }
+
+    #[test]
+    fn keys_are_host_and_path_with_an_extension() {
+        assert_eq!(key("https://ex.com/docs/a.md"), "ex.com/docs/a.md");
+        assert_eq!(key("https://ex.com/docs/"), "ex.com/docs/index.html");
+        assert_eq!(key("https://ex.com"), "ex.com/index.html");
+        assert_eq!(key("https://ex.com/guide"), "ex.com/guide.html");
+        assert_eq!(key("http://ex.com:8080/a.pdf"), "ex.com:8080/a.pdf");
+        assert_eq!(key("https://ex.com/p?id=3"), "ex.com/p?id=3.html");
+        assert_eq!(key("https://ex.com/f.txt?v=2"), "ex.com/f?v=2.txt");
+        assert_eq!(key("https://ex.com/.well-known"), "ex.com/.well-known.html");
+    }
+
+    #[test]
+    fn sitemap_locs_with_entities_and_cdata() {
+        let xml = r#"<?xml version="1.0"?><urlset>
+            <url><loc> https://ex.com/a?x=1&amp;y=2 </loc></url>
+            <url><loc><![CDATA[https://ex.com/b]]></loc></url>
+        </urlset>"#;
+        assert_eq!(locs(xml), ["https://ex.com/a?x=1&y=2", "https://ex.com/b"]);
+    }
+}
