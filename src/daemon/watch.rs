@@ -147,3 +147,88 @@ fn report_error(e: &notify::Error, job: Option<&str>) {
         _ => tracing::warn!(%job, paths = ?e.paths, "watch error: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, Flag, ModifyKind};
+    use std::time::Duration;
+
+    fn setup() -> (Shared, Vec<Root>, Vec<PathBuf>) {
+        let roots = vec![
+            Root {
+                job: "a".into(),
+                path: "/data/a".into(),
+            },
+            Root {
+                job: "b".into(),
+                path: "/data/b".into(),
+            },
+        ];
+        (
+            Shared::default(),
+            roots,
+            vec!["/data/a/kbsync.db-wal".into()],
+        )
+    }
+
+    fn due(shared: &Shared) -> Vec<(String, crate::source::Scope)> {
+        let far = Instant::now() + Duration::from_secs(3600);
+        shared
+            .pending()
+            .take_due(far, Duration::ZERO, Duration::ZERO)
+    }
+
+    fn event(kind: EventKind, path: &str) -> notify::Result<Event> {
+        Ok(Event::new(kind).add_path(path.into()))
+    }
+
+    #[test]
+    fn changes_land_in_the_job_whose_root_holds_them() {
+        let (shared, roots, avoid) = setup();
+        let modify = EventKind::Modify(ModifyKind::Any);
+        handle(&shared, &roots, &avoid, event(modify, "/data/a/x/y.md"));
+        handle(&shared, &roots, &avoid, event(modify, "/elsewhere/z.md"));
+        let d = due(&shared);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0, "a");
+        assert_eq!(d[0].1.paths().collect::<Vec<_>>(), ["x/y.md"]);
+    }
+
+    #[test]
+    fn reads_and_the_state_file_are_not_changes() {
+        let (shared, roots, avoid) = setup();
+        let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        let read_done = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        handle(&shared, &roots, &avoid, event(open, "/data/a/x.md"));
+        handle(&shared, &roots, &avoid, event(read_done, "/data/a/x.md"));
+        let modify = EventKind::Modify(ModifyKind::Any);
+        handle(
+            &shared,
+            &roots,
+            &avoid,
+            event(modify, "/data/a/kbsync.db-wal"),
+        );
+        assert!(due(&shared).is_empty());
+        let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        handle(&shared, &roots, &avoid, event(written, "/data/b/new.md"));
+        assert_eq!(due(&shared).len(), 1);
+    }
+
+    #[test]
+    fn lost_events_mean_a_full_rescan_of_every_job() {
+        let (shared, roots, avoid) = setup();
+        let overflow = Event::new(EventKind::Other).set_flag(Flag::Rescan);
+        handle(&shared, &roots, &avoid, Ok(overflow));
+        let d = due(&shared);
+        assert_eq!(d.len(), 2);
+        assert!(d.iter().all(|(_, s)| s.is_all()));
+        // A watch error without paths (e.g. the watch limit) does the same.
+        let err = notify::Error::new(ErrorKind::MaxFilesWatch);
+        handle(&shared, &roots, &avoid, Err(err));
+        assert!(due(&shared).iter().all(|(_, s)| s.is_all()));
+        let created = EventKind::Create(CreateKind::Folder);
+        handle(&shared, &roots, &avoid, event(created, "/data/b"));
+        assert!(due(&shared)[0].1.is_all(), "the root itself: everything");
+    }
+}

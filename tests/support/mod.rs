@@ -135,3 +135,13 @@ pub fn set_mtime(path: &Path, secs: i64) {
     let f = std::fs::File::options().write(true).open(path).unwrap();
     f.set_modified(t).unwrap();
 }
+
+/// `--name N` from the command line (benchmarks), else `default`.
+pub fn numeric_arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
