@@ -14,7 +14,7 @@ use crate::config::{Config, JobConfig, SourceConfig, TargetConfig};
 use crate::plan::{self, Plan, Rules};
 use crate::push::{Outcome, Pusher};
 use crate::source::{folder, web, KnownFacts, Observed, Scope, Skipped};
-use crate::state::{State, StateError};
+use crate::state::{lock_path, State, StateError, StateLock};
 use crate::target::dify::DifyClient;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,10 +82,49 @@ pub struct Runner {
     web_clients: HashMap<String, reqwest::Client>,
     opts: RunOptions,
     stop: Arc<AtomicBool>,
+    /// Held while this runner may write the state file.
+    lock: Option<StateLock>,
 }
 
 impl Runner {
+    /// Opens the state file; unless dry-running, first takes its lock, so
+    /// a second kbsync on the same file is refused.
     pub fn open(config: Config, opts: RunOptions) -> Result<Runner, ReconcileError> {
+        let lock = if opts.dry_run {
+            None
+        } else {
+            Some(StateLock::acquire(&config.state_path)?)
+        };
+        Runner::open_with(config, opts, lock)
+    }
+
+    /// Switches to `config` (SIGHUP). The upstream clients are rebuilt (a
+    /// rotated key is read again). The state file's lock is kept when the
+    /// path did not change; a new path must be lockable. On error nothing
+    /// changes.
+    pub fn reconfigure(&mut self, config: Config) -> Result<(), ReconcileError> {
+        let new_lock = if config.state_path == self.config.state_path {
+            None
+        } else {
+            Some(StateLock::acquire(&config.state_path)?)
+        };
+        let state = State::open(&config.state_path)?;
+        self.avoid = state_files(&config.state_path);
+        self.state = state;
+        self.config = config;
+        self.clients.clear();
+        self.web_clients.clear();
+        if new_lock.is_some() {
+            self.lock = new_lock;
+        }
+        Ok(())
+    }
+
+    fn open_with(
+        config: Config,
+        opts: RunOptions,
+        lock: Option<StateLock>,
+    ) -> Result<Runner, ReconcileError> {
         let state = if opts.dry_run {
             State::open_read_only(&config.state_path)?
         } else {
@@ -100,6 +139,7 @@ impl Runner {
             web_clients: HashMap::new(),
             opts,
             stop: Arc::new(AtomicBool::new(false)),
+            lock,
         })
     }
 
@@ -157,7 +197,13 @@ fn state_files(path: &Path) -> Vec<PathBuf> {
         s.push(suffix);
         PathBuf::from(s)
     };
-    vec![with("-wal"), with("-shm"), with("-journal"), abs]
+    vec![
+        with("-wal"),
+        with("-shm"),
+        with("-journal"),
+        lock_path(&abs),
+        abs,
+    ]
 }
 
 fn target_identity(job: &JobConfig) -> String {

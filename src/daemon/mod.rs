@@ -332,9 +332,8 @@ impl Daemon {
                 return;
             }
         };
-        match Runner::open(config, RunOptions::default()) {
-            Ok(runner) => {
-                self.runner = runner;
+        match self.runner.reconfigure(config) {
+            Ok(()) => {
                 let names: Vec<String> = self
                     .runner
                     .config

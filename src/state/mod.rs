@@ -4,7 +4,10 @@
 //!
 //! Never holds a credential: only keys, facts, upstream ids and metadata.
 
+mod lock;
 mod schema;
+
+pub use lock::{lock_path, StateLock};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +34,13 @@ pub enum StateError {
     },
     #[error("cannot create the folder for state file {path}: {source}")]
     Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is in use by another kbsync ({holder}); stop it first, or give this configuration its own [state] path")]
+    Busy { path: PathBuf, holder: String },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
         path: PathBuf,
         source: std::io::Error,
     },
