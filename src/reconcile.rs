@@ -84,6 +84,9 @@ pub struct Runner {
     stop: Arc<AtomicBool>,
     /// Held while this runner may write the state file.
     lock: Option<StateLock>,
+    /// Jobs whose target binding was checked: once per job and config,
+    /// not on every scoped pass.
+    bound: HashSet<String>,
 }
 
 impl Runner {
@@ -114,8 +117,9 @@ impl Runner {
         self.config = config;
         self.clients.clear();
         self.web_clients.clear();
-        if new_lock.is_some() {
-            self.lock = new_lock;
+        self.bound.clear();
+        if let Some(lock) = new_lock {
+            self.lock = Some(lock);
         }
         Ok(())
     }
@@ -140,6 +144,7 @@ impl Runner {
             opts,
             stop: Arc::new(AtomicBool::new(false)),
             lock,
+            bound: HashSet::new(),
         })
     }
 
@@ -221,8 +226,11 @@ impl Runner {
         let opts = self.opts;
         let started = Instant::now();
         let started_at = crate::state::unix_now();
-        if !opts.dry_run && self.state.bind_target(&job.name, &target_identity(job))? {
-            tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
+        if !opts.dry_run && !self.bound.contains(&job.name) {
+            if self.state.bind_target(&job.name, &target_identity(job))? {
+                tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
+            }
+            self.bound.insert(job.name.clone());
         }
         // A web job is polled as a whole.
         let scope = match job.source {
@@ -293,8 +301,7 @@ impl Runner {
                     }
                 })
                 .collect();
-            let observed: std::collections::HashSet<&str> =
-                scan.items.iter().map(|o| o.key.as_str()).collect();
+            let observed: HashSet<&str> = scan.items.iter().map(|o| o.key.as_str()).collect();
             let absent: Vec<&str> = cached
                 .values()
                 .filter(|c| {

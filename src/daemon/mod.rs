@@ -190,7 +190,6 @@ impl Daemon {
                 .into_iter()
                 .flatten()
                 .min();
-            tracing::trace!(?due, ?wake_at, "waiting");
             tokio::select! {
                 _ = self.signals.next() => {}
                 _ = self.shared.wake.notified() => {}
@@ -236,7 +235,6 @@ impl Daemon {
             .shared
             .pending()
             .take_due(now.into_std(), cfg.debounce, cfg.max_delay);
-        tracing::trace!(batches = batches.len(), "due");
         for (job, scope) in batches {
             if self.signals.stop {
                 // The next start begins with a full pass; nothing is lost.

@@ -13,7 +13,8 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn from_env() -> Notifier {
-        let target = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
+        let path = std::env::var_os("NOTIFY_SOCKET");
+        let target = path.as_ref().and_then(|path| {
             let addr = socket_addr(&path.to_string_lossy())?;
             let sock = UnixDatagram::unbound().ok()?;
             // A full receive queue must cost a status line, never stall the
@@ -21,7 +22,7 @@ impl Notifier {
             sock.set_nonblocking(true).ok()?;
             Some((sock, addr))
         });
-        if std::env::var_os("NOTIFY_SOCKET").is_some() && target.is_none() {
+        if path.is_some() && target.is_none() {
             tracing::warn!("NOTIFY_SOCKET is set but unusable; systemd will not hear READY=1");
         }
         Notifier {

@@ -77,17 +77,6 @@ impl Scope {
         };
         set.into_iter().flatten().map(String::as_str)
     }
-
-    pub fn len(&self) -> usize {
-        match self {
-            Scope::All => 0,
-            Scope::Paths(set) => set.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0 && !self.is_all()
-    }
 }
 
 /// `path` relative to `root` as a `/`-separated key (`""` for the root
