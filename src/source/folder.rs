@@ -37,9 +37,7 @@ pub fn scan(
     avoid: &[PathBuf],
     scope: &Scope,
 ) -> ScanResult {
-    let scan_start_ns = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
+    let scan_start_ns = super::now_ns();
     let mut builder = WalkBuilder::new(&cfg.root);
     builder
         .hidden(!cfg.include_hidden)

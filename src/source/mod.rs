@@ -72,3 +72,10 @@ impl ScanResult {
             .any(|p| p.is_empty() || key == p || (p.ends_with('/') && key.starts_with(p.as_str())))
     }
 }
+
+/// Wall-clock time in nanoseconds since the Unix epoch, as mtimes are kept.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

@@ -4,7 +4,6 @@
 //! protects the page's upstream copy until a later poll succeeds.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -224,7 +223,7 @@ async fn fetch(
         .as_deref()
         .and_then(crate::target::http_date::parse_imf_fixdate)
         .map(|s| s * 1_000_000_000)
-        .unwrap_or_else(now_ns);
+        .unwrap_or_else(super::now_ns);
     let item = Observed {
         key: key.to_owned(),
         size: body.len() as u64,
@@ -241,12 +240,6 @@ async fn fetch(
             .then(|| serde_json::to_string(&validator).unwrap_or_default()),
     };
     Ok(Page::Body(item, Bytes::from(body)))
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The `<loc>` URLs of a sitemap; a sitemap index is followed one level.
