@@ -63,4 +63,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Try again now what failed: steps the upstream refused (parked until
+    /// the file changes) and steps waiting out a backoff. Safe while the
+    /// service runs; it picks them up within seconds.
+    Retry {
+        /// Only these items (keys as `status` prints them); all when none.
+        #[arg(value_name = "ITEM")]
+        items: Vec<String>,
+    },
 }

@@ -63,6 +63,12 @@ pub struct Config {
     pub jobs: Vec<JobConfig>,
 }
 
+impl Config {
+    pub fn job_names(&self) -> Vec<String> {
+        self.jobs.iter().map(|j| j.name.clone()).collect()
+    }
+}
+
 /// How the long-running service batches and paces its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DaemonConfig {

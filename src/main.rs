@@ -55,6 +55,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    if let Some(Command::Retry { items }) = &cli.command {
+        let config = daemon::load_config(&cli.config, &cli.jobs)?;
+        if !config.state_path.exists() {
+            writeln!(
+                stdout,
+                "nothing to retry: kbsync has not run with this configuration"
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let state = kbsync::state::State::open(&config.state_path)?;
+        let mut n = 0;
+        for job in &config.jobs {
+            n += state.retry_now(Some(&job.name), items)?;
+        }
+        writeln!(
+            stdout,
+            "{n} step(s) will be tried again: by the running service within {} s, or by the next `kbsync --reconcile`",
+            daemon::OUTBOX_CHECK.as_secs()
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
     if !cli.reconcile && !cli.dry_run {
         drop(stdout);
         runtime()?.block_on(daemon::run(&cli.config, &cli.jobs))?;
@@ -64,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = daemon::load_config(&cli.config, &cli.jobs)?;
     let opts = RunOptions {
         dry_run: cli.dry_run,
+        honour_backoff: false,
     };
     let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
 

@@ -272,7 +272,6 @@ mod tests {
             pushed_meta: meta,
             status,
             indexing_batch: None,
-            error: None,
         }
     }
 

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, JobConfig, SourceConfig, TargetConfig};
 use crate::plan::{self, Plan, Rules};
+use crate::push::queue::{self, Held};
 use crate::push::{Outcome, Pusher};
 use crate::source::{folder, web, KnownFacts, Observed, Scope, Skipped};
 use crate::state::{lock_path, State, StateError, StateLock};
@@ -20,6 +21,9 @@ use crate::target::dify::DifyClient;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     pub dry_run: bool,
+    /// Leave steps that failed transiently alone until their backoff ran
+    /// out (the service). A one-shot run asked for by hand tries them now.
+    pub honour_backoff: bool,
 }
 
 #[derive(Debug)]
@@ -29,6 +33,8 @@ pub struct JobReport {
     pub hashed_files: usize,
     pub skipped: Vec<Skipped>,
     pub plan: Plan,
+    /// Planned steps the outbox held back (failed before, see `Held`).
+    pub held: Vec<Held>,
     pub outcome: Option<Outcome>,
     pub requests: u64,
     pub elapsed: Duration,
@@ -40,6 +46,7 @@ impl JobReport {
     pub fn converged(&self) -> bool {
         self.error.is_none()
             && self.skipped.is_empty()
+            && self.held.is_empty()
             && self.outcome.as_ref().is_none_or(Outcome::converged)
     }
 }
@@ -152,6 +159,11 @@ impl Runner {
     /// what already started finishes and is recorded.
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
+    }
+
+    /// When the earliest backed-off step of `job` is due (Unix seconds).
+    pub fn next_retry_at(&self, job: &str) -> Result<Option<i64>, StateError> {
+        self.state.next_retry_at(job)
     }
 
     /// Files the source must never mirror, nor react to (the state file).
@@ -327,6 +339,7 @@ impl Runner {
             hashed_files: scan.hashed_files,
             skipped: scan.skipped.clone(),
             plan,
+            held: Vec::new(),
             outcome: None,
             requests: 0,
             elapsed: Duration::ZERO,
@@ -337,8 +350,37 @@ impl Runner {
             return Ok(report);
         }
 
+        let steps: Vec<_> = report.plan.ops.iter().filter_map(queue::step).collect();
+        let rows = self.state.queue(&job.name, scope, &steps)?;
+        let suspects: HashSet<String> = rows
+            .values()
+            .filter(|r| r.started && r.op == "create")
+            .map(|r| r.key.clone())
+            .collect();
+        let (to_push, held) = queue::hold(
+            &report.plan,
+            &rows,
+            crate::state::unix_now(),
+            opts.honour_backoff,
+        );
+        for h in &held {
+            match h.until {
+                Some(at) => {
+                    tracing::info!(key = %h.key, op = h.op, "waiting until {} to retry: {}", crate::metadata::format_rfc3339(at), h.error.message)
+                }
+                None => {
+                    tracing::debug!(key = %h.key, op = h.op, "not retried until it changes (or `kbsync retry`): {}", h.error.message)
+                }
+            }
+        }
+        report.held = held;
+
         let TargetConfig::Dify(dify) = &job.target;
-        if report.plan.ops.iter().any(|o| o.is_upstream()) {
+        let needs_upstream = to_push.ops.iter().any(|o| match o {
+            crate::plan::Op::Forget { key } => suspects.contains(key),
+            other => other.is_upstream(),
+        });
+        if needs_upstream {
             let stop = self.stop.clone();
             // Split borrows: the client lives in `self.clients`, the pusher
             // writes through `self.state`.
@@ -357,8 +399,9 @@ impl Runner {
                         cached: &cached,
                         bodies: &bodies,
                         stop: &stop,
+                        suspects: &suspects,
                     };
-                    let outcome = pusher.run(&report.plan).await.map_err(|e| match e {
+                    let outcome = pusher.run(&to_push).await.map_err(|e| match e {
                         crate::push::PushError::State(s) => ReconcileError::State(s),
                     })?;
                     report.requests = client.requests_sent() - before;
@@ -370,7 +413,7 @@ impl Runner {
             }
         } else {
             let mut outcome = Outcome::default();
-            for op in &report.plan.ops {
+            for op in &to_push.ops {
                 if let crate::plan::Op::Forget { key } = op {
                     self.state.forget(&job.name, key)?;
                     outcome.forgotten += 1;

@@ -124,6 +124,9 @@ pub fn summary_line(r: &JobReport) -> String {
     if !r.skipped.is_empty() {
         parts.push(format!("{} skipped", r.skipped.len()));
     }
+    if !r.held.is_empty() {
+        parts.push(format!("{} held (failed before)", r.held.len()));
+    }
     parts.push(format!("{} requests", r.requests));
     parts.push(format!("{:.2}s", r.elapsed.as_secs_f64()));
     let verdict = if r.converged() {
@@ -148,6 +151,21 @@ pub fn print_summary(out: &mut impl Write, reports: &[JobReport]) -> std::io::Re
             for f in &o.failures {
                 writeln!(out, "  failed {} {}: {}", f.op, f.key, f.error)?;
             }
+        }
+        for h in &r.held {
+            let when = match h.until {
+                Some(at) => format!("next attempt at {}", crate::metadata::format_rfc3339(at)),
+                None => "retried when the file changes, or `kbsync retry`".into(),
+            };
+            let code = match h.error.status {
+                Some(s) => format!("HTTP {s} {}", h.error.code),
+                None => h.error.code.clone(),
+            };
+            writeln!(
+                out,
+                "  held {} {}: {code}: {} ({when})",
+                h.op, h.key, h.error.message
+            )?;
         }
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::metadata::format_rfc3339;
-use crate::state::{JobSummary, State};
+use crate::state::{FailedItem, JobSummary, State};
 
 /// Reads the summaries; `None` when kbsync has never run with this state
 /// file.
@@ -42,6 +42,13 @@ pub fn print(out: &mut impl Write, summaries: &[JobSummary]) -> std::io::Result<
             s.pending_removal,
             s.failed.len()
         )?;
+        writeln!(
+            out,
+            "  outbox: {} step(s) queued, {} retrying, {} parked",
+            s.queued,
+            s.retrying.len(),
+            s.failed.len()
+        )?;
         match &s.last_success {
             Some(t) => writeln!(out, "  last successful sync: {}", format_rfc3339(*t))?,
             None => writeln!(out, "  last successful sync: never")?,
@@ -55,13 +62,33 @@ pub fn print(out: &mut impl Write, summaries: &[JobSummary]) -> std::io::Result<
             )?;
         }
         for f in &s.failed {
-            let since = f.since.map(format_rfc3339).unwrap_or_default();
             writeln!(
                 out,
-                "  failed {} [{}] {} (since {since})",
-                f.key, f.code, f.message
+                "  failed {} {} {} (since {}; retried when the file changes, or `kbsync retry`)",
+                f.op,
+                f.key,
+                problem(f),
+                f.since.map(format_rfc3339).unwrap_or_default()
+            )?;
+        }
+        for f in &s.retrying {
+            writeln!(
+                out,
+                "  retrying {} {} {} (attempt {} failed; next at {})",
+                f.op,
+                f.key,
+                problem(f),
+                f.attempts,
+                f.next_attempt_at.map(format_rfc3339).unwrap_or_default()
             )?;
         }
     }
     Ok(())
+}
+
+fn problem(f: &FailedItem) -> String {
+    match f.status {
+        Some(s) => format!("[HTTP {s} {}] {}", f.code, f.message),
+        None => format!("[{}] {}", f.code, f.message),
+    }
 }

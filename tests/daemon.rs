@@ -381,9 +381,38 @@ async fn status_reads_the_state_while_the_service_runs() {
         "{text}"
     );
     assert!(
-        text.contains("failed tool.exe [unsupported_file_type]"),
+        text.contains("failed create tool.exe [HTTP 415 unsupported_file_type]"),
         "{text}"
     );
+    assert!(
+        text.contains("outbox: 1 step(s) queued, 0 retrying, 1 parked"),
+        "{text}"
+    );
+
+    // A parked refusal is not retried by later passes of unrelated
+    // changes: one more file means one more create, not two.
+    let creates = |w: &World| w.count_since(0, "create-by-file");
+    assert_eq!(creates(&fake.world()), 2);
+    ws.write("more.md", "more");
+    fake.wait_until("more.md", WAIT, |w| has(w, "more.md", "more"))
+        .await;
+    d.notified("STATUS=watching").await;
+    assert_eq!(creates(&fake.world()), 3);
+
+    // `kbsync retry` beside the running service: it tries again within
+    // the outbox check interval (and Dify refuses again).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
+        .args(["retry", "--config"])
+        .arg(&ws.config_path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("1 step(s) will be tried again"),
+        "{said}"
+    );
+    fake.wait_until("the retried create", WAIT, |w| creates(w) == 4)
+        .await;
     d.stop().await;
 }
 

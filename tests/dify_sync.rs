@@ -316,6 +316,20 @@ async fn permanent_errors_are_reported_per_file_and_not_retried_in_the_pass() {
         4,
         "a 415 is not retried"
     );
+
+    // Parked in the outbox: later passes leave it alone (and say so)…
+    let r = ws.sync().await;
+    assert!(!r.converged());
+    assert_eq!(r.held.len(), 1);
+    assert_eq!(r.held[0].key, "notes.xyz");
+    assert_eq!(r.held[0].until, None);
+    assert_eq!(fake.world().count_since(0, "create-by-file"), 4);
+    // …until the file changes.
+    ws.write("notes.xyz", "Dify still does not take this type");
+    let r = ws.sync().await;
+    assert!(r.held.is_empty());
+    assert_eq!(r.outcome.as_ref().unwrap().failures.len(), 1);
+    assert_eq!(fake.world().count_since(0, "create-by-file"), 5);
 }
 
 #[tokio::test]

@@ -28,9 +28,14 @@ use watch::Shared;
 
 pub use pending::Pending;
 
-/// First delay before a pass that did not converge is tried again; it
-/// doubles up to the full-reconcile interval.
+/// First delay before a pass that failed as a whole (or skipped files) is
+/// tried again; it doubles up to the full-reconcile interval. Single steps
+/// that failed are retried on the outbox's own schedule instead.
 const FIRST_RETRY: Duration = Duration::from_secs(30);
+
+/// How often the outbox is read for steps whose backoff ran out, or that
+/// `kbsync retry` made due.
+pub const OUTBOX_CHECK: Duration = Duration::from_secs(5);
 
 /// Loads the config and keeps only the jobs in `only` (all when empty).
 pub fn load_config(path: &Path, only: &[String]) -> anyhow::Result<Config> {
@@ -93,6 +98,9 @@ struct Daemon {
     /// Web jobs: when each is polled next.
     next_poll: HashMap<String, Instant>,
     retries: HashMap<String, Retry>,
+    /// Per job: when the outbox's earliest backed-off step is due.
+    outbox_due: HashMap<String, Instant>,
+    outbox_check: Interval,
     last_sync: Option<(SystemTime, bool)>,
 }
 
@@ -100,7 +108,13 @@ struct Daemon {
 pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
     let config = load_config(config_path, only)?;
     let signals = Signals::install()?;
-    let runner = Runner::open(config, RunOptions::default())?;
+    let runner = Runner::open(
+        config,
+        RunOptions {
+            dry_run: false,
+            honour_backoff: true,
+        },
+    )?;
     let shared = Arc::new(Shared::default());
     let notifier = Notifier::from_env();
     let watchdog = notifier.watchdog_every().map(|every| {
@@ -120,6 +134,12 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         next_full: None,
         next_poll: HashMap::new(),
         retries: HashMap::new(),
+        outbox_due: HashMap::new(),
+        outbox_check: {
+            let mut i = tokio::time::interval(OUTBOX_CHECK);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        },
         last_sync: None,
     };
     d.start_watching();
@@ -184,7 +204,12 @@ impl Daemon {
                 .pending()
                 .due_at(cfg.debounce, cfg.max_delay)
                 .map(Instant::from_std);
-            let retry = self.retries.values().map(|r| r.at).min();
+            let retry = self
+                .retries
+                .values()
+                .map(|r| r.at)
+                .chain(self.outbox_due.values().copied())
+                .min();
             let poll = self.next_poll.values().min().copied();
             let wake_at = [due, self.next_full, retry, poll]
                 .into_iter()
@@ -194,6 +219,7 @@ impl Daemon {
                 _ = self.signals.next() => {}
                 _ = self.shared.wake.notified() => {}
                 _ = tick(&mut self.watchdog) => self.notifier.watchdog(),
+                _ = self.outbox_check.tick() => self.check_outbox(),
                 _ = sleep_until(wake_at) => self.work().await,
             }
         }
@@ -220,6 +246,15 @@ impl Daemon {
                     pending.rescan_now(job, now.into_std());
                 }
             }
+            self.outbox_due.retain(|job, at| {
+                if *at <= now {
+                    tracing::info!(%job, "retrying failed steps");
+                    pending.rescan_now(job, now.into_std());
+                    false
+                } else {
+                    true
+                }
+            });
             for job in &self.runner.config.jobs {
                 if let (SourceConfig::Web(w), Some(at)) =
                     (&job.source, self.next_poll.get_mut(&job.name))
@@ -285,12 +320,38 @@ impl Daemon {
             if let Some(e) = &report.error {
                 tracing::error!(%job, "{e}");
             }
-            if !interrupted {
+            // Failed steps come back on the outbox's schedule; a pass that
+            // failed as a whole, or skipped files, is retried as a whole.
+            if !interrupted && (report.error.is_some() || !report.skipped.is_empty()) {
                 self.schedule_retry(job);
+            } else {
+                self.retries.remove(job);
             }
         }
+        self.check_outbox_of(job);
         if !quiet {
             self.last_sync = Some((SystemTime::now(), report.converged()));
+        }
+    }
+
+    /// Reads when each job's earliest backed-off step is due.
+    fn check_outbox(&mut self) {
+        for job in self.runner.config.job_names() {
+            self.check_outbox_of(&job);
+        }
+    }
+
+    fn check_outbox_of(&mut self, job: &str) {
+        match self.runner.next_retry_at(job) {
+            Ok(Some(at)) => {
+                let wait = (at - crate::state::unix_now()).max(0) as u64;
+                self.outbox_due
+                    .insert(job.to_owned(), Instant::now() + Duration::from_secs(wait));
+            }
+            Ok(None) => {
+                self.outbox_due.remove(job);
+            }
+            Err(e) => tracing::error!(%job, "cannot read the outbox: {e}"),
         }
     }
 
@@ -332,15 +393,10 @@ impl Daemon {
         };
         match self.runner.reconfigure(config) {
             Ok(()) => {
-                let names: Vec<String> = self
-                    .runner
-                    .config
-                    .jobs
-                    .iter()
-                    .map(|j| j.name.clone())
-                    .collect();
+                let names = self.runner.config.job_names();
                 self.shared.pending().retain_jobs(&names);
                 self.retries.retain(|j, _| names.contains(j));
+                self.outbox_due.retain(|j, _| names.contains(j));
                 self.start_watching();
                 tracing::info!(jobs = names.len(), "configuration reloaded");
             }

@@ -6,6 +6,7 @@
 
 mod bisect;
 mod indexing;
+pub mod queue;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,7 +63,14 @@ pub struct Pusher<'a> {
     /// Set on shutdown: start no new upstream call; what is not done stays
     /// pending in the state file for the next pass.
     pub stop: &'a AtomicBool,
+    /// Keys whose create was sent in an earlier pass and never confirmed:
+    /// the document may exist, so it is looked up before anything else.
+    pub suspects: &'a HashSet<String>,
 }
+
+/// Up to this many unconfirmed creates are looked up one by one; more
+/// than that, and one listing of the whole dataset is cheaper.
+const LOOKUP_LIMIT: usize = 20;
 
 struct Upload<'p> {
     key: &'p str,
@@ -156,11 +164,35 @@ impl Pusher<'_> {
 
         for op in &plan.ops {
             if let Op::Forget { key } = op {
+                if self.suspects.contains(key) {
+                    if let Err(e) = self.remove_orphan(key).await {
+                        let fatal = e.class == ErrorClass::Fatal;
+                        self.fail(&mut out, key, "delete", e.clone())?;
+                        if fatal {
+                            out.fatal = Some(e);
+                            return Ok(out);
+                        }
+                        continue;
+                    }
+                }
                 self.state.forget(&self.job.name, key)?;
                 out.forgotten += 1;
             }
         }
         Ok(out)
+    }
+
+    /// An item that vanished while its create was unconfirmed: if the
+    /// create was applied after all, that document mirrors nothing now.
+    async fn remove_orphan(&self, key: &str) -> Result<(), TargetError> {
+        if let Some(doc) = self.client.find_by_name(&document_name(key)).await? {
+            tracing::info!(%key, document = %doc.id, "removing the document of an unconfirmed create whose file is gone");
+            match self.client.delete_document(&doc.id).await {
+                Err(e) if e.status != Some(404) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn stopping(&self, out: &mut Outcome) -> bool {
@@ -178,8 +210,15 @@ impl Pusher<'_> {
         error: TargetError,
     ) -> Result<(), PushError> {
         tracing::error!(job = %self.job.name, %key, op, error = %error, "failed");
-        self.state
-            .record_failure(&self.job.name, key, &error.code, &error.message)?;
+        if let Some(setback) = queue::setback(&error) {
+            self.state.step_failed(
+                &self.job.name,
+                key,
+                queue::kind_of(op),
+                setback,
+                &queue::row_error(&error),
+            )?;
+        }
         out.failures.push(Failure {
             key: key.to_owned(),
             op,
@@ -266,12 +305,24 @@ impl Pusher<'_> {
         if uploads.is_empty() {
             return Ok(ids);
         }
-        // Before creating anything, learn what the dataset already holds, so
-        // that a document from an earlier, interrupted run (or made by hand
-        // with the same name) is adopted rather than duplicated.
-        let existing: HashMap<String, RemoteDoc> = if uploads.iter().any(|u| u.doc_id.is_none()) {
+        // The first time a job creates documents, learn what the dataset
+        // already holds, so that documents from a lost state file (or made
+        // by hand with the same names) are adopted rather than duplicated.
+        // Later, only creates that may have been applied without an answer
+        // need a look: one by one, or by one listing when there are many.
+        let creates: Vec<&Upload> = uploads.iter().filter(|u| u.doc_id.is_none()).collect();
+        let unconfirmed = creates
+            .iter()
+            .filter(|u| self.suspects.contains(u.key))
+            .count();
+        let list_all = !creates.is_empty()
+            && (!self.state.listed(&self.job.name)? || unconfirmed > LOOKUP_LIMIT);
+        let existing: Option<HashMap<String, RemoteDoc>> = if list_all {
             match self.client.list_documents().await {
-                Ok(docs) => docs.into_iter().map(|d| (d.name.clone(), d)).collect(),
+                Ok(docs) => {
+                    self.state.mark_listed(&self.job.name)?;
+                    Some(docs.into_iter().map(|d| (d.name.clone(), d)).collect())
+                }
                 Err(e) => {
                     if e.class == ErrorClass::Fatal {
                         out.fatal = Some(e);
@@ -279,22 +330,24 @@ impl Pusher<'_> {
                     }
                     // Creating blind could duplicate documents: hold the
                     // creates back until the listing works.
-                    for u in uploads.iter().filter(|u| u.doc_id.is_none()) {
+                    for u in &creates {
                         blocked.insert(u.key.to_owned());
                         self.fail(out, u.key, "create", e.clone())?;
                     }
-                    HashMap::new()
+                    None
                 }
             }
         } else {
-            HashMap::new()
+            None
         };
 
         let ready: Vec<&Upload> = uploads
             .iter()
             .filter(|u| !blocked.contains(u.key))
             .collect();
-        let jobs = ready.into_iter().map(|u| self.upload_one(u, &existing));
+        let jobs = ready
+            .into_iter()
+            .map(|u| self.upload_one(u, existing.as_ref()));
         let mut stream = futures::stream::iter(jobs).buffer_unordered(self.dify.upload_concurrency);
         while let Some(result) = stream.next().await {
             match result {
@@ -341,7 +394,11 @@ impl Pusher<'_> {
         Ok(ids)
     }
 
-    async fn upload_one(&self, u: &Upload<'_>, existing: &HashMap<String, RemoteDoc>) -> Uploaded {
+    async fn upload_one(
+        &self,
+        u: &Upload<'_>,
+        existing: Option<&HashMap<String, RemoteDoc>>,
+    ) -> Uploaded {
         if self.stop.load(Ordering::SeqCst) {
             return Uploaded::NotStarted;
         }
@@ -373,24 +430,44 @@ impl Pusher<'_> {
         let hash = crate::source::folder::hash_bytes(&bytes);
         let name = document_name(u.key);
 
-        let (doc_id, adopted) = match (u.doc_id, existing.get(&name)) {
+        let found = match (u.doc_id, existing) {
+            (Some(_), _) => None,
+            (None, Some(all)) => all.get(&name).cloned(),
+            (None, None) if self.suspects.contains(u.key) => {
+                match self.client.find_by_name(&name).await {
+                    Ok(doc) => doc,
+                    Err(e) => return failed(e),
+                }
+            }
+            (None, None) => None,
+        };
+        let (doc_id, adopted) = match (u.doc_id, found) {
             (Some(id), _) => (Some(id.to_owned()), false),
             (None, Some(doc)) => {
-                if let Err(e) = self.make_available(doc).await {
+                if let Err(e) = self.make_available(&doc).await {
                     return failed(e);
                 }
                 (Some(doc.id.clone()), true)
             }
-            (None, None) => (None, false),
+            (None, None) => {
+                if let Err(e) = self.mark_started(u.key) {
+                    return failed(e);
+                }
+                (None, false)
+            }
         };
         let result = match &doc_id {
             Some(id) => match self.update(u.key, id, &name, &bytes).await {
                 // Deleted upstream behind our back: recreate it.
-                Err(e) if e.status == Some(404) => self
-                    .client
-                    .create_by_file(&name, &bytes, &self.dify.create_data)
-                    .await
-                    .map(|r| (r, true)),
+                Err(e) if e.status == Some(404) => {
+                    if let Err(e) = self.mark_started(u.key) {
+                        return failed(e);
+                    }
+                    self.client
+                        .create_by_file(&name, &bytes, &self.dify.create_data)
+                        .await
+                        .map(|r| (r, true))
+                }
                 other => other.map(|r| (r, false)),
             },
             None => self
@@ -411,6 +488,14 @@ impl Pusher<'_> {
             },
             Err(e) => failed(e),
         }
+    }
+
+    /// Records that a create for `key` is about to be sent: until its
+    /// answer is recorded, it may be applied upstream without our knowing.
+    fn mark_started(&self, key: &str) -> Result<(), TargetError> {
+        self.state
+            .step_started(&self.job.name, key, queue::CONTENT)
+            .map_err(|e| TargetError::local(ErrorClass::Fatal, "state", e.to_string()))
     }
 
     async fn content(&self, key: &str) -> Result<bytes::Bytes, TargetError> {

@@ -5,9 +5,11 @@
 //! Never holds a credential: only keys, facts, upstream ids and metadata.
 
 mod lock;
+mod outbox;
 mod schema;
 
 pub use lock::{lock_path, StateLock};
+pub use outbox::{OutboxRow, Queued, RowError, Setback};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -85,7 +87,6 @@ pub struct CachedItem {
     pub pushed_meta: Option<Metadata>,
     pub status: RemoteStatus,
     pub indexing_batch: Option<String>,
-    pub error: Option<(String, String)>,
 }
 
 /// Run-log rows kept per job.
@@ -255,7 +256,7 @@ impl State {
     ) -> Result<HashMap<String, CachedItem>, StateError> {
         const COLUMNS: &str =
             "SELECT key, present, size, mtime_ns, hash, front_matter, doc_id, doc_name,
-                pushed_hash, pushed_meta, status, indexing_batch, error_code, error_message, racy, validator
+                pushed_hash, pushed_meta, status, indexing_batch, racy, validator
              FROM items WHERE job = ?1";
         let mut out = HashMap::new();
         if scope.is_all() {
@@ -353,15 +354,21 @@ impl State {
         hash: &str,
         batch: Option<&str>,
     ) -> Result<(), StateError> {
-        self.conn
-            .execute(
-                "UPDATE items SET doc_id = ?3, doc_name = ?4, pushed_hash = ?5, indexing_batch = ?6,
-                        status = 'enabled', error_code = NULL, error_message = NULL, error_at = NULL
-                 WHERE job = ?1 AND key = ?2",
-                params![job, key, doc_id, doc_name, hash, batch],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "UPDATE items SET doc_id = ?3, doc_name = ?4, pushed_hash = ?5, indexing_batch = ?6,
+                    status = 'enabled'
+             WHERE job = ?1 AND key = ?2",
+            params![job, key, doc_id, doc_name, hash, batch],
+        )
+        .map_err(|e| self.err(e))?;
+        // Adopting or updating may also have restored the document.
+        tx.execute(
+            "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind IN ('content', 'status')",
+            params![job, key],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// A document known upstream whose content is unknown (adopted, or the
@@ -395,9 +402,17 @@ impl State {
             let mut stmt = tx
                 .prepare_cached("UPDATE items SET pushed_meta = ?3 WHERE job = ?1 AND key = ?2")
                 .map_err(|e| sqlite_err(&self.path, e))?;
+            let mut done_step = tx
+                .prepare_cached(
+                    "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = 'metadata'",
+                )
+                .map_err(|e| sqlite_err(&self.path, e))?;
             for (key, meta) in done {
                 let text = serde_json::to_string(meta).unwrap_or_default();
                 stmt.execute(params![job, key, text])
+                    .map_err(|e| sqlite_err(&self.path, e))?;
+                done_step
+                    .execute(params![job, key])
                     .map_err(|e| sqlite_err(&self.path, e))?;
             }
         }
@@ -418,8 +433,16 @@ impl State {
             let mut stmt = tx
                 .prepare_cached("UPDATE items SET status = ?3 WHERE job = ?1 AND key = ?2")
                 .map_err(|e| sqlite_err(&self.path, e))?;
+            let mut done_step = tx
+                .prepare_cached(
+                    "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = 'status'",
+                )
+                .map_err(|e| sqlite_err(&self.path, e))?;
             for key in keys {
                 stmt.execute(params![job, key, status.as_str()])
+                    .map_err(|e| sqlite_err(&self.path, e))?;
+                done_step
+                    .execute(params![job, key])
                     .map_err(|e| sqlite_err(&self.path, e))?;
             }
         }
@@ -429,29 +452,18 @@ impl State {
     /// Drops an item from the cache (deleted upstream, or never pushed and
     /// gone locally).
     pub fn forget(&self, job: &str, key: &str) -> Result<(), StateError> {
-        self.conn
-            .execute(
-                "DELETE FROM items WHERE job = ?1 AND key = ?2",
-                params![job, key],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    pub fn record_failure(
-        &self,
-        job: &str,
-        key: &str,
-        code: &str,
-        message: &str,
-    ) -> Result<(), StateError> {
-        self.conn
-            .execute(
-                "UPDATE items SET error_code = ?3, error_message = ?4, error_at = ?5 WHERE job = ?1 AND key = ?2",
-                params![job, key, code, message, now_secs()],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "DELETE FROM items WHERE job = ?1 AND key = ?2",
+            params![job, key],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute(
+            "DELETE FROM outbox WHERE job = ?1 AND key = ?2",
+            params![job, key],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     pub fn fields(&self, job: &str) -> Result<HashMap<String, (String, FieldType)>, StateError> {
@@ -535,18 +547,33 @@ pub struct JobSummary {
     pub pending_upload: u64,
     /// Items gone from the source whose document is still enabled upstream.
     pub pending_removal: u64,
+    /// Steps refused for good, waiting for the item to change or `kbsync retry`.
     pub failed: Vec<FailedItem>,
+    /// Steps that failed transiently, with their next attempt.
+    pub retrying: Vec<FailedItem>,
+    /// Upstream steps planned and not yet confirmed (the outbox).
+    pub queued: u64,
     pub last_run: Option<RunSummary>,
     /// Unix seconds of the last pass that converged.
     pub last_success: Option<i64>,
 }
 
+/// A step the outbox could not complete: parked (permanent failure) or
+/// waiting for its next attempt (transient).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FailedItem {
     pub key: String,
+    pub op: String,
+    /// The upstream's HTTP status, when it answered.
+    pub status: Option<u16>,
     pub code: String,
     pub message: String,
+    pub attempts: u32,
+    /// Unix seconds of the last failed attempt.
     pub since: Option<i64>,
+    /// Unix seconds of the next attempt; `None` when parked until the item
+    /// changes or `kbsync retry`.
+    pub next_attempt_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -589,21 +616,35 @@ impl State {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .map_err(|e| self.err(e))?;
-            let failed = q(
-                "SELECT key, error_code, coalesce(error_message, ''), error_at FROM items
-                            WHERE job = ?1 AND error_code IS NOT NULL ORDER BY key",
+            let problems: Vec<FailedItem> = q(
+                "SELECT key, op, error_status, error_code, coalesce(error_message, ''), attempts,
+                        last_attempt_at, failed, next_attempt_at
+                 FROM outbox WHERE job = ?1 AND error_code IS NOT NULL ORDER BY key, kind",
             )?
             .query_map([&job], |r| {
                 Ok(FailedItem {
                     key: r.get(0)?,
-                    code: r.get(1)?,
-                    message: r.get(2)?,
-                    since: r.get(3)?,
+                    op: r.get(1)?,
+                    status: r.get::<_, Option<i64>>(2)?.map(|s| s as u16),
+                    code: r.get(3)?,
+                    message: r.get(4)?,
+                    attempts: r.get::<_, i64>(5)?.max(0) as u32,
+                    since: r.get(6)?,
+                    next_attempt_at: (r.get::<_, i64>(7)? == 0).then(|| r.get(8)).transpose()?,
                 })
             })
             .map_err(|e| self.err(e))?
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))?;
+            let (failed, retrying) = problems
+                .into_iter()
+                .partition(|p| p.next_attempt_at.is_none());
+            let queued: i64 = self
+                .conn
+                .query_row("SELECT count(*) FROM outbox WHERE job = ?1", [&job], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| self.err(e))?;
             let last_run = self
                 .conn
                 .query_row(
@@ -635,6 +676,8 @@ impl State {
                 pending_upload: pending_upload as u64,
                 pending_removal: pending_removal as u64,
                 failed,
+                retrying,
+                queued: queued as u64,
                 last_run,
                 last_success,
             });
@@ -654,14 +697,12 @@ fn cached_item(r: &rusqlite::Row) -> rusqlite::Result<CachedItem> {
             mtime_ns,
             hash,
             front_matter: fm.and_then(|t| serde_json::from_str(&t).ok()),
-            racy: r.get::<_, i64>(14)? != 0,
-            validator: r.get(15)?,
+            racy: r.get::<_, i64>(12)? != 0,
+            validator: r.get(13)?,
         }),
         _ => None,
     };
     let meta: Option<String> = r.get(9)?;
-    let code: Option<String> = r.get(12)?;
-    let message: Option<String> = r.get(13)?;
     Ok(CachedItem {
         key: r.get(0)?,
         present: r.get::<_, i64>(1)? != 0,
@@ -672,7 +713,6 @@ fn cached_item(r: &rusqlite::Row) -> rusqlite::Result<CachedItem> {
         pushed_meta: meta.and_then(|t| serde_json::from_str(&t).ok()),
         status: RemoteStatus::parse(&r.get::<_, String>(10)?),
         indexing_batch: r.get(11)?,
-        error: code.zip(message),
     })
 }
 

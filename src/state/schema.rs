@@ -47,4 +47,28 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE items ADD COLUMN racy INTEGER NOT NULL DEFAULT 0;",
     // 3: web pages' ETag / Last-Modified, for conditional GETs.
     "ALTER TABLE items ADD COLUMN validator TEXT;",
+    // 4: the outbox: every upstream step planned and not yet confirmed, with
+    // its retry bookkeeping. Per-item errors move here from `items`.
+    r#"
+    CREATE TABLE outbox (
+        job             TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        op              TEXT NOT NULL,
+        fingerprint     TEXT NOT NULL,
+        failed          INTEGER NOT NULL DEFAULT 0,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        started_at      INTEGER,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        error_status    INTEGER,
+        error_code      TEXT,
+        error_message   TEXT,
+        last_attempt_at INTEGER,
+        queued_at       INTEGER NOT NULL,
+        PRIMARY KEY (job, key, kind)
+    ) WITHOUT ROWID;
+    CREATE INDEX outbox_due ON outbox (job, failed, next_attempt_at);
+    UPDATE items SET error_code = NULL, error_message = NULL, error_at = NULL;
+    ALTER TABLE jobs ADD COLUMN listed_at INTEGER;
+    "#,
 ];

@@ -472,6 +472,11 @@ async fn classify(resp: Response) -> TargetError {
         StatusCode::FORBIDDEN if lower.contains("rate limit") => {
             (ErrorClass::Transient, retry_after)
         }
+        // Dify's metadata lock: another metadata operation on the same
+        // document is still running ("…please wait a moment").
+        StatusCode::BAD_REQUEST if lower.contains("operation is running") => {
+            (ErrorClass::Transient, retry_after)
+        }
         StatusCode::FORBIDDEN if lower.contains("api access is not enabled") => {
             (ErrorClass::Fatal, None)
         }

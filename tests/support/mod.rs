@@ -116,9 +116,16 @@ max_retries = 8
 
     pub async fn dry_run(&self) -> JobReport {
         let config = self.config();
-        let mut reports = reconcile::run(&config, &[], RunOptions { dry_run: true })
-            .await
-            .unwrap();
+        let mut reports = reconcile::run(
+            &config,
+            &[],
+            RunOptions {
+                dry_run: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
         reports.remove(0)
     }
 }

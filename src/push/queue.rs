@@ -1,0 +1,213 @@
+//! Between the plan and the pusher: the plan's upstream steps are written
+//! to the outbox, and the steps the outbox says must wait are held back —
+//! permanent failures until their item changes, transient ones (in the
+//! service) until their backoff ran out.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::plan::{Op, Plan};
+use crate::state::{OutboxRow, Queued, RowError, Setback};
+use crate::target::{ErrorClass, TargetError};
+
+pub const CONTENT: &str = "content";
+pub const METADATA: &str = "metadata";
+pub const STATUS: &str = "status";
+pub const DELETE: &str = "delete";
+
+/// The outbox row kind of an op name (`create`, `enable`, …).
+pub fn kind_of(op: &str) -> &'static str {
+    match op {
+        "create" | "update" => CONTENT,
+        "metadata" => METADATA,
+        "delete" => DELETE,
+        _ => STATUS,
+    }
+}
+
+/// The outbox form of an upstream op; `None` for local bookkeeping.
+pub fn step(op: &Op) -> Option<Queued<'_>> {
+    let (kind, fingerprint) = match op {
+        Op::Create { hash, .. } | Op::UpdateContent { hash, .. } => (CONTENT, hash.clone()),
+        Op::SetMetadata { metadata, .. } => (
+            METADATA,
+            serde_json::to_string(metadata).unwrap_or_default(),
+        ),
+        Op::SetStatus { doc_id, action, .. } => (STATUS, format!("{} {doc_id}", action.as_str())),
+        Op::Delete { doc_id, .. } => (DELETE, doc_id.clone()),
+        Op::Forget { .. } => return None,
+    };
+    Some(Queued {
+        key: op.key(),
+        kind,
+        op: op.name(),
+        fingerprint,
+    })
+}
+
+/// A planned step not attempted in this pass, and why.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub key: String,
+    pub op: &'static str,
+    pub error: RowError,
+    /// Unix seconds of its next attempt; `None` when parked until the item
+    /// changes or `kbsync retry`.
+    pub until: Option<i64>,
+}
+
+/// Splits `plan` into what to push now and what waits. `now` is Unix
+/// seconds; with `honour_backoff` false (a one-shot run asked for by
+/// hand) transient failures are tried again at once.
+pub fn hold(
+    plan: &Plan,
+    rows: &HashMap<(String, String), OutboxRow>,
+    now: i64,
+    honour_backoff: bool,
+) -> (Plan, Vec<Held>) {
+    let mut held = Vec::new();
+    // An item whose content or status step waits cannot take its later
+    // steps either (no document yet, or one in the wrong state).
+    let mut blocked: HashSet<&str> = HashSet::new();
+    let waits = |op: &Op| -> Option<&OutboxRow> {
+        let s = step(op)?;
+        let row = rows.get(&(s.key.to_owned(), s.kind.to_owned()))?;
+        row.error.as_ref()?;
+        if row.failed || (honour_backoff && row.next_attempt_at > now) {
+            Some(row)
+        } else {
+            None
+        }
+    };
+    for op in &plan.ops {
+        if let Some(row) = waits(op) {
+            held.push(Held {
+                key: op.key().to_owned(),
+                op: op.name(),
+                error: row.error.clone().expect("checked above"),
+                until: (!row.failed).then_some(row.next_attempt_at),
+            });
+            if matches!(kind_of(op.name()), CONTENT | STATUS) {
+                blocked.insert(op.key());
+            }
+        }
+    }
+    let held_ops: HashSet<(&str, &str)> = held.iter().map(|h| (h.key.as_str(), h.op)).collect();
+    let ops = plan
+        .ops
+        .iter()
+        .filter(|op| {
+            let dependent = blocked.contains(op.key()) && matches!(op, Op::SetMetadata { .. });
+            !(dependent || held_ops.contains(&(op.key(), op.name())))
+        })
+        .cloned()
+        .collect();
+    (
+        Plan {
+            ops,
+            warnings: Vec::new(),
+        },
+        held,
+    )
+}
+
+/// How the outbox should treat a failure: `None` for a fatal one (the job
+/// stops; the step stays queued as it was).
+pub fn setback(e: &TargetError) -> Option<Setback> {
+    match e.class {
+        ErrorClass::Transient => Some(Setback::Transient {
+            retry_after: e.retry_after,
+        }),
+        ErrorClass::Permanent => Some(Setback::Permanent),
+        ErrorClass::Fatal => None,
+    }
+}
+
+pub fn row_error(e: &TargetError) -> RowError {
+    RowError {
+        status: e.status,
+        code: e.code.clone(),
+        message: e.message.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::StatusAction;
+
+    fn row(key: &str, kind: &str, failed: bool, next: i64) -> ((String, String), OutboxRow) {
+        (
+            (key.into(), kind.into()),
+            OutboxRow {
+                key: key.into(),
+                kind: kind.into(),
+                op: "x".into(),
+                fingerprint: "f".into(),
+                failed,
+                attempts: 1,
+                started: false,
+                next_attempt_at: next,
+                error: Some(RowError {
+                    status: Some(503),
+                    code: "c".into(),
+                    message: "m".into(),
+                }),
+            },
+        )
+    }
+
+    #[test]
+    fn parked_and_backed_off_steps_wait_with_their_dependents() {
+        let plan = Plan {
+            ops: vec![
+                Op::Create {
+                    key: "a.md".into(),
+                    size: 1,
+                    hash: "h".into(),
+                },
+                Op::SetMetadata {
+                    key: "a.md".into(),
+                    doc_id: None,
+                    metadata: Default::default(),
+                },
+                Op::Create {
+                    key: "b.md".into(),
+                    size: 1,
+                    hash: "h".into(),
+                },
+                Op::SetStatus {
+                    key: "c.md".into(),
+                    doc_id: "d".into(),
+                    action: StatusAction::Disable,
+                },
+                Op::Create {
+                    key: "d.md".into(),
+                    size: 1,
+                    hash: "h".into(),
+                },
+            ],
+            warnings: vec![],
+        };
+        let rows: HashMap<_, _> = [
+            row("a.md", CONTENT, true, 0),
+            row("b.md", CONTENT, false, 200),
+            row("c.md", STATUS, false, 50),
+        ]
+        .into_iter()
+        .collect();
+
+        let (run, held) = hold(&plan, &rows, 100, true);
+        let keys: Vec<&str> = run.ops.iter().map(|o| o.key()).collect();
+        assert_eq!(keys, ["c.md", "d.md"]);
+        assert_eq!(held.len(), 2);
+        assert_eq!(held[0].until, None);
+        assert_eq!(held[1].until, Some(200));
+
+        // A run asked for by hand retries transient failures at once, but
+        // still not the parked one.
+        let (run, held) = hold(&plan, &rows, 100, false);
+        let keys: Vec<&str> = run.ops.iter().map(|o| o.key()).collect();
+        assert_eq!(keys, ["b.md", "c.md", "d.md"]);
+        assert_eq!(held.len(), 1);
+    }
+}

@@ -1,0 +1,481 @@
+//! The outbox: every upstream step a pass planned and has not yet seen
+//! confirmed. A row is written before the step's call and deleted in the
+//! same transaction that records the step's result in `items`, so after a
+//! crash the file says exactly which steps may be half done.
+//!
+//! Rows are keyed by (job, key, kind): one content step, one metadata
+//! step, one status step or one delete per item. The fingerprint says what
+//! the step would make true (content hash, metadata values, action); a row
+//! whose fingerprint changes is a new step, so its failure history resets —
+//! that is how "retry a permanent failure only when the source changed" is
+//! decided. Only `started_at` survives such a change: a create that may
+//! have been applied stays suspect until its document is found or ruled out.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{now_secs, sqlite_err, State, StateError};
+use crate::source::Scope;
+
+/// One planned step, as the outbox stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued<'a> {
+    pub key: &'a str,
+    pub kind: &'static str,
+    pub op: &'static str,
+    pub fingerprint: String,
+}
+
+/// What the outbox remembers of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub key: String,
+    pub kind: String,
+    pub op: String,
+    pub fingerprint: String,
+    /// Refused for good: not tried again until the fingerprint changes or
+    /// `kbsync retry`.
+    pub failed: bool,
+    pub attempts: u32,
+    /// A non-idempotent call (create) was sent and not confirmed.
+    pub started: bool,
+    /// Unix seconds before which a transient failure is not retried.
+    pub next_attempt_at: i64,
+    pub error: Option<RowError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub status: Option<u16>,
+    pub code: String,
+    pub message: String,
+}
+
+/// How a failed step is to be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setback {
+    /// Retried by a later pass after a backoff (at least `retry_after`).
+    Transient { retry_after: Option<Duration> },
+    /// Not retried until the item changes or `kbsync retry`.
+    Permanent,
+}
+
+/// First cross-pass retry delay, doubled per attempt up to `MAX_BACKOFF`.
+const FIRST_BACKOFF_SECS: i64 = 30;
+const MAX_BACKOFF_SECS: i64 = 900;
+
+/// The delay before attempt `attempts + 1`, with ±20 % jitter from `seed`
+/// (so items that failed together do not come back together).
+pub fn backoff_secs(attempts: u32, retry_after: Option<Duration>, seed: u64) -> i64 {
+    let exp = FIRST_BACKOFF_SECS
+        .saturating_mul(1 << attempts.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF_SECS);
+    let spread = exp / 5;
+    let jitter = if spread > 0 {
+        (seed % (2 * spread as u64 + 1)) as i64 - spread
+    } else {
+        0
+    };
+    let floor = retry_after.map_or(0, |d| d.as_secs() as i64);
+    (exp + jitter).max(floor).min(MAX_BACKOFF_SECS.max(floor))
+}
+
+const ROW_COLUMNS: &str = "SELECT key, kind, op, fingerprint, failed, attempts, started_at,
+        next_attempt_at, error_status, error_code, error_message FROM outbox WHERE job = ?1";
+
+fn outbox_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxRow> {
+    let code: Option<String> = r.get(9)?;
+    Ok(OutboxRow {
+        key: r.get(0)?,
+        kind: r.get(1)?,
+        op: r.get(2)?,
+        fingerprint: r.get(3)?,
+        failed: r.get::<_, i64>(4)? != 0,
+        attempts: r.get::<_, i64>(5)?.max(0) as u32,
+        started: r.get::<_, Option<i64>>(6)?.is_some(),
+        next_attempt_at: r.get(7)?,
+        error: match code {
+            Some(code) => Some(RowError {
+                status: r.get::<_, Option<i64>>(8)?.map(|s| s as u16),
+                code,
+                message: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+            }),
+            None => None,
+        },
+    })
+}
+
+impl State {
+    /// Makes the outbox of `job` within `scope` hold exactly `steps`: rows
+    /// of steps no longer planned are dropped (the source moved on), new
+    /// steps are added, and steps whose fingerprint changed start afresh.
+    /// Returns the resulting rows by (key, kind).
+    pub fn queue(
+        &mut self,
+        job: &str,
+        scope: &Scope,
+        steps: &[Queued<'_>],
+    ) -> Result<HashMap<(String, String), OutboxRow>, StateError> {
+        let path = self.path.clone();
+        let e = |err| sqlite_err(&path, err);
+        let now = now_secs();
+        let tx = self.conn.transaction().map_err(e)?;
+        let mut rows: HashMap<(String, String), OutboxRow> = HashMap::new();
+        {
+            let mut add = |r: OutboxRow| {
+                rows.insert((r.key.clone(), r.kind.clone()), r);
+            };
+            if scope.is_all() {
+                let mut stmt = tx.prepare_cached(ROW_COLUMNS).map_err(e)?;
+                for r in stmt.query_map([job], outbox_row).map_err(e)? {
+                    add(r.map_err(e)?);
+                }
+            } else {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "{ROW_COLUMNS} AND (key = ?2 OR (key >= ?2 || '/' AND key < ?2 || '0'))"
+                    ))
+                    .map_err(e)?;
+                for p in scope.paths() {
+                    for r in stmt.query_map(params![job, p], outbox_row).map_err(e)? {
+                        add(r.map_err(e)?);
+                    }
+                }
+            }
+        }
+        let wanted: HashMap<(&str, &str), &Queued> =
+            steps.iter().map(|s| ((s.key, s.kind), s)).collect();
+        {
+            let mut drop_row = tx
+                .prepare_cached("DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = ?3")
+                .map_err(e)?;
+            // A create that may have been applied is kept until the pusher
+            // has looked for its document.
+            let moot: Vec<(String, String)> = rows
+                .iter()
+                .filter(|((key, kind), row)| {
+                    let suspect = row.started && row.op == "create";
+                    !(suspect || wanted.contains_key(&(key.as_str(), kind.as_str())))
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for (key, kind) in moot {
+                drop_row.execute(params![job, key, kind]).map_err(e)?;
+                rows.remove(&(key, kind));
+            }
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO outbox (job, key, kind, op, fingerprint, queued_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(job, key, kind) DO UPDATE SET op = excluded.op,
+                        fingerprint = excluded.fingerprint, failed = 0, attempts = 0,
+                        next_attempt_at = 0, error_status = NULL, error_code = NULL,
+                        error_message = NULL, queued_at = excluded.queued_at",
+                )
+                .map_err(e)?;
+            let mut rename = tx
+                .prepare_cached(
+                    "UPDATE outbox SET op = ?4 WHERE job = ?1 AND key = ?2 AND kind = ?3",
+                )
+                .map_err(e)?;
+            for s in steps {
+                let id = (s.key.to_owned(), s.kind.to_owned());
+                match rows.get_mut(&id) {
+                    Some(row) if row.fingerprint == s.fingerprint => {
+                        if row.op != s.op {
+                            rename
+                                .execute(params![job, s.key, s.kind, s.op])
+                                .map_err(e)?;
+                            row.op = s.op.to_owned();
+                        }
+                    }
+                    existing => {
+                        insert
+                            .execute(params![job, s.key, s.kind, s.op, s.fingerprint, now])
+                            .map_err(e)?;
+                        let started = existing.is_some_and(|r| r.started);
+                        rows.insert(
+                            id.clone(),
+                            OutboxRow {
+                                key: id.0,
+                                kind: id.1,
+                                op: s.op.to_owned(),
+                                fingerprint: s.fingerprint.clone(),
+                                failed: false,
+                                attempts: 0,
+                                started,
+                                next_attempt_at: 0,
+                                error: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(rows)
+    }
+
+    /// Marks a non-idempotent step as sent, before sending it.
+    pub fn step_started(&self, job: &str, key: &str, kind: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET started_at = ?4 WHERE job = ?1 AND key = ?2 AND kind = ?3",
+                params![job, key, kind, now_secs()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Drops a step that needs no more work (done, or moot).
+    pub fn step_done(&self, job: &str, key: &str, kind: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = ?3",
+                params![job, key, kind],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: a transient one is scheduled again after
+    /// a backoff, a permanent one is parked until the item changes.
+    pub fn step_failed(
+        &self,
+        job: &str,
+        key: &str,
+        kind: &str,
+        setback: Setback,
+        error: &RowError,
+    ) -> Result<(), StateError> {
+        let now = now_secs();
+        let attempts: i64 = self
+            .conn
+            .query_row(
+                "SELECT attempts FROM outbox WHERE job = ?1 AND key = ?2 AND kind = ?3",
+                params![job, key, kind],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0)
+            + 1;
+        let (failed, next) = match setback {
+            Setback::Permanent => (1, 0),
+            Setback::Transient { retry_after } => {
+                let seed = blake3::hash(format!("{job}\0{key}\0{attempts}").as_bytes());
+                let seed = u64::from_le_bytes(seed.as_bytes()[..8].try_into().expect("8 bytes"));
+                (
+                    0,
+                    now + backoff_secs(attempts as u32, retry_after, seed ^ now as u64),
+                )
+            }
+        };
+        self.conn
+            .execute(
+                "UPDATE outbox SET failed = ?4, attempts = ?5, next_attempt_at = ?6,
+                    error_status = ?7, error_code = ?8, error_message = ?9, last_attempt_at = ?10
+                 WHERE job = ?1 AND key = ?2 AND kind = ?3",
+                params![
+                    job,
+                    key,
+                    kind,
+                    failed,
+                    attempts,
+                    next,
+                    error.status.map(i64::from),
+                    error.code,
+                    error.message,
+                    now
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// `kbsync retry`: parked and backed-off steps of `job` (all jobs when
+    /// `None`), limited to `keys` when given, become due now. Returns how
+    /// many rows changed.
+    pub fn retry_now(&self, job: Option<&str>, keys: &[String]) -> Result<usize, StateError> {
+        let mut n = 0;
+        let mut run = |key: Option<&str>| -> Result<(), StateError> {
+            n += self
+                .conn
+                .execute(
+                    "UPDATE outbox SET failed = 0, next_attempt_at = 0
+                     WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR key = ?2)
+                       AND (failed = 1 OR next_attempt_at > 0)",
+                    params![job, key],
+                )
+                .map_err(|e| self.err(e))?;
+            Ok(())
+        };
+        if keys.is_empty() {
+            run(None)?;
+        } else {
+            for k in keys {
+                run(Some(k))?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// When the earliest backed-off step of `job` is due (Unix seconds).
+    /// Parked (permanent) failures are not counted: they wait for a change.
+    pub fn next_retry_at(&self, job: &str) -> Result<Option<i64>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT min(next_attempt_at) FROM outbox
+                 WHERE job = ?1 AND failed = 0 AND attempts > 0",
+                [job],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether the dataset of `job` was listed once in full (for adoption
+    /// by name); later creates only look up what may have been applied.
+    pub fn listed(&self, job: &str) -> Result<bool, StateError> {
+        let at: Option<Option<i64>> = self
+            .conn
+            .query_row("SELECT listed_at FROM jobs WHERE job = ?1", [job], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(at.flatten().is_some())
+    }
+
+    pub fn mark_listed(&self, job: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET listed_at = ?2 WHERE job = ?1",
+                params![job, now_secs()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every outbox row of `job`, for `status` and tests.
+    pub fn outbox(&self, job: &str) -> Result<Vec<OutboxRow>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{ROW_COLUMNS} ORDER BY key, kind"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([job], outbox_row).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step<'a>(key: &'a str, kind: &'static str, fp: &str) -> Queued<'a> {
+        Queued {
+            key,
+            kind,
+            op: if kind == "content" { "create" } else { kind },
+            fingerprint: fp.into(),
+        }
+    }
+
+    fn err() -> RowError {
+        RowError {
+            status: Some(415),
+            code: "unsupported_file_type".into(),
+            message: "File type not allowed.".into(),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_and_honours_retry_after() {
+        assert_eq!(backoff_secs(1, None, 12), 30 - 6 + 12);
+        let second: Vec<i64> = (0..50).map(|s| backoff_secs(2, None, s)).collect();
+        assert!(second.iter().all(|d| (48..=72).contains(d)), "{second:?}");
+        assert!((720..=900).contains(&backoff_secs(30, None, 7)));
+        assert_eq!(backoff_secs(1, Some(Duration::from_secs(120)), 0), 120);
+        assert_eq!(backoff_secs(1, Some(Duration::from_secs(5000)), 0), 5000);
+    }
+
+    #[test]
+    fn queue_keeps_history_of_unchanged_steps_and_resets_changed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::open(&dir.path().join("s.db")).unwrap();
+        let a = step("a.md", "content", "h1");
+        let b = step("b.md", "content", "h2");
+        s.queue("j", &Scope::All, &[a.clone(), b.clone()]).unwrap();
+        s.step_failed("j", "a.md", "content", Setback::Permanent, &err())
+            .unwrap();
+        s.step_failed(
+            "j",
+            "b.md",
+            "content",
+            Setback::Transient { retry_after: None },
+            &err(),
+        )
+        .unwrap();
+
+        let rows = s.queue("j", &Scope::All, &[a.clone(), b.clone()]).unwrap();
+        let ra = &rows[&("a.md".into(), "content".into())];
+        assert!(ra.failed && ra.attempts == 1 && ra.error == Some(err()));
+        let rb = &rows[&("b.md".into(), "content".into())];
+        assert!(!rb.failed && rb.attempts == 1 && rb.next_attempt_at > now_secs());
+        assert_eq!(s.next_retry_at("j").unwrap(), Some(rb.next_attempt_at));
+
+        // a.md changed: a new step. b.md no longer planned: dropped.
+        let rows = s
+            .queue("j", &Scope::All, &[step("a.md", "content", "h3")])
+            .unwrap();
+        let ra = &rows[&("a.md".into(), "content".into())];
+        assert!(!ra.failed && ra.attempts == 0 && ra.error.is_none());
+        assert_eq!(s.outbox("j").unwrap().len(), 1);
+        assert_eq!(s.next_retry_at("j").unwrap(), None);
+    }
+
+    #[test]
+    fn a_started_create_survives_until_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::open(&dir.path().join("s.db")).unwrap();
+        s.queue("j", &Scope::All, &[step("a.md", "content", "h1")])
+            .unwrap();
+        s.step_started("j", "a.md", "content").unwrap();
+        // Content changed before the answer came: still suspect.
+        let rows = s
+            .queue("j", &Scope::All, &[step("a.md", "content", "h2")])
+            .unwrap();
+        assert!(rows[&("a.md".into(), "content".into())].started);
+        // File gone: the row stays for the pusher to resolve.
+        let rows = s.queue("j", &Scope::All, &[]).unwrap();
+        assert!(rows[&("a.md".into(), "content".into())].started);
+        s.step_done("j", "a.md", "content").unwrap();
+        assert!(s.outbox("j").unwrap().is_empty());
+    }
+
+    #[test]
+    fn scoped_queue_leaves_other_rows_alone_and_retry_now_unparks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::open(&dir.path().join("s.db")).unwrap();
+        s.queue(
+            "j",
+            &Scope::All,
+            &[
+                step("x/a.md", "content", "1"),
+                step("y/b.md", "content", "2"),
+            ],
+        )
+        .unwrap();
+        s.step_failed("j", "y/b.md", "content", Setback::Permanent, &err())
+            .unwrap();
+        let scope = Scope::of(["x".to_owned()]).unwrap();
+        s.queue("j", &scope, &[]).unwrap();
+        let left = s.outbox("j").unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].key, "y/b.md");
+        assert_eq!(s.retry_now(Some("other"), &[]).unwrap(), 0);
+        assert_eq!(s.retry_now(Some("j"), &[]).unwrap(), 1);
+        assert!(!s.outbox("j").unwrap()[0].failed);
+    }
+}
