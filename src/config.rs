@@ -168,6 +168,8 @@ pub struct DifyConfig {
     /// The `data` part of create-by-file: indexing technique, process rule…
     pub create_data: serde_json::Value,
     pub indexing_wait: Duration,
+    /// Requests per minute this job may send; `None`: no limit.
+    pub requests_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -271,6 +273,7 @@ struct RawDify {
     retry_min_delay_ms: Option<Spanned<i64>>,
     retry_max_delay_secs: Option<Spanned<i64>>,
     indexing_wait_secs: Option<Spanned<i64>>,
+    requests_per_minute: Option<Spanned<i64>>,
     create_data: Option<toml::Table>,
 }
 
@@ -900,6 +903,10 @@ fn validate_dify(
             86_400,
             600,
         )? as u64),
+        requests_per_minute: match &raw.requests_per_minute {
+            None => None,
+            v => Some(int(v, "requests_per_minute", 1, 1_000_000, 0)? as u32),
+        },
     })
 }
 

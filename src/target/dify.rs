@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use super::http_date::parse_retry_after;
+use super::rate::RateLimiter;
 use super::{Capabilities, ErrorClass, TargetError};
 use crate::config::{DifyConfig, RetryConfig};
 use crate::metadata::FieldType;
@@ -75,6 +76,7 @@ pub struct DifyClient {
     key: Secret,
     retry: RetryConfig,
     requests: AtomicU64,
+    limiter: Option<RateLimiter>,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +102,7 @@ impl DifyClient {
             key,
             retry: cfg.retry,
             requests: AtomicU64::new(0),
+            limiter: cfg.requests_per_minute.map(RateLimiter::per_minute),
         })
     }
 
@@ -131,13 +134,25 @@ impl DifyClient {
             .retry(self.backoff())
             .when(TargetError::is_transient)
             .adjust(|e: &TargetError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
-            .notify(|e: &TargetError, after: Duration| {
-                tracing::warn!(call = what, error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
-            })
+            .notify(|e: &TargetError, after: Duration| self.slow_down(what, e, after))
             .await
     }
 
+    /// Logs a retry; when the upstream asked to slow down, every request
+    /// of this target waits, not just this one.
+    fn slow_down(&self, what: &str, e: &TargetError, after: Duration) {
+        tracing::warn!(call = what, error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
+        if let Some(limiter) = &self.limiter {
+            if e.is_rate_limit() {
+                limiter.pause(after);
+            }
+        }
+    }
+
     async fn once(&self, req: RequestBuilder) -> Result<Response, TargetError> {
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire().await;
+        }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let resp = req.send().await.map_err(network_error)?;
         if resp.status().is_success() {
@@ -250,7 +265,7 @@ impl DifyClient {
                 return Err(err);
             };
             let delay = err.retry_after.unwrap_or(delay);
-            tracing::warn!(call = "create_by_file", error = %err, retry_in_ms = delay.as_millis() as u64, "transient failure, retrying");
+            self.slow_down("create_by_file", &err, delay);
             tokio::time::sleep(delay).await;
             if may_have_been_applied(&err) {
                 if let Some(doc) = self.find_by_name(name).await? {
@@ -352,8 +367,20 @@ impl DifyClient {
             .call("create_metadata_field", || {
                 self.request(Method::POST, "metadata").json(&body)
             })
-            .await?;
-        Self::json(resp).await
+            .await;
+        match resp {
+            Ok(resp) => Self::json(resp).await,
+            // An earlier attempt was applied but its answer lost (or another
+            // writer made it meanwhile): the field is there, use it.
+            Err(e) if e.status == Some(400) && e.message.contains("already exists") => {
+                let fields = self.list_fields().await?;
+                fields
+                    .into_iter()
+                    .find(|f| f.name == name && f.kind == kind.to_string())
+                    .ok_or(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `POST /datasets/{id}/documents/metadata`, replacing each listed

@@ -4,6 +4,7 @@
 pub mod dify;
 pub mod dify_name;
 pub mod http_date;
+pub mod rate;
 
 use std::fmt;
 use std::time::Duration;
@@ -46,6 +47,12 @@ impl std::error::Error for TargetError {}
 impl TargetError {
     pub fn is_transient(&self) -> bool {
         self.class == ErrorClass::Transient
+    }
+
+    /// The upstream said "too many requests": 429, or Dify's rate-limit 403.
+    pub fn is_rate_limit(&self) -> bool {
+        self.status == Some(429)
+            || (self.status == Some(403) && self.message.to_lowercase().contains("rate limit"))
     }
 
     pub fn local(class: ErrorClass, code: &str, message: impl Into<String>) -> Self {

@@ -159,6 +159,119 @@ impl Fault {
     }
 }
 
+/// Dify's knowledge rate limit, simulated: at most `limit` requests in any
+/// sliding `window`; beyond that, the 403 Dify sends (not applied).
+pub struct RateWindow {
+    pub limit: usize,
+    pub window: std::time::Duration,
+    seen: std::collections::VecDeque<std::time::Instant>,
+}
+
+impl RateWindow {
+    pub fn new(limit: usize, window: std::time::Duration) -> RateWindow {
+        RateWindow {
+            limit,
+            window,
+            seen: Default::default(),
+        }
+    }
+
+    fn admit(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        while self
+            .seen
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            self.seen.pop_front();
+        }
+        if self.seen.len() >= self.limit {
+            return false;
+        }
+        self.seen.push_back(now);
+        true
+    }
+}
+
+pub const RATE_LIMIT_MESSAGE: &str =
+    "Sorry, you have reached the knowledge base request rate limit of your subscription.";
+
+/// Random faults on a share of all requests, from a seeded generator so a
+/// failing run can be replayed with its seed.
+pub struct Chaos {
+    state: u64,
+    /// Faulty requests per thousand.
+    pub per_mille: u64,
+    /// Faults injected so far, by kind.
+    pub injected: BTreeMap<&'static str, usize>,
+}
+
+impl Chaos {
+    pub fn new(seed: u64, per_mille: u64) -> Chaos {
+        Chaos {
+            state: seed.max(1),
+            per_mille,
+            injected: BTreeMap::new(),
+        }
+    }
+
+    /// xorshift64*: plenty for picking faults.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn pick(&mut self, path: &str) -> Option<Fault> {
+        if self.next() % 1000 >= self.per_mille {
+            return None;
+        }
+        // Dify's metadata lock only concerns the (few) batch metadata calls:
+        // give it a fair share of their faults.
+        let pick = if path.ends_with("/documents/metadata") && self.next().is_multiple_of(3) {
+            8
+        } else {
+            self.next() % 9
+        };
+        let (name, fault) = match pick {
+            0 => (
+                "503",
+                Fault::status(503, "service_unavailable", "Service Unavailable"),
+            ),
+            1 => ("502", Fault::status(502, "bad_gateway", "Bad Gateway")),
+            2 => ("429", Fault::too_many("0")),
+            3 => (
+                "403 rate limit",
+                Fault::status(403, "forbidden", RATE_LIMIT_MESSAGE),
+            ),
+            4 => ("drop", Fault::Drop),
+            5 => ("applied then 500", Fault::ApplyThen500),
+            6 => ("applied then drop", Fault::ApplyThenDrop),
+            7 => (
+                "slow",
+                Fault::ApplyThenStall(std::time::Duration::from_millis(20 + self.next() % 200)),
+            ),
+            _ if path.ends_with("/documents/metadata") => (
+                "metadata lock",
+                Fault::status(
+                    400,
+                    "invalid_param",
+                    "Another document metadata operation is running, please wait a moment.",
+                ),
+            ),
+            _ => (
+                "500",
+                Fault::status(500, "internal_server_error", "Internal Server Error"),
+            ),
+        };
+        *self.injected.entry(name).or_default() += 1;
+        Some(fault)
+    }
+}
+
 pub struct FaultRule {
     pub method: Option<Method>,
     pub path_contains: String,
@@ -180,6 +293,8 @@ pub struct World {
     /// "METHOD path" of every request, logged when it arrives (`log` is
     /// written when it is answered).
     pub arrived: Vec<String>,
+    pub rate_limit: Option<RateWindow>,
+    pub chaos: Option<Chaos>,
     next_id: u64,
     /// Bumped on every arrival and answer, for `FakeDify::wait_until`.
     changed: tokio::sync::watch::Sender<u64>,
@@ -195,6 +310,8 @@ impl World {
             polls_to_complete: 0,
             dataset_has_indexing: false,
             arrived: Vec::new(),
+            rate_limit: None,
+            chaos: None,
             next_id: 1,
             changed: tokio::sync::watch::Sender::new(0),
         }
@@ -436,7 +553,16 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
         Err(_) => return Err(Dropped),
     };
 
-    let fault = world.lock().unwrap().take_fault(&method, &path);
+    let fault = {
+        let mut w = world.lock().unwrap();
+        let limited = w.rate_limit.as_mut().is_some_and(|r| !r.admit());
+        if limited {
+            Some(Fault::status(403, "forbidden", RATE_LIMIT_MESSAGE))
+        } else {
+            w.take_fault(&method, &path)
+                .or_else(|| w.chaos.as_mut().and_then(|c| c.pick(&path)))
+        }
+    };
     let (response, apply_then) = match fault {
         Some(Fault::Drop) => {
             log(&world, &method, &logged_path, 0);
