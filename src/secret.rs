@@ -81,10 +81,22 @@ impl SecretSource {
 }
 
 fn read_file(path: &Path) -> Result<String, SecretError> {
-    std::fs::read_to_string(path).map_err(|source| SecretError::File {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
         path: path.to_owned(),
         source,
-    })
+    })?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "API key file {} is readable by other users (mode {mode:03o}); restrict it: chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

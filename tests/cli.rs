@@ -1,22 +1,13 @@
 //! The binary as a user runs it: exit codes, and error messages that name
 //! the file, line and key of a bad config.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
 fn kbsync(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kbsync"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::run_binary(Command::new(env!("CARGO_BIN_EXE_kbsync")), config, args)
 }
 
 fn config_with(dir: &Path, body: &str) -> std::path::PathBuf {

@@ -509,10 +509,21 @@ impl Pusher<'_> {
             });
         };
         let path = folder.root.join(key);
+        // The scan could read it a moment ago: whatever happened since (the
+        // file removed, renamed, its permissions changed) the next scan
+        // sees, so this is retried, never parked.
         match tokio::fs::read(&path).await {
             Ok(b) => Ok(bytes::Bytes::from(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(TargetError::local(
+                ErrorClass::Transient,
+                "vanished",
+                format!(
+                    "{} disappeared before its upload; the next scan sees it gone",
+                    path.display()
+                ),
+            )),
             Err(e) => Err(TargetError::local(
-                ErrorClass::Permanent,
+                ErrorClass::Transient,
                 "unreadable",
                 format!("cannot read {}: {e}", path.display()),
             )),

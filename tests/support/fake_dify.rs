@@ -272,6 +272,8 @@ impl Chaos {
     }
 }
 
+pub type ArrivalHook = Box<dyn FnMut(&str) + Send>;
+
 pub struct FaultRule {
     pub method: Option<Method>,
     pub path_contains: String,
@@ -295,6 +297,9 @@ pub struct World {
     pub arrived: Vec<String>,
     pub rate_limit: Option<RateWindow>,
     pub chaos: Option<Chaos>,
+    /// Called with "METHOD path" as each request arrives, before it is
+    /// applied: lets a test change the world mid-pass at an exact point.
+    pub on_arrival: Option<ArrivalHook>,
     next_id: u64,
     /// Bumped on every arrival and answer, for `FakeDify::wait_until`.
     changed: tokio::sync::watch::Sender<u64>,
@@ -312,6 +317,7 @@ impl World {
             arrived: Vec::new(),
             rate_limit: None,
             chaos: None,
+            on_arrival: None,
             next_id: 1,
             changed: tokio::sync::watch::Sender::new(0),
         }
@@ -545,7 +551,11 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
         .map(str::to_owned);
     {
         let mut w = world.lock().unwrap();
-        w.arrived.push(format!("{method} {logged_path}"));
+        let line = format!("{method} {logged_path}");
+        if let Some(hook) = w.on_arrival.as_mut() {
+            hook(&line);
+        }
+        w.arrived.push(line);
         w.bump();
     }
     let body = match req.into_body().collect().await {

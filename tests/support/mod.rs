@@ -137,6 +137,27 @@ pub async fn with_fake(policy: &str, metadata: &str) -> (fake_dify::FakeDify, Wo
     (fake, ws)
 }
 
+/// Runs `cmd` (the kbsync binary, perhaps behind a wrapper) with
+/// `args --config <config>`: exit code, stdout, stderr.
+pub fn run_binary(
+    mut cmd: std::process::Command,
+    config: &Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = cmd
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn set_mtime(path: &Path, secs: i64) {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
     let f = std::fs::File::options().write(true).open(path).unwrap();

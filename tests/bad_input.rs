@@ -1,0 +1,300 @@
+//! The bad-input corpus: every kind of hostile or broken input kbsync must
+//! survive, each with the exact words it reports. Nothing may crash the run,
+//! and nothing may be dropped silently: what cannot be mirrored is named
+//! with its reason, and its earlier upstream copy is kept.
+
+mod support;
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use kbsync::target::dify_name::document_name;
+use support::fake_dify::{FakeDify, DATASET};
+use support::Workspace;
+
+fn reason_for<'r>(r: &'r kbsync::reconcile::JobReport, needle: &str) -> &'r str {
+    r.skipped
+        .iter()
+        .find(|s| s.path.contains(needle))
+        .map(|s| s.reason.as_str())
+        .unwrap_or_else(|| panic!("{needle} not reported as skipped: {:?}", r.skipped))
+}
+
+fn kbsync(config: &Path, args: &[&str], as_nobody: bool) -> (i32, String, String) {
+    // Root reads every file whatever its mode: to see a permission error the
+    // binary runs as an unprivileged user.
+    let cmd = if as_nobody && is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_kbsync"),
+        ]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_kbsync"))
+    };
+    support::run_binary(cmd, config, args)
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_files_bad_names_loops_and_long_paths() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        DATASET,
+        "delete",
+        "",
+        "pages = { front_matter = \"pages\", type = \"number\" }",
+    );
+    let cfg = std::fs::read_to_string(&ws.config_path).unwrap();
+    std::fs::write(
+        &ws.config_path,
+        cfg.replace("root = \"docs\"", "root = \"docs\"\nfollow_symlinks = true"),
+    )
+    .unwrap();
+
+    ws.write("good.md", "fine");
+    // A FIFO would block a reader forever; a socket cannot be read at all.
+    assert!(Command::new("mkfifo")
+        .arg(ws.path("pipe.md"))
+        .status()
+        .unwrap()
+        .success());
+    let _socket = std::os::unix::net::UnixListener::bind(ws.path("sock.md")).unwrap();
+    let device = is_root()
+        && Command::new("mknod")
+            .arg(ws.path("null.md"))
+            .args(["c", "1", "3"])
+            .status()
+            .is_ok_and(|s| s.success());
+    // A name that is not UTF-8 cannot become a document name.
+    let bad = ws.root.join(std::ffi::OsStr::from_bytes(b"caf\xe9.md"));
+    std::fs::write(&bad, "latin-1 name").unwrap();
+    // A link back to its own folder: followed, it never ends.
+    std::fs::create_dir_all(ws.path("loop")).unwrap();
+    std::os::unix::fs::symlink("..", ws.path("loop/again")).unwrap();
+    // Long: three 200-character folders and a 240-character file name.
+    let long_key = format!(
+        "{}/{}/{}/{}.md",
+        "a".repeat(200),
+        "b".repeat(200),
+        "c".repeat(200),
+        "d".repeat(240)
+    );
+    ws.write(&long_key, "deep");
+    // A value the field's type cannot take.
+    ws.write("bad-meta.md", "---\npages: many\n---\nbody");
+
+    let r = ws.sync().await;
+    assert_eq!(reason_for(&r, "pipe.md"), "not a regular file (fifo)");
+    assert_eq!(reason_for(&r, "sock.md"), "not a regular file (socket)");
+    if device {
+        assert_eq!(
+            reason_for(&r, "null.md"),
+            "not a regular file (character device)"
+        );
+    }
+    assert_eq!(
+        reason_for(&r, "caf"),
+        "file name is not valid UTF-8; rename it to mirror it"
+    );
+    assert!(
+        reason_for(&r, "loop").contains("File system loop found"),
+        "{:?}",
+        r.skipped
+    );
+    let warning = r
+        .plan
+        .warnings
+        .iter()
+        .find(|(k, _)| k == "bad-meta.md")
+        .map(|(_, w)| (w.field.clone(), w.message.clone()));
+    assert_eq!(
+        warning,
+        Some((
+            "pages".to_owned(),
+            "value \"many\" is not a valid number".to_owned()
+        ))
+    );
+    assert!(!r.converged(), "skipped files mean the mirror is not exact");
+
+    let w = fake.world();
+    let names: Vec<&str> = w.docs.values().map(|d| d.name.as_str()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(w.doc_by_name("good.md").is_some());
+    let long = w.doc_by_name(&document_name(&long_key)).unwrap();
+    assert!(long.name.chars().count() <= 200 && long.name.ends_with(".md"));
+    assert_eq!(long.content, b"deep");
+    // Uploaded without the value it could not take.
+    assert!(!w.metadata_of("bad-meta.md").contains_key("pages"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_vanish_or_change_between_scan_and_upload() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        DATASET,
+        "delete",
+        "upload_concurrency = 1",
+        "",
+    );
+    for k in ["a.md", "b.md", "c.md"] {
+        ws.write(k, &format!("{k} v1"));
+    }
+    // Uploads go one at a time, in key order: when a.md's arrives, b.md is
+    // removed and c.md rewritten, after the scan and before their reads.
+    let (b, c) = (ws.path("b.md"), ws.path("c.md"));
+    fake.world().on_arrival = Some(Box::new(move |line| {
+        if line.contains("create-by-file") && b.exists() {
+            std::fs::remove_file(&b).unwrap();
+            std::fs::write(&c, "c.md v2").unwrap();
+        }
+    }));
+    let r = ws.sync().await;
+    let o = r.outcome.as_ref().unwrap();
+    assert_eq!(o.failures.len(), 1, "{:?}", o.failures);
+    assert_eq!(o.failures[0].key, "b.md");
+    assert_eq!(o.failures[0].error.code, "vanished");
+    assert!(o.failures[0]
+        .error
+        .message
+        .ends_with("disappeared before its upload; the next scan sees it gone"));
+    // What was sent is what is recorded: c.md's new bytes.
+    assert_eq!(
+        fake.world().doc_by_name("c.md").unwrap().content,
+        b"c.md v2"
+    );
+    let r = ws.sync().await;
+    assert!(r.converged(), "{:?}", r.outcome);
+    let w = fake.world();
+    assert_eq!(w.docs.len(), 2);
+    assert!(w.doc_by_name("b.md").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_files_and_folders_are_reported_and_their_copies_kept() {
+    if is_root() && Command::new("setpriv").arg("--version").output().is_err() {
+        panic!("running as root needs setpriv (util-linux) to test permissions");
+    }
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    ws.write("open.md", "anyone");
+    ws.write("secret.md", "mine");
+    ws.write("private/a.md", "a");
+    ws.write("private/b.md", "b");
+    // The unprivileged run needs to reach the workspace and write its state.
+    std::fs::create_dir_all(ws.dir.path().join("state")).unwrap();
+    for p in [
+        ws.dir.path().to_owned(),
+        ws.dir.path().join("state"),
+        ws.root.clone(),
+        ws.path("private"),
+    ] {
+        chmod(&p, 0o777);
+    }
+    chmod(&ws.dir.path().join("api.key"), 0o644);
+
+    let (code, _, err) = kbsync(&ws.config_path, &["--reconcile"], true);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("is readable by other users (mode 644); restrict it: chmod 600"),
+        "{err}"
+    );
+    assert_eq!(fake.world().docs.len(), 4);
+
+    chmod(&ws.path("secret.md"), 0o000);
+    chmod(&ws.path("private"), 0o000);
+    let (code, out, _) = kbsync(&ws.config_path, &["--reconcile"], true);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("skipped secret.md: cannot read: Permission denied (os error 13)"),
+        "{out}"
+    );
+    assert!(out.contains("private"), "{out}");
+    assert!(out.contains("Permission denied"), "{out}");
+    assert_eq!(
+        fake.world().docs.len(),
+        4,
+        "unreadable is not deleted: every copy is kept"
+    );
+
+    chmod(&ws.path("secret.md"), 0o644);
+    chmod(&ws.path("private"), 0o777);
+    let (code, out, _) = kbsync(&ws.config_path, &["--reconcile"], true);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_is_refused_and_left_untouched() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    ws.write("a.md", "a");
+    let state = ws.dir.path().join("state/kbsync.db");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    let garbage = b"SQLite format 3\0 but then nothing a database would hold ...".repeat(100);
+    std::fs::write(&state, &garbage).unwrap();
+    let (code, _, err) = kbsync(&ws.config_path, &["--reconcile"], false);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("is not a kbsync state database or is corrupt; it was left untouched"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), garbage);
+    assert_eq!(fake.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_locked_by_another_program_or_kbsync_is_refused() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    ws.write("a.md", "a");
+    let (code, _, err) = kbsync(&ws.config_path, &["--reconcile"], false);
+    assert_eq!(code, 0, "{err}");
+    let state = ws.dir.path().join("state/kbsync.db");
+
+    // Another kbsync holds it (this test process takes kbsync's lock).
+    let lock = kbsync::state::StateLock::acquire(&state).unwrap();
+    let (code, _, err) = kbsync(&ws.config_path, &["--reconcile"], false);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "is in use by another kbsync (pid {}); stop it first",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    drop(lock);
+
+    // Another program holds a write lock inside SQLite itself: kbsync waits
+    // (busy timeout), then says who to look for.
+    let other = rusqlite::Connection::open(&state).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    ws.write("b.md", "b");
+    let (code, _, err) = kbsync(&ws.config_path, &["--reconcile"], false);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("database is locked"), "{err}");
+    assert!(
+        err.contains("another process holds the state file"),
+        "{err}"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    drop(other);
+    let (code, _, err) = kbsync(&ws.config_path, &["--reconcile"], false);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fake.world().docs.len(), 2);
+}
