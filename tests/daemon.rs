@@ -452,3 +452,54 @@ api_key_file = "api.key"
         .await;
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_backed_off_step_waits_across_a_restart_until_its_time_or_kbsync_retry() {
+    let (fake, ws) = setup("disable", "", "debounce_ms = 50").await;
+    // More 503s than one pass retries (1 + max_retries = 9 attempts).
+    fake.world().inject(
+        None,
+        "create-by-file",
+        Fault::status(503, "service_unavailable", "Service Unavailable"),
+        9,
+    );
+    ws.write("a.md", "patience");
+    let creates = |w: &World| w.count_since(0, "create-by-file");
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    fake.wait_until("nine refused creates", WAIT, |w| creates(w) == 9)
+        .await;
+    d.notified("STATUS=watching").await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
+        .args(["status", "--json", "--config"])
+        .arg(&ws.config_path)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let retrying = &v[0]["retrying"][0];
+    assert_eq!(retrying["key"], "a.md");
+    assert_eq!(retrying["status"], 503);
+    assert_eq!(retrying["attempts"], 1);
+    let wait = retrying["next_attempt_at"].as_i64().unwrap() - kbsync::state::unix_now();
+    assert!((20..=40).contains(&wait), "next attempt in {wait}s");
+    d.stop().await;
+
+    // A restart does not forget the backoff: the first full pass leaves
+    // the step alone.
+    let mut d = Daemon::spawn(&ws, "2", &[]);
+    d.notified("READY=1").await;
+    d.notified("STATUS=watching").await;
+    assert_eq!(creates(&fake.world()), 9);
+    assert!(d.log_text().contains("waiting until"), "{}", d.log_text());
+
+    // `kbsync retry` cuts the wait short.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
+        .args(["retry", "--config"])
+        .arg(&ws.config_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    fake.wait_until("the retried upload", WAIT, |w| has(w, "a.md", "patience"))
+        .await;
+    d.stop().await;
+}
