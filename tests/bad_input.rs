@@ -26,13 +26,16 @@ fn kbsync(config: &Path, args: &[&str], as_nobody: bool) -> (i32, String, String
     // Root reads every file whatever its mode: to see a permission error the
     // binary runs as an unprivileged user.
     let cmd = if as_nobody && is_root() {
+        // The build folder may sit where `nobody` cannot reach (under
+        // /root, say): run a copy from beside the config.
+        let copy = config.with_file_name("kbsync-bin");
+        if !copy.exists() {
+            std::fs::copy(env!("CARGO_BIN_EXE_kbsync"), &copy).unwrap();
+            chmod(&copy, 0o755);
+        }
         let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            env!("CARGO_BIN_EXE_kbsync"),
-        ]);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&copy);
         c
     } else {
         Command::new(env!("CARGO_BIN_EXE_kbsync"))
