@@ -345,6 +345,18 @@ impl Pusher<'_> {
             .iter()
             .filter(|u| !blocked.contains(u.key))
             .collect();
+        let blind: Vec<&str> = ready
+            .iter()
+            .filter(|u| {
+                u.doc_id.is_none()
+                    && !existing
+                        .as_ref()
+                        .is_some_and(|all| all.contains_key(&document_name(u.key)))
+            })
+            .map(|u| u.key)
+            .collect();
+        self.state
+            .steps_started(&self.job.name, &blind, queue::CONTENT)?;
         let jobs = ready
             .into_iter()
             .map(|u| self.upload_one(u, existing.as_ref()));
@@ -449,12 +461,8 @@ impl Pusher<'_> {
                 }
                 (Some(doc.id.clone()), true)
             }
-            (None, None) => {
-                if let Err(e) = self.mark_started(u.key) {
-                    return failed(e);
-                }
-                (None, false)
-            }
+            // Marked started with the whole phase, in `uploads`.
+            (None, None) => (None, false),
         };
         let result = match &doc_id {
             Some(id) => match self.update(u.key, id, &name, &bytes).await {
@@ -494,7 +502,7 @@ impl Pusher<'_> {
     /// answer is recorded, it may be applied upstream without our knowing.
     fn mark_started(&self, key: &str) -> Result<(), TargetError> {
         self.state
-            .step_started(&self.job.name, key, queue::CONTENT)
+            .steps_started(&self.job.name, &[key], queue::CONTENT)
             .map_err(|e| TargetError::local(ErrorClass::Fatal, "state", e.to_string()))
     }
 

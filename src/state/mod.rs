@@ -355,18 +355,18 @@ impl State {
         batch: Option<&str>,
     ) -> Result<(), StateError> {
         let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE items SET doc_id = ?3, doc_name = ?4, pushed_hash = ?5, indexing_batch = ?6,
                     status = 'enabled'
              WHERE job = ?1 AND key = ?2",
-            params![job, key, doc_id, doc_name, hash, batch],
         )
+        .and_then(|mut s| s.execute(params![job, key, doc_id, doc_name, hash, batch]))
         .map_err(|e| self.err(e))?;
         // Adopting or updating may also have restored the document.
-        tx.execute(
+        tx.prepare_cached(
             "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind IN ('content', 'status')",
-            params![job, key],
         )
+        .and_then(|mut s| s.execute(params![job, key]))
         .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }

@@ -218,15 +218,25 @@ impl State {
         Ok(rows)
     }
 
-    /// Marks a non-idempotent step as sent, before sending it.
-    pub fn step_started(&self, job: &str, key: &str, kind: &str) -> Result<(), StateError> {
-        self.conn
-            .execute(
-                "UPDATE outbox SET started_at = ?4 WHERE job = ?1 AND key = ?2 AND kind = ?3",
-                params![job, key, kind, now_secs()],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+    /// Marks non-idempotent steps as (about to be) sent, before sending
+    /// them: one transaction for a whole phase, since a commit per upload
+    /// would cost more than it saves (a crash at worst makes the next pass
+    /// look up creates that were never sent).
+    pub fn steps_started(&self, job: &str, keys: &[&str], kind: &str) -> Result<(), StateError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE outbox SET started_at = ?4 WHERE job = ?1 AND key = ?2 AND kind = ?3",
+                )
+                .map_err(|e| self.err(e))?;
+            let now = now_secs();
+            for key in keys {
+                stmt.execute(params![job, key, kind, now])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// Drops a step that needs no more work (done, or moot).
@@ -441,7 +451,7 @@ mod tests {
         let mut s = State::open(&dir.path().join("s.db")).unwrap();
         s.queue("j", &Scope::All, &[step("a.md", "content", "h1")])
             .unwrap();
-        s.step_started("j", "a.md", "content").unwrap();
+        s.steps_started("j", &["a.md"], "content").unwrap();
         // Content changed before the answer came: still suspect.
         let rows = s
             .queue("j", &Scope::All, &[step("a.md", "content", "h2")])

@@ -67,7 +67,6 @@ pub const MIGRATIONS: &[&str] = &[
         queued_at       INTEGER NOT NULL,
         PRIMARY KEY (job, key, kind)
     ) WITHOUT ROWID;
-    CREATE INDEX outbox_due ON outbox (job, failed, next_attempt_at);
     UPDATE items SET error_code = NULL, error_message = NULL, error_at = NULL;
     ALTER TABLE jobs ADD COLUMN listed_at INTEGER;
     "#,
