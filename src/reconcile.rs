@@ -346,6 +346,9 @@ impl Runner {
             error: None,
         };
         if opts.dry_run {
+            // Show what the outbox would hold back, without writing it.
+            let rows = self.state.outbox_in(&job.name, scope)?;
+            report.held = queue::hold(&report.plan, &rows, crate::state::unix_now(), false).1;
             report.elapsed = started.elapsed();
             return Ok(report);
         }

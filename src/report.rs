@@ -13,11 +13,22 @@ pub fn print_plan(out: &mut impl Write, reports: &[JobReport]) -> std::io::Resul
         .iter()
         .flat_map(|r| {
             r.plan.ops.iter().map(move |op| {
+                let held = r
+                    .held
+                    .iter()
+                    .find(|h| h.key == op.key() && h.op == op.name())
+                    .map(|h| {
+                        format!(
+                            " (held: refused before with {}; `kbsync retry` to try again)",
+                            h.error.code
+                        )
+                    })
+                    .unwrap_or_default();
                 [
                     r.job.clone(),
                     op.name().to_owned(),
                     op.key().to_owned(),
-                    detail(op),
+                    format!("{}{held}", detail(op)),
                 ]
             })
         })
@@ -88,6 +99,7 @@ pub fn plan_json(reports: &[JobReport]) -> serde_json::Value {
             "scanned": r.scanned,
             "ops": r.plan.ops,
             "skipped": r.skipped.iter().map(|s| json!({"path": s.path, "reason": s.reason})).collect::<Vec<_>>(),
+            "held": r.held.iter().map(|h| json!({"item": h.key, "op": h.op, "status": h.error.status, "code": h.error.code, "message": h.error.message, "next_attempt_at": h.until})).collect::<Vec<_>>(),
             "warnings": r.plan.warnings.iter().map(|(k, w)| json!({"item": k, "field": w.field, "message": w.message})).collect::<Vec<_>>(),
         }))
         .collect::<Vec<_>>())

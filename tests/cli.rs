@@ -176,3 +176,25 @@ fn daemon_settings_are_checked_like_the_rest() {
         "{err}"
     );
 }
+
+#[test]
+fn plain_http_is_refused_except_to_loopback_or_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = GOOD_JOB.replace("https://dify.example.com", "http://dify.example.com");
+    let (code, _, err) = kbsync(&config_with(dir.path(), &http), &["--dry-run"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.toml:8:12: `sync[0].dify.base_url`")
+            && err.contains("plain http would send the API key in clear text"),
+        "{err}"
+    );
+    let loopback = GOOD_JOB.replace("https://dify.example.com", "http://127.0.0.1:5001");
+    let (code, _, err) = kbsync(&config_with(dir.path(), &loopback), &["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let allowed = http.replace(
+        "dataset_id = \"abc\"",
+        "dataset_id = \"abc\"\nallow_insecure_http = true",
+    );
+    let (code, _, err) = kbsync(&config_with(dir.path(), &allowed), &["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -298,6 +298,33 @@ async fn transient_faults_converge_without_duplicates() {
 }
 
 #[tokio::test]
+async fn a_create_answered_after_the_timeout_is_adopted_not_duplicated() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        support::fake_dify::DATASET,
+        "delete",
+        "timeout_secs = 1",
+        "",
+    );
+    ws.write("slow.md", "applied, but the answer comes too late");
+    fake.world().inject(
+        None,
+        "create-by-file",
+        Fault::ApplyThenStall(std::time::Duration::from_secs(3)),
+        1,
+    );
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert_eq!(w.docs.len(), 1, "{:?}", w.duplicate_names());
+    // `arrived`: the stalled create is answered (and logged) only later.
+    let arrived = |needle: &str| w.arrived.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(arrived("create-by-file"), 1);
+    assert_eq!(arrived("keyword="), 1);
+}
+
+#[tokio::test]
 async fn permanent_errors_are_reported_per_file_and_not_retried_in_the_pass() {
     let (fake, ws) = setup("disable").await;
     tree(&ws, 3);
@@ -324,6 +351,10 @@ async fn permanent_errors_are_reported_per_file_and_not_retried_in_the_pass() {
     assert_eq!(r.held[0].key, "notes.xyz");
     assert_eq!(r.held[0].until, None);
     assert_eq!(fake.world().count_since(0, "create-by-file"), 4);
+    // A dry run says so too.
+    let d = ws.dry_run().await;
+    assert_eq!(d.held.len(), 1);
+    assert_eq!(d.held[0].error.code, "unsupported_file_type");
     // …until the file changes.
     ws.write("notes.xyz", "Dify still does not take this type");
     let r = ws.sync().await;

@@ -107,6 +107,33 @@ fn outbox_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxRow> {
     })
 }
 
+fn rows_in(
+    conn: &rusqlite::Connection,
+    job: &str,
+    scope: &Scope,
+) -> rusqlite::Result<HashMap<(String, String), OutboxRow>> {
+    let mut rows = HashMap::new();
+    let mut add = |r: OutboxRow| {
+        rows.insert((r.key.clone(), r.kind.clone()), r);
+    };
+    if scope.is_all() {
+        let mut stmt = conn.prepare_cached(ROW_COLUMNS)?;
+        for r in stmt.query_map([job], outbox_row)? {
+            add(r?);
+        }
+    } else {
+        let mut stmt = conn.prepare_cached(&format!(
+            "{ROW_COLUMNS} AND (key = ?2 OR (key >= ?2 || '/' AND key < ?2 || '0'))"
+        ))?;
+        for p in scope.paths() {
+            for r in stmt.query_map(params![job, p], outbox_row)? {
+                add(r?);
+            }
+        }
+    }
+    Ok(rows)
+}
+
 impl State {
     /// Makes the outbox of `job` within `scope` hold exactly `steps`: rows
     /// of steps no longer planned are dropped (the source moved on), new
@@ -122,29 +149,7 @@ impl State {
         let e = |err| sqlite_err(&path, err);
         let now = now_secs();
         let tx = self.conn.transaction().map_err(e)?;
-        let mut rows: HashMap<(String, String), OutboxRow> = HashMap::new();
-        {
-            let mut add = |r: OutboxRow| {
-                rows.insert((r.key.clone(), r.kind.clone()), r);
-            };
-            if scope.is_all() {
-                let mut stmt = tx.prepare_cached(ROW_COLUMNS).map_err(e)?;
-                for r in stmt.query_map([job], outbox_row).map_err(e)? {
-                    add(r.map_err(e)?);
-                }
-            } else {
-                let mut stmt = tx
-                    .prepare_cached(&format!(
-                        "{ROW_COLUMNS} AND (key = ?2 OR (key >= ?2 || '/' AND key < ?2 || '0'))"
-                    ))
-                    .map_err(e)?;
-                for p in scope.paths() {
-                    for r in stmt.query_map(params![job, p], outbox_row).map_err(e)? {
-                        add(r.map_err(e)?);
-                    }
-                }
-            }
-        }
+        let mut rows = rows_in(&tx, job, scope).map_err(e)?;
         let wanted: HashMap<(&str, &str), &Queued> =
             steps.iter().map(|s| ((s.key, s.kind), s)).collect();
         {
@@ -216,6 +221,16 @@ impl State {
         }
         tx.commit().map_err(e)?;
         Ok(rows)
+    }
+
+    /// The outbox rows of `job` within `scope`, without changing anything
+    /// (for `--dry-run`).
+    pub fn outbox_in(
+        &self,
+        job: &str,
+        scope: &Scope,
+    ) -> Result<HashMap<(String, String), OutboxRow>, StateError> {
+        rows_in(&self.conn, job, scope).map_err(|e| self.err(e))
     }
 
     /// Marks non-idempotent steps as (about to be) sent, before sending
