@@ -1,6 +1,7 @@
 //! Upstream targets. Each target states what it can do and turns the
 //! upstream's answers into typed errors that say whether to retry.
 
+pub mod acs3;
 pub mod dify;
 pub mod dify_name;
 pub mod http_date;
