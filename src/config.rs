@@ -16,6 +16,7 @@ use toml::Spanned;
 
 use crate::metadata::{Fact, FieldMapping, FieldSource, FieldType};
 use crate::secret::SecretSource;
+use crate::target::Capabilities;
 
 /// Dify's default upload limit (UPLOAD_FILE_SIZE_LIMIT) is 15 MB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 15 * 1024 * 1024;
@@ -53,6 +54,8 @@ pub enum DeletePolicy {
     #[default]
     Disable,
     Archive,
+    /// Leave the upstream item as it is; only forget it locally.
+    Keep,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +157,42 @@ pub struct FolderConfig {
 #[derive(Debug, Clone)]
 pub enum TargetConfig {
     Dify(DifyConfig),
+    Sharely(SharelyConfig),
+}
+
+impl TargetConfig {
+    pub fn capabilities(&self) -> Capabilities {
+        match self {
+            TargetConfig::Dify(_) => crate::target::dify::CAPABILITIES,
+            TargetConfig::Sharely(_) => crate::target::sharely::CAPABILITIES,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetConfig::Dify(_) => "dify",
+            TargetConfig::Sharely(_) => "sharely",
+        }
+    }
+}
+
+/// Sharely.ai knowledge metadata. Its public API documents no upload, list
+/// or delete, so kbsync mirrors metadata only, onto knowledge items the
+/// config names.
+#[derive(Debug, Clone)]
+pub struct SharelyConfig {
+    pub base_url: Url,
+    pub workspace_id: String,
+    pub organization_id: String,
+    pub api_key: SecretSource,
+    /// The knowledge items' `type` (FILE, URL, …): it must match the item.
+    pub knowledge_type: String,
+    /// Local key → knowledge id.
+    pub knowledge: BTreeMap<String, String>,
+    pub concurrency: usize,
+    pub timeout: Duration,
+    pub retry: RetryConfig,
+    pub requests_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -217,10 +256,11 @@ struct RawDaemon {
 #[serde(deny_unknown_fields)]
 struct RawJob {
     name: Spanned<String>,
-    delete_policy: Option<DeletePolicy>,
+    delete_policy: Option<Spanned<DeletePolicy>>,
     folder: Option<Spanned<RawFolder>>,
     web: Option<Spanned<RawWeb>>,
     dify: Option<Spanned<RawDify>>,
+    sharely: Option<Spanned<RawSharely>>,
     #[serde(default)]
     metadata: BTreeMap<Spanned<String>, Spanned<RawField>>,
 }
@@ -276,6 +316,46 @@ struct RawDify {
     requests_per_minute: Option<Spanned<i64>>,
     create_data: Option<toml::Table>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSharely {
+    #[serde(default = "sharely_default_url")]
+    base_url: Spanned<String>,
+    workspace_id: Spanned<String>,
+    organization_id: Spanned<String>,
+    api_key: Option<Spanned<toml::Value>>,
+    api_key_env: Option<Spanned<String>>,
+    api_key_file: Option<Spanned<String>>,
+    api_key_credential: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+    knowledge_type: Option<Spanned<String>>,
+    #[serde(default)]
+    knowledge: BTreeMap<String, Spanned<String>>,
+    concurrency: Option<Spanned<i64>>,
+    timeout_secs: Option<Spanned<i64>>,
+    max_retries: Option<Spanned<i64>>,
+    retry_min_delay_ms: Option<Spanned<i64>>,
+    retry_max_delay_secs: Option<Spanned<i64>>,
+    requests_per_minute: Option<Spanned<i64>>,
+}
+
+fn sharely_default_url() -> Spanned<String> {
+    Spanned::new(0..0, "https://api.sharely.ai".to_owned())
+}
+
+/// Sharely's knowledge types, as its API names them.
+const SHARELY_TYPES: &[&str] = &[
+    "URL",
+    "FILE",
+    "LINK",
+    "STRING",
+    "WEBSITE",
+    "ELASTICSEARCH_INDEX",
+];
+/// Fields Sharely's metadata endpoint refuses to set.
+const SHARELY_RESERVED_FIELDS: &[&str] = &["title", "language"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -491,6 +571,7 @@ fn validate_job(
             "a job name must be non-empty and use only letters, digits, '-', '_' and '.'",
         ));
     }
+    let raw_policy_span = raw.delete_policy.as_ref().map(|p| p.span());
     let source = match (raw.folder, raw.web) {
         (Some(folder), None) => {
             SourceConfig::Folder(validate_folder(loc, base, index, folder.into_inner())?)
@@ -511,14 +592,64 @@ fn validate_job(
             ))
         }
     };
-    let dify = raw.dify.ok_or_else(|| {
-        loc.error(
+    let target = match (raw.dify, raw.sharely) {
+        (Some(dify), None) => TargetConfig::Dify(validate_dify(loc, base, index, dify)?),
+        (None, Some(sharely)) => {
+            TargetConfig::Sharely(validate_sharely(loc, base, index, sharely)?)
+        }
+        (Some(_), Some(other)) => {
+            return Err(loc.error(
+                other.span(),
+                &key("sharely"),
+                format!(
+                    "job {name:?} has two targets; a job has one, so make a second [[sync]] job"
+                ),
+            ))
+        }
+        (None, None) => {
+            return Err(loc.error(
+                name_span.clone(),
+                &key("dify"),
+                format!("job {name:?} has no target: add a [sync.dify] or [sync.sharely] table"),
+            ))
+        }
+    };
+    let caps = target.capabilities();
+    let delete_policy = match raw.delete_policy {
+        Some(p) => p.into_inner(),
+        // A target that can neither delete nor change status keeps what
+        // it has: that is all it can do.
+        None if !caps.delete && !caps.status => DeletePolicy::Keep,
+        None => DeletePolicy::default(),
+    };
+    let unsupported = match delete_policy {
+        DeletePolicy::Delete => !caps.delete,
+        DeletePolicy::Disable | DeletePolicy::Archive => !caps.status,
+        DeletePolicy::Keep => false,
+    };
+    if unsupported {
+        let at = raw_policy_span.unwrap_or_else(|| name_span.clone());
+        return Err(loc.error(
+            at,
+            &key("delete_policy"),
+            format!(
+                "the {} target cannot {} items (its API offers no such call); use delete_policy = \"keep\"",
+                target.kind(),
+                match delete_policy {
+                    DeletePolicy::Delete => "delete",
+                    DeletePolicy::Disable => "disable",
+                    _ => "archive",
+                }
+            ),
+        ));
+    }
+    if matches!(source, SourceConfig::Web(_)) && !caps.content {
+        return Err(loc.error(
             name_span.clone(),
-            &key("dify"),
-            format!("job {name:?} has no target: add a [sync.dify] table"),
-        )
-    })?;
-    let target = TargetConfig::Dify(validate_dify(loc, base, index, dify)?);
+            &key("web"),
+            format!("the {} target cannot take content, so there is nothing to mirror web pages into; use a [sync.folder] source mapped to existing items", target.kind()),
+        ));
+    }
 
     let mut metadata = Vec::new();
     for (field_name, spec) in raw.metadata {
@@ -532,7 +663,18 @@ fn validate_job(
                 "a metadata field name must be 1 to 255 characters",
             ));
         }
-        if DIFY_BUILT_IN_FIELDS.contains(&field_name.as_str()) {
+        if matches!(target, TargetConfig::Sharely(_))
+            && SHARELY_RESERVED_FIELDS.contains(&field_name.to_lowercase().as_str())
+        {
+            return Err(loc.error(
+                span,
+                &field_key,
+                format!("{field_name:?} is reserved by Sharely ({}) and cannot be set through metadata; choose another name", SHARELY_RESERVED_FIELDS.join(", ")),
+            ));
+        }
+        if matches!(target, TargetConfig::Dify(_))
+            && DIFY_BUILT_IN_FIELDS.contains(&field_name.as_str())
+        {
             return Err(loc.error(
                 span,
                 &field_key,
@@ -545,7 +687,7 @@ fn validate_job(
     Ok((
         JobConfig {
             name,
-            delete_policy: raw.delete_policy.unwrap_or_default(),
+            delete_policy,
             source,
             target,
             metadata,
@@ -790,53 +932,19 @@ fn validate_dify(
     let raw = raw.into_inner();
     let key = |k: &str| format!("sync[{index}].dify.{k}");
 
-    if let Some(inline) = &raw.api_key {
-        return Err(loc.error(
-            inline.span(),
-            &key("api_key"),
-            "API keys are not accepted inline in the config file (it is readable by more than the service and ends up in backups); use api_key_env = \"VAR\", api_key_file = \"/path\" or api_key_credential = \"name\" (systemd LoadCredential=)",
-        ));
-    }
-    let mut key_sources = Vec::new();
-    if let Some(v) = &raw.api_key_env {
-        key_sources.push(SecretSource::Env(v.get_ref().clone()));
-    }
-    if let Some(v) = &raw.api_key_file {
-        key_sources.push(SecretSource::File(base.join(v.get_ref())));
-    }
-    if let Some(v) = &raw.api_key_credential {
-        key_sources.push(SecretSource::Credential(v.get_ref().clone()));
-    }
-    if key_sources.len() != 1 {
-        return Err(loc.error(
-            table_span,
-            &key("api_key_env"),
-            "set exactly one of api_key_env, api_key_file or api_key_credential",
-        ));
-    }
-
-    let url_span = raw.base_url.span();
-    let mut base_url = Url::parse(raw.base_url.get_ref()).map_err(|e| {
-        loc.error(
-            url_span.clone(),
-            &key("base_url"),
-            format!("not a URL: {e}"),
-        )
-    })?;
-    match base_url.scheme() {
-        "https" => {}
-        "http" if raw.allow_insecure_http || is_loopback(&base_url) => {}
-        "http" => {
-            return Err(loc.error(
-                url_span,
-                &key("base_url"),
-                "plain http would send the API key in clear text; use https, or set allow_insecure_http = true if the network is trusted",
-            ))
-        }
-        other => {
-            return Err(loc.error(url_span, &key("base_url"), format!("unsupported scheme {other:?}; use https")))
-        }
-    }
+    let api_key = key_source(
+        loc,
+        base,
+        &key,
+        table_span.clone(),
+        KeyFields {
+            inline: &raw.api_key,
+            env: &raw.api_key_env,
+            file: &raw.api_key_file,
+            credential: &raw.api_key_credential,
+        },
+    )?;
+    let mut base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
     // Joining relative paths onto ".../v1" would drop "v1" without this.
     if !base_url.path().ends_with('/') {
         let p = format!("{}/", base_url.path());
@@ -890,7 +998,7 @@ fn validate_dify(
     Ok(DifyConfig {
         base_url,
         dataset_id,
-        api_key: key_sources.remove(0),
+        api_key,
         batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
         upload_concurrency: int(&raw.upload_concurrency, "upload_concurrency", 1, 64, 4)? as usize,
         timeout: Duration::from_secs(int(&raw.timeout_secs, "timeout_secs", 1, 3600, 120)? as u64),
@@ -903,6 +1011,182 @@ fn validate_dify(
             86_400,
             600,
         )? as u64),
+        requests_per_minute: match &raw.requests_per_minute {
+            None => None,
+            v => Some(int(v, "requests_per_minute", 1, 1_000_000, 0)? as u32),
+        },
+    })
+}
+
+struct KeyFields<'a> {
+    inline: &'a Option<Spanned<toml::Value>>,
+    env: &'a Option<Spanned<String>>,
+    file: &'a Option<Spanned<String>>,
+    credential: &'a Option<Spanned<String>>,
+}
+
+/// Where a target's key comes from: exactly one of env, file, credential;
+/// never inline.
+fn key_source(
+    loc: &Locator,
+    base: &Path,
+    key: &dyn Fn(&str) -> String,
+    table_span: std::ops::Range<usize>,
+    f: KeyFields,
+) -> Result<SecretSource, ConfigError> {
+    if let Some(inline) = f.inline {
+        return Err(loc.error(
+            inline.span(),
+            &key("api_key"),
+            "API keys are not accepted inline in the config file (it is readable by more than the service and ends up in backups); use api_key_env = \"VAR\", api_key_file = \"/path\" or api_key_credential = \"name\" (systemd LoadCredential=)",
+        ));
+    }
+    let mut sources = Vec::new();
+    if let Some(v) = f.env {
+        sources.push(SecretSource::Env(v.get_ref().clone()));
+    }
+    if let Some(v) = f.file {
+        sources.push(SecretSource::File(base.join(v.get_ref())));
+    }
+    if let Some(v) = f.credential {
+        sources.push(SecretSource::Credential(v.get_ref().clone()));
+    }
+    if sources.len() != 1 {
+        return Err(loc.error(
+            table_span,
+            &key("api_key_env"),
+            "set exactly one of api_key_env, api_key_file or api_key_credential",
+        ));
+    }
+    Ok(sources.remove(0))
+}
+
+/// An https URL, or plain http to loopback or when explicitly allowed.
+fn https_url(
+    loc: &Locator,
+    key: &dyn Fn(&str) -> String,
+    raw: &Spanned<String>,
+    allow_insecure_http: bool,
+) -> Result<Url, ConfigError> {
+    let span = raw.span();
+    let url = Url::parse(raw.get_ref())
+        .map_err(|e| loc.error(span.clone(), &key("base_url"), format!("not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if allow_insecure_http || is_loopback(&url) => Ok(url),
+        "http" => Err(loc.error(
+            span,
+            &key("base_url"),
+            "plain http would send the API key in clear text; use https, or set allow_insecure_http = true if the network is trusted",
+        )),
+        other => Err(loc.error(
+            span,
+            &key("base_url"),
+            format!("unsupported scheme {other:?}; use https"),
+        )),
+    }
+}
+
+fn validate_sharely(
+    loc: &Locator,
+    base: &Path,
+    index: usize,
+    raw: Spanned<RawSharely>,
+) -> Result<SharelyConfig, ConfigError> {
+    let table_span = raw.span();
+    let raw = raw.into_inner();
+    let key = |k: &str| format!("sync[{index}].sharely.{k}");
+    let api_key = key_source(
+        loc,
+        base,
+        &key,
+        table_span.clone(),
+        KeyFields {
+            inline: &raw.api_key,
+            env: &raw.api_key_env,
+            file: &raw.api_key_file,
+            credential: &raw.api_key_credential,
+        },
+    )?;
+    let mut base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
+    if !base_url.path().ends_with('/') {
+        let p = format!("{}/", base_url.path());
+        base_url.set_path(&p);
+    }
+    let id = |v: &Spanned<String>, name: &str| {
+        let t = v.get_ref().trim();
+        if t.is_empty() || t.contains('/') {
+            Err(loc.error(v.span(), &key(name), "expected an id (a UUID)"))
+        } else {
+            Ok(t.to_owned())
+        }
+    };
+    let workspace_id = id(&raw.workspace_id, "workspace_id")?;
+    let organization_id = id(&raw.organization_id, "organization_id")?;
+    let knowledge_type = match &raw.knowledge_type {
+        None => "FILE".to_owned(),
+        Some(t) if SHARELY_TYPES.contains(&t.get_ref().as_str()) => t.get_ref().clone(),
+        Some(t) => {
+            return Err(loc.error(
+                t.span(),
+                &key("knowledge_type"),
+                format!("expected one of {}", SHARELY_TYPES.join(", ")),
+            ))
+        }
+    };
+    let mut knowledge = BTreeMap::new();
+    for (path, kid) in &raw.knowledge {
+        let item_key = key(&format!("knowledge.{path:?}"));
+        let kid_t = kid.get_ref().trim();
+        if kid_t.is_empty() || kid_t.contains('/') {
+            return Err(loc.error(kid.span(), &item_key, "expected a knowledge id (a UUID)"));
+        }
+        let path = path.trim_start_matches("./").to_owned();
+        if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..") {
+            return Err(loc.error(
+                kid.span(),
+                &item_key,
+                "expected a path relative to the folder's root, e.g. \"guides/intro.md\"",
+            ));
+        }
+        knowledge.insert(path, kid_t.to_owned());
+    }
+    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
+        bounded(loc, v, &key(name), lo, hi, default)
+    };
+    let defaults = RetryConfig::default();
+    Ok(SharelyConfig {
+        base_url,
+        workspace_id,
+        organization_id,
+        api_key,
+        knowledge_type,
+        knowledge,
+        concurrency: int(&raw.concurrency, "concurrency", 1, 64, 4)? as usize,
+        timeout: Duration::from_secs(int(&raw.timeout_secs, "timeout_secs", 1, 3600, 60)? as u64),
+        retry: RetryConfig {
+            max_retries: int(
+                &raw.max_retries,
+                "max_retries",
+                0,
+                100,
+                defaults.max_retries as i64,
+            )? as usize,
+            min_delay: Duration::from_millis(int(
+                &raw.retry_min_delay_ms,
+                "retry_min_delay_ms",
+                1,
+                600_000,
+                500,
+            )? as u64),
+            max_delay: Duration::from_secs(int(
+                &raw.retry_max_delay_secs,
+                "retry_max_delay_secs",
+                1,
+                3600,
+                60,
+            )? as u64),
+        },
         requests_per_minute: match &raw.requests_per_minute {
             None => None,
             v => Some(int(v, "requests_per_minute", 1, 1_000_000, 0)? as u32),

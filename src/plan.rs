@@ -10,6 +10,7 @@ use crate::config::DeletePolicy;
 use crate::metadata::{self, FieldMapping, ItemFacts, MappingWarning, Metadata};
 use crate::source::Observed;
 use crate::state::{CachedItem, RemoteStatus};
+use crate::target::Capabilities;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,6 +120,11 @@ pub struct Plan {
 pub struct Rules<'a> {
     pub mappings: &'a [FieldMapping],
     pub delete_policy: DeletePolicy,
+    /// What the target can do; nothing else is planned.
+    pub caps: Capabilities,
+    /// For targets that take no content: the existing upstream item a key
+    /// maps to (items without one are left out, and reported by the caller).
+    pub bind: &'a dyn Fn(&str) -> Option<String>,
 }
 
 /// Computes the operations for one job. `protected` says which keys exist
@@ -150,6 +156,23 @@ pub fn plan(
         let pushed_meta = cache.and_then(|c| c.pushed_meta.as_ref());
         let meta_differs = pushed_meta.map_or(!desired.is_empty(), |p| *p != desired);
 
+        if !rules.caps.content {
+            // Metadata only, onto an item that exists upstream already.
+            let cached_id = cache.and_then(|c| c.doc_id.clone());
+            let Some(id) = (rules.bind)(&item.key).or(cached_id.clone()) else {
+                continue;
+            };
+            // Bound to another item now: what was pushed is not there.
+            let rebound = cached_id.as_deref() != Some(id.as_str());
+            if (rebound && !desired.is_empty()) || (!rebound && meta_differs) {
+                out.ops.push(Op::SetMetadata {
+                    key: item.key.clone(),
+                    doc_id: Some(id),
+                    metadata: desired,
+                });
+            }
+            continue;
+        }
         match cache.and_then(|c| c.doc_id.as_ref().map(|id| (c, id))) {
             None => {
                 out.ops.push(Op::Create {
@@ -204,6 +227,8 @@ pub fn plan(
             out.ops.push(Op::Forget { key: c.key.clone() });
             continue;
         };
+        // `keep`: the upstream item stays as it is, and so does its record
+        // here, so a file that comes back is matched to it again.
         let action = match (rules.delete_policy, c.status) {
             (DeletePolicy::Delete, _) => {
                 out.ops.push(Op::Delete {
@@ -297,6 +322,8 @@ mod tests {
         let rules = Rules {
             mappings: maps,
             delete_policy: policy,
+            caps: crate::target::dify::CAPABILITIES,
+            bind: &|_| None,
         };
         plan(observed, &cache, &rules, &|k| k.starts_with("locked/"))
             .ops

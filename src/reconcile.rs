@@ -17,6 +17,22 @@ use crate::push::{Outcome, Pusher};
 use crate::source::{folder, web, KnownFacts, Observed, Scope, Skipped};
 use crate::state::{lock_path, State, StateError, StateLock};
 use crate::target::dify::DifyClient;
+use crate::target::sharely::SharelyClient;
+
+/// A job's upstream client.
+enum Upstream {
+    Dify(DifyClient),
+    Sharely(SharelyClient),
+}
+
+impl Upstream {
+    fn requests_sent(&self) -> u64 {
+        match self {
+            Upstream::Dify(c) => c.requests_sent(),
+            Upstream::Sharely(c) => c.requests_sent(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -85,7 +101,7 @@ pub struct Runner {
     pub config: Config,
     state: State,
     avoid: Vec<PathBuf>,
-    clients: HashMap<String, DifyClient>,
+    clients: HashMap<String, Upstream>,
     web_clients: HashMap<String, reqwest::Client>,
     opts: RunOptions,
     stop: Arc<AtomicBool>,
@@ -184,11 +200,18 @@ impl Runner {
         self.run_one(&job, scope).instrument(span).await
     }
 
-    fn client(&mut self, job: &JobConfig) -> Result<&DifyClient, String> {
+    fn client(&mut self, job: &JobConfig) -> Result<&Upstream, String> {
         if !self.clients.contains_key(&job.name) {
-            let TargetConfig::Dify(dify) = &job.target;
-            let key = dify.api_key.load().map_err(|e| e.to_string())?;
-            let client = DifyClient::new(dify, key).map_err(|e| e.to_string())?;
+            let client = match &job.target {
+                TargetConfig::Dify(dify) => {
+                    let key = dify.api_key.load().map_err(|e| e.to_string())?;
+                    Upstream::Dify(DifyClient::new(dify, key).map_err(|e| e.to_string())?)
+                }
+                TargetConfig::Sharely(cfg) => {
+                    let key = cfg.api_key.load().map_err(|e| e.to_string())?;
+                    Upstream::Sharely(SharelyClient::new(cfg, key).map_err(|e| e.to_string())?)
+                }
+            };
             self.clients.insert(job.name.clone(), client);
         }
         Ok(&self.clients[&job.name])
@@ -226,6 +249,7 @@ fn state_files(path: &Path) -> Vec<PathBuf> {
 fn target_identity(job: &JobConfig) -> String {
     match &job.target {
         TargetConfig::Dify(d) => format!("dify {}datasets/{}", d.base_url, d.dataset_id),
+        TargetConfig::Sharely(c) => format!("sharely {}workspaces/{}", c.base_url, c.workspace_id),
     }
 }
 
@@ -324,11 +348,30 @@ impl Runner {
             self.state.save_scan(&job.name, &changed, &absent)?;
         }
 
+        let bind = |key: &str| match &job.target {
+            TargetConfig::Sharely(c) => c.knowledge.get(key).cloned(),
+            TargetConfig::Dify(_) => None,
+        };
         let rules = Rules {
             mappings: &job.metadata,
             delete_policy: job.delete_policy,
+            caps: job.target.capabilities(),
+            bind: &bind,
         };
         let plan = plan::plan(&scan.items, &cached, &rules, &is_protected);
+        let mut skipped = scan.skipped.clone();
+        if !rules.caps.content {
+            let reason = crate::push::metadata_only::unbound_reason(job.target.kind());
+            for item in &scan.items {
+                let bound = cached.get(&item.key).is_some_and(|c| c.doc_id.is_some());
+                if !bound && bind(&item.key).is_none() {
+                    skipped.push(Skipped {
+                        path: item.key.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
         for (key, w) in &plan.warnings {
             tracing::warn!(%key, field = %w.field, "metadata value skipped: {}", w.message);
         }
@@ -337,7 +380,7 @@ impl Runner {
             job: job.name.clone(),
             scanned: scan.items.len(),
             hashed_files: scan.hashed_files,
-            skipped: scan.skipped.clone(),
+            skipped,
             plan,
             held: Vec::new(),
             outcome: None,
@@ -378,7 +421,6 @@ impl Runner {
         }
         report.held = held;
 
-        let TargetConfig::Dify(dify) = &job.target;
         let needs_upstream = to_push.ops.iter().any(|o| match o {
             crate::plan::Op::Forget { key } => suspects.contains(key),
             other => other.is_upstream(),
@@ -390,24 +432,43 @@ impl Runner {
             if let Err(e) = self.client(job) {
                 report.error = Some(e);
             }
-            match self.clients.get(&job.name) {
-                None => {}
-                Some(client) => {
-                    let before = client.requests_sent();
-                    let mut pusher = Pusher {
-                        job,
-                        dify,
-                        client,
-                        state: &mut self.state,
-                        cached: &cached,
-                        bodies: &bodies,
-                        stop: &stop,
-                        suspects: &suspects,
-                    };
-                    let outcome = pusher.run(&to_push).await.map_err(|e| match e {
+            match (self.clients.get(&job.name), &job.target) {
+                (None, _) => {}
+                (Some(upstream), target) => {
+                    let before = upstream.requests_sent();
+                    let outcome = match (upstream, target) {
+                        (Upstream::Dify(client), TargetConfig::Dify(dify)) => {
+                            Pusher {
+                                job,
+                                dify,
+                                client,
+                                state: &mut self.state,
+                                cached: &cached,
+                                bodies: &bodies,
+                                stop: &stop,
+                                suspects: &suspects,
+                            }
+                            .run(&to_push)
+                            .await
+                        }
+                        (Upstream::Sharely(client), TargetConfig::Sharely(cfg)) => {
+                            crate::push::metadata_only::push(
+                                &job.name,
+                                client,
+                                cfg.concurrency,
+                                &mut self.state,
+                                &cached,
+                                &to_push,
+                                &stop,
+                            )
+                            .await
+                        }
+                        _ => unreachable!("clients are built from the job's own target"),
+                    }
+                    .map_err(|e| match e {
                         crate::push::PushError::State(s) => ReconcileError::State(s),
                     })?;
-                    report.requests = client.requests_sent() - before;
+                    report.requests = upstream.requests_sent() - before;
                     if let Some(f) = &outcome.fatal {
                         report.error = Some(format!("stopped: {f}"));
                     }

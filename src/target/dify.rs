@@ -21,7 +21,7 @@ use crate::secret::Secret;
 pub const CAPABILITIES: Capabilities = Capabilities {
     content: true,
     batch_metadata: true,
-    batch_status: true,
+    status: true,
     delete: true,
 };
 
@@ -435,7 +435,7 @@ impl DifyClient {
     }
 }
 
-fn network_error(e: reqwest::Error) -> TargetError {
+pub(crate) fn network_error(e: reqwest::Error) -> TargetError {
     // reqwest's message may include the URL (never the key, which travels
     // in a header); that is useful and safe to show.
     let mut message = e.to_string();

@@ -6,6 +6,7 @@ pub mod dify;
 pub mod dify_name;
 pub mod http_date;
 pub mod rate;
+pub mod sharely;
 
 use std::fmt;
 use std::time::Duration;
@@ -67,11 +68,15 @@ impl TargetError {
     }
 }
 
-/// What an upstream supports; the planner's ops are mapped onto these.
-#[derive(Debug, Clone, Copy)]
+/// What an upstream supports. The config is checked against it at load
+/// time and the planner plans nothing a target cannot do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
+    /// Uploads, updates and creates documents from content.
     pub content: bool,
+    /// Several items' metadata per call (else one call per item).
     pub batch_metadata: bool,
-    pub batch_status: bool,
+    /// Enable / disable / archive.
+    pub status: bool,
     pub delete: bool,
 }

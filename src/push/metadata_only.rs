@@ -1,0 +1,106 @@
+//! Pushing to a target that takes no content (Sharely): the plan holds only
+//! metadata changes onto existing upstream items, sent one item per call
+//! (the API has no batch call) with bounded concurrency.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+
+use super::queue;
+use super::{Failure, Outcome, PushError};
+use crate::metadata::Metadata;
+use crate::plan::{Op, Plan};
+use crate::state::{CachedItem, State};
+use crate::target::sharely::{check_values, SharelyClient};
+use crate::target::ErrorClass;
+
+pub async fn push(
+    job: &str,
+    client: &SharelyClient,
+    concurrency: usize,
+    state: &mut State,
+    cached: &HashMap<String, CachedItem>,
+    plan: &Plan,
+    stop: &AtomicBool,
+) -> Result<Outcome, PushError> {
+    let mut out = Outcome::default();
+    let updates: Vec<(&str, &str, &Metadata)> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::SetMetadata {
+                key,
+                doc_id: Some(id),
+                metadata,
+            } => Some((key.as_str(), id.as_str(), metadata)),
+            _ => None,
+        })
+        .collect();
+    let calls = updates.iter().map(|&(key, id, metadata)| async move {
+        if stop.load(Ordering::SeqCst) {
+            return (key, id, metadata, None);
+        }
+        // Sharely merges: keys set before and no longer mapped are removed
+        // explicitly. Keys kbsync never set are not its business.
+        let before = cached
+            .get(key)
+            .filter(|c| c.doc_id.as_deref() == Some(id))
+            .and_then(|c| c.pushed_meta.as_ref());
+        let remove: Vec<String> = before
+            .map(|b| {
+                b.keys()
+                    .filter(|k| !metadata.contains_key(*k))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let r = match check_values(metadata) {
+            Ok(()) => client.update_metadata(id, metadata, &remove).await,
+            Err(e) => Err(e),
+        };
+        (key, id, metadata, Some(r))
+    });
+    let mut stream = futures::stream::iter(calls).buffer_unordered(concurrency);
+    while let Some((key, id, metadata, r)) = stream.next().await {
+        match r {
+            None => out.interrupted = true,
+            Some(Ok(())) => {
+                state.record_doc_id(job, key, id, key)?;
+                state.record_metadata(job, &[(key, metadata)])?;
+                out.metadata += 1;
+            }
+            Some(Err(e)) => {
+                tracing::error!(%job, %key, op = "metadata", error = %e, "failed");
+                if let Some(setback) = queue::setback(&e) {
+                    state.step_failed(job, key, queue::METADATA, setback, &queue::row_error(&e))?;
+                }
+                let fatal = e.class == ErrorClass::Fatal;
+                out.failures.push(Failure {
+                    key: key.to_owned(),
+                    op: "metadata",
+                    error: e.clone(),
+                });
+                if fatal {
+                    out.fatal = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    if out.fatal.is_none() && !stop.load(Ordering::SeqCst) {
+        for op in &plan.ops {
+            if let Op::Forget { key } = op {
+                state.forget(job, key)?;
+                out.forgotten += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Items a metadata-only job cannot mirror because they map to no upstream
+/// item: reported as skipped, never dropped silently.
+pub fn unbound_reason(target: &str) -> String {
+    format!("no upstream item to attach its metadata to: map it under [sync.{target}.knowledge] (the {target} API documents no upload)")
+}

@@ -1,0 +1,278 @@
+//! Sharely.ai knowledge metadata client. Auth is two-step: the API key buys
+//! an access token (`generate-access-key-token`), which every call carries
+//! as a bearer token; the token is cached and bought again once when a call
+//! answers 401. Sharely merges metadata, so a key kbsync set before and no
+//! longer maps is removed explicitly (`removeMetadataKeys`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::{Method, Response, StatusCode, Url};
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+
+use super::dify::network_error;
+use super::http_date::parse_retry_after;
+use super::rate::RateLimiter;
+use super::{Capabilities, ErrorClass, TargetError};
+use crate::config::SharelyConfig;
+use crate::metadata::Metadata;
+use crate::secret::Secret;
+
+/// Sharely's public API documents metadata updates only: no upload, no
+/// listing, no status, no delete, no batch.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    content: false,
+    batch_metadata: false,
+    status: false,
+    delete: false,
+};
+
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
+
+pub struct SharelyClient {
+    http: reqwest::Client,
+    cfg: SharelyConfig,
+    key: Secret,
+    token: tokio::sync::Mutex<Option<Secret>>,
+    requests: AtomicU64,
+    limiter: Option<RateLimiter>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl SharelyClient {
+    pub fn new(cfg: &SharelyConfig, key: Secret) -> Result<Self, TargetError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(Duration::from_secs(15))
+            .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| TargetError::local(ErrorClass::Fatal, "client", e.to_string()))?;
+        Ok(SharelyClient {
+            http,
+            cfg: cfg.clone(),
+            key,
+            token: tokio::sync::Mutex::new(None),
+            requests: AtomicU64::new(0),
+            limiter: cfg.requests_per_minute.map(RateLimiter::per_minute),
+        })
+    }
+
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn url(&self, tail: &str) -> Url {
+        self.cfg
+            .base_url
+            .join(tail)
+            .expect("ids were validated to hold no '/'")
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response, TargetError> {
+        if let Some(l) = &self.limiter {
+            l.acquire().await;
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        req.send().await.map_err(network_error)
+    }
+
+    /// The cached access token, or a new one.
+    async fn token(&self) -> Result<Secret, TargetError> {
+        let mut slot = self.token.lock().await;
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
+        }
+        #[derive(Deserialize)]
+        struct Token {
+            token: String,
+        }
+        let url = self.url(&format!(
+            "workspaces/{}/generate-access-key-token",
+            self.cfg.workspace_id
+        ));
+        let resp = self
+            .send(
+                self.http
+                    .post(url)
+                    .header("x-api-key", self.key.expose())
+                    .json(&json!({})),
+            )
+            .await?;
+        if !resp.status().is_success() {
+            let mut e = classify(resp).await;
+            if matches!(e.status, Some(401) | Some(403)) {
+                e.class = ErrorClass::Fatal;
+                e.message = format!(
+                    "the API key was refused when asking for an access token: {}",
+                    e.message
+                );
+            }
+            return Err(e);
+        }
+        let bytes = resp.bytes().await.map_err(network_error)?;
+        let t: Token = serde_json::from_slice(&bytes).map_err(|e| {
+            TargetError::local(
+                ErrorClass::Transient,
+                "bad_response",
+                format!("unexpected token response from Sharely: {e}"),
+            )
+        })?;
+        let t = Secret::new(t.token);
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Forgets `used` if it is still the cached token (another call may
+    /// already have bought a new one).
+    async fn drop_token(&self, used: &Secret) {
+        let mut slot = self.token.lock().await;
+        if slot.as_ref().is_some_and(|t| t.expose() == used.expose()) {
+            *slot = None;
+        }
+    }
+
+    /// `PUT /v1/workspaces/{ws}/knowledge/{id}/metadata`, retried on
+    /// transient failures.
+    pub async fn update_metadata(
+        &self,
+        knowledge_id: &str,
+        metadata: &Metadata,
+        remove: &[String],
+    ) -> Result<(), TargetError> {
+        let mut body = json!({
+            "type": self.cfg.knowledge_type,
+            "metadata": metadata,
+        });
+        if !remove.is_empty() {
+            body["removeMetadataKeys"] = json!(remove);
+        }
+        let url = self.url(&format!(
+            "v1/workspaces/{}/knowledge/{knowledge_id}/metadata",
+            self.cfg.workspace_id
+        ));
+        (|| async { self.authorized(Method::PUT, url.clone(), &body).await })
+            .retry(
+                ExponentialBuilder::default()
+                    .with_jitter()
+                    .with_min_delay(self.cfg.retry.min_delay)
+                    .with_max_delay(self.cfg.retry.max_delay)
+                    .with_max_times(self.cfg.retry.max_retries),
+            )
+            .when(TargetError::is_transient)
+            .adjust(|e: &TargetError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
+            .notify(|e: &TargetError, after: Duration| {
+                tracing::warn!(call = "update_metadata", error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
+                if let (Some(l), true) = (&self.limiter, e.is_rate_limit()) {
+                    l.pause(after);
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// One call with the access token; a 401 buys a new token once.
+    async fn authorized(
+        &self,
+        method: Method,
+        url: Url,
+        body: &Json,
+    ) -> Result<Response, TargetError> {
+        for fresh in [false, true] {
+            let token = self.token().await?;
+            let resp = self
+                .send(
+                    self.http
+                        .request(method.clone(), url.clone())
+                        .bearer_auth(token.expose())
+                        .header("organizationid", &self.cfg.organization_id)
+                        .json(body),
+                )
+                .await?;
+            if resp.status().is_success() {
+                return Ok(resp);
+            }
+            if resp.status() == StatusCode::UNAUTHORIZED && !fresh {
+                tracing::info!("access token refused (expired?); getting a new one");
+                self.drop_token(&token).await;
+                continue;
+            }
+            let mut e = classify(resp).await;
+            if e.status == Some(401) {
+                e.class = ErrorClass::Fatal;
+            }
+            return Err(e);
+        }
+        unreachable!("the loop returns on its second round")
+    }
+}
+
+async fn classify(resp: Response) -> TargetError {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        .map(|d| d.min(MAX_RETRY_AFTER));
+    let body = resp.bytes().await.unwrap_or_default();
+    let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|b| b.error.clone())
+        .unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_lowercase()
+                .replace(' ', "_")
+        });
+    let message = parsed.and_then(|b| b.message).unwrap_or_else(|| {
+        String::from_utf8_lossy(&body)
+            .chars()
+            .take(200)
+            .collect::<String>()
+            .trim()
+            .to_owned()
+    });
+    let class = match status.as_u16() {
+        // The item is not COMPLETED yet: Sharely says to retry later.
+        403 | 408 | 429 => ErrorClass::Transient,
+        s if s >= 500 => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    };
+    TargetError {
+        class,
+        status: Some(status.as_u16()),
+        code,
+        message,
+        retry_after: if class == ErrorClass::Transient {
+            retry_after
+        } else {
+            None
+        },
+    }
+}
+
+/// Sharely takes strings and numbers only: anything else is refused here,
+/// per item, before a request is made.
+pub fn check_values(metadata: &Metadata) -> Result<(), TargetError> {
+    for (name, value) in metadata {
+        if !(value.is_string() || value.is_number()) {
+            return Err(TargetError::local(
+                ErrorClass::Permanent,
+                "invalid_metadata",
+                format!("field {name:?}: Sharely takes only strings and numbers, not {value}"),
+            ));
+        }
+    }
+    Ok(())
+}
