@@ -12,10 +12,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value as Json};
 
 pub const API_KEY: &str = "dataset-TESTKEY0123456789";
@@ -423,25 +420,8 @@ pub struct FakeDify {
 
 impl FakeDify {
     pub async fn start() -> FakeDify {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let world = Arc::new(Mutex::new(World::new()));
-        let w = world.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let w = w.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(w.clone(), req));
-                    // A dropped connection ends here with an error; expected.
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let addr = super::serve::serve(world.clone(), handle).await;
         FakeDify { addr, world }
     }
 

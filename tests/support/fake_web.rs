@@ -9,10 +9,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -61,24 +58,11 @@ pub struct FakeWeb {
 
 impl FakeWeb {
     pub async fn start() -> FakeWeb {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let site = Arc::new(Mutex::new(Site::default()));
-        let s = site.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let s = s.clone();
-                        async move { Ok::<_, std::convert::Infallible>(answer(&s, req)) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let addr = super::serve::serve(site.clone(), |s, req| async move {
+            Ok::<_, std::convert::Infallible>(answer(&s, req))
+        })
+        .await;
         FakeWeb { addr, site }
     }
 

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod fake_dify;
+pub mod fake_sharely;
 pub mod fake_web;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 
