@@ -178,6 +178,18 @@ fn daemon_settings_are_checked_like_the_rest() {
 }
 
 #[test]
+fn the_bundled_sharely_config_plans_metadata_for_its_mapped_files() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sharely.toml");
+    let (code, out, err) = kbsync(Path::new(config), &["--dry-run", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ops = v[0]["ops"].as_array().unwrap();
+    assert_eq!(ops.len(), 2, "{out}");
+    assert!(ops.iter().all(|o| o["op"] == "set_metadata"), "{out}");
+    assert_eq!(v[0]["skipped"].as_array().unwrap().len(), 0, "{out}");
+}
+
+#[test]
 fn plain_http_is_refused_except_to_loopback_or_when_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let http = GOOD_JOB.replace("https://dify.example.com", "http://dify.example.com");
