@@ -158,6 +158,7 @@ pub struct FolderConfig {
 pub enum TargetConfig {
     Dify(DifyConfig),
     Sharely(SharelyConfig),
+    Pai(PaiConfig),
 }
 
 impl TargetConfig {
@@ -165,6 +166,7 @@ impl TargetConfig {
         match self {
             TargetConfig::Dify(_) => crate::target::dify::CAPABILITIES,
             TargetConfig::Sharely(_) => crate::target::sharely::CAPABILITIES,
+            TargetConfig::Pai(_) => crate::target::pai::CAPABILITIES,
         }
     }
 
@@ -172,8 +174,28 @@ impl TargetConfig {
         match self {
             TargetConfig::Dify(_) => "dify",
             TargetConfig::Sharely(_) => "sharely",
+            TargetConfig::Pai(_) => "pai",
         }
     }
+}
+
+/// Alibaba Cloud PAI dataset file metadata (AIWorkSpace API 2021-02-04).
+/// kbsync does not upload to OSS/NAS: a file is expected at
+/// `uri_base + key`, and kbsync keeps that record's metadata.
+#[derive(Debug, Clone)]
+pub struct PaiConfig {
+    pub endpoint: Url,
+    pub workspace_id: String,
+    pub dataset_id: String,
+    pub dataset_version: String,
+    /// `oss://bucket/prefix/` or `nas://fsid/prefix/`, ending in `/`.
+    pub uri_base: String,
+    pub access_key_id: SecretSource,
+    pub access_key_secret: SecretSource,
+    pub batch_size: usize,
+    pub timeout: Duration,
+    pub retry: RetryConfig,
+    pub requests_per_minute: Option<u32>,
 }
 
 /// Sharely.ai knowledge metadata. Its public API documents no upload, list
@@ -261,6 +283,7 @@ struct RawJob {
     web: Option<Spanned<RawWeb>>,
     dify: Option<Spanned<RawDify>>,
     sharely: Option<Spanned<RawSharely>>,
+    pai: Option<Spanned<RawPai>>,
     #[serde(default)]
     metadata: BTreeMap<Spanned<String>, Spanned<RawField>>,
 }
@@ -334,6 +357,33 @@ struct RawSharely {
     #[serde(default)]
     knowledge: BTreeMap<String, Spanned<String>>,
     concurrency: Option<Spanned<i64>>,
+    timeout_secs: Option<Spanned<i64>>,
+    max_retries: Option<Spanned<i64>>,
+    retry_min_delay_ms: Option<Spanned<i64>>,
+    retry_max_delay_secs: Option<Spanned<i64>>,
+    requests_per_minute: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPai {
+    region: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    workspace_id: Spanned<String>,
+    dataset_id: Spanned<String>,
+    dataset_version: Option<Spanned<String>>,
+    uri_base: Spanned<String>,
+    access_key_id: Option<Spanned<toml::Value>>,
+    access_key_id_env: Option<Spanned<String>>,
+    access_key_id_file: Option<Spanned<String>>,
+    access_key_id_credential: Option<Spanned<String>>,
+    access_key_secret: Option<Spanned<toml::Value>>,
+    access_key_secret_env: Option<Spanned<String>>,
+    access_key_secret_file: Option<Spanned<String>>,
+    access_key_secret_credential: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+    batch_size: Option<Spanned<i64>>,
     timeout_secs: Option<Spanned<i64>>,
     max_retries: Option<Spanned<i64>>,
     retry_min_delay_ms: Option<Spanned<i64>>,
@@ -592,27 +642,32 @@ fn validate_job(
             ))
         }
     };
-    let target = match (raw.dify, raw.sharely) {
-        (Some(dify), None) => TargetConfig::Dify(validate_dify(loc, base, index, dify)?),
-        (None, Some(sharely)) => {
-            TargetConfig::Sharely(validate_sharely(loc, base, index, sharely)?)
-        }
-        (Some(_), Some(other)) => {
-            return Err(loc.error(
-                other.span(),
-                &key("sharely"),
-                format!(
-                    "job {name:?} has two targets; a job has one, so make a second [[sync]] job"
-                ),
-            ))
-        }
-        (None, None) => {
-            return Err(loc.error(
-                name_span.clone(),
-                &key("dify"),
-                format!("job {name:?} has no target: add a [sync.dify] or [sync.sharely] table"),
-            ))
-        }
+    let targets = [
+        raw.dify.as_ref().map(|t| t.span()),
+        raw.sharely.as_ref().map(|t| t.span()),
+        raw.pai.as_ref().map(|t| t.span()),
+    ];
+    if let Some(second) = targets.iter().flatten().nth(1) {
+        return Err(loc.error(
+            second.clone(),
+            &key("dify"),
+            format!("job {name:?} has more than one target; a job has one, so make another [[sync]] job"),
+        ));
+    }
+    let target = if let Some(dify) = raw.dify {
+        TargetConfig::Dify(validate_dify(loc, base, index, dify)?)
+    } else if let Some(sharely) = raw.sharely {
+        TargetConfig::Sharely(validate_sharely(loc, base, index, sharely)?)
+    } else if let Some(pai) = raw.pai {
+        TargetConfig::Pai(validate_pai(loc, base, index, pai)?)
+    } else {
+        return Err(loc.error(
+            name_span.clone(),
+            &key("dify"),
+            format!(
+                "job {name:?} has no target: add a [sync.dify], [sync.pai] or [sync.sharely] table"
+            ),
+        ));
     };
     let caps = target.capabilities();
     let delete_policy = match raw.delete_policy {
@@ -938,6 +993,7 @@ fn validate_dify(
         &key,
         table_span.clone(),
         KeyFields {
+            name: "api_key",
             inline: &raw.api_key,
             env: &raw.api_key_env,
             file: &raw.api_key_file,
@@ -963,30 +1019,13 @@ fn validate_dify(
     let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
         bounded(loc, v, &key(name), lo, hi, default)
     };
-    let defaults = RetryConfig::default();
-    let retry = RetryConfig {
-        max_retries: int(
-            &raw.max_retries,
-            "max_retries",
-            0,
-            100,
-            defaults.max_retries as i64,
-        )? as usize,
-        min_delay: Duration::from_millis(int(
-            &raw.retry_min_delay_ms,
-            "retry_min_delay_ms",
-            1,
-            600_000,
-            500,
-        )? as u64),
-        max_delay: Duration::from_secs(int(
-            &raw.retry_max_delay_secs,
-            "retry_max_delay_secs",
-            1,
-            3600,
-            60,
-        )? as u64),
-    };
+    let retry = retry_config(
+        loc,
+        &key,
+        &raw.max_retries,
+        &raw.retry_min_delay_ms,
+        &raw.retry_max_delay_secs,
+    )?;
     let create_data = match raw.create_data {
         Some(t) => serde_json::to_value(t)
             .map_err(|e| loc.error(table_span.clone(), &key("create_data"), e.to_string()))?,
@@ -1019,14 +1058,16 @@ fn validate_dify(
 }
 
 struct KeyFields<'a> {
+    /// The settings' stem: `api_key` → `api_key_env`, `api_key_file`, …
+    name: &'a str,
     inline: &'a Option<Spanned<toml::Value>>,
     env: &'a Option<Spanned<String>>,
     file: &'a Option<Spanned<String>>,
     credential: &'a Option<Spanned<String>>,
 }
 
-/// Where a target's key comes from: exactly one of env, file, credential;
-/// never inline.
+/// Where a target's secret comes from: exactly one of env, file,
+/// credential; never inline.
 fn key_source(
     loc: &Locator,
     base: &Path,
@@ -1034,11 +1075,12 @@ fn key_source(
     table_span: std::ops::Range<usize>,
     f: KeyFields,
 ) -> Result<SecretSource, ConfigError> {
+    let n = f.name;
     if let Some(inline) = f.inline {
         return Err(loc.error(
             inline.span(),
-            &key("api_key"),
-            "API keys are not accepted inline in the config file (it is readable by more than the service and ends up in backups); use api_key_env = \"VAR\", api_key_file = \"/path\" or api_key_credential = \"name\" (systemd LoadCredential=)",
+            &key(n),
+            format!("secrets are not accepted inline in the config file (it is readable by more than the service and ends up in backups); use {n}_env = \"VAR\", {n}_file = \"/path\" or {n}_credential = \"name\" (systemd LoadCredential=)"),
         ));
     }
     let mut sources = Vec::new();
@@ -1054,8 +1096,8 @@ fn key_source(
     if sources.len() != 1 {
         return Err(loc.error(
             table_span,
-            &key("api_key_env"),
-            "set exactly one of api_key_env, api_key_file or api_key_credential",
+            &key(&format!("{n}_env")),
+            format!("set exactly one of {n}_env, {n}_file or {n}_credential"),
         ));
     }
     Ok(sources.remove(0))
@@ -1102,6 +1144,7 @@ fn validate_sharely(
         &key,
         table_span.clone(),
         KeyFields {
+            name: "api_key",
             inline: &raw.api_key,
             env: &raw.api_key_env,
             file: &raw.api_key_file,
@@ -1154,7 +1197,6 @@ fn validate_sharely(
     let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
         bounded(loc, v, &key(name), lo, hi, default)
     };
-    let defaults = RetryConfig::default();
     Ok(SharelyConfig {
         base_url,
         workspace_id,
@@ -1164,33 +1206,169 @@ fn validate_sharely(
         knowledge,
         concurrency: int(&raw.concurrency, "concurrency", 1, 64, 4)? as usize,
         timeout: Duration::from_secs(int(&raw.timeout_secs, "timeout_secs", 1, 3600, 60)? as u64),
-        retry: RetryConfig {
-            max_retries: int(
-                &raw.max_retries,
-                "max_retries",
-                0,
-                100,
-                defaults.max_retries as i64,
-            )? as usize,
-            min_delay: Duration::from_millis(int(
-                &raw.retry_min_delay_ms,
-                "retry_min_delay_ms",
-                1,
-                600_000,
-                500,
-            )? as u64),
-            max_delay: Duration::from_secs(int(
-                &raw.retry_max_delay_secs,
-                "retry_max_delay_secs",
-                1,
-                3600,
-                60,
-            )? as u64),
-        },
+        retry: retry_config(
+            loc,
+            &key,
+            &raw.max_retries,
+            &raw.retry_min_delay_ms,
+            &raw.retry_max_delay_secs,
+        )?,
         requests_per_minute: match &raw.requests_per_minute {
             None => None,
             v => Some(int(v, "requests_per_minute", 1, 1_000_000, 0)? as u32),
         },
+    })
+}
+
+fn validate_pai(
+    loc: &Locator,
+    base: &Path,
+    index: usize,
+    raw: Spanned<RawPai>,
+) -> Result<PaiConfig, ConfigError> {
+    let table_span = raw.span();
+    let raw = raw.into_inner();
+    let key = |k: &str| format!("sync[{index}].pai.{k}");
+    let access_key_id = key_source(
+        loc,
+        base,
+        &key,
+        table_span.clone(),
+        KeyFields {
+            name: "access_key_id",
+            inline: &raw.access_key_id,
+            env: &raw.access_key_id_env,
+            file: &raw.access_key_id_file,
+            credential: &raw.access_key_id_credential,
+        },
+    )?;
+    let access_key_secret = key_source(
+        loc,
+        base,
+        &key,
+        table_span.clone(),
+        KeyFields {
+            name: "access_key_secret",
+            inline: &raw.access_key_secret,
+            env: &raw.access_key_secret_env,
+            file: &raw.access_key_secret_file,
+            credential: &raw.access_key_secret_credential,
+        },
+    )?;
+    let endpoint_text = match (&raw.endpoint, &raw.region) {
+        (Some(e), _) => e.clone(),
+        (None, Some(r)) => {
+            let region = r.get_ref().trim();
+            let valid = !region.is_empty()
+                && region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                return Err(loc.error(
+                    r.span(),
+                    &key("region"),
+                    "expected a region id such as \"cn-hangzhou\"",
+                ));
+            }
+            Spanned::new(
+                r.span(),
+                format!("https://aiworkspace.{region}.aliyuncs.com"),
+            )
+        }
+        (None, None) => {
+            return Err(loc.error(
+                table_span,
+                &key("region"),
+                "set region (e.g. \"cn-hangzhou\") or endpoint",
+            ))
+        }
+    };
+    let endpoint = https_url(loc, &key, &endpoint_text, raw.allow_insecure_http)?;
+    let id = |v: &Spanned<String>, name: &str| {
+        let t = v.get_ref().trim();
+        if t.is_empty() || t.contains('/') {
+            Err(loc.error(v.span(), &key(name), "expected an id"))
+        } else {
+            Ok(t.to_owned())
+        }
+    };
+    let workspace_id = id(&raw.workspace_id, "workspace_id")?;
+    let dataset_id = id(&raw.dataset_id, "dataset_id")?;
+    let dataset_version = match &raw.dataset_version {
+        Some(v) => id(v, "dataset_version")?,
+        None => "v1".to_owned(),
+    };
+    let uri_base = raw.uri_base.get_ref().trim().to_owned();
+    let scheme_ok = ["oss://", "nas://"]
+        .iter()
+        .any(|p| uri_base.len() > p.len() && uri_base.starts_with(p));
+    if !scheme_ok || !uri_base.ends_with('/') {
+        return Err(loc.error(
+            raw.uri_base.span(),
+            &key("uri_base"),
+            "expected the dataset location the folder corresponds to, as oss://bucket/prefix/ or nas://filesystem-id/prefix/ (ending in '/')",
+        ));
+    }
+    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
+        bounded(loc, v, &key(name), lo, hi, default)
+    };
+    Ok(PaiConfig {
+        endpoint,
+        workspace_id,
+        dataset_id,
+        dataset_version,
+        uri_base,
+        access_key_id,
+        access_key_secret,
+        batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
+        timeout: Duration::from_secs(int(&raw.timeout_secs, "timeout_secs", 1, 3600, 60)? as u64),
+        retry: retry_config(
+            loc,
+            &key,
+            &raw.max_retries,
+            &raw.retry_min_delay_ms,
+            &raw.retry_max_delay_secs,
+        )?,
+        requests_per_minute: match &raw.requests_per_minute {
+            None => None,
+            v => Some(int(v, "requests_per_minute", 1, 1_000_000, 0)? as u32),
+        },
+    })
+}
+
+fn retry_config(
+    loc: &Locator,
+    key: &dyn Fn(&str) -> String,
+    max_retries: &Option<Spanned<i64>>,
+    min_delay_ms: &Option<Spanned<i64>>,
+    max_delay_secs: &Option<Spanned<i64>>,
+) -> Result<RetryConfig, ConfigError> {
+    let defaults = RetryConfig::default();
+    Ok(RetryConfig {
+        max_retries: bounded(
+            loc,
+            max_retries,
+            &key("max_retries"),
+            0,
+            100,
+            defaults.max_retries as i64,
+        )? as usize,
+        min_delay: Duration::from_millis(bounded(
+            loc,
+            min_delay_ms,
+            &key("retry_min_delay_ms"),
+            1,
+            600_000,
+            defaults.min_delay.as_millis() as i64,
+        )? as u64),
+        max_delay: Duration::from_secs(bounded(
+            loc,
+            max_delay_secs,
+            &key("retry_max_delay_secs"),
+            1,
+            3600,
+            defaults.max_delay.as_secs() as i64,
+        )? as u64),
     })
 }
 

@@ -160,6 +160,14 @@ pub fn plan(
             // Metadata only, onto an item that exists upstream already.
             let cached_id = cache.and_then(|c| c.doc_id.clone());
             let Some(id) = (rules.bind)(&item.key).or(cached_id.clone()) else {
+                if rules.caps.create_records {
+                    // The pusher finds its record, or creates one.
+                    out.ops.push(Op::SetMetadata {
+                        key: item.key.clone(),
+                        doc_id: None,
+                        metadata: desired,
+                    });
+                }
                 continue;
             };
             // Bound to another item now: what was pushed is not there.

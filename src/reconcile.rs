@@ -17,12 +17,14 @@ use crate::push::{Outcome, Pusher};
 use crate::source::{folder, web, KnownFacts, Observed, Scope, Skipped};
 use crate::state::{lock_path, State, StateError, StateLock};
 use crate::target::dify::DifyClient;
+use crate::target::pai::PaiClient;
 use crate::target::sharely::SharelyClient;
 
 /// A job's upstream client.
 enum Upstream {
     Dify(DifyClient),
     Sharely(SharelyClient),
+    Pai(PaiClient),
 }
 
 impl Upstream {
@@ -30,6 +32,7 @@ impl Upstream {
         match self {
             Upstream::Dify(c) => c.requests_sent(),
             Upstream::Sharely(c) => c.requests_sent(),
+            Upstream::Pai(c) => c.requests_sent(),
         }
     }
 }
@@ -211,6 +214,11 @@ impl Runner {
                     let key = cfg.api_key.load().map_err(|e| e.to_string())?;
                     Upstream::Sharely(SharelyClient::new(cfg, key).map_err(|e| e.to_string())?)
                 }
+                TargetConfig::Pai(cfg) => {
+                    let id = cfg.access_key_id.load().map_err(|e| e.to_string())?;
+                    let secret = cfg.access_key_secret.load().map_err(|e| e.to_string())?;
+                    Upstream::Pai(PaiClient::new(cfg, id, secret).map_err(|e| e.to_string())?)
+                }
             };
             self.clients.insert(job.name.clone(), client);
         }
@@ -250,6 +258,10 @@ fn target_identity(job: &JobConfig) -> String {
     match &job.target {
         TargetConfig::Dify(d) => format!("dify {}datasets/{}", d.base_url, d.dataset_id),
         TargetConfig::Sharely(c) => format!("sharely {}workspaces/{}", c.base_url, c.workspace_id),
+        TargetConfig::Pai(c) => format!(
+            "pai {} workspace {} dataset {} {} at {}",
+            c.endpoint, c.workspace_id, c.dataset_id, c.dataset_version, c.uri_base
+        ),
     }
 }
 
@@ -350,7 +362,7 @@ impl Runner {
 
         let bind = |key: &str| match &job.target {
             TargetConfig::Sharely(c) => c.knowledge.get(key).cloned(),
-            TargetConfig::Dify(_) => None,
+            TargetConfig::Dify(_) | TargetConfig::Pai(_) => None,
         };
         let rules = Rules {
             mappings: &job.metadata,
@@ -360,7 +372,7 @@ impl Runner {
         };
         let plan = plan::plan(&scan.items, &cached, &rules, &is_protected);
         let mut skipped = scan.skipped.clone();
-        if !rules.caps.content {
+        if !rules.caps.content && !rules.caps.create_records {
             let reason = crate::push::metadata_only::unbound_reason(job.target.kind());
             for item in &scan.items {
                 let bound = cached.get(&item.key).is_some_and(|c| c.doc_id.is_some());
@@ -458,6 +470,17 @@ impl Runner {
                                 cfg.concurrency,
                                 &mut self.state,
                                 &cached,
+                                &to_push,
+                                &stop,
+                            )
+                            .await
+                        }
+                        (Upstream::Pai(client), TargetConfig::Pai(cfg)) => {
+                            crate::push::pai::push(
+                                &job.name,
+                                client,
+                                cfg.batch_size,
+                                &mut self.state,
                                 &to_push,
                                 &stop,
                             )

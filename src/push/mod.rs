@@ -7,6 +7,7 @@
 mod bisect;
 mod indexing;
 pub mod metadata_only;
+pub mod pai;
 pub mod queue;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

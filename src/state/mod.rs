@@ -389,6 +389,18 @@ impl State {
         Ok(())
     }
 
+    /// The upstream record of `key` is gone: forget its id and what was
+    /// pushed to it, so the next pass finds or creates it again.
+    pub fn clear_doc_id(&self, job: &str, key: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE items SET doc_id = NULL, doc_name = NULL, pushed_meta = NULL WHERE job = ?1 AND key = ?2",
+                params![job, key],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     pub fn record_metadata(
         &mut self,
         job: &str,

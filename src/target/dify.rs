@@ -23,6 +23,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     batch_metadata: true,
     status: true,
     delete: true,
+    create_records: false,
 };
 
 /// Dify's list endpoint caps `limit` at 100.

@@ -5,6 +5,7 @@ pub mod acs3;
 pub mod dify;
 pub mod dify_name;
 pub mod http_date;
+pub mod pai;
 pub mod rate;
 pub mod sharely;
 
@@ -79,4 +80,7 @@ pub struct Capabilities {
     /// Enable / disable / archive.
     pub status: bool,
     pub delete: bool,
+    /// Without content: an item with no upstream record gets one (looked up,
+    /// else created) by the pusher; otherwise it must be mapped in config.
+    pub create_records: bool,
 }

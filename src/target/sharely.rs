@@ -27,6 +27,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     batch_metadata: false,
     status: false,
     delete: false,
+    create_records: false,
 };
 
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);

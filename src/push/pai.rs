@@ -1,0 +1,256 @@
+//! Pushing to PAI: metadata records of dataset files, in batches. Items
+//! without a known record are looked up in one listing of the dataset (by
+//! URI) and, when absent, created with their metadata; known records are
+//! updated. Per-record refusals inside a 200 answer (`FailedDetails`) are
+//! failures of those files only; a whole batch refused (400) is bisected.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use futures::FutureExt;
+use serde_json::{json, Value as Json};
+
+use super::bisect::send_in_batches;
+use super::queue;
+use super::{Failure, Outcome, PushError};
+use crate::metadata::Metadata;
+use crate::plan::{Op, Plan};
+use crate::state::State;
+use crate::target::pai::{BatchAnswer, PaiClient};
+use crate::target::{ErrorClass, TargetError};
+
+struct Item<'p> {
+    key: &'p str,
+    id: Option<String>,
+    metadata: &'p Metadata,
+}
+
+pub async fn push(
+    job: &str,
+    client: &PaiClient,
+    batch_size: usize,
+    state: &mut State,
+    plan: &Plan,
+    stop: &AtomicBool,
+) -> Result<Outcome, PushError> {
+    let mut out = Outcome::default();
+    let mut items: Vec<Item> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::SetMetadata {
+                key,
+                doc_id,
+                metadata,
+            } => Some(Item {
+                key,
+                id: doc_id.clone(),
+                metadata,
+            }),
+            _ => None,
+        })
+        .collect();
+
+    // Records kbsync does not know yet: one listing maps URIs to ids.
+    if items.iter().any(|i| i.id.is_none()) && !stop.load(Ordering::SeqCst) {
+        match client.list().await {
+            Ok(records) => {
+                let by_uri: HashMap<String, String> = records.into_iter().collect();
+                for item in items.iter_mut().filter(|i| i.id.is_none()) {
+                    if let Some(id) = by_uri.get(&client.uri_of(item.key)) {
+                        state.record_doc_id(job, item.key, id, item.key)?;
+                        item.id = Some(id.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                // Creating blind could duplicate records: wait for a listing.
+                let blind: Vec<&str> = items
+                    .iter()
+                    .filter(|i| i.id.is_none())
+                    .map(|i| i.key)
+                    .collect();
+                for key in blind {
+                    fail(state, &mut out, job, key, e.clone())?;
+                }
+                if e.class == ErrorClass::Fatal {
+                    out.fatal = Some(e);
+                    return Ok(out);
+                }
+                items.retain(|i| i.id.is_some());
+            }
+        }
+    }
+
+    let (known, new): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| i.id.is_some());
+    for (create, batch) in [(false, known), (true, new)] {
+        if batch.is_empty() || out.fatal.is_some() {
+            continue;
+        }
+        if stop.load(Ordering::SeqCst) {
+            out.interrupted = true;
+            break;
+        }
+        send(job, client, batch_size, state, &mut out, create, &batch).await?;
+    }
+
+    if out.fatal.is_none() && !out.interrupted {
+        for op in &plan.ops {
+            if let Op::Forget { key } = op {
+                state.forget(job, key)?;
+                out.forgotten += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn send(
+    job: &str,
+    client: &PaiClient,
+    batch_size: usize,
+    state: &mut State,
+    out: &mut Outcome,
+    create: bool,
+    items: &[Item<'_>],
+) -> Result<(), PushError> {
+    // Per-record answers inside successful batches, by record id or URI.
+    let answers: Mutex<Vec<BatchAnswer>> = Mutex::new(Vec::new());
+    let answers_ref = &answers;
+    let r = send_in_batches(items, batch_size, |chunk| {
+        async move {
+            let records: Vec<Json> = chunk.iter().map(|i| record(client, i, create)).collect();
+            let answer = client.batch(create, records).await?;
+            answers_ref.lock().expect("not poisoned").push(answer);
+            Ok(())
+        }
+        .boxed()
+    })
+    .await;
+
+    let answers = answers.into_inner().expect("not poisoned");
+    let refused: HashMap<String, String> = answers
+        .iter()
+        .flat_map(|a| a.failed.iter())
+        .filter_map(|d| {
+            let result = d.result.clone().unwrap_or_else(|| "refused".into());
+            if create {
+                d.uri.clone().map(|u| (u, result))
+            } else {
+                d.id.clone().map(|i| (i, result))
+            }
+        })
+        .collect();
+    let created: HashMap<String, String> = answers
+        .iter()
+        .flat_map(|a| a.succeeded.iter())
+        .filter_map(|d| Some((d.uri.clone()?, d.id.clone()?)))
+        .collect();
+
+    for &i in &r.applied {
+        let item = &items[i];
+        let handle = if create {
+            client.uri_of(item.key)
+        } else {
+            item.id.clone().unwrap_or_default()
+        };
+        if let Some(result) = refused.get(&handle) {
+            let gone = result.eq_ignore_ascii_case("not found");
+            let e = TargetError::local(
+                if gone {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Permanent
+                },
+                "record_refused",
+                if gone {
+                    format!("record {handle} is gone from the dataset (Not Found); the next pass looks it up or creates it again")
+                } else {
+                    format!("PAI refused the record for {handle}: {result}")
+                },
+            );
+            if gone {
+                state.clear_doc_id(job, item.key)?;
+            }
+            fail(state, out, job, item.key, e)?;
+            continue;
+        }
+        let id = if create {
+            match created.get(&handle) {
+                Some(id) => id.clone(),
+                None => {
+                    // Applied without an id in the answer: the next pass's
+                    // listing binds it.
+                    let e = TargetError::local(
+                        ErrorClass::Transient,
+                        "no_record_id",
+                        format!("PAI created {handle} without returning its record id; the next pass finds it by URI"),
+                    );
+                    fail(state, out, job, item.key, e)?;
+                    continue;
+                }
+            }
+        } else {
+            handle
+        };
+        state.record_doc_id(job, item.key, &id, item.key)?;
+        state.record_metadata(job, &[(item.key, item.metadata)])?;
+        out.metadata += 1;
+        if create {
+            out.created += 1;
+        }
+    }
+    for (i, e) in r.failed {
+        fail(state, out, job, items[i].key, e)?;
+    }
+    if let Some(e) = r.fatal {
+        out.fatal = Some(e);
+    }
+    Ok(())
+}
+
+/// One record of a batch: `MetaAttributes` is a JSON *string* (as the API
+/// defines it), holding exactly the mapped metadata.
+fn record(client: &PaiClient, item: &Item<'_>, create: bool) -> Json {
+    let attributes = serde_json::to_string(item.metadata).unwrap_or_else(|_| "{}".into());
+    let file_name = item.key.rsplit('/').next().unwrap_or(item.key);
+    if create {
+        json!({
+            "Uri": client.uri_of(item.key),
+            "FileName": file_name,
+            "MetaAttributes": attributes,
+        })
+    } else {
+        json!({
+            "DatasetFileMetaId": item.id,
+            "FileName": file_name,
+            "MetaAttributes": attributes,
+        })
+    }
+}
+
+fn fail(
+    state: &State,
+    out: &mut Outcome,
+    job: &str,
+    key: &str,
+    error: TargetError,
+) -> Result<(), PushError> {
+    tracing::error!(%job, %key, op = "metadata", error = %error, "failed");
+    if let Some(setback) = queue::setback(&error) {
+        state.step_failed(
+            job,
+            key,
+            queue::METADATA,
+            setback,
+            &queue::row_error(&error),
+        )?;
+    }
+    out.failures.push(Failure {
+        key: key.to_owned(),
+        op: "metadata",
+        error,
+    });
+    Ok(())
+}

@@ -1,0 +1,348 @@
+//! Alibaba Cloud PAI (AIWorkSpace, API 2021-02-04): the metadata records of
+//! a dataset's files. Every request is signed with signature V3
+//! (`acs3.rs`). A record is identified by its file's URI; kbsync lists the
+//! dataset once to learn the record ids, creates records for files the
+//! dataset does not know yet, and keeps their `MetaAttributes` equal to
+//! the mapped metadata. Batch answers are HTTP 200 even when some records
+//! failed: `Status: false` plus `FailedDetails`, which are read per file.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::{Method, Response, Url};
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+
+use super::acs3;
+use super::dify::network_error;
+use super::http_date::parse_retry_after;
+use super::rate::RateLimiter;
+use super::{Capabilities, ErrorClass, TargetError};
+use crate::config::PaiConfig;
+use crate::secret::Secret;
+
+/// Metadata records only: kbsync does not put files into OSS/NAS.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    content: false,
+    batch_metadata: true,
+    status: false,
+    delete: false,
+    create_records: true,
+};
+
+pub const API_VERSION: &str = "2021-02-04";
+const PAGE_SIZE: usize = 100;
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
+
+/// One record's answer in a batch.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Detail {
+    #[serde(rename = "DatasetFileMetaId", default)]
+    pub id: Option<String>,
+    #[serde(rename = "Uri", default)]
+    pub uri: Option<String>,
+    #[serde(rename = "Result", default)]
+    pub result: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BatchAnswer {
+    #[serde(rename = "Status", default)]
+    pub status: bool,
+    #[serde(rename = "FailedDetails", default)]
+    pub failed: Vec<Detail>,
+    #[serde(rename = "SucceedDetails", default)]
+    pub succeeded: Vec<Detail>,
+}
+
+pub struct PaiClient {
+    http: reqwest::Client,
+    cfg: PaiConfig,
+    key_id: Secret,
+    secret: Secret,
+    requests: AtomicU64,
+    limiter: Option<RateLimiter>,
+}
+
+impl PaiClient {
+    pub fn new(cfg: &PaiConfig, key_id: Secret, secret: Secret) -> Result<Self, TargetError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(Duration::from_secs(15))
+            .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| TargetError::local(ErrorClass::Fatal, "client", e.to_string()))?;
+        Ok(PaiClient {
+            http,
+            cfg: cfg.clone(),
+            key_id,
+            secret,
+            requests: AtomicU64::new(0),
+            limiter: cfg.requests_per_minute.map(RateLimiter::per_minute),
+        })
+    }
+
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn uri_of(&self, key: &str) -> String {
+        format!("{}{key}", self.cfg.uri_base)
+    }
+
+    fn path(&self) -> String {
+        format!("/api/v1/datasets/{}/datasetfilemetas", self.cfg.dataset_id)
+    }
+
+    /// A signed request: a fresh date and nonce per attempt.
+    fn signed(
+        &self,
+        method: &Method,
+        action: &str,
+        query: &[(String, String)],
+        body: Option<&Json>,
+    ) -> reqwest::RequestBuilder {
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let hashed = acs3::sha256_hex(payload.as_bytes());
+        let host = match (self.cfg.endpoint.host_str(), self.cfg.endpoint.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => String::new(),
+        };
+        let mut headers: Vec<(String, String)> = vec![
+            ("host".into(), host),
+            ("x-acs-action".into(), action.into()),
+            ("x-acs-version".into(), API_VERSION.into()),
+            ("x-acs-date".into(), acs_date(SystemTime::now())),
+            ("x-acs-signature-nonce".into(), nonce()),
+            ("x-acs-content-sha256".into(), hashed.clone()),
+        ];
+        if body.is_some() {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        let path = self.path();
+        let (canonical, signed) =
+            acs3::canonical_request(method.as_str(), &path, query, &headers, &hashed);
+        let authorization = acs3::authorization(
+            self.key_id.expose(),
+            self.secret.expose(),
+            &canonical,
+            &signed,
+        );
+        let mut url: Url = self.cfg.endpoint.clone();
+        url.set_path(&path);
+        url.set_query(None);
+        if !query.is_empty() {
+            url.set_query(Some(&acs3::canonical_query(query)));
+        }
+        let mut req = self.http.request(method.clone(), url);
+        for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
+            req = req.header(k, v);
+        }
+        req = req.header("authorization", authorization);
+        if body.is_some() {
+            req = req.body(payload);
+        }
+        req
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        action: &'static str,
+        query: Vec<(String, String)>,
+        body: Option<Json>,
+    ) -> Result<Json, TargetError> {
+        // A create is not idempotent: it gets one attempt, and a failure
+        // leaves it to the next pass, which lists the dataset first.
+        let retries = if action == "CreateDatasetFileMetas" {
+            0
+        } else {
+            self.cfg.retry.max_retries
+        };
+        (|| async {
+            if let Some(l) = &self.limiter {
+                l.acquire().await;
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let resp = self
+                .signed(&method, action, &query, body.as_ref())
+                .send()
+                .await
+                .map_err(network_error)?;
+            if !resp.status().is_success() {
+                return Err(classify(resp).await);
+            }
+            let bytes = resp.bytes().await.map_err(network_error)?;
+            serde_json::from_slice::<Json>(&bytes).map_err(|e| {
+                TargetError::local(
+                    ErrorClass::Transient,
+                    "bad_response",
+                    format!("unexpected response body from PAI: {e}"),
+                )
+            })
+        })
+        .retry(
+            ExponentialBuilder::default()
+                .with_jitter()
+                .with_min_delay(self.cfg.retry.min_delay)
+                .with_max_delay(self.cfg.retry.max_delay)
+                .with_max_times(retries),
+        )
+        .when(TargetError::is_transient)
+        .adjust(|e: &TargetError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
+        .notify(|e: &TargetError, after: Duration| {
+            tracing::warn!(call = action, error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
+            if let (Some(l), true) = (&self.limiter, e.is_rate_limit()) {
+                l.pause(after);
+            }
+        })
+        .await
+    }
+
+    /// ListDatasetFileMetas, every page: (URI, record id).
+    pub async fn list(&self) -> Result<Vec<(String, String)>, TargetError> {
+        #[derive(Deserialize)]
+        struct Record {
+            #[serde(rename = "DatasetFileMetaId")]
+            id: String,
+            #[serde(rename = "Uri")]
+            uri: String,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(rename = "DatasetFileMetas", default)]
+            records: Vec<Record>,
+            #[serde(rename = "NextToken", default)]
+            next: Option<String>,
+        }
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![
+                (
+                    "DatasetVersion".to_owned(),
+                    self.cfg.dataset_version.clone(),
+                ),
+                ("WorkspaceId".to_owned(), self.cfg.workspace_id.clone()),
+                ("MaxResults".to_owned(), PAGE_SIZE.to_string()),
+            ];
+            if let Some(t) = &token {
+                query.push(("NextToken".to_owned(), t.clone()));
+            }
+            let v = self
+                .call(Method::GET, "ListDatasetFileMetas", query, None)
+                .await?;
+            let page: Page = serde_json::from_value(v).map_err(|e| {
+                TargetError::local(
+                    ErrorClass::Transient,
+                    "bad_response",
+                    format!("unexpected ListDatasetFileMetas answer: {e}"),
+                )
+            })?;
+            let empty = page.records.is_empty();
+            out.extend(page.records.into_iter().map(|r| (r.uri, r.id)));
+            match page.next.filter(|t| !t.is_empty()) {
+                Some(t) if !empty => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// CreateDatasetFileMetas (POST) or UpdateDatasetFileMetas (PUT).
+    pub async fn batch(
+        &self,
+        create: bool,
+        records: Vec<Json>,
+    ) -> Result<BatchAnswer, TargetError> {
+        let (method, action) = if create {
+            (Method::POST, "CreateDatasetFileMetas")
+        } else {
+            (Method::PUT, "UpdateDatasetFileMetas")
+        };
+        let body = json!({
+            "WorkspaceId": self.cfg.workspace_id,
+            "DatasetVersion": self.cfg.dataset_version,
+            "DatasetFileMetas": records,
+        });
+        let v = self.call(method, action, Vec::new(), Some(body)).await?;
+        serde_json::from_value(v).map_err(|e| {
+            TargetError::local(
+                ErrorClass::Transient,
+                "bad_response",
+                format!("unexpected {action} answer: {e}"),
+            )
+        })
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, UTC.
+pub fn acs_date(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    crate::metadata::format_rfc3339(secs)
+}
+
+/// Unique per request: time, process and a counter, hashed.
+fn nonce() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!("{now}-{}-{n}", std::process::id());
+    blake3::hash(seed.as_bytes()).to_hex()[..32].to_owned()
+}
+
+async fn classify(resp: Response) -> TargetError {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        #[serde(rename = "Code", alias = "code", default)]
+        code: Option<String>,
+        #[serde(rename = "Message", alias = "message", default)]
+        message: Option<String>,
+    }
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        .map(|d| d.min(MAX_RETRY_AFTER));
+    let body = resp.bytes().await.unwrap_or_default();
+    let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|b| b.code.clone())
+        .unwrap_or_else(|| format!("http_{status}"));
+    let message = parsed.and_then(|b| b.message).unwrap_or_else(|| {
+        String::from_utf8_lossy(&body)
+            .chars()
+            .take(200)
+            .collect::<String>()
+            .trim()
+            .to_owned()
+    });
+    let class = if status == 429 || status >= 500 || status == 408 || code.starts_with("Throttling")
+    {
+        ErrorClass::Transient
+    } else if matches!(status, 401 | 403 | 404) {
+        // Bad AccessKey, signature, permission, or no such dataset /
+        // workspace: nothing in this job can succeed.
+        ErrorClass::Fatal
+    } else {
+        ErrorClass::Permanent
+    };
+    TargetError {
+        class,
+        status: Some(status),
+        code,
+        message,
+        retry_after: (class == ErrorClass::Transient)
+            .then_some(retry_after)
+            .flatten(),
+    }
+}
