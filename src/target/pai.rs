@@ -329,7 +329,15 @@ async fn classify(resp: Response) -> TargetError {
     let class = if status == 429 || status >= 500 || status == 408 || code.starts_with("Throttling")
     {
         ErrorClass::Transient
-    } else if matches!(status, 401 | 403 | 404) {
+    } else if matches!(status, 401 | 403 | 404)
+        || [
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "IncompleteSignature",
+        ]
+        .iter()
+        .any(|c| code.starts_with(c))
+    {
         // Bad AccessKey, signature, permission, or no such dataset /
         // workspace: nothing in this job can succeed.
         ErrorClass::Fatal

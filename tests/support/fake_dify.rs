@@ -491,13 +491,7 @@ type Reply = Result<Resp, Dropped>;
 /// name, content, the `data` JSON
 type CheckedFile = (String, Vec<u8>, Option<Json>);
 
-fn reply(status: u16, body: Json) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
+use super::serve::json_reply as reply;
 
 fn bad(status: u16, code: &str, message: &str) -> Box<Resp> {
     Box::new(error(status, code, message))

@@ -37,3 +37,12 @@ where
     });
     addr
 }
+
+/// A JSON answer with `status`.
+pub fn json_reply(status: u16, body: serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}

@@ -1,0 +1,178 @@
+//! End-to-end against the fake PAI dataset-file-metadata API, which checks
+//! every request's V3 signature.
+
+mod support;
+
+use serde_json::json;
+use support::fake_pai::{FakePai, DATASET, KEY_ID, SECRET, WORKSPACE};
+use support::Workspace;
+
+const BASE: &str = "oss://kb-bucket/handbook/";
+
+fn config(endpoint: &str) -> String {
+    format!(
+        r#"
+[state]
+path = "state/kbsync.db"
+
+[[sync]]
+name = "pai"
+
+[sync.folder]
+root = "docs"
+
+[sync.pai]
+endpoint = "{endpoint}"
+workspace_id = "{WORKSPACE}"
+dataset_id = "{DATASET}"
+uri_base = "{BASE}"
+access_key_id_env = "KBSYNC_TEST_PAI_ID"
+access_key_secret_file = "pai.secret"
+batch_size = 2
+retry_min_delay_ms = 1
+retry_max_delay_secs = 1
+max_retries = 3
+
+[sync.metadata]
+section = {{ path_segment = 0 }}
+source_path = {{ fact = "path" }}
+owner = {{ front_matter = "owner" }}
+"#
+    )
+}
+
+async fn setup() -> (FakePai, Workspace) {
+    // The key id comes from the environment, as it would in production.
+    std::env::set_var("KBSYNC_TEST_PAI_ID", KEY_ID);
+    let fake = FakePai::start().await;
+    let ws = Workspace::raw(&config(&fake.endpoint()));
+    std::fs::write(ws.dir.path().join("pai.secret"), SECRET).unwrap();
+    ws.write("a/one.md", "---\nowner: ana\n---\nOne");
+    ws.write("a/two.md", "Two");
+    ws.write("b/three.md", "Three");
+    (fake, ws)
+}
+
+fn attrs(fake: &FakePai, key: &str) -> serde_json::Value {
+    let w = fake.world();
+    let r = w.by_uri(&format!("{BASE}{key}"));
+    assert_eq!(r.len(), 1, "{key}: {} records", r.len());
+    r[0].attributes()
+}
+
+#[tokio::test]
+async fn first_sync_adopts_existing_records_creates_the_rest_then_rests() {
+    let (fake, ws) = setup().await;
+    // The dataset already knows two of the files.
+    fake.world().add_record(&format!("{BASE}a/two.md"));
+    fake.world().add_record(&format!("{BASE}b/three.md"));
+    // Small pages: the listing must follow NextToken.
+    fake.world().page_size_cap = 1;
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().created, 1);
+    assert_eq!(attrs(&fake, "a/one.md")["owner"], json!("ana"));
+    assert_eq!(attrs(&fake, "a/two.md")["source_path"], json!("a/two.md"));
+    assert_eq!(attrs(&fake, "b/three.md")["section"], json!("b"));
+    {
+        let w = fake.world();
+        assert_eq!(w.records.len(), 3);
+        assert_eq!(w.count("ListDatasetFileMetas"), 2, "two pages of one");
+        assert_eq!(w.count("UpdateDatasetFileMetas"), 1);
+        assert_eq!(w.count("CreateDatasetFileMetas"), 1);
+        assert!(w.log.iter().all(|l| l.status == 200), "signatures accepted");
+    }
+    let before = fake.world().log.len();
+    assert!(ws.sync().await.converged());
+    assert_eq!(fake.world().log.len(), before, "no-op pass: no request");
+}
+
+#[tokio::test]
+async fn metadata_changes_go_out_in_batches_and_removed_keys_disappear() {
+    let (fake, ws) = setup().await;
+    assert!(ws.sync().await.converged());
+    ws.write("a/one.md", "---\nowner: bo\n---\nOne");
+    ws.write("a/two.md", "---\nowner: cy\n---\nTwo");
+    ws.write("b/three.md", "---\nowner: di\n---\nThree");
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(
+        fake.world().count("UpdateDatasetFileMetas"),
+        2,
+        "3 records, batches of 2"
+    );
+    assert_eq!(attrs(&fake, "b/three.md")["owner"], json!("di"));
+    // MetaAttributes is replaced: a field no longer mapped is gone.
+    ws.write("a/one.md", "One, without front matter");
+    assert!(ws.sync().await.converged());
+    assert_eq!(attrs(&fake, "a/one.md").get("owner"), None);
+}
+
+#[tokio::test]
+async fn a_record_removed_upstream_fails_alone_and_is_recreated() {
+    let (fake, ws) = setup().await;
+    assert!(ws.sync().await.converged());
+    // Someone deletes one record; then all three files change.
+    {
+        let mut w = fake.world();
+        let id = w
+            .records
+            .iter()
+            .find(|(_, r)| r.uri.ends_with("a/two.md"))
+            .map(|(id, _)| id.clone())
+            .unwrap();
+        w.records.remove(&id);
+    }
+    for (k, o) in [("a/one.md", "x"), ("a/two.md", "y"), ("b/three.md", "z")] {
+        ws.write(k, &format!("---\nowner: {o}\n---\n"));
+    }
+    let r = ws.sync().await;
+    let o = r.outcome.as_ref().unwrap();
+    assert_eq!(o.metadata, 2);
+    assert_eq!(o.failures.len(), 1);
+    assert_eq!(o.failures[0].key, "a/two.md");
+    assert!(
+        o.failures[0].error.message.contains("Not Found"),
+        "{:?}",
+        o.failures
+    );
+    // The next pass looks it up, does not find it, creates it again.
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(attrs(&fake, "a/two.md")["owner"], json!("y"));
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried_a_refused_batch_is_bisected() {
+    let (fake, ws) = setup().await;
+    {
+        let mut w = fake.world();
+        w.fail_next.push(("ListDatasetFileMetas".into(), 429, 1));
+        w.fail_next.push(("ListDatasetFileMetas".into(), 503, 1));
+    }
+    assert!(ws.sync().await.converged());
+    // A whole batch refused (400) is halved: each half goes through.
+    for (k, o) in [("a/one.md", "p"), ("a/two.md", "q")] {
+        ws.write(k, &format!("---\nowner: {o}\n---\n"));
+    }
+    fake.world()
+        .fail_next
+        .push(("UpdateDatasetFileMetas".into(), 400, 1));
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(fake.world().count("UpdateDatasetFileMetas"), 1 + 2);
+    assert_eq!(attrs(&fake, "a/two.md")["owner"], json!("q"));
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_by_the_signature_check_and_stops_the_job() {
+    let (fake, ws) = setup().await;
+    std::fs::write(ws.dir.path().join("pai.secret"), "NotTheSecret").unwrap();
+    let r = ws.sync().await;
+    let err = r.error.clone().expect("a refused signature stops the job");
+    assert!(err.contains("SignatureDoesNotMatch"), "{err}");
+    assert!(!err.contains("NotTheSecret"));
+    let w = fake.world();
+    assert!(w.records.is_empty());
+    assert_eq!(w.log.len(), 1, "nothing more is tried after the refusal");
+}
