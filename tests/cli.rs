@@ -190,6 +190,45 @@ fn the_bundled_sharely_config_plans_metadata_for_its_mapped_files() {
 }
 
 #[test]
+fn the_bundled_pai_config_plans_a_record_per_file_and_pai_limits_are_enforced() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pai.toml");
+    let (code, out, err) = kbsync(Path::new(config), &["--dry-run", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ops = v[0]["ops"].as_array().unwrap();
+    assert_eq!(ops.len(), 4, "{out}");
+    assert!(ops.iter().all(|o| o["op"] == "set_metadata"), "{out}");
+
+    let text = std::fs::read_to_string(config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("example-docs")).unwrap();
+    for (from, to, needle) in [
+        (
+            "delete_policy = \"keep\"",
+            "delete_policy = \"archive\"",
+            "the pai target cannot archive items",
+        ),
+        (
+            "oss://my-bucket/handbook/",
+            "s3://my-bucket/handbook",
+            "`sync[0].pai.uri_base`: expected the dataset location",
+        ),
+        (
+            "access_key_secret_env = \"ALIBABA_CLOUD_ACCESS_KEY_SECRET\"",
+            "access_key_secret = \"inline\"",
+            "`sync[0].pai.access_key_secret`: secrets are not accepted inline",
+        ),
+    ] {
+        let bad = dir.path().join("pai.toml");
+        std::fs::write(&bad, text.replace(from, to)).unwrap();
+        let (code, _, err) = kbsync(&bad, &["--dry-run"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(!err.contains("\"inline\""), "{err}");
+    }
+}
+
+#[test]
 fn plain_http_is_refused_except_to_loopback_or_when_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let http = GOOD_JOB.replace("https://dify.example.com", "http://dify.example.com");
