@@ -277,3 +277,26 @@ pub fn check_values(metadata: &Metadata) -> Result<(), TargetError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_strings_and_numbers_pass() {
+        let ok: Metadata = [("a".to_owned(), json!("x")), ("n".to_owned(), json!(2.5))]
+            .into_iter()
+            .collect();
+        assert!(check_values(&ok).is_ok());
+        for bad in [json!(true), json!(null), json!([1]), json!({"k": 1})] {
+            let m: Metadata = [("f".to_owned(), bad.clone())].into_iter().collect();
+            let e = check_values(&m).unwrap_err();
+            assert_eq!(e.code, "invalid_metadata");
+            assert_eq!(e.class, ErrorClass::Permanent);
+            assert_eq!(
+                e.message,
+                format!("field \"f\": Sharely takes only strings and numbers, not {bad}")
+            );
+        }
+    }
+}
