@@ -354,3 +354,17 @@ async fn classify(resp: Response) -> TargetError {
             .flatten(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_nonces_are_as_the_signature_needs() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_698_310_861);
+        assert_eq!(acs_date(t), "2023-10-26T09:01:01Z");
+        let (a, b) = (nonce(), nonce());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+}
