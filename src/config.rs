@@ -672,9 +672,9 @@ fn validate_job(
     let caps = target.capabilities();
     let delete_policy = match raw.delete_policy {
         Some(p) => p.into_inner(),
-        // A target that can neither delete nor change status keeps what
-        // it has: that is all it can do.
-        None if !caps.delete && !caps.status => DeletePolicy::Keep,
+        // Without status changes, keeping is the only reversible choice:
+        // deleting stays something to ask for.
+        None if !caps.status => DeletePolicy::Keep,
         None => DeletePolicy::default(),
     };
     let unsupported = match delete_policy {

@@ -110,6 +110,19 @@ impl Op {
     }
 }
 
+impl Plan {
+    /// (key, upstream id) of every delete, in plan order.
+    pub fn deletes(&self) -> Vec<(&str, &str)> {
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Delete { key, doc_id } => Some((key.as_str(), doc_id.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Plan {
     pub ops: Vec<Op>,

@@ -17,6 +17,7 @@ path = "state/kbsync.db"
 
 [[sync]]
 name = "pai"
+delete_policy = "delete"
 
 [sync.folder]
 root = "docs"
@@ -175,4 +176,34 @@ async fn a_wrong_secret_is_refused_by_the_signature_check_and_stops_the_job() {
     let w = fake.world();
     assert!(w.records.is_empty());
     assert_eq!(w.log.len(), 1, "nothing more is tried after the refusal");
+}
+
+#[tokio::test]
+async fn vanished_files_have_their_records_deleted_in_batches() {
+    let (fake, ws) = setup().await;
+    assert!(ws.sync().await.converged());
+    ws.remove("a/one.md");
+    ws.remove("a/two.md");
+    ws.remove("b/three.md");
+    // One record is already gone upstream: that counts as deleted.
+    {
+        let mut w = fake.world();
+        let id = w
+            .records
+            .iter()
+            .find(|(_, r)| r.uri.ends_with("b/three.md"))
+            .map(|(id, _)| id.clone())
+            .unwrap();
+        w.records.remove(&id);
+    }
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().deleted, 3);
+    let w = fake.world();
+    assert!(w.records.is_empty());
+    assert_eq!(
+        w.count("DeleteDatasetFileMetas"),
+        2,
+        "3 records, batches of 2"
+    );
 }

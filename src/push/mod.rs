@@ -151,14 +151,7 @@ impl Pusher<'_> {
             return Ok(out);
         }
 
-        let deletes: Vec<(&str, &str)> = plan
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Delete { key, doc_id } => Some((key.as_str(), doc_id.as_str())),
-                _ => None,
-            })
-            .collect();
+        let deletes = plan.deletes();
         self.deletes(&deletes, &mut out).await?;
         if self.stopping(&mut out) {
             return Ok(out);

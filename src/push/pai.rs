@@ -72,7 +72,7 @@ pub async fn push(
                     .map(|i| i.key)
                     .collect();
                 for key in blind {
-                    fail(state, &mut out, job, key, e.clone())?;
+                    fail(state, &mut out, job, key, "metadata", e.clone())?;
                 }
                 if e.class == ErrorClass::Fatal {
                     out.fatal = Some(e);
@@ -93,6 +93,11 @@ pub async fn push(
             break;
         }
         send(job, client, batch_size, state, &mut out, create, &batch).await?;
+    }
+
+    let deletes = plan.deletes();
+    if !deletes.is_empty() && out.fatal.is_none() && !stop.load(Ordering::SeqCst) {
+        delete(job, client, batch_size, state, &mut out, &deletes).await?;
     }
 
     if out.fatal.is_none() && !out.interrupted {
@@ -173,7 +178,7 @@ async fn send(
             if gone {
                 state.clear_doc_id(job, item.key)?;
             }
-            fail(state, out, job, item.key, e)?;
+            fail(state, out, job, item.key, "metadata", e)?;
             continue;
         }
         let id = if create {
@@ -187,7 +192,7 @@ async fn send(
                         "no_record_id",
                         format!("PAI created {handle} without returning its record id; the next pass finds it by URI"),
                     );
-                    fail(state, out, job, item.key, e)?;
+                    fail(state, out, job, item.key, "metadata", e)?;
                     continue;
                 }
             }
@@ -202,7 +207,63 @@ async fn send(
         }
     }
     for (i, e) in r.failed {
-        fail(state, out, job, items[i].key, e)?;
+        fail(state, out, job, items[i].key, "metadata", e)?;
+    }
+    if let Some(e) = r.fatal {
+        out.fatal = Some(e);
+    }
+    Ok(())
+}
+
+/// Records of vanished files, under `delete_policy = "delete"`. A record
+/// already gone ("Not Found") is what was wanted.
+async fn delete(
+    job: &str,
+    client: &PaiClient,
+    batch_size: usize,
+    state: &mut State,
+    out: &mut Outcome,
+    items: &[(&str, &str)],
+) -> Result<(), PushError> {
+    let answers: Mutex<Vec<BatchAnswer>> = Mutex::new(Vec::new());
+    let answers_ref = &answers;
+    let r = send_in_batches(items, batch_size, |chunk| {
+        async move {
+            let ids: Vec<&str> = chunk.iter().map(|(_, id)| *id).collect();
+            let answer = client.delete(&ids).await?;
+            answers_ref.lock().expect("not poisoned").push(answer);
+            Ok(())
+        }
+        .boxed()
+    })
+    .await;
+    let refused: HashMap<String, String> = answers
+        .into_inner()
+        .expect("not poisoned")
+        .into_iter()
+        .flat_map(|a| a.failed)
+        .filter_map(|d| Some((d.id?, d.result.unwrap_or_else(|| "refused".into()))))
+        .filter(|(_, result)| !result.eq_ignore_ascii_case("not found"))
+        .collect();
+    for &i in &r.applied {
+        let (key, id) = items[i];
+        match refused.get(id) {
+            Some(result) => {
+                let e = TargetError::local(
+                    ErrorClass::Permanent,
+                    "record_refused",
+                    format!("PAI refused to delete record {id}: {result}"),
+                );
+                fail(state, out, job, key, "delete", e)?;
+            }
+            None => {
+                state.forget(job, key)?;
+                out.deleted += 1;
+            }
+        }
+    }
+    for (i, e) in r.failed {
+        fail(state, out, job, items[i].0, "delete", e)?;
     }
     if let Some(e) = r.fatal {
         out.fatal = Some(e);
@@ -235,21 +296,22 @@ fn fail(
     out: &mut Outcome,
     job: &str,
     key: &str,
+    op: &'static str,
     error: TargetError,
 ) -> Result<(), PushError> {
-    tracing::error!(%job, %key, op = "metadata", error = %error, "failed");
+    tracing::error!(%job, %key, op, error = %error, "failed");
     if let Some(setback) = queue::setback(&error) {
         state.step_failed(
             job,
             key,
-            queue::METADATA,
+            queue::kind_of(op),
             setback,
             &queue::row_error(&error),
         )?;
     }
     out.failures.push(Failure {
         key: key.to_owned(),
-        op: "metadata",
+        op,
         error,
     });
     Ok(())

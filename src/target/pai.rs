@@ -22,12 +22,13 @@ use super::{Capabilities, ErrorClass, TargetError};
 use crate::config::PaiConfig;
 use crate::secret::Secret;
 
-/// Metadata records only: kbsync does not put files into OSS/NAS.
+/// Metadata records only: kbsync does not put files into OSS/NAS. Records
+/// can be deleted (DeleteDatasetFileMetas), not disabled.
 pub const CAPABILITIES: Capabilities = Capabilities {
     content: false,
     batch_metadata: true,
     status: false,
-    delete: false,
+    delete: true,
     create_records: true,
 };
 
@@ -273,6 +274,30 @@ impl PaiClient {
                 ErrorClass::Transient,
                 "bad_response",
                 format!("unexpected {action} answer: {e}"),
+            )
+        })
+    }
+}
+
+impl PaiClient {
+    /// DeleteDatasetFileMetas: the ids go in the query, comma-separated.
+    pub async fn delete(&self, ids: &[&str]) -> Result<BatchAnswer, TargetError> {
+        let query = vec![
+            (
+                "DatasetVersion".to_owned(),
+                self.cfg.dataset_version.clone(),
+            ),
+            ("WorkspaceId".to_owned(), self.cfg.workspace_id.clone()),
+            ("DatasetFileMetaIds".to_owned(), ids.join(",")),
+        ];
+        let v = self
+            .call(Method::DELETE, "DeleteDatasetFileMetas", query, None)
+            .await?;
+        serde_json::from_value(v).map_err(|e| {
+            TargetError::local(
+                ErrorClass::Transient,
+                "bad_response",
+                format!("unexpected DeleteDatasetFileMetas answer: {e}"),
             )
         })
     }

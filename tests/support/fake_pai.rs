@@ -4,7 +4,8 @@
 //! body that does not match x-acs-content-sha256, an unsigned x-acs header
 //! or a reused nonce are refused as Alibaba Cloud refuses them), and keeps
 //! records: list with NextToken paging, batch create (SucceedDetails /
-//! FailedDetails), batch update (Status false + FailedDetails "Not Found").
+//! FailedDetails), batch update and delete (Status false + FailedDetails
+//! "Not Found").
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -364,6 +365,24 @@ fn route(
             } else {
                 update(w, metas)
             }
+        }
+        ("DELETE", "DeleteDatasetFileMetas") => {
+            if params.get("WorkspaceId").map(String::as_str) != Some(WORKSPACE) {
+                return error(400, "InvalidParameter", "WorkspaceId is invalid.");
+            }
+            let Some(ids) = params.get("DatasetFileMetaIds").filter(|v| !v.is_empty()) else {
+                return error(400, "MissingParameter", "DatasetFileMetaIds is mandatory.");
+            };
+            let mut failed = Vec::new();
+            for id in ids.split(',') {
+                if w.records.remove(id).is_none() {
+                    failed.push(json!({"DatasetFileMetaId": id, "Result": "Not Found", "Uri": ""}));
+                }
+            }
+            reply(
+                200,
+                json!({"RequestId": "r", "Status": failed.is_empty(), "FailedDetails": failed}),
+            )
         }
         _ => error(
             400,
