@@ -39,6 +39,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn main() {
     let small = arg("--files", 1_000);
     let large = arg("--noop-files", 10_000);
+    // More rounds make the no-op pass dominate a profile (`perf record`).
+    let rounds = arg("--noop-rounds", 5);
     let fake = FakeDify::start().await;
     let ws = Workspace::new(&fake.base_url(), DATASET, "disable", "", META);
     write_tree(&ws, small);
@@ -64,7 +66,7 @@ async fn main() {
     assert!(big.sync().await.converged());
     let first_large = t.elapsed();
     let mut noop = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..rounds {
         let before = fake2.requests();
         let t = Instant::now();
         let r = big.sync().await;
