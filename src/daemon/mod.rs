@@ -101,6 +101,8 @@ struct Daemon {
     /// Per job: when the outbox's earliest backed-off step is due.
     outbox_due: HashMap<String, Instant>,
     outbox_check: Interval,
+    /// When each job's last pass ended.
+    last_pass: HashMap<String, Instant>,
     last_sync: Option<(SystemTime, bool)>,
 }
 
@@ -135,6 +137,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         next_poll: HashMap::new(),
         retries: HashMap::new(),
         outbox_due: HashMap::new(),
+        last_pass: HashMap::new(),
         outbox_check: {
             let mut i = tokio::time::interval(OUTBOX_CHECK);
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -328,6 +331,7 @@ impl Daemon {
                 self.retries.remove(job);
             }
         }
+        self.last_pass.insert(job.to_owned(), Instant::now());
         self.check_outbox_of(job);
         if !quiet {
             self.last_sync = Some((SystemTime::now(), report.converged()));
@@ -344,9 +348,17 @@ impl Daemon {
     fn check_outbox_of(&mut self, job: &str) {
         match self.runner.next_retry_at(job) {
             Ok(Some(at)) => {
-                let wait = (at - crate::state::unix_now()).max(0) as u64;
+                let wait = Duration::from_secs((at - crate::state::unix_now()).max(0) as u64);
+                // Not sooner than one check interval after the job's last
+                // pass: a step that is due but that a pass cannot attempt
+                // yet must not make the service spin.
+                let floor = self
+                    .last_pass
+                    .get(job)
+                    .map(|t| *t + OUTBOX_CHECK)
+                    .unwrap_or_else(Instant::now);
                 self.outbox_due
-                    .insert(job.to_owned(), Instant::now() + Duration::from_secs(wait));
+                    .insert(job.to_owned(), (Instant::now() + wait).max(floor));
             }
             Ok(None) => {
                 self.outbox_due.remove(job);
@@ -397,6 +409,7 @@ impl Daemon {
                 self.shared.pending().retain_jobs(&names);
                 self.retries.retain(|j, _| names.contains(j));
                 self.outbox_due.retain(|j, _| names.contains(j));
+                self.last_pass.retain(|j, _| names.contains(j));
                 self.start_watching();
                 tracing::info!(jobs = names.len(), "configuration reloaded");
             }

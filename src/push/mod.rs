@@ -162,7 +162,9 @@ impl Pusher<'_> {
                 if self.suspects.contains(key) {
                     if let Err(e) = self.remove_orphan(key).await {
                         let fatal = e.class == ErrorClass::Fatal;
-                        self.fail(&mut out, key, "delete", e.clone())?;
+                        // Recorded on the unconfirmed create's own row, so
+                        // its backoff grows while the lookup keeps failing.
+                        self.fail(&mut out, key, "create", e.clone())?;
                         if fatal {
                             out.fatal = Some(e);
                             return Ok(out);

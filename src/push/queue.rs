@@ -96,7 +96,10 @@ pub fn hold(
         .ops
         .iter()
         .filter(|op| {
-            let dependent = blocked.contains(op.key()) && matches!(op, Op::SetMetadata { .. });
+            // Only metadata for a document that does not exist yet must
+            // wait for its content; metadata of an existing one can go.
+            let dependent =
+                blocked.contains(op.key()) && matches!(op, Op::SetMetadata { doc_id: None, .. });
             !(dependent || held_ops.contains(&(op.key(), op.name())))
         })
         .cloned()
@@ -185,6 +188,18 @@ mod tests {
                     size: 1,
                     hash: "h".into(),
                 },
+                // Its update waits; metadata of the existing document goes.
+                Op::UpdateContent {
+                    key: "e.md".into(),
+                    doc_id: "doc-e".into(),
+                    size: 1,
+                    hash: "h".into(),
+                },
+                Op::SetMetadata {
+                    key: "e.md".into(),
+                    doc_id: Some("doc-e".into()),
+                    metadata: Default::default(),
+                },
             ],
             warnings: vec![],
         };
@@ -192,14 +207,22 @@ mod tests {
             row("a.md", CONTENT, true, 0),
             row("b.md", CONTENT, false, 200),
             row("c.md", STATUS, false, 50),
+            row("e.md", CONTENT, false, 300),
         ]
         .into_iter()
         .collect();
 
         let (run, held) = hold(&plan, &rows, 100, true);
-        let keys: Vec<&str> = run.ops.iter().map(|o| o.key()).collect();
-        assert_eq!(keys, ["c.md", "d.md"]);
-        assert_eq!(held.len(), 2);
+        let kept: Vec<(&str, &str)> = run.ops.iter().map(|o| (o.key(), o.name())).collect();
+        assert_eq!(
+            kept,
+            [
+                ("c.md", "disable"),
+                ("d.md", "create"),
+                ("e.md", "metadata")
+            ]
+        );
+        assert_eq!(held.len(), 3);
         assert_eq!(held[0].until, None);
         assert_eq!(held[1].until, Some(200));
 
@@ -207,7 +230,7 @@ mod tests {
         // still not the parked one.
         let (run, held) = hold(&plan, &rows, 100, false);
         let keys: Vec<&str> = run.ops.iter().map(|o| o.key()).collect();
-        assert_eq!(keys, ["b.md", "c.md", "d.md"]);
+        assert_eq!(keys, ["b.md", "c.md", "d.md", "e.md", "e.md"]);
         assert_eq!(held.len(), 1);
     }
 }
