@@ -65,8 +65,9 @@ pub fn hold(
     honour_backoff: bool,
 ) -> (Plan, Vec<Held>) {
     let mut held = Vec::new();
-    // An item whose content or status step waits cannot take its later
-    // steps either (no document yet, or one in the wrong state).
+    // Metadata cannot follow a waiting status change (the document is in
+    // the wrong state, archived ones are immutable) nor a waiting create
+    // (no document yet); it can follow a waiting update of an existing one.
     let mut blocked: HashSet<&str> = HashSet::new();
     let waits = |op: &Op| -> Option<&OutboxRow> {
         let s = step(op)?;
@@ -86,7 +87,7 @@ pub fn hold(
                 error: row.error.clone().expect("checked above"),
                 until: (!row.failed).then_some(row.next_attempt_at),
             });
-            if matches!(kind_of(op.name()), CONTENT | STATUS) {
+            if matches!(op, Op::Create { .. } | Op::SetStatus { .. }) {
                 blocked.insert(op.key());
             }
         }
@@ -96,10 +97,7 @@ pub fn hold(
         .ops
         .iter()
         .filter(|op| {
-            // Only metadata for a document that does not exist yet must
-            // wait for its content; metadata of an existing one can go.
-            let dependent =
-                blocked.contains(op.key()) && matches!(op, Op::SetMetadata { doc_id: None, .. });
+            let dependent = blocked.contains(op.key()) && matches!(op, Op::SetMetadata { .. });
             !(dependent || held_ops.contains(&(op.key(), op.name())))
         })
         .cloned()
