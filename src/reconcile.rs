@@ -285,25 +285,38 @@ impl Runner {
             SourceConfig::Folder(_) => scope,
             SourceConfig::Web(_) => &Scope::All,
         };
+        // The walk (stat only) runs while the cache is read: neither needs
+        // the other until files are compared.
+        let walking = match &job.source {
+            SourceConfig::Folder(folder_cfg) => {
+                let folder_cfg = folder_cfg.clone();
+                let avoid_owned = self.avoid.clone();
+                let scope_owned = scope.clone();
+                Some(tokio::task::spawn_blocking(move || {
+                    folder::walk(&folder_cfg, &avoid_owned, &scope_owned)
+                }))
+            }
+            SourceConfig::Web(_) => None,
+        };
         let cached = self.state.load_items_in(&job.name, scope)?;
         let known: HashMap<String, KnownFacts> = cached
             .iter()
             .filter_map(|(k, c)| c.facts.clone().map(|f| (k.clone(), f)))
             .collect();
 
-        let (scan, bodies) = match &job.source {
-            SourceConfig::Folder(folder_cfg) => {
+        let (scan, bodies) = match (&job.source, walking) {
+            (SourceConfig::Folder(folder_cfg), Some(walking)) => {
+                let walked = walking.await.expect("the walk thread does not panic");
                 let folder_cfg = folder_cfg.clone();
-                let avoid_owned = self.avoid.clone();
-                let scope_owned = scope.clone();
                 let scan = tokio::task::spawn_blocking(move || {
-                    folder::scan(&folder_cfg, &known, &avoid_owned, &scope_owned)
+                    folder::read_changed(&folder_cfg, walked, &known)
                 })
                 .await
-                .expect("the scan thread does not panic");
+                .expect("the hashing threads do not panic");
                 (scan, HashMap::new())
             }
-            SourceConfig::Web(web_cfg) => {
+            (SourceConfig::Folder(_), None) => unreachable!("folder jobs start a walk"),
+            (SourceConfig::Web(web_cfg), _) => {
                 let in_sync: HashSet<String> = cached
                     .values()
                     .filter(|c| {

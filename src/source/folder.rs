@@ -20,24 +20,48 @@ use crate::config::FolderConfig;
 const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
 enum Found {
-    Item(Observed),
+    File(Stat),
     Skipped(Skipped, Option<String>),
 }
 
-/// Scans the part of `cfg.root` that `scope` selects. `known` holds what the
-/// cache saw last time; `avoid` lists files never to mirror (the state
-/// database, when it lives inside the root).
-///
-/// A scoped scan still walks down from the root, pruning every folder that
-/// does not lead to a scoped path, so the ignore files on the way apply
-/// exactly as in a full scan.
+/// A regular file as the walk's stat saw it.
+pub struct Stat {
+    key: String,
+    size: u64,
+    mtime_ns: i64,
+}
+
+/// The walk's result: what exists, before anything is read.
+pub struct Walked {
+    files: Vec<Stat>,
+    skipped: Vec<Skipped>,
+    protected: Vec<String>,
+    /// When the walk began: files modified after this minus the racy
+    /// window are hashed again next time.
+    started_ns: i64,
+}
+
+/// Scans the part of `cfg.root` that `scope` selects: `walk`, then
+/// `read_changed`. `known` holds what the cache saw last time; `avoid`
+/// lists files never to mirror (the state database, when it lives inside
+/// the root).
 pub fn scan(
     cfg: &FolderConfig,
     known: &HashMap<String, KnownFacts>,
     avoid: &[PathBuf],
     scope: &Scope,
 ) -> ScanResult {
-    let scan_start_ns = super::now_ns();
+    read_changed(cfg, walk(cfg, avoid, scope), known)
+}
+
+/// Walks and stats, in parallel, without reading any file, so it can run
+/// while the cache is still being loaded.
+///
+/// A scoped walk still goes down from the root, pruning every folder that
+/// does not lead to a scoped path, so the ignore files on the way apply
+/// exactly as in a full scan.
+pub fn walk(cfg: &FolderConfig, avoid: &[PathBuf], scope: &Scope) -> Walked {
+    let started_ns = super::now_ns();
     let mut builder = WalkBuilder::new(&cfg.root);
     builder
         .hidden(!cfg.include_hidden)
@@ -48,7 +72,7 @@ pub fn scan(
         .git_exclude(cfg.respect_gitignore)
         .require_git(false)
         .parents(cfg.respect_gitignore)
-        .threads(std::thread::available_parallelism().map_or(2, |n| n.get()));
+        .threads(threads());
     if let Some(name) = &cfg.ignore_file {
         builder.add_custom_ignore_filename(name);
     }
@@ -74,7 +98,7 @@ pub fn scan(
         let tx = tx.clone();
         let root = root.clone();
         Box::new(move |entry| {
-            if let Some(found) = visit(cfg, &root, known, avoid, scan_start_ns, entry) {
+            if let Some(found) = visit(cfg, &root, avoid, entry) {
                 // The receiver outlives the walk; a send cannot fail.
                 let _ = tx.send(found);
             }
@@ -83,36 +107,146 @@ pub fn scan(
     });
     drop(tx);
 
-    let mut result = ScanResult::default();
+    let mut walked = Walked {
+        files: Vec::new(),
+        skipped: Vec::new(),
+        protected: Vec::new(),
+        started_ns,
+    };
     for found in rx {
         match found {
-            Found::Item(item) => {
-                if item.rehashed {
-                    result.hashed_files += 1;
-                    result.hashed_bytes += item.size;
+            Found::File(stat) => walked.files.push(stat),
+            Found::Skipped(s, protect) => {
+                if let Some(p) = protect {
+                    walked.protected.push(p);
                 }
+                walked.skipped.push(s);
+            }
+        }
+    }
+    walked
+}
+
+/// Turns a walk into observed items: a file whose size and mtime match
+/// what `known` says (and was not recorded racy) keeps its known hash;
+/// every other file is read and hashed, several at a time.
+pub fn read_changed(
+    cfg: &FolderConfig,
+    walked: Walked,
+    known: &HashMap<String, KnownFacts>,
+) -> ScanResult {
+    let mut result = ScanResult {
+        skipped: walked.skipped,
+        protected: walked.protected,
+        ..ScanResult::default()
+    };
+    let mut to_read = Vec::new();
+    for stat in walked.files {
+        match known.get(&stat.key) {
+            Some(k) if k.size == stat.size && k.mtime_ns == stat.mtime_ns && !k.racy => {
+                result.items.push(Observed {
+                    size: stat.size,
+                    mtime_ns: stat.mtime_ns,
+                    hash: k.hash.clone(),
+                    front_matter: k.front_matter.clone(),
+                    rehashed: false,
+                    racy: false,
+                    validator: None,
+                    key: stat.key,
+                });
+            }
+            _ => to_read.push(stat),
+        }
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let read: std::sync::Mutex<Vec<Hashed>> = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads().min(to_read.len()) {
+            scope.spawn(|| {
+                let mut mine = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(stat) = to_read.get(i) else { break };
+                    mine.push(read_one(cfg, stat, walked.started_ns));
+                }
+                read.lock().expect("no panics while held").extend(mine);
+            });
+        }
+    });
+    for r in read.into_inner().expect("no panics while held") {
+        match r {
+            Hashed::Item(item) => {
+                result.hashed_files += 1;
+                result.hashed_bytes += item.size;
                 result.items.push(item);
             }
-            Found::Skipped(s, protect) => {
-                tracing::warn!(path = %s.path, reason = %s.reason, "skipped");
-                if let Some(p) = protect {
-                    result.protected.push(p);
-                }
+            Hashed::Skipped(s, protect) => {
+                result.protected.push(protect);
                 result.skipped.push(s);
             }
         }
+    }
+    for s in &result.skipped {
+        tracing::warn!(path = %s.path, reason = %s.reason, "skipped");
     }
     result.items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     result.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     result
 }
 
+enum Hashed {
+    Item(Observed),
+    /// With the key to protect.
+    Skipped(Skipped, String),
+}
+
+/// Reads and hashes one file the walk found.
+fn read_one(cfg: &FolderConfig, stat: &Stat, walk_started_ns: i64) -> Hashed {
+    let path = cfg.root.join(&stat.key);
+    let skip = |reason: String| {
+        Hashed::Skipped(
+            Skipped {
+                path: stat.key.clone(),
+                reason,
+            },
+            stat.key.clone(),
+        )
+    };
+    match hash_file(&path, front_matter::is_markdown(&stat.key)) {
+        Ok((hash, read, head)) => {
+            // A file written while we read it would pair one version's size
+            // with another's hash: leave it for the next scan instead.
+            let after = std::fs::metadata(&path).ok();
+            if read != stat.size
+                || after.as_ref().map(|m| (m.len(), mtime_ns_of(m)))
+                    != Some((stat.size, stat.mtime_ns))
+            {
+                skip("changed while being read; will be picked up by the next scan".into())
+            } else {
+                Hashed::Item(Observed {
+                    key: stat.key.clone(),
+                    size: stat.size,
+                    mtime_ns: stat.mtime_ns,
+                    hash,
+                    front_matter: head.as_deref().and_then(front_matter::parse),
+                    rehashed: true,
+                    racy: stat.mtime_ns > walk_started_ns - RACY_WINDOW_NS,
+                    validator: None,
+                })
+            }
+        }
+        Err(e) => skip(format!("cannot read: {e}")),
+    }
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 fn visit(
     cfg: &FolderConfig,
     root: &Path,
-    known: &HashMap<String, KnownFacts>,
     avoid: &[PathBuf],
-    scan_start_ns: i64,
     entry: Result<ignore::DirEntry, ignore::Error>,
 ) -> Option<Found> {
     let entry = match entry {
@@ -164,48 +298,11 @@ fn visit(
             ),
         ));
     }
-    let mtime_ns = mtime_ns_of(&meta);
-    if let Some(k) = known.get(&key) {
-        if k.size == size && k.mtime_ns == mtime_ns && !k.racy {
-            return Some(Found::Item(Observed {
-                key,
-                size,
-                mtime_ns,
-                hash: k.hash.clone(),
-                front_matter: k.front_matter.clone(),
-                rehashed: false,
-                racy: false,
-                validator: None,
-            }));
-        }
-    }
-    Some(match hash_file(path, front_matter::is_markdown(&key)) {
-        Ok((hash, read, head)) => {
-            // A file written while we read it would pair one version's size
-            // with another's hash: leave it for the next scan instead.
-            let after = std::fs::metadata(path).ok();
-            if read != size
-                || after.as_ref().map(|m| (m.len(), mtime_ns_of(m))) != Some((size, mtime_ns))
-            {
-                skip(
-                    &key,
-                    "changed while being read; will be picked up by the next scan".into(),
-                )
-            } else {
-                Found::Item(Observed {
-                    key,
-                    size,
-                    mtime_ns,
-                    hash,
-                    front_matter: head.as_deref().and_then(front_matter::parse),
-                    rehashed: true,
-                    racy: mtime_ns > scan_start_ns - RACY_WINDOW_NS,
-                    validator: None,
-                })
-            }
-        }
-        Err(e) => skip(&key, format!("cannot read: {e}")),
-    })
+    Some(Found::File(Stat {
+        key,
+        size,
+        mtime_ns: mtime_ns_of(&meta),
+    }))
 }
 
 fn skip(key: &str, reason: String) -> Found {
