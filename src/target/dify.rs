@@ -3,14 +3,14 @@
 //! (`backon`), honouring `Retry-After`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use super::http_date::parse_retry_after;
+use super::http::{self, ErrorAnswer};
 use super::rate::RateLimiter;
 use super::{Capabilities, ErrorClass, TargetError};
 use crate::config::{DifyConfig, RetryConfig};
@@ -28,8 +28,6 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 
 /// Dify's list endpoint caps `limit` at 100.
 const PAGE_SIZE: usize = 100;
-/// A Retry-After beyond this is treated as this: the pass should not hang.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RemoteDoc {
@@ -80,22 +78,9 @@ pub struct DifyClient {
     limiter: Option<RateLimiter>,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-}
-
 impl DifyClient {
     pub fn new(cfg: &DifyConfig, key: Secret) -> Result<Self, TargetError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(Duration::from_secs(15))
-            .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| TargetError::local(ErrorClass::Fatal, "client", e.to_string()))?;
+        let http = http::client(cfg.timeout)?;
         Ok(DifyClient {
             http,
             base: cfg.base_url.clone(),
@@ -224,11 +209,7 @@ impl DifyClient {
     }
 
     fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(self.retry.min_delay)
-            .with_max_delay(self.retry.max_delay)
-            .with_max_times(self.retry.max_retries)
+        http::backoff(&self.retry)
     }
 
     /// `POST /datasets/{id}/document/create-by-file`, made idempotent:
@@ -466,29 +447,13 @@ fn may_have_been_applied(e: &TargetError) -> bool {
 }
 
 async fn classify(resp: Response) -> TargetError {
-    let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()))
-        .map(|d| d.min(MAX_RETRY_AFTER));
-    let body = resp.bytes().await.unwrap_or_default();
-    let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-    let code = parsed
-        .as_ref()
-        .and_then(|b| b.code.clone())
-        .unwrap_or_else(|| {
-            status
-                .canonical_reason()
-                .unwrap_or("error")
-                .to_lowercase()
-                .replace(' ', "_")
-        });
-    let message = parsed.and_then(|b| b.message).unwrap_or_else(|| {
-        let text = String::from_utf8_lossy(&body);
-        text.chars().take(200).collect::<String>().trim().to_owned()
-    });
+    let answer = ErrorAnswer::read(resp).await;
+    let status = answer.status;
+    let retry_after = answer.retry_after;
+    let code = answer
+        .field(&["code"])
+        .unwrap_or_else(|| answer.reason_code());
+    let message = answer.field(&["message"]).unwrap_or_else(|| answer.text());
     let lower = message.to_lowercase();
     let (class, retry_after) = match status {
         StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {

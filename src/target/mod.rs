@@ -4,6 +4,7 @@
 pub mod acs3;
 pub mod dify;
 pub mod dify_name;
+pub mod http;
 pub mod http_date;
 pub mod pai;
 pub mod rate;

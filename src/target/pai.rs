@@ -9,14 +9,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use reqwest::{Method, Response, Url};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use super::acs3;
 use super::dify::network_error;
-use super::http_date::parse_retry_after;
+use super::http::{self, ErrorAnswer};
 use super::rate::RateLimiter;
 use super::{Capabilities, ErrorClass, TargetError};
 use crate::config::PaiConfig;
@@ -34,7 +34,6 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 
 pub const API_VERSION: &str = "2021-02-04";
 const PAGE_SIZE: usize = 100;
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
 
 /// One record's answer in a batch.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,12 +67,7 @@ pub struct PaiClient {
 
 impl PaiClient {
     pub fn new(cfg: &PaiConfig, key_id: Secret, secret: Secret) -> Result<Self, TargetError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(Duration::from_secs(15))
-            .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| TargetError::local(ErrorClass::Fatal, "client", e.to_string()))?;
+        let http = http::client(cfg.timeout)?;
         Ok(PaiClient {
             http,
             cfg: cfg.clone(),
@@ -184,13 +178,7 @@ impl PaiClient {
                 )
             })
         })
-        .retry(
-            ExponentialBuilder::default()
-                .with_jitter()
-                .with_min_delay(self.cfg.retry.min_delay)
-                .with_max_delay(self.cfg.retry.max_delay)
-                .with_max_times(retries),
-        )
+        .retry(http::backoff(&self.cfg.retry).with_max_times(retries))
         .when(TargetError::is_transient)
         .adjust(|e: &TargetError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
         .notify(|e: &TargetError, after: Duration| {
@@ -323,34 +311,14 @@ fn nonce() -> String {
 }
 
 async fn classify(resp: Response) -> TargetError {
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        #[serde(rename = "Code", alias = "code", default)]
-        code: Option<String>,
-        #[serde(rename = "Message", alias = "message", default)]
-        message: Option<String>,
-    }
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()))
-        .map(|d| d.min(MAX_RETRY_AFTER));
-    let body = resp.bytes().await.unwrap_or_default();
-    let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-    let code = parsed
-        .as_ref()
-        .and_then(|b| b.code.clone())
+    let answer = ErrorAnswer::read(resp).await;
+    let (status, retry_after) = (answer.status.as_u16(), answer.retry_after);
+    let code = answer
+        .field(&["Code", "code"])
         .unwrap_or_else(|| format!("http_{status}"));
-    let message = parsed.and_then(|b| b.message).unwrap_or_else(|| {
-        String::from_utf8_lossy(&body)
-            .chars()
-            .take(200)
-            .collect::<String>()
-            .trim()
-            .to_owned()
-    });
+    let message = answer
+        .field(&["Message", "message"])
+        .unwrap_or_else(|| answer.text());
     let class = if status == 429 || status >= 500 || status == 408 || code.starts_with("Throttling")
     {
         ErrorClass::Transient

@@ -5,15 +5,15 @@
 //! longer maps is removed explicitly (`removeMetadataKeys`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use super::dify::network_error;
-use super::http_date::parse_retry_after;
+use super::http::{self, ErrorAnswer};
 use super::rate::RateLimiter;
 use super::{Capabilities, ErrorClass, TargetError};
 use crate::config::SharelyConfig;
@@ -30,8 +30,6 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     create_records: false,
 };
 
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
-
 pub struct SharelyClient {
     http: reqwest::Client,
     cfg: SharelyConfig,
@@ -41,22 +39,9 @@ pub struct SharelyClient {
     limiter: Option<RateLimiter>,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-}
-
 impl SharelyClient {
     pub fn new(cfg: &SharelyConfig, key: Secret) -> Result<Self, TargetError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(Duration::from_secs(15))
-            .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| TargetError::local(ErrorClass::Fatal, "client", e.to_string()))?;
+        let http = http::client(cfg.timeout)?;
         Ok(SharelyClient {
             http,
             cfg: cfg.clone(),
@@ -161,13 +146,7 @@ impl SharelyClient {
             self.cfg.workspace_id
         ));
         (|| async { self.authorized(Method::PUT, url.clone(), &body).await })
-            .retry(
-                ExponentialBuilder::default()
-                    .with_jitter()
-                    .with_min_delay(self.cfg.retry.min_delay)
-                    .with_max_delay(self.cfg.retry.max_delay)
-                    .with_max_times(self.cfg.retry.max_retries),
-            )
+            .retry(http::backoff(&self.cfg.retry))
             .when(TargetError::is_transient)
             .adjust(|e: &TargetError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
             .notify(|e: &TargetError, after: Duration| {
@@ -217,33 +196,12 @@ impl SharelyClient {
 }
 
 async fn classify(resp: Response) -> TargetError {
-    let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()))
-        .map(|d| d.min(MAX_RETRY_AFTER));
-    let body = resp.bytes().await.unwrap_or_default();
-    let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-    let code = parsed
-        .as_ref()
-        .and_then(|b| b.error.clone())
-        .unwrap_or_else(|| {
-            status
-                .canonical_reason()
-                .unwrap_or("error")
-                .to_lowercase()
-                .replace(' ', "_")
-        });
-    let message = parsed.and_then(|b| b.message).unwrap_or_else(|| {
-        String::from_utf8_lossy(&body)
-            .chars()
-            .take(200)
-            .collect::<String>()
-            .trim()
-            .to_owned()
-    });
+    let answer = ErrorAnswer::read(resp).await;
+    let (status, retry_after) = (answer.status, answer.retry_after);
+    let code = answer
+        .field(&["error"])
+        .unwrap_or_else(|| answer.reason_code());
+    let message = answer.field(&["message"]).unwrap_or_else(|| answer.text());
     let class = match status.as_u16() {
         // The item is not COMPLETED yet: Sharely says to retry later.
         403 | 408 | 429 => ErrorClass::Transient,
