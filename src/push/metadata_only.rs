@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 
-use super::queue;
-use super::{Failure, Outcome, PushError};
+use super::{record_failure, Outcome, PushError};
 use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
 use crate::state::{CachedItem, State};
@@ -71,16 +70,8 @@ pub async fn push(
                 out.metadata += 1;
             }
             Some(Err(e)) => {
-                tracing::error!(%job, %key, op = "metadata", error = %e, "failed");
-                if let Some(setback) = queue::setback(&e) {
-                    state.step_failed(job, key, queue::METADATA, setback, &queue::row_error(&e))?;
-                }
                 let fatal = e.class == ErrorClass::Fatal;
-                out.failures.push(Failure {
-                    key: key.to_owned(),
-                    op: "metadata",
-                    error: e.clone(),
-                });
+                record_failure(state, &mut out, job, key, "metadata", e.clone())?;
                 if fatal {
                     out.fatal = Some(e);
                     break;

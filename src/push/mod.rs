@@ -206,22 +206,7 @@ impl Pusher<'_> {
         op: &'static str,
         error: TargetError,
     ) -> Result<(), PushError> {
-        tracing::error!(job = %self.job.name, %key, op, error = %error, "failed");
-        if let Some(setback) = queue::setback(&error) {
-            self.state.step_failed(
-                &self.job.name,
-                key,
-                queue::kind_of(op),
-                setback,
-                &queue::row_error(&error),
-            )?;
-        }
-        out.failures.push(Failure {
-            key: key.to_owned(),
-            op,
-            error,
-        });
-        Ok(())
+        record_failure(self.state, out, &self.job.name, key, op, error)
     }
 
     /// Batched status changes, grouped by action. Returns true on a fatal error.
@@ -734,6 +719,35 @@ impl Pusher<'_> {
         }
         Ok(())
     }
+}
+
+/// A step that failed: logged, written to the outbox (backed off or parked
+/// by its class; a fatal error leaves the step queued as it was) and
+/// reported in the outcome.
+pub fn record_failure(
+    state: &State,
+    out: &mut Outcome,
+    job: &str,
+    key: &str,
+    op: &'static str,
+    error: TargetError,
+) -> Result<(), PushError> {
+    tracing::error!(%job, %key, op, error = %error, "failed");
+    if let Some(setback) = queue::setback(&error) {
+        state.step_failed(
+            job,
+            key,
+            queue::kind_of(op),
+            setback,
+            &queue::row_error(&error),
+        )?;
+    }
+    out.failures.push(Failure {
+        key: key.to_owned(),
+        op,
+        error,
+    });
+    Ok(())
 }
 
 /// The plan's status changes that bring documents back (`restoring`), or

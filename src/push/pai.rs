@@ -12,8 +12,7 @@ use futures::FutureExt;
 use serde_json::{json, Value as Json};
 
 use super::bisect::send_in_batches;
-use super::queue;
-use super::{Failure, Outcome, PushError};
+use super::{record_failure, Outcome, PushError};
 use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
 use crate::state::State;
@@ -72,7 +71,7 @@ pub async fn push(
                     .map(|i| i.key)
                     .collect();
                 for key in blind {
-                    fail(state, &mut out, job, key, "metadata", e.clone())?;
+                    record_failure(state, &mut out, job, key, "metadata", e.clone())?;
                 }
                 if e.class == ErrorClass::Fatal {
                     out.fatal = Some(e);
@@ -178,7 +177,7 @@ async fn send(
             if gone {
                 state.clear_doc_id(job, item.key)?;
             }
-            fail(state, out, job, item.key, "metadata", e)?;
+            record_failure(state, out, job, item.key, "metadata", e)?;
             continue;
         }
         let id = if create {
@@ -192,7 +191,7 @@ async fn send(
                         "no_record_id",
                         format!("PAI created {handle} without returning its record id; the next pass finds it by URI"),
                     );
-                    fail(state, out, job, item.key, "metadata", e)?;
+                    record_failure(state, out, job, item.key, "metadata", e)?;
                     continue;
                 }
             }
@@ -207,7 +206,7 @@ async fn send(
         }
     }
     for (i, e) in r.failed {
-        fail(state, out, job, items[i].key, "metadata", e)?;
+        record_failure(state, out, job, items[i].key, "metadata", e)?;
     }
     if let Some(e) = r.fatal {
         out.fatal = Some(e);
@@ -254,7 +253,7 @@ async fn delete(
                     "record_refused",
                     format!("PAI refused to delete record {id}: {result}"),
                 );
-                fail(state, out, job, key, "delete", e)?;
+                record_failure(state, out, job, key, "delete", e)?;
             }
             None => {
                 state.forget(job, key)?;
@@ -263,7 +262,7 @@ async fn delete(
         }
     }
     for (i, e) in r.failed {
-        fail(state, out, job, items[i].0, "delete", e)?;
+        record_failure(state, out, job, items[i].0, "delete", e)?;
     }
     if let Some(e) = r.fatal {
         out.fatal = Some(e);
@@ -289,30 +288,4 @@ fn record(client: &PaiClient, item: &Item<'_>, create: bool) -> Json {
             "MetaAttributes": attributes,
         })
     }
-}
-
-fn fail(
-    state: &State,
-    out: &mut Outcome,
-    job: &str,
-    key: &str,
-    op: &'static str,
-    error: TargetError,
-) -> Result<(), PushError> {
-    tracing::error!(%job, %key, op, error = %error, "failed");
-    if let Some(setback) = queue::setback(&error) {
-        state.step_failed(
-            job,
-            key,
-            queue::kind_of(op),
-            setback,
-            &queue::row_error(&error),
-        )?;
-    }
-    out.failures.push(Failure {
-        key: key.to_owned(),
-        op,
-        error,
-    });
-    Ok(())
 }
