@@ -1000,31 +1000,29 @@ fn validate_dify(
             credential: &raw.api_key_credential,
         },
     )?;
-    let mut base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
-    // Joining relative paths onto ".../v1" would drop "v1" without this.
-    if !base_url.path().ends_with('/') {
-        let p = format!("{}/", base_url.path());
-        base_url.set_path(&p);
-    }
+    let base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
 
-    let dataset_id = raw.dataset_id.get_ref().trim().to_owned();
-    if dataset_id.is_empty() || dataset_id.contains('/') {
-        return Err(loc.error(
-            raw.dataset_id.span(),
-            &key("dataset_id"),
-            "expected the knowledge base (dataset) id, e.g. the UUID in its URL",
-        ));
-    }
+    let dataset_id = plain_id(
+        loc,
+        &key("dataset_id"),
+        &raw.dataset_id,
+        "expected the knowledge base (dataset) id, e.g. the UUID in its URL",
+    )?;
 
     let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
         bounded(loc, v, &key(name), lo, hi, default)
     };
-    let retry = retry_config(
+    let calls = calls(
         loc,
         &key,
-        &raw.max_retries,
-        &raw.retry_min_delay_ms,
-        &raw.retry_max_delay_secs,
+        RawCalls {
+            timeout_secs: &raw.timeout_secs,
+            max_retries: &raw.max_retries,
+            retry_min_delay_ms: &raw.retry_min_delay_ms,
+            retry_max_delay_secs: &raw.retry_max_delay_secs,
+            requests_per_minute: &raw.requests_per_minute,
+        },
+        120,
     )?;
     let create_data = match raw.create_data {
         Some(t) => serde_json::to_value(t)
@@ -1040,8 +1038,8 @@ fn validate_dify(
         api_key,
         batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
         upload_concurrency: int(&raw.upload_concurrency, "upload_concurrency", 1, 64, 4)? as usize,
-        timeout: Duration::from_secs(int(&raw.timeout_secs, "timeout_secs", 1, 3600, 120)? as u64),
-        retry,
+        timeout: calls.timeout,
+        retry: calls.retry,
         create_data,
         indexing_wait: Duration::from_secs(int(
             &raw.indexing_wait_secs,
@@ -1050,10 +1048,7 @@ fn validate_dify(
             86_400,
             600,
         )? as u64),
-        requests_per_minute: match &raw.requests_per_minute {
-            None => None,
-            v => Some(int(v, "requests_per_minute", 1, 1_000_000, 0)? as u32),
-        },
+        requests_per_minute: calls.requests_per_minute,
     })
 }
 
@@ -1103,7 +1098,9 @@ fn key_source(
     Ok(sources.remove(0))
 }
 
-/// An https URL, or plain http to loopback or when explicitly allowed.
+/// An https URL, or plain http to loopback or when explicitly allowed. Its
+/// path ends in `/`: joining relative paths onto ".../v1" would drop "v1"
+/// otherwise.
 fn https_url(
     loc: &Locator,
     key: &dyn Fn(&str) -> String,
@@ -1111,22 +1108,109 @@ fn https_url(
     allow_insecure_http: bool,
 ) -> Result<Url, ConfigError> {
     let span = raw.span();
-    let url = Url::parse(raw.get_ref())
+    let mut url = Url::parse(raw.get_ref())
         .map_err(|e| loc.error(span.clone(), &key("base_url"), format!("not a URL: {e}")))?;
     match url.scheme() {
-        "https" => Ok(url),
-        "http" if allow_insecure_http || is_loopback(&url) => Ok(url),
-        "http" => Err(loc.error(
-            span,
-            &key("base_url"),
-            "plain http would send the API key in clear text; use https, or set allow_insecure_http = true if the network is trusted",
-        )),
-        other => Err(loc.error(
-            span,
-            &key("base_url"),
-            format!("unsupported scheme {other:?}; use https"),
-        )),
+        "https" => {}
+        "http" if allow_insecure_http || is_loopback(&url) => {}
+        "http" => {
+            return Err(loc.error(
+                span,
+                &key("base_url"),
+                "plain http would send the API key in clear text; use https, or set allow_insecure_http = true if the network is trusted",
+            ))
+        }
+        other => {
+            return Err(loc.error(
+                span,
+                &key("base_url"),
+                format!("unsupported scheme {other:?}; use https"),
+            ))
+        }
     }
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+/// An upstream id: non-empty, and no `/` (it goes into URL paths).
+fn plain_id(
+    loc: &Locator,
+    key: &str,
+    v: &Spanned<String>,
+    message: &str,
+) -> Result<String, ConfigError> {
+    let t = v.get_ref().trim();
+    if t.is_empty() || t.contains('/') {
+        Err(loc.error(v.span(), key, message))
+    } else {
+        Ok(t.to_owned())
+    }
+}
+
+/// The call settings every target has.
+struct RawCalls<'a> {
+    timeout_secs: &'a Option<Spanned<i64>>,
+    max_retries: &'a Option<Spanned<i64>>,
+    retry_min_delay_ms: &'a Option<Spanned<i64>>,
+    retry_max_delay_secs: &'a Option<Spanned<i64>>,
+    requests_per_minute: &'a Option<Spanned<i64>>,
+}
+
+struct Calls {
+    timeout: Duration,
+    retry: RetryConfig,
+    requests_per_minute: Option<u32>,
+}
+
+fn calls(
+    loc: &Locator,
+    key: &dyn Fn(&str) -> String,
+    raw: RawCalls,
+    default_timeout_secs: i64,
+) -> Result<Calls, ConfigError> {
+    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
+        bounded(loc, v, &key(name), lo, hi, default)
+    };
+    let defaults = RetryConfig::default();
+    Ok(Calls {
+        timeout: Duration::from_secs(int(
+            raw.timeout_secs,
+            "timeout_secs",
+            1,
+            3600,
+            default_timeout_secs,
+        )? as u64),
+        retry: RetryConfig {
+            max_retries: int(
+                raw.max_retries,
+                "max_retries",
+                0,
+                100,
+                defaults.max_retries as i64,
+            )? as usize,
+            min_delay: Duration::from_millis(int(
+                raw.retry_min_delay_ms,
+                "retry_min_delay_ms",
+                1,
+                600_000,
+                defaults.min_delay.as_millis() as i64,
+            )? as u64),
+            max_delay: Duration::from_secs(int(
+                raw.retry_max_delay_secs,
+                "retry_max_delay_secs",
+                1,
+                3600,
+                defaults.max_delay.as_secs() as i64,
+            )? as u64),
+        },
+        requests_per_minute: match raw.requests_per_minute {
+            None => None,
+            v => Some(int(v, "requests_per_minute", 1, 1_000_000, 0)? as u32),
+        },
+    })
 }
 
 fn validate_sharely(
@@ -1151,19 +1235,9 @@ fn validate_sharely(
             credential: &raw.api_key_credential,
         },
     )?;
-    let mut base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
-    if !base_url.path().ends_with('/') {
-        let p = format!("{}/", base_url.path());
-        base_url.set_path(&p);
-    }
-    let id = |v: &Spanned<String>, name: &str| {
-        let t = v.get_ref().trim();
-        if t.is_empty() || t.contains('/') {
-            Err(loc.error(v.span(), &key(name), "expected an id (a UUID)"))
-        } else {
-            Ok(t.to_owned())
-        }
-    };
+    let base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
+    let id =
+        |v: &Spanned<String>, name: &str| plain_id(loc, &key(name), v, "expected an id (a UUID)");
     let workspace_id = id(&raw.workspace_id, "workspace_id")?;
     let organization_id = id(&raw.organization_id, "organization_id")?;
     let knowledge_type = match &raw.knowledge_type {
@@ -1180,10 +1254,7 @@ fn validate_sharely(
     let mut knowledge = BTreeMap::new();
     for (path, kid) in &raw.knowledge {
         let item_key = key(&format!("knowledge.{path:?}"));
-        let kid_t = kid.get_ref().trim();
-        if kid_t.is_empty() || kid_t.contains('/') {
-            return Err(loc.error(kid.span(), &item_key, "expected a knowledge id (a UUID)"));
-        }
+        let kid_t = plain_id(loc, &item_key, kid, "expected a knowledge id (a UUID)")?;
         let path = path.trim_start_matches("./").to_owned();
         if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..") {
             return Err(loc.error(
@@ -1192,11 +1263,23 @@ fn validate_sharely(
                 "expected a path relative to the folder's root, e.g. \"guides/intro.md\"",
             ));
         }
-        knowledge.insert(path, kid_t.to_owned());
+        knowledge.insert(path, kid_t);
     }
     let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
         bounded(loc, v, &key(name), lo, hi, default)
     };
+    let calls = calls(
+        loc,
+        &key,
+        RawCalls {
+            timeout_secs: &raw.timeout_secs,
+            max_retries: &raw.max_retries,
+            retry_min_delay_ms: &raw.retry_min_delay_ms,
+            retry_max_delay_secs: &raw.retry_max_delay_secs,
+            requests_per_minute: &raw.requests_per_minute,
+        },
+        60,
+    )?;
     Ok(SharelyConfig {
         base_url,
         workspace_id,
@@ -1205,18 +1288,9 @@ fn validate_sharely(
         knowledge_type,
         knowledge,
         concurrency: int(&raw.concurrency, "concurrency", 1, 64, 4)? as usize,
-        timeout: Duration::from_secs(int(&raw.timeout_secs, "timeout_secs", 1, 3600, 60)? as u64),
-        retry: retry_config(
-            loc,
-            &key,
-            &raw.max_retries,
-            &raw.retry_min_delay_ms,
-            &raw.retry_max_delay_secs,
-        )?,
-        requests_per_minute: match &raw.requests_per_minute {
-            None => None,
-            v => Some(int(v, "requests_per_minute", 1, 1_000_000, 0)? as u32),
-        },
+        timeout: calls.timeout,
+        retry: calls.retry,
+        requests_per_minute: calls.requests_per_minute,
     })
 }
 
@@ -1284,14 +1358,7 @@ fn validate_pai(
         }
     };
     let endpoint = https_url(loc, &key, &endpoint_text, raw.allow_insecure_http)?;
-    let id = |v: &Spanned<String>, name: &str| {
-        let t = v.get_ref().trim();
-        if t.is_empty() || t.contains('/') {
-            Err(loc.error(v.span(), &key(name), "expected an id"))
-        } else {
-            Ok(t.to_owned())
-        }
-    };
+    let id = |v: &Spanned<String>, name: &str| plain_id(loc, &key(name), v, "expected an id");
     let workspace_id = id(&raw.workspace_id, "workspace_id")?;
     let dataset_id = id(&raw.dataset_id, "dataset_id")?;
     let dataset_version = match &raw.dataset_version {
@@ -1312,6 +1379,18 @@ fn validate_pai(
     let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
         bounded(loc, v, &key(name), lo, hi, default)
     };
+    let calls = calls(
+        loc,
+        &key,
+        RawCalls {
+            timeout_secs: &raw.timeout_secs,
+            max_retries: &raw.max_retries,
+            retry_min_delay_ms: &raw.retry_min_delay_ms,
+            retry_max_delay_secs: &raw.retry_max_delay_secs,
+            requests_per_minute: &raw.requests_per_minute,
+        },
+        60,
+    )?;
     Ok(PaiConfig {
         endpoint,
         workspace_id,
@@ -1321,54 +1400,9 @@ fn validate_pai(
         access_key_id,
         access_key_secret,
         batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
-        timeout: Duration::from_secs(int(&raw.timeout_secs, "timeout_secs", 1, 3600, 60)? as u64),
-        retry: retry_config(
-            loc,
-            &key,
-            &raw.max_retries,
-            &raw.retry_min_delay_ms,
-            &raw.retry_max_delay_secs,
-        )?,
-        requests_per_minute: match &raw.requests_per_minute {
-            None => None,
-            v => Some(int(v, "requests_per_minute", 1, 1_000_000, 0)? as u32),
-        },
-    })
-}
-
-fn retry_config(
-    loc: &Locator,
-    key: &dyn Fn(&str) -> String,
-    max_retries: &Option<Spanned<i64>>,
-    min_delay_ms: &Option<Spanned<i64>>,
-    max_delay_secs: &Option<Spanned<i64>>,
-) -> Result<RetryConfig, ConfigError> {
-    let defaults = RetryConfig::default();
-    Ok(RetryConfig {
-        max_retries: bounded(
-            loc,
-            max_retries,
-            &key("max_retries"),
-            0,
-            100,
-            defaults.max_retries as i64,
-        )? as usize,
-        min_delay: Duration::from_millis(bounded(
-            loc,
-            min_delay_ms,
-            &key("retry_min_delay_ms"),
-            1,
-            600_000,
-            defaults.min_delay.as_millis() as i64,
-        )? as u64),
-        max_delay: Duration::from_secs(bounded(
-            loc,
-            max_delay_secs,
-            &key("retry_max_delay_secs"),
-            1,
-            3600,
-            defaults.max_delay.as_secs() as i64,
-        )? as u64),
+        timeout: calls.timeout,
+        retry: calls.retry,
+        requests_per_minute: calls.requests_per_minute,
     })
 }
 
