@@ -141,6 +141,21 @@ fn id_of(fake: &FakeDify, key: &str) -> String {
         .unwrap_or_else(|| panic!("no document for {key}"))
 }
 
+/// The binary beside the running service: exit code, stdout, stderr.
+fn cli(ws: &Workspace, args: &[&str]) -> (i32, String, String) {
+    support::run_binary(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kbsync")),
+        &ws.config_path,
+        args,
+    )
+}
+
+fn status_json(ws: &Workspace) -> serde_json::Value {
+    let (code, out, err) = cli(ws, &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
 #[tokio::test]
 async fn follows_creates_edits_renames_and_deletes_as_they_happen() {
     let (fake, ws) = setup("delete", "", "debounce_ms = 100").await;
@@ -354,13 +369,7 @@ async fn status_reads_the_state_while_the_service_runs() {
     // pass. Wait for the pass to end: its STATUS line follows it.
     d.notified("STATUS=watching").await;
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
-        .args(["status", "--json", "--config"])
-        .arg(&ws.config_path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = status_json(&ws);
     let job = &v[0];
     assert_eq!(job["job"], "docs");
     assert_eq!(job["tracked"], 2);
@@ -370,12 +379,8 @@ async fn status_reads_the_state_while_the_service_runs() {
     assert_eq!(job["failed"][0]["code"], "unsupported_file_type");
     assert_eq!(job["last_run"]["converged"], false);
 
-    let text = std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
-        .args(["status", "--config"])
-        .arg(&ws.config_path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(text.stdout).unwrap();
+    let (code, text, err) = cli(&ws, &["status"]);
+    assert_eq!(code, 0, "{err}");
     assert!(
         text.contains("2 tracked, 1 in sync, 1 pending upload, 0 pending removal, 1 failed"),
         "{text}"
@@ -401,14 +406,9 @@ async fn status_reads_the_state_while_the_service_runs() {
 
     // `kbsync retry` beside the running service: it tries again within
     // the outbox check interval (and Dify refuses again).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
-        .args(["retry", "--config"])
-        .arg(&ws.config_path)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
+    let (code, said, _) = cli(&ws, &["retry"]);
     assert!(
-        out.status.success() && said.contains("1 step(s) will be tried again"),
+        code == 0 && said.contains("1 step(s) will be tried again"),
         "{said}"
     );
     fake.wait_until("the retried create", WAIT, |w| creates(w) == 4)
@@ -470,12 +470,7 @@ async fn a_backed_off_step_waits_across_a_restart_until_its_time_or_kbsync_retry
     fake.wait_until("nine refused creates", WAIT, |w| creates(w) == 9)
         .await;
     d.notified("STATUS=watching").await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
-        .args(["status", "--json", "--config"])
-        .arg(&ws.config_path)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = status_json(&ws);
     let retrying = &v[0]["retrying"][0];
     assert_eq!(retrying["key"], "a.md");
     assert_eq!(retrying["status"], 503);
@@ -493,12 +488,7 @@ async fn a_backed_off_step_waits_across_a_restart_until_its_time_or_kbsync_retry
     assert!(d.log_text().contains("waiting until"), "{}", d.log_text());
 
     // `kbsync retry` cuts the wait short.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
-        .args(["retry", "--config"])
-        .arg(&ws.config_path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    assert_eq!(cli(&ws, &["retry"]).0, 0);
     fake.wait_until("the retried upload", WAIT, |w| has(w, "a.md", "patience"))
         .await;
     d.stop().await;
