@@ -41,21 +41,11 @@ pub struct Walked {
     started_ns: i64,
 }
 
-/// Scans the part of `cfg.root` that `scope` selects: `walk`, then
-/// `read_changed`. `known` holds what the cache saw last time; `avoid`
+/// Walks the part of `cfg.root` that `scope` selects and stats, in
+/// parallel, without reading any file, so it can run while the cache is
+/// still being loaded; `read_changed` then reads what differs. `avoid`
 /// lists files never to mirror (the state database, when it lives inside
 /// the root).
-pub fn scan(
-    cfg: &FolderConfig,
-    known: &HashMap<String, KnownFacts>,
-    avoid: &[PathBuf],
-    scope: &Scope,
-) -> ScanResult {
-    read_changed(cfg, walk(cfg, avoid, scope), known)
-}
-
-/// Walks and stats, in parallel, without reading any file, so it can run
-/// while the cache is still being loaded.
 ///
 /// A scoped walk still goes down from the root, pruning every folder that
 /// does not lead to a scoped path, so the ignore files on the way apply
