@@ -70,8 +70,12 @@ pub fn hold(
     // (no document yet); it can follow a waiting update of an existing one.
     let mut blocked: HashSet<&str> = HashSet::new();
     let waits = |op: &Op| -> Option<&OutboxRow> {
-        let s = step(op)?;
-        let row = rows.get(&(s.key.to_owned(), s.kind.to_owned()))?;
+        // Only the row's identity is needed here, not the fingerprint
+        // (which would serialise the metadata again).
+        if !op.is_upstream() {
+            return None;
+        }
+        let row = rows.get(&(op.key().to_owned(), kind_of(op.name()).to_owned()))?;
         row.error.as_ref()?;
         if row.failed || (honour_backoff && row.next_attempt_at > now) {
             Some(row)
