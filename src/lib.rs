@@ -16,3 +16,4 @@ pub mod source;
 pub mod state;
 pub mod status;
 pub mod target;
+pub mod triage;

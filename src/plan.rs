@@ -140,6 +140,25 @@ pub struct Rules<'a> {
     pub bind: &'a dyn Fn(&str) -> Option<String>,
 }
 
+/// Bump when the planner's decisions change for the same inputs: settled
+/// items (see `state::settled`) are then evaluated again.
+const LOGIC_VERSION: u32 = 1;
+
+/// Everything besides an item's own row and facts that decides its plan,
+/// hashed. `bindings` describes `Rules::bind` (the configured upstream ids).
+pub fn fingerprint(
+    mappings: &[FieldMapping],
+    delete_policy: DeletePolicy,
+    caps: Capabilities,
+    bindings: &str,
+) -> String {
+    let text = format!(
+        "{LOGIC_VERSION} {} {mappings:?} {delete_policy:?} {caps:?} {bindings}",
+        env!("CARGO_PKG_VERSION")
+    );
+    blake3::hash(text.as_bytes()).to_hex()[..16].to_owned()
+}
+
 /// Computes the operations for one job. `protected` says which keys exist
 /// but could not be read this time: they are left exactly as they are.
 pub fn plan(

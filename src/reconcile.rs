@@ -14,11 +14,12 @@ use crate::config::{Config, JobConfig, SourceConfig, TargetConfig};
 use crate::plan::{self, Plan, Rules};
 use crate::push::queue::{self, Held};
 use crate::push::{Outcome, Pusher};
-use crate::source::{folder, web, KnownFacts, Observed, Scope, Skipped};
-use crate::state::{lock_path, State, StateError, StateLock};
+use crate::source::{folder, web, KnownFacts, Observed, ScanResult, Scope, Skipped};
+use crate::state::{lock_path, CachedItem, State, StateError, StateLock};
 use crate::target::dify::DifyClient;
 use crate::target::pai::PaiClient;
 use crate::target::sharely::SharelyClient;
+use crate::triage::triage;
 
 /// A job's upstream client.
 enum Upstream {
@@ -50,12 +51,17 @@ pub struct JobReport {
     pub job: String,
     pub scanned: usize,
     pub hashed_files: usize,
+    /// Files found settled and unchanged: neither read nor planned.
+    pub unchanged: usize,
     pub skipped: Vec<Skipped>,
     pub plan: Plan,
     /// Planned steps the outbox held back (failed before, see `Held`).
     pub held: Vec<Held>,
     pub outcome: Option<Outcome>,
     pub requests: u64,
+    /// The scan: walk, triage, reading what changed, and (unless dry
+    /// running) recording the facts in the state file.
+    pub scan_elapsed: Duration,
     pub elapsed: Duration,
     /// A job-level error (credential, state, fatal upstream answer).
     pub error: Option<String>,
@@ -298,15 +304,37 @@ impl Runner {
             }
             SourceConfig::Web(_) => None,
         };
-        let cached = self.state.load_items_in(&job.name, scope)?;
+        let bind = |key: &str| match &job.target {
+            TargetConfig::Sharely(c) => c.knowledge.get(key).cloned(),
+            TargetConfig::Dify(_) | TargetConfig::Pai(_) => None,
+        };
+        let rules = Rules {
+            mappings: &job.metadata,
+            delete_policy: job.delete_policy,
+            caps: job.target.capabilities(),
+            bind: &bind,
+        };
+        // Folder jobs skip settled, unchanged files; a web job re-plans
+        // every page it fetched.
+        let (cached, walked, unchanged) = match walking {
+            Some(walking) => {
+                let fingerprint = plan_fingerprint(job, &rules);
+                let trust = self
+                    .state
+                    .plan_fingerprint(&job.name, &fingerprint, !opts.dry_run)?;
+                let walked = walking.await.expect("the walk thread does not panic");
+                let t = triage(&self.state, &job.name, scope, trust, walked)?;
+                (t.cached, Some(t.walked), t.unchanged)
+            }
+            None => (self.state.load_items_in(&job.name, scope)?, None, 0),
+        };
         let known: HashMap<String, KnownFacts> = cached
             .iter()
             .filter_map(|(k, c)| c.facts.clone().map(|f| (k.clone(), f)))
             .collect();
 
-        let (scan, bodies) = match (&job.source, walking) {
-            (SourceConfig::Folder(folder_cfg), Some(walking)) => {
-                let walked = walking.await.expect("the walk thread does not panic");
+        let (mut scan, bodies) = match (&job.source, walked) {
+            (SourceConfig::Folder(folder_cfg), Some(walked)) => {
                 let folder_cfg = folder_cfg.clone();
                 let scan = tokio::task::spawn_blocking(move || {
                     folder::read_changed(&folder_cfg, walked, &known)
@@ -337,9 +365,10 @@ impl Runner {
                 (fetched.scan, fetched.bodies)
             }
         };
+        scan.unchanged = unchanged;
         tracing::info!(
             scope = %describe(scope),
-            files = scan.items.len(),
+            files = scan.items.len() + unchanged,
             hashed = scan.hashed_files,
             hashed_bytes = scan.hashed_bytes,
             skipped = scan.skipped.len(),
@@ -372,17 +401,9 @@ impl Runner {
                 .collect();
             self.state.save_scan(&job.name, &changed, &absent)?;
         }
+        let scan_elapsed = started.elapsed();
+        tracing::debug!(ms = scan_elapsed.as_millis() as u64, "scan recorded");
 
-        let bind = |key: &str| match &job.target {
-            TargetConfig::Sharely(c) => c.knowledge.get(key).cloned(),
-            TargetConfig::Dify(_) | TargetConfig::Pai(_) => None,
-        };
-        let rules = Rules {
-            mappings: &job.metadata,
-            delete_policy: job.delete_policy,
-            caps: job.target.capabilities(),
-            bind: &bind,
-        };
         let plan = plan::plan(&scan.items, &cached, &rules, &is_protected);
         let mut skipped = scan.skipped.clone();
         if !rules.caps.content && !rules.caps.create_records {
@@ -403,13 +424,15 @@ impl Runner {
 
         let mut report = JobReport {
             job: job.name.clone(),
-            scanned: scan.items.len(),
+            scanned: scan.items.len() + scan.unchanged,
             hashed_files: scan.hashed_files,
+            unchanged: scan.unchanged,
             skipped,
             plan,
             held: Vec::new(),
             outcome: None,
             requests: 0,
+            scan_elapsed,
             elapsed: Duration::ZERO,
             error: None,
         };
@@ -521,6 +544,9 @@ impl Runner {
             }
             report.outcome = Some(outcome);
         }
+        if matches!(job.source, SourceConfig::Folder(_)) {
+            self.settle(job, scope, &scan, &cached, &rules)?;
+        }
         report.elapsed = started.elapsed();
         // A scoped pass that found nothing to do (an editor's lock file, a
         // touched but unchanged file) is not worth a line in the run log.
@@ -531,6 +557,63 @@ impl Runner {
         }
         Ok(report)
     }
+}
+
+impl Runner {
+    /// Flags settled every item of this pass the planner now finds in sync
+    /// (its steps, if any, all confirmed), so later passes skip it while it
+    /// is unchanged. Planned again from the rows as they are now.
+    fn settle(
+        &mut self,
+        job: &JobConfig,
+        scope: &Scope,
+        scan: &ScanResult,
+        cached: &HashMap<String, CachedItem>,
+        rules: &Rules,
+    ) -> Result<(), ReconcileError> {
+        let observed: HashSet<&str> = scan.items.iter().map(|o| o.key.as_str()).collect();
+        let domain: HashSet<&str> = observed
+            .iter()
+            .copied()
+            .chain(cached.keys().map(String::as_str))
+            .collect();
+        if domain.is_empty() {
+            return Ok(());
+        }
+        let now = self.state.load_keys(&job.name, scope, &domain)?;
+        let is_protected = |k: &str| scan.is_protected(k);
+        let again = plan::plan(&scan.items, &now, rules, &is_protected);
+        let busy: HashSet<&str> = again
+            .ops
+            .iter()
+            .map(|o| o.key())
+            .chain(again.warnings.iter().map(|(k, _)| k.as_str()))
+            .collect();
+        let settled: Vec<&str> = now
+            .values()
+            .filter(|c| !busy.contains(c.key.as_str()))
+            .filter(|c| {
+                if observed.contains(c.key.as_str()) {
+                    // Unbound items of a metadata-only target are reported
+                    // as skipped on every pass: never settled.
+                    c.present && c.doc_id.is_some()
+                } else {
+                    !c.present && !is_protected(&c.key)
+                }
+            })
+            .map(|c| c.key.as_str())
+            .collect();
+        self.state.mark_settled(&job.name, &settled)?;
+        Ok(())
+    }
+}
+
+fn plan_fingerprint(job: &JobConfig, rules: &Rules) -> String {
+    let bindings = match &job.target {
+        TargetConfig::Sharely(c) => format!("{:?}", c.knowledge),
+        TargetConfig::Dify(_) | TargetConfig::Pai(_) => String::new(),
+    };
+    plan::fingerprint(rules.mappings, rules.delete_policy, rules.caps, &bindings)
 }
 
 fn describe(scope: &Scope) -> String {

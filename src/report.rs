@@ -97,6 +97,8 @@ pub fn plan_json(reports: &[JobReport]) -> serde_json::Value {
         .map(|r| json!({
             "job": r.job,
             "scanned": r.scanned,
+            "unchanged": r.unchanged,
+            "hashed": r.hashed_files,
             "ops": r.plan.ops,
             "skipped": r.skipped.iter().map(|s| json!({"path": s.path, "reason": s.reason})).collect::<Vec<_>>(),
             "held": r.held.iter().map(|h| json!({"item": h.key, "op": h.op, "status": h.error.status, "code": h.error.code, "message": h.error.message, "next_attempt_at": h.until})).collect::<Vec<_>>(),

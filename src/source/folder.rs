@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use ignore::{WalkBuilder, WalkState};
@@ -24,16 +24,18 @@ enum Found {
     Skipped(Skipped, Option<String>),
 }
 
-/// A regular file as the walk's stat saw it.
+/// A regular file as the walk's stat saw it. Kept small: a full walk of a
+/// large tree holds one per file.
 pub struct Stat {
-    key: String,
-    size: u64,
-    mtime_ns: i64,
+    pub key: Box<str>,
+    pub size: u64,
+    pub mtime_ns: i64,
 }
 
 /// The walk's result: what exists, before anything is read.
 pub struct Walked {
-    files: Vec<Stat>,
+    /// Sorted by key.
+    pub files: Vec<Stat>,
     skipped: Vec<Skipped>,
     protected: Vec<String>,
     /// When the walk began: files modified after this minus the racy
@@ -41,11 +43,65 @@ pub struct Walked {
     started_ns: i64,
 }
 
+/// What one walker thread found; handed over when the thread is done.
+#[derive(Default)]
+struct Findings {
+    files: Vec<Stat>,
+    skipped: Vec<(Skipped, Option<String>)>,
+}
+
+/// One walker thread's visitor: collects locally (no channel, no lock per
+/// file) and sorts its share before handing it over, so the sorting runs
+/// on every walker thread.
+struct Visitor<'a> {
+    cfg: &'a FolderConfig,
+    avoid: &'a [PathBuf],
+    found: Findings,
+    done: &'a Mutex<Vec<Findings>>,
+}
+
+impl ignore::ParallelVisitor for Visitor<'_> {
+    fn visit(&mut self, entry: Result<ignore::DirEntry, ignore::Error>) -> WalkState {
+        match visit(self.cfg, &self.cfg.root, self.avoid, entry) {
+            Some(Found::File(stat)) => self.found.files.push(stat),
+            Some(Found::Skipped(s, protect)) => self.found.skipped.push((s, protect)),
+            None => {}
+        }
+        WalkState::Continue
+    }
+}
+
+impl Drop for Visitor<'_> {
+    fn drop(&mut self) {
+        let mut found = std::mem::take(&mut self.found);
+        found.files.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        if let Ok(mut done) = self.done.lock() {
+            done.push(found);
+        }
+    }
+}
+
+struct Visitors<'a> {
+    cfg: &'a FolderConfig,
+    avoid: &'a [PathBuf],
+    done: &'a Mutex<Vec<Findings>>,
+}
+
+impl<'s> ignore::ParallelVisitorBuilder<'s> for Visitors<'s> {
+    fn build(&mut self) -> Box<dyn ignore::ParallelVisitor + 's> {
+        Box::new(Visitor {
+            cfg: self.cfg,
+            avoid: self.avoid,
+            found: Findings::default(),
+            done: self.done,
+        })
+    }
+}
+
 /// Walks the part of `cfg.root` that `scope` selects and stats, in
-/// parallel, without reading any file, so it can run while the cache is
-/// still being loaded; `read_changed` then reads what differs. `avoid`
-/// lists files never to mirror (the state database, when it lives inside
-/// the root).
+/// parallel, without reading any file; `read_changed` then reads what
+/// differs from the cache. `avoid` lists files never to mirror (the state
+/// database, when it lives inside the root).
 ///
 /// A scoped walk still goes down from the root, pruning every folder that
 /// does not lead to a scoped path, so the ignore files on the way apply
@@ -82,39 +138,40 @@ pub fn walk(cfg: &FolderConfig, avoid: &[PathBuf], scope: &Scope) -> Walked {
         });
     }
 
-    let (tx, rx) = mpsc::channel::<Found>();
-    let root = cfg.root.clone();
-    builder.build_parallel().run(|| {
-        let tx = tx.clone();
-        let root = root.clone();
-        Box::new(move |entry| {
-            if let Some(found) = visit(cfg, &root, avoid, entry) {
-                // The receiver outlives the walk; a send cannot fail.
-                let _ = tx.send(found);
-            }
-            WalkState::Continue
-        })
+    let done = Mutex::new(Vec::new());
+    builder.build_parallel().visit(&mut Visitors {
+        cfg,
+        avoid,
+        done: &done,
     });
-    drop(tx);
-
     let mut walked = Walked {
         files: Vec::new(),
         skipped: Vec::new(),
         protected: Vec::new(),
         started_ns,
     };
-    for found in rx {
-        match found {
-            Found::File(stat) => walked.files.push(stat),
-            Found::Skipped(s, protect) => {
-                if let Some(p) = protect {
-                    walked.protected.push(p);
-                }
-                walked.skipped.push(s);
-            }
+    for found in done.into_inner().unwrap_or_default() {
+        // Appending moves no key: a large vector grows in place.
+        walked.files.extend(found.files);
+        for (s, protect) in found.skipped {
+            walked.protected.extend(protect);
+            walked.skipped.push(s);
         }
     }
+    // The stable sort finds the threads' sorted runs and only merges them.
+    walked.files.sort_by(|a, b| a.key.cmp(&b.key));
     walked
+}
+
+impl Walked {
+    /// Keeps only the files `keep` says yes to (by position).
+    pub fn retain_files(&mut self, keep: &[bool]) {
+        let mut i = 0;
+        self.files.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+    }
 }
 
 /// Turns a walk into observed items: a file whose size and mtime match
@@ -132,7 +189,7 @@ pub fn read_changed(
     };
     let mut to_read = Vec::new();
     for stat in walked.files {
-        match known.get(&stat.key) {
+        match known.get(&*stat.key) {
             Some(k) if k.size == stat.size && k.mtime_ns == stat.mtime_ns && !k.racy => {
                 result.items.push(Observed {
                     size: stat.size,
@@ -142,7 +199,7 @@ pub fn read_changed(
                     rehashed: false,
                     racy: false,
                     validator: None,
-                    key: stat.key,
+                    key: stat.key.into(),
                 });
             }
             _ => to_read.push(stat),
@@ -192,21 +249,26 @@ enum Hashed {
 
 /// Reads and hashes one file the walk found.
 fn read_one(cfg: &FolderConfig, stat: &Stat, walk_started_ns: i64) -> Hashed {
-    let path = cfg.root.join(&stat.key);
+    let path = cfg.root.join(&*stat.key);
     let skip = |reason: String| {
         Hashed::Skipped(
             Skipped {
-                path: stat.key.clone(),
+                path: stat.key.to_string(),
                 reason,
             },
-            stat.key.clone(),
+            stat.key.to_string(),
         )
     };
     match hash_file(&path, front_matter::is_markdown(&stat.key)) {
-        Ok((hash, read, head)) => {
-            // A file written while we read it would pair one version's size
-            // with another's hash: leave it for the next scan instead.
-            let after = std::fs::metadata(&path).ok();
+        Ok(FileRead {
+            hash,
+            bytes: read,
+            head,
+            after,
+        }) => {
+            // A file written while we read it (or replaced since the walk)
+            // would pair one version's size with another's hash: leave it
+            // for the next scan instead.
             if read != stat.size
                 || after.as_ref().map(|m| (m.len(), mtime_ns_of(m)))
                     != Some((stat.size, stat.mtime_ns))
@@ -214,7 +276,7 @@ fn read_one(cfg: &FolderConfig, stat: &Stat, walk_started_ns: i64) -> Hashed {
                 skip("changed while being read; will be picked up by the next scan".into())
             } else {
                 Hashed::Item(Observed {
-                    key: stat.key.clone(),
+                    key: stat.key.to_string(),
                     size: stat.size,
                     mtime_ns: stat.mtime_ns,
                     hash,
@@ -260,7 +322,11 @@ fn visit(
             ))
         }
     };
-    if !matches(cfg, &key) || avoid.iter().any(|a| a == path) {
+    if !matches(cfg, &key)
+        || avoid
+            .iter()
+            .any(|a| a.file_name() == path.file_name() && a == path)
+    {
         return None;
     }
     if file_type.is_symlink() {
@@ -289,7 +355,7 @@ fn visit(
         ));
     }
     Some(Found::File(Stat {
-        key,
+        key: key.into_boxed_str(),
         size,
         mtime_ns: mtime_ns_of(&meta),
     }))
@@ -335,6 +401,22 @@ fn error_path(err: &ignore::Error) -> Option<PathBuf> {
 }
 
 fn key_of(root: &Path, path: &Path) -> Result<String, String> {
+    use std::os::unix::ffi::OsStrExt;
+    // The walker joins names onto the root: its paths are the root's bytes,
+    // a '/', and the relative part, already in key form.
+    let fast = path
+        .as_os_str()
+        .as_bytes()
+        .strip_prefix(root.as_os_str().as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"/"))
+        .filter(|rest| !rest.is_empty() && !rest.ends_with(b"/"));
+    if let Some(rest) = fast {
+        if let Ok(key) = std::str::from_utf8(rest) {
+            if !key.contains("//") && !key.split('/').any(|c| c == "." || c == "..") {
+                return Ok(key.to_owned());
+            }
+        }
+    }
     let rel = path.strip_prefix(root).unwrap_or(path);
     let mut key = String::new();
     for part in rel.components() {
@@ -384,9 +466,18 @@ fn mtime_ns_of(meta: &std::fs::Metadata) -> i64 {
     }
 }
 
-/// BLAKE3 of the file, the number of bytes read, and for Markdown the head
-/// for front matter parsing.
-fn hash_file(path: &Path, keep_head: bool) -> std::io::Result<(String, u64, Option<Vec<u8>>)> {
+/// What reading a file gave.
+struct FileRead {
+    /// BLAKE3, hex.
+    hash: String,
+    bytes: u64,
+    /// Markdown only: the head, for front matter.
+    head: Option<Vec<u8>>,
+    /// The open file's metadata once read (no second path lookup).
+    after: Option<std::fs::Metadata>,
+}
+
+fn hash_file(path: &Path, keep_head: bool) -> std::io::Result<FileRead> {
     let mut file = File::open(path)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -404,7 +495,12 @@ fn hash_file(path: &Path, keep_head: bool) -> std::io::Result<(String, u64, Opti
         hasher.update(&buf[..n]);
         total += n as u64;
     }
-    Ok((hasher.finalize().to_hex().to_string(), total, head))
+    Ok(FileRead {
+        hash: hasher.finalize().to_hex().to_string(),
+        bytes: total,
+        head,
+        after: file.metadata().ok(),
+    })
 }
 
 /// Hash of an in-memory buffer, the same function the scan uses.

@@ -63,6 +63,8 @@ pub struct ScanResult {
     pub protected: Vec<String>,
     pub hashed_files: usize,
     pub hashed_bytes: u64,
+    /// Files left out of `items` as settled and unchanged (see `triage`).
+    pub unchanged: usize,
 }
 
 impl ScanResult {

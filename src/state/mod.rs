@@ -7,9 +7,11 @@
 mod lock;
 mod outbox;
 mod schema;
+mod settled;
 
 pub use lock::{lock_path, StateLock};
 pub use outbox::{OutboxRow, Queued, RowError, Setback};
+pub use settled::CacheRow;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +90,15 @@ pub struct CachedItem {
     pub status: RemoteStatus,
     pub indexing_batch: Option<String>,
 }
+
+/// The columns `cached_item` reads, in its order.
+const COLUMNS: &str = "SELECT key, present, size, mtime_ns, hash, front_matter, doc_id, doc_name,
+        pushed_hash, pushed_meta, status, indexing_batch, racy, validator, settled
+     FROM items WHERE job = ?1";
+
+/// `key` is `?2` or below it: '0' sorts right after '/', so [p/, p0) is
+/// exactly the subtree.
+const IN_SUBTREE: &str = "(key = ?2 OR (key >= ?2 || '/' AND key < ?2 || '0'))";
 
 /// Run-log rows kept per job.
 const KEPT_RUNS: i64 = 1000;
@@ -224,7 +235,7 @@ impl State {
         if changed {
             tx.execute(
                 "UPDATE items SET doc_id = NULL, doc_name = NULL, pushed_hash = NULL, pushed_meta = NULL,
-                        status = 'enabled', indexing_batch = NULL WHERE job = ?1",
+                        status = 'enabled', indexing_batch = NULL, settled = 0 WHERE job = ?1",
                 [job],
             )
             .map_err(|e| sqlite_err(&self.path, e))?;
@@ -254,10 +265,6 @@ impl State {
         job: &str,
         scope: &Scope,
     ) -> Result<HashMap<String, CachedItem>, StateError> {
-        const COLUMNS: &str =
-            "SELECT key, present, size, mtime_ns, hash, front_matter, doc_id, doc_name,
-                pushed_hash, pushed_meta, status, indexing_batch, racy, validator
-             FROM items WHERE job = ?1";
         let mut out = HashMap::new();
         if scope.is_all() {
             let mut stmt = self.conn.prepare_cached(COLUMNS).map_err(|e| self.err(e))?;
@@ -270,12 +277,9 @@ impl State {
             }
             return Ok(out);
         }
-        // '0' sorts right after '/', so [p/, p0) is exactly the subtree.
         let mut stmt = self
             .conn
-            .prepare_cached(&format!(
-                "{COLUMNS} AND (key = ?2 OR (key >= ?2 || '/' AND key < ?2 || '0'))"
-            ))
+            .prepare_cached(&format!("{COLUMNS} AND {IN_SUBTREE}"))
             .map_err(|e| self.err(e))?;
         for path in scope.paths() {
             let rows = stmt
@@ -313,7 +317,7 @@ impl State {
                      ON CONFLICT(job, key) DO UPDATE SET present = 1, size = excluded.size,
                         mtime_ns = excluded.mtime_ns, hash = excluded.hash,
                         front_matter = excluded.front_matter, racy = excluded.racy,
-                        validator = excluded.validator",
+                        validator = excluded.validator, settled = 0",
                 )
                 .map_err(|e| sqlite_err(&self.path, e))?;
             for o in changed {
@@ -334,7 +338,9 @@ impl State {
                 .map_err(|e| sqlite_err(&self.path, e))?;
             }
             let mut gone = tx
-                .prepare_cached("UPDATE items SET present = 0 WHERE job = ?1 AND key = ?2")
+                .prepare_cached(
+                    "UPDATE items SET present = 0, settled = 0 WHERE job = ?1 AND key = ?2",
+                )
                 .map_err(|e| sqlite_err(&self.path, e))?;
             for key in absent {
                 gone.execute(params![job, key])
@@ -357,7 +363,7 @@ impl State {
         let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
         tx.prepare_cached(
             "UPDATE items SET doc_id = ?3, doc_name = ?4, pushed_hash = ?5, indexing_batch = ?6,
-                    status = 'enabled'
+                    status = 'enabled', settled = 0
              WHERE job = ?1 AND key = ?2",
         )
         .and_then(|mut s| s.execute(params![job, key, doc_id, doc_name, hash, batch]))
@@ -382,7 +388,7 @@ impl State {
     ) -> Result<(), StateError> {
         self.conn
             .execute(
-                "UPDATE items SET doc_id = ?3, doc_name = ?4 WHERE job = ?1 AND key = ?2",
+                "UPDATE items SET doc_id = ?3, doc_name = ?4, settled = 0 WHERE job = ?1 AND key = ?2",
                 params![job, key, doc_id, doc_name],
             )
             .map_err(|e| self.err(e))?;
@@ -394,7 +400,7 @@ impl State {
     pub fn clear_doc_id(&self, job: &str, key: &str) -> Result<(), StateError> {
         self.conn
             .execute(
-                "UPDATE items SET doc_id = NULL, doc_name = NULL, pushed_meta = NULL WHERE job = ?1 AND key = ?2",
+                "UPDATE items SET doc_id = NULL, doc_name = NULL, pushed_meta = NULL, settled = 0 WHERE job = ?1 AND key = ?2",
                 params![job, key],
             )
             .map_err(|e| self.err(e))?;
@@ -412,7 +418,9 @@ impl State {
             .map_err(|e| sqlite_err(&self.path, e))?;
         {
             let mut stmt = tx
-                .prepare_cached("UPDATE items SET pushed_meta = ?3 WHERE job = ?1 AND key = ?2")
+                .prepare_cached(
+                    "UPDATE items SET pushed_meta = ?3, settled = 0 WHERE job = ?1 AND key = ?2",
+                )
                 .map_err(|e| sqlite_err(&self.path, e))?;
             let mut done_step = tx
                 .prepare_cached(
@@ -443,7 +451,9 @@ impl State {
             .map_err(|e| sqlite_err(&self.path, e))?;
         {
             let mut stmt = tx
-                .prepare_cached("UPDATE items SET status = ?3 WHERE job = ?1 AND key = ?2")
+                .prepare_cached(
+                    "UPDATE items SET status = ?3, settled = 0 WHERE job = ?1 AND key = ?2",
+                )
                 .map_err(|e| sqlite_err(&self.path, e))?;
             let mut done_step = tx
                 .prepare_cached(
@@ -755,6 +765,92 @@ fn sqlite_err(path: &Path, source: rusqlite::Error) -> StateError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `key`'s row is settled with facts (3, 7), per `each_cached`.
+    fn settled(state: &State, key: &str) -> bool {
+        let mut found = false;
+        state
+            .each_cached("j", &Scope::All, true, |row| {
+                if row.key() == key {
+                    found = row.settled_as(3, 7);
+                }
+                Ok(())
+            })
+            .unwrap();
+        found
+    }
+
+    #[test]
+    fn every_write_to_an_item_clears_its_settled_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("s.db")).unwrap();
+        state.bind_target("j", "t").unwrap();
+        assert!(state.plan_fingerprint("j", "fp1", true).unwrap());
+        let a = observed("a", "h1");
+        state.save_scan("j", &[&a], &[]).unwrap();
+        let meta: Metadata = [("k".to_string(), serde_json::json!(1))].into();
+        type Write<'a> = Box<dyn Fn(&mut State) + 'a>;
+        let writes: Vec<(&str, Write)> = vec![
+            (
+                "save_scan",
+                Box::new(|s| s.save_scan("j", &[&a], &[]).unwrap()),
+            ),
+            (
+                "record_content",
+                Box::new(|s| {
+                    s.record_content("j", "a", "d1", "a.md", "h1", None)
+                        .unwrap()
+                }),
+            ),
+            (
+                "record_doc_id",
+                Box::new(|s| s.record_doc_id("j", "a", "d1", "a.md").unwrap()),
+            ),
+            (
+                "record_metadata",
+                Box::new(|s| s.record_metadata("j", &[("a", &meta)]).unwrap()),
+            ),
+            (
+                "record_status",
+                Box::new(|s| s.record_status("j", &["a"], RemoteStatus::Enabled).unwrap()),
+            ),
+            (
+                "clear_doc_id",
+                Box::new(|s| s.clear_doc_id("j", "a").unwrap()),
+            ),
+            (
+                "bind_target",
+                Box::new(|s| {
+                    s.bind_target("j", "other").unwrap();
+                    s.bind_target("j", "t").unwrap();
+                }),
+            ),
+        ];
+        for (name, write) in &writes {
+            state.mark_settled("j", &["a"]).unwrap();
+            assert!(settled(&state, "a"), "marked before {name}");
+            write(&mut state);
+            assert!(!settled(&state, "a"), "{name} must clear the settled flag");
+        }
+        // Gone from the source: cleared too.
+        state.mark_settled("j", &["a"]).unwrap();
+        state.save_scan("j", &[], &["a"]).unwrap();
+        let mut absent_settled = None;
+        state
+            .each_cached("j", &Scope::All, true, |row| {
+                absent_settled = Some(row.settled_absent());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(absent_settled, Some(false));
+        // A new plan fingerprint clears every flag; a dry run only distrusts.
+        state.save_scan("j", &[&a], &[]).unwrap();
+        state.mark_settled("j", &["a"]).unwrap();
+        assert!(!state.plan_fingerprint("j", "fp2", false).unwrap());
+        assert!(settled(&state, "a"), "a dry run writes nothing");
+        assert!(state.plan_fingerprint("j", "fp2", true).unwrap());
+        assert!(!settled(&state, "a"));
+    }
 
     fn observed(key: &str, hash: &str) -> Observed {
         Observed {

@@ -70,4 +70,11 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE items SET error_code = NULL, error_message = NULL, error_at = NULL;
     ALTER TABLE jobs ADD COLUMN listed_at INTEGER;
     "#,
+    // 5: items a full evaluation found in sync, under the job's plan
+    // fingerprint: an unchanged settled item is not planned again. Every
+    // write to an item clears its flag.
+    r#"
+    ALTER TABLE items ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN plan_fingerprint TEXT;
+    "#,
 ];

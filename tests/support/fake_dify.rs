@@ -161,7 +161,13 @@ impl Fault {
 pub struct RateWindow {
     pub limit: usize,
     pub window: std::time::Duration,
+    /// Answer as a gateway in front of Dify would: 429 with Retry-After
+    /// (whole seconds until the window has room), instead of Dify's own
+    /// rate-limit 403.
+    pub gateway: bool,
     seen: std::collections::VecDeque<std::time::Instant>,
+    /// Requests refused so far.
+    pub refused: usize,
 }
 
 impl RateWindow {
@@ -169,11 +175,21 @@ impl RateWindow {
         RateWindow {
             limit,
             window,
+            gateway: false,
             seen: Default::default(),
+            refused: 0,
         }
     }
 
-    fn admit(&mut self) -> bool {
+    pub fn gateway(limit: usize, window: std::time::Duration) -> RateWindow {
+        RateWindow {
+            gateway: true,
+            ..RateWindow::new(limit, window)
+        }
+    }
+
+    /// None when admitted, else the refusal to answer with.
+    fn admit(&mut self) -> Option<Fault> {
         let now = std::time::Instant::now();
         while self
             .seen
@@ -182,11 +198,22 @@ impl RateWindow {
         {
             self.seen.pop_front();
         }
-        if self.seen.len() >= self.limit {
-            return false;
+        if self.seen.len() < self.limit {
+            self.seen.push_back(now);
+            return None;
         }
-        self.seen.push_back(now);
-        true
+        self.refused += 1;
+        if !self.gateway {
+            return Some(Fault::status(403, "forbidden", RATE_LIMIT_MESSAGE));
+        }
+        let room_in = self.window.saturating_sub(now.duration_since(self.seen[0]));
+        let secs = room_in.as_secs_f64().ceil().max(1.0) as u64;
+        Some(Fault::Status {
+            status: 429,
+            code: "too_many_requests".into(),
+            message: "Too many requests".into(),
+            retry_after: Some(secs.to_string()),
+        })
     }
 }
 
@@ -539,9 +566,8 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
 
     let fault = {
         let mut w = world.lock().unwrap();
-        let limited = w.rate_limit.as_mut().is_some_and(|r| !r.admit());
-        if limited {
-            Some(Fault::status(403, "forbidden", RATE_LIMIT_MESSAGE))
+        if let Some(refusal) = w.rate_limit.as_mut().and_then(RateWindow::admit) {
+            Some(refusal)
         } else {
             w.take_fault(&method, &path)
                 .or_else(|| w.chaos.as_mut().and_then(|c| c.pick(&path)))
