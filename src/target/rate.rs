@@ -1,6 +1,9 @@
 //! A per-target request rate limiter: requests are spaced evenly so that
 //! no minute holds more than the configured number, whatever the upstream's
-//! window looks like. When the upstream still says "slow down" (429 with
+//! window looks like. The spacing keeps a small margin (`HEADROOM`): paced
+//! exactly at the limit, requests that leave on time still arrive a few
+//! milliseconds apart from their slots, and half the server's windows would
+//! then count one request too many. When the upstream still says "slow down" (429 with
 //! Retry-After, Dify's rate-limit 403), every request of the target waits,
 //! not only the one that was refused.
 
@@ -16,10 +19,13 @@ pub struct RateLimiter {
     next: Mutex<Instant>,
 }
 
+/// The share of the configured rate actually used.
+const HEADROOM: f64 = 0.98;
+
 impl RateLimiter {
     pub fn per_minute(requests: u32) -> RateLimiter {
         RateLimiter {
-            interval: Duration::from_secs(60) / requests.max(1),
+            interval: Duration::from_secs_f64(60.0 / (requests.max(1) as f64 * HEADROOM)),
             next: Mutex::new(Instant::now()),
         }
     }
@@ -54,8 +60,10 @@ mod tests {
         for _ in 0..5 {
             limiter.acquire().await;
         }
-        // The first goes at once, then one every 500 ms.
-        assert_eq!(start.elapsed(), Duration::from_millis(2000));
+        // The first goes at once, then one every 500 ms plus the headroom.
+        let expected = Duration::from_secs_f64(0.5 / HEADROOM) * 4;
+        // The paused clock advances in whole milliseconds.
+        assert!(start.elapsed().abs_diff(expected) <= Duration::from_millis(1));
 
         limiter.pause(Duration::from_secs(10));
         let before = Instant::now();
@@ -76,6 +84,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        assert_eq!(start.elapsed(), Duration::from_millis(900));
+        let expected = Duration::from_secs_f64(0.1 / HEADROOM) * 9;
+        assert!(start.elapsed().abs_diff(expected) <= Duration::from_millis(1));
     }
 }

@@ -1,0 +1,111 @@
+//! `cargo bench --bench suite [-- OPTIONS]`: kbsync beside its baselines.
+//!
+//! Generates its own trees in temp folders, runs the release binary (or
+//! the library) against the in-process fake Dify (tests/support), and
+//! prints one table: metric, kbsync, baseline, ratio, target, pass/fail.
+//! Exits 1 when a target is missed.
+//!
+//! Options (defaults are the published targets' sizes):
+//!   --only noop,million,index,upstream,rate,latency   parts to run (all)
+//!   --files N          no-op and first-index tree (100000)
+//!   --million N        the large no-op tree (1000000)
+//!   --runs N           timed runs per side, median reported (5)
+//!   --meta-changes N   metadata-only changes (10000)
+//!   --deletions N      deletions under `disable` (1000)
+//!   --rate N           the fake's limit, requests per minute (3000)
+//!   --rate-files N     first sync under that limit (2000)
+//!   --edits N          daemon edits timed (200)
+//!   --debounce-ms N    the daemon's debounce (1000, the default)
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod latency;
+mod measure;
+mod scan;
+mod upstream;
+
+pub struct Row {
+    pub metric: String,
+    pub kbsync: String,
+    pub baseline: String,
+    pub ratio: Option<f64>,
+    pub target: String,
+    /// None: informational, no target.
+    pub pass: Option<bool>,
+}
+
+pub fn arg(name: &str, default: u64) -> u64 {
+    support::numeric_arg(name, default)
+}
+
+fn selected(part: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--only") {
+        Some(i) => args
+            .get(i + 1)
+            .is_some_and(|list| list.split(',').any(|p| p == part)),
+        None => true,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--measure-child") {
+        measure::measure_child(&args[i + 1..]);
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(suite());
+}
+
+async fn suite() {
+    let mut rows: Vec<Row> = Vec::new();
+    let runs = arg("--runs", 5) as usize;
+    if selected("noop") || selected("index") {
+        let files = arg("--files", 100_000) as usize;
+        rows.extend(scan::tree_rows(files, runs, selected("index"), selected("noop")).await);
+    }
+    if selected("million") {
+        let files = arg("--million", 1_000_000) as usize;
+        rows.extend(scan::million_rows(files, runs).await);
+    }
+    if selected("upstream") {
+        rows.extend(
+            upstream::efficiency_rows(
+                arg("--meta-changes", 10_000) as usize,
+                arg("--deletions", 1_000) as usize,
+            )
+            .await,
+        );
+    }
+    if selected("rate") {
+        rows.extend(upstream::rate_rows(arg("--rate", 3000), arg("--rate-files", 2000) as usize).await);
+    }
+    if selected("latency") {
+        rows.extend(latency::rows(arg("--edits", 200), arg("--debounce-ms", 1000)).await);
+    }
+    print_table(&rows);
+    if rows.iter().any(|r| r.pass == Some(false)) {
+        std::process::exit(1);
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!("| metric | kbsync | baseline | ratio | target | result |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.metric,
+            r.kbsync,
+            r.baseline,
+            r.ratio.map_or("—".into(), |x| format!("{x:.2}")),
+            r.target,
+            match r.pass {
+                Some(true) => "pass",
+                Some(false) => "FAIL",
+                None => "—",
+            }
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! Requests sent upstream: batching, and pacing under a rate limit.
+
+use std::time::{Duration, Instant};
+
+use crate::measure::{key, ms, write_tree};
+use crate::support::fake_dify::{FakeDify, RateWindow, DATASET};
+use crate::support::{set_mtime, Workspace};
+use crate::Row;
+
+const META: &str = r#"
+modified = { fact = "modified" }
+"#;
+
+fn batch_size(ws: &Workspace) -> usize {
+    match &ws.config().jobs[0].target {
+        kbsync::config::TargetConfig::Dify(d) => d.batch_size,
+        _ => unreachable!("the workspace mirrors into Dify"),
+    }
+}
+
+fn count_row(metric: String, sent: usize, items: usize, batch: usize) -> Row {
+    // One job.
+    let bound = 1.05 * items.div_ceil(batch) as f64 + 1.0;
+    Row {
+        metric,
+        kbsync: format!("{sent} requests"),
+        baseline: format!("{} batches of {batch}", items.div_ceil(batch)),
+        ratio: Some(sent as f64 / items.div_ceil(batch) as f64),
+        target: format!("≤ {bound:.0} (1.05 × batches + 1 job)"),
+        pass: Some(sent as f64 <= bound),
+    }
+}
+
+pub async fn efficiency_rows(changes: usize, deletions: usize) -> Vec<Row> {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "disable", "", META);
+    let n = changes.max(deletions);
+    write_tree(&ws.root, n, 64);
+    let first = ws.sync().await;
+    assert!(first.converged(), "{first:?}");
+    let batch = batch_size(&ws);
+
+    // Same bytes, new mtime: only the `modified` field changes.
+    for i in 0..changes {
+        set_mtime(&ws.root.join(key(i)), 1_800_000_000 + i as i64);
+    }
+    let before = fake.requests();
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().metadata, changes);
+    let meta_sent = fake.requests() - before;
+    let last = kbsync::target::dify_name::document_name(&key(changes - 1));
+    assert_eq!(
+        fake.world().metadata_of(&last)["modified"],
+        1_800_000_000 + changes as i64 - 1
+    );
+
+    // Every n/deletions-th file goes; policy `disable`.
+    let step = n / deletions;
+    for i in (0..n).step_by(step).take(deletions) {
+        std::fs::remove_file(ws.root.join(key(i))).unwrap();
+    }
+    let before = fake.requests();
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let del_sent = fake.requests() - before;
+    {
+        let w = fake.world();
+        let disabled = w.docs.values().filter(|d| !d.enabled).count();
+        assert_eq!(disabled, deletions);
+    }
+    vec![
+        count_row(
+            format!("requests for {changes} metadata-only changes (batch metadata call)"),
+            meta_sent,
+            changes,
+            batch,
+        ),
+        count_row(
+            format!("requests for {deletions} deletions under `disable` (batch status call)"),
+            del_sent,
+            deletions,
+            batch,
+        ),
+    ]
+}
+
+pub async fn rate_rows(per_minute: u64, files: usize) -> Vec<Row> {
+    let fake = FakeDify::start().await;
+    // N per minute as a sliding one-second window of N/60: the strictest
+    // reading of the limit (no bursts).
+    let per_second = (per_minute / 60).max(1) as usize;
+    fake.world().rate_limit = Some(RateWindow::gateway(per_second, Duration::from_secs(1)));
+    let ws = Workspace::new(
+        &fake.base_url(),
+        DATASET,
+        "disable",
+        &format!("requests_per_minute = {per_minute}"),
+        META,
+    );
+    write_tree(&ws.root, files, 256);
+    let start = Instant::now();
+    let r = ws.sync().await;
+    let took = start.elapsed();
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(fake.world().docs.len(), files);
+    let (sent, refused) = {
+        let w = fake.world();
+        (w.log.len(), w.rate_limit.as_ref().unwrap().refused)
+    };
+    let needed = sent - refused;
+    let minimum = Duration::from_secs_f64(needed as f64 * 60.0 / per_minute as f64);
+    let ratio = took.as_secs_f64() / minimum.as_secs_f64();
+    vec![
+        Row {
+            metric: format!(
+                "first sync of {files} files, fake limited to {per_minute} requests/min ({needed} requests)"
+            ),
+            kbsync: ms(took),
+            baseline: format!("{} (requests / N)", ms(minimum)),
+            ratio: Some(ratio),
+            target: "≤ 1.1×".into(),
+            pass: Some(ratio <= 1.1),
+        },
+        Row {
+            metric: "429 answers during that sync".into(),
+            kbsync: refused.to_string(),
+            baseline: "—".into(),
+            ratio: None,
+            target: "≤ 5 (a handful)".into(),
+            pass: Some(refused <= 5),
+        },
+    ]
+}
