@@ -78,7 +78,9 @@ async fn suite() {
         );
     }
     if selected("rate") {
-        rows.extend(upstream::rate_rows(arg("--rate", 3000), arg("--rate-files", 2000) as usize).await);
+        rows.extend(
+            upstream::rate_rows(arg("--rate", 3000), arg("--rate-files", 2000) as usize).await,
+        );
     }
     if selected("latency") {
         rows.extend(latency::rows(arg("--edits", 200), arg("--debounce-ms", 1000)).await);

@@ -53,7 +53,9 @@ pub async fn tree_rows(n: usize, runs: usize, index: bool, noop: bool) -> Vec<Ro
     if index {
         let ratio = first.scan_elapsed.as_secs_f64() / baseline.as_secs_f64();
         rows.push(Row {
-            metric: format!("first index of {n} files of 2 KiB: walk, read + BLAKE3, record in SQLite"),
+            metric: format!(
+                "first index of {n} files of 2 KiB: walk, read + BLAKE3, record in SQLite"
+            ),
             kbsync: ms(first.scan_elapsed),
             baseline: format!("{} (`find -printf` + BLAKE3 crate, 1 thread)", ms(baseline)),
             ratio: Some(ratio),
@@ -61,7 +63,10 @@ pub async fn tree_rows(n: usize, runs: usize, index: bool, noop: bool) -> Vec<Ro
             pass: Some(ratio <= 1.5),
         });
         rows.push(Row {
-            metric: format!("first sync of {n} files into the fake (includes the index; {} requests)", first.requests),
+            metric: format!(
+                "first sync of {n} files into the fake (includes the index; {} requests)",
+                first.requests
+            ),
             kbsync: ms(first.elapsed),
             baseline: "—".into(),
             ratio: None,
@@ -110,7 +115,7 @@ pub async fn million_rows(n: usize, runs: usize) -> Vec<Row> {
             pass: Some(ratio <= 2.0),
         },
         Row {
-            metric: format!("peak memory of that no-op pass (max RSS)"),
+            metric: "peak memory of that no-op pass (max RSS)".into(),
             kbsync: format!("{mib:.0} MiB"),
             baseline: format!("{:.0} MiB (`find`)", f_rss as f64 / 1024.0),
             ratio: None,
@@ -118,7 +123,10 @@ pub async fn million_rows(n: usize, runs: usize) -> Vec<Row> {
             pass: Some(k_rss * 1024 < 150_000_000),
         },
         Row {
-            metric: format!("first sync of {n} files into the fake (the binary; peak RSS {:.0} MiB)", first.max_rss_kib as f64 / 1024.0),
+            metric: format!(
+                "first sync of {n} files into the fake (the binary; peak RSS {:.0} MiB)",
+                first.max_rss_kib as f64 / 1024.0
+            ),
             kbsync: ms(first.wall),
             baseline: "—".into(),
             ratio: None,
