@@ -451,7 +451,7 @@ impl Runner {
             .filter(|r| r.started && r.op == "create")
             .map(|r| r.key.clone())
             .collect();
-        let (to_push, held) = queue::hold(
+        let (filtered, held) = queue::hold(
             &report.plan,
             &rows,
             crate::state::unix_now(),
@@ -468,6 +468,7 @@ impl Runner {
             }
         }
         report.held = held;
+        let to_push = filtered.as_ref().unwrap_or(&report.plan);
 
         let needs_upstream = to_push.ops.iter().any(|o| match o {
             crate::plan::Op::Forget { key } => suspects.contains(key),
@@ -496,7 +497,7 @@ impl Runner {
                                 stop: &stop,
                                 suspects: &suspects,
                             }
-                            .run(&to_push)
+                            .run(to_push)
                             .await
                         }
                         (Upstream::Sharely(client), TargetConfig::Sharely(cfg)) => {
@@ -506,7 +507,7 @@ impl Runner {
                                 cfg.concurrency,
                                 &mut self.state,
                                 &cached,
-                                &to_push,
+                                to_push,
                                 &stop,
                             )
                             .await
@@ -517,7 +518,7 @@ impl Runner {
                                 client,
                                 cfg.batch_size,
                                 &mut self.state,
-                                &to_push,
+                                to_push,
                                 &stop,
                             )
                             .await

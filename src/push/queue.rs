@@ -57,13 +57,14 @@ pub struct Held {
 
 /// Splits `plan` into what to push now and what waits. `now` is Unix
 /// seconds; with `honour_backoff` false (a one-shot run asked for by
-/// hand) transient failures are tried again at once.
+/// hand) transient failures are tried again at once. The plan to push is
+/// `None` when nothing waits: push `plan` itself (no copy of a large one).
 pub fn hold(
     plan: &Plan,
     rows: &HashMap<(String, String), OutboxRow>,
     now: i64,
     honour_backoff: bool,
-) -> (Plan, Vec<Held>) {
+) -> (Option<Plan>, Vec<Held>) {
     let mut held = Vec::new();
     // Metadata cannot follow a waiting status change (the document is in
     // the wrong state, archived ones are immutable) nor a waiting create
@@ -96,6 +97,9 @@ pub fn hold(
             }
         }
     }
+    if held.is_empty() {
+        return (None, held);
+    }
     let held_ops: HashSet<(&str, &str)> = held.iter().map(|h| (h.key.as_str(), h.op)).collect();
     let ops = plan
         .ops
@@ -107,10 +111,10 @@ pub fn hold(
         .cloned()
         .collect();
     (
-        Plan {
+        Some(Plan {
             ops,
             warnings: Vec::new(),
-        },
+        }),
         held,
     )
 }
@@ -215,6 +219,7 @@ mod tests {
         .collect();
 
         let (run, held) = hold(&plan, &rows, 100, true);
+        let run = run.unwrap();
         let kept: Vec<(&str, &str)> = run.ops.iter().map(|o| (o.key(), o.name())).collect();
         assert_eq!(
             kept,
@@ -231,8 +236,13 @@ mod tests {
         // A run asked for by hand retries transient failures at once, but
         // still not the parked one.
         let (run, held) = hold(&plan, &rows, 100, false);
+        let run = run.unwrap();
         let keys: Vec<&str> = run.ops.iter().map(|o| o.key()).collect();
         assert_eq!(keys, ["b.md", "c.md", "d.md", "e.md", "e.md"]);
         assert_eq!(held.len(), 1);
+
+        // Nothing waits: the plan itself is pushed.
+        let (run, held) = hold(&plan, &HashMap::new(), 100, true);
+        assert!(run.is_none() && held.is_empty());
     }
 }

@@ -138,7 +138,8 @@ impl State {
     /// Makes the outbox of `job` within `scope` hold exactly `steps`: rows
     /// of steps no longer planned are dropped (the source moved on), new
     /// steps are added, and steps whose fingerprint changed start afresh.
-    /// Returns the resulting rows by (key, kind).
+    /// Returns the rows that carry a history (an error, or a create that
+    /// may have been applied), by (key, kind).
     pub fn queue(
         &mut self,
         job: &str,
@@ -201,6 +202,11 @@ impl State {
                             .execute(params![job, s.key, s.kind, s.op, s.fingerprint, now])
                             .map_err(e)?;
                         let started = existing.is_some_and(|r| r.started);
+                        if !started {
+                            // Nothing to remember: see the retain below.
+                            rows.remove(&id);
+                            continue;
+                        }
                         rows.insert(
                             id.clone(),
                             OutboxRow {
@@ -220,6 +226,10 @@ impl State {
             }
         }
         tx.commit().map_err(e)?;
+        // Only rows with a history matter to the caller (held steps,
+        // unconfirmed creates); a first sync of many files would
+        // otherwise hold a row per step in memory for the whole pass.
+        rows.retain(|_, r| r.started || r.error.is_some());
         Ok(rows)
     }
 
@@ -454,9 +464,11 @@ mod tests {
         let rows = s
             .queue("j", &Scope::All, &[step("a.md", "content", "h3")])
             .unwrap();
-        let ra = &rows[&("a.md".into(), "content".into())];
-        assert!(!ra.failed && ra.attempts == 0 && ra.error.is_none());
-        assert_eq!(s.outbox("j").unwrap().len(), 1);
+        assert!(rows.is_empty(), "a fresh step has no history to return");
+        let stored = s.outbox("j").unwrap();
+        assert_eq!(stored.len(), 1);
+        let ra = &stored[0];
+        assert!(ra.key == "a.md" && !ra.failed && ra.attempts == 0 && ra.error.is_none());
         assert_eq!(s.next_retry_at("j").unwrap(), None);
     }
 
