@@ -49,7 +49,7 @@ pub async fn push(
         let remove: Vec<String> = before
             .map(|b| {
                 b.keys()
-                    .filter(|k| !metadata.contains_key(*k))
+                    .filter(|k| !metadata.contains_key(k))
                     .cloned()
                     .collect()
             })

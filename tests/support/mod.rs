@@ -31,11 +31,10 @@ impl Workspace {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("docs");
         std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(
-            dir.path().join("api.key"),
-            format!("{}\n", fake_dify::API_KEY),
-        )
-        .unwrap();
+        write_key(
+            &dir.path().join("api.key"),
+            &format!("{}\n", fake_dify::API_KEY),
+        );
         let config_path = dir.path().join("kbsync.toml");
         let text = format!(
             r#"
@@ -75,7 +74,7 @@ max_retries = 8
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("docs");
         std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(dir.path().join("api.key"), fake_dify::API_KEY).unwrap();
+        write_key(&dir.path().join("api.key"), fake_dify::API_KEY);
         let config_path = dir.path().join("kbsync.toml");
         std::fs::write(&config_path, config).unwrap();
         Workspace {
@@ -175,4 +174,11 @@ pub fn numeric_arg(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Writes a key file as an operator should (mode 600), so runs do not warn.
+fn write_key(path: &Path, key: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, key).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

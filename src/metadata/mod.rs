@@ -3,15 +3,16 @@
 //! upstream. Pure functions; the planner compares their output with what was
 //! last pushed.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+mod map;
+
 /// Field name → value (a JSON string or number). Ordered, so that equal
 /// metadata always serialises to the same text in the state file.
-pub type Metadata = BTreeMap<String, Json>;
+pub use map::Metadata;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,7 +93,7 @@ pub struct MappingWarning {
 }
 
 pub fn evaluate(mappings: &[FieldMapping], item: &ItemFacts) -> (Metadata, Vec<MappingWarning>) {
-    let mut out = Metadata::new();
+    let mut out = Metadata::with_capacity(mappings.len());
     let mut warnings = Vec::new();
     for m in mappings {
         let raw = match &m.source {
