@@ -161,14 +161,19 @@ pub fn fingerprint(
 
 /// Computes the operations for one job. `protected` says which keys exist
 /// but could not be read this time: they are left exactly as they are.
-pub fn plan(
-    observed: &[Observed],
+///
+/// Each key is decided from its own facts and row alone, so planning any
+/// subset of keys (their observations and rows) gives exactly the ops the
+/// whole would give for them.
+pub fn plan<'o>(
+    observed: impl IntoIterator<Item = &'o Observed>,
     cached: &HashMap<String, CachedItem>,
     rules: &Rules,
     protected: &dyn Fn(&str) -> bool,
 ) -> Plan {
+    let observed = observed.into_iter();
     let mut out = Plan::default();
-    let mut seen = std::collections::HashSet::with_capacity(observed.len());
+    let mut seen = std::collections::HashSet::with_capacity(observed.size_hint().0);
 
     for item in observed {
         seen.insert(item.key.as_str());

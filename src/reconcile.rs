@@ -546,7 +546,7 @@ impl Runner {
             report.outcome = Some(outcome);
         }
         if matches!(job.source, SourceConfig::Folder(_)) {
-            self.settle(job, scope, &scan, &cached, &rules)?;
+            self.settle(job, &scan, &cached, &rules)?;
         }
         report.elapsed = started.elapsed();
         // A scoped pass that found nothing to do (an editor's lock file, a
@@ -567,47 +567,66 @@ impl Runner {
     fn settle(
         &mut self,
         job: &JobConfig,
-        scope: &Scope,
         scan: &ScanResult,
         cached: &HashMap<String, CachedItem>,
         rules: &Rules,
     ) -> Result<(), ReconcileError> {
-        let observed: HashSet<&str> = scan.items.iter().map(|o| o.key.as_str()).collect();
-        let domain: HashSet<&str> = observed
+        // The pass's keys, each with its observation when it was seen.
+        let mut domain: Vec<(&str, Option<&Observed>)> = scan
+            .items
             .iter()
-            .copied()
-            .chain(cached.keys().map(String::as_str))
+            .map(|o| (o.key.as_str(), Some(o)))
+            .chain(cached.keys().map(|k| (k.as_str(), None)))
             .collect();
-        if domain.is_empty() {
-            return Ok(());
-        }
-        let now = self.state.load_keys(&job.name, scope, &domain)?;
+        // Observed entries sort first among equal keys, and dedup keeps them.
+        domain.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.is_some().cmp(&a.1.is_some())));
+        domain.dedup_by(|later, first| later.0 == first.0);
         let is_protected = |k: &str| scan.is_protected(k);
-        let again = plan::plan(&scan.items, &now, rules, &is_protected);
-        let busy: HashSet<&str> = again
-            .ops
-            .iter()
-            .map(|o| o.key())
-            .chain(again.warnings.iter().map(|(k, _)| k.as_str()))
-            .collect();
-        let settled: Vec<&str> = now
-            .values()
-            .filter(|c| !busy.contains(c.key.as_str()))
-            .filter(|c| {
-                if observed.contains(c.key.as_str()) {
-                    // Unbound items of a metadata-only target are reported
-                    // as skipped on every pass: never settled.
-                    c.present && c.doc_id.is_some()
-                } else {
-                    !c.present && !is_protected(&c.key)
-                }
-            })
-            .map(|c| c.key.as_str())
-            .collect();
-        self.state.mark_settled(&job.name, &settled)?;
+        // In slices (the planner decides each key alone): a first sync of a
+        // million files never holds a million rows at once.
+        for slice in domain.chunks(SETTLE_SLICE) {
+            let now = self
+                .state
+                .load_keys(&job.name, slice.iter().map(|(k, _)| *k))?;
+            let again = plan::plan(
+                slice.iter().filter_map(|(_, o)| *o),
+                &now,
+                rules,
+                &is_protected,
+            );
+            let busy: HashSet<&str> = again
+                .ops
+                .iter()
+                .map(|o| o.key())
+                .chain(again.warnings.iter().map(|(k, _)| k.as_str()))
+                .collect();
+            let observed: HashSet<&str> = slice
+                .iter()
+                .filter(|(_, o)| o.is_some())
+                .map(|(k, _)| *k)
+                .collect();
+            let settled: Vec<&str> = now
+                .values()
+                .filter(|c| !busy.contains(c.key.as_str()))
+                .filter(|c| {
+                    if observed.contains(c.key.as_str()) {
+                        // Unbound items of a metadata-only target are reported
+                        // as skipped on every pass: never settled.
+                        c.present && c.doc_id.is_some()
+                    } else {
+                        !c.present && !is_protected(&c.key)
+                    }
+                })
+                .map(|c| c.key.as_str())
+                .collect();
+            self.state.mark_settled(&job.name, &settled)?;
+        }
         Ok(())
     }
 }
+
+/// Keys re-planned at once by `settle`: few enough to look up one by one.
+const SETTLE_SLICE: usize = 2_000;
 
 fn plan_fingerprint(job: &JobConfig, rules: &Rules) -> String {
     let bindings = match &job.target {

@@ -109,3 +109,35 @@ async fn a_file_whose_push_failed_is_planned_on_every_pass() {
     }
     assert_eq!(fake.world().count_since(0, "create-by-file"), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_larger_than_one_settle_slice_settle_every_key() {
+    // Settling re-plans in slices of 2,000 keys; 4,200 files and 2,100
+    // deletions span several.
+    let (fake, ws) = with_fake("disable", META).await;
+    tree(&ws, 4_200);
+    assert!(ws.sync().await.converged());
+    let r = ws.sync().await;
+    assert_eq!((r.unchanged, r.hashed_files), (4_200, 0));
+
+    for i in (0..4_200).step_by(2) {
+        ws.remove(&format!("team{}/doc{i:03}.md", i % 3));
+    }
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().status["disable"], 2_100);
+    // Their rows are settled too: the next pass does not even plan them.
+    let db = rusqlite::Connection::open(ws.dir.path().join("state/kbsync.db")).unwrap();
+    let gone_settled: i64 = db
+        .query_row(
+            "SELECT count(*) FROM items WHERE present = 0 AND settled = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(gone_settled, 2_100);
+    let mark = fake.requests();
+    let r = ws.sync().await;
+    assert_eq!((r.unchanged, r.plan.ops.len()), (2_100, 0));
+    assert_eq!(fake.requests(), mark);
+}

@@ -145,25 +145,15 @@ impl State {
         Ok(())
     }
 
-    /// The current rows of `keys` (within `scope`): looked up one by one
-    /// when they are few, else picked from one ordered read.
-    pub fn load_keys(
+    /// The current rows of `keys`, looked up one by one (in key order
+    /// they share the index pages they walk).
+    pub fn load_keys<'k>(
         &self,
         job: &str,
-        scope: &Scope,
-        keys: &std::collections::HashSet<&str>,
+        keys: impl IntoIterator<Item = &'k str>,
     ) -> Result<std::collections::HashMap<String, CachedItem>, StateError> {
-        let mut out = std::collections::HashMap::with_capacity(keys.len());
-        if keys.len() > 2_000 {
-            self.each_cached(job, scope, false, |row| {
-                if keys.contains(row.key()) {
-                    let item = row.item()?;
-                    out.insert(item.key.clone(), item);
-                }
-                Ok(())
-            })?;
-            return Ok(out);
-        }
+        let keys = keys.into_iter();
+        let mut out = std::collections::HashMap::with_capacity(keys.size_hint().0);
         let mut stmt = self
             .conn
             .prepare_cached(&format!("{COLUMNS} AND key = ?2"))
