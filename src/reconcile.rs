@@ -444,8 +444,11 @@ impl Runner {
             return Ok(report);
         }
 
-        let steps: Vec<_> = report.plan.ops.iter().filter_map(queue::step).collect();
-        let rows = self.state.queue(&job.name, scope, &steps)?;
+        // The steps (a key and fingerprint per op) are gone before the push.
+        let rows = {
+            let steps: Vec<_> = report.plan.ops.iter().filter_map(queue::step).collect();
+            self.state.queue(&job.name, scope, &steps)?
+        };
         let suspects: HashSet<String> = rows
             .values()
             .filter(|r| r.started && r.op == "create")
