@@ -603,24 +603,18 @@ impl Runner {
                 .map(|o| o.key())
                 .chain(again.warnings.iter().map(|(k, _)| k.as_str()))
                 .collect();
-            let observed: HashSet<&str> = slice
+            let settled: Vec<&str> = slice
                 .iter()
-                .filter(|(_, o)| o.is_some())
-                .map(|(k, _)| *k)
-                .collect();
-            let settled: Vec<&str> = now
-                .values()
-                .filter(|c| !busy.contains(c.key.as_str()))
-                .filter(|c| {
-                    if observed.contains(c.key.as_str()) {
+                .filter(|(k, _)| !busy.contains(k))
+                .filter(|(k, seen)| {
+                    now.get(*k).is_some_and(|c| match seen {
                         // Unbound items of a metadata-only target are reported
                         // as skipped on every pass: never settled.
-                        c.present && c.doc_id.is_some()
-                    } else {
-                        !c.present && !is_protected(&c.key)
-                    }
+                        Some(_) => c.present && c.doc_id.is_some(),
+                        None => !c.present && !is_protected(k),
+                    })
                 })
-                .map(|c| c.key.as_str())
+                .map(|(k, _)| *k)
                 .collect();
             self.state.mark_settled(&job.name, &settled)?;
         }

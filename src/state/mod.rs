@@ -266,30 +266,11 @@ impl State {
         scope: &Scope,
     ) -> Result<HashMap<String, CachedItem>, StateError> {
         let mut out = HashMap::new();
-        if scope.is_all() {
-            let mut stmt = self.conn.prepare_cached(COLUMNS).map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([job], cached_item)
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let item = row.map_err(|e| self.err(e))?;
-                out.insert(item.key.clone(), item);
-            }
-            return Ok(out);
-        }
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("{COLUMNS} AND {IN_SUBTREE}"))
-            .map_err(|e| self.err(e))?;
-        for path in scope.paths() {
-            let rows = stmt
-                .query_map(params![job, path], cached_item)
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let item = row.map_err(|e| self.err(e))?;
-                out.insert(item.key.clone(), item);
-            }
-        }
+        self.each_cached(job, scope, false, |row| {
+            let item = row.item()?;
+            out.insert(item.key.clone(), item);
+            Ok(())
+        })?;
         Ok(out)
     }
 

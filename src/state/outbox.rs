@@ -202,11 +202,6 @@ impl State {
                             .execute(params![job, s.key, s.kind, s.op, s.fingerprint, now])
                             .map_err(e)?;
                         let started = existing.is_some_and(|r| r.started);
-                        if !started {
-                            // Nothing to remember: see the retain below.
-                            rows.remove(&id);
-                            continue;
-                        }
                         rows.insert(
                             id.clone(),
                             OutboxRow {
