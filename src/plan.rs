@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use crate::config::DeletePolicy;
 use crate::metadata::{self, FieldMapping, ItemFacts, MappingWarning, Metadata};
+use crate::sink::Capabilities;
 use crate::source::Observed;
 use crate::state::{CachedItem, RemoteStatus};
-use crate::target::Capabilities;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -367,7 +367,7 @@ mod tests {
         let rules = Rules {
             mappings: maps,
             delete_policy: policy,
-            caps: crate::target::dify::CAPABILITIES,
+            caps: crate::sink::dify::CAPABILITIES,
             bind: &|_| None,
         };
         plan(observed, &cache, &rules, &|k| k.starts_with("locked/"))

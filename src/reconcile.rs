@@ -10,33 +10,12 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use crate::config::{Config, JobConfig, SourceConfig, TargetConfig};
-use crate::plan::{self, Plan, Rules};
-use crate::push::queue::{self, Held};
-use crate::push::{Outcome, Pusher};
-use crate::source::{folder, web, KnownFacts, Observed, ScanResult, Scope, Skipped};
-use crate::state::{lock_path, CachedItem, State, StateError, StateLock};
-use crate::target::dify::DifyClient;
-use crate::target::pai::PaiClient;
-use crate::target::sharely::SharelyClient;
-use crate::triage::triage;
-
-/// A job's upstream client.
-enum Upstream {
-    Dify(DifyClient),
-    Sharely(SharelyClient),
-    Pai(PaiClient),
-}
-
-impl Upstream {
-    fn requests_sent(&self) -> u64 {
-        match self {
-            Upstream::Dify(c) => c.requests_sent(),
-            Upstream::Sharely(c) => c.requests_sent(),
-            Upstream::Pai(c) => c.requests_sent(),
-        }
-    }
-}
+use crate::config::{Config, JobConfig};
+use crate::outbox::{self, Held};
+use crate::plan::{self, Op, Plan, Rules};
+use crate::sink::{Outcome, PushContext, PushError, Sink};
+use crate::source::{Observed, ScanInput, Scanned, Scope, Skipped, Source};
+use crate::state::{lock_path, State, StateError, StateLock};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -103,15 +82,15 @@ pub async fn run(
     Ok(reports)
 }
 
-/// What a sequence of passes shares: the config, the open state file and
-/// one upstream client per job (created on first use, so a job with
-/// nothing to push never needs its key).
+/// What a sequence of passes shares: the config, the open state file, one
+/// source per job and one connected sink per job (created on first use, so
+/// a job with nothing to push never needs its key).
 pub struct Runner {
     pub config: Config,
     state: State,
     avoid: Vec<PathBuf>,
-    clients: HashMap<String, Upstream>,
-    web_clients: HashMap<String, reqwest::Client>,
+    sinks: HashMap<String, Box<dyn Sink>>,
+    sources: HashMap<String, Box<dyn Source>>,
     opts: RunOptions,
     stop: Arc<AtomicBool>,
     /// Held while this runner may write the state file.
@@ -147,8 +126,8 @@ impl Runner {
         self.avoid = state_files(&config.state_path);
         self.state = state;
         self.config = config;
-        self.clients.clear();
-        self.web_clients.clear();
+        self.sinks.clear();
+        self.sources.clear();
         self.bound.clear();
         if let Some(lock) = new_lock {
             self.lock = Some(lock);
@@ -171,8 +150,8 @@ impl Runner {
             config,
             state,
             avoid,
-            clients: HashMap::new(),
-            web_clients: HashMap::new(),
+            sinks: HashMap::new(),
+            sources: HashMap::new(),
             opts,
             stop: Arc::new(AtomicBool::new(false)),
             lock,
@@ -208,28 +187,6 @@ impl Runner {
         let span = tracing::info_span!("job", job = %job.name);
         self.run_one(&job, scope).instrument(span).await
     }
-
-    fn client(&mut self, job: &JobConfig) -> Result<&Upstream, String> {
-        if !self.clients.contains_key(&job.name) {
-            let client = match &job.target {
-                TargetConfig::Dify(dify) => {
-                    let key = dify.api_key.load().map_err(|e| e.to_string())?;
-                    Upstream::Dify(DifyClient::new(dify, key).map_err(|e| e.to_string())?)
-                }
-                TargetConfig::Sharely(cfg) => {
-                    let key = cfg.api_key.load().map_err(|e| e.to_string())?;
-                    Upstream::Sharely(SharelyClient::new(cfg, key).map_err(|e| e.to_string())?)
-                }
-                TargetConfig::Pai(cfg) => {
-                    let id = cfg.access_key_id.load().map_err(|e| e.to_string())?;
-                    let secret = cfg.access_key_secret.load().map_err(|e| e.to_string())?;
-                    Upstream::Pai(PaiClient::new(cfg, id, secret).map_err(|e| e.to_string())?)
-                }
-            };
-            self.clients.insert(job.name.clone(), client);
-        }
-        Ok(&self.clients[&job.name])
-    }
 }
 
 fn state_files(path: &Path) -> Vec<PathBuf> {
@@ -260,18 +217,8 @@ fn state_files(path: &Path) -> Vec<PathBuf> {
     ]
 }
 
-fn target_identity(job: &JobConfig) -> String {
-    match &job.target {
-        TargetConfig::Dify(d) => format!("dify {}datasets/{}", d.base_url, d.dataset_id),
-        TargetConfig::Sharely(c) => format!("sharely {}workspaces/{}", c.base_url, c.workspace_id),
-        TargetConfig::Pai(c) => format!(
-            "pai {} workspace {} dataset {} {} at {}",
-            c.endpoint, c.workspace_id, c.dataset_id, c.dataset_version, c.uri_base
-        ),
-    }
-}
-
 impl Runner {
+    /// One pass: scan → record → plan → queue/hold → push → settle → log.
     async fn run_one(
         &mut self,
         job: &JobConfig,
@@ -281,152 +228,47 @@ impl Runner {
         let started = Instant::now();
         let started_at = crate::state::unix_now();
         if !opts.dry_run && !self.bound.contains(&job.name) {
-            if self.state.bind_target(&job.name, &target_identity(job))? {
-                tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
-            }
+            bind(&mut self.state, job)?;
             self.bound.insert(job.name.clone());
         }
-        // A web job is polled as a whole.
-        let scope = match job.source {
-            SourceConfig::Folder(_) => scope,
-            SourceConfig::Web(_) => &Scope::All,
-        };
-        // The walk (stat only) runs while the cache is read: neither needs
-        // the other until files are compared.
-        let walking = match &job.source {
-            SourceConfig::Folder(folder_cfg) => {
-                let folder_cfg = folder_cfg.clone();
-                let avoid_owned = self.avoid.clone();
-                let scope_owned = scope.clone();
-                Some(tokio::task::spawn_blocking(move || {
-                    folder::walk(&folder_cfg, &avoid_owned, &scope_owned)
-                }))
-            }
-            SourceConfig::Web(_) => None,
-        };
-        let bind = |key: &str| match &job.target {
-            TargetConfig::Sharely(c) => c.knowledge.get(key).cloned(),
-            TargetConfig::Dify(_) | TargetConfig::Pai(_) => None,
-        };
+        let bind = |key: &str| job.sink.bound(key);
         let rules = Rules {
             mappings: &job.metadata,
             delete_policy: job.delete_policy,
-            caps: job.target.capabilities(),
+            caps: job.sink.capabilities(),
             bind: &bind,
         };
-        // Folder jobs skip settled, unchanged files; a web job re-plans
-        // every page it fetched.
-        let (cached, walked, unchanged) = match walking {
-            Some(walking) => {
-                let fingerprint = plan_fingerprint(job, &rules);
-                let trust = self
-                    .state
-                    .plan_fingerprint(&job.name, &fingerprint, !opts.dry_run)?;
-                let walked = walking.await.expect("the walk thread does not panic");
-                let t = triage(&self.state, &job.name, scope, trust, walked)?;
-                (t.cached, Some(t.walked), t.unchanged)
-            }
-            None => (self.state.load_items_in(&job.name, scope)?, None, 0),
-        };
-        let known: HashMap<String, KnownFacts> = cached
-            .iter()
-            .filter_map(|(k, c)| c.facts.clone().map(|f| (k.clone(), f)))
-            .collect();
-
-        let (mut scan, bodies) = match (&job.source, walked) {
-            (SourceConfig::Folder(folder_cfg), Some(walked)) => {
-                let folder_cfg = folder_cfg.clone();
-                let scan = tokio::task::spawn_blocking(move || {
-                    folder::read_changed(&folder_cfg, walked, &known)
-                })
-                .await
-                .expect("the hashing threads do not panic");
-                (scan, HashMap::new())
-            }
-            (SourceConfig::Folder(_), None) => unreachable!("folder jobs start a walk"),
-            (SourceConfig::Web(web_cfg), _) => {
-                let in_sync: HashSet<String> = cached
-                    .values()
-                    .filter(|c| {
-                        c.present && c.facts.as_ref().map(|f| &f.hash) == c.pushed_hash.as_ref()
-                    })
-                    .map(|c| c.key.clone())
-                    .collect();
-                let client = match self.web_clients.get(&job.name) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c = web::client(web_cfg)
-                            .map_err(|e| ReconcileError::Http(e.to_string()))?;
-                        self.web_clients.insert(job.name.clone(), c.clone());
-                        c
-                    }
-                };
-                let fetched = web::scan(&client, web_cfg, &known, &in_sync).await;
-                (fetched.scan, fetched.bodies)
+        let source = match self.sources.entry(job.name.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(job.source.open().map_err(ReconcileError::Http)?)
             }
         };
-        scan.unchanged = unchanged;
-        tracing::info!(
-            scope = %describe(scope),
-            files = scan.items.len() + unchanged,
-            hashed = scan.hashed_files,
-            hashed_bytes = scan.hashed_bytes,
-            skipped = scan.skipped.len(),
-            "scanned"
-        );
-
-        let is_protected = |k: &str| scan.is_protected(k);
+        let scope = &source.scope(scope);
+        let scanned = source
+            .scan(ScanInput {
+                job: &job.name,
+                state: &mut self.state,
+                scope,
+                avoid: &self.avoid,
+                fingerprint: &plan_fingerprint(job, &rules),
+                record_fingerprint: !opts.dry_run,
+            })
+            .await?;
+        let settles = source.settles();
+        log_scan(scope, &scanned);
         if !opts.dry_run {
-            let changed: Vec<&Observed> = scan
-                .items
-                .iter()
-                .filter(|o| match cached.get(&o.key) {
-                    None => true,
-                    Some(c) => {
-                        o.rehashed
-                            || !c.present
-                            || c.facts.as_ref().is_none_or(|f| {
-                                f.size != o.size || f.mtime_ns != o.mtime_ns || f.hash != o.hash
-                            })
-                    }
-                })
-                .collect();
-            let observed: HashSet<&str> = scan.items.iter().map(|o| o.key.as_str()).collect();
-            let absent: Vec<&str> = cached
-                .values()
-                .filter(|c| {
-                    c.present && !observed.contains(c.key.as_str()) && !is_protected(&c.key)
-                })
-                .map(|c| c.key.as_str())
-                .collect();
-            self.state.save_scan(&job.name, &changed, &absent)?;
+            record(&mut self.state, &job.name, &scanned)?;
         }
         let scan_elapsed = started.elapsed();
         tracing::debug!(ms = scan_elapsed.as_millis() as u64, "scan recorded");
 
-        let plan = plan::plan(&scan.items, &cached, &rules, &is_protected);
-        let mut skipped = scan.skipped.clone();
-        if !rules.caps.content && !rules.caps.create_records {
-            let reason = crate::push::metadata_only::unbound_reason(job.target.kind());
-            for item in &scan.items {
-                let bound = cached.get(&item.key).is_some_and(|c| c.doc_id.is_some());
-                if !bound && bind(&item.key).is_none() {
-                    skipped.push(Skipped {
-                        path: item.key.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-            }
-        }
-        for (key, w) in &plan.warnings {
-            tracing::warn!(%key, field = %w.field, "metadata value skipped: {}", w.message);
-        }
-
+        let (plan, skipped) = plan_pass(job, &rules, &scanned);
         let mut report = JobReport {
             job: job.name.clone(),
-            scanned: scan.items.len() + scan.unchanged,
-            hashed_files: scan.hashed_files,
-            unchanged: scan.unchanged,
+            scanned: scanned.scan.items.len() + scanned.scan.unchanged,
+            hashed_files: scanned.scan.hashed_files,
+            unchanged: scanned.scan.unchanged,
             skipped,
             plan,
             held: Vec::new(),
@@ -439,198 +281,304 @@ impl Runner {
         if opts.dry_run {
             // Show what the outbox would hold back, without writing it.
             let rows = self.state.outbox_in(&job.name, scope)?;
-            report.held = queue::hold(&report.plan, &rows, crate::state::unix_now(), false).1;
+            report.held = outbox::hold(&report.plan, &rows, crate::state::unix_now(), false).1;
             report.elapsed = started.elapsed();
             return Ok(report);
         }
 
-        // The steps (a key and fingerprint per op) are gone before the push.
-        let rows = {
-            let steps: Vec<_> = report.plan.ops.iter().filter_map(queue::step).collect();
-            self.state.queue(&job.name, scope, &steps)?
-        };
-        let suspects: HashSet<String> = rows
-            .values()
-            .filter(|r| r.started && r.op == "create")
-            .map(|r| r.key.clone())
-            .collect();
-        let (filtered, held) = queue::hold(
+        let queued = queue(
+            &mut self.state,
+            &job.name,
+            scope,
             &report.plan,
-            &rows,
-            crate::state::unix_now(),
             opts.honour_backoff,
-        );
-        for h in &held {
-            match h.until {
-                Some(at) => {
-                    tracing::info!(key = %h.key, op = h.op, "waiting until {} to retry: {}", crate::metadata::format_rfc3339(at), h.error.message)
+        )?;
+        report.held = queued.held;
+        let to_push = queued.filtered.as_ref().unwrap_or(&report.plan);
+        let pushed = if needs_upstream(to_push, &queued.suspects) {
+            let sink = match self.sinks.entry(job.name.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => Ok(&**e.into_mut()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    job.sink.connect().map(|s| &**e.insert(s))
                 }
-                None => {
-                    tracing::debug!(key = %h.key, op = h.op, "not retried until it changes (or `kbsync retry`): {}", h.error.message)
+            };
+            match sink {
+                Ok(sink) => {
+                    let ctx = PushContext {
+                        job,
+                        state: &mut self.state,
+                        cached: &scanned.cached,
+                        stop: &self.stop,
+                        suspects: &queued.suspects,
+                        content: scanned.content.as_ref(),
+                    };
+                    Some(push(sink, ctx, to_push).await?)
                 }
-            }
-        }
-        report.held = held;
-        let to_push = filtered.as_ref().unwrap_or(&report.plan);
-
-        let needs_upstream = to_push.ops.iter().any(|o| match o {
-            crate::plan::Op::Forget { key } => suspects.contains(key),
-            other => other.is_upstream(),
-        });
-        if needs_upstream {
-            let stop = self.stop.clone();
-            // Split borrows: the client lives in `self.clients`, the pusher
-            // writes through `self.state`.
-            if let Err(e) = self.client(job) {
-                report.error = Some(e);
-            }
-            match (self.clients.get(&job.name), &job.target) {
-                (None, _) => {}
-                (Some(upstream), target) => {
-                    let before = upstream.requests_sent();
-                    let outcome = match (upstream, target) {
-                        (Upstream::Dify(client), TargetConfig::Dify(dify)) => {
-                            Pusher {
-                                job,
-                                dify,
-                                client,
-                                state: &mut self.state,
-                                cached: &cached,
-                                bodies: &bodies,
-                                stop: &stop,
-                                suspects: &suspects,
-                            }
-                            .run(to_push)
-                            .await
-                        }
-                        (Upstream::Sharely(client), TargetConfig::Sharely(cfg)) => {
-                            crate::push::metadata_only::push(
-                                &job.name,
-                                client,
-                                cfg.concurrency,
-                                &mut self.state,
-                                &cached,
-                                to_push,
-                                &stop,
-                            )
-                            .await
-                        }
-                        (Upstream::Pai(client), TargetConfig::Pai(cfg)) => {
-                            crate::push::pai::push(
-                                &job.name,
-                                client,
-                                cfg.batch_size,
-                                &mut self.state,
-                                to_push,
-                                &stop,
-                            )
-                            .await
-                        }
-                        _ => unreachable!("clients are built from the job's own target"),
-                    }
-                    .map_err(|e| match e {
-                        crate::push::PushError::State(s) => ReconcileError::State(s),
-                    })?;
-                    report.requests = upstream.requests_sent() - before;
-                    if let Some(f) = &outcome.fatal {
-                        report.error = Some(format!("stopped: {f}"));
-                    }
-                    report.outcome = Some(outcome);
+                Err(e) => {
+                    report.error = Some(e);
+                    None
                 }
             }
         } else {
-            let mut outcome = Outcome::default();
-            for op in &to_push.ops {
-                if let crate::plan::Op::Forget { key } = op {
-                    self.state.forget(&job.name, key)?;
-                    outcome.forgotten += 1;
-                }
+            Some(Pushed {
+                outcome: forget_only(&self.state, &job.name, to_push)?,
+                requests: 0,
+            })
+        };
+        if let Some(p) = pushed {
+            if let Some(f) = &p.outcome.fatal {
+                report.error = Some(format!("stopped: {f}"));
             }
-            report.outcome = Some(outcome);
+            report.requests = p.requests;
+            report.outcome = Some(p.outcome);
         }
-        if matches!(job.source, SourceConfig::Folder(_)) {
-            self.settle(job, &scan, &cached, &rules)?;
+        if settles {
+            settle(&mut self.state, &job.name, &scanned, &rules)?;
         }
         report.elapsed = started.elapsed();
-        // A scoped pass that found nothing to do (an editor's lock file, a
-        // touched but unchanged file) is not worth a line in the run log.
-        if scope.is_all() || !report.plan.ops.is_empty() || !report.converged() {
-            let summary = crate::report::summary_line(&report);
-            self.state
-                .record_run(&job.name, started_at, report.converged(), &summary)?;
-        }
+        log_run(&self.state, scope, started_at, &report)?;
         Ok(report)
     }
 }
 
-impl Runner {
-    /// Flags settled every item of this pass the planner now finds in sync
-    /// (its steps, if any, all confirmed), so later passes skip it while it
-    /// is unchanged. Planned again from the rows as they are now.
-    fn settle(
-        &mut self,
-        job: &JobConfig,
-        scan: &ScanResult,
-        cached: &HashMap<String, CachedItem>,
-        rules: &Rules,
-    ) -> Result<(), ReconcileError> {
-        // The pass's keys, each with its observation when it was seen.
-        let mut domain: Vec<(&str, Option<&Observed>)> = scan
-            .items
-            .iter()
-            .map(|o| (o.key.as_str(), Some(o)))
-            .chain(cached.keys().map(|k| (k.as_str(), None)))
-            .collect();
-        // Observed entries sort first among equal keys, and dedup keeps them.
-        domain.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.is_some().cmp(&a.1.is_some())));
-        domain.dedup_by(|later, first| later.0 == first.0);
-        let is_protected = |k: &str| scan.is_protected(k);
-        // In slices (the planner decides each key alone): a first sync of a
-        // million files never holds a million rows at once.
-        for slice in domain.chunks(SETTLE_SLICE) {
-            let now = self
-                .state
-                .load_keys(&job.name, slice.iter().map(|(k, _)| *k))?;
-            let again = plan::plan(
-                slice.iter().filter_map(|(_, o)| *o),
-                &now,
-                rules,
-                &is_protected,
-            );
-            let busy: HashSet<&str> = again
-                .ops
-                .iter()
-                .map(|o| o.key())
-                .chain(again.warnings.iter().map(|(k, _)| k.as_str()))
-                .collect();
-            let settled: Vec<&str> = slice
-                .iter()
-                .filter(|(k, _)| !busy.contains(k))
-                .filter(|(k, seen)| {
-                    now.get(*k).is_some_and(|c| match seen {
-                        // Unbound items of a metadata-only target are reported
-                        // as skipped on every pass: never settled.
-                        Some(_) => c.present && c.doc_id.is_some(),
-                        None => !c.present && !is_protected(k),
-                    })
-                })
-                .map(|(k, _)| *k)
-                .collect();
-            self.state.mark_settled(&job.name, &settled)?;
-        }
-        Ok(())
+/// Records which upstream the job now mirrors into; a different one than
+/// last time makes the state's upstream ids meaningless.
+fn bind(state: &mut State, job: &JobConfig) -> Result<(), StateError> {
+    if state.bind_target(&job.name, &job.sink.identity())? {
+        tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
     }
+    Ok(())
+}
+
+fn log_scan(scope: &Scope, scanned: &Scanned) {
+    let scan = &scanned.scan;
+    tracing::info!(
+        scope = %describe(scope),
+        files = scan.items.len() + scan.unchanged,
+        hashed = scan.hashed_files,
+        hashed_bytes = scan.hashed_bytes,
+        skipped = scan.skipped.len(),
+        "scanned"
+    );
+}
+
+/// Saves what the scan learnt: facts of new and changed items, and which
+/// cached items are gone (never those the scan could not read).
+fn record(state: &mut State, job: &str, scanned: &Scanned) -> Result<(), StateError> {
+    let (scan, cached) = (&scanned.scan, &scanned.cached);
+    let changed: Vec<&Observed> = scan
+        .items
+        .iter()
+        .filter(|o| match cached.get(&o.key) {
+            None => true,
+            Some(c) => {
+                o.rehashed
+                    || !c.present
+                    || c.facts.as_ref().is_none_or(|f| {
+                        f.size != o.size || f.mtime_ns != o.mtime_ns || f.hash != o.hash
+                    })
+            }
+        })
+        .collect();
+    let observed: HashSet<&str> = scan.items.iter().map(|o| o.key.as_str()).collect();
+    let absent: Vec<&str> = cached
+        .values()
+        .filter(|c| c.present && !observed.contains(c.key.as_str()) && !scan.is_protected(&c.key))
+        .map(|c| c.key.as_str())
+        .collect();
+    state.save_scan(job, &changed, &absent)
+}
+
+/// The plan, and what the pass must report as skipped: what the scan could
+/// not read, and items of a sink that can neither take content nor create
+/// records when no upstream record is bound to them.
+fn plan_pass(job: &JobConfig, rules: &Rules, scanned: &Scanned) -> (Plan, Vec<Skipped>) {
+    let (scan, cached) = (&scanned.scan, &scanned.cached);
+    let is_protected = |k: &str| scan.is_protected(k);
+    let plan = plan::plan(&scan.items, cached, rules, &is_protected);
+    let mut skipped = scan.skipped.clone();
+    if !rules.caps.content && !rules.caps.create_records {
+        let reason = job.sink.unbound_reason();
+        for item in &scan.items {
+            let bound = cached.get(&item.key).is_some_and(|c| c.doc_id.is_some());
+            if !bound && job.sink.bound(&item.key).is_none() {
+                skipped.push(Skipped {
+                    path: item.key.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+    for (key, w) in &plan.warnings {
+        tracing::warn!(%key, field = %w.field, "metadata value skipped: {}", w.message);
+    }
+    (plan, skipped)
+}
+
+/// The plan as the outbox lets it through.
+struct Queue {
+    /// The plan without held steps; `None` when nothing was held.
+    filtered: Option<Plan>,
+    held: Vec<Held>,
+    /// Keys whose create was sent before and never confirmed.
+    suspects: HashSet<String>,
+}
+
+/// Writes the plan's upstream steps to the outbox and holds back those that
+/// failed before (parked, or still backing off when `honour_backoff`).
+fn queue(
+    state: &mut State,
+    job: &str,
+    scope: &Scope,
+    plan: &Plan,
+    honour_backoff: bool,
+) -> Result<Queue, StateError> {
+    // The steps (a key and fingerprint per op) are gone before the push.
+    let rows = {
+        let steps: Vec<_> = plan.ops.iter().filter_map(outbox::step).collect();
+        state.queue(job, scope, &steps)?
+    };
+    let suspects: HashSet<String> = rows
+        .values()
+        .filter(|r| r.started && r.op == "create")
+        .map(|r| r.key.clone())
+        .collect();
+    let (filtered, held) = outbox::hold(plan, &rows, crate::state::unix_now(), honour_backoff);
+    for h in &held {
+        match h.until {
+            Some(at) => {
+                tracing::info!(key = %h.key, op = h.op, "waiting until {} to retry: {}", crate::metadata::format_rfc3339(at), h.error.message)
+            }
+            None => {
+                tracing::debug!(key = %h.key, op = h.op, "not retried until it changes (or `kbsync retry`): {}", h.error.message)
+            }
+        }
+    }
+    Ok(Queue {
+        filtered,
+        held,
+        suspects,
+    })
+}
+
+/// Whether the plan needs the upstream: any upstream op, or forgetting an
+/// item whose create may have been applied (its document must be found).
+fn needs_upstream(plan: &Plan, suspects: &HashSet<String>) -> bool {
+    plan.ops.iter().any(|o| match o {
+        Op::Forget { key } => suspects.contains(key),
+        other => other.is_upstream(),
+    })
+}
+
+struct Pushed {
+    outcome: Outcome,
+    requests: u64,
+}
+
+async fn push(sink: &dyn Sink, ctx: PushContext<'_>, plan: &Plan) -> Result<Pushed, StateError> {
+    let before = sink.requests_sent();
+    let outcome = sink.push(ctx, plan).await.map_err(|e| match e {
+        PushError::State(s) => s,
+    })?;
+    Ok(Pushed {
+        outcome,
+        requests: sink.requests_sent() - before,
+    })
+}
+
+/// A plan with nothing for the upstream: only local bookkeeping.
+fn forget_only(state: &State, job: &str, plan: &Plan) -> Result<Outcome, StateError> {
+    let mut outcome = Outcome::default();
+    for op in &plan.ops {
+        if let Op::Forget { key } = op {
+            state.forget(job, key)?;
+            outcome.forgotten += 1;
+        }
+    }
+    Ok(outcome)
+}
+
+/// Flags settled every item of this pass the planner now finds in sync
+/// (its steps, if any, all confirmed), so later passes skip it while it is
+/// unchanged. Planned again from the rows as they are now.
+fn settle(
+    state: &mut State,
+    job: &str,
+    scanned: &Scanned,
+    rules: &Rules,
+) -> Result<(), StateError> {
+    let (scan, cached) = (&scanned.scan, &scanned.cached);
+    // The pass's keys, each with its observation when it was seen.
+    let mut domain: Vec<(&str, Option<&Observed>)> = scan
+        .items
+        .iter()
+        .map(|o| (o.key.as_str(), Some(o)))
+        .chain(cached.keys().map(|k| (k.as_str(), None)))
+        .collect();
+    // Observed entries sort first among equal keys, and dedup keeps them.
+    domain.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.is_some().cmp(&a.1.is_some())));
+    domain.dedup_by(|later, first| later.0 == first.0);
+    let is_protected = |k: &str| scan.is_protected(k);
+    // In slices (the planner decides each key alone): a first sync of a
+    // million files never holds a million rows at once.
+    for slice in domain.chunks(SETTLE_SLICE) {
+        let now = state.load_keys(job, slice.iter().map(|(k, _)| *k))?;
+        let again = plan::plan(
+            slice.iter().filter_map(|(_, o)| *o),
+            &now,
+            rules,
+            &is_protected,
+        );
+        let busy: HashSet<&str> = again
+            .ops
+            .iter()
+            .map(|o| o.key())
+            .chain(again.warnings.iter().map(|(k, _)| k.as_str()))
+            .collect();
+        let settled: Vec<&str> = slice
+            .iter()
+            .filter(|(k, _)| !busy.contains(k))
+            .filter(|(k, seen)| {
+                now.get(*k).is_some_and(|c| match seen {
+                    // Unbound items of a metadata-only target are reported
+                    // as skipped on every pass: never settled.
+                    Some(_) => c.present && c.doc_id.is_some(),
+                    None => !c.present && !is_protected(k),
+                })
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        state.mark_settled(job, &settled)?;
+    }
+    Ok(())
 }
 
 /// Keys re-planned at once by `settle`: few enough to look up one by one.
 const SETTLE_SLICE: usize = 2_000;
 
+/// Adds the pass to the run log. A scoped pass that found nothing to do
+/// (an editor's lock file, a touched but unchanged file) is not worth a
+/// line.
+fn log_run(
+    state: &State,
+    scope: &Scope,
+    started_at: i64,
+    report: &JobReport,
+) -> Result<(), StateError> {
+    if scope.is_all() || !report.plan.ops.is_empty() || !report.converged() {
+        let summary = crate::report::summary_line(report);
+        state.record_run(&report.job, started_at, report.converged(), &summary)?;
+    }
+    Ok(())
+}
+
 fn plan_fingerprint(job: &JobConfig, rules: &Rules) -> String {
-    let bindings = match &job.target {
-        TargetConfig::Sharely(c) => format!("{:?}", c.knowledge),
-        TargetConfig::Dify(_) | TargetConfig::Pai(_) => String::new(),
-    };
-    plan::fingerprint(rules.mappings, rules.delete_policy, rules.caps, &bindings)
+    plan::fingerprint(
+        rules.mappings,
+        rules.delete_policy,
+        rules.caps,
+        &job.sink.plan_inputs(),
+    )
 }
 
 fn describe(scope: &Scope) -> String {

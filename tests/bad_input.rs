@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use kbsync::target::dify_name::document_name;
+use kbsync::sink::dify::document_name;
 use support::fake_dify::{FakeDify, DATASET};
 use support::Workspace;
 

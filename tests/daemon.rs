@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use kbsync::target::dify_name::document_name;
+use kbsync::sink::dify::document_name;
 use support::fake_dify::{FakeDify, Fault, World};
 use support::{set_mtime, Workspace};
 use tokio::net::UnixDatagram;

@@ -3,7 +3,7 @@
 
 mod support;
 
-use kbsync::target::dify_name::document_name;
+use kbsync::sink::dify::document_name;
 use support::fake_dify::{FakeDify, Fault};
 use support::{set_mtime, Workspace};
 

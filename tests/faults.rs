@@ -14,8 +14,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kbsync::sink::dify::document_name;
 use kbsync::state::State;
-use kbsync::target::dify_name::document_name;
 use support::fake_dify::{Chaos, FakeDify, RateWindow, World, DATASET};
 use support::Workspace;
 

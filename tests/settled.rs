@@ -4,7 +4,7 @@
 
 mod support;
 
-use kbsync::target::dify_name::document_name;
+use kbsync::sink::dify::document_name;
 use support::{set_mtime, with_fake, Workspace};
 
 const META: &str = r#"

@@ -3,8 +3,8 @@
 
 mod support;
 
+use kbsync::sink::dify::document_name;
 use kbsync::source::web::key_of;
-use kbsync::target::dify_name::document_name;
 use support::fake_dify::{FakeDify, World, DATASET};
 use support::fake_web::FakeWeb;
 use support::Workspace;

@@ -12,10 +12,12 @@ modified = { fact = "modified" }
 "#;
 
 fn batch_size(ws: &Workspace) -> usize {
-    match &ws.config().jobs[0].target {
-        kbsync::config::TargetConfig::Dify(d) => d.batch_size,
-        _ => unreachable!("the workspace mirrors into Dify"),
-    }
+    ws.config().jobs[0]
+        .sink
+        .as_any()
+        .downcast_ref::<kbsync::sink::dify::DifyConfig>()
+        .expect("the workspace mirrors into Dify")
+        .batch_size
 }
 
 fn count_row(metric: String, sent: usize, items: usize, batch: usize) -> Row {
@@ -49,7 +51,7 @@ pub async fn efficiency_rows(changes: usize, deletions: usize) -> Vec<Row> {
     assert!(r.converged(), "{r:?}");
     assert_eq!(r.outcome.as_ref().unwrap().metadata, changes);
     let meta_sent = fake.requests() - before;
-    let last = kbsync::target::dify_name::document_name(&key(changes - 1));
+    let last = kbsync::sink::dify::document_name(&key(changes - 1));
     assert_eq!(
         fake.world().metadata_of(&last)["modified"],
         1_800_000_000 + changes as i64 - 1

@@ -1,12 +1,17 @@
-//! Sources produce the observed state of a job's items. Only the folder
-//! source exists so far; URL sources will sit beside it.
+//! Sources produce the observed state of a job's items: a folder, or web
+//! pages. The pass sees them through `seam::Source`.
 
+mod content;
 pub mod folder;
 pub mod front_matter;
 pub mod scope;
+mod seam;
+mod triage;
 pub mod web;
 
+pub use content::{Content, Downloaded, FolderContent};
 pub use scope::Scope;
+pub use seam::{ScanInput, Scanned, Source};
 
 use crate::metadata::Metadata;
 

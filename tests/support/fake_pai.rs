@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use kbsync::target::acs3;
+use kbsync::sink::pai::acs3;
 use serde_json::{json, Value as Json};
 
 pub const KEY_ID: &str = "LTAI5tTESTKEYID";

@@ -6,8 +6,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::plan::{Op, Plan};
+use crate::sink::{ErrorClass, SinkError};
 use crate::state::{OutboxRow, Queued, RowError, Setback};
-use crate::target::{ErrorClass, TargetError};
 
 pub const CONTENT: &str = "content";
 pub const METADATA: &str = "metadata";
@@ -121,7 +121,7 @@ pub fn hold(
 
 /// How the outbox should treat a failure: `None` for a fatal one (the job
 /// stops; the step stays queued as it was).
-pub fn setback(e: &TargetError) -> Option<Setback> {
+pub fn setback(e: &SinkError) -> Option<Setback> {
     match e.class {
         ErrorClass::Transient => Some(Setback::Transient {
             retry_after: e.retry_after,
@@ -131,7 +131,7 @@ pub fn setback(e: &TargetError) -> Option<Setback> {
     }
 }
 
-pub fn row_error(e: &TargetError) -> RowError {
+pub fn row_error(e: &SinkError) -> RowError {
     RowError {
         status: e.status,
         code: e.code.clone(),

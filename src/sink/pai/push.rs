@@ -5,19 +5,18 @@
 //! failures of those files only; a whole batch refused (400) is bisected.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use futures::FutureExt;
 use serde_json::{json, Value as Json};
 
-use super::bisect::send_in_batches;
-use super::{record_failure, Outcome, PushError};
+use super::client::{BatchAnswer, PaiClient};
 use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
+use crate::sink::bisect::send_in_batches;
+use crate::sink::{record_failure, ErrorClass, Outcome, PushContext, PushError, SinkError};
 use crate::state::State;
-use crate::target::pai::{BatchAnswer, PaiClient};
-use crate::target::{ErrorClass, TargetError};
 
 struct Item<'p> {
     key: &'p str,
@@ -26,13 +25,12 @@ struct Item<'p> {
 }
 
 pub async fn push(
-    job: &str,
+    ctx: PushContext<'_>,
     client: &PaiClient,
     batch_size: usize,
-    state: &mut State,
     plan: &Plan,
-    stop: &AtomicBool,
 ) -> Result<Outcome, PushError> {
+    let (job, state, stop) = (ctx.job.name.as_str(), ctx.state, ctx.stop);
     let mut out = Outcome::default();
     let mut items: Vec<Item> = plan
         .ops
@@ -161,7 +159,7 @@ async fn send(
         };
         if let Some(result) = refused.get(&handle) {
             let gone = result.eq_ignore_ascii_case("not found");
-            let e = TargetError::local(
+            let e = SinkError::local(
                 if gone {
                     ErrorClass::Transient
                 } else {
@@ -186,7 +184,7 @@ async fn send(
                 None => {
                     // Applied without an id in the answer: the next pass's
                     // listing binds it.
-                    let e = TargetError::local(
+                    let e = SinkError::local(
                         ErrorClass::Transient,
                         "no_record_id",
                         format!("PAI created {handle} without returning its record id; the next pass finds it by URI"),
@@ -248,7 +246,7 @@ async fn delete(
         let (key, id) = items[i];
         match refused.get(id) {
             Some(result) => {
-                let e = TargetError::local(
+                let e = SinkError::local(
                     ErrorClass::Permanent,
                     "record_refused",
                     format!("PAI refused to delete record {id}: {result}"),

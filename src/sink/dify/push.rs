@@ -1,73 +1,38 @@
-//! The pusher: carries out a plan against Dify in phases that respect the
-//! upstream's rules — restore status before updating content (Dify only
-//! updates available documents), upload with bounded concurrency, then
-//! batched metadata, batched status changes, deletions. State is written
-//! after each confirmed step, so an interrupted pass resumes where it was.
-
-mod bisect;
-mod indexing;
-pub mod metadata_only;
-pub mod pai;
-pub mod queue;
+//! The Dify pusher: carries out a plan in phases that respect Dify's
+//! rules — restore status before updating content (Dify only updates
+//! available documents), upload with bounded concurrency, then batched
+//! metadata, batched status changes, deletions. State is written after each
+//! confirmed step, so an interrupted pass resumes where it was.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{FutureExt, StreamExt};
 
-use crate::config::{DifyConfig, JobConfig};
+use super::client::{DifyClient, MetadataUpdate, RemoteDoc};
+use super::indexing;
+use super::name::document_name;
+use super::DifyConfig;
+use crate::config::JobConfig;
 use crate::metadata::{FieldType, Metadata};
+use crate::outbox;
 use crate::plan::{Op, Plan, StatusAction};
+use crate::sink::bisect::send_in_batches;
+use crate::sink::{
+    record_failure, ErrorClass, Failure, Outcome, PushContext, PushError, SinkError,
+};
+use crate::source::Content;
 use crate::state::{CachedItem, State, StateError};
-use crate::target::dify::{DifyClient, MetadataUpdate, RemoteDoc};
-use crate::target::dify_name::document_name;
-use crate::target::{ErrorClass, TargetError};
 
-pub use bisect::send_in_batches;
-
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub key: String,
-    pub op: &'static str,
-    pub error: TargetError,
-}
-
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub created: usize,
-    pub adopted: usize,
-    pub updated: usize,
-    pub metadata: usize,
-    pub status: BTreeMap<&'static str, usize>,
-    pub deleted: usize,
-    pub forgotten: usize,
-    pub failures: Vec<Failure>,
-    /// A job-wide error that stopped the pass.
-    pub fatal: Option<TargetError>,
-    /// The pass was asked to stop before it finished.
-    pub interrupted: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PushError {
-    #[error(transparent)]
-    State(#[from] StateError),
-}
-
-pub struct Pusher<'a> {
-    pub job: &'a JobConfig,
-    pub dify: &'a DifyConfig,
-    pub client: &'a DifyClient,
-    pub state: &'a mut State,
-    pub cached: &'a HashMap<String, CachedItem>,
-    /// Web jobs: the pages downloaded by this pass's scan.
-    pub bodies: &'a HashMap<String, bytes::Bytes>,
-    /// Set on shutdown: start no new upstream call; what is not done stays
-    /// pending in the state file for the next pass.
-    pub stop: &'a AtomicBool,
-    /// Keys whose create was sent in an earlier pass and never confirmed:
-    /// the document may exist, so it is looked up before anything else.
-    pub suspects: &'a HashSet<String>,
+pub(super) struct Pusher<'a> {
+    job: &'a JobConfig,
+    dify: &'a DifyConfig,
+    client: &'a DifyClient,
+    state: &'a mut State,
+    cached: &'a HashMap<String, CachedItem>,
+    stop: &'a AtomicBool,
+    suspects: &'a HashSet<String>,
+    content: &'a (dyn Content + Send + Sync),
 }
 
 /// Up to this many unconfirmed creates are looked up one by one; more
@@ -95,7 +60,20 @@ enum Uploaded {
     NotStarted,
 }
 
-impl Pusher<'_> {
+impl<'a> Pusher<'a> {
+    pub fn new(ctx: PushContext<'a>, dify: &'a DifyConfig, client: &'a DifyClient) -> Self {
+        Pusher {
+            job: ctx.job,
+            dify,
+            client,
+            state: ctx.state,
+            cached: ctx.cached,
+            stop: ctx.stop,
+            suspects: ctx.suspects,
+            content: ctx.content,
+        }
+    }
+
     pub async fn run(&mut self, plan: &Plan) -> Result<Outcome, PushError> {
         let mut out = Outcome::default();
         // Keys whose earlier step failed: later steps for them would act on
@@ -181,7 +159,7 @@ impl Pusher<'_> {
 
     /// An item that vanished while its create was unconfirmed: if the
     /// create was applied after all, that document mirrors nothing now.
-    async fn remove_orphan(&self, key: &str) -> Result<(), TargetError> {
+    async fn remove_orphan(&self, key: &str) -> Result<(), SinkError> {
         if let Some(doc) = self.client.find_by_name(&document_name(key)).await? {
             tracing::info!(%key, document = %doc.id, "removing the document of an unconfirmed create whose file is gone");
             match self.client.delete_document(&doc.id).await {
@@ -204,7 +182,7 @@ impl Pusher<'_> {
         out: &mut Outcome,
         key: &str,
         op: &'static str,
-        error: TargetError,
+        error: SinkError,
     ) -> Result<(), PushError> {
         record_failure(self.state, out, &self.job.name, key, op, error)
     }
@@ -338,7 +316,7 @@ impl Pusher<'_> {
             .map(|u| u.key)
             .collect();
         self.state
-            .steps_started(&self.job.name, &blind, queue::CONTENT)?;
+            .steps_started(&self.job.name, &blind, outbox::CONTENT)?;
         let jobs = ready
             .into_iter()
             .map(|u| self.upload_one(u, existing.as_ref()));
@@ -401,19 +379,19 @@ impl Pusher<'_> {
         } else {
             "create"
         };
-        let failed = |error: TargetError| {
+        let failed = |error: SinkError| {
             Uploaded::Failed(Failure {
                 key: u.key.to_owned(),
                 op,
                 error,
             })
         };
-        let bytes = match self.content(u.key).await {
+        let bytes = match self.content.read(u.key).await {
             Ok(b) => b,
             Err(e) => return failed(e),
         };
         if bytes.len() as u64 > self.job.max_file_size() {
-            return failed(TargetError::local(
+            return failed(SinkError::local(
                 ErrorClass::Permanent,
                 "too_large",
                 format!("{} bytes is over max_file_size", bytes.len()),
@@ -482,42 +460,10 @@ impl Pusher<'_> {
 
     /// Records that a create for `key` is about to be sent: until its
     /// answer is recorded, it may be applied upstream without our knowing.
-    fn mark_started(&self, key: &str) -> Result<(), TargetError> {
+    fn mark_started(&self, key: &str) -> Result<(), SinkError> {
         self.state
-            .steps_started(&self.job.name, &[key], queue::CONTENT)
-            .map_err(|e| TargetError::local(ErrorClass::Fatal, "state", e.to_string()))
-    }
-
-    async fn content(&self, key: &str) -> Result<bytes::Bytes, TargetError> {
-        let Some(folder) = self.job.folder() else {
-            return self.bodies.get(key).cloned().ok_or_else(|| {
-                TargetError::local(
-                    ErrorClass::Transient,
-                    "not_downloaded",
-                    "the page was not downloaded by this poll; the next poll fetches it".to_owned(),
-                )
-            });
-        };
-        let path = folder.root.join(key);
-        // The scan could read it a moment ago: whatever happened since (the
-        // file removed, renamed, its permissions changed) the next scan
-        // sees, so this is retried, never parked.
-        match tokio::fs::read(&path).await {
-            Ok(b) => Ok(bytes::Bytes::from(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(TargetError::local(
-                ErrorClass::Transient,
-                "vanished",
-                format!(
-                    "{} disappeared before its upload; the next scan sees it gone",
-                    path.display()
-                ),
-            )),
-            Err(e) => Err(TargetError::local(
-                ErrorClass::Transient,
-                "unreadable",
-                format!("cannot read {}: {e}", path.display()),
-            )),
-        }
+            .steps_started(&self.job.name, &[key], outbox::CONTENT)
+            .map_err(|e| SinkError::local(ErrorClass::Fatal, "state", e.to_string()))
     }
 
     /// update-by-file; Dify refuses it (400) while the previous upload is
@@ -528,7 +474,7 @@ impl Pusher<'_> {
         doc_id: &str,
         name: &str,
         bytes: &bytes::Bytes,
-    ) -> Result<(RemoteDoc, Option<String>), TargetError> {
+    ) -> Result<(RemoteDoc, Option<String>), SinkError> {
         match self.client.update_by_file(doc_id, name, bytes).await {
             Err(e) if e.status == Some(400) => {
                 let Some(batch) = self
@@ -547,7 +493,7 @@ impl Pusher<'_> {
 
     /// An adopted document may be archived or disabled; Dify only updates
     /// available ones.
-    async fn make_available(&self, doc: &RemoteDoc) -> Result<(), TargetError> {
+    async fn make_available(&self, doc: &RemoteDoc) -> Result<(), SinkError> {
         if doc.archived {
             self.client
                 .set_status(StatusAction::UnArchive, &[&doc.id])
@@ -626,7 +572,7 @@ impl Pusher<'_> {
     async fn ensure_fields(
         &mut self,
         ops: &[(&str, String, &Metadata)],
-    ) -> Result<HashMap<String, String>, TargetError> {
+    ) -> Result<HashMap<String, String>, SinkError> {
         let wanted: BTreeMap<&str, FieldType> = ops
             .iter()
             .flat_map(|(_, _, m)| m.keys())
@@ -640,8 +586,7 @@ impl Pusher<'_> {
                 (name.as_str(), kind)
             })
             .collect();
-        let state_err =
-            |e: StateError| TargetError::local(ErrorClass::Fatal, "state", e.to_string());
+        let state_err = |e: StateError| SinkError::local(ErrorClass::Fatal, "state", e.to_string());
         let cached = self.state.fields(&self.job.name).map_err(state_err)?;
         let mut ids: HashMap<String, String> = HashMap::new();
         let mut missing = Vec::new();
@@ -661,7 +606,7 @@ impl Pusher<'_> {
             let id = match remote.iter().find(|f| f.name == name) {
                 Some(f) if f.kind == kind.to_string() => f.id.clone(),
                 Some(f) => {
-                    return Err(TargetError::local(
+                    return Err(SinkError::local(
                         ErrorClass::Permanent,
                         "field_type_mismatch",
                         format!("metadata field {name:?} exists in the dataset with type {} but the config maps it as {kind}; change `type` in the config or rename the field", f.kind),
@@ -721,35 +666,6 @@ impl Pusher<'_> {
     }
 }
 
-/// A step that failed: logged, written to the outbox (backed off or parked
-/// by its class; a fatal error leaves the step queued as it was) and
-/// reported in the outcome.
-pub fn record_failure(
-    state: &State,
-    out: &mut Outcome,
-    job: &str,
-    key: &str,
-    op: &'static str,
-    error: TargetError,
-) -> Result<(), PushError> {
-    tracing::error!(%job, %key, op, error = %error, "failed");
-    if let Some(setback) = queue::setback(&error) {
-        state.step_failed(
-            job,
-            key,
-            queue::kind_of(op),
-            setback,
-            &queue::row_error(&error),
-        )?;
-    }
-    out.failures.push(Failure {
-        key: key.to_owned(),
-        op,
-        error,
-    });
-    Ok(())
-}
-
 /// The plan's status changes that bring documents back (`restoring`), or
 /// those that retire them.
 fn status_ops(plan: &Plan, restoring: bool) -> Vec<(&str, &str, StatusAction)> {
@@ -764,10 +680,4 @@ fn status_ops(plan: &Plan, restoring: bool) -> Vec<(&str, &str, StatusAction)> {
             _ => None,
         })
         .collect()
-}
-
-impl Outcome {
-    pub fn converged(&self) -> bool {
-        self.failures.is_empty() && self.fatal.is_none() && !self.interrupted
-    }
 }

@@ -2,27 +2,22 @@
 //! metadata changes onto existing upstream items, sent one item per call
 //! (the API has no batch call) with bounded concurrency.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 
-use super::{record_failure, Outcome, PushError};
+use super::client::{check_values, SharelyClient};
 use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
-use crate::state::{CachedItem, State};
-use crate::target::sharely::{check_values, SharelyClient};
-use crate::target::ErrorClass;
+use crate::sink::{record_failure, ErrorClass, Outcome, PushContext, PushError};
 
 pub async fn push(
-    job: &str,
+    ctx: PushContext<'_>,
     client: &SharelyClient,
     concurrency: usize,
-    state: &mut State,
-    cached: &HashMap<String, CachedItem>,
     plan: &Plan,
-    stop: &AtomicBool,
 ) -> Result<Outcome, PushError> {
+    let (job, state, cached, stop) = (ctx.job.name.as_str(), ctx.state, ctx.cached, ctx.stop);
     let mut out = Outcome::default();
     let updates: Vec<(&str, &str, &Metadata)> = plan
         .ops
@@ -88,10 +83,4 @@ pub async fn push(
         }
     }
     Ok(out)
-}
-
-/// Items a metadata-only job cannot mirror because they map to no upstream
-/// item: reported as skipped, never dropped silently.
-pub fn unbound_reason(target: &str) -> String {
-    format!("no upstream item to attach its metadata to: map it under [sync.{target}.knowledge] (the {target} API documents no upload)")
 }

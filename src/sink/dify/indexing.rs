@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::target::dify::DifyClient;
-use crate::target::{ErrorClass, TargetError};
+use super::client::DifyClient;
+use crate::sink::{ErrorClass, SinkError};
 
-pub async fn wait(client: &DifyClient, batch: &str, limit: Duration) -> Result<(), TargetError> {
+pub async fn wait(client: &DifyClient, batch: &str, limit: Duration) -> Result<(), SinkError> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(250);
     loop {
@@ -16,7 +16,7 @@ pub async fn wait(client: &DifyClient, batch: &str, limit: Duration) -> Result<(
             other => other?,
         };
         if let Some(failed) = entries.iter().find(|e| e.indexing_status == "error") {
-            return Err(TargetError::local(
+            return Err(SinkError::local(
                 ErrorClass::Permanent,
                 "indexing_error",
                 failed
@@ -32,7 +32,7 @@ pub async fn wait(client: &DifyClient, batch: &str, limit: Duration) -> Result<(
             return Ok(());
         }
         if started.elapsed() + pause > limit {
-            return Err(TargetError::local(
+            return Err(SinkError::local(
                 ErrorClass::Transient,
                 "indexing_timeout",
                 format!(

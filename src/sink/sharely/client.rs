@@ -4,56 +4,35 @@
 //! answers 401. Sharely merges metadata, so a key kbsync set before and no
 //! longer maps is removed explicitly (`removeMetadataKeys`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use backon::Retryable;
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use super::dify::network_error;
-use super::http::{self, ErrorAnswer};
-use super::rate::RateLimiter;
-use super::{Capabilities, ErrorClass, TargetError};
-use crate::config::SharelyConfig;
+use super::SharelyConfig;
 use crate::metadata::Metadata;
 use crate::secret::Secret;
-
-/// Sharely's public API documents metadata updates only: no upload, no
-/// listing, no status, no delete, no batch.
-pub const CAPABILITIES: Capabilities = Capabilities {
-    content: false,
-    batch_metadata: false,
-    status: false,
-    delete: false,
-    create_records: false,
-};
+use crate::sink::http::{network_error, ErrorAnswer, Transport};
+use crate::sink::{ErrorClass, SinkError};
 
 pub struct SharelyClient {
-    http: reqwest::Client,
+    transport: Transport,
     cfg: SharelyConfig,
     key: Secret,
     token: tokio::sync::Mutex<Option<Secret>>,
-    requests: AtomicU64,
-    limiter: Option<RateLimiter>,
 }
 
 impl SharelyClient {
-    pub fn new(cfg: &SharelyConfig, key: Secret) -> Result<Self, TargetError> {
-        let http = http::client(cfg.timeout)?;
+    pub fn new(cfg: &SharelyConfig, key: Secret) -> Result<Self, SinkError> {
         Ok(SharelyClient {
-            http,
+            transport: Transport::new(&cfg.calls)?,
             cfg: cfg.clone(),
             key,
             token: tokio::sync::Mutex::new(None),
-            requests: AtomicU64::new(0),
-            limiter: cfg.requests_per_minute.map(RateLimiter::per_minute),
         })
     }
 
     pub fn requests_sent(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.transport.requests_sent()
     }
 
     fn url(&self, tail: &str) -> Url {
@@ -63,16 +42,8 @@ impl SharelyClient {
             .expect("ids were validated to hold no '/'")
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response, TargetError> {
-        if let Some(l) = &self.limiter {
-            l.acquire().await;
-        }
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        req.send().await.map_err(network_error)
-    }
-
     /// The cached access token, or a new one.
-    async fn token(&self) -> Result<Secret, TargetError> {
+    async fn token(&self) -> Result<Secret, SinkError> {
         let mut slot = self.token.lock().await;
         if let Some(t) = slot.as_ref() {
             return Ok(t.clone());
@@ -86,8 +57,10 @@ impl SharelyClient {
             self.cfg.workspace_id
         ));
         let resp = self
+            .transport
             .send(
-                self.http
+                self.transport
+                    .http()
                     .post(url)
                     .header("x-api-key", self.key.expose())
                     .json(&json!({})),
@@ -106,7 +79,7 @@ impl SharelyClient {
         }
         let bytes = resp.bytes().await.map_err(network_error)?;
         let t: Token = serde_json::from_slice(&bytes).map_err(|e| {
-            TargetError::local(
+            SinkError::local(
                 ErrorClass::Transient,
                 "bad_response",
                 format!("unexpected token response from Sharely: {e}"),
@@ -133,7 +106,7 @@ impl SharelyClient {
         knowledge_id: &str,
         metadata: &Metadata,
         remove: &[String],
-    ) -> Result<(), TargetError> {
+    ) -> Result<(), SinkError> {
         let mut body = json!({
             "type": self.cfg.knowledge_type,
             "metadata": metadata,
@@ -145,15 +118,9 @@ impl SharelyClient {
             "v1/workspaces/{}/knowledge/{knowledge_id}/metadata",
             self.cfg.workspace_id
         ));
-        (|| async { self.authorized(Method::PUT, url.clone(), &body).await })
-            .retry(http::backoff(&self.cfg.retry))
-            .when(TargetError::is_transient)
-            .adjust(|e: &TargetError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
-            .notify(|e: &TargetError, after: Duration| {
-                tracing::warn!(call = "update_metadata", error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
-                if let (Some(l), true) = (&self.limiter, e.is_rate_limit()) {
-                    l.pause(after);
-                }
+        self.transport
+            .retrying("update_metadata", None, || async {
+                self.authorized(Method::PUT, url.clone(), &body).await
             })
             .await
             .map(|_| ())
@@ -165,12 +132,14 @@ impl SharelyClient {
         method: Method,
         url: Url,
         body: &Json,
-    ) -> Result<Response, TargetError> {
+    ) -> Result<Response, SinkError> {
         for fresh in [false, true] {
             let token = self.token().await?;
             let resp = self
+                .transport
                 .send(
-                    self.http
+                    self.transport
+                        .http()
                         .request(method.clone(), url.clone())
                         .bearer_auth(token.expose())
                         .header("organizationid", &self.cfg.organization_id)
@@ -195,7 +164,7 @@ impl SharelyClient {
     }
 }
 
-async fn classify(resp: Response) -> TargetError {
+async fn classify(resp: Response) -> SinkError {
     let answer = ErrorAnswer::read(resp).await;
     let (status, retry_after) = (answer.status, answer.retry_after);
     let code = answer
@@ -208,7 +177,7 @@ async fn classify(resp: Response) -> TargetError {
         s if s >= 500 => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     };
-    TargetError {
+    SinkError {
         class,
         status: Some(status.as_u16()),
         code,
@@ -223,10 +192,10 @@ async fn classify(resp: Response) -> TargetError {
 
 /// Sharely takes strings and numbers only: anything else is refused here,
 /// per item, before a request is made.
-pub fn check_values(metadata: &Metadata) -> Result<(), TargetError> {
+pub fn check_values(metadata: &Metadata) -> Result<(), SinkError> {
     for (name, value) in metadata {
         if !(value.is_string() || value.is_number()) {
-            return Err(TargetError::local(
+            return Err(SinkError::local(
                 ErrorClass::Permanent,
                 "invalid_metadata",
                 format!("field {name:?}: Sharely takes only strings and numbers, not {value}"),

@@ -5,20 +5,20 @@
 
 use futures::future::BoxFuture;
 
-use crate::target::{ErrorClass, TargetError};
+use crate::sink::{ErrorClass, SinkError};
 
 pub struct BatchResult {
     /// Indices into the input that were applied.
     pub applied: Vec<usize>,
     /// Indices that failed, with the error that stopped them.
-    pub failed: Vec<(usize, TargetError)>,
+    pub failed: Vec<(usize, SinkError)>,
     /// Set when a fatal error stopped the work; nothing after it was sent.
-    pub fatal: Option<TargetError>,
+    pub fatal: Option<SinkError>,
 }
 
 pub async fn send_in_batches<T, F>(items: &[T], batch_size: usize, send: F) -> BatchResult
 where
-    F: for<'b> Fn(&'b [T]) -> BoxFuture<'b, Result<(), TargetError>>,
+    F: for<'b> Fn(&'b [T]) -> BoxFuture<'b, Result<(), SinkError>>,
 {
     let mut result = BatchResult {
         applied: Vec::new(),
@@ -54,8 +54,8 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn refused() -> TargetError {
-        TargetError {
+    fn refused() -> SinkError {
+        SinkError {
             class: ErrorClass::Permanent,
             status: Some(400),
             code: "invalid_param".into(),

@@ -2,29 +2,16 @@
 //! retried on transient failures with exponential backoff and jitter
 //! (`backon`), honouring `Retry-After`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use super::http::{self, ErrorAnswer};
-use super::rate::RateLimiter;
-use super::{Capabilities, ErrorClass, TargetError};
-use crate::config::{DifyConfig, RetryConfig};
+use super::DifyConfig;
 use crate::metadata::FieldType;
 use crate::plan::StatusAction;
 use crate::secret::Secret;
-
-pub const CAPABILITIES: Capabilities = Capabilities {
-    content: true,
-    batch_metadata: true,
-    status: true,
-    delete: true,
-    create_records: false,
-};
+use crate::sink::http::{network_error, ErrorAnswer, Transport};
+use crate::sink::{ErrorClass, SinkError};
 
 /// Dify's list endpoint caps `limit` at 100.
 const PAGE_SIZE: usize = 100;
@@ -33,8 +20,6 @@ const PAGE_SIZE: usize = 100;
 pub struct RemoteDoc {
     pub id: String,
     pub name: String,
-    #[serde(default)]
-    pub indexing_status: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(default)]
@@ -55,7 +40,6 @@ pub struct RemoteField {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct IndexingEntry {
-    pub id: String,
     pub indexing_status: String,
     #[serde(default)]
     pub error: Option<String>,
@@ -69,32 +53,25 @@ pub struct MetadataUpdate<'a> {
 }
 
 pub struct DifyClient {
-    http: reqwest::Client,
+    transport: Transport,
     base: Url,
     dataset: String,
     key: Secret,
-    retry: RetryConfig,
-    requests: AtomicU64,
-    limiter: Option<RateLimiter>,
 }
 
 impl DifyClient {
-    pub fn new(cfg: &DifyConfig, key: Secret) -> Result<Self, TargetError> {
-        let http = http::client(cfg.timeout)?;
+    pub fn new(cfg: &DifyConfig, key: Secret) -> Result<Self, SinkError> {
         Ok(DifyClient {
-            http,
+            transport: Transport::new(&cfg.calls)?,
             base: cfg.base_url.clone(),
             dataset: cfg.dataset_id.clone(),
             key,
-            retry: cfg.retry,
-            requests: AtomicU64::new(0),
-            limiter: cfg.requests_per_minute.map(RateLimiter::per_minute),
         })
     }
 
     /// HTTP requests sent so far, retries included.
     pub fn requests_sent(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.transport.requests_sent()
     }
 
     fn url(&self, tail: &str) -> Url {
@@ -105,52 +82,35 @@ impl DifyClient {
     }
 
     fn request(&self, method: Method, tail: &str) -> RequestBuilder {
-        self.http
+        self.transport
+            .http()
             .request(method, self.url(tail))
             .bearer_auth(self.key.expose())
     }
 
     /// Sends the request built by `build` (rebuilt for every attempt, as a
     /// multipart body cannot be replayed), retrying transient failures.
-    async fn call<F>(&self, what: &'static str, build: F) -> Result<Response, TargetError>
+    async fn call<F>(&self, what: &'static str, build: F) -> Result<Response, SinkError>
     where
         F: Fn() -> RequestBuilder,
     {
-        (|| async { self.once(build()).await })
-            .retry(self.backoff())
-            .when(TargetError::is_transient)
-            .adjust(|e: &TargetError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
-            .notify(|e: &TargetError, after: Duration| self.slow_down(what, e, after))
+        self.transport
+            .retrying(what, None, || async { self.once(build()).await })
             .await
     }
 
-    /// Logs a retry; when the upstream asked to slow down, every request
-    /// of this target waits, not just this one.
-    fn slow_down(&self, what: &str, e: &TargetError, after: Duration) {
-        tracing::warn!(call = what, error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
-        if let Some(limiter) = &self.limiter {
-            if e.is_rate_limit() {
-                limiter.pause(after);
-            }
-        }
-    }
-
-    async fn once(&self, req: RequestBuilder) -> Result<Response, TargetError> {
-        if let Some(limiter) = &self.limiter {
-            limiter.acquire().await;
-        }
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let resp = req.send().await.map_err(network_error)?;
+    async fn once(&self, req: RequestBuilder) -> Result<Response, SinkError> {
+        let resp = self.transport.send(req).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         Err(classify(resp).await)
     }
 
-    async fn json<T: for<'de> Deserialize<'de>>(resp: Response) -> Result<T, TargetError> {
+    async fn json<T: for<'de> Deserialize<'de>>(resp: Response) -> Result<T, SinkError> {
         let bytes = resp.bytes().await.map_err(network_error)?;
         serde_json::from_slice(&bytes).map_err(|e| {
-            TargetError::local(
+            SinkError::local(
                 ErrorClass::Transient,
                 "bad_response",
                 format!("unexpected response body from Dify: {e}"),
@@ -161,7 +121,7 @@ impl DifyClient {
     pub async fn list_documents_page(
         &self,
         page: usize,
-    ) -> Result<(Vec<RemoteDoc>, bool), TargetError> {
+    ) -> Result<(Vec<RemoteDoc>, bool), SinkError> {
         #[derive(Deserialize)]
         struct Page {
             data: Vec<RemoteDoc>,
@@ -179,7 +139,7 @@ impl DifyClient {
     }
 
     /// Every document of the dataset, following pagination.
-    pub async fn list_documents(&self) -> Result<Vec<RemoteDoc>, TargetError> {
+    pub async fn list_documents(&self) -> Result<Vec<RemoteDoc>, SinkError> {
         let mut all = Vec::new();
         for page in 1.. {
             let (docs, more) = self.list_documents_page(page).await?;
@@ -208,10 +168,6 @@ impl DifyClient {
         form
     }
 
-    fn backoff(&self) -> ExponentialBuilder {
-        http::backoff(&self.retry)
-    }
-
     /// `POST /datasets/{id}/document/create-by-file`, made idempotent:
     /// creating is the one call whose blind replay would leave a duplicate
     /// when the first attempt was applied but its answer lost (5xx after
@@ -222,8 +178,7 @@ impl DifyClient {
         name: &str,
         bytes: &bytes::Bytes,
         data: &Json,
-    ) -> Result<(RemoteDoc, Option<String>), TargetError> {
-        use backon::BackoffBuilder;
+    ) -> Result<(RemoteDoc, Option<String>), SinkError> {
         let url = self
             .base
             .join(&format!(
@@ -231,10 +186,11 @@ impl DifyClient {
                 self.dataset
             ))
             .expect("valid path");
-        let mut delays = self.backoff().build();
+        let mut delays = self.transport.delays();
         loop {
             let req = self
-                .http
+                .transport
+                .http()
                 .post(url.clone())
                 .bearer_auth(self.key.expose())
                 .multipart(Self::file_form(name, bytes, Some(data)));
@@ -247,7 +203,7 @@ impl DifyClient {
                 return Err(err);
             };
             let delay = err.retry_after.unwrap_or(delay);
-            self.slow_down("create_by_file", &err, delay);
+            self.transport.slow_down("create_by_file", &err, delay);
             tokio::time::sleep(delay).await;
             if may_have_been_applied(&err) {
                 if let Some(doc) = self.find_by_name(name).await? {
@@ -260,7 +216,7 @@ impl DifyClient {
 
     /// The document named exactly `name`, if any (Dify's keyword filter is
     /// a substring match, so the exact name is checked here).
-    pub async fn find_by_name(&self, name: &str) -> Result<Option<RemoteDoc>, TargetError> {
+    pub async fn find_by_name(&self, name: &str) -> Result<Option<RemoteDoc>, SinkError> {
         #[derive(Deserialize)]
         struct Page {
             data: Vec<RemoteDoc>,
@@ -294,7 +250,7 @@ impl DifyClient {
         doc_id: &str,
         name: &str,
         bytes: &bytes::Bytes,
-    ) -> Result<(RemoteDoc, Option<String>), TargetError> {
+    ) -> Result<(RemoteDoc, Option<String>), SinkError> {
         let tail = format!("documents/{doc_id}/update-by-file");
         let resp = self
             .call("update_by_file", || {
@@ -305,7 +261,7 @@ impl DifyClient {
         Self::doc_and_batch(resp).await
     }
 
-    async fn doc_and_batch(resp: Response) -> Result<(RemoteDoc, Option<String>), TargetError> {
+    async fn doc_and_batch(resp: Response) -> Result<(RemoteDoc, Option<String>), SinkError> {
         #[derive(Deserialize)]
         struct Created {
             document: RemoteDoc,
@@ -317,7 +273,7 @@ impl DifyClient {
     }
 
     /// `DELETE /datasets/{id}/documents/{doc}`
-    pub async fn delete_document(&self, doc_id: &str) -> Result<(), TargetError> {
+    pub async fn delete_document(&self, doc_id: &str) -> Result<(), SinkError> {
         let tail = format!("documents/{doc_id}");
         self.call("delete_document", || self.request(Method::DELETE, &tail))
             .await?;
@@ -325,7 +281,7 @@ impl DifyClient {
     }
 
     /// `GET /datasets/{id}/metadata`
-    pub async fn list_fields(&self) -> Result<Vec<RemoteField>, TargetError> {
+    pub async fn list_fields(&self) -> Result<Vec<RemoteField>, SinkError> {
         #[derive(Deserialize)]
         struct Fields {
             doc_metadata: Vec<RemoteField>,
@@ -343,7 +299,7 @@ impl DifyClient {
         &self,
         name: &str,
         kind: FieldType,
-    ) -> Result<RemoteField, TargetError> {
+    ) -> Result<RemoteField, SinkError> {
         let body = json!({ "type": kind.to_string(), "name": name });
         let resp = self
             .call("create_metadata_field", || {
@@ -367,7 +323,7 @@ impl DifyClient {
 
     /// `POST /datasets/{id}/documents/metadata`, replacing each listed
     /// document's custom metadata with the values given (kbsync mirrors).
-    pub async fn update_metadata(&self, updates: &[MetadataUpdate<'_>]) -> Result<(), TargetError> {
+    pub async fn update_metadata(&self, updates: &[MetadataUpdate<'_>]) -> Result<(), SinkError> {
         let operation_data: Vec<Json> = updates
             .iter()
             .map(|u| {
@@ -393,7 +349,7 @@ impl DifyClient {
         &self,
         action: StatusAction,
         doc_ids: &[&str],
-    ) -> Result<(), TargetError> {
+    ) -> Result<(), SinkError> {
         let tail = format!("documents/status/{}", action.as_str());
         let body = json!({ "document_ids": doc_ids });
         self.call("update_document_status", || {
@@ -404,7 +360,7 @@ impl DifyClient {
     }
 
     /// `GET /datasets/{id}/documents/{batch}/indexing-status`
-    pub async fn indexing_status(&self, batch: &str) -> Result<Vec<IndexingEntry>, TargetError> {
+    pub async fn indexing_status(&self, batch: &str) -> Result<Vec<IndexingEntry>, SinkError> {
         #[derive(Deserialize)]
         struct Status {
             data: Vec<IndexingEntry>,
@@ -417,36 +373,15 @@ impl DifyClient {
     }
 }
 
-pub(crate) fn network_error(e: reqwest::Error) -> TargetError {
-    // reqwest's message may include the URL (never the key, which travels
-    // in a header); that is useful and safe to show.
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    // A failed connect never reached the server; anything later may have.
-    let code = if e.is_connect() {
-        "connect"
-    } else if e.is_timeout() {
-        "timeout"
-    } else {
-        "network"
-    };
-    TargetError::local(ErrorClass::Transient, code, message)
-}
-
 /// Whether a failed request may still have taken effect upstream.
-fn may_have_been_applied(e: &TargetError) -> bool {
+fn may_have_been_applied(e: &SinkError) -> bool {
     match e.status {
         Some(s) => s >= 500,
         None => e.code != "connect",
     }
 }
 
-async fn classify(resp: Response) -> TargetError {
+async fn classify(resp: Response) -> SinkError {
     let answer = ErrorAnswer::read(resp).await;
     let status = answer.status;
     let retry_after = answer.retry_after;
@@ -477,7 +412,7 @@ async fn classify(resp: Response) -> TargetError {
         StatusCode::NOT_FOUND if lower.contains("dataset not found") => (ErrorClass::Fatal, None),
         _ => (ErrorClass::Permanent, None),
     };
-    TargetError {
+    SinkError {
         class,
         status: Some(status.as_u16()),
         code,

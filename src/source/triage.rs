@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 
-use crate::source::folder::Walked;
-use crate::source::Scope;
+use super::folder::Walked;
+use super::Scope;
 use crate::state::{CachedItem, State, StateError};
 
 pub struct Triage {

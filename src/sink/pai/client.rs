@@ -7,30 +7,17 @@
 //! failed: `Status: false` plus `FailedDetails`, which are read per file.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use backon::Retryable;
 use reqwest::{Method, Response, Url};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use super::acs3;
-use super::dify::network_error;
-use super::http::{self, ErrorAnswer};
-use super::rate::RateLimiter;
-use super::{Capabilities, ErrorClass, TargetError};
-use crate::config::PaiConfig;
+use super::PaiConfig;
 use crate::secret::Secret;
-
-/// Metadata records only: kbsync does not put files into OSS/NAS. Records
-/// can be deleted (DeleteDatasetFileMetas), not disabled.
-pub const CAPABILITIES: Capabilities = Capabilities {
-    content: false,
-    batch_metadata: true,
-    status: false,
-    delete: true,
-    create_records: true,
-};
+use crate::sink::http::{network_error, ErrorAnswer, Transport};
+use crate::sink::{ErrorClass, SinkError};
 
 pub const API_VERSION: &str = "2021-02-04";
 const PAGE_SIZE: usize = 100;
@@ -48,8 +35,6 @@ pub struct Detail {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct BatchAnswer {
-    #[serde(rename = "Status", default)]
-    pub status: bool,
     #[serde(rename = "FailedDetails", default)]
     pub failed: Vec<Detail>,
     #[serde(rename = "SucceedDetails", default)]
@@ -57,29 +42,24 @@ pub struct BatchAnswer {
 }
 
 pub struct PaiClient {
-    http: reqwest::Client,
+    transport: Transport,
     cfg: PaiConfig,
     key_id: Secret,
     secret: Secret,
-    requests: AtomicU64,
-    limiter: Option<RateLimiter>,
 }
 
 impl PaiClient {
-    pub fn new(cfg: &PaiConfig, key_id: Secret, secret: Secret) -> Result<Self, TargetError> {
-        let http = http::client(cfg.timeout)?;
+    pub fn new(cfg: &PaiConfig, key_id: Secret, secret: Secret) -> Result<Self, SinkError> {
         Ok(PaiClient {
-            http,
+            transport: Transport::new(&cfg.calls)?,
             cfg: cfg.clone(),
             key_id,
             secret,
-            requests: AtomicU64::new(0),
-            limiter: cfg.requests_per_minute.map(RateLimiter::per_minute),
         })
     }
 
     pub fn requests_sent(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.transport.requests_sent()
     }
 
     pub fn uri_of(&self, key: &str) -> String {
@@ -131,7 +111,7 @@ impl PaiClient {
         if !query.is_empty() {
             url.set_query(Some(&acs3::canonical_query(query)));
         }
-        let mut req = self.http.request(method.clone(), url);
+        let mut req = self.transport.http().request(method.clone(), url);
         for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
             req = req.header(k, v);
         }
@@ -148,50 +128,33 @@ impl PaiClient {
         action: &'static str,
         query: Vec<(String, String)>,
         body: Option<Json>,
-    ) -> Result<Json, TargetError> {
+    ) -> Result<Json, SinkError> {
         // A create is not idempotent: it gets one attempt, and a failure
         // leaves it to the next pass, which lists the dataset first.
-        let retries = if action == "CreateDatasetFileMetas" {
-            0
-        } else {
-            self.cfg.retry.max_retries
-        };
-        (|| async {
-            if let Some(l) = &self.limiter {
-                l.acquire().await;
-            }
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let resp = self
-                .signed(&method, action, &query, body.as_ref())
-                .send()
-                .await
-                .map_err(network_error)?;
-            if !resp.status().is_success() {
-                return Err(classify(resp).await);
-            }
-            let bytes = resp.bytes().await.map_err(network_error)?;
-            serde_json::from_slice::<Json>(&bytes).map_err(|e| {
-                TargetError::local(
-                    ErrorClass::Transient,
-                    "bad_response",
-                    format!("unexpected response body from PAI: {e}"),
-                )
+        let retries = (action == "CreateDatasetFileMetas").then_some(0);
+        self.transport
+            .retrying(action, retries, || async {
+                let resp = self
+                    .transport
+                    .send(self.signed(&method, action, &query, body.as_ref()))
+                    .await?;
+                if !resp.status().is_success() {
+                    return Err(classify(resp).await);
+                }
+                let bytes = resp.bytes().await.map_err(network_error)?;
+                serde_json::from_slice::<Json>(&bytes).map_err(|e| {
+                    SinkError::local(
+                        ErrorClass::Transient,
+                        "bad_response",
+                        format!("unexpected response body from PAI: {e}"),
+                    )
+                })
             })
-        })
-        .retry(http::backoff(&self.cfg.retry).with_max_times(retries))
-        .when(TargetError::is_transient)
-        .adjust(|e: &TargetError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
-        .notify(|e: &TargetError, after: Duration| {
-            tracing::warn!(call = action, error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
-            if let (Some(l), true) = (&self.limiter, e.is_rate_limit()) {
-                l.pause(after);
-            }
-        })
-        .await
+            .await
     }
 
     /// ListDatasetFileMetas, every page: (URI, record id).
-    pub async fn list(&self) -> Result<Vec<(String, String)>, TargetError> {
+    pub async fn list(&self) -> Result<Vec<(String, String)>, SinkError> {
         #[derive(Deserialize)]
         struct Record {
             #[serde(rename = "DatasetFileMetaId")]
@@ -224,7 +187,7 @@ impl PaiClient {
                 .call(Method::GET, "ListDatasetFileMetas", query, None)
                 .await?;
             let page: Page = serde_json::from_value(v).map_err(|e| {
-                TargetError::local(
+                SinkError::local(
                     ErrorClass::Transient,
                     "bad_response",
                     format!("unexpected ListDatasetFileMetas answer: {e}"),
@@ -241,11 +204,7 @@ impl PaiClient {
     }
 
     /// CreateDatasetFileMetas (POST) or UpdateDatasetFileMetas (PUT).
-    pub async fn batch(
-        &self,
-        create: bool,
-        records: Vec<Json>,
-    ) -> Result<BatchAnswer, TargetError> {
+    pub async fn batch(&self, create: bool, records: Vec<Json>) -> Result<BatchAnswer, SinkError> {
         let (method, action) = if create {
             (Method::POST, "CreateDatasetFileMetas")
         } else {
@@ -258,7 +217,7 @@ impl PaiClient {
         });
         let v = self.call(method, action, Vec::new(), Some(body)).await?;
         serde_json::from_value(v).map_err(|e| {
-            TargetError::local(
+            SinkError::local(
                 ErrorClass::Transient,
                 "bad_response",
                 format!("unexpected {action} answer: {e}"),
@@ -269,7 +228,7 @@ impl PaiClient {
 
 impl PaiClient {
     /// DeleteDatasetFileMetas: the ids go in the query, comma-separated.
-    pub async fn delete(&self, ids: &[&str]) -> Result<BatchAnswer, TargetError> {
+    pub async fn delete(&self, ids: &[&str]) -> Result<BatchAnswer, SinkError> {
         let query = vec![
             (
                 "DatasetVersion".to_owned(),
@@ -282,7 +241,7 @@ impl PaiClient {
             .call(Method::DELETE, "DeleteDatasetFileMetas", query, None)
             .await?;
         serde_json::from_value(v).map_err(|e| {
-            TargetError::local(
+            SinkError::local(
                 ErrorClass::Transient,
                 "bad_response",
                 format!("unexpected DeleteDatasetFileMetas answer: {e}"),
@@ -310,7 +269,7 @@ fn nonce() -> String {
     blake3::hash(seed.as_bytes()).to_hex()[..32].to_owned()
 }
 
-async fn classify(resp: Response) -> TargetError {
+async fn classify(resp: Response) -> SinkError {
     let answer = ErrorAnswer::read(resp).await;
     let (status, retry_after) = (answer.status.as_u16(), answer.retry_after);
     let code = answer
@@ -337,7 +296,7 @@ async fn classify(resp: Response) -> TargetError {
     } else {
         ErrorClass::Permanent
     };
-    TargetError {
+    SinkError {
         class,
         status: Some(status),
         code,
@@ -351,6 +310,7 @@ async fn classify(resp: Response) -> TargetError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn dates_and_nonces_are_as_the_signature_needs() {

@@ -1,0 +1,262 @@
+//! One `[[sync]]` job: its name, source, sink, metadata mapping and
+//! delete policy. The sink's own section is read and validated by the sink
+//! (through `sink::registry`); this file knows none of them by name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, LazyLock};
+
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use super::locate::{Locator, Span};
+use super::metadata::{self, RawField};
+use super::source::{self, FolderConfig, RawFolder, RawWeb, WebConfig};
+use super::{ConfigError, DeletePolicy};
+use crate::metadata::FieldMapping;
+use crate::sink::registry::{RawSink, SECTIONS};
+use crate::sink::SinkConfig;
+
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub name: String,
+    pub delete_policy: DeletePolicy,
+    pub source: SourceConfig,
+    /// The upstream, as its own section validated it.
+    pub sink: Arc<dyn SinkConfig>,
+    pub metadata: Vec<FieldMapping>,
+}
+
+/// Where a job's items come from: exactly one per job.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Folder(FolderConfig),
+    Web(WebConfig),
+}
+
+impl JobConfig {
+    pub fn folder(&self) -> Option<&FolderConfig> {
+        match &self.source {
+            SourceConfig::Folder(f) => Some(f),
+            SourceConfig::Web(_) => None,
+        }
+    }
+
+    pub fn max_file_size(&self) -> u64 {
+        match &self.source {
+            SourceConfig::Folder(f) => f.max_file_size,
+            SourceConfig::Web(w) => w.max_file_size,
+        }
+    }
+}
+
+/// A `[[sync]]` table as read. Its sink sections are whatever the registry
+/// knows; any other key is refused with its position, as
+/// `deny_unknown_fields` would.
+pub struct RawJob {
+    name: Spanned<String>,
+    delete_policy: Option<Spanned<DeletePolicy>>,
+    folder: Option<Spanned<RawFolder>>,
+    web: Option<Spanned<RawWeb>>,
+    sinks: Vec<RawSink>,
+    metadata: BTreeMap<Spanned<String>, Spanned<RawField>>,
+}
+
+const JOB_KEYS: &[&str] = &["name", "delete_policy", "folder", "web", "metadata"];
+
+/// Every key a job may have, for the "expected one of" message.
+static ALL_KEYS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| JOB_KEYS.iter().chain(SECTIONS).copied().collect());
+
+impl<'de> Deserialize<'de> for RawJob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawJob, D::Error> {
+        d.deserialize_map(JobVisitor)
+    }
+}
+
+struct JobVisitor;
+
+impl<'de> Visitor<'de> for JobVisitor {
+    type Value = RawJob;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a [[sync]] table")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawJob, A::Error> {
+        let mut name = None;
+        let mut job = RawJob {
+            name: Spanned::new(0..0, String::new()),
+            delete_policy: None,
+            folder: None,
+            web: None,
+            sinks: Vec::new(),
+            metadata: BTreeMap::new(),
+        };
+        while let Some(key) = map.next_key_seed(JobKey)? {
+            match key.as_str() {
+                "name" => name = Some(map.next_value()?),
+                "delete_policy" => job.delete_policy = Some(map.next_value()?),
+                "folder" => job.folder = Some(map.next_value()?),
+                "web" => job.web = Some(map.next_value()?),
+                "metadata" => job.metadata = map.next_value()?,
+                sink => match RawSink::next_value(sink, &mut map)? {
+                    Some(s) => job.sinks.push(s),
+                    None => return Err(de::Error::unknown_field(sink, ALL_KEYS.as_slice())),
+                },
+            }
+        }
+        job.name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+        Ok(job)
+    }
+}
+
+/// A job's key, refused while it is being read (so the error points at
+/// the key) unless it is a job setting or a sink's section.
+struct JobKey;
+
+impl<'de> DeserializeSeed<'de> for JobKey {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        let key = String::deserialize(d)?;
+        if ALL_KEYS.contains(&key.as_str()) {
+            Ok(key)
+        } else {
+            Err(de::Error::unknown_field(&key, ALL_KEYS.as_slice()))
+        }
+    }
+}
+
+pub fn validate(
+    loc: &Locator,
+    base: &Path,
+    index: usize,
+    raw: RawJob,
+) -> Result<(JobConfig, Span), ConfigError> {
+    let name_span = raw.name.span();
+    let name = raw.name.into_inner();
+    let key = |k: &str| format!("sync[{index}].{k}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(loc.error(
+            name_span,
+            &key("name"),
+            "a job name must be non-empty and use only letters, digits, '-', '_' and '.'",
+        ));
+    }
+    let raw_policy_span = raw.delete_policy.as_ref().map(|p| p.span());
+    let source = match (raw.folder, raw.web) {
+        (Some(folder), None) => {
+            SourceConfig::Folder(source::validate_folder(loc, base, index, folder.into_inner())?)
+        }
+        (None, Some(web)) => SourceConfig::Web(source::validate_web(loc, index, web)?),
+        (Some(_), Some(web)) => {
+            return Err(loc.error(
+                web.span(),
+                &key("web"),
+                format!("job {name:?} has both [sync.folder] and [sync.web]; a job has one source, so make a second [[sync]] job"),
+            ))
+        }
+        (None, None) => {
+            return Err(loc.error(
+                name_span.clone(),
+                &key("folder"),
+                format!("job {name:?} has no source: add a [sync.folder] or [sync.web] table"),
+            ))
+        }
+    };
+    let mut sinks = raw.sinks.into_iter();
+    let Some(sink) = sinks.next() else {
+        return Err(loc.error(
+            name_span.clone(),
+            &key(SECTIONS[0]),
+            format!(
+                "job {name:?} has no target: add one of {}",
+                SECTIONS
+                    .iter()
+                    .map(|s| format!("[sync.{s}]"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    };
+    if let Some(second) = sinks.next() {
+        return Err(loc.error(
+            second.span(),
+            &key(SECTIONS[0]),
+            format!("job {name:?} has more than one target; a job has one, so make another [[sync]] job"),
+        ));
+    }
+    let sink = sink.validate(loc, base, index)?;
+    let caps = sink.capabilities();
+    let delete_policy = match raw.delete_policy {
+        Some(p) => p.into_inner(),
+        // Without status changes, keeping is the only reversible choice:
+        // deleting stays something to ask for.
+        None if !caps.status => DeletePolicy::Keep,
+        None => DeletePolicy::default(),
+    };
+    let unsupported = match delete_policy {
+        DeletePolicy::Delete => !caps.delete,
+        DeletePolicy::Disable | DeletePolicy::Archive => !caps.status,
+        DeletePolicy::Keep => false,
+    };
+    if unsupported {
+        let at = raw_policy_span.unwrap_or_else(|| name_span.clone());
+        return Err(loc.error(
+            at,
+            &key("delete_policy"),
+            format!(
+                "the {} target cannot {} items (its API offers no such call); use delete_policy = \"keep\"",
+                sink.kind(),
+                match delete_policy {
+                    DeletePolicy::Delete => "delete",
+                    DeletePolicy::Disable => "disable",
+                    _ => "archive",
+                }
+            ),
+        ));
+    }
+    if matches!(source, SourceConfig::Web(_)) && !caps.content {
+        return Err(loc.error(
+            name_span.clone(),
+            &key("web"),
+            format!("the {} target cannot take content, so there is nothing to mirror web pages into; use a [sync.folder] source mapped to existing items", sink.kind()),
+        ));
+    }
+
+    let mut metadata = Vec::new();
+    for (field_name, spec) in raw.metadata {
+        let span = field_name.span();
+        let field_name = field_name.into_inner();
+        let field_key = key(&format!("metadata.{field_name}"));
+        if field_name.is_empty() || field_name.chars().count() > 255 {
+            return Err(loc.error(
+                span,
+                &field_key,
+                "a metadata field name must be 1 to 255 characters",
+            ));
+        }
+        if let Some(why) = sink.refuses_field(&field_name) {
+            return Err(loc.error(span, &field_key, why));
+        }
+        metadata.push(metadata::validate_field(loc, &field_key, field_name, spec)?);
+    }
+
+    Ok((
+        JobConfig {
+            name,
+            delete_policy,
+            source,
+            sink,
+            metadata,
+        },
+        name_span,
+    ))
+}

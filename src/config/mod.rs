@@ -1,0 +1,235 @@
+//! TOML configuration → typed, validated jobs.
+//!
+//! Every error a user can cause names the file, the line and column, and the
+//! key, and is raised before anything is scanned or sent. Unknown keys are
+//! rejected so that a typo does not silently fall back to a default.
+
+mod job;
+pub mod locate;
+mod metadata;
+pub mod section;
+mod source;
+
+pub use job::{JobConfig, SourceConfig};
+pub use section::{Calls, RetryConfig};
+pub use source::{parse_size, FolderConfig, WebConfig, DEFAULT_MAX_FILE_SIZE};
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use job::RawJob;
+use locate::{bounded, Locator};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletePolicy {
+    Delete,
+    #[default]
+    Disable,
+    Archive,
+    /// Leave the upstream item as it is; only forget it locally.
+    Keep,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_path: PathBuf,
+    pub daemon: DaemonConfig,
+    pub jobs: Vec<JobConfig>,
+}
+
+impl Config {
+    pub fn job_names(&self) -> Vec<String> {
+        self.jobs.iter().map(|j| j.name.clone()).collect()
+    }
+}
+
+/// How the long-running service batches and paces its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Quiet time after the last file event before a batch is pushed.
+    pub debounce: Duration,
+    /// A batch is pushed at the latest this long after its first event,
+    /// even if events keep coming.
+    pub max_delay: Duration,
+    /// Interval of full reconciles; `None` disables them.
+    pub full_reconcile: Option<Duration>,
+    /// How long shutdown waits for in-flight upstream calls.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            debounce: Duration::from_millis(1000),
+            max_delay: Duration::from_secs(10),
+            full_reconcile: Some(Duration::from_secs(3600)),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state: Option<RawState>,
+    daemon: Option<RawDaemon>,
+    #[serde(default)]
+    sync: Vec<RawJob>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    path: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    debounce_ms: Option<Spanned<i64>>,
+    max_delay_ms: Option<Spanned<i64>>,
+    full_reconcile_secs: Option<Spanned<i64>>,
+    shutdown_timeout_secs: Option<Spanned<i64>>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates `text` as if read from `path`; relative paths in
+    /// it are resolved against the config file's folder, so the service does
+    /// not depend on its working directory.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let loc = Locator { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| loc.parse_error(e))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+
+        if raw.sync.is_empty() {
+            return Err(loc.error(0..0, "sync", "no [[sync]] job is defined"));
+        }
+        let state_path = match raw.state.and_then(|s| s.path) {
+            Some(p) => base.join(p.get_ref()),
+            None => match std::env::var_os("STATE_DIRECTORY") {
+                // systemd's StateDirectory= may list several, colon-separated.
+                Some(dirs) => {
+                    let first = dirs
+                        .to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    PathBuf::from(first).join("kbsync.db")
+                }
+                None => base.join("kbsync.db"),
+            },
+        };
+
+        let daemon = match raw.daemon {
+            Some(d) => validate_daemon(&loc, d)?,
+            None => DaemonConfig::default(),
+        };
+
+        let mut names = HashSet::new();
+        let mut jobs = Vec::new();
+        for (i, job) in raw.sync.into_iter().enumerate() {
+            let job = job::validate(&loc, base, i, job)?;
+            jobs.push(job);
+        }
+        for (job, span) in &jobs {
+            if !names.insert(job.name.clone()) {
+                return Err(loc.error(
+                    span.clone(),
+                    "name",
+                    format!("job name {:?} is used twice; each [[sync]] needs its own name, it keys the state", job.name),
+                ));
+            }
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            state_path,
+            daemon,
+            jobs: jobs.into_iter().map(|(j, _)| j).collect(),
+        })
+    }
+}
+
+fn validate_daemon(loc: &Locator, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
+    let ms = |v: i64| Duration::from_millis(v as u64);
+    let secs = |v: i64| Duration::from_secs(v as u64);
+    let debounce = bounded(
+        loc,
+        &raw.debounce_ms,
+        "daemon.debounce_ms",
+        0,
+        600_000,
+        1000,
+    )?;
+    let max_delay = bounded(
+        loc,
+        &raw.max_delay_ms,
+        "daemon.max_delay_ms",
+        0,
+        3_600_000,
+        (debounce * 10).max(10_000),
+    )?;
+    if max_delay < debounce {
+        let span = raw.max_delay_ms.as_ref().map_or(0..0, |s| s.span());
+        return Err(loc.error(
+            span,
+            "daemon.max_delay_ms",
+            format!("must be at least debounce_ms ({debounce})"),
+        ));
+    }
+    let full = bounded(
+        loc,
+        &raw.full_reconcile_secs,
+        "daemon.full_reconcile_secs",
+        0,
+        30 * 86_400,
+        3600,
+    )?;
+    Ok(DaemonConfig {
+        debounce: ms(debounce),
+        max_delay: ms(max_delay),
+        full_reconcile: (full > 0).then(|| secs(full)),
+        shutdown_timeout: secs(bounded(
+            loc,
+            &raw.shutdown_timeout_secs,
+            "daemon.shutdown_timeout_secs",
+            1,
+            3600,
+            30,
+        )?),
+    })
+}

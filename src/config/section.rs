@@ -1,0 +1,204 @@
+//! What every upstream section shares: where its secret comes from (never
+//! inline), its base URL (https, or plain http to loopback or when
+//! allowed), ids that go into URL paths, and the call settings (timeout,
+//! retries, rate). Each sink validates its own section with these.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::Url;
+use toml::Spanned;
+
+use super::locate::{bounded, Locator};
+use super::ConfigError;
+use crate::secret::SecretSource;
+
+pub struct KeyFields<'a> {
+    /// The settings' stem: `api_key` → `api_key_env`, `api_key_file`, …
+    pub name: &'a str,
+    pub inline: &'a Option<Spanned<toml::Value>>,
+    pub env: &'a Option<Spanned<String>>,
+    pub file: &'a Option<Spanned<String>>,
+    pub credential: &'a Option<Spanned<String>>,
+}
+
+/// Where a target's secret comes from: exactly one of env, file,
+/// credential; never inline.
+pub fn key_source(
+    loc: &Locator,
+    base: &Path,
+    key: &dyn Fn(&str) -> String,
+    table_span: std::ops::Range<usize>,
+    f: KeyFields,
+) -> Result<SecretSource, ConfigError> {
+    let n = f.name;
+    if let Some(inline) = f.inline {
+        return Err(loc.error(
+            inline.span(),
+            &key(n),
+            format!("secrets are not accepted inline in the config file (it is readable by more than the service and ends up in backups); use {n}_env = \"VAR\", {n}_file = \"/path\" or {n}_credential = \"name\" (systemd LoadCredential=)"),
+        ));
+    }
+    let mut sources = Vec::new();
+    if let Some(v) = f.env {
+        sources.push(SecretSource::Env(v.get_ref().clone()));
+    }
+    if let Some(v) = f.file {
+        sources.push(SecretSource::File(base.join(v.get_ref())));
+    }
+    if let Some(v) = f.credential {
+        sources.push(SecretSource::Credential(v.get_ref().clone()));
+    }
+    if sources.len() != 1 {
+        return Err(loc.error(
+            table_span,
+            &key(&format!("{n}_env")),
+            format!("set exactly one of {n}_env, {n}_file or {n}_credential"),
+        ));
+    }
+    Ok(sources.remove(0))
+}
+
+/// An https URL, or plain http to loopback or when explicitly allowed. Its
+/// path ends in `/`: joining relative paths onto ".../v1" would drop "v1"
+/// otherwise.
+pub fn https_url(
+    loc: &Locator,
+    key: &dyn Fn(&str) -> String,
+    raw: &Spanned<String>,
+    allow_insecure_http: bool,
+) -> Result<Url, ConfigError> {
+    let span = raw.span();
+    let mut url = Url::parse(raw.get_ref())
+        .map_err(|e| loc.error(span.clone(), &key("base_url"), format!("not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_insecure_http || is_loopback(&url) => {}
+        "http" => {
+            return Err(loc.error(
+                span,
+                &key("base_url"),
+                "plain http would send the API key in clear text; use https, or set allow_insecure_http = true if the network is trusted",
+            ))
+        }
+        other => {
+            return Err(loc.error(
+                span,
+                &key("base_url"),
+                format!("unsupported scheme {other:?}; use https"),
+            ))
+        }
+    }
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+/// An upstream id: non-empty, and no `/` (it goes into URL paths).
+pub fn plain_id(
+    loc: &Locator,
+    key: &str,
+    v: &Spanned<String>,
+    message: &str,
+) -> Result<String, ConfigError> {
+    let t = v.get_ref().trim();
+    if t.is_empty() || t.contains('/') {
+        Err(loc.error(v.span(), key, message))
+    } else {
+        Ok(t.to_owned())
+    }
+}
+
+/// The call settings every target has.
+pub struct RawCalls<'a> {
+    pub timeout_secs: &'a Option<Spanned<i64>>,
+    pub max_retries: &'a Option<Spanned<i64>>,
+    pub retry_min_delay_ms: &'a Option<Spanned<i64>>,
+    pub retry_max_delay_secs: &'a Option<Spanned<i64>>,
+    pub requests_per_minute: &'a Option<Spanned<i64>>,
+}
+
+/// How a sink calls its upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Calls {
+    pub timeout: Duration,
+    pub retry: RetryConfig,
+    pub requests_per_minute: Option<u32>,
+}
+
+pub fn calls(
+    loc: &Locator,
+    key: &dyn Fn(&str) -> String,
+    raw: RawCalls,
+    default_timeout_secs: i64,
+) -> Result<Calls, ConfigError> {
+    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
+        bounded(loc, v, &key(name), lo, hi, default)
+    };
+    let defaults = RetryConfig::default();
+    Ok(Calls {
+        timeout: Duration::from_secs(int(
+            raw.timeout_secs,
+            "timeout_secs",
+            1,
+            3600,
+            default_timeout_secs,
+        )? as u64),
+        retry: RetryConfig {
+            max_retries: int(
+                raw.max_retries,
+                "max_retries",
+                0,
+                100,
+                defaults.max_retries as i64,
+            )? as usize,
+            min_delay: Duration::from_millis(int(
+                raw.retry_min_delay_ms,
+                "retry_min_delay_ms",
+                1,
+                600_000,
+                defaults.min_delay.as_millis() as i64,
+            )? as u64),
+            max_delay: Duration::from_secs(int(
+                raw.retry_max_delay_secs,
+                "retry_max_delay_secs",
+                1,
+                3600,
+                defaults.max_delay.as_secs() as i64,
+            )? as u64),
+        },
+        requests_per_minute: match raw.requests_per_minute {
+            None => None,
+            v => Some(int(v, "requests_per_minute", 1, 1_000_000, 0)? as u32),
+        },
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryConfig {
+    pub max_retries: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 6,
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}

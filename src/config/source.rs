@@ -1,0 +1,230 @@
+//! The `[sync.folder]` and `[sync.web]` sections.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{GlobSet, GlobSetBuilder};
+use reqwest::Url;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::locate::{bounded, Locator};
+use super::ConfigError;
+
+/// Dify's default upload limit (UPLOAD_FILE_SIZE_LIMIT) is 15 MB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 15 * 1024 * 1024;
+const DEFAULT_IGNORE_FILE: &str = ".kbsyncignore";
+
+/// HTTP(S) documents polled with conditional GETs.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub urls: Vec<Url>,
+    /// A sitemap (or sitemap index) whose `<loc>` URLs join `urls`.
+    pub sitemap: Option<Url>,
+    pub poll_interval: Duration,
+    pub max_file_size: u64,
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct FolderConfig {
+    pub root: PathBuf,
+    /// Empty means "everything".
+    pub include: Option<GlobSet>,
+    pub exclude: Option<GlobSet>,
+    pub ignore_file: Option<String>,
+    pub respect_gitignore: bool,
+    pub include_hidden: bool,
+    pub follow_symlinks: bool,
+    pub max_file_size: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFolder {
+    root: Spanned<String>,
+    #[serde(default)]
+    include: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    ignore_file: Option<String>,
+    #[serde(default)]
+    respect_gitignore: bool,
+    #[serde(default)]
+    include_hidden: bool,
+    #[serde(default)]
+    follow_symlinks: bool,
+    max_file_size: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeb {
+    #[serde(default)]
+    urls: Vec<Spanned<String>>,
+    sitemap: Option<Spanned<String>>,
+    poll_interval_secs: Option<Spanned<i64>>,
+    max_file_size: Option<Spanned<toml::Value>>,
+    timeout_secs: Option<Spanned<i64>>,
+    concurrency: Option<Spanned<i64>>,
+}
+
+pub fn validate_folder(
+    loc: &Locator,
+    base: &Path,
+    index: usize,
+    raw: RawFolder,
+) -> Result<FolderConfig, ConfigError> {
+    let key = |k: &str| format!("sync[{index}].folder.{k}");
+    let root_span = raw.root.span();
+    let root = base.join(raw.root.get_ref());
+    if !root.is_dir() {
+        return Err(loc.error(
+            root_span,
+            &key("root"),
+            format!("{} is not a readable folder", root.display()),
+        ));
+    }
+    // Canonical, so walked paths compare equal to the state file's path.
+    let root = root.canonicalize().map_err(|e| {
+        loc.error(
+            root_span.clone(),
+            &key("root"),
+            format!("{}: {e}", root.display()),
+        )
+    })?;
+    let include = glob_set(loc, &key("include"), &raw.include)?;
+    let exclude = glob_set(loc, &key("exclude"), &raw.exclude)?;
+    let max_file_size = size_limit(loc, &key("max_file_size"), &raw.max_file_size)?;
+    let ignore_file = match raw.ignore_file {
+        None => Some(DEFAULT_IGNORE_FILE.to_owned()),
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(s),
+    };
+    Ok(FolderConfig {
+        root,
+        include,
+        exclude,
+        ignore_file,
+        respect_gitignore: raw.respect_gitignore,
+        include_hidden: raw.include_hidden,
+        follow_symlinks: raw.follow_symlinks,
+        max_file_size,
+    })
+}
+
+pub fn size_limit(
+    loc: &Locator,
+    key: &str,
+    v: &Option<Spanned<toml::Value>>,
+) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(DEFAULT_MAX_FILE_SIZE),
+        Some(v) => parse_size(v.get_ref()).ok_or_else(|| {
+            loc.error(
+                v.span(),
+                key,
+                "expected a positive size in bytes, or a string such as \"15MB\" or \"512KiB\"",
+            )
+        }),
+    }
+}
+
+pub fn validate_web(
+    loc: &Locator,
+    index: usize,
+    raw: Spanned<RawWeb>,
+) -> Result<WebConfig, ConfigError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let key = |k: &str| format!("sync[{index}].web.{k}");
+    let url = |s: &Spanned<String>, k: &str| -> Result<Url, ConfigError> {
+        let u = Url::parse(s.get_ref())
+            .map_err(|e| loc.error(s.span(), &key(k), format!("not a URL: {e}")))?;
+        if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+            return Err(loc.error(s.span(), &key(k), "expected an http(s):// URL"));
+        }
+        Ok(u)
+    };
+    let mut urls = Vec::new();
+    for u in &raw.urls {
+        urls.push(url(u, "urls")?);
+    }
+    let sitemap = raw
+        .sitemap
+        .as_ref()
+        .map(|s| url(s, "sitemap"))
+        .transpose()?;
+    if urls.is_empty() && sitemap.is_none() {
+        return Err(loc.error(
+            span,
+            &key("urls"),
+            "list at least one URL in `urls`, or a `sitemap`",
+        ));
+    }
+    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
+        bounded(loc, v, &key(name), lo, hi, default)
+    };
+    Ok(WebConfig {
+        urls,
+        sitemap,
+        poll_interval: Duration::from_secs(int(
+            &raw.poll_interval_secs,
+            "poll_interval_secs",
+            1,
+            30 * 86_400,
+            900,
+        )? as u64),
+        max_file_size: size_limit(loc, &key("max_file_size"), &raw.max_file_size)?,
+        timeout: Duration::from_secs(int(&raw.timeout_secs, "timeout_secs", 1, 3600, 60)? as u64),
+        concurrency: int(&raw.concurrency, "concurrency", 1, 64, 4)? as usize,
+    })
+}
+
+fn glob_set(
+    loc: &Locator,
+    key: &str,
+    globs: &[Spanned<String>],
+) -> Result<Option<GlobSet>, ConfigError> {
+    if globs.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = GlobSetBuilder::new();
+    for g in globs {
+        let glob = globset::GlobBuilder::new(g.get_ref())
+            .literal_separator(true)
+            .build()
+            .map_err(|e| loc.error(g.span(), key, format!("bad glob: {e}")))?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| loc.error(globs[0].span(), key, e.to_string()))
+}
+
+/// Accepts `1048576`, `"15MB"`, `"512 KiB"`, `"1G"`; decimal and binary units.
+pub fn parse_size(v: &toml::Value) -> Option<u64> {
+    match v {
+        toml::Value::Integer(i) if *i > 0 => Some(*i as u64),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: u64 = num.parse().ok()?;
+            let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kb" => 1_000,
+                "kib" => 1 << 10,
+                "m" | "mb" => 1_000_000,
+                "mib" => 1 << 20,
+                "g" | "gb" => 1_000_000_000,
+                "gib" => 1 << 30,
+                _ => return None,
+            };
+            n.checked_mul(mult).filter(|&b| b > 0)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,131 @@
+//! The `[sync.dify]` section.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::locate::{bounded, Locator};
+use crate::config::section::{calls, https_url, key_source, plain_id, Calls, KeyFields, RawCalls};
+use crate::config::ConfigError;
+use crate::secret::SecretSource;
+
+/// Metadata names Dify reserves for its built-in fields.
+pub const BUILT_IN_FIELDS: &[&str] = &[
+    "document_name",
+    "uploader",
+    "upload_date",
+    "last_update_date",
+    "source",
+];
+
+#[derive(Debug, Clone)]
+pub struct DifyConfig {
+    pub base_url: Url,
+    pub dataset_id: String,
+    pub api_key: SecretSource,
+    pub batch_size: usize,
+    pub upload_concurrency: usize,
+    /// Timeout, retries, rate.
+    pub calls: Calls,
+    /// The `data` part of create-by-file: indexing technique, process rule…
+    pub create_data: serde_json::Value,
+    pub indexing_wait: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDify {
+    base_url: Spanned<String>,
+    dataset_id: Spanned<String>,
+    api_key: Option<Spanned<toml::Value>>,
+    api_key_env: Option<Spanned<String>>,
+    api_key_file: Option<Spanned<String>>,
+    api_key_credential: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+    batch_size: Option<Spanned<i64>>,
+    upload_concurrency: Option<Spanned<i64>>,
+    timeout_secs: Option<Spanned<i64>>,
+    max_retries: Option<Spanned<i64>>,
+    retry_min_delay_ms: Option<Spanned<i64>>,
+    retry_max_delay_secs: Option<Spanned<i64>>,
+    indexing_wait_secs: Option<Spanned<i64>>,
+    requests_per_minute: Option<Spanned<i64>>,
+    create_data: Option<toml::Table>,
+}
+
+pub fn validate(
+    loc: &Locator,
+    base: &Path,
+    index: usize,
+    raw: Spanned<RawDify>,
+) -> Result<DifyConfig, ConfigError> {
+    let table_span = raw.span();
+    let raw = raw.into_inner();
+    let key = |k: &str| format!("sync[{index}].dify.{k}");
+
+    let api_key = key_source(
+        loc,
+        base,
+        &key,
+        table_span.clone(),
+        KeyFields {
+            name: "api_key",
+            inline: &raw.api_key,
+            env: &raw.api_key_env,
+            file: &raw.api_key_file,
+            credential: &raw.api_key_credential,
+        },
+    )?;
+    let base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
+
+    let dataset_id = plain_id(
+        loc,
+        &key("dataset_id"),
+        &raw.dataset_id,
+        "expected the knowledge base (dataset) id, e.g. the UUID in its URL",
+    )?;
+
+    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
+        bounded(loc, v, &key(name), lo, hi, default)
+    };
+    let calls = calls(
+        loc,
+        &key,
+        RawCalls {
+            timeout_secs: &raw.timeout_secs,
+            max_retries: &raw.max_retries,
+            retry_min_delay_ms: &raw.retry_min_delay_ms,
+            retry_max_delay_secs: &raw.retry_max_delay_secs,
+            requests_per_minute: &raw.requests_per_minute,
+        },
+        120,
+    )?;
+    let create_data = match raw.create_data {
+        Some(t) => serde_json::to_value(t)
+            .map_err(|e| loc.error(table_span.clone(), &key("create_data"), e.to_string()))?,
+        None => serde_json::json!({
+            "indexing_technique": "high_quality",
+            "process_rule": { "mode": "automatic" }
+        }),
+    };
+    Ok(DifyConfig {
+        base_url,
+        dataset_id,
+        api_key,
+        batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
+        upload_concurrency: int(&raw.upload_concurrency, "upload_concurrency", 1, 64, 4)? as usize,
+        calls,
+        create_data,
+        indexing_wait: Duration::from_secs(int(
+            &raw.indexing_wait_secs,
+            "indexing_wait_secs",
+            0,
+            86_400,
+            600,
+        )? as u64),
+    })
+}

@@ -1,0 +1,192 @@
+//! What the upstream clients share: one transport (the HTTP client, the
+//! rate limiter, a request count, retries with backoff that honour
+//! `Retry-After`) and reading an error answer (status, `Retry-After`, body)
+//! before each sink classifies it by its own rules.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde_json::Value as Json;
+
+use super::rate::RateLimiter;
+use super::{ErrorClass, SinkError};
+use crate::config::section::{Calls, RetryConfig};
+use crate::http_date::parse_retry_after;
+
+/// A sink's way to its upstream: every request waits for its rate slot and
+/// is counted; a retried call backs off as configured, waits at least what
+/// `Retry-After` asked, and on "slow down" pauses every request of the
+/// sink, not only the refused one.
+pub struct Transport {
+    http: reqwest::Client,
+    retry: RetryConfig,
+    requests: AtomicU64,
+    limiter: Option<RateLimiter>,
+}
+
+impl Transport {
+    pub fn new(calls: &Calls) -> Result<Transport, SinkError> {
+        Ok(Transport {
+            http: client(calls.timeout)?,
+            retry: calls.retry,
+            requests: AtomicU64::new(0),
+            limiter: calls.requests_per_minute.map(RateLimiter::per_minute),
+        })
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// HTTP requests sent so far, retries included.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// One attempt: waits for a rate slot, counts it, sends. A failure to
+    /// get an answer is transient.
+    pub async fn send(&self, req: RequestBuilder) -> Result<Response, SinkError> {
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire().await;
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        req.send().await.map_err(network_error)
+    }
+
+    /// Runs `attempt` until it succeeds or fails for good, with up to
+    /// `max_retries` retries (the configured number when `None`).
+    pub async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        max_retries: Option<usize>,
+        attempt: F,
+    ) -> Result<T, SinkError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SinkError>>,
+    {
+        let times = max_retries.unwrap_or(self.retry.max_retries);
+        attempt
+            .retry(backoff(&self.retry).with_max_times(times))
+            .when(SinkError::is_transient)
+            .adjust(|e: &SinkError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
+            .notify(|e: &SinkError, after: Duration| self.slow_down(what, e, after))
+            .await
+    }
+
+    /// The configured backoff's delays, for a call that retries by hand
+    /// (one that must look before it sends again).
+    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+        use backon::BackoffBuilder;
+        backoff(&self.retry).build()
+    }
+
+    /// Logs a retry; when the upstream asked to slow down, every request
+    /// of this sink waits, not just this one.
+    pub fn slow_down(&self, what: &str, e: &SinkError, after: Duration) {
+        tracing::warn!(call = what, error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
+        if let (Some(limiter), true) = (&self.limiter, e.is_rate_limit()) {
+            limiter.pause(after);
+        }
+    }
+}
+
+/// No answer came back. reqwest's message may include the URL (never a
+/// key, which travels in a header); that is useful and safe to show.
+pub fn network_error(e: reqwest::Error) -> SinkError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    // A failed connect never reached the server; anything later may have.
+    let code = if e.is_connect() {
+        "connect"
+    } else if e.is_timeout() {
+        "timeout"
+    } else {
+        "network"
+    };
+    SinkError::local(ErrorClass::Transient, code, message)
+}
+
+/// A Retry-After beyond this is treated as this: a pass should not hang.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
+
+fn client(timeout: Duration) -> Result<reqwest::Client, SinkError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(15))
+        .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| SinkError::local(ErrorClass::Fatal, "client", e.to_string()))
+}
+
+/// Exponential backoff with jitter, as configured for the sink.
+fn backoff(retry: &RetryConfig) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(retry.min_delay)
+        .with_max_delay(retry.max_delay)
+        .with_max_times(retry.max_retries)
+}
+
+/// An error answer, read whole.
+pub struct ErrorAnswer {
+    pub status: StatusCode,
+    pub retry_after: Option<Duration>,
+    body: bytes::Bytes,
+    json: Option<Json>,
+}
+
+impl ErrorAnswer {
+    pub async fn read(resp: Response) -> ErrorAnswer {
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+            .map(|d| d.min(MAX_RETRY_AFTER));
+        let body = resp.bytes().await.unwrap_or_default();
+        let json = serde_json::from_slice(&body).ok();
+        ErrorAnswer {
+            status,
+            retry_after,
+            body,
+            json,
+        }
+    }
+
+    /// The first of `fields` the JSON body holds as a string.
+    pub fn field(&self, fields: &[&str]) -> Option<String> {
+        let obj = self.json.as_ref()?.as_object()?;
+        fields
+            .iter()
+            .find_map(|f| obj.get(*f)?.as_str().map(str::to_owned))
+    }
+
+    /// The status' reason phrase as a code: `service_unavailable`.
+    pub fn reason_code(&self) -> String {
+        self.status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_lowercase()
+            .replace(' ', "_")
+    }
+
+    /// The body's start, for answers without a JSON message.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(200)
+            .collect::<String>()
+            .trim()
+            .to_owned()
+    }
+}

@@ -1,0 +1,183 @@
+//! Sinks: the upstreams kbsync mirrors into. Each lives in its own folder
+//! (`dify/`, `pai/`, `sharely/`) with its config section, its client and
+//! its push logic; what they share stays here: the HTTP transport
+//! (`http.rs`: client, rate limit, retries, reading an error answer),
+//! bisection of refused batches, the outcome of a push, and the typed
+//! errors that say whether to retry.
+//!
+//! A `[sync.X]` table becomes a `SinkConfig` in `registry.rs`, the only
+//! place that names every upstream; the pass sees nothing but the traits.
+
+pub mod bisect;
+pub mod dify;
+pub mod http;
+mod outcome;
+pub mod pai;
+pub mod rate;
+pub mod registry;
+pub mod sharely;
+
+pub use outcome::{record_failure, Failure, Outcome, PushError};
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+
+use futures::future::LocalBoxFuture;
+
+use crate::config::JobConfig;
+use crate::plan::Plan;
+use crate::state::{CachedItem, State};
+use std::fmt;
+use std::time::Duration;
+
+/// How to react to a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Network trouble, 5xx, 429, rate limits: retry with backoff.
+    Transient,
+    /// The request itself is refused (400, 413, 415, …): report it for the
+    /// item, do not retry in this pass.
+    Permanent,
+    /// Nothing else in this job can succeed (bad key, missing dataset, API
+    /// access disabled): stop the job's pass with a clear message.
+    Fatal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkError {
+    pub class: ErrorClass,
+    pub status: Option<u16>,
+    /// The upstream's error code (`file_too_large`, `invalid_param`…), or a
+    /// local one (`network`, `bad_response`).
+    pub code: String,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "HTTP {s} {}: {}", self.code, self.message),
+            None => write!(f, "{}: {}", self.code, self.message),
+        }
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+impl SinkError {
+    pub fn is_transient(&self) -> bool {
+        self.class == ErrorClass::Transient
+    }
+
+    /// The upstream said "too many requests": 429, or Dify's rate-limit 403.
+    pub fn is_rate_limit(&self) -> bool {
+        self.status == Some(429)
+            || (self.status == Some(403) && self.message.to_lowercase().contains("rate limit"))
+    }
+
+    pub fn local(class: ErrorClass, code: &str, message: impl Into<String>) -> Self {
+        SinkError {
+            class,
+            status: None,
+            code: code.into(),
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// What an upstream supports. The config is checked against it at load
+/// time and the planner plans nothing a target cannot do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Uploads, updates and creates documents from content.
+    pub content: bool,
+    /// Several items' metadata per call (else one call per item).
+    pub batch_metadata: bool,
+    /// Enable / disable / archive.
+    pub status: bool,
+    pub delete: bool,
+    /// Without content: an item with no upstream record gets one (looked up,
+    /// else created) by the pusher; otherwise it must be mapped in config.
+    pub create_records: bool,
+}
+
+/// A validated `[sync.X]` section: everything the pass needs to know about
+/// an upstream before talking to it. Built by `registry::validate`.
+pub trait SinkConfig: std::fmt::Debug + Send + Sync {
+    /// The section's name (`dify`, `pai`, …), for messages.
+    fn kind(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Where the job's records live. When it changes, the upstream ids the
+    /// state file holds for the job mean nothing any more.
+    fn identity(&self) -> String;
+
+    /// The upstream record the config itself binds `key` to (an id table in
+    /// the section), if any.
+    fn bound(&self, _key: &str) -> Option<String> {
+        None
+    }
+
+    /// What else in the section changes the plan (bindings): part of the
+    /// plan fingerprint that decides whether settled items stay trusted.
+    fn plan_inputs(&self) -> String {
+        String::new()
+    }
+
+    /// Why an item with no upstream record is skipped, for sinks that can
+    /// neither take content nor create records.
+    fn unbound_reason(&self) -> String {
+        format!("no {} record to attach its metadata to", self.kind())
+    }
+
+    /// A metadata field name the upstream refuses to set, and why.
+    fn refuses_field(&self, _name: &str) -> Option<String> {
+        None
+    }
+
+    /// For code that knows which sink it configured (tests, benches).
+    fn as_any(&self) -> &dyn std::any::Any;
+
+    /// Loads the credentials and builds the client. The sink keeps its own
+    /// config, so a client is never paired with another upstream's section.
+    /// The error says what is wrong with the credentials or the client,
+    /// never a secret.
+    fn connect(&self) -> Result<Box<dyn Sink>, String>;
+}
+
+/// A connected upstream. One per job, kept across passes (a key rotated on
+/// disk is read again on reload). The next capability, an audit that lists
+/// what the upstream holds, belongs here too.
+pub trait Sink: Send + Sync {
+    /// HTTP requests sent so far, retries included.
+    fn requests_sent(&self) -> u64;
+
+    /// Carries out `plan` (what the outbox did not hold back), recording
+    /// each confirmed step in the state file as it goes. The future is not
+    /// `Send`: it writes through the state file's connection, and the pass
+    /// runs on one task.
+    fn push<'a>(
+        &'a self,
+        ctx: PushContext<'a>,
+        plan: &'a Plan,
+    ) -> LocalBoxFuture<'a, Result<Outcome, PushError>>;
+}
+
+/// What a push works with besides the plan.
+pub struct PushContext<'a> {
+    pub job: &'a JobConfig,
+    pub state: &'a mut State,
+    /// The rows the plan was made from.
+    pub cached: &'a HashMap<String, CachedItem>,
+    /// Set on shutdown: start no new upstream call; what is not done stays
+    /// pending in the state file for the next pass.
+    pub stop: &'a AtomicBool,
+    /// Keys whose create was sent in an earlier pass and never confirmed:
+    /// the record may exist, so it is looked up before anything else.
+    pub suspects: &'a HashSet<String>,
+    /// Reads an item's content from the job's source.
+    pub content: &'a (dyn crate::source::Content + Send + Sync),
+}

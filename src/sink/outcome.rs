@@ -1,0 +1,72 @@
+//! What a push did, and how a failed step is recorded: the same for every
+//! sink.
+
+use std::collections::BTreeMap;
+
+use super::SinkError;
+use crate::outbox;
+use crate::state::{State, StateError};
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub key: String,
+    pub op: &'static str,
+    pub error: SinkError,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub created: usize,
+    pub adopted: usize,
+    pub updated: usize,
+    pub metadata: usize,
+    pub status: BTreeMap<&'static str, usize>,
+    pub deleted: usize,
+    pub forgotten: usize,
+    pub failures: Vec<Failure>,
+    /// A job-wide error that stopped the pass.
+    pub fatal: Option<SinkError>,
+    /// The pass was asked to stop before it finished.
+    pub interrupted: bool,
+}
+
+impl Outcome {
+    pub fn converged(&self) -> bool {
+        self.failures.is_empty() && self.fatal.is_none() && !self.interrupted
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// A step that failed: logged, written to the outbox (backed off or parked
+/// by its class; a fatal error leaves the step queued as it was) and
+/// reported in the outcome.
+pub fn record_failure(
+    state: &State,
+    out: &mut Outcome,
+    job: &str,
+    key: &str,
+    op: &'static str,
+    error: SinkError,
+) -> Result<(), PushError> {
+    tracing::error!(%job, %key, op, error = %error, "failed");
+    if let Some(setback) = outbox::setback(&error) {
+        state.step_failed(
+            job,
+            key,
+            outbox::kind_of(op),
+            setback,
+            &outbox::row_error(&error),
+        )?;
+    }
+    out.failures.push(Failure {
+        key: key.to_owned(),
+        op,
+        error,
+    });
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! The `[sync.pai]` section.
+
+use std::path::Path;
+
+use reqwest::Url;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::locate::{bounded, Locator};
+use crate::config::section::{calls, https_url, key_source, plain_id, Calls, KeyFields, RawCalls};
+use crate::config::ConfigError;
+use crate::secret::SecretSource;
+
+/// Alibaba Cloud PAI dataset file metadata (AIWorkSpace API 2021-02-04).
+/// kbsync does not upload to OSS/NAS: a file is expected at
+/// `uri_base + key`, and kbsync keeps that record's metadata.
+#[derive(Debug, Clone)]
+pub struct PaiConfig {
+    pub endpoint: Url,
+    pub workspace_id: String,
+    pub dataset_id: String,
+    pub dataset_version: String,
+    /// `oss://bucket/prefix/` or `nas://fsid/prefix/`, ending in `/`.
+    pub uri_base: String,
+    pub access_key_id: SecretSource,
+    pub access_key_secret: SecretSource,
+    pub batch_size: usize,
+    /// Timeout, retries, rate.
+    pub calls: Calls,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPai {
+    region: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    workspace_id: Spanned<String>,
+    dataset_id: Spanned<String>,
+    dataset_version: Option<Spanned<String>>,
+    uri_base: Spanned<String>,
+    access_key_id: Option<Spanned<toml::Value>>,
+    access_key_id_env: Option<Spanned<String>>,
+    access_key_id_file: Option<Spanned<String>>,
+    access_key_id_credential: Option<Spanned<String>>,
+    access_key_secret: Option<Spanned<toml::Value>>,
+    access_key_secret_env: Option<Spanned<String>>,
+    access_key_secret_file: Option<Spanned<String>>,
+    access_key_secret_credential: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+    batch_size: Option<Spanned<i64>>,
+    timeout_secs: Option<Spanned<i64>>,
+    max_retries: Option<Spanned<i64>>,
+    retry_min_delay_ms: Option<Spanned<i64>>,
+    retry_max_delay_secs: Option<Spanned<i64>>,
+    requests_per_minute: Option<Spanned<i64>>,
+}
+
+pub fn validate(
+    loc: &Locator,
+    base: &Path,
+    index: usize,
+    raw: Spanned<RawPai>,
+) -> Result<PaiConfig, ConfigError> {
+    let table_span = raw.span();
+    let raw = raw.into_inner();
+    let key = |k: &str| format!("sync[{index}].pai.{k}");
+    let access_key_id = key_source(
+        loc,
+        base,
+        &key,
+        table_span.clone(),
+        KeyFields {
+            name: "access_key_id",
+            inline: &raw.access_key_id,
+            env: &raw.access_key_id_env,
+            file: &raw.access_key_id_file,
+            credential: &raw.access_key_id_credential,
+        },
+    )?;
+    let access_key_secret = key_source(
+        loc,
+        base,
+        &key,
+        table_span.clone(),
+        KeyFields {
+            name: "access_key_secret",
+            inline: &raw.access_key_secret,
+            env: &raw.access_key_secret_env,
+            file: &raw.access_key_secret_file,
+            credential: &raw.access_key_secret_credential,
+        },
+    )?;
+    let endpoint_text = match (&raw.endpoint, &raw.region) {
+        (Some(e), _) => e.clone(),
+        (None, Some(r)) => {
+            let region = r.get_ref().trim();
+            let valid = !region.is_empty()
+                && region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                return Err(loc.error(
+                    r.span(),
+                    &key("region"),
+                    "expected a region id such as \"cn-hangzhou\"",
+                ));
+            }
+            Spanned::new(
+                r.span(),
+                format!("https://aiworkspace.{region}.aliyuncs.com"),
+            )
+        }
+        (None, None) => {
+            return Err(loc.error(
+                table_span,
+                &key("region"),
+                "set region (e.g. \"cn-hangzhou\") or endpoint",
+            ))
+        }
+    };
+    let endpoint = https_url(loc, &key, &endpoint_text, raw.allow_insecure_http)?;
+    let id = |v: &Spanned<String>, name: &str| plain_id(loc, &key(name), v, "expected an id");
+    let workspace_id = id(&raw.workspace_id, "workspace_id")?;
+    let dataset_id = id(&raw.dataset_id, "dataset_id")?;
+    let dataset_version = match &raw.dataset_version {
+        Some(v) => id(v, "dataset_version")?,
+        None => "v1".to_owned(),
+    };
+    let uri_base = raw.uri_base.get_ref().trim().to_owned();
+    let scheme_ok = ["oss://", "nas://"]
+        .iter()
+        .any(|p| uri_base.len() > p.len() && uri_base.starts_with(p));
+    if !scheme_ok || !uri_base.ends_with('/') {
+        return Err(loc.error(
+            raw.uri_base.span(),
+            &key("uri_base"),
+            "expected the dataset location the folder corresponds to, as oss://bucket/prefix/ or nas://filesystem-id/prefix/ (ending in '/')",
+        ));
+    }
+    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
+        bounded(loc, v, &key(name), lo, hi, default)
+    };
+    let calls = calls(
+        loc,
+        &key,
+        RawCalls {
+            timeout_secs: &raw.timeout_secs,
+            max_retries: &raw.max_retries,
+            retry_min_delay_ms: &raw.retry_min_delay_ms,
+            retry_max_delay_secs: &raw.retry_max_delay_secs,
+            requests_per_minute: &raw.requests_per_minute,
+        },
+        60,
+    )?;
+    Ok(PaiConfig {
+        endpoint,
+        workspace_id,
+        dataset_id,
+        dataset_version,
+        uri_base,
+        access_key_id,
+        access_key_secret,
+        batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
+        calls,
+    })
+}

@@ -1,0 +1,79 @@
+//! Alibaba Cloud PAI (AIWorkSpace, API 2021-02-04): the metadata records of
+//! a dataset's files, signed with ACS3-HMAC-SHA256. kbsync does not put
+//! files into OSS/NAS: a file is expected at `uri_base + key`, and kbsync
+//! keeps that record's metadata (creating the record when it is missing).
+
+pub mod acs3;
+mod client;
+mod config;
+mod push;
+
+pub use client::{acs_date, API_VERSION};
+pub use config::{validate, PaiConfig, RawPai};
+
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+
+use crate::plan::Plan;
+use crate::sink::{Capabilities, Outcome, PushContext, PushError, Sink, SinkConfig};
+use client::PaiClient;
+
+/// Metadata records only. Records can be deleted (DeleteDatasetFileMetas),
+/// not disabled.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    content: false,
+    batch_metadata: true,
+    status: false,
+    delete: true,
+    create_records: true,
+};
+
+impl SinkConfig for PaiConfig {
+    fn kind(&self) -> &'static str {
+        "pai"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    fn identity(&self) -> String {
+        format!(
+            "pai {} workspace {} dataset {} {} at {}",
+            self.endpoint, self.workspace_id, self.dataset_id, self.dataset_version, self.uri_base
+        )
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn connect(&self) -> Result<Box<dyn Sink>, String> {
+        let id = self.access_key_id.load().map_err(|e| e.to_string())?;
+        let secret = self.access_key_secret.load().map_err(|e| e.to_string())?;
+        let client = PaiClient::new(self, id, secret).map_err(|e| e.to_string())?;
+        Ok(Box::new(PaiSink {
+            batch_size: self.batch_size,
+            client,
+        }))
+    }
+}
+
+struct PaiSink {
+    batch_size: usize,
+    client: PaiClient,
+}
+
+impl Sink for PaiSink {
+    fn requests_sent(&self) -> u64 {
+        self.client.requests_sent()
+    }
+
+    fn push<'a>(
+        &'a self,
+        ctx: PushContext<'a>,
+        plan: &'a Plan,
+    ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
+        push::push(ctx, &self.client, self.batch_size, plan).boxed_local()
+    }
+}

@@ -1,0 +1,150 @@
+//! The `[sync.sharely]` section.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use reqwest::Url;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::locate::{bounded, Locator};
+use crate::config::section::{calls, https_url, key_source, plain_id, Calls, KeyFields, RawCalls};
+use crate::config::ConfigError;
+use crate::secret::SecretSource;
+
+/// Sharely.ai knowledge metadata. Its public API documents no upload, list
+/// or delete, so kbsync mirrors metadata only, onto knowledge items the
+/// config names.
+#[derive(Debug, Clone)]
+pub struct SharelyConfig {
+    pub base_url: Url,
+    pub workspace_id: String,
+    pub organization_id: String,
+    pub api_key: SecretSource,
+    /// The knowledge items' `type` (FILE, URL, …): it must match the item.
+    pub knowledge_type: String,
+    /// Local key → knowledge id.
+    pub knowledge: BTreeMap<String, String>,
+    pub concurrency: usize,
+    /// Timeout, retries, rate.
+    pub calls: Calls,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharely {
+    #[serde(default = "default_url")]
+    base_url: Spanned<String>,
+    workspace_id: Spanned<String>,
+    organization_id: Spanned<String>,
+    api_key: Option<Spanned<toml::Value>>,
+    api_key_env: Option<Spanned<String>>,
+    api_key_file: Option<Spanned<String>>,
+    api_key_credential: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+    knowledge_type: Option<Spanned<String>>,
+    #[serde(default)]
+    knowledge: BTreeMap<String, Spanned<String>>,
+    concurrency: Option<Spanned<i64>>,
+    timeout_secs: Option<Spanned<i64>>,
+    max_retries: Option<Spanned<i64>>,
+    retry_min_delay_ms: Option<Spanned<i64>>,
+    retry_max_delay_secs: Option<Spanned<i64>>,
+    requests_per_minute: Option<Spanned<i64>>,
+}
+
+fn default_url() -> Spanned<String> {
+    Spanned::new(0..0, "https://api.sharely.ai".to_owned())
+}
+
+/// Sharely's knowledge types, as its API names them.
+const TYPES: &[&str] = &[
+    "URL",
+    "FILE",
+    "LINK",
+    "STRING",
+    "WEBSITE",
+    "ELASTICSEARCH_INDEX",
+];
+/// Fields Sharely's metadata endpoint refuses to set.
+pub const RESERVED_FIELDS: &[&str] = &["title", "language"];
+
+pub fn validate(
+    loc: &Locator,
+    base: &Path,
+    index: usize,
+    raw: Spanned<RawSharely>,
+) -> Result<SharelyConfig, ConfigError> {
+    let table_span = raw.span();
+    let raw = raw.into_inner();
+    let key = |k: &str| format!("sync[{index}].sharely.{k}");
+    let api_key = key_source(
+        loc,
+        base,
+        &key,
+        table_span.clone(),
+        KeyFields {
+            name: "api_key",
+            inline: &raw.api_key,
+            env: &raw.api_key_env,
+            file: &raw.api_key_file,
+            credential: &raw.api_key_credential,
+        },
+    )?;
+    let base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
+    let id =
+        |v: &Spanned<String>, name: &str| plain_id(loc, &key(name), v, "expected an id (a UUID)");
+    let workspace_id = id(&raw.workspace_id, "workspace_id")?;
+    let organization_id = id(&raw.organization_id, "organization_id")?;
+    let knowledge_type = match &raw.knowledge_type {
+        None => "FILE".to_owned(),
+        Some(t) if TYPES.contains(&t.get_ref().as_str()) => t.get_ref().clone(),
+        Some(t) => {
+            return Err(loc.error(
+                t.span(),
+                &key("knowledge_type"),
+                format!("expected one of {}", TYPES.join(", ")),
+            ))
+        }
+    };
+    let mut knowledge = BTreeMap::new();
+    for (path, kid) in &raw.knowledge {
+        let item_key = key(&format!("knowledge.{path:?}"));
+        let kid_t = plain_id(loc, &item_key, kid, "expected a knowledge id (a UUID)")?;
+        let path = path.trim_start_matches("./").to_owned();
+        if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..") {
+            return Err(loc.error(
+                kid.span(),
+                &item_key,
+                "expected a path relative to the folder's root, e.g. \"guides/intro.md\"",
+            ));
+        }
+        knowledge.insert(path, kid_t);
+    }
+    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
+        bounded(loc, v, &key(name), lo, hi, default)
+    };
+    let calls = calls(
+        loc,
+        &key,
+        RawCalls {
+            timeout_secs: &raw.timeout_secs,
+            max_retries: &raw.max_retries,
+            retry_min_delay_ms: &raw.retry_min_delay_ms,
+            retry_max_delay_secs: &raw.retry_max_delay_secs,
+            requests_per_minute: &raw.requests_per_minute,
+        },
+        60,
+    )?;
+    Ok(SharelyConfig {
+        base_url,
+        workspace_id,
+        organization_id,
+        api_key,
+        knowledge_type,
+        knowledge,
+        concurrency: int(&raw.concurrency, "concurrency", 1, 64, 4)? as usize,
+        calls,
+    })
+}

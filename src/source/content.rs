@@ -1,0 +1,63 @@
+//! Where a push reads the bytes it uploads: the folder itself, or the pages
+//! a web poll downloaded. Either way a failure here is transient: whatever
+//! happened since the scan (a file removed, renamed, its permissions
+//! changed; a page not fetched) the next scan sees.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::sink::{ErrorClass, SinkError};
+
+pub trait Content {
+    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, SinkError>>;
+}
+
+/// Files under a folder's root, read at upload time.
+pub struct FolderContent {
+    pub root: PathBuf,
+}
+
+impl Content for FolderContent {
+    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, SinkError>> {
+        async move {
+            let path = self.root.join(key);
+            match tokio::fs::read(&path).await {
+                Ok(b) => Ok(Bytes::from(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SinkError::local(
+                    ErrorClass::Transient,
+                    "vanished",
+                    format!(
+                        "{} disappeared before its upload; the next scan sees it gone",
+                        path.display()
+                    ),
+                )),
+                Err(e) => Err(SinkError::local(
+                    ErrorClass::Transient,
+                    "unreadable",
+                    format!("cannot read {}: {e}", path.display()),
+                )),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// The pages this poll downloaded, by key.
+pub struct Downloaded(pub HashMap<String, Bytes>);
+
+impl Content for Downloaded {
+    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, SinkError>> {
+        let found = self.0.get(key).cloned().ok_or_else(|| {
+            SinkError::local(
+                ErrorClass::Transient,
+                "not_downloaded",
+                "the page was not downloaded by this poll; the next poll fetches it",
+            )
+        });
+        futures::future::ready(found).boxed()
+    }
+}

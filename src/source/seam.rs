@@ -1,0 +1,154 @@
+//! What the pass asks of a source, whatever it is: scan the part a scope
+//! selects, against the cache, and say where the bytes to upload come
+//! from. A folder walks and stats everything, then reads only what the
+//! cache cannot vouch for; a web job fetches its pages with conditional
+//! GETs and is always polled whole.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::triage::triage;
+use super::{folder, web, Content, Downloaded, FolderContent, KnownFacts, ScanResult, Scope};
+use crate::config::{FolderConfig, SourceConfig, WebConfig};
+use crate::state::{CachedItem, State, StateError};
+
+/// What a pass scans with.
+pub struct ScanInput<'a> {
+    pub job: &'a str,
+    pub state: &'a mut State,
+    pub scope: &'a Scope,
+    /// Files never to mirror (the state file and its companions).
+    pub avoid: &'a [PathBuf],
+    /// The job's plan fingerprint: settled rows are trusted only under the
+    /// fingerprint they were settled with.
+    pub fingerprint: &'a str,
+    /// Record `fingerprint` as the job's (not on a dry run).
+    pub record_fingerprint: bool,
+}
+
+/// What a scan found, with the cached rows the plan is made against.
+pub struct Scanned {
+    pub scan: ScanResult,
+    pub cached: HashMap<String, CachedItem>,
+    pub content: Box<dyn Content + Send + Sync>,
+}
+
+pub trait Source: Send + Sync {
+    /// The scope a pass asked for, as this source can serve it.
+    fn scope(&self, asked: &Scope) -> Scope;
+
+    /// Whether items found in sync after a push are flagged settled, so
+    /// later scans can skip them without reading (see `triage`).
+    fn settles(&self) -> bool;
+
+    fn scan<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Scanned, StateError>>;
+}
+
+impl SourceConfig {
+    /// The source this section describes, ready to scan.
+    pub fn open(&self) -> Result<Box<dyn Source>, String> {
+        Ok(match self {
+            SourceConfig::Folder(cfg) => Box::new(FolderSource { cfg: cfg.clone() }),
+            SourceConfig::Web(cfg) => Box::new(WebSource {
+                client: web::client(cfg).map_err(|e| e.to_string())?,
+                cfg: cfg.clone(),
+            }),
+        })
+    }
+}
+
+struct FolderSource {
+    cfg: FolderConfig,
+}
+
+impl Source for FolderSource {
+    fn scope(&self, asked: &Scope) -> Scope {
+        asked.clone()
+    }
+
+    fn settles(&self) -> bool {
+        true
+    }
+
+    fn scan<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Scanned, StateError>> {
+        async move {
+            // The walk (stat only) runs while the cache is read: neither
+            // needs the other until files are compared.
+            let walking = {
+                let (cfg, avoid, scope) =
+                    (self.cfg.clone(), input.avoid.to_vec(), input.scope.clone());
+                tokio::task::spawn_blocking(move || folder::walk(&cfg, &avoid, &scope))
+            };
+            let trust = input.state.plan_fingerprint(
+                input.job,
+                input.fingerprint,
+                input.record_fingerprint,
+            )?;
+            let walked = walking.await.expect("the walk thread does not panic");
+            let t = triage(input.state, input.job, input.scope, trust, walked)?;
+            let known = known_facts(&t.cached);
+            let cfg = self.cfg.clone();
+            let walked = t.walked;
+            let mut scan =
+                tokio::task::spawn_blocking(move || folder::read_changed(&cfg, walked, &known))
+                    .await
+                    .expect("the hashing threads do not panic");
+            scan.unchanged = t.unchanged;
+            Ok(Scanned {
+                scan,
+                cached: t.cached,
+                content: Box::new(FolderContent {
+                    root: self.cfg.root.clone(),
+                }),
+            })
+        }
+        .boxed()
+    }
+}
+
+struct WebSource {
+    cfg: WebConfig,
+    client: reqwest::Client,
+}
+
+impl Source for WebSource {
+    fn scope(&self, _asked: &Scope) -> Scope {
+        Scope::All
+    }
+
+    /// A web job re-plans every page it fetched.
+    fn settles(&self) -> bool {
+        false
+    }
+
+    fn scan<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Scanned, StateError>> {
+        async move {
+            let cached = input.state.load_items_in(input.job, input.scope)?;
+            let known = known_facts(&cached);
+            let in_sync: HashSet<String> = cached
+                .values()
+                .filter(|c| {
+                    c.present && c.facts.as_ref().map(|f| &f.hash) == c.pushed_hash.as_ref()
+                })
+                .map(|c| c.key.clone())
+                .collect();
+            let fetched = web::scan(&self.client, &self.cfg, &known, &in_sync).await;
+            Ok(Scanned {
+                scan: fetched.scan,
+                cached,
+                content: Box::new(Downloaded(fetched.bodies)),
+            })
+        }
+        .boxed()
+    }
+}
+
+fn known_facts(cached: &HashMap<String, CachedItem>) -> HashMap<String, KnownFacts> {
+    cached
+        .iter()
+        .filter_map(|(k, c)| c.facts.clone().map(|f| (k.clone(), f)))
+        .collect()
+}
