@@ -10,8 +10,8 @@ use crate::logging::LogFormat;
 #[command(
     name = "kbsync",
     version,
-    about = "Mirror folders into knowledge bases (Dify)",
-    long_about = "Mirror folders into knowledge bases (Dify).\n\nWithout a flag or command kbsync runs as a service: a full pass, then it watches the folders and pushes each change as it happens. --reconcile runs one pass and exits; --dry-run prints the plan."
+    about = "Mirror folders and web pages into knowledge bases (Dify, PAI, Sharely)",
+    long_about = "Mirror folders and web pages into knowledge bases (Dify, PAI, Sharely).\n\nWithout a flag or command kbsync runs as a service: a full pass, then it watches the folders and pushes each change as it happens. --reconcile runs one pass and exits; --dry-run prints the plan."
 )]
 pub struct Cli {
     /// Configuration file (TOML).

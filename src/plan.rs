@@ -367,7 +367,14 @@ mod tests {
         let rules = Rules {
             mappings: maps,
             delete_policy: policy,
-            caps: crate::sink::dify::CAPABILITIES,
+            // A sink that can do everything: the planner's full repertoire.
+            caps: Capabilities {
+                content: true,
+                batch_metadata: true,
+                status: true,
+                delete: true,
+                create_records: false,
+            },
             bind: &|_| None,
         };
         plan(observed, &cache, &rules, &|k| k.starts_with("locked/"))

@@ -177,7 +177,7 @@ pub fn numeric_arg(name: &str, default: u64) -> u64 {
 }
 
 /// Writes a key file as an operator should (mode 600), so runs do not warn.
-fn write_key(path: &Path, key: &str) {
+pub fn write_key(path: &Path, key: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, key).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
