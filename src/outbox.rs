@@ -7,33 +7,22 @@ use std::collections::{HashMap, HashSet};
 
 use crate::plan::{Op, Plan};
 use crate::sink::{ErrorClass, SinkError};
-use crate::state::{OutboxRow, Queued, RowError, Setback};
-
-pub const CONTENT: &str = "content";
-pub const METADATA: &str = "metadata";
-pub const STATUS: &str = "status";
-pub const DELETE: &str = "delete";
-
-/// The outbox row kind of an op name (`create`, `enable`, …).
-pub fn kind_of(op: &str) -> &'static str {
-    match op {
-        "create" | "update" => CONTENT,
-        "metadata" => METADATA,
-        "delete" => DELETE,
-        _ => STATUS,
-    }
-}
+use crate::state::{OutboxRow, Queued, RowError, Setback, StepKind};
 
 /// The outbox form of an upstream op; `None` for local bookkeeping.
 pub fn step(op: &Op) -> Option<Queued<'_>> {
     let (kind, fingerprint) = match op {
-        Op::Create { hash, .. } | Op::UpdateContent { hash, .. } => (CONTENT, hash.clone()),
+        Op::Create { hash, .. } | Op::UpdateContent { hash, .. } => {
+            (StepKind::Content, hash.clone())
+        }
         Op::SetMetadata { metadata, .. } => (
-            METADATA,
+            StepKind::Metadata,
             serde_json::to_string(metadata).unwrap_or_default(),
         ),
-        Op::SetStatus { doc_id, action, .. } => (STATUS, format!("{} {doc_id}", action.as_str())),
-        Op::Delete { doc_id, .. } => (DELETE, doc_id.clone()),
+        Op::SetStatus { doc_id, action, .. } => {
+            (StepKind::Status, format!("{} {doc_id}", action.as_str()))
+        }
+        Op::Delete { doc_id, .. } => (StepKind::Delete, doc_id.clone()),
         Op::Forget { .. } => return None,
     };
     Some(Queued {
@@ -61,7 +50,7 @@ pub struct Held {
 /// `None` when nothing waits: push `plan` itself (no copy of a large one).
 pub fn hold(
     plan: &Plan,
-    rows: &HashMap<(String, String), OutboxRow>,
+    rows: &HashMap<(String, StepKind), OutboxRow>,
     now: i64,
     honour_backoff: bool,
 ) -> (Option<Plan>, Vec<Held>) {
@@ -76,7 +65,7 @@ pub fn hold(
         if !op.is_upstream() {
             return None;
         }
-        let row = rows.get(&(op.key().to_owned(), kind_of(op.name()).to_owned()))?;
+        let row = rows.get(&(op.key().to_owned(), StepKind::of_op(op.name())))?;
         row.error.as_ref()?;
         if row.failed || (honour_backoff && row.next_attempt_at > now) {
             Some(row)
@@ -144,12 +133,12 @@ mod tests {
     use super::*;
     use crate::plan::StatusAction;
 
-    fn row(key: &str, kind: &str, failed: bool, next: i64) -> ((String, String), OutboxRow) {
+    fn row(key: &str, kind: StepKind, failed: bool, next: i64) -> ((String, StepKind), OutboxRow) {
         (
-            (key.into(), kind.into()),
+            (key.into(), kind),
             OutboxRow {
                 key: key.into(),
-                kind: kind.into(),
+                kind,
                 op: "x".into(),
                 fingerprint: "f".into(),
                 failed,
@@ -210,10 +199,10 @@ mod tests {
             warnings: vec![],
         };
         let rows: HashMap<_, _> = [
-            row("a.md", CONTENT, true, 0),
-            row("b.md", CONTENT, false, 200),
-            row("c.md", STATUS, false, 50),
-            row("e.md", CONTENT, false, 300),
+            row("a.md", StepKind::Content, true, 0),
+            row("b.md", StepKind::Content, false, 200),
+            row("c.md", StepKind::Status, false, 50),
+            row("e.md", StepKind::Content, false, 300),
         ]
         .into_iter()
         .collect();

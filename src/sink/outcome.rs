@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::SinkError;
 use crate::outbox;
-use crate::state::{State, StateError};
+use crate::state::{State, StateError, StepKind};
 
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -58,7 +58,7 @@ pub fn record_failure(
         state.step_failed(
             job,
             key,
-            outbox::kind_of(op),
+            StepKind::of_op(op),
             setback,
             &outbox::row_error(&error),
         )?;

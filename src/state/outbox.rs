@@ -14,16 +14,77 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, OptionalExtension};
 
-use super::{now_secs, sqlite_err, State, StateError};
+use super::items::IN_SUBTREE;
+use super::{now_secs, State, StateError};
 use crate::source::Scope;
+
+/// What a step does to an item upstream: one of each per item at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StepKind {
+    /// Create, adopt or update the content.
+    Content,
+    Metadata,
+    /// Enable, disable, archive, un-archive.
+    Status,
+    Delete,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Content => "content",
+            StepKind::Metadata => "metadata",
+            StepKind::Status => "status",
+            StepKind::Delete => "delete",
+        }
+    }
+
+    fn parse(s: &str) -> Option<StepKind> {
+        Some(match s {
+            "content" => StepKind::Content,
+            "metadata" => StepKind::Metadata,
+            "status" => StepKind::Status,
+            "delete" => StepKind::Delete,
+            _ => return None,
+        })
+    }
+
+    /// The kind of step an op name (`create`, `enable`, …) belongs to.
+    pub fn of_op(op: &str) -> StepKind {
+        match op {
+            "create" | "update" => StepKind::Content,
+            "metadata" => StepKind::Metadata,
+            "delete" => StepKind::Delete,
+            _ => StepKind::Status,
+        }
+    }
+}
+
+impl ToSql for StepKind {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl FromSql for StepKind {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        StepKind::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown step kind {text:?}").into()))
+    }
+}
+
+/// An outbox row's identity.
+pub type StepId = (String, StepKind);
 
 /// One planned step, as the outbox stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued<'a> {
     pub key: &'a str,
-    pub kind: &'static str,
+    pub kind: StepKind,
     pub op: &'static str,
     pub fingerprint: String,
 }
@@ -32,7 +93,7 @@ pub struct Queued<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {
     pub key: String,
-    pub kind: String,
+    pub kind: StepKind,
     pub op: String,
     pub fingerprint: String,
     /// Refused for good: not tried again until the fingerprint changes or
@@ -82,25 +143,44 @@ pub fn backoff_secs(attempts: u32, retry_after: Option<Duration>, seed: u64) -> 
     (exp + jitter).max(floor).min(MAX_BACKOFF_SECS.max(floor))
 }
 
-const ROW_COLUMNS: &str = "SELECT key, kind, op, fingerprint, failed, attempts, started_at,
-        next_attempt_at, error_status, error_code, error_message FROM outbox WHERE job = ?1";
+columns!(mod col {
+    KEY = "key",
+    KIND = "kind",
+    OP = "op",
+    FINGERPRINT = "fingerprint",
+    FAILED = "failed",
+    ATTEMPTS = "attempts",
+    STARTED_AT = "started_at",
+    NEXT_ATTEMPT_AT = "next_attempt_at",
+    ERROR_STATUS = "error_status",
+    ERROR_CODE = "error_code",
+    ERROR_MESSAGE = "error_message",
+});
+
+fn select_rows() -> String {
+    format!("SELECT {} FROM outbox WHERE job = ?1", col::LIST)
+}
 
 fn outbox_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxRow> {
-    let code: Option<String> = r.get(9)?;
+    let code: Option<String> = r.get(col::ERROR_CODE)?;
     Ok(OutboxRow {
-        key: r.get(0)?,
-        kind: r.get(1)?,
-        op: r.get(2)?,
-        fingerprint: r.get(3)?,
-        failed: r.get::<_, i64>(4)? != 0,
-        attempts: r.get::<_, i64>(5)?.max(0) as u32,
-        started: r.get::<_, Option<i64>>(6)?.is_some(),
-        next_attempt_at: r.get(7)?,
+        key: r.get(col::KEY)?,
+        kind: r.get(col::KIND)?,
+        op: r.get(col::OP)?,
+        fingerprint: r.get(col::FINGERPRINT)?,
+        failed: r.get::<_, i64>(col::FAILED)? != 0,
+        attempts: r.get::<_, i64>(col::ATTEMPTS)?.max(0) as u32,
+        started: r.get::<_, Option<i64>>(col::STARTED_AT)?.is_some(),
+        next_attempt_at: r.get(col::NEXT_ATTEMPT_AT)?,
         error: match code {
             Some(code) => Some(RowError {
-                status: r.get::<_, Option<i64>>(8)?.map(|s| s as u16),
+                status: r
+                    .get::<_, Option<i64>>(col::ERROR_STATUS)?
+                    .map(|s| s as u16),
                 code,
-                message: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+                message: r
+                    .get::<_, Option<String>>(col::ERROR_MESSAGE)?
+                    .unwrap_or_default(),
             }),
             None => None,
         },
@@ -111,20 +191,18 @@ fn rows_in(
     conn: &rusqlite::Connection,
     job: &str,
     scope: &Scope,
-) -> rusqlite::Result<HashMap<(String, String), OutboxRow>> {
+) -> rusqlite::Result<HashMap<StepId, OutboxRow>> {
     let mut rows = HashMap::new();
     let mut add = |r: OutboxRow| {
-        rows.insert((r.key.clone(), r.kind.clone()), r);
+        rows.insert((r.key.clone(), r.kind), r);
     };
     if scope.is_all() {
-        let mut stmt = conn.prepare_cached(ROW_COLUMNS)?;
+        let mut stmt = conn.prepare_cached(&select_rows())?;
         for r in stmt.query_map([job], outbox_row)? {
             add(r?);
         }
     } else {
-        let mut stmt = conn.prepare_cached(&format!(
-            "{ROW_COLUMNS} AND (key = ?2 OR (key >= ?2 || '/' AND key < ?2 || '0'))"
-        ))?;
+        let mut stmt = conn.prepare_cached(&format!("{} AND {IN_SUBTREE}", select_rows()))?;
         for p in scope.paths() {
             for r in stmt.query_map(params![job, p], outbox_row)? {
                 add(r?);
@@ -145,62 +223,50 @@ impl State {
         job: &str,
         scope: &Scope,
         steps: &[Queued<'_>],
-    ) -> Result<HashMap<(String, String), OutboxRow>, StateError> {
-        let path = self.path.clone();
-        let e = |err| sqlite_err(&path, err);
+    ) -> Result<HashMap<StepId, OutboxRow>, StateError> {
         let now = now_secs();
-        let tx = self.conn.transaction().map_err(e)?;
-        let mut rows = rows_in(&tx, job, scope).map_err(e)?;
-        let wanted: HashMap<(&str, &str), &Queued> =
-            steps.iter().map(|s| ((s.key, s.kind), s)).collect();
-        {
-            let mut drop_row = tx
-                .prepare_cached("DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = ?3")
-                .map_err(e)?;
+        let mut rows = self.write(|tx| {
+            let mut rows = rows_in(tx, job, scope)?;
+            let wanted: HashMap<(&str, StepKind), &Queued> =
+                steps.iter().map(|s| ((s.key, s.kind), s)).collect();
+            let mut drop_row =
+                tx.prepare_cached("DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = ?3")?;
             // A create that may have been applied is kept until the pusher
             // has looked for its document.
-            let moot: Vec<(String, String)> = rows
+            let moot: Vec<StepId> = rows
                 .iter()
                 .filter(|((key, kind), row)| {
                     let suspect = row.started && row.op == "create";
-                    !(suspect || wanted.contains_key(&(key.as_str(), kind.as_str())))
+                    !(suspect || wanted.contains_key(&(key.as_str(), *kind)))
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
             for (key, kind) in moot {
-                drop_row.execute(params![job, key, kind]).map_err(e)?;
+                drop_row.execute(params![job, key, kind])?;
                 rows.remove(&(key, kind));
             }
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO outbox (job, key, kind, op, fingerprint, queued_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT(job, key, kind) DO UPDATE SET op = excluded.op,
-                        fingerprint = excluded.fingerprint, failed = 0, attempts = 0,
-                        next_attempt_at = 0, error_status = NULL, error_code = NULL,
-                        error_message = NULL, queued_at = excluded.queued_at",
-                )
-                .map_err(e)?;
-            let mut rename = tx
-                .prepare_cached(
-                    "UPDATE outbox SET op = ?4 WHERE job = ?1 AND key = ?2 AND kind = ?3",
-                )
-                .map_err(e)?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO outbox (job, key, kind, op, fingerprint, queued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(job, key, kind) DO UPDATE SET op = excluded.op,
+                    fingerprint = excluded.fingerprint, failed = 0, attempts = 0,
+                    next_attempt_at = 0, error_status = NULL, error_code = NULL,
+                    error_message = NULL, queued_at = excluded.queued_at",
+            )?;
+            let mut rename = tx.prepare_cached(
+                "UPDATE outbox SET op = ?4 WHERE job = ?1 AND key = ?2 AND kind = ?3",
+            )?;
             for s in steps {
-                let id = (s.key.to_owned(), s.kind.to_owned());
+                let id = (s.key.to_owned(), s.kind);
                 match rows.get_mut(&id) {
                     Some(row) if row.fingerprint == s.fingerprint => {
                         if row.op != s.op {
-                            rename
-                                .execute(params![job, s.key, s.kind, s.op])
-                                .map_err(e)?;
+                            rename.execute(params![job, s.key, s.kind, s.op])?;
                             row.op = s.op.to_owned();
                         }
                     }
                     existing => {
-                        insert
-                            .execute(params![job, s.key, s.kind, s.op, s.fingerprint, now])
-                            .map_err(e)?;
+                        insert.execute(params![job, s.key, s.kind, s.op, s.fingerprint, now])?;
                         let started = existing.is_some_and(|r| r.started);
                         rows.insert(
                             id.clone(),
@@ -219,8 +285,8 @@ impl State {
                     }
                 }
             }
-        }
-        tx.commit().map_err(e)?;
+            Ok(rows)
+        })?;
         // Only rows with a history matter to the caller (held steps,
         // unconfirmed creates); a first sync of many files would
         // otherwise hold a row per step in memory for the whole pass.
@@ -234,40 +300,41 @@ impl State {
         &self,
         job: &str,
         scope: &Scope,
-    ) -> Result<HashMap<(String, String), OutboxRow>, StateError> {
-        rows_in(&self.conn, job, scope).map_err(|e| self.err(e))
+    ) -> Result<HashMap<StepId, OutboxRow>, StateError> {
+        self.read(|c| rows_in(c, job, scope))
     }
 
     /// Marks non-idempotent steps as (about to be) sent, before sending
     /// them: one transaction for a whole phase, since a commit per upload
     /// would cost more than it saves (a crash at worst makes the next pass
     /// look up creates that were never sent).
-    pub fn steps_started(&self, job: &str, keys: &[&str], kind: &str) -> Result<(), StateError> {
-        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "UPDATE outbox SET started_at = ?4 WHERE job = ?1 AND key = ?2 AND kind = ?3",
-                )
-                .map_err(|e| self.err(e))?;
+    pub fn steps_started(
+        &self,
+        job: &str,
+        keys: &[&str],
+        kind: StepKind,
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE outbox SET started_at = ?4 WHERE job = ?1 AND key = ?2 AND kind = ?3",
+            )?;
             let now = now_secs();
             for key in keys {
-                stmt.execute(params![job, key, kind, now])
-                    .map_err(|e| self.err(e))?;
+                stmt.execute(params![job, key, kind, now])?;
             }
-        }
-        tx.commit().map_err(|e| self.err(e))
+            Ok(())
+        })
     }
 
     /// Drops a step that needs no more work (done, or moot).
-    pub fn step_done(&self, job: &str, key: &str, kind: &str) -> Result<(), StateError> {
-        self.conn
-            .execute(
+    pub fn step_done(&self, job: &str, key: &str, kind: StepKind) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute(
                 "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = ?3",
                 params![job, key, kind],
             )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+            .map(drop)
+        })
     }
 
     /// Records a failed attempt: a transient one is scheduled again after
@@ -276,35 +343,34 @@ impl State {
         &self,
         job: &str,
         key: &str,
-        kind: &str,
+        kind: StepKind,
         setback: Setback,
         error: &RowError,
     ) -> Result<(), StateError> {
         let now = now_secs();
-        let attempts: i64 = self
-            .conn
-            .query_row(
-                "SELECT attempts FROM outbox WHERE job = ?1 AND key = ?2 AND kind = ?3",
-                params![job, key, kind],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?
-            .unwrap_or(0)
-            + 1;
-        let (failed, next) = match setback {
-            Setback::Permanent => (1, 0),
-            Setback::Transient { retry_after } => {
-                let seed = blake3::hash(format!("{job}\0{key}\0{attempts}").as_bytes());
-                let seed = u64::from_le_bytes(seed.as_bytes()[..8].try_into().expect("8 bytes"));
-                (
-                    0,
-                    now + backoff_secs(attempts as u32, retry_after, seed ^ now as u64),
+        self.read(|c| {
+            let attempts: i64 = c
+                .query_row(
+                    "SELECT attempts FROM outbox WHERE job = ?1 AND key = ?2 AND kind = ?3",
+                    params![job, key, kind],
+                    |r| r.get(0),
                 )
-            }
-        };
-        self.conn
-            .execute(
+                .optional()?
+                .unwrap_or(0)
+                + 1;
+            let (failed, next) = match setback {
+                Setback::Permanent => (1, 0),
+                Setback::Transient { retry_after } => {
+                    let seed = blake3::hash(format!("{job}\0{key}\0{attempts}").as_bytes());
+                    let seed =
+                        u64::from_le_bytes(seed.as_bytes()[..8].try_into().expect("8 bytes"));
+                    (
+                        0,
+                        now + backoff_secs(attempts as u32, retry_after, seed ^ now as u64),
+                    )
+                }
+            };
+            c.execute(
                 "UPDATE outbox SET failed = ?4, attempts = ?5, next_attempt_at = ?6,
                     error_status = ?7, error_code = ?8, error_message = ?9, last_attempt_at = ?10
                  WHERE job = ?1 AND key = ?2 AND kind = ?3",
@@ -321,81 +387,75 @@ impl State {
                     now
                 ],
             )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+            .map(drop)
+        })
     }
 
     /// `kbsync retry`: parked and backed-off steps of `job` (all jobs when
     /// `None`), limited to `keys` when given, become due now. Returns how
     /// many rows changed.
     pub fn retry_now(&self, job: Option<&str>, keys: &[String]) -> Result<usize, StateError> {
-        let mut n = 0;
-        let mut run = |key: Option<&str>| -> Result<(), StateError> {
-            n += self
-                .conn
-                .execute(
+        let keys: Vec<Option<&str>> = if keys.is_empty() {
+            vec![None]
+        } else {
+            keys.iter().map(|k| Some(k.as_str())).collect()
+        };
+        self.read(|c| {
+            let mut n = 0;
+            for key in keys {
+                n += c.execute(
                     "UPDATE outbox SET failed = 0, next_attempt_at = 0
                      WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR key = ?2)
                        AND (failed = 1 OR next_attempt_at > 0)",
                     params![job, key],
-                )
-                .map_err(|e| self.err(e))?;
-            Ok(())
-        };
-        if keys.is_empty() {
-            run(None)?;
-        } else {
-            for k in keys {
-                run(Some(k))?;
+                )?;
             }
-        }
-        Ok(n)
+            Ok(n)
+        })
     }
 
     /// When the earliest backed-off step of `job` is due (Unix seconds).
     /// Parked (permanent) failures are not counted: they wait for a change.
     pub fn next_retry_at(&self, job: &str) -> Result<Option<i64>, StateError> {
-        self.conn
-            .query_row(
+        self.read(|c| {
+            c.query_row(
                 "SELECT min(next_attempt_at) FROM outbox
                  WHERE job = ?1 AND failed = 0 AND attempts > 0",
                 [job],
                 |r| r.get(0),
             )
-            .map_err(|e| self.err(e))
+        })
     }
 
     /// Whether the dataset of `job` was listed once in full (for adoption
     /// by name); later creates only look up what may have been applied.
     pub fn listed(&self, job: &str) -> Result<bool, StateError> {
-        let at: Option<Option<i64>> = self
-            .conn
-            .query_row("SELECT listed_at FROM jobs WHERE job = ?1", [job], |r| {
+        let at: Option<Option<i64>> = self.read(|c| {
+            c.query_row("SELECT listed_at FROM jobs WHERE job = ?1", [job], |r| {
                 r.get(0)
             })
             .optional()
-            .map_err(|e| self.err(e))?;
+        })?;
         Ok(at.flatten().is_some())
     }
 
     pub fn mark_listed(&self, job: &str) -> Result<(), StateError> {
-        self.conn
-            .execute(
+        self.read(|c| {
+            c.execute(
                 "UPDATE jobs SET listed_at = ?2 WHERE job = ?1",
                 params![job, now_secs()],
             )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+            .map(drop)
+        })
     }
 
     /// Every outbox row of `job`, for `status` and tests.
     pub fn outbox(&self, job: &str) -> Result<Vec<OutboxRow>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("{ROW_COLUMNS} ORDER BY key, kind"))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([job], outbox_row).map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!("{} ORDER BY key, kind", select_rows()))?;
+            let rows = stmt.query_map([job], outbox_row)?;
+            rows.collect()
+        })
     }
 }
 
@@ -403,11 +463,11 @@ impl State {
 mod tests {
     use super::*;
 
-    fn step<'a>(key: &'a str, kind: &'static str, fp: &str) -> Queued<'a> {
+    fn step<'a>(key: &'a str, fp: &str) -> Queued<'a> {
         Queued {
             key,
-            kind,
-            op: if kind == "content" { "create" } else { kind },
+            kind: StepKind::Content,
+            op: "create",
             fingerprint: fp.into(),
         }
     }
@@ -434,31 +494,29 @@ mod tests {
     fn queue_keeps_history_of_unchanged_steps_and_resets_changed_ones() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = State::open(&dir.path().join("s.db")).unwrap();
-        let a = step("a.md", "content", "h1");
-        let b = step("b.md", "content", "h2");
+        let a = step("a.md", "h1");
+        let b = step("b.md", "h2");
         s.queue("j", &Scope::All, &[a.clone(), b.clone()]).unwrap();
-        s.step_failed("j", "a.md", "content", Setback::Permanent, &err())
+        s.step_failed("j", "a.md", StepKind::Content, Setback::Permanent, &err())
             .unwrap();
         s.step_failed(
             "j",
             "b.md",
-            "content",
+            StepKind::Content,
             Setback::Transient { retry_after: None },
             &err(),
         )
         .unwrap();
 
         let rows = s.queue("j", &Scope::All, &[a.clone(), b.clone()]).unwrap();
-        let ra = &rows[&("a.md".into(), "content".into())];
+        let ra = &rows[&("a.md".into(), StepKind::Content)];
         assert!(ra.failed && ra.attempts == 1 && ra.error == Some(err()));
-        let rb = &rows[&("b.md".into(), "content".into())];
+        let rb = &rows[&("b.md".into(), StepKind::Content)];
         assert!(!rb.failed && rb.attempts == 1 && rb.next_attempt_at > now_secs());
         assert_eq!(s.next_retry_at("j").unwrap(), Some(rb.next_attempt_at));
 
         // a.md changed: a new step. b.md no longer planned: dropped.
-        let rows = s
-            .queue("j", &Scope::All, &[step("a.md", "content", "h3")])
-            .unwrap();
+        let rows = s.queue("j", &Scope::All, &[step("a.md", "h3")]).unwrap();
         assert!(rows.is_empty(), "a fresh step has no history to return");
         let stored = s.outbox("j").unwrap();
         assert_eq!(stored.len(), 1);
@@ -471,18 +529,15 @@ mod tests {
     fn a_started_create_survives_until_resolved() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = State::open(&dir.path().join("s.db")).unwrap();
-        s.queue("j", &Scope::All, &[step("a.md", "content", "h1")])
-            .unwrap();
-        s.steps_started("j", &["a.md"], "content").unwrap();
+        s.queue("j", &Scope::All, &[step("a.md", "h1")]).unwrap();
+        s.steps_started("j", &["a.md"], StepKind::Content).unwrap();
         // Content changed before the answer came: still suspect.
-        let rows = s
-            .queue("j", &Scope::All, &[step("a.md", "content", "h2")])
-            .unwrap();
-        assert!(rows[&("a.md".into(), "content".into())].started);
+        let rows = s.queue("j", &Scope::All, &[step("a.md", "h2")]).unwrap();
+        assert!(rows[&("a.md".into(), StepKind::Content)].started);
         // File gone: the row stays for the pusher to resolve.
         let rows = s.queue("j", &Scope::All, &[]).unwrap();
-        assert!(rows[&("a.md".into(), "content".into())].started);
-        s.step_done("j", "a.md", "content").unwrap();
+        assert!(rows[&("a.md".into(), StepKind::Content)].started);
+        s.step_done("j", "a.md", StepKind::Content).unwrap();
         assert!(s.outbox("j").unwrap().is_empty());
     }
 
@@ -493,13 +548,10 @@ mod tests {
         s.queue(
             "j",
             &Scope::All,
-            &[
-                step("x/a.md", "content", "1"),
-                step("y/b.md", "content", "2"),
-            ],
+            &[step("x/a.md", "1"), step("y/b.md", "2")],
         )
         .unwrap();
-        s.step_failed("j", "y/b.md", "content", Setback::Permanent, &err())
+        s.step_failed("j", "y/b.md", StepKind::Content, Setback::Permanent, &err())
             .unwrap();
         let scope = Scope::of(["x".to_owned()]).unwrap();
         s.queue("j", &scope, &[]).unwrap();

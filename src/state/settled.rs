@@ -6,9 +6,12 @@
 //! row clears its flag (see the `settled = 0` in each UPDATE), and a new
 //! fingerprint clears them all.
 
-use rusqlite::params;
+use std::collections::HashMap;
 
-use super::{cached_item, CachedItem, State, StateError, COLUMNS, IN_SUBTREE};
+use rusqlite::{params, OptionalExtension};
+
+use super::items::{cached_item, col, select_items, IN_SUBTREE};
+use super::{CachedItem, State, StateError};
 use crate::source::Scope;
 
 /// One cached row, read lazily: comparing a file with it touches only
@@ -24,7 +27,7 @@ pub struct CacheRow<'r> {
 impl CacheRow<'_> {
     pub fn key(&self) -> &str {
         self.row
-            .get_ref(0)
+            .get_ref(col::KEY)
             .ok()
             .and_then(|v| v.as_str().ok())
             .unwrap_or_default()
@@ -38,23 +41,23 @@ impl CacheRow<'_> {
     }
 
     fn settled(&self) -> bool {
-        self.trust_settled && self.int(14) == Some(1)
+        self.trust_settled && self.int(col::SETTLED) == Some(1)
     }
 
     /// Settled, present, and recorded with this very size and mtime (and
     /// not racy): nothing to read, nothing to plan.
     pub fn settled_as(&self, size: u64, mtime_ns: i64) -> bool {
         self.settled()
-            && self.int(1) == Some(1)
-            && self.int(12) == Some(0)
-            && self.int(2) == Some(size as i64)
-            && self.int(3) == Some(mtime_ns)
+            && self.int(col::PRESENT) == Some(1)
+            && self.int(col::RACY) == Some(0)
+            && self.int(col::SIZE) == Some(size as i64)
+            && self.int(col::MTIME_NS) == Some(mtime_ns)
     }
 
     /// Settled and gone from the source (already disabled, archived or
     /// kept, as the delete policy wants).
     pub fn settled_absent(&self) -> bool {
-        self.settled() && self.int(1) == Some(0)
+        self.settled() && self.int(col::PRESENT) == Some(0)
     }
 
     pub fn item(&self) -> Result<CachedItem, StateError> {
@@ -73,38 +76,28 @@ impl State {
         fingerprint: &str,
         write: bool,
     ) -> Result<bool, StateError> {
-        let recorded: Option<String> = self
-            .conn
-            .prepare_cached("SELECT plan_fingerprint FROM jobs WHERE job = ?1")
-            .and_then(|mut s| {
-                let mut rows = s.query([job])?;
-                Ok(match rows.next()? {
-                    Some(r) => r.get(0)?,
-                    None => None,
-                })
-            })
-            .map_err(|e| self.err(e))?;
+        let recorded: Option<String> = self.read(|c| {
+            c.prepare_cached("SELECT plan_fingerprint FROM jobs WHERE job = ?1")?
+                .query_row([job], |r| r.get(0))
+                .optional()
+                .map(Option::flatten)
+        })?;
         if recorded.as_deref() == Some(fingerprint) {
             return Ok(true);
         }
         if !write {
             return Ok(false);
         }
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| super::sqlite_err(&self.path, e))?;
-        tx.execute(
-            "UPDATE items SET settled = 0 WHERE job = ?1 AND settled = 1",
-            [job],
-        )
-        .map_err(|e| super::sqlite_err(&self.path, e))?;
-        tx.execute(
-            "UPDATE jobs SET plan_fingerprint = ?2 WHERE job = ?1",
-            params![job, fingerprint],
-        )
-        .map_err(|e| super::sqlite_err(&self.path, e))?;
-        tx.commit().map_err(|e| super::sqlite_err(&self.path, e))?;
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE items SET settled = 0 WHERE job = ?1 AND settled = 1",
+                [job],
+            )?;
+            tx.execute(
+                "UPDATE jobs SET plan_fingerprint = ?2 WHERE job = ?1",
+                params![job, fingerprint],
+            )
+        })?;
         Ok(true)
     }
 
@@ -129,16 +122,12 @@ impl State {
             Ok::<(), StateError>(())
         };
         if scope.is_all() {
-            let mut stmt = self
-                .conn
-                .prepare_cached(&format!("{COLUMNS} ORDER BY key"))
-                .map_err(|e| self.err(e))?;
+            let sql = format!("{} ORDER BY key", select_items());
+            let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
             return visit(&mut stmt, &[&job]);
         }
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("{COLUMNS} AND {IN_SUBTREE}"))
-            .map_err(|e| self.err(e))?;
+        let sql = format!("{} AND {IN_SUBTREE}", select_items());
+        let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
         for path in scope.paths() {
             visit(&mut stmt, &[&job, &path])?;
         }
@@ -151,21 +140,18 @@ impl State {
         &self,
         job: &str,
         keys: impl IntoIterator<Item = &'k str>,
-    ) -> Result<std::collections::HashMap<String, CachedItem>, StateError> {
-        let keys = keys.into_iter();
-        let mut out = std::collections::HashMap::with_capacity(keys.size_hint().0);
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("{COLUMNS} AND key = ?2"))
-            .map_err(|e| self.err(e))?;
-        for key in keys {
-            let mut rows = stmt.query(params![job, key]).map_err(|e| self.err(e))?;
-            if let Some(row) = rows.next().map_err(|e| self.err(e))? {
-                let item = cached_item(row).map_err(|e| self.err(e))?;
-                out.insert(item.key.clone(), item);
+    ) -> Result<HashMap<String, CachedItem>, StateError> {
+        self.read(|c| {
+            let keys = keys.into_iter();
+            let mut out = HashMap::with_capacity(keys.size_hint().0);
+            let mut stmt = c.prepare_cached(&format!("{} AND key = ?2", select_items()))?;
+            for key in keys {
+                if let Some(item) = stmt.query_row(params![job, key], cached_item).optional()? {
+                    out.insert(item.key.clone(), item);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Flags `keys` settled: the pass evaluated them and found nothing to do.
@@ -173,19 +159,13 @@ impl State {
         if keys.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| super::sqlite_err(&self.path, e))?;
-        {
-            let mut stmt = tx
-                .prepare_cached("UPDATE items SET settled = 1 WHERE job = ?1 AND key = ?2")
-                .map_err(|e| super::sqlite_err(&self.path, e))?;
+        self.write(|tx| {
+            let mut stmt =
+                tx.prepare_cached("UPDATE items SET settled = 1 WHERE job = ?1 AND key = ?2")?;
             for key in keys {
-                stmt.execute(params![job, key])
-                    .map_err(|e| super::sqlite_err(&self.path, e))?;
+                stmt.execute(params![job, key])?;
             }
-        }
-        tx.commit().map_err(|e| super::sqlite_err(&self.path, e))
+            Ok(())
+        })
     }
 }

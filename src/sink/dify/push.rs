@@ -15,14 +15,13 @@ use super::name::document_name;
 use super::DifyConfig;
 use crate::config::JobConfig;
 use crate::metadata::{FieldType, Metadata};
-use crate::outbox;
 use crate::plan::{Op, Plan, StatusAction};
 use crate::sink::bisect::send_in_batches;
 use crate::sink::{
     record_failure, ErrorClass, Failure, Outcome, PushContext, PushError, SinkError,
 };
 use crate::source::Content;
-use crate::state::{CachedItem, State, StateError};
+use crate::state::{CachedItem, State, StateError, StepKind};
 
 pub(super) struct Pusher<'a> {
     job: &'a JobConfig,
@@ -316,7 +315,7 @@ impl<'a> Pusher<'a> {
             .map(|u| u.key)
             .collect();
         self.state
-            .steps_started(&self.job.name, &blind, outbox::CONTENT)?;
+            .steps_started(&self.job.name, &blind, StepKind::Content)?;
         let jobs = ready
             .into_iter()
             .map(|u| self.upload_one(u, existing.as_ref()));
@@ -462,7 +461,7 @@ impl<'a> Pusher<'a> {
     /// answer is recorded, it may be applied upstream without our knowing.
     fn mark_started(&self, key: &str) -> Result<(), SinkError> {
         self.state
-            .steps_started(&self.job.name, &[key], outbox::CONTENT)
+            .steps_started(&self.job.name, &[key], StepKind::Content)
             .map_err(|e| SinkError::local(ErrorClass::Fatal, "state", e.to_string()))
     }
 

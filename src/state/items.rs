@@ -1,0 +1,387 @@
+//! The item cache (what each job last observed of every item and what it
+//! last pushed upstream), the job's binding to its upstream, metadata field
+//! ids and the run log.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{now_secs, State, StateError};
+use crate::metadata::{FieldType, Metadata};
+use crate::source::{KnownFacts, Observed, Scope};
+
+/// Upstream status of a document as kbsync last set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteStatus {
+    Enabled,
+    Disabled,
+    Archived,
+}
+
+impl RemoteStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RemoteStatus::Enabled => "enabled",
+            RemoteStatus::Disabled => "disabled",
+            RemoteStatus::Archived => "archived",
+        }
+    }
+
+    fn parse(s: &str) -> RemoteStatus {
+        match s {
+            "disabled" => RemoteStatus::Disabled,
+            "archived" => RemoteStatus::Archived,
+            _ => RemoteStatus::Enabled,
+        }
+    }
+}
+
+/// Everything the cache holds about one item of one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedItem {
+    pub key: String,
+    pub present: bool,
+    pub facts: Option<KnownFacts>,
+    pub doc_id: Option<String>,
+    pub doc_name: Option<String>,
+    pub pushed_hash: Option<String>,
+    pub pushed_meta: Option<Metadata>,
+    pub status: RemoteStatus,
+    pub indexing_batch: Option<String>,
+}
+
+columns!(pub(super) mod col {
+    KEY = "key",
+    PRESENT = "present",
+    SIZE = "size",
+    MTIME_NS = "mtime_ns",
+    HASH = "hash",
+    FRONT_MATTER = "front_matter",
+    DOC_ID = "doc_id",
+    DOC_NAME = "doc_name",
+    PUSHED_HASH = "pushed_hash",
+    PUSHED_META = "pushed_meta",
+    STATUS = "status",
+    INDEXING_BATCH = "indexing_batch",
+    RACY = "racy",
+    VALIDATOR = "validator",
+    SETTLED = "settled",
+});
+
+/// The rows of one job, with the columns `cached_item` reads.
+pub(super) fn select_items() -> String {
+    format!("SELECT {} FROM items WHERE job = ?1", col::LIST)
+}
+
+/// `key` is `?2` or below it: '0' sorts right after '/', so [p/, p0) is
+/// exactly the subtree.
+pub(super) const IN_SUBTREE: &str = "(key = ?2 OR (key >= ?2 || '/' AND key < ?2 || '0'))";
+
+/// Run-log rows kept per job.
+const KEPT_RUNS: i64 = 1000;
+
+pub(super) fn cached_item(r: &rusqlite::Row) -> rusqlite::Result<CachedItem> {
+    let size: Option<i64> = r.get(col::SIZE)?;
+    let mtime: Option<i64> = r.get(col::MTIME_NS)?;
+    let hash: Option<String> = r.get(col::HASH)?;
+    let fm: Option<String> = r.get(col::FRONT_MATTER)?;
+    let facts = match (size, mtime, hash) {
+        (Some(size), Some(mtime_ns), Some(hash)) => Some(KnownFacts {
+            size: size as u64,
+            mtime_ns,
+            hash,
+            front_matter: fm.and_then(|t| serde_json::from_str(&t).ok()),
+            racy: r.get::<_, i64>(col::RACY)? != 0,
+            validator: r.get(col::VALIDATOR)?,
+        }),
+        _ => None,
+    };
+    let meta: Option<String> = r.get(col::PUSHED_META)?;
+    Ok(CachedItem {
+        key: r.get(col::KEY)?,
+        present: r.get::<_, i64>(col::PRESENT)? != 0,
+        facts,
+        doc_id: r.get(col::DOC_ID)?,
+        doc_name: r.get(col::DOC_NAME)?,
+        pushed_hash: r.get(col::PUSHED_HASH)?,
+        pushed_meta: meta.and_then(|t| serde_json::from_str(&t).ok()),
+        status: RemoteStatus::parse(&r.get::<_, String>(col::STATUS)?),
+        indexing_batch: r.get(col::INDEXING_BATCH)?,
+    })
+}
+
+impl State {
+    /// Records which upstream a job mirrors into. When it changed (another
+    /// dataset, another server), the upstream ids in the cache mean nothing
+    /// there: they are dropped so the next push recreates or adopts.
+    /// Returns true when the target changed.
+    pub fn bind_target(&mut self, job: &str, target: &str) -> Result<bool, StateError> {
+        self.write(|tx| {
+            let old: Option<String> = tx
+                .query_row("SELECT target FROM jobs WHERE job = ?1", [job], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let changed = old.as_deref().is_some_and(|o| o != target);
+            if changed {
+                tx.execute(
+                    "UPDATE items SET doc_id = NULL, doc_name = NULL, pushed_hash = NULL, pushed_meta = NULL,
+                            status = 'enabled', indexing_batch = NULL, settled = 0 WHERE job = ?1",
+                    [job],
+                )?;
+                tx.execute("DELETE FROM items WHERE job = ?1 AND present = 0", [job])?;
+                tx.execute("DELETE FROM fields WHERE job = ?1", [job])?;
+            }
+            tx.execute(
+                "INSERT INTO jobs (job, target) VALUES (?1, ?2)
+                 ON CONFLICT(job) DO UPDATE SET target = excluded.target",
+                params![job, target],
+            )?;
+            Ok(changed)
+        })
+    }
+
+    pub fn load_items(&self, job: &str) -> Result<HashMap<String, CachedItem>, StateError> {
+        self.load_items_in(job, &Scope::All)
+    }
+
+    /// The cached items `scope` covers: a scoped pass reads only the rows
+    /// of the paths it looks at (primary-key range scans), not the whole job.
+    pub fn load_items_in(
+        &self,
+        job: &str,
+        scope: &Scope,
+    ) -> Result<HashMap<String, CachedItem>, StateError> {
+        let mut out = HashMap::new();
+        self.each_cached(job, scope, false, |row| {
+            let item = row.item()?;
+            out.insert(item.key.clone(), item);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Saves observed facts (one transaction) and marks `absent` keys as gone
+    /// from the source. Only changed rows are passed in, so a no-op scan
+    /// writes nothing.
+    pub fn save_scan(
+        &mut self,
+        job: &str,
+        changed: &[&Observed],
+        absent: &[&str],
+    ) -> Result<(), StateError> {
+        if changed.is_empty() && absent.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut up = tx.prepare_cached(
+                "INSERT INTO items (job, key, present, size, mtime_ns, hash, front_matter, racy, validator)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(job, key) DO UPDATE SET present = 1, size = excluded.size,
+                    mtime_ns = excluded.mtime_ns, hash = excluded.hash,
+                    front_matter = excluded.front_matter, racy = excluded.racy,
+                    validator = excluded.validator, settled = 0",
+            )?;
+            for o in changed {
+                let fm = o
+                    .front_matter
+                    .as_ref()
+                    .map(|m| serde_json::to_string(m).unwrap_or_default());
+                up.execute(params![
+                    job,
+                    o.key,
+                    o.size as i64,
+                    o.mtime_ns,
+                    o.hash,
+                    fm,
+                    o.racy as i64,
+                    o.validator
+                ])?;
+            }
+            let mut gone = tx.prepare_cached(
+                "UPDATE items SET present = 0, settled = 0 WHERE job = ?1 AND key = ?2",
+            )?;
+            for key in absent {
+                gone.execute(params![job, key])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Content now upstream as `doc_id` (created, adopted or updated).
+    pub fn record_content(
+        &self,
+        job: &str,
+        key: &str,
+        doc_id: &str,
+        doc_name: &str,
+        hash: &str,
+        batch: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE items SET doc_id = ?3, doc_name = ?4, pushed_hash = ?5, indexing_batch = ?6,
+                        status = 'enabled', settled = 0
+                 WHERE job = ?1 AND key = ?2",
+            )?
+            .execute(params![job, key, doc_id, doc_name, hash, batch])?;
+            // Adopting or updating may also have restored the document.
+            tx.prepare_cached(
+                "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind IN ('content', 'status')",
+            )?
+            .execute(params![job, key])?;
+            Ok(())
+        })
+    }
+
+    /// A document known upstream whose content is unknown (adopted, or the
+    /// upload's outcome was lost): remembered so that it is not duplicated.
+    pub fn record_doc_id(
+        &self,
+        job: &str,
+        key: &str,
+        doc_id: &str,
+        doc_name: &str,
+    ) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute(
+                "UPDATE items SET doc_id = ?3, doc_name = ?4, settled = 0 WHERE job = ?1 AND key = ?2",
+                params![job, key, doc_id, doc_name],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The upstream record of `key` is gone: forget its id and what was
+    /// pushed to it, so the next pass finds or creates it again.
+    pub fn clear_doc_id(&self, job: &str, key: &str) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute(
+                "UPDATE items SET doc_id = NULL, doc_name = NULL, pushed_meta = NULL, settled = 0 WHERE job = ?1 AND key = ?2",
+                params![job, key],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn record_metadata(
+        &mut self,
+        job: &str,
+        done: &[(&str, &Metadata)],
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE items SET pushed_meta = ?3, settled = 0 WHERE job = ?1 AND key = ?2",
+            )?;
+            let mut done_step = tx.prepare_cached(
+                "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = 'metadata'",
+            )?;
+            for (key, meta) in done {
+                let text = serde_json::to_string(meta).unwrap_or_default();
+                stmt.execute(params![job, key, text])?;
+                done_step.execute(params![job, key])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn record_status(
+        &mut self,
+        job: &str,
+        keys: &[&str],
+        status: RemoteStatus,
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE items SET status = ?3, settled = 0 WHERE job = ?1 AND key = ?2",
+            )?;
+            let mut done_step = tx.prepare_cached(
+                "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = 'status'",
+            )?;
+            for key in keys {
+                stmt.execute(params![job, key, status.as_str()])?;
+                done_step.execute(params![job, key])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Drops an item from the cache (deleted upstream, or never pushed and
+    /// gone locally).
+    pub fn forget(&self, job: &str, key: &str) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM items WHERE job = ?1 AND key = ?2",
+                params![job, key],
+            )?;
+            tx.execute(
+                "DELETE FROM outbox WHERE job = ?1 AND key = ?2",
+                params![job, key],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn fields(&self, job: &str) -> Result<HashMap<String, (String, FieldType)>, StateError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT name, field_id, field_type FROM fields WHERE job = ?1")?;
+            let rows = stmt.query_map([job], |r| {
+                let kind = match r.get::<_, String>("field_type")?.as_str() {
+                    "number" => FieldType::Number,
+                    "time" => FieldType::Time,
+                    _ => FieldType::String,
+                };
+                Ok((r.get("name")?, (r.get("field_id")?, kind)))
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub fn save_field(
+        &self,
+        job: &str,
+        name: &str,
+        id: &str,
+        kind: FieldType,
+    ) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute(
+                "INSERT INTO fields (job, name, field_type, field_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(job, name) DO UPDATE SET field_type = excluded.field_type, field_id = excluded.field_id",
+                params![job, name, kind.to_string(), id],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn forget_fields(&self, job: &str) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute("DELETE FROM fields WHERE job = ?1", [job])
+                .map(drop)
+        })
+    }
+
+    pub fn record_run(
+        &self,
+        job: &str,
+        started_at: i64,
+        converged: bool,
+        summary: &str,
+    ) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute(
+                "INSERT INTO runs (job, started_at, finished_at, converged, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![job, started_at, now_secs(), converged as i64, summary],
+            )?;
+            // A daemon records a run per batch of changes: keep the log bounded.
+            c.execute(
+                "DELETE FROM runs WHERE job = ?1 AND id <= (
+                     SELECT id FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![job, KEPT_RUNS],
+            )?;
+            Ok(())
+        })
+    }
+}
