@@ -34,6 +34,11 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// With --reconcile: retire (delete, disable, archive) whatever the
+    /// plan retires, beyond the delete guard (`max_delete`).
+    #[arg(long, requires = "reconcile")]
+    pub allow_deletes: bool,
+
     /// With --dry-run: print the plan as JSON.
     #[arg(long, requires = "dry_run")]
     pub json: bool,
@@ -70,5 +75,9 @@ pub enum Command {
         /// Only these items (keys as `status` prints them); all when none.
         #[arg(value_name = "ITEM")]
         items: Vec<String>,
+        /// Also let the next full pass of each job retire beyond the delete
+        /// guard (`max_delete`), after a pass was refused.
+        #[arg(long)]
+        allow_deletes: bool,
     },
 }

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod guard;
 pub mod http_date;
 pub mod logging;
 pub mod metadata;

@@ -55,7 +55,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    if let Some(Command::Retry { items }) = &cli.command {
+    if let Some(Command::Retry {
+        items,
+        allow_deletes,
+    }) = &cli.command
+    {
         let config = daemon::load_config(&cli.config, &cli.jobs)?;
         if !config.state_path.exists() {
             writeln!(
@@ -68,6 +72,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let mut n = 0;
         for job in &config.jobs {
             n += state.retry_now(Some(&job.name), items)?;
+        }
+        if *allow_deletes {
+            state.allow_deletes(&config.job_names())?;
+            writeln!(
+                stdout,
+                "the next full pass of each job may retire beyond max_delete: the running service starts one within {} s, or run `kbsync --reconcile`",
+                daemon::OUTBOX_CHECK.as_secs()
+            )?;
         }
         writeln!(
             stdout,
@@ -87,6 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         dry_run: cli.dry_run,
         honour_backoff: false,
+        allow_deletes: cli.allow_deletes,
     };
     let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
 
@@ -101,6 +114,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         report::print_plan(&mut stdout, &reports)?;
         for r in &reports {
+            if let Some(e) = &r.error {
+                writeln!(stdout, "error {}: {e}", r.job)?;
+            }
+            if let Some(refusal) = &r.refused {
+                writeln!(stdout, "guard {}: {refusal}", r.job)?;
+            }
             for s in &r.skipped {
                 writeln!(stdout, "skipped {}: {}", s.path, s.reason)?;
             }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::config::{Config, JobConfig};
+use crate::guard::{self, Refusal};
 use crate::outbox::{self, Held};
 use crate::plan::{self, Op, Plan, Rules};
 use crate::sink::{Outcome, PushContext, PushError, Sink};
@@ -23,6 +24,8 @@ pub struct RunOptions {
     /// Leave steps that failed transiently alone until their backoff ran
     /// out (the service). A one-shot run asked for by hand tries them now.
     pub honour_backoff: bool,
+    /// Retire whatever the plan retires, beyond the delete guard.
+    pub allow_deletes: bool,
 }
 
 #[derive(Debug)]
@@ -42,13 +45,35 @@ pub struct JobReport {
     /// running) recording the facts in the state file.
     pub scan_elapsed: Duration,
     pub elapsed: Duration,
-    /// A job-level error (credential, state, fatal upstream answer).
+    /// A job-level error (credential, state, fatal upstream answer, a
+    /// source that looks unmounted).
     pub error: Option<String>,
+    /// The delete guard kept this pass from retiring anything.
+    pub refused: Option<Refusal>,
 }
 
 impl JobReport {
+    fn new(job: &str) -> JobReport {
+        JobReport {
+            job: job.to_owned(),
+            scanned: 0,
+            hashed_files: 0,
+            unchanged: 0,
+            skipped: Vec::new(),
+            plan: Plan::default(),
+            held: Vec::new(),
+            outcome: None,
+            requests: 0,
+            scan_elapsed: Duration::ZERO,
+            elapsed: Duration::ZERO,
+            error: None,
+            refused: None,
+        }
+    }
+
     pub fn converged(&self) -> bool {
         self.error.is_none()
+            && self.refused.is_none()
             && self.skipped.is_empty()
             && self.held.is_empty()
             && self.outcome.as_ref().is_none_or(Outcome::converged)
@@ -170,6 +195,12 @@ impl Runner {
         self.state.next_retry_at(job)
     }
 
+    /// Whether `kbsync retry --allow-deletes` lifted the delete guard for
+    /// the next full pass of `job`.
+    pub fn deletes_allowed(&self, job: &str) -> Result<bool, StateError> {
+        self.state.deletes_allowed(job)
+    }
+
     /// Files the source must never mirror, nor react to (the state file).
     pub fn avoided(&self) -> &[PathBuf] {
         &self.avoid
@@ -245,6 +276,16 @@ impl Runner {
             }
         };
         let scope = &source.scope(scope);
+        if let Some(why) = source.unavailable() {
+            tracing::error!("{why}");
+            let mut report = JobReport::new(&job.name);
+            report.error = Some(why);
+            report.elapsed = started.elapsed();
+            if !opts.dry_run {
+                log_run(&self.state, scope, started_at, &report)?;
+            }
+            return Ok(report);
+        }
         let scanned = source
             .scan(ScanInput {
                 job: &job.name,
@@ -263,20 +304,31 @@ impl Runner {
         let scan_elapsed = started.elapsed();
         tracing::debug!(ms = scan_elapsed.as_millis() as u64, "scan recorded");
 
-        let (plan, skipped) = plan_pass(job, &rules, &scanned);
+        let (mut plan, skipped) = plan_pass(job, &rules, &scanned);
+        // A pass over part of the tree spends no allowance: the full pass
+        // it was given for may still come.
+        let allowance = scope.is_all() && self.state.deletes_allowed(&job.name)?;
+        let refused = if opts.allow_deletes || allowance {
+            None
+        } else {
+            guard::check(
+                &mut plan,
+                self.state.tracked_records(&job.name)?,
+                job.max_delete,
+            )
+        };
+        if let Some(r) = &refused {
+            tracing::error!("{r}");
+        }
         let mut report = JobReport {
-            job: job.name.clone(),
             scanned: scanned.scan.items.len() + scanned.scan.unchanged,
             hashed_files: scanned.scan.hashed_files,
             unchanged: scanned.scan.unchanged,
             skipped,
             plan,
-            held: Vec::new(),
-            outcome: None,
-            requests: 0,
             scan_elapsed,
-            elapsed: Duration::ZERO,
-            error: None,
+            refused,
+            ..JobReport::new(&job.name)
         };
         if opts.dry_run {
             // Show what the outbox would hold back, without writing it.
@@ -331,6 +383,9 @@ impl Runner {
             }
             report.requests = p.requests;
             report.outcome = Some(p.outcome);
+        }
+        if allowance {
+            self.state.spend_delete_allowance(&job.name)?;
         }
         if settles {
             settle(&mut self.state, &job.name, &scanned, &rules)?;

@@ -141,6 +141,12 @@ pub fn summary_line(r: &JobReport) -> String {
     if !r.held.is_empty() {
         parts.push(format!("{} held (failed before)", r.held.len()));
     }
+    if let Some(g) = &r.refused {
+        parts.push(format!(
+            "refused to retire {} of {} (delete guard: see --allow-deletes)",
+            g.retiring, g.tracked
+        ));
+    }
     parts.push(format!("{} requests", r.requests));
     parts.push(format!("{:.2}s", r.elapsed.as_secs_f64()));
     let verdict = if r.converged() {
@@ -157,6 +163,9 @@ pub fn print_summary(out: &mut impl Write, reports: &[JobReport]) -> std::io::Re
         writeln!(out, "{}", summary_line(r))?;
         if let Some(e) = &r.error {
             writeln!(out, "  error: {e}")?;
+        }
+        if let Some(refusal) = &r.refused {
+            writeln!(out, "  guard: {refusal}")?;
         }
         for s in &r.skipped {
             writeln!(out, "  skipped {}: {}", s.path, s.reason)?;

@@ -493,3 +493,32 @@ async fn a_backed_off_step_waits_across_a_restart_until_its_time_or_kbsync_retry
         .await;
     d.stop().await;
 }
+
+#[tokio::test]
+async fn the_service_refuses_an_emptied_root_until_retry_allow_deletes() {
+    let (fake, ws) = setup("delete", "", "debounce_ms = 50").await;
+    for i in 0..12 {
+        ws.write(&format!("n{i:02}.md"), "note");
+    }
+    assert!(ws.sync().await.converged());
+    for i in 0..12 {
+        ws.remove(&format!("n{i:02}.md"));
+    }
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    d.notified("STATUS=watching").await;
+    let deletes = |w: &World| w.log.iter().filter(|l| l.method == "DELETE").count();
+    assert_eq!(deletes(&fake.world()), 0);
+    assert_eq!(fake.world().docs.len(), 12);
+    let v = status_json(&ws);
+    let last = v[0]["last_run"]["summary"].as_str().unwrap().to_owned();
+    assert!(last.contains("refused to retire 12 of 12"), "{last}");
+
+    let (code, said, err) = cli(&ws, &["retry", "--allow-deletes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(said.contains("may retire beyond max_delete"), "{said}");
+    fake.wait_until("the allowed deletions", WAIT, |w| w.docs.is_empty())
+        .await;
+    assert_eq!(deletes(&fake.world()), 12);
+    d.stop().await;
+}

@@ -181,6 +181,16 @@ async fn a_wrong_secret_is_refused_by_the_signature_check_and_stops_the_job() {
 #[tokio::test]
 async fn vanished_files_have_their_records_deleted_in_batches() {
     let (fake, ws) = setup().await;
+    // Every record goes: more than the delete guard's default half.
+    let text = std::fs::read_to_string(&ws.config_path).unwrap();
+    std::fs::write(
+        &ws.config_path,
+        text.replace(
+            "delete_policy = \"delete\"",
+            "delete_policy = \"delete\"\nmax_delete = \"100%\"",
+        ),
+    )
+    .unwrap();
     assert!(ws.sync().await.converged());
     ws.remove("a/one.md");
     ws.remove("a/two.md");

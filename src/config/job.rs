@@ -15,6 +15,7 @@ use super::locate::{Locator, Span};
 use super::metadata::{self, RawField};
 use super::source::{self, FolderConfig, RawFolder, RawWeb, WebConfig};
 use super::{ConfigError, DeletePolicy};
+use crate::guard::MaxDelete;
 use crate::metadata::FieldMapping;
 use crate::sink::registry::{RawSink, SECTIONS};
 use crate::sink::SinkConfig;
@@ -26,6 +27,8 @@ pub struct JobConfig {
     pub source: SourceConfig,
     /// The upstream, as its own section validated it.
     pub sink: Arc<dyn SinkConfig>,
+    /// How much one pass may retire before the delete guard refuses.
+    pub max_delete: MaxDelete,
     pub metadata: Vec<FieldMapping>,
 }
 
@@ -58,13 +61,21 @@ impl JobConfig {
 pub struct RawJob {
     name: Spanned<String>,
     delete_policy: Option<Spanned<DeletePolicy>>,
+    max_delete: Option<Spanned<toml::Value>>,
     folder: Option<Spanned<RawFolder>>,
     web: Option<Spanned<RawWeb>>,
     sinks: Vec<RawSink>,
     metadata: BTreeMap<Spanned<String>, Spanned<RawField>>,
 }
 
-const JOB_KEYS: &[&str] = &["name", "delete_policy", "folder", "web", "metadata"];
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "delete_policy",
+    "max_delete",
+    "folder",
+    "web",
+    "metadata",
+];
 
 /// Every key a job may have, for the "expected one of" message.
 static ALL_KEYS: LazyLock<Vec<&'static str>> =
@@ -90,6 +101,7 @@ impl<'de> Visitor<'de> for JobVisitor {
         let mut job = RawJob {
             name: Spanned::new(0..0, String::new()),
             delete_policy: None,
+            max_delete: None,
             folder: None,
             web: None,
             sinks: Vec::new(),
@@ -99,6 +111,7 @@ impl<'de> Visitor<'de> for JobVisitor {
             match key.as_str() {
                 "name" => name = Some(map.next_value()?),
                 "delete_policy" => job.delete_policy = Some(map.next_value()?),
+                "max_delete" => job.max_delete = Some(map.next_value()?),
                 "folder" => job.folder = Some(map.next_value()?),
                 "web" => job.web = Some(map.next_value()?),
                 "metadata" => job.metadata = map.next_value()?,
@@ -170,6 +183,16 @@ pub fn validate(
                 format!("job {name:?} has no source: add a [sync.folder] or [sync.web] table"),
             ))
         }
+    };
+    let max_delete = match &raw.max_delete {
+        None => MaxDelete::default(),
+        Some(v) => max_delete(v.get_ref()).ok_or_else(|| {
+            loc.error(
+                v.span(),
+                &key("max_delete"),
+                "expected a number of records (e.g. 100) or a share of the job's records (e.g. \"50%\")",
+            )
+        })?,
     };
     let mut sinks = raw.sinks.into_iter();
     let Some(sink) = sinks.next() else {
@@ -255,8 +278,21 @@ pub fn validate(
             delete_policy,
             source,
             sink,
+            max_delete,
             metadata,
         },
         name_span,
     ))
+}
+
+/// `100` (records) or `"50%"` (of the job's records).
+fn max_delete(v: &toml::Value) -> Option<MaxDelete> {
+    match v {
+        toml::Value::Integer(n) if *n >= 0 => Some(MaxDelete::Count(*n as u64)),
+        toml::Value::String(s) => {
+            let p: u8 = s.trim().strip_suffix('%')?.trim().parse().ok()?;
+            (p <= 100).then_some(MaxDelete::Percent(p))
+        }
+        _ => None,
+    }
 }

@@ -30,6 +30,10 @@ pub struct WebConfig {
 #[derive(Debug, Clone)]
 pub struct FolderConfig {
     pub root: PathBuf,
+    /// A file that must exist in the root (Syncthing's `.stfolder` idea):
+    /// without it the root is taken for an unmounted share, and the job
+    /// does nothing.
+    pub require_marker: Option<String>,
     /// Empty means "everything".
     pub include: Option<GlobSet>,
     pub exclude: Option<GlobSet>,
@@ -56,6 +60,7 @@ pub struct RawFolder {
     #[serde(default)]
     follow_symlinks: bool,
     max_file_size: Option<Spanned<toml::Value>>,
+    require_marker: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -102,8 +107,26 @@ pub fn validate_folder(
         Some(s) if s.is_empty() => None,
         Some(s) => Some(s),
     };
+    let require_marker = match &raw.require_marker {
+        None => None,
+        Some(m) => {
+            let name = m.get_ref().trim();
+            let plain = !name.is_empty()
+                && !name.starts_with('/')
+                && name.split('/').all(|p| !p.is_empty() && p != "..");
+            if !plain {
+                return Err(loc.error(
+                    m.span(),
+                    &key("require_marker"),
+                    "expected a file name relative to the root, e.g. \".kbsync-root\"",
+                ));
+            }
+            Some(name.to_owned())
+        }
+    };
     Ok(FolderConfig {
         root,
+        require_marker,
         include,
         exclude,
         ignore_file,

@@ -115,6 +115,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         RunOptions {
             dry_run: false,
             honour_backoff: true,
+            allow_deletes: false,
         },
     )?;
     let shared = Arc::new(Shared::default());
@@ -346,7 +347,12 @@ impl Daemon {
     }
 
     fn check_outbox_of(&mut self, job: &str) {
-        match self.runner.next_retry_at(job) {
+        // `kbsync retry --allow-deletes` was run: a full pass now.
+        let due = match self.runner.deletes_allowed(job) {
+            Ok(true) => Ok(Some(crate::state::unix_now())),
+            _ => self.runner.next_retry_at(job),
+        };
+        match due {
             Ok(Some(at)) => {
                 let wait = Duration::from_secs((at - crate::state::unix_now()).max(0) as u64);
                 // Not sooner than one check interval after the job's last

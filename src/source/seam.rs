@@ -44,6 +44,12 @@ pub trait Source: Send + Sync {
     /// later scans can skip them without reading (see `triage`).
     fn settles(&self) -> bool;
 
+    /// Why the source cannot be scanned at all (it looks unmounted): the
+    /// job then does nothing.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
     fn scan<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Scanned, StateError>>;
 }
 
@@ -71,6 +77,23 @@ impl Source for FolderSource {
 
     fn settles(&self) -> bool {
         true
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        let root = &self.cfg.root;
+        if !root.is_dir() {
+            return Some(format!(
+                "the folder {} is gone or not a folder: nothing was scanned, nothing retired",
+                root.display()
+            ));
+        }
+        let marker = self.cfg.require_marker.as_ref()?;
+        (!root.join(marker).is_file()).then(|| {
+            format!(
+                "{} has no {marker}: the source looks unmounted, so nothing was scanned and nothing retired (require_marker; create the file once the share is there)",
+                root.display()
+            )
+        })
     }
 
     fn scan<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Scanned, StateError>> {

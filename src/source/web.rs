@@ -74,7 +74,13 @@ pub async fn scan(
     let mut out = Fetched::default();
     let mut urls = cfg.urls.clone();
     if let Some(sitemap) = &cfg.sitemap {
-        match sitemap_urls(client, sitemap).await {
+        let listed = match sitemap_urls(client, sitemap).await {
+            Ok(found) if found.is_empty() => Err(
+                "the sitemap lists no page (no <loc>): a broken site looks like that, so no page is taken for gone".to_owned(),
+            ),
+            other => other,
+        };
+        match listed {
             Ok(found) => urls.extend(found),
             Err(reason) => {
                 // Without the sitemap, absent pages prove nothing.

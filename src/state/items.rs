@@ -384,4 +384,50 @@ impl State {
             Ok(())
         })
     }
+
+    /// Records the job holds upstream: what the delete guard measures a
+    /// pass's retirements against.
+    pub fn tracked_records(&self, job: &str) -> Result<u64, StateError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM items WHERE job = ?1 AND doc_id IS NOT NULL",
+                [job],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| n.max(0) as u64)
+    }
+
+    /// `kbsync retry --allow-deletes`: the next full pass of each of `jobs`
+    /// may retire beyond the delete guard.
+    pub fn allow_deletes(&self, jobs: &[String]) -> Result<(), StateError> {
+        self.write(|tx| {
+            for job in jobs {
+                // A job that never ran has no record to retire.
+                tx.execute("UPDATE jobs SET deletes_allowed = 1 WHERE job = ?1", [job])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether a full pass of `job` may go beyond the delete guard.
+    pub fn deletes_allowed(&self, job: &str) -> Result<bool, StateError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT deletes_allowed FROM jobs WHERE job = ?1",
+                [job],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+        })
+        .map(|v| v == Some(1))
+    }
+
+    /// Spends the allowance (a full pass used it).
+    pub fn spend_delete_allowance(&self, job: &str) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute("UPDATE jobs SET deletes_allowed = 0 WHERE job = ?1", [job])
+                .map(drop)
+        })
+    }
 }

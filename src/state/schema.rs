@@ -77,4 +77,9 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE items ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN plan_fingerprint TEXT;
     "#,
+    // 6: `kbsync retry --allow-deletes` lets the next full pass of a job
+    // go beyond the delete guard.
+    r#"
+    ALTER TABLE jobs ADD COLUMN deletes_allowed INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
