@@ -39,6 +39,11 @@ pub struct Cli {
     #[arg(long, requires = "reconcile")]
     pub allow_deletes: bool,
 
+    /// With --reconcile or --dry-run: read every file, trusting no recorded
+    /// size, mtime or settled flag (a deep verify).
+    #[arg(long)]
+    pub checksum: bool,
+
     /// With --dry-run: print the plan as JSON.
     #[arg(long, requires = "dry_run")]
     pub json: bool,

@@ -100,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         dry_run: cli.dry_run,
         honour_backoff: false,
         allow_deletes: cli.allow_deletes,
+        checksum: cli.checksum,
     };
     let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
 

@@ -316,6 +316,7 @@ mod tests {
             key: key.into(),
             size: 10,
             mtime_ns: mtime,
+            identity: 0,
             hash: hash.into(),
             front_matter: None,
             rehashed: true,
@@ -331,6 +332,7 @@ mod tests {
             facts: Some(KnownFacts {
                 size: 10,
                 mtime_ns: 0,
+                identity: 0,
                 hash: hash.into(),
                 front_matter: None,
                 racy: false,

@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub honour_backoff: bool,
     /// Retire whatever the plan retires, beyond the delete guard.
     pub allow_deletes: bool,
+    /// Read every file, trusting no recorded size, mtime or identity.
+    pub checksum: bool,
 }
 
 #[derive(Debug)]
@@ -294,6 +296,7 @@ impl Runner {
                 avoid: &self.avoid,
                 fingerprint: &plan_fingerprint(job, &rules),
                 record_fingerprint: !opts.dry_run,
+                checksum: opts.checksum,
             })
             .await?;
         let settles = source.settles();
@@ -430,7 +433,10 @@ fn record(state: &mut State, job: &str, scanned: &Scanned) -> Result<(), StateEr
                 o.rehashed
                     || !c.present
                     || c.facts.as_ref().is_none_or(|f| {
-                        f.size != o.size || f.mtime_ns != o.mtime_ns || f.hash != o.hash
+                        f.size != o.size
+                            || f.mtime_ns != o.mtime_ns
+                            || f.identity != o.identity
+                            || f.hash != o.hash
                     })
             }
         })

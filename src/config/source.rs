@@ -34,6 +34,9 @@ pub struct FolderConfig {
     /// without it the root is taken for an unmounted share, and the job
     /// does nothing.
     pub require_marker: Option<String>,
+    /// Full passes read every file again when this long has passed since
+    /// the last that did (a deep verify); `None`: never.
+    pub rehash_interval: Option<Duration>,
     /// Empty means "everything".
     pub include: Option<GlobSet>,
     pub exclude: Option<GlobSet>,
@@ -61,6 +64,7 @@ pub struct RawFolder {
     follow_symlinks: bool,
     max_file_size: Option<Spanned<toml::Value>>,
     require_marker: Option<Spanned<String>>,
+    rehash_interval_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -124,9 +128,18 @@ pub fn validate_folder(
             Some(name.to_owned())
         }
     };
+    let rehash = bounded(
+        loc,
+        &raw.rehash_interval_secs,
+        &key("rehash_interval_secs"),
+        0,
+        365 * 86_400,
+        0,
+    )?;
     Ok(FolderConfig {
         root,
         require_marker,
+        rehash_interval: (rehash > 0).then(|| Duration::from_secs(rehash as u64)),
         include,
         exclude,
         ignore_file,

@@ -116,6 +116,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
             dry_run: false,
             honour_backoff: true,
             allow_deletes: false,
+            checksum: false,
         },
     )?;
     let shared = Arc::new(Shared::default());

@@ -30,6 +30,26 @@ pub struct Stat {
     pub key: Box<str>,
     pub size: u64,
     pub mtime_ns: i64,
+    pub identity: i64,
+}
+
+/// Which file a path names, beyond its size and mtime: device, inode and
+/// ctime, hashed into one number. An edit that restores size and mtime
+/// (`touch -r`, `cp -p`, `rsync -t`, unpacking an archive) still changes
+/// the ctime (the kernel sets it on every change and no call can set it
+/// back) or the inode (a new file renamed into place): git's rule. A
+/// chmod changes it too, which costs a read, never an upload.
+pub fn identity(meta: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = blake3::Hasher::new();
+    h.update(&meta.dev().to_le_bytes());
+    h.update(&meta.ino().to_le_bytes());
+    h.update(&meta.ctime().to_le_bytes());
+    h.update(&meta.ctime_nsec().to_le_bytes());
+    let bytes = h.finalize();
+    let n = i64::from_le_bytes(bytes.as_bytes()[..8].try_into().expect("8 bytes"));
+    // 0 means "not known".
+    n | 1
 }
 
 /// The walk's result: what exists, before anything is read.
@@ -181,6 +201,7 @@ pub fn read_changed(
     cfg: &FolderConfig,
     walked: Walked,
     known: &HashMap<String, KnownFacts>,
+    checksum: bool,
 ) -> ScanResult {
     let mut result = ScanResult {
         skipped: walked.skipped,
@@ -190,10 +211,11 @@ pub fn read_changed(
     let mut to_read = Vec::new();
     for stat in walked.files {
         match known.get(&*stat.key) {
-            Some(k) if k.size == stat.size && k.mtime_ns == stat.mtime_ns && !k.racy => {
+            Some(k) if !checksum && same_file(k, &stat) => {
                 result.items.push(Observed {
                     size: stat.size,
                     mtime_ns: stat.mtime_ns,
+                    identity: stat.identity,
                     hash: k.hash.clone(),
                     front_matter: k.front_matter.clone(),
                     rehashed: false,
@@ -270,8 +292,10 @@ fn read_one(cfg: &FolderConfig, stat: &Stat, walk_started_ns: i64) -> Hashed {
             // would pair one version's size with another's hash: leave it
             // for the next scan instead.
             if read != stat.size
-                || after.as_ref().map(|m| (m.len(), mtime_ns_of(m)))
-                    != Some((stat.size, stat.mtime_ns))
+                || after
+                    .as_ref()
+                    .map(|m| (m.len(), mtime_ns_of(m), identity(m)))
+                    != Some((stat.size, stat.mtime_ns, stat.identity))
             {
                 skip("changed while being read; will be picked up by the next scan".into())
             } else {
@@ -279,6 +303,7 @@ fn read_one(cfg: &FolderConfig, stat: &Stat, walk_started_ns: i64) -> Hashed {
                     key: stat.key.to_string(),
                     size: stat.size,
                     mtime_ns: stat.mtime_ns,
+                    identity: stat.identity,
                     hash,
                     front_matter: head.as_deref().and_then(front_matter::parse),
                     rehashed: true,
@@ -358,6 +383,7 @@ fn visit(
         key: key.into_boxed_str(),
         size,
         mtime_ns: mtime_ns_of(&meta),
+        identity: identity(&meta),
     }))
 }
 
@@ -454,6 +480,15 @@ fn kind_of(ft: &std::fs::FileType) -> &'static str {
     } else {
         "special file"
     }
+}
+
+/// Whether the file the walk saw is the one `known` was read from: same
+/// size, mtime and identity, and not recorded racy.
+fn same_file(known: &KnownFacts, stat: &Stat) -> bool {
+    known.size == stat.size
+        && known.mtime_ns == stat.mtime_ns
+        && known.identity == stat.identity
+        && !known.racy
 }
 
 fn mtime_ns_of(meta: &std::fs::Metadata) -> i64 {

@@ -22,11 +22,14 @@ pub struct Observed {
     pub key: String,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Which file this is, beyond its name: see `folder::identity`. 0 when
+    /// unknown (web pages).
+    pub identity: i64,
     /// BLAKE3 of the content, hex.
     pub hash: String,
     /// Flat front matter of Markdown files, when present.
     pub front_matter: Option<Metadata>,
-    /// True when the content was read this scan (size or mtime moved).
+    /// True when the content was read this scan (its stat moved).
     pub rehashed: bool,
     /// The modification time is so close to the scan that a write in the
     /// same timestamp tick could follow unseen: the next scan must hash
@@ -42,6 +45,8 @@ pub struct Observed {
 pub struct KnownFacts {
     pub size: u64,
     pub mtime_ns: i64,
+    /// 0 when not recorded (web pages, rows from before it was kept).
+    pub identity: i64,
     pub hash: String,
     pub front_matter: Option<Metadata>,
     /// Recorded as racy: size and mtime prove nothing, hash again.

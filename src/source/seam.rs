@@ -27,6 +27,8 @@ pub struct ScanInput<'a> {
     pub fingerprint: &'a str,
     /// Record `fingerprint` as the job's (not on a dry run).
     pub record_fingerprint: bool,
+    /// Read every file, trusting no size, mtime or settled flag.
+    pub checksum: bool,
 }
 
 /// What a scan found, with the cached rows the plan is made against.
@@ -70,6 +72,28 @@ struct FolderSource {
     cfg: FolderConfig,
 }
 
+impl FolderSource {
+    /// Whether a full pass should read every file: `rehash_interval`
+    /// passed since the last pass that did.
+    fn rehash_due(&self, state: &State, job: &str, scope: &Scope) -> Result<bool, StateError> {
+        let Some(every) = self.cfg.rehash_interval else {
+            return Ok(false);
+        };
+        if !scope.is_all() {
+            return Ok(false);
+        }
+        let now = crate::state::unix_now();
+        Ok(match state.rehashed_at(job)? {
+            Some(at) => now - at >= every.as_secs() as i64,
+            None => {
+                // The first pass reads what it must anyway: start counting.
+                state.mark_rehashed(job)?;
+                false
+            }
+        })
+    }
+}
+
 impl Source for FolderSource {
     fn scope(&self, asked: &Scope) -> Scope {
         asked.clone()
@@ -110,15 +134,23 @@ impl Source for FolderSource {
                 input.fingerprint,
                 input.record_fingerprint,
             )?;
+            let deep = input.checksum || self.rehash_due(input.state, input.job, input.scope)?;
+            if deep {
+                tracing::info!("reading every file (checksum pass)");
+            }
             let walked = walking.await.expect("the walk thread does not panic");
-            let t = triage(input.state, input.job, input.scope, trust, walked)?;
+            let t = triage(input.state, input.job, input.scope, trust && !deep, walked)?;
             let known = known_facts(&t.cached);
             let cfg = self.cfg.clone();
             let walked = t.walked;
-            let mut scan =
-                tokio::task::spawn_blocking(move || folder::read_changed(&cfg, walked, &known))
-                    .await
-                    .expect("the hashing threads do not panic");
+            let mut scan = tokio::task::spawn_blocking(move || {
+                folder::read_changed(&cfg, walked, &known, deep)
+            })
+            .await
+            .expect("the hashing threads do not panic");
+            if deep && input.scope.is_all() && input.record_fingerprint {
+                input.state.mark_rehashed(input.job)?;
+            }
             scan.unchanged = t.unchanged;
             Ok(Scanned {
                 scan,

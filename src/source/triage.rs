@@ -45,7 +45,7 @@ pub fn triage(
         match at {
             Some(i) => {
                 next = i + 1;
-                if row.settled_as(files[i].size, files[i].mtime_ns) {
+                if row.settled_as(&files[i]) {
                     keep[i] = false;
                     unchanged += 1;
                     return Ok(());

@@ -125,6 +125,7 @@ pub async fn scan(
                     key,
                     size: k.size,
                     mtime_ns: k.mtime_ns,
+                    identity: 0,
                     hash: k.hash.clone(),
                     front_matter: k.front_matter.clone(),
                     rehashed: false,
@@ -234,6 +235,7 @@ async fn fetch(
         key: key.to_owned(),
         size: body.len() as u64,
         mtime_ns,
+        identity: 0,
         hash: super::folder::hash_bytes(&body),
         front_matter: if front_matter::is_markdown(key) {
             front_matter::parse(&body[..body.len().min(front_matter::HEAD_BYTES)])

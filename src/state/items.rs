@@ -67,6 +67,7 @@ columns!(pub(super) mod col {
     RACY = "racy",
     VALIDATOR = "validator",
     SETTLED = "settled",
+    IDENTITY = "identity",
 });
 
 /// The rows of one job, with the columns `cached_item` reads.
@@ -90,6 +91,7 @@ pub(super) fn cached_item(r: &rusqlite::Row) -> rusqlite::Result<CachedItem> {
         (Some(size), Some(mtime_ns), Some(hash)) => Some(KnownFacts {
             size: size as u64,
             mtime_ns,
+            identity: r.get::<_, Option<i64>>(col::IDENTITY)?.unwrap_or(0),
             hash,
             front_matter: fm.and_then(|t| serde_json::from_str(&t).ok()),
             racy: r.get::<_, i64>(col::RACY)? != 0,
@@ -176,12 +178,12 @@ impl State {
         }
         self.write(|tx| {
             let mut up = tx.prepare_cached(
-                "INSERT INTO items (job, key, present, size, mtime_ns, hash, front_matter, racy, validator)
-                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO items (job, key, present, size, mtime_ns, hash, front_matter, racy, validator, identity)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(job, key) DO UPDATE SET present = 1, size = excluded.size,
                     mtime_ns = excluded.mtime_ns, hash = excluded.hash,
                     front_matter = excluded.front_matter, racy = excluded.racy,
-                    validator = excluded.validator, settled = 0",
+                    validator = excluded.validator, identity = excluded.identity, settled = 0",
             )?;
             for o in changed {
                 let fm = o
@@ -196,7 +198,8 @@ impl State {
                     o.hash,
                     fm,
                     o.racy as i64,
-                    o.validator
+                    o.validator,
+                    o.identity
                 ])?;
             }
             let mut gone = tx.prepare_cached(

@@ -228,13 +228,18 @@ mod tests {
     use crate::metadata::Metadata;
     use crate::source::{Observed, Scope};
 
-    /// Whether `key`'s row is settled with facts (3, 7), per `each_cached`.
+    /// Whether `key`'s row is settled with facts (3, 7, 5), per `each_cached`.
     fn settled(state: &State, key: &str) -> bool {
         let mut found = false;
         state
             .each_cached("j", &Scope::All, true, |row| {
                 if row.key() == key {
-                    found = row.settled_as(3, 7);
+                    found = row.settled_as(&crate::source::folder::Stat {
+                        key: key.into(),
+                        size: 3,
+                        mtime_ns: 7,
+                        identity: 5,
+                    });
                 }
                 Ok(())
             })
@@ -319,6 +324,7 @@ mod tests {
             key: key.into(),
             size: 3,
             mtime_ns: 7,
+            identity: 5,
             hash: hash.into(),
             front_matter: None,
             rehashed: true,

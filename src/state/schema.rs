@@ -82,4 +82,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE jobs ADD COLUMN deletes_allowed INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 7: which file a path named when it was read (device, inode, ctime
+    // hashed): an edit that keeps size and mtime is still seen. And when a
+    // job last read every file (`rehash_interval_secs`).
+    r#"
+    ALTER TABLE items ADD COLUMN identity INTEGER;
+    ALTER TABLE jobs ADD COLUMN rehashed_at INTEGER;
+    "#,
 ];

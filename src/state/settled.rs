@@ -12,6 +12,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::items::{cached_item, col, select_items, IN_SUBTREE};
 use super::{CachedItem, State, StateError};
+use crate::source::folder::Stat;
 use crate::source::Scope;
 
 /// One cached row, read lazily: comparing a file with it touches only
@@ -44,14 +45,15 @@ impl CacheRow<'_> {
         self.trust_settled && self.int(col::SETTLED) == Some(1)
     }
 
-    /// Settled, present, and recorded with this very size and mtime (and
-    /// not racy): nothing to read, nothing to plan.
-    pub fn settled_as(&self, size: u64, mtime_ns: i64) -> bool {
+    /// Settled, present, and recorded with this very size, mtime and
+    /// identity (and not racy): nothing to read, nothing to plan.
+    pub fn settled_as(&self, file: &Stat) -> bool {
         self.settled()
             && self.int(col::PRESENT) == Some(1)
             && self.int(col::RACY) == Some(0)
-            && self.int(col::SIZE) == Some(size as i64)
-            && self.int(col::MTIME_NS) == Some(mtime_ns)
+            && self.int(col::SIZE) == Some(file.size as i64)
+            && self.int(col::MTIME_NS) == Some(file.mtime_ns)
+            && self.int(col::IDENTITY) == Some(file.identity)
     }
 
     /// Settled and gone from the source (already disabled, archived or
@@ -166,6 +168,27 @@ impl State {
                 stmt.execute(params![job, key])?;
             }
             Ok(())
+        })
+    }
+
+    /// Unix seconds of the job's last pass that read every file.
+    pub fn rehashed_at(&self, job: &str) -> Result<Option<i64>, StateError> {
+        self.read(|c| {
+            c.query_row("SELECT rehashed_at FROM jobs WHERE job = ?1", [job], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
+    pub fn mark_rehashed(&self, job: &str) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute(
+                "UPDATE jobs SET rehashed_at = ?2 WHERE job = ?1",
+                params![job, super::now_secs()],
+            )
+            .map(drop)
         })
     }
 }
