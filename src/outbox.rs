@@ -59,6 +59,9 @@ pub fn hold(
     // the wrong state, archived ones are immutable) nor a waiting create
     // (no document yet); it can follow a waiting update of an existing one.
     let mut blocked: HashSet<&str> = HashSet::new();
+    // Nor can an update follow a waiting enable or un_archive: Dify updates
+    // only available documents ("Document is not available").
+    let mut unavailable: HashSet<&str> = HashSet::new();
     let waits = |op: &Op| -> Option<&OutboxRow> {
         // Only the row's identity is needed here, not the fingerprint
         // (which would serialise the metadata again).
@@ -84,6 +87,11 @@ pub fn hold(
             if matches!(op, Op::Create { .. } | Op::SetStatus { .. }) {
                 blocked.insert(op.key());
             }
+            if let Op::SetStatus { action, .. } = op {
+                if action.restores() {
+                    unavailable.insert(op.key());
+                }
+            }
         }
     }
     if held.is_empty() {
@@ -94,7 +102,11 @@ pub fn hold(
         .ops
         .iter()
         .filter(|op| {
-            let dependent = blocked.contains(op.key()) && matches!(op, Op::SetMetadata { .. });
+            let dependent = match op {
+                Op::SetMetadata { .. } => blocked.contains(op.key()),
+                Op::UpdateContent { .. } => unavailable.contains(op.key()),
+                _ => false,
+            };
             !(dependent || held_ops.contains(&(op.key(), op.name())))
         })
         .cloned()

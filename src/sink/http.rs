@@ -68,10 +68,27 @@ impl Transport {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SinkError>>,
     {
+        self.retrying_when(what, max_retries, SinkError::is_transient, attempt)
+            .await
+    }
+
+    /// As `retrying`, but retries only the failures `when` picks (a sink
+    /// that waits for some transient states by other means).
+    pub async fn retrying_when<T, F, Fut>(
+        &self,
+        what: &str,
+        max_retries: Option<usize>,
+        when: impl FnMut(&SinkError) -> bool,
+        attempt: F,
+    ) -> Result<T, SinkError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SinkError>>,
+    {
         let times = max_retries.unwrap_or(self.retry.max_retries);
         attempt
             .retry(backoff(&self.retry).with_max_times(times))
-            .when(SinkError::is_transient)
+            .when(when)
             .adjust(|e: &SinkError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
             .notify(|e: &SinkError, after: Duration| self.slow_down(what, e, after))
             .await

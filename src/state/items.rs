@@ -212,7 +212,8 @@ impl State {
         })
     }
 
-    /// Content now upstream as `doc_id` (created, adopted or updated).
+    /// Content now upstream as `doc_id` (created, adopted or updated). A
+    /// different document than before has none of the old one's metadata.
     pub fn record_content(
         &self,
         job: &str,
@@ -225,6 +226,7 @@ impl State {
         self.write(|tx| {
             tx.prepare_cached(
                 "UPDATE items SET doc_id = ?3, doc_name = ?4, pushed_hash = ?5, indexing_batch = ?6,
+                        pushed_meta = CASE WHEN doc_id IS ?3 THEN pushed_meta ELSE NULL END,
                         status = 'enabled', settled = 0
                  WHERE job = ?1 AND key = ?2",
             )?

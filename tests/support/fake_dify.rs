@@ -54,6 +54,9 @@ pub struct Doc {
     pub position: u64,
     /// field id → (field name, value)
     pub metadata: BTreeMap<String, (String, Json)>,
+    /// Status requests still refused with "being indexed" (Dify keeps a
+    /// Redis flag while the index task that enable/disable started runs).
+    pub being_indexed: u32,
 }
 
 impl Doc {
@@ -66,6 +69,8 @@ impl Doc {
             "available"
         } else if self.indexing_status == "waiting" {
             "queuing"
+        } else if self.indexing_status == "error" {
+            "error"
         } else {
             "indexing"
         }
@@ -313,6 +318,10 @@ pub struct World {
     /// Indexing-status polls a new upload needs before it is completed
     /// (0: completed at once).
     pub polls_to_complete: u32,
+    /// How many status requests on a document are refused with "being
+    /// indexed" after each enable or disable of it (0: the index task ends
+    /// at once).
+    pub indexing_flag_requests: u32,
     /// Whether the dataset already has an indexing technique; when not,
     /// create-by-file must send one (as in Dify).
     pub dataset_has_indexing: bool,
@@ -337,6 +346,7 @@ impl World {
             log: Vec::new(),
             faults: Vec::new(),
             polls_to_complete: 0,
+            indexing_flag_requests: 0,
             dataset_has_indexing: false,
             arrived: Vec::new(),
             rate_limit: None,
@@ -374,6 +384,7 @@ impl World {
                 batch: String::new(),
                 position,
                 metadata: BTreeMap::new(),
+                being_indexed: 0,
             },
         );
         id
@@ -825,6 +836,7 @@ fn create_by_file(w: &mut World, upload: Option<Upload>) -> Response<Full<Bytes>
         batch: batch.clone(),
         position,
         metadata: BTreeMap::new(),
+        being_indexed: 0,
     };
     let body = json!({"document": doc.to_json(&w.fields), "batch": batch});
     w.docs.insert(id, doc);
@@ -835,13 +847,9 @@ fn update_by_file(w: &mut World, doc_id: &str, upload: Option<Upload>) -> Respon
     let Some(doc) = w.docs.get(doc_id) else {
         return error(404, "not_found", "Document not found.");
     };
-    if doc.archived {
-        return error(
-            403,
-            "archived_document_immutable",
-            "The archived document is not editable.",
-        );
-    }
+    // Archived, disabled, queuing, indexing or errored: Dify's update wants
+    // `display_status == "available"` and says only this (a 403 comes for
+    // DELETE of an archived document, not here).
     if doc.display_status() != "available" {
         return error(400, "invalid_param", "Document is not available");
     }
@@ -1009,9 +1017,22 @@ fn batch_status(w: &mut World, action: &str, body: &[u8]) -> Response<Full<Bytes
         .iter()
         .filter_map(|v| v.as_str().map(str::to_owned))
         .collect();
+    // The whole batch fails on the first document that refuses, as in
+    // Dify's batch_update_document_status.
     for id in &ids {
-        if let Some(d) = w.docs.get(id) {
-            if d.indexing_status != "completed" {
+        if let Some(d) = w.docs.get_mut(id) {
+            if d.being_indexed > 0 {
+                d.being_indexed -= 1;
+                return error(
+                    400,
+                    "invalid_action",
+                    &format!(
+                        "Document: {} is being indexed, please try again later",
+                        d.name
+                    ),
+                );
+            }
+            if action == "disable" && d.indexing_status != "completed" {
                 return error(
                     400,
                     "invalid_action",
@@ -1020,14 +1041,22 @@ fn batch_status(w: &mut World, action: &str, body: &[u8]) -> Response<Full<Bytes
             }
         }
     }
+    let flag = w.indexing_flag_requests;
     for id in &ids {
         // Unknown ids are skipped, as Dify does.
         if let Some(d) = w.docs.get_mut(id) {
             match action {
-                "enable" => d.enabled = true,
-                "disable" => d.enabled = false,
+                "enable" if !d.enabled => {
+                    d.enabled = true;
+                    d.being_indexed = flag;
+                }
+                "disable" if d.enabled => {
+                    d.enabled = false;
+                    d.being_indexed = flag;
+                }
                 "archive" => d.archived = true,
-                _ => d.archived = false,
+                "un_archive" => d.archived = false,
+                _ => {}
             }
         }
     }

@@ -20,6 +20,10 @@ const PAGE_SIZE: usize = 100;
 pub struct RemoteDoc {
     pub id: String,
     pub name: String,
+    /// waiting, parsing, cleaning, splitting, indexing, paused, error,
+    /// completed.
+    #[serde(default)]
+    pub indexing_status: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(default)]
@@ -69,6 +73,11 @@ impl DifyClient {
         })
     }
 
+    /// The configured backoff's delays, for waits the pusher runs itself.
+    pub fn retry_delays(&self) -> impl Iterator<Item = std::time::Duration> {
+        self.transport.delays()
+    }
+
     /// HTTP requests sent so far, retries included.
     pub fn requests_sent(&self) -> u64 {
         self.transport.requests_sent()
@@ -94,8 +103,15 @@ impl DifyClient {
     where
         F: Fn() -> RequestBuilder,
     {
+        // A document that is not ready is waited for by the pusher (on its
+        // indexing batch, or across passes), not by re-sending blindly.
         self.transport
-            .retrying(what, None, || async { self.once(build()).await })
+            .retrying_when(
+                what,
+                None,
+                |e| e.is_transient() && not_ready(e).is_none(),
+                || async { self.once(build()).await },
+            )
             .await
     }
 
@@ -405,6 +421,11 @@ async fn classify(resp: Response) -> SinkError {
         StatusCode::BAD_REQUEST if lower.contains("operation is running") => {
             (ErrorClass::Transient, retry_after)
         }
+        // A document that is indexing, flagged "being indexed" by an
+        // enable/disable, or not available yet: a wait, never a refusal.
+        StatusCode::BAD_REQUEST if not_ready_message(&lower).is_some() => {
+            (ErrorClass::Transient, retry_after)
+        }
         StatusCode::FORBIDDEN if lower.contains("api access is not enabled") => {
             (ErrorClass::Fatal, None)
         }
@@ -418,6 +439,50 @@ async fn classify(resp: Response) -> SinkError {
         code,
         message,
         retry_after,
+    }
+}
+
+/// Why Dify refused a call on a document that exists but is not in a state
+/// to take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// "Document is not available": indexing, queuing, errored, disabled
+    /// or archived (only available documents can be updated).
+    Unavailable,
+    /// "Document: … is not completed.": a disable of one still indexing.
+    NotCompleted,
+    /// "… is being indexed, please try again later": the index task that
+    /// an enable or disable started is still running (up to 10 minutes).
+    BeingIndexed,
+}
+
+fn not_ready_message(lower: &str) -> Option<NotReady> {
+    if lower.contains("being indexed") {
+        Some(NotReady::BeingIndexed)
+    } else if lower.contains("is not completed") {
+        Some(NotReady::NotCompleted)
+    } else if lower.contains("not available") {
+        Some(NotReady::Unavailable)
+    } else {
+        None
+    }
+}
+
+/// The document state a refusal speaks of, if any.
+pub fn not_ready(e: &SinkError) -> Option<NotReady> {
+    if e.status != Some(400) {
+        return None;
+    }
+    not_ready_message(&e.message.to_lowercase())
+}
+
+/// Whether a refusal says the document itself does not exist: 404, or the
+/// 400 "Document not found." of batch metadata.
+pub fn gone(e: &SinkError) -> bool {
+    match e.status {
+        Some(404) => !e.message.to_lowercase().contains("dataset"),
+        Some(400) => e.message.to_lowercase().contains("document not found"),
+        _ => false,
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{FutureExt, StreamExt};
 
-use super::client::{DifyClient, MetadataUpdate, RemoteDoc};
+use super::client::{gone, not_ready, DifyClient, MetadataUpdate, NotReady, RemoteDoc};
 use super::indexing;
 use super::name::document_name;
 use super::DifyConfig;
@@ -55,6 +55,14 @@ enum Uploaded {
         created: bool,
     },
     Failed(Failure),
+    /// A document was adopted but could not take the content yet (still
+    /// indexing, not available): its id is kept, so the next pass updates
+    /// it instead of looking for it again.
+    AdoptedOnly {
+        doc_id: String,
+        name: String,
+        failure: Failure,
+    },
     /// Shutdown came first.
     NotStarted,
 }
@@ -102,7 +110,7 @@ impl<'a> Pusher<'a> {
             return Ok(out);
         }
 
-        let meta: Vec<(&str, String, &Metadata)> = plan
+        let mut meta: Vec<(&str, String, &Metadata)> = plan
             .ops
             .iter()
             .filter_map(|op| match op {
@@ -111,14 +119,34 @@ impl<'a> Pusher<'a> {
                     doc_id,
                     metadata,
                 } if !blocked.contains(key) => {
-                    let id = doc_id
-                        .clone()
-                        .or_else(|| created_ids.get(key.as_str()).cloned())?;
+                    // The id the upload ended with wins: a document
+                    // created again (gone upstream, errored) has a new one.
+                    let id = created_ids
+                        .get(key.as_str())
+                        .cloned()
+                        .or_else(|| doc_id.clone())?;
                     Some((key.as_str(), id, metadata))
                 }
                 _ => None,
             })
             .collect();
+        // A document created again in place of a known one starts without
+        // metadata: what was pushed to the old one goes to it too, even
+        // when the plan had no metadata change.
+        for u in &uploads {
+            let Some(old) = u.doc_id else { continue };
+            let Some(new) = created_ids.get(u.key).filter(|id| id.as_str() != old) else {
+                continue;
+            };
+            if meta.iter().any(|(k, _, _)| *k == u.key) {
+                continue;
+            }
+            if let Some(pushed) = self.cached.get(u.key).and_then(|c| c.pushed_meta.as_ref()) {
+                if !pushed.is_empty() {
+                    meta.push((u.key, new.clone(), pushed));
+                }
+            }
+        }
         if self.metadata(&meta, &mut out).await? || self.stopping(&mut out) {
             return Ok(out);
         }
@@ -181,8 +209,18 @@ impl<'a> Pusher<'a> {
         out: &mut Outcome,
         key: &str,
         op: &'static str,
-        error: SinkError,
+        mut error: SinkError,
     ) -> Result<(), PushError> {
+        // A document deleted upstream (by hand): its id means nothing now.
+        // Forgotten, so the next pass creates it again; never parked.
+        if gone(&error) && op != "delete" {
+            self.state.clear_doc_id(&self.job.name, key)?;
+            error.class = ErrorClass::Transient;
+            error.message = format!(
+                "{} (the document is gone upstream; the next pass creates it again)",
+                error.message
+            );
+        }
         record_failure(self.state, out, &self.job.name, key, op, error)
     }
 
@@ -205,24 +243,34 @@ impl<'a> Pusher<'a> {
                 let ids: Vec<&str> = chunk.iter().map(|(_, d)| *d).collect();
                 let pending = &pending;
                 async move {
-                    match client.set_status(action, &ids).await {
-                        // Dify refuses status changes while a document is
-                        // still indexing: wait for those, then try again.
-                        Err(e) if e.code == "invalid_action" => {
-                            let mut waited = false;
-                            for (key, _) in chunk {
-                                if let Some(batch) = pending.get(*key) {
-                                    indexing::wait(client, batch, wait_limit).await?;
-                                    waited = true;
-                                }
-                            }
-                            if waited {
-                                client.set_status(action, &ids).await
-                            } else {
-                                Err(e)
-                            }
+                    // Dify refuses status changes while a document indexes
+                    // an upload (wait on its batch) or while the index task
+                    // of an earlier enable/disable runs ("being indexed",
+                    // up to 10 minutes: wait with backoff, then leave it to
+                    // a later pass).
+                    let mut delays = client.retry_delays();
+                    let mut batches_waited = false;
+                    loop {
+                        let r = client.set_status(action, &ids).await;
+                        match &r {
+                            Err(e) if not_ready(e).is_some() => {}
+                            _ => return r,
                         }
-                        other => other,
+                        let batches: Vec<&str> = chunk
+                            .iter()
+                            .filter_map(|(key, _)| pending.get(*key).copied())
+                            .collect();
+                        if !batches_waited && !batches.is_empty() {
+                            for batch in batches {
+                                indexing::wait(client, batch, wait_limit).await?;
+                            }
+                            batches_waited = true;
+                            continue;
+                        }
+                        match delays.next() {
+                            Some(pause) => tokio::time::sleep(pause).await,
+                            None => return r,
+                        }
                     }
                 }
                 .boxed()
@@ -349,6 +397,17 @@ impl<'a> Pusher<'a> {
                     ids.insert(key, doc.id);
                 }
                 Uploaded::NotStarted => {}
+                Uploaded::AdoptedOnly {
+                    doc_id,
+                    name,
+                    failure,
+                } => {
+                    self.state
+                        .record_doc_id(&self.job.name, &failure.key, &doc_id, &name)?;
+                    blocked.insert(failure.key.clone());
+                    let Failure { key, op, error } = failure;
+                    self.fail(out, &key, op, error)?;
+                }
                 Uploaded::Failed(f) => {
                     if f.error.class == ErrorClass::Fatal {
                         out.fatal = Some(f.error.clone());
@@ -414,7 +473,31 @@ impl<'a> Pusher<'a> {
         };
         let (doc_id, adopted) = match (u.doc_id, found) {
             (Some(id), _) => (Some(id.to_owned()), false),
+            // A document whose indexing failed cannot be updated: replaced.
+            (None, Some(doc)) if doc.indexing_status.as_deref() == Some("error") => {
+                if let Err(e) = self.remove_errored(&doc.id).await {
+                    return failed(e);
+                }
+                (None, false)
+            }
             (None, Some(doc)) => {
+                // Still indexing (created before a crash, say): Dify takes
+                // no update until it is done. Keep its id and come back.
+                if let Some(state) = doc.indexing_status.as_deref().filter(|s| indexing(s)) {
+                    return Uploaded::AdoptedOnly {
+                        doc_id: doc.id.clone(),
+                        name,
+                        failure: Failure {
+                            key: u.key.to_owned(),
+                            op,
+                            error: SinkError::local(
+                                ErrorClass::Transient,
+                                "indexing",
+                                format!("the document is still {state} upstream; it is updated once Dify is done"),
+                            ),
+                        },
+                    };
+                }
                 if let Err(e) = self.make_available(&doc).await {
                     return failed(e);
                 }
@@ -425,8 +508,14 @@ impl<'a> Pusher<'a> {
         };
         let result = match &doc_id {
             Some(id) => match self.update(u.key, id, &name, &bytes).await {
-                // Deleted upstream behind our back: recreate it.
-                Err(e) if e.status == Some(404) => {
+                // Deleted upstream behind our back, or its indexing failed
+                // (it can take no update): create it anew.
+                Err(e) if gone(&e) || e.code == "indexing_error" => {
+                    if e.code == "indexing_error" {
+                        if let Err(e) = self.remove_errored(id).await {
+                            return failed(e);
+                        }
+                    }
                     if let Err(e) = self.mark_started(u.key) {
                         return failed(e);
                     }
@@ -434,6 +523,18 @@ impl<'a> Pusher<'a> {
                         .create_by_file(&name, &bytes, &self.dify.create_data)
                         .await
                         .map(|r| (r, true))
+                }
+                // Adopted but not ready for the content: keep its id.
+                Err(e) if adopted => {
+                    return Uploaded::AdoptedOnly {
+                        doc_id: id.clone(),
+                        name,
+                        failure: Failure {
+                            key: u.key.to_owned(),
+                            op,
+                            error: e,
+                        },
+                    }
                 }
                 other => other.map(|r| (r, false)),
             },
@@ -465,8 +566,20 @@ impl<'a> Pusher<'a> {
             .map_err(|e| SinkError::local(ErrorClass::Fatal, "state", e.to_string()))
     }
 
-    /// update-by-file; Dify refuses it (400) while the previous upload is
-    /// still indexing, so then wait for that and try once more.
+    /// A document whose indexing ended in `error` can be neither updated
+    /// nor disabled: it is deleted, to be created again from the file.
+    async fn remove_errored(&self, doc_id: &str) -> Result<(), SinkError> {
+        tracing::info!(document = %doc_id, "deleting a document whose indexing failed, to create it again");
+        match self.client.delete_document(doc_id).await {
+            Err(e) if !gone(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// update-by-file; Dify refuses it ("not available") while the previous
+    /// upload is still indexing, so then wait for that and try once more.
+    /// Without a batch to wait on, the refusal stays a transient failure:
+    /// a later pass tries again.
     async fn update(
         &self,
         key: &str,
@@ -475,7 +588,7 @@ impl<'a> Pusher<'a> {
         bytes: &bytes::Bytes,
     ) -> Result<(RemoteDoc, Option<String>), SinkError> {
         match self.client.update_by_file(doc_id, name, bytes).await {
-            Err(e) if e.status == Some(400) => {
+            Err(e) if not_ready(&e) == Some(NotReady::Unavailable) => {
                 let Some(batch) = self
                     .cached
                     .get(key)
@@ -679,4 +792,12 @@ fn status_ops(plan: &Plan, restoring: bool) -> Vec<(&str, &str, StatusAction)> {
             _ => None,
         })
         .collect()
+}
+
+/// Indexing states in which Dify takes no update of the document.
+fn indexing(state: &str) -> bool {
+    matches!(
+        state,
+        "waiting" | "parsing" | "cleaning" | "splitting" | "indexing"
+    )
 }

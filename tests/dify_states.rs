@@ -1,0 +1,252 @@
+//! Dify's document states as its server code has them (see
+//! shared/specs/dify/NOTES.md): documents that are gone, still indexing,
+//! flagged "being indexed", or not available. None of them is a permanent
+//! refusal: each ends in an exact mirror without `kbsync retry`.
+
+mod support;
+
+use kbsync::reconcile::{self, JobReport, RunOptions};
+use kbsync::sink::dify::document_name;
+use serde_json::json;
+use support::fake_dify::{FakeDify, Fault, World};
+use support::{with_fake, Workspace};
+
+const META: &str = r#"
+owner = { front_matter = "owner" }
+"#;
+
+fn note(owner: &str, body: &str) -> String {
+    format!("---\nowner: {owner}\n---\n{body}\n")
+}
+
+fn doc_owner(w: &World, key: &str) -> Option<serde_json::Value> {
+    w.metadata_of(&document_name(key)).get("owner").cloned()
+}
+
+/// Passes until one converges (at most `n`); the last report.
+async fn converge(ws: &Workspace, n: usize) -> (usize, JobReport) {
+    for i in 1..=n {
+        let r = ws.sync().await;
+        if r.converged() {
+            return (i, r);
+        }
+        assert!(
+            r.outcome
+                .as_ref()
+                .is_none_or(|o| o.failures.iter().all(|f| f.error.is_transient())),
+            "a failure was parked: {r:?}"
+        );
+    }
+    panic!("not converged after {n} passes");
+}
+
+async fn service_pass(ws: &Workspace) -> JobReport {
+    let opts = RunOptions {
+        honour_backoff: true,
+        ..RunOptions::default()
+    };
+    reconcile::run(&ws.config(), &[], opts)
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+fn parked(ws: &Workspace) -> usize {
+    let s = kbsync::status::read(&ws.config().state_path, &[])
+        .unwrap()
+        .unwrap();
+    s[0].failed.len()
+}
+
+#[tokio::test]
+async fn a_document_deleted_by_hand_comes_back_on_a_metadata_only_change() {
+    // D5: batch metadata answers 400 "Document not found." (not 404).
+    let (fake, ws) = with_fake("disable", META).await;
+    ws.write("a.md", &note("ana", "A"));
+    ws.write("b.md", &note("bo", "B"));
+    assert!(ws.sync().await.converged());
+    let id = fake.world().doc_by_name("a.md").unwrap().id.clone();
+    fake.world().docs.remove(&id);
+    // Only the metadata changes: same body, new owner... the front matter
+    // is in the file, so move the owner through a config value instead.
+    ws.append_config("team = { value = \"core\" }\n");
+    let (passes, _) = converge(&ws, 2).await;
+    assert!(passes <= 2);
+    let w = fake.world();
+    let a = w.doc_by_name("a.md").expect("recreated");
+    assert_eq!(a.content, note("ana", "A").as_bytes());
+    assert_eq!(w.metadata_of("a.md").get("team"), Some(&json!("core")));
+    assert_eq!(w.metadata_of("b.md").get("team"), Some(&json!("core")));
+    assert_eq!(parked(&ws), 0);
+}
+
+#[tokio::test]
+async fn metadata_follows_a_recreated_document() {
+    // D4 / case 7: update answers 404, the document is created again, and
+    // the metadata goes to the new id.
+    let (fake, ws) = with_fake("disable", META).await;
+    ws.write("a.md", &note("ana", "A"));
+    assert!(ws.sync().await.converged());
+    let old = fake.world().doc_by_name("a.md").unwrap().id.clone();
+    fake.world().docs.remove(&old);
+    ws.write("a.md", &note("bo", "A, edited"));
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    let a = w.doc_by_name("a.md").unwrap();
+    assert_ne!(a.id, old);
+    assert_eq!(a.content, note("bo", "A, edited").as_bytes());
+    assert_eq!(doc_owner(&w, "a.md"), Some(json!("bo")));
+}
+
+#[tokio::test]
+async fn a_document_deleted_upstream_then_locally_is_forgotten_under_every_policy() {
+    for policy in ["delete", "disable", "archive"] {
+        let (fake, ws) = with_fake(policy, "").await;
+        for k in ["a.md", "b.md", "c.md"] {
+            ws.write(k, k);
+        }
+        assert!(ws.sync().await.converged());
+        let id = fake.world().doc_by_name("a.md").unwrap().id.clone();
+        fake.world().docs.remove(&id);
+        ws.remove("a.md");
+        let (passes, _) = converge(&ws, 1).await;
+        assert_eq!(passes, 1, "{policy}");
+        assert!(ws.sync().await.converged(), "{policy}: and stays so");
+        assert_eq!(parked(&ws), 0, "{policy}");
+    }
+}
+
+#[tokio::test]
+async fn being_indexed_after_enable_is_a_wait() {
+    // D2: enable/disable set a "being indexed" flag; the next status change
+    // on that document is refused until the index task ends.
+    let (fake, ws) = with_fake("disable", "").await;
+    for k in ["a.md", "b.md", "c.md"] {
+        ws.write(k, k);
+    }
+    assert!(ws.sync().await.converged());
+    fake.world().indexing_flag_requests = 3;
+    ws.remove("a.md");
+    assert!(ws.sync().await.converged(), "disabled");
+    // Back at once: the enable meets the flag that the disable left.
+    ws.write("a.md", "a.md");
+    let (passes, r) = converge(&ws, 1).await;
+    assert_eq!(passes, 1, "{r:?}");
+    assert!(fake.world().doc_by_name("a.md").unwrap().enabled);
+}
+
+#[tokio::test]
+async fn a_flag_that_outlasts_the_pass_backs_off_and_is_never_parked() {
+    let (fake, ws) = with_fake("disable", "").await;
+    for k in ["a.md", "b.md", "c.md"] {
+        ws.write(k, k);
+    }
+    assert!(ws.sync().await.converged());
+    // Longer than the pass's retries (Workspace: max_retries = 8).
+    fake.world().indexing_flag_requests = 50;
+    ws.remove("a.md");
+    assert!(ws.sync().await.converged());
+    ws.write("a.md", "a.md");
+    let r = ws.sync().await;
+    assert!(!r.converged());
+    assert_eq!(parked(&ws), 0, "a wait, not a refusal");
+    let s = kbsync::status::read(&ws.config().state_path, &[])
+        .unwrap()
+        .unwrap();
+    assert_eq!(s[0].retrying.len(), 1, "{:?}", s[0]);
+    // The index task ends.
+    let id = fake.world().doc_by_name("a.md").unwrap().id.clone();
+    fake.world().docs.get_mut(&id).unwrap().being_indexed = 0;
+    let (passes, _) = converge(&ws, 1).await;
+    assert_eq!(passes, 1);
+    assert!(fake.world().doc_by_name("a.md").unwrap().enabled);
+}
+
+#[tokio::test]
+async fn an_update_waits_behind_a_held_un_archive() {
+    // D3: Dify answers 400 "Document is not available" to an update of an
+    // archived document; the update must wait for its un_archive.
+    let (fake, ws) = with_fake("archive", "").await;
+    for k in ["a.md", "b.md", "c.md"] {
+        ws.write(k, k);
+    }
+    assert!(ws.sync().await.converged());
+    ws.remove("a.md");
+    assert!(ws.sync().await.converged(), "archived");
+    // It comes back changed; the un_archive fails for a while.
+    ws.write("a.md", "a.md, changed");
+    fake.world().inject(
+        None,
+        "/status/un_archive",
+        Fault::status(503, "unavailable", "Service Unavailable"),
+        9,
+    );
+    let r = ws.sync().await;
+    assert!(!r.converged());
+    // The service's next pass: the un_archive is still backing off.
+    let mark = fake.requests();
+    let r = service_pass(&ws).await;
+    assert!(!r.converged());
+    assert_eq!(
+        fake.world().count_since(mark, "update-by-file"),
+        0,
+        "no update of an archived document"
+    );
+    assert_eq!(parked(&ws), 0);
+    // By hand (or once the backoff ran out): both go through.
+    let (passes, _) = converge(&ws, 1).await;
+    assert_eq!(passes, 1);
+    let w = fake.world();
+    let a = w.doc_by_name("a.md").unwrap();
+    assert!(!a.archived);
+    assert_eq!(a.content, b"a.md, changed");
+}
+
+#[tokio::test]
+async fn an_adopted_document_still_indexing_is_waited_for() {
+    // D6 / case 6: after a crash, documents created but still `waiting`
+    // are found by name; Dify refuses their update while they index.
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        support::fake_dify::DATASET,
+        "disable",
+        "",
+        META,
+    );
+    ws.write("a.md", &note("ana", "A"));
+    let id = fake.world().add_doc("a.md", b"an older upload");
+    fake.world().docs.get_mut(&id).unwrap().indexing_status = "waiting".into();
+    let r = ws.sync().await;
+    assert!(!r.converged(), "it cannot be updated yet");
+    assert_eq!(parked(&ws), 0, "a wait, not a refusal");
+    assert_eq!(fake.world().docs.len(), 1, "adopted, not duplicated");
+    // Indexing ends.
+    fake.world().docs.get_mut(&id).unwrap().indexing_status = "completed".into();
+    let (passes, _) = converge(&ws, 1).await;
+    assert_eq!(passes, 1);
+    let w = fake.world();
+    assert_eq!(w.docs.len(), 1);
+    assert_eq!(w.docs[&id].content, note("ana", "A").as_bytes());
+    assert_eq!(doc_owner(&w, "a.md"), Some(json!("ana")));
+}
+
+#[tokio::test]
+async fn a_document_whose_indexing_failed_is_replaced_when_its_file_changes() {
+    // D7: an errored document takes neither update nor disable.
+    let (fake, ws) = with_fake("disable", META).await;
+    ws.write("a.md", &note("ana", "A corrupt start"));
+    assert!(ws.sync().await.converged());
+    let old = fake.world().doc_by_name("a.md").unwrap().id.clone();
+    fake.world().docs.get_mut(&old).unwrap().indexing_status = "error".into();
+    ws.write("a.md", &note("ana", "A, fixed"));
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert!(!w.docs.contains_key(&old), "the errored document is gone");
+    let a = w.doc_by_name("a.md").unwrap();
+    assert_eq!(a.content, note("ana", "A, fixed").as_bytes());
+    assert_eq!(doc_owner(&w, "a.md"), Some(json!("ana")));
+    assert_eq!(w.docs.len(), 1);
+}
