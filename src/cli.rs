@@ -44,6 +44,11 @@ pub struct Cli {
     #[arg(long)]
     pub checksum: bool,
 
+    /// With --reconcile or --dry-run: skip the upstream audit (listing what
+    /// the knowledge base holds and repairing drift).
+    #[arg(long)]
+    pub no_audit: bool,
+
     /// With --dry-run: print the plan as JSON.
     #[arg(long, requires = "dry_run")]
     pub json: bool,
@@ -69,6 +74,14 @@ pub enum Command {
     /// Per job: items tracked, pending and failed (with reasons), last
     /// sync. Reads the state file; safe while the service runs.
     Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare the knowledge base with the source and the state file:
+    /// print every difference (drift found by the upstream audit, and what
+    /// a pass would do). Changes nothing; exits 1 when there is any.
+    Check {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

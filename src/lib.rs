@@ -2,6 +2,7 @@
 //!
 //! The data flow is scan → plan → push; see ARCHITECTURE.md for the map.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -89,6 +89,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    if let Some(Command::Check { json }) = &cli.command {
+        let config = daemon::load_config(&cli.config, &cli.jobs)?;
+        let opts = RunOptions {
+            dry_run: true,
+            audit: true,
+            ..RunOptions::default()
+        };
+        let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
+        let clean = if *json {
+            writeln!(
+                stdout,
+                "{}",
+                serde_json::to_string_pretty(&report::check_json(&reports))?
+            )?;
+            reports.iter().all(report::in_step)
+        } else {
+            report::print_check(&mut stdout, &reports)?
+        };
+        return Ok(if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_NOT_CONVERGED)
+        });
+    }
+
     if !cli.reconcile && !cli.dry_run {
         drop(stdout);
         runtime()?.block_on(daemon::run(&cli.config, &cli.jobs))?;
@@ -101,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         honour_backoff: false,
         allow_deletes: cli.allow_deletes,
         checksum: cli.checksum,
+        audit: !cli.no_audit,
     };
     let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
 

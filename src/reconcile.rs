@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use crate::audit::{self, AuditReport};
 use crate::config::{Config, JobConfig};
 use crate::guard::{self, Refusal};
 use crate::outbox::{self, Held};
@@ -28,6 +29,9 @@ pub struct RunOptions {
     pub allow_deletes: bool,
     /// Read every file, trusting no recorded size, mtime or identity.
     pub checksum: bool,
+    /// Audit the upstream on full passes (at most once per
+    /// `daemon.audit_interval` in a long-lived runner).
+    pub audit: bool,
 }
 
 #[derive(Debug)]
@@ -52,6 +56,10 @@ pub struct JobReport {
     pub error: Option<String>,
     /// The delete guard kept this pass from retiring anything.
     pub refused: Option<Refusal>,
+    /// What the upstream audit found (and repaired), when it ran.
+    pub audit: Option<AuditReport>,
+    /// The audit could not run: the mirror is not known to be exact.
+    pub audit_error: Option<String>,
 }
 
 impl JobReport {
@@ -70,12 +78,15 @@ impl JobReport {
             elapsed: Duration::ZERO,
             error: None,
             refused: None,
+            audit: None,
+            audit_error: None,
         }
     }
 
     pub fn converged(&self) -> bool {
         self.error.is_none()
             && self.refused.is_none()
+            && self.audit_error.is_none()
             && self.skipped.is_empty()
             && self.held.is_empty()
             && self.outcome.as_ref().is_none_or(Outcome::converged)
@@ -125,6 +136,8 @@ pub struct Runner {
     /// Jobs whose target binding was checked: once per job and config,
     /// not on every scoped pass.
     bound: HashSet<String>,
+    /// When each job's upstream was last audited.
+    audited: HashMap<String, Instant>,
 }
 
 impl Runner {
@@ -183,6 +196,7 @@ impl Runner {
             stop: Arc::new(AtomicBool::new(false)),
             lock,
             bound: HashSet::new(),
+            audited: HashMap::new(),
         })
     }
 
@@ -219,6 +233,72 @@ impl Runner {
         };
         let span = tracing::info_span!("job", job = %job.name);
         self.run_one(&job, scope).instrument(span).await
+    }
+}
+
+impl Runner {
+    fn audit_due(&self, job: &JobConfig) -> bool {
+        if !self.opts.audit {
+            return false;
+        }
+        match (
+            self.audited.get(&job.name),
+            self.config.daemon.audit_interval,
+        ) {
+            (None, _) => true,
+            (Some(at), Some(every)) => at.elapsed() >= every,
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Lists the upstream and repairs the state file from what it holds
+    /// (nothing is written on a dry run): the report, why it could not run,
+    /// and the requests it took.
+    async fn audit(
+        &mut self,
+        job: &JobConfig,
+    ) -> Result<(Option<AuditReport>, Option<String>, u64), ReconcileError> {
+        let sink = match connect(&mut self.sinks, job) {
+            Ok(s) => s,
+            Err(e) => return Ok((None, Some(e), 0)),
+        };
+        let before = sink.requests_sent();
+        let result = audit::audit(sink, &self.state, job, !self.opts.dry_run).await;
+        let requests = sink.requests_sent() - before;
+        self.audited.insert(job.name.clone(), Instant::now());
+        match result {
+            Ok(report) => {
+                if let Some(r) = &report {
+                    tracing::info!(
+                        listed = r.listed,
+                        drift = r.findings.len(),
+                        requests,
+                        "audited the upstream"
+                    );
+                }
+                Ok((report, None, requests))
+            }
+            Err(audit::AuditError::State(e)) => Err(e.into()),
+            Err(audit::AuditError::Sink(e)) => {
+                tracing::error!("the upstream audit failed: {e}");
+                Ok((
+                    None,
+                    Some(format!("the upstream audit failed: {e}")),
+                    requests,
+                ))
+            }
+        }
+    }
+}
+
+/// The job's connected sink, connecting on first use.
+fn connect<'s>(
+    sinks: &'s mut HashMap<String, Box<dyn Sink>>,
+    job: &JobConfig,
+) -> Result<&'s dyn Sink, String> {
+    match sinks.entry(job.name.clone()) {
+        std::collections::hash_map::Entry::Occupied(e) => Ok(&**e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(e) => job.sink.connect().map(|s| &**e.insert(s)),
     }
 }
 
@@ -288,6 +368,12 @@ impl Runner {
             }
             return Ok(report);
         }
+        let (audit_report, audit_error, audit_requests) = if scope.is_all() && self.audit_due(job) {
+            self.audit(job).await?
+        } else {
+            (None, None, 0)
+        };
+        let source = self.sources.get(&job.name).expect("opened above");
         let scanned = source
             .scan(ScanInput {
                 job: &job.name,
@@ -324,6 +410,9 @@ impl Runner {
             tracing::error!("{r}");
         }
         let mut report = JobReport {
+            audit: audit_report,
+            audit_error,
+            requests: audit_requests,
             scanned: scanned.scan.items.len() + scanned.scan.unchanged,
             hashed_files: scanned.scan.hashed_files,
             unchanged: scanned.scan.unchanged,
@@ -351,13 +440,7 @@ impl Runner {
         report.held = queued.held;
         let to_push = queued.filtered.as_ref().unwrap_or(&report.plan);
         let pushed = if needs_upstream(to_push, &queued.suspects) {
-            let sink = match self.sinks.entry(job.name.clone()) {
-                std::collections::hash_map::Entry::Occupied(e) => Ok(&**e.into_mut()),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    job.sink.connect().map(|s| &**e.insert(s))
-                }
-            };
-            match sink {
+            match connect(&mut self.sinks, job) {
                 Ok(sink) => {
                     let ctx = PushContext {
                         job,
@@ -384,7 +467,7 @@ impl Runner {
             if let Some(f) = &p.outcome.fatal {
                 report.error = Some(format!("stopped: {f}"));
             }
-            report.requests = p.requests;
+            report.requests += p.requests;
             report.outcome = Some(p.outcome);
         }
         if allowance {

@@ -141,6 +141,16 @@ pub fn summary_line(r: &JobReport) -> String {
     if !r.held.is_empty() {
         parts.push(format!("{} held (failed before)", r.held.len()));
     }
+    if let Some(a) = r.audit.as_ref().filter(|a| !a.findings.is_empty()) {
+        parts.push(format!(
+            "{} drift found by the audit ({} records listed)",
+            a.findings.len(),
+            a.listed
+        ));
+    }
+    if r.audit_error.is_some() {
+        parts.push("audit failed".into());
+    }
     if let Some(g) = &r.refused {
         parts.push(format!(
             "refused to retire {} of {} (delete guard: see --allow-deletes)",
@@ -163,6 +173,12 @@ pub fn print_summary(out: &mut impl Write, reports: &[JobReport]) -> std::io::Re
         writeln!(out, "{}", summary_line(r))?;
         if let Some(e) = &r.error {
             writeln!(out, "  error: {e}")?;
+        }
+        if let Some(e) = &r.audit_error {
+            writeln!(out, "  error: {e}")?;
+        }
+        for f in r.audit.iter().flat_map(|a| &a.findings) {
+            writeln!(out, "  audit: {} {}: {}", f.drift.as_str(), f.key, f.detail)?;
         }
         if let Some(refusal) = &r.refused {
             writeln!(out, "  guard: {refusal}")?;
@@ -192,4 +208,74 @@ pub fn print_summary(out: &mut impl Write, reports: &[JobReport]) -> std::io::Re
         }
     }
     Ok(())
+}
+
+/// Whether a dry run with an audit found the upstream exactly as the source
+/// says: no drift, nothing to do, nothing skipped, no error.
+pub fn in_step(r: &JobReport) -> bool {
+    r.error.is_none()
+        && r.audit_error.is_none()
+        && r.refused.is_none()
+        && r.plan.ops.is_empty()
+        && r.skipped.is_empty()
+        && r.held.is_empty()
+        && r.audit.as_ref().is_none_or(|a| a.findings.is_empty())
+}
+
+/// `kbsync check`: every difference, one a line; true when there is none.
+pub fn print_check(out: &mut impl Write, reports: &[JobReport]) -> std::io::Result<bool> {
+    let mut clean = true;
+    for r in reports {
+        let listed = match &r.audit {
+            Some(a) => format!("{} upstream records", a.listed),
+            None => "upstream not listed (this target cannot list)".to_owned(),
+        };
+        let n = r.audit.as_ref().map_or(0, |a| a.findings.len())
+            + r.plan.ops.len()
+            + r.skipped.len()
+            + r.held.len();
+        writeln!(
+            out,
+            "{}: {} differences ({} files, {listed})",
+            r.job, n, r.scanned
+        )?;
+        if let Some(e) = r.error.as_ref().or(r.audit_error.as_ref()) {
+            writeln!(out, "  error: {e}")?;
+        }
+        if let Some(g) = &r.refused {
+            writeln!(out, "  guard: {g}")?;
+        }
+        for f in r.audit.iter().flat_map(|a| &a.findings) {
+            writeln!(out, "  {} {}: {}", f.drift.as_str(), f.key, f.detail)?;
+        }
+        for op in &r.plan.ops {
+            writeln!(out, "  pending {} {}: {}", op.name(), op.key(), detail(op))?;
+        }
+        for s in &r.skipped {
+            writeln!(out, "  skipped {}: {}", s.path, s.reason)?;
+        }
+        for h in &r.held {
+            writeln!(out, "  held {} {}: {}", h.op, h.key, h.error.message)?;
+        }
+        clean &= in_step(r);
+    }
+    Ok(clean)
+}
+
+pub fn check_json(reports: &[JobReport]) -> serde_json::Value {
+    json!(reports
+        .iter()
+        .map(|r| json!({
+            "job": r.job,
+            "in_step": in_step(r),
+            "scanned": r.scanned,
+            "listed": r.audit.as_ref().map(|a| a.listed),
+            "drift": r.audit.as_ref().map(|a| a.findings.clone()).unwrap_or_default(),
+            "pending": r.plan.ops,
+            "skipped": r.skipped.iter().map(|s| json!({"path": s.path, "reason": s.reason})).collect::<Vec<_>>(),
+            "held": r.held.iter().map(|h| json!({"item": h.key, "op": h.op, "message": h.error.message})).collect::<Vec<_>>(),
+            "error": r.error.as_ref().or(r.audit_error.as_ref()),
+            "refused": r.refused.as_ref().map(|g| g.to_string()),
+        }))
+        .collect::<Vec<_>>())
 }

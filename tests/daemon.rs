@@ -522,3 +522,25 @@ async fn the_service_refuses_an_emptied_root_until_retry_allow_deletes() {
     assert_eq!(deletes(&fake.world()), 12);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn the_service_audits_at_start_and_repairs_drift() {
+    let (fake, ws) = setup("disable", "", "debounce_ms = 50").await;
+    ws.write("a.md", "alpha");
+    ws.write("b.md", "beta");
+    assert!(ws.sync().await.converged());
+    // Made by hand while the service was down.
+    let id = id_of(&fake, "a.md");
+    fake.world().docs.get_mut(&id).unwrap().enabled = false;
+    let gone = id_of(&fake, "b.md");
+    fake.world().docs.remove(&gone);
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    fake.wait_until("the drift repaired", WAIT, |w| {
+        w.docs.get(&id).is_some_and(|doc| doc.enabled) && has(w, "b.md", "beta")
+    })
+    .await;
+    d.notified("STATUS=watching").await;
+    let log = d.stop().await;
+    assert!(log.contains("audited the upstream"), "{log}");
+}

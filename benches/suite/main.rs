@@ -6,12 +6,13 @@
 //! Exits 1 when a target is missed.
 //!
 //! Options (defaults are the published targets' sizes):
-//!   --only noop,million,index,upstream,rate,latency   parts to run (all)
+//!   --only noop,million,index,upstream,audit,rate,latency   parts to run (all)
 //!   --files N          no-op and first-index tree (100000)
 //!   --million N        the large no-op tree (1000000)
 //!   --runs N           timed runs per side, median reported (5)
 //!   --meta-changes N   metadata-only changes (10000)
 //!   --deletions N      deletions under `disable` (1000)
+//!   --audit-docs N     documents the upstream audit lists (10000)
 //!   --rate N           the fake's limit, requests per minute (3000)
 //!   --rate-files N     first sync under that limit (2000)
 //!   --edits N          daemon edits timed (200)
@@ -76,6 +77,9 @@ async fn suite() {
             )
             .await,
         );
+    }
+    if selected("audit") {
+        rows.extend(upstream::audit_rows(arg("--audit-docs", 10_000) as usize).await);
     }
     if selected("rate") {
         rows.extend(

@@ -134,3 +134,41 @@ pub async fn rate_rows(per_minute: u64, files: usize) -> Vec<Row> {
         },
     ]
 }
+
+/// The upstream audit of a dataset of `docs` documents, in sync: one list
+/// call per 100 documents, nothing else; its time and the process's peak
+/// memory.
+pub async fn audit_rows(docs: usize) -> Vec<Row> {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "disable", "", META);
+    write_tree(&ws.root, docs, 64);
+    assert!(ws.sync().await.converged());
+    let opts = kbsync::reconcile::RunOptions {
+        audit: true,
+        ..Default::default()
+    };
+    let before = fake.requests();
+    let started = Instant::now();
+    let r = kbsync::reconcile::run(&ws.config(), &[], opts)
+        .await
+        .unwrap()
+        .remove(0);
+    let wall = started.elapsed();
+    assert!(r.converged() && r.plan.ops.is_empty(), "{r:?}");
+    let audit = r.audit.as_ref().expect("the audit ran");
+    assert_eq!(audit.listed, docs);
+    assert!(audit.findings.is_empty());
+    let sent = fake.requests() - before;
+    let expected = docs.div_ceil(100);
+    vec![Row {
+        metric: format!(
+            "upstream audit of {docs} documents in sync (a full pass with the audit, no-op otherwise; wall {})",
+            ms(wall)
+        ),
+        kbsync: format!("{sent} requests"),
+        baseline: format!("ceil({docs} / 100) = {expected} list calls"),
+        ratio: Some(sent as f64 / expected as f64),
+        target: "= ceil(N / 100)".into(),
+        pass: Some(sent == expected),
+    }]
+}

@@ -78,6 +78,9 @@ pub struct DaemonConfig {
     pub full_reconcile: Option<Duration>,
     /// How long shutdown waits for in-flight upstream calls.
     pub shutdown_timeout: Duration,
+    /// How often the service audits each upstream (at a full pass); `None`:
+    /// only at start.
+    pub audit_interval: Option<Duration>,
 }
 
 impl Default for DaemonConfig {
@@ -87,6 +90,7 @@ impl Default for DaemonConfig {
             max_delay: Duration::from_secs(10),
             full_reconcile: Some(Duration::from_secs(3600)),
             shutdown_timeout: Duration::from_secs(30),
+            audit_interval: Some(Duration::from_secs(6 * 3600)),
         }
     }
 }
@@ -113,6 +117,7 @@ struct RawDaemon {
     max_delay_ms: Option<Spanned<i64>>,
     full_reconcile_secs: Option<Spanned<i64>>,
     shutdown_timeout_secs: Option<Spanned<i64>>,
+    audit_interval_secs: Option<Spanned<i64>>,
 }
 
 impl Config {
@@ -219,7 +224,16 @@ fn validate_daemon(loc: &Locator, raw: RawDaemon) -> Result<DaemonConfig, Config
         30 * 86_400,
         3600,
     )?;
+    let audit = bounded(
+        loc,
+        &raw.audit_interval_secs,
+        "daemon.audit_interval_secs",
+        0,
+        30 * 86_400,
+        6 * 3600,
+    )?;
     Ok(DaemonConfig {
+        audit_interval: (audit > 0).then(|| secs(audit)),
         debounce: ms(debounce),
         max_delay: ms(max_delay),
         full_reconcile: (full > 0).then(|| secs(full)),

@@ -117,6 +117,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
             honour_backoff: true,
             allow_deletes: false,
             checksum: false,
+            audit: true,
         },
     )?;
     let shared = Arc::new(Shared::default());

@@ -24,9 +24,9 @@ use std::sync::atomic::AtomicBool;
 
 use futures::future::LocalBoxFuture;
 
-use crate::config::JobConfig;
+use crate::config::{DeletePolicy, JobConfig};
 use crate::plan::Plan;
-use crate::state::{CachedItem, State};
+use crate::state::{CachedItem, RemoteStatus, State};
 use std::fmt;
 use std::time::Duration;
 
@@ -148,12 +148,51 @@ pub trait SinkConfig: std::fmt::Debug + Send + Sync {
     fn connect(&self) -> Result<Box<dyn Sink>, String>;
 }
 
+/// An upstream record as a listing shows it, for the audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    /// The name the sink gives a key's record (`Sink::record_name`).
+    pub name: String,
+    /// `None` for sinks without status.
+    pub standing: Option<RemoteStatus>,
+    /// The upstream's processing state (Dify's `indexing_status`).
+    pub state: Option<String>,
+}
+
 /// A connected upstream. One per job, kept across passes (a key rotated on
-/// disk is read again on reload). The next capability, an audit that lists
-/// what the upstream holds, belongs here too.
+/// disk is read again on reload).
 pub trait Sink: Send + Sync {
     /// HTTP requests sent so far, retries included.
     fn requests_sent(&self) -> u64;
+
+    /// Everything the upstream holds for the job (the audit), or `None`
+    /// when its API cannot list. A listing that fails part way is an error:
+    /// the audit never acts on half a listing.
+    fn list(&self) -> LocalBoxFuture<'_, Result<Option<Vec<Listed>>, SinkError>> {
+        futures::FutureExt::boxed_local(async { Ok(None) })
+    }
+
+    /// Looks up the record of `key` by name: the audit checks a record
+    /// that a listing missed before it takes it for gone.
+    fn find<'a>(&'a self, _key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {
+        futures::FutureExt::boxed_local(async { Ok(None) })
+    }
+
+    /// Retires records that are not any item's (duplicates the audit
+    /// found), as `policy` retires vanished files' records.
+    fn retire<'a>(
+        &'a self,
+        _ids: &'a [String],
+        _policy: DeletePolicy,
+    ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
+        futures::FutureExt::boxed_local(async { Ok(()) })
+    }
+
+    /// The name `key`'s record has upstream.
+    fn record_name(&self, key: &str) -> String {
+        key.to_owned()
+    }
 
     /// Carries out `plan` (what the outbox did not hold back), recording
     /// each confirmed step in the state file as it goes. The future is not

@@ -435,4 +435,27 @@ impl State {
                 .map(drop)
         })
     }
+
+    /// The recorded upstream status of `key`, as an audit found it.
+    pub fn set_status(&self, job: &str, key: &str, status: RemoteStatus) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute(
+                "UPDATE items SET status = ?3, settled = 0 WHERE job = ?1 AND key = ?2",
+                params![job, key, status.as_str()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// What was pushed to `key`'s record is not known (an adopted record):
+    /// its content and metadata are sent again.
+    pub fn forget_pushed_content(&self, job: &str, key: &str) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute(
+                "UPDATE items SET pushed_hash = NULL, pushed_meta = NULL, settled = 0 WHERE job = ?1 AND key = ?2",
+                params![job, key],
+            )
+            .map(drop)
+        })
+    }
 }

@@ -917,7 +917,8 @@ fn list_documents(w: &World, query: &str) -> Response<Full<Bytes>> {
         .collect();
     reply(
         200,
-        json!({"data": data, "has_more": page * limit < total, "limit": limit, "total": total, "page": page}),
+        // Dify's has_more is only "this page is full" (len(items) == limit).
+        json!({"data": data, "has_more": data.len() == limit, "limit": limit, "total": total, "page": page}),
     )
 }
 

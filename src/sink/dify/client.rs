@@ -134,6 +134,9 @@ impl DifyClient {
         })
     }
 
+    /// One page of the dataset's documents, and whether more may follow.
+    /// Dify's `has_more` is only "this page is full", so `total` decides
+    /// when it is there: a dataset of exactly 100 documents is one request.
     pub async fn list_documents_page(
         &self,
         page: usize,
@@ -143,6 +146,8 @@ impl DifyClient {
             data: Vec<RemoteDoc>,
             #[serde(default)]
             has_more: bool,
+            #[serde(default)]
+            total: Option<usize>,
         }
         let resp = self
             .call("list_documents", || {
@@ -151,16 +156,22 @@ impl DifyClient {
             })
             .await?;
         let p: Page = Self::json(resp).await?;
-        Ok((p.data, p.has_more))
+        let more = match p.total {
+            Some(total) => page * PAGE_SIZE < total && !p.data.is_empty(),
+            None => p.has_more,
+        };
+        Ok((p.data, more))
     }
 
-    /// Every document of the dataset, following pagination.
+    /// Every document of the dataset, following pagination. Documents
+    /// created meanwhile shift the pages (newest first): each is kept once.
     pub async fn list_documents(&self) -> Result<Vec<RemoteDoc>, SinkError> {
-        let mut all = Vec::new();
+        let mut all: Vec<RemoteDoc> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for page in 1.. {
             let (docs, more) = self.list_documents_page(page).await?;
             let empty = docs.is_empty();
-            all.extend(docs);
+            all.extend(docs.into_iter().filter(|d| seen.insert(d.id.clone())));
             if !more || empty {
                 break;
             }

@@ -14,9 +14,13 @@ pub use name::document_name;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
-use crate::plan::Plan;
-use crate::sink::{Capabilities, Outcome, PushContext, PushError, Sink, SinkConfig};
-use client::DifyClient;
+use crate::config::DeletePolicy;
+use crate::plan::{Plan, StatusAction};
+use crate::sink::{
+    Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
+};
+use crate::state::RemoteStatus;
+use client::{DifyClient, RemoteDoc};
 
 pub const CAPABILITIES: Capabilities = Capabilities {
     content: true,
@@ -72,6 +76,55 @@ impl Sink for DifySink {
         self.client.requests_sent()
     }
 
+    fn list(&self) -> LocalBoxFuture<'_, Result<Option<Vec<Listed>>, SinkError>> {
+        async move {
+            let docs = self.client.list_documents().await?;
+            Ok(Some(docs.into_iter().map(listed).collect()))
+        }
+        .boxed_local()
+    }
+
+    fn find<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {
+        async move {
+            let doc = self.client.find_by_name(&document_name(key)).await?;
+            Ok(doc.map(listed))
+        }
+        .boxed_local()
+    }
+
+    fn record_name(&self, key: &str) -> String {
+        document_name(key)
+    }
+
+    fn retire<'a>(
+        &'a self,
+        ids: &'a [String],
+        policy: DeletePolicy,
+    ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
+        async move {
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let action = match policy {
+                DeletePolicy::Keep => return Ok(()),
+                DeletePolicy::Delete => {
+                    for id in &refs {
+                        match self.client.delete_document(id).await {
+                            Err(e) if !client::gone(&e) => return Err(e),
+                            _ => {}
+                        }
+                    }
+                    return Ok(());
+                }
+                DeletePolicy::Disable => StatusAction::Disable,
+                DeletePolicy::Archive => StatusAction::Archive,
+            };
+            for chunk in refs.chunks(self.cfg.batch_size.max(1)) {
+                self.client.set_status(action, chunk).await?;
+            }
+            Ok(())
+        }
+        .boxed_local()
+    }
+
     fn push<'a>(
         &'a self,
         ctx: PushContext<'a>,
@@ -83,5 +136,20 @@ impl Sink for DifySink {
                 .await
         }
         .boxed_local()
+    }
+}
+
+fn listed(d: RemoteDoc) -> Listed {
+    Listed {
+        standing: Some(if d.archived {
+            RemoteStatus::Archived
+        } else if d.enabled {
+            RemoteStatus::Enabled
+        } else {
+            RemoteStatus::Disabled
+        }),
+        state: d.indexing_status,
+        id: d.id,
+        name: d.name,
     }
 }

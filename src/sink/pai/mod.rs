@@ -15,7 +15,9 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use crate::plan::Plan;
-use crate::sink::{Capabilities, Outcome, PushContext, PushError, Sink, SinkConfig};
+use crate::sink::{
+    Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
+};
 use client::PaiClient;
 
 /// Metadata records only. Records can be deleted (DeleteDatasetFileMetas),
@@ -67,6 +69,28 @@ struct PaiSink {
 impl Sink for PaiSink {
     fn requests_sent(&self) -> u64 {
         self.client.requests_sent()
+    }
+
+    fn list(&self) -> LocalBoxFuture<'_, Result<Option<Vec<Listed>>, SinkError>> {
+        async move {
+            let records = self.client.list().await?;
+            Ok(Some(
+                records
+                    .into_iter()
+                    .map(|(uri, id)| Listed {
+                        id,
+                        name: uri,
+                        standing: None,
+                        state: None,
+                    })
+                    .collect(),
+            ))
+        }
+        .boxed_local()
+    }
+
+    fn record_name(&self, key: &str) -> String {
+        self.client.uri_of(key)
     }
 
     fn push<'a>(

@@ -1,0 +1,322 @@
+//! The upstream audit: what the sink holds, compared with what the state
+//! file believes it holds. The pass plans from the state file alone, so
+//! drift made by hand (a document deleted, disabled or duplicated in Dify)
+//! would otherwise never be seen. The audit repairs the state file so that
+//! the planner plans the fix, and retires duplicates:
+//!
+//! - a tracked record that is gone: its id is forgotten, so the file is
+//!   uploaded again (or, for a retired item, the row is dropped);
+//! - a record enabled, disabled or archived otherwise than recorded: the
+//!   recorded status is corrected, so the plan restores or retires it;
+//! - a record named as an item kbsync has no record for: adopted;
+//! - more records under a name kbsync owns: the tracked one stays, the
+//!   others are retired per the delete policy (`keep`: only reported);
+//! - a tracked record renamed upstream, or whose processing failed:
+//!   reported.
+//!
+//! A record missing from the listing is looked up once more before it is
+//! taken for gone: a listing that pages while documents come and go can
+//! skip one.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::config::{DeletePolicy, JobConfig};
+use crate::sink::{Listed, Sink, SinkError};
+use crate::source::Scope;
+use crate::state::{RemoteStatus, State, StateError};
+
+/// Up to this many records missing from a listing are looked up one by
+/// one; more, and the dataset is listed a second time.
+const LOOKUPS: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Drift {
+    Missing,
+    Status,
+    Untracked,
+    Duplicate,
+    Renamed,
+    Errored,
+}
+
+impl Drift {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drift::Missing => "missing",
+            Drift::Status => "status",
+            Drift::Untracked => "untracked",
+            Drift::Duplicate => "duplicate",
+            Drift::Renamed => "renamed",
+            Drift::Errored => "errored",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub key: String,
+    pub drift: Drift,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditReport {
+    /// Records the listing held.
+    pub listed: usize,
+    pub findings: Vec<Finding>,
+    /// Duplicates retired (deleted, disabled or archived).
+    pub retired: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the upstream audit could not list: {0}")]
+    Sink(SinkError),
+}
+
+/// What to change in the state file.
+#[derive(Default)]
+struct Repairs {
+    clear: Vec<String>,
+    forget: Vec<String>,
+    status: Vec<(String, RemoteStatus)>,
+    adopt: Vec<(String, Listed)>,
+}
+
+/// Audits `job` against `sink`: `None` when the sink cannot list. With
+/// `write` false (a dry run, `kbsync check`) nothing is changed.
+pub async fn audit(
+    sink: &dyn Sink,
+    state: &State,
+    job: &JobConfig,
+    write: bool,
+) -> Result<Option<AuditReport>, AuditError> {
+    let Some(listing) = sink.list().await.map_err(AuditError::Sink)? else {
+        return Ok(None);
+    };
+    let mut report = AuditReport {
+        listed: listing.len(),
+        ..AuditReport::default()
+    };
+    let by_id: HashMap<&str, &Listed> = listing.iter().map(|l| (l.id.as_str(), l)).collect();
+    let mut by_name: HashMap<&str, Vec<&Listed>> = HashMap::new();
+    for l in &listing {
+        by_name.entry(l.name.as_str()).or_default().push(l);
+    }
+
+    let mut repairs = Repairs::default();
+    let mut claimed: HashSet<String> = HashSet::new();
+    // (key, present, id) of tracked records the listing did not show.
+    let mut unseen: Vec<(String, bool, String)> = Vec::new();
+    // Tracked names, and present items without a record.
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut unbound: Vec<String> = Vec::new();
+    state.each_cached(&job.name, &Scope::All, false, |row| {
+        let item = row.item()?;
+        let Some(id) = item.doc_id.clone() else {
+            if item.present {
+                unbound.push(item.key);
+            }
+            return Ok(());
+        };
+        claimed.insert(id.clone());
+        names.push((item.key.clone(), sink.record_name(&item.key)));
+        let Some(l) = by_id.get(id.as_str()) else {
+            unseen.push((item.key, item.present, id));
+            return Ok(());
+        };
+        if let Some(standing) = l.standing.filter(|s| *s != item.status) {
+            report.findings.push(Finding {
+                key: item.key.clone(),
+                drift: Drift::Status,
+                detail: format!(
+                    "{} upstream, recorded {}",
+                    status_word(standing),
+                    status_word(item.status)
+                ),
+            });
+            repairs.status.push((item.key.clone(), standing));
+        }
+        let expected = sink.record_name(&item.key);
+        if l.name != expected {
+            report.findings.push(Finding {
+                key: item.key.clone(),
+                drift: Drift::Renamed,
+                detail: format!("named {:?} upstream, {expected:?} expected", l.name),
+            });
+        }
+        if l.state.as_deref() == Some("error") {
+            report.findings.push(Finding {
+                key: item.key,
+                drift: Drift::Errored,
+                detail: "its processing failed upstream; it is replaced when the file changes"
+                    .into(),
+            });
+        }
+        Ok(())
+    })?;
+
+    // Not in the listing: look again before taking it for gone.
+    let found_again = confirm_missing(sink, &unseen).await?;
+    for (key, present, id) in unseen {
+        match found_again.get(&key) {
+            // The listing missed it: there after all.
+            Some(l) if l.id == id => {}
+            Some(l) => {
+                // Found under another id: that record is the item's now.
+                claimed.insert(l.id.clone());
+                repairs.adopt.push((key, l.clone()));
+            }
+            None => {
+                report.findings.push(Finding {
+                    key: key.clone(),
+                    drift: Drift::Missing,
+                    detail: if present {
+                        "gone upstream; uploaded again".into()
+                    } else {
+                        "gone upstream; nothing left to retire".into()
+                    },
+                });
+                if present {
+                    repairs.clear.push(key);
+                } else {
+                    repairs.forget.push(key);
+                }
+            }
+        }
+    }
+
+    // Present items without a record, whose name is held upstream.
+    for key in unbound {
+        let name = sink.record_name(&key);
+        let free = by_name
+            .get(name.as_str())
+            .and_then(|ls| ls.iter().find(|l| !claimed.contains(&l.id)));
+        if let Some(l) = free {
+            claimed.insert(l.id.clone());
+            report.findings.push(Finding {
+                key: key.clone(),
+                drift: Drift::Untracked,
+                detail: format!("record {} has its name; adopted", l.id),
+            });
+            repairs.adopt.push((key, (*l).clone()));
+        }
+    }
+
+    // More records under a tracked name than the tracked one.
+    let mut extra: Vec<String> = Vec::new();
+    for (key, name) in &names {
+        for l in by_name.get(name.as_str()).into_iter().flatten() {
+            if claimed.contains(&l.id) || already_retired(job.delete_policy, l.standing) {
+                continue;
+            }
+            claimed.insert(l.id.clone());
+            report.findings.push(Finding {
+                key: key.clone(),
+                drift: Drift::Duplicate,
+                detail: format!(
+                    "record {} has the same name; {}",
+                    l.id,
+                    match job.delete_policy {
+                        DeletePolicy::Keep => "left as it is (delete_policy = \"keep\")",
+                        _ => "retired per delete_policy",
+                    }
+                ),
+            });
+            extra.push(l.id.clone());
+        }
+    }
+
+    for f in &report.findings {
+        tracing::warn!(key = %f.key, drift = f.drift.as_str(), "audit: {}", f.detail);
+    }
+    if !write {
+        return Ok(Some(report));
+    }
+    apply(state, &job.name, repairs)?;
+    if !extra.is_empty() && job.delete_policy != DeletePolicy::Keep {
+        sink.retire(&extra, job.delete_policy)
+            .await
+            .map_err(AuditError::Sink)?;
+        report.retired = extra.len();
+    }
+    Ok(Some(report))
+}
+
+/// Records the listing did not show, looked up again: by name one by one,
+/// or, when many, by a second listing.
+async fn confirm_missing(
+    sink: &dyn Sink,
+    unseen: &[(String, bool, String)],
+) -> Result<HashMap<String, Listed>, AuditError> {
+    let mut found = HashMap::new();
+    if unseen.is_empty() {
+        return Ok(found);
+    }
+    if unseen.len() <= LOOKUPS {
+        for (key, _, _) in unseen {
+            if let Some(l) = sink.find(key).await.map_err(AuditError::Sink)? {
+                found.insert(key.clone(), l);
+            }
+        }
+        return Ok(found);
+    }
+    let again = sink
+        .list()
+        .await
+        .map_err(AuditError::Sink)?
+        .unwrap_or_default();
+    let names: HashMap<String, &Listed> = again.iter().map(|l| (l.name.clone(), l)).collect();
+    for (key, _, _) in unseen {
+        if let Some(l) = names.get(&sink.record_name(key)) {
+            found.insert(key.clone(), (*l).clone());
+        }
+    }
+    Ok(found)
+}
+
+fn apply(state: &State, job: &str, r: Repairs) -> Result<(), StateError> {
+    for key in &r.clear {
+        state.clear_doc_id(job, key)?;
+    }
+    for key in &r.forget {
+        state.forget(job, key)?;
+    }
+    for (key, status) in &r.status {
+        state.set_status(job, key, *status)?;
+    }
+    for (key, l) in &r.adopt {
+        state.record_doc_id(job, key, &l.id, &l.name)?;
+        // Its content is not known to be the file's: uploaded again.
+        state.forget_pushed_content(job, key)?;
+        if let Some(s) = l.standing {
+            state.set_status(job, key, s)?;
+        }
+    }
+    Ok(())
+}
+
+/// A duplicate already in the state the policy would leave it in.
+fn already_retired(policy: DeletePolicy, standing: Option<RemoteStatus>) -> bool {
+    matches!(
+        (policy, standing),
+        (DeletePolicy::Disable, Some(RemoteStatus::Disabled))
+            | (
+                DeletePolicy::Disable | DeletePolicy::Archive,
+                Some(RemoteStatus::Archived)
+            )
+    )
+}
+
+fn status_word(s: RemoteStatus) -> &'static str {
+    match s {
+        RemoteStatus::Enabled => "enabled",
+        RemoteStatus::Disabled => "disabled",
+        RemoteStatus::Archived => "archived",
+    }
+}

@@ -1,0 +1,235 @@
+//! The upstream audit: drift made by hand in the knowledge base is found
+//! and repaired by the next `--reconcile`; `kbsync check` reports it and
+//! changes nothing.
+
+mod support;
+
+use kbsync::reconcile::{self, JobReport, RunOptions};
+use kbsync::sink::dify::document_name;
+use serde_json::json;
+use support::fake_dify::{FakeDify, Fault};
+use support::{run_binary, with_fake, Workspace};
+
+const META: &str = r#"
+source_path = { fact = "path" }
+"#;
+
+/// A pass as `--reconcile` runs it: with the audit.
+async fn reconcile(ws: &Workspace) -> JobReport {
+    let opts = RunOptions {
+        audit: true,
+        ..RunOptions::default()
+    };
+    reconcile::run(&ws.config(), &[], opts)
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+async fn mirrored(policy: &str, n: usize) -> (FakeDify, Workspace) {
+    let (fake, ws) = with_fake(policy, META).await;
+    for i in 0..n {
+        ws.write(&format!("d/{i:03}.md"), &format!("document {i}"));
+    }
+    assert!(reconcile(&ws).await.converged());
+    (fake, ws)
+}
+
+fn doc_id(fake: &FakeDify, key: &str) -> String {
+    fake.world()
+        .doc_by_name(&document_name(key))
+        .unwrap_or_else(|| panic!("no document for {key}"))
+        .id
+        .clone()
+}
+
+fn drifts(r: &JobReport) -> Vec<(String, &'static str)> {
+    r.audit
+        .as_ref()
+        .expect("the audit ran")
+        .findings
+        .iter()
+        .map(|f| (f.key.clone(), f.drift.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn documents_deleted_disabled_or_archived_by_hand_are_restored() {
+    let (fake, ws) = mirrored("disable", 5).await;
+    // By hand, in Dify's UI.
+    let gone = doc_id(&fake, "d/000.md");
+    fake.world().docs.remove(&gone);
+    let off = doc_id(&fake, "d/001.md");
+    fake.world().docs.get_mut(&off).unwrap().enabled = false;
+    let shelved = doc_id(&fake, "d/002.md");
+    fake.world().docs.get_mut(&shelved).unwrap().archived = true;
+
+    // Without the audit nothing is noticed: the state file says all is well.
+    let r = ws.sync().await;
+    assert!(r.converged() && r.plan.ops.is_empty() && r.requests == 0);
+
+    let r = reconcile(&ws).await;
+    assert!(r.converged(), "{r:?}");
+    let mut found = drifts(&r);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("d/000.md".to_owned(), "missing"),
+            ("d/001.md".to_owned(), "status"),
+            ("d/002.md".to_owned(), "status"),
+        ]
+    );
+    {
+        let w = fake.world();
+        let back = w.doc_by_name(&document_name("d/000.md")).unwrap();
+        assert_eq!(back.content, b"document 0");
+        assert_eq!(
+            w.metadata_of(&document_name("d/000.md")).get("source_path"),
+            Some(&json!("d/000.md"))
+        );
+        assert!(w.docs[&off].enabled);
+        assert!(!w.docs[&shelved].archived);
+        assert_eq!(w.docs.len(), 5);
+    }
+    // And then it rests: the audit finds nothing.
+    let r = reconcile(&ws).await;
+    assert!(r.converged() && drifts(&r).is_empty() && r.plan.ops.is_empty());
+}
+
+#[tokio::test]
+async fn a_retired_document_switched_back_on_by_hand_is_retired_again() {
+    let (fake, ws) = mirrored("disable", 4).await;
+    ws.remove("d/003.md");
+    assert!(reconcile(&ws).await.converged());
+    let id = doc_id(&fake, "d/003.md");
+    assert!(!fake.world().docs[&id].enabled);
+    fake.world().docs.get_mut(&id).unwrap().enabled = true;
+    let r = reconcile(&ws).await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(drifts(&r), [("d/003.md".to_owned(), "status")]);
+    assert!(!fake.world().docs[&id].enabled);
+}
+
+#[tokio::test]
+async fn duplicates_under_an_owned_name_are_retired_per_policy() {
+    for (policy, left) in [("delete", 3), ("disable", 4), ("keep", 4)] {
+        let (fake, ws) = mirrored(policy, 3).await;
+        let tracked = doc_id(&fake, "d/001.md");
+        let extra = fake
+            .world()
+            .add_doc(&document_name("d/001.md"), b"a second copy");
+        let r = reconcile(&ws).await;
+        assert!(r.converged(), "{policy}: {r:?}");
+        assert_eq!(
+            drifts(&r),
+            [("d/001.md".to_owned(), "duplicate")],
+            "{policy}"
+        );
+        let w = fake.world();
+        assert_eq!(w.docs.len(), left, "{policy}");
+        assert!(
+            w.docs.contains_key(&tracked),
+            "{policy}: the tracked one stays"
+        );
+        match policy {
+            "delete" => assert!(!w.docs.contains_key(&extra)),
+            "disable" => assert!(!w.docs[&extra].enabled),
+            _ => assert!(w.docs[&extra].enabled, "keep: only reported"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lost_state_file_adopts_what_is_there() {
+    let (fake, ws) = mirrored("disable", 3).await;
+    let off = doc_id(&fake, "d/002.md");
+    fake.world().docs.get_mut(&off).unwrap().enabled = false;
+    std::fs::remove_dir_all(ws.dir.path().join("state")).unwrap();
+    let r = reconcile(&ws).await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert_eq!(w.docs.len(), 3, "adopted, not duplicated");
+    assert!(w.docs[&off].enabled);
+    assert!(w.duplicate_names().is_empty());
+}
+
+#[tokio::test]
+async fn the_audit_costs_one_list_call_per_hundred_documents() {
+    let (fake, ws) = mirrored("disable", 250).await;
+    let mark = fake.requests();
+    let r = reconcile(&ws).await;
+    assert!(r.converged() && r.plan.ops.is_empty());
+    assert_eq!(r.audit.as_ref().unwrap().listed, 250);
+    let w = fake.world();
+    assert_eq!(
+        w.count_since(mark, "GET /v1/datasets"),
+        3,
+        "ceil(250 / 100)"
+    );
+    assert_eq!(w.log.len() - mark, 3, "and nothing else");
+    assert_eq!(r.requests, 3);
+}
+
+#[tokio::test]
+async fn an_audit_that_cannot_list_is_not_converged_and_repairs_nothing() {
+    let (fake, ws) = mirrored("disable", 3).await;
+    let id = doc_id(&fake, "d/000.md");
+    fake.world().docs.get_mut(&id).unwrap().enabled = false;
+    fake.world().inject(
+        None,
+        "/documents",
+        Fault::status(503, "unavailable", "Service Unavailable"),
+        100,
+    );
+    let r = reconcile(&ws).await;
+    assert!(!r.converged());
+    assert!(r.audit_error.as_deref().unwrap().contains("audit"), "{r:?}");
+    assert!(!fake.world().docs[&id].enabled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_the_differences_changes_nothing_and_exits_1() {
+    let (fake, ws) = mirrored("disable", 3).await;
+    let id = doc_id(&fake, "d/000.md");
+    fake.world().docs.get_mut(&id).unwrap().enabled = false;
+    ws.write("d/new.md", "new");
+    let before = fake.world().log.len();
+    let config = ws.config_path.clone();
+    let bin = || std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"));
+    let c = config.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || run_binary(bin(), &c, &["check"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("docs: 3 differences"), "{out}");
+    assert!(
+        out.contains("status d/000.md: disabled upstream, recorded enabled"),
+        "{out}"
+    );
+    assert!(out.contains("pending create d/new.md"), "{out}");
+    // Only listed: nothing written upstream.
+    {
+        let w = fake.world();
+        assert!(w.log[before..].iter().all(|l| l.method == "GET"));
+        assert!(!w.docs[&id].enabled);
+    }
+    let c = config.clone();
+    let (code, json_out, _) =
+        tokio::task::spawn_blocking(move || run_binary(bin(), &c, &["check", "--json"]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(v[0]["in_step"], false);
+    assert_eq!(v[0]["drift"][0]["drift"], "status");
+
+    let r = reconcile(&ws).await;
+    assert!(r.converged(), "{r:?}");
+    let c = config.clone();
+    let (code, out, _) = tokio::task::spawn_blocking(move || run_binary(bin(), &c, &["check"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("docs: 0 differences"), "{out}");
+}
