@@ -418,7 +418,16 @@ async fn status_reads_the_state_while_the_service_runs() {
 
 #[tokio::test]
 async fn web_pages_are_polled_beside_a_watched_folder() {
-    let (fake, ws) = setup("disable", "", "debounce_ms = 50").await;
+    // Two jobs into one dataset: each names its documents in its own space.
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        support::fake_dify::DATASET,
+        "disable",
+        "name_prefix = \"files/\"",
+        "",
+    );
+    ws.append_config("\n[daemon]\ndebounce_ms = 50\n");
     let web = support::fake_web::FakeWeb::start().await;
     web.site().put("/status.md", "all good", "text/markdown");
     ws.append_config(&format!(
@@ -434,17 +443,18 @@ poll_interval_secs = 1
 base_url = "{base}"
 dataset_id = "{dataset}"
 api_key_file = "api.key"
+name_prefix = "web/"
 "#,
         url = web.url("/status.md"),
         base = fake.base_url(),
         dataset = support::fake_dify::DATASET,
     ));
     ws.write("local.md", "from disk");
-    let page_key = format!("{}/status.md", web.addr);
+    let page_key = format!("web/{}/status.md", web.addr);
     let mut d = Daemon::spawn(&ws, "1", &[]);
     d.notified("READY=1").await;
     fake.wait_until("both jobs' first pass", WAIT, |w| {
-        has(w, "local.md", "from disk") && has(w, &page_key, "all good")
+        has(w, "files/local.md", "from disk") && has(w, &page_key, "all good")
     })
     .await;
     web.site().put("/status.md", "degraded", "text/markdown");

@@ -171,6 +171,7 @@ impl Config {
             let job = job::validate(&loc, base, i, job)?;
             jobs.push(job);
         }
+        check_namespaces(&loc, &jobs)?;
         for (job, span) in &jobs {
             if !names.insert(job.name.clone()) {
                 return Err(loc.error(
@@ -246,4 +247,32 @@ fn validate_daemon(loc: &Locator, raw: RawDaemon) -> Result<DaemonConfig, Config
             30,
         )?),
     })
+}
+
+/// Two jobs whose records could take each other's names would adopt and
+/// overwrite each other's documents: refused, naming both.
+fn check_namespaces(loc: &Locator, jobs: &[(JobConfig, locate::Span)]) -> Result<(), ConfigError> {
+    for (i, (b, span)) in jobs.iter().enumerate() {
+        let Some((place_b, prefix_b, setting)) = b.sink.namespace() else {
+            continue;
+        };
+        for (a, _) in &jobs[..i] {
+            let Some((place_a, prefix_a, _)) = a.sink.namespace() else {
+                continue;
+            };
+            if place_a == place_b
+                && (prefix_a.starts_with(&prefix_b) || prefix_b.starts_with(&prefix_a))
+            {
+                return Err(loc.error(
+                    span.clone(),
+                    &format!("sync[{i}].{}.{setting}", b.sink.kind()),
+                    format!(
+                        "jobs {:?} and {:?} both mirror into {place_b} with names that can collide ({setting} {prefix_a:?} and {prefix_b:?}), so each would adopt and overwrite the other's documents; give each its own {setting}, neither a prefix of the other (e.g. \"{}/\" and \"{}/\")",
+                        a.name, b.name, a.name, b.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -115,6 +115,14 @@ pub trait SinkConfig: std::fmt::Debug + Send + Sync {
     /// state file holds for the job mean nothing any more.
     fn identity(&self) -> String;
 
+    /// Where records live and the prefix of their names there, with the
+    /// setting that sets it: two jobs whose records could take each
+    /// other's names (same place, one prefix starting the other) are
+    /// refused at load. `None`: records are named in the config itself.
+    fn namespace(&self) -> Option<(String, String, &'static str)> {
+        None
+    }
+
     /// The upstream record the config itself binds `key` to (an id table in
     /// the section), if any.
     fn bound(&self, _key: &str) -> Option<String> {

@@ -134,6 +134,10 @@ impl State {
                 )?;
                 tx.execute("DELETE FROM items WHERE job = ?1 AND present = 0", [job])?;
                 tx.execute("DELETE FROM fields WHERE job = ?1", [job])?;
+                // The new target is listed before anything is created in it,
+                // so what it already holds is adopted, not duplicated.
+                tx.execute("UPDATE jobs SET listed_at = NULL WHERE job = ?1", [job])?;
+                tx.execute("DELETE FROM outbox WHERE job = ?1", [job])?;
             }
             tx.execute(
                 "INSERT INTO jobs (job, target) VALUES (?1, ?2)

@@ -25,6 +25,9 @@ pub const BUILT_IN_FIELDS: &[&str] = &[
 pub struct DifyConfig {
     pub base_url: Url,
     pub dataset_id: String,
+    /// Put before every key in document names, so that several jobs can
+    /// share a dataset without taking each other's documents.
+    pub name_prefix: String,
     pub api_key: SecretSource,
     pub batch_size: usize,
     pub upload_concurrency: usize,
@@ -40,6 +43,7 @@ pub struct DifyConfig {
 pub struct RawDify {
     base_url: Spanned<String>,
     dataset_id: Spanned<String>,
+    name_prefix: Option<Spanned<String>>,
     api_key: Option<Spanned<toml::Value>>,
     api_key_env: Option<Spanned<String>>,
     api_key_file: Option<Spanned<String>>,
@@ -112,9 +116,21 @@ pub fn validate(
             "process_rule": { "mode": "automatic" }
         }),
     };
+    let name_prefix = match &raw.name_prefix {
+        None => String::new(),
+        Some(p) if p.get_ref().trim().is_empty() || p.get_ref().chars().count() > 50 => {
+            return Err(loc.error(
+                p.span(),
+                &key("name_prefix"),
+                "expected a short prefix for this job's document names, e.g. \"handbook/\" (1 to 50 characters)",
+            ))
+        }
+        Some(p) => p.get_ref().clone(),
+    };
     Ok(DifyConfig {
         base_url,
         dataset_id,
+        name_prefix,
         api_key,
         batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
         upload_concurrency: int(&raw.upload_concurrency, "upload_concurrency", 1, 64, 4)? as usize,
@@ -128,4 +144,15 @@ pub fn validate(
             600,
         )? as u64),
     })
+}
+
+impl DifyConfig {
+    /// The document name of `key` in this job's namespace.
+    pub fn document_name(&self, key: &str) -> String {
+        if self.name_prefix.is_empty() {
+            super::name::document_name(key)
+        } else {
+            super::name::document_name(&format!("{}{key}", self.name_prefix))
+        }
+    }
 }

@@ -40,7 +40,20 @@ impl SinkConfig for DifyConfig {
     }
 
     fn identity(&self) -> String {
-        format!("dify {}datasets/{}", self.base_url, self.dataset_id)
+        let (place, prefix, _) = self.namespace().expect("dify names documents");
+        if prefix.is_empty() {
+            place
+        } else {
+            format!("{place} names {prefix}")
+        }
+    }
+
+    fn namespace(&self) -> Option<(String, String, &'static str)> {
+        Some((
+            format!("dify {}datasets/{}", self.base_url, self.dataset_id),
+            self.name_prefix.clone(),
+            "name_prefix",
+        ))
     }
 
     fn refuses_field(&self, name: &str) -> Option<String> {
@@ -86,14 +99,17 @@ impl Sink for DifySink {
 
     fn find<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {
         async move {
-            let doc = self.client.find_by_name(&document_name(key)).await?;
+            let doc = self
+                .client
+                .find_by_name(&self.cfg.document_name(key))
+                .await?;
             Ok(doc.map(listed))
         }
         .boxed_local()
     }
 
     fn record_name(&self, key: &str) -> String {
-        document_name(key)
+        self.cfg.document_name(key)
     }
 
     fn retire<'a>(

@@ -11,7 +11,6 @@ use futures::{FutureExt, StreamExt};
 
 use super::client::{gone, not_ready, DifyClient, MetadataUpdate, NotReady, RemoteDoc};
 use super::indexing;
-use super::name::document_name;
 use super::DifyConfig;
 use crate::config::JobConfig;
 use crate::metadata::{FieldType, Metadata};
@@ -187,7 +186,11 @@ impl<'a> Pusher<'a> {
     /// An item that vanished while its create was unconfirmed: if the
     /// create was applied after all, that document mirrors nothing now.
     async fn remove_orphan(&self, key: &str) -> Result<(), SinkError> {
-        if let Some(doc) = self.client.find_by_name(&document_name(key)).await? {
+        if let Some(doc) = self
+            .client
+            .find_by_name(&self.dify.document_name(key))
+            .await?
+        {
             tracing::info!(%key, document = %doc.id, "removing the document of an unconfirmed create whose file is gone");
             match self.client.delete_document(&doc.id).await {
                 Err(e) if e.status != Some(404) => return Err(e),
@@ -358,7 +361,7 @@ impl<'a> Pusher<'a> {
                 u.doc_id.is_none()
                     && !existing
                         .as_ref()
-                        .is_some_and(|all| all.contains_key(&document_name(u.key)))
+                        .is_some_and(|all| all.contains_key(&self.dify.document_name(u.key)))
             })
             .map(|u| u.key)
             .collect();
@@ -458,7 +461,7 @@ impl<'a> Pusher<'a> {
         // What is recorded as pushed is what was sent, even if the file
         // changed since the scan; the next scan then sees the difference.
         let hash = crate::source::folder::hash_bytes(&bytes);
-        let name = document_name(u.key);
+        let name = self.dify.document_name(u.key);
 
         let found = match (u.doc_id, existing) {
             (Some(_), _) => None,

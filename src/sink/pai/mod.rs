@@ -50,6 +50,17 @@ impl SinkConfig for PaiConfig {
         self
     }
 
+    fn namespace(&self) -> Option<(String, String, &'static str)> {
+        Some((
+            format!(
+                "pai {} workspace {} dataset {} {}",
+                self.endpoint, self.workspace_id, self.dataset_id, self.dataset_version
+            ),
+            self.uri_base.clone(),
+            "uri_base",
+        ))
+    }
+
     fn connect(&self) -> Result<Box<dyn Sink>, String> {
         let id = self.access_key_id.load().map_err(|e| e.to_string())?;
         let secret = self.access_key_secret.load().map_err(|e| e.to_string())?;
