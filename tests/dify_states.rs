@@ -250,3 +250,42 @@ async fn a_document_whose_indexing_failed_is_replaced_when_its_file_changes() {
     assert_eq!(doc_owner(&w, "a.md"), Some(json!("ana")));
     assert_eq!(w.docs.len(), 1);
 }
+
+#[tokio::test]
+async fn a_create_the_server_applies_after_the_timeout_is_not_sent_twice() {
+    // Case 5: a slow server still works on a create when the client gives
+    // up; a lookup right then finds nothing. Sending it again would make
+    // two documents.
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        support::fake_dify::DATASET,
+        "disable",
+        "timeout_secs = 1",
+        META,
+    );
+    ws.write("big.md", &note("ana", "a large document"));
+    fake.world().inject(
+        None,
+        "create-by-file",
+        Fault::StallThenApply(std::time::Duration::from_millis(1500)),
+        1,
+    );
+    let r = ws.sync().await;
+    assert!(!r.converged(), "unconfirmed: {r:?}");
+    assert_eq!(parked(&ws), 0);
+    // The server finishes the first create.
+    fake.wait_until(
+        "the slow create applied",
+        std::time::Duration::from_secs(10),
+        |w| w.docs.len() == 1,
+    )
+    .await;
+    let (passes, _) = converge(&ws, 1).await;
+    assert_eq!(passes, 1);
+    let w = fake.world();
+    let sent = w.arrived.iter().filter(|l| l.contains("create-by-file"));
+    assert_eq!(sent.count(), 1, "sent once");
+    assert_eq!(w.docs.len(), 1);
+    assert_eq!(doc_owner(&w, "big.md"), Some(json!("ana")));
+}

@@ -271,12 +271,19 @@ async fn transient_faults_converge_without_duplicates() {
         );
     }
     let r = ws.sync().await;
-    assert!(r.converged(), "{r:?}");
+    // A create whose connection was lost without an answer may still be
+    // applied by a slow server: it is not sent again in the same pass.
     let o = r.outcome.as_ref().unwrap();
+    let unconfirmed: Vec<&str> = o.failures.iter().map(|f| f.error.code.as_str()).collect();
+    assert_eq!(unconfirmed, ["unconfirmed", "unconfirmed"], "{r:?}");
     assert_eq!(
-        o.created, 20,
+        o.created, 18,
         "applied-then-lost creates are adopted in the same pass"
     );
+    // The next pass looks their names up, finds nothing, creates them.
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().created, 2);
     {
         let w = fake.world();
         assert!(
@@ -289,8 +296,9 @@ async fn transient_faults_converge_without_duplicates() {
             assert_eq!(w.metadata_of(&d.name).len(), 4, "{} lacks metadata", d.name);
         }
         // 503 ×3, drop ×2, applied-then-lost ×3 may each have been applied:
-        // each is followed by a lookup by name; the 429 is not.
-        assert_eq!(w.count_since(0, "keyword="), 8);
+        // each is followed by a lookup by name; the 429 is not. The two
+        // dropped ones are looked up once more by the next pass.
+        assert_eq!(w.count_since(0, "keyword="), 10);
     }
     let before = fake.requests();
     assert!(ws.sync().await.plan.ops.is_empty());

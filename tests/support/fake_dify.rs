@@ -139,6 +139,9 @@ pub enum Fault {
     ApplyThenDrop,
     /// Apply the request, then take this long to answer.
     ApplyThenStall(std::time::Duration),
+    /// Take this long, then apply and answer: a slow server (a big file
+    /// being parsed) still working on a request its client gave up on.
+    StallThenApply(std::time::Duration),
 }
 
 impl Fault {
@@ -600,6 +603,27 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
                 r.headers_mut().insert("retry-after", ra.parse().unwrap());
             }
             (r, None)
+        }
+        Some(Fault::StallThenApply(d)) => {
+            // Like a real server, it goes on when the client hangs up.
+            let (world, method, path, query) =
+                (world.clone(), method.clone(), path.clone(), query.clone());
+            let work = tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                let answer = route(
+                    &world,
+                    &method,
+                    &path,
+                    &query,
+                    auth.as_deref(),
+                    content_type.as_deref(),
+                    body,
+                )
+                .await;
+                world.lock().unwrap().bump();
+                answer
+            });
+            (work.await.expect("the fake does not panic"), None)
         }
         // Applied normally; an ApplyThen* fault then spoils the answer.
         apply_then => (

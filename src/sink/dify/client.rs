@@ -237,6 +237,17 @@ impl DifyClient {
                     tracing::info!(document = %doc.id, "the failed create had been applied; adopting it");
                     return Ok((doc, None));
                 }
+                // No answer at all (a timeout, a connection lost): the
+                // server may still be working on it, and a lookup now
+                // proves nothing. Not sent again in this pass: the next
+                // one looks the name up first (the step stays "started").
+                if matches!(err.code.as_str(), "timeout" | "network") {
+                    return Err(SinkError::local(
+                        ErrorClass::Transient,
+                        "unconfirmed",
+                        format!("the create got no answer ({}); it may still be applied upstream, so it is looked up by name on the next pass instead of being sent again", err.message),
+                    ));
+                }
             }
         }
     }
