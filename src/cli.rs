@@ -44,9 +44,9 @@ pub struct Cli {
     #[arg(long)]
     pub checksum: bool,
 
-    /// With --reconcile or --dry-run: skip the upstream audit (listing what
-    /// the knowledge base holds and repairing drift).
-    #[arg(long)]
+    /// With --reconcile: skip the upstream audit (listing what the
+    /// knowledge base holds and repairing drift).
+    #[arg(long, requires = "reconcile")]
     pub no_audit: bool,
 
     /// With --dry-run: print the plan as JSON.

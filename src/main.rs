@@ -126,7 +126,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         honour_backoff: false,
         allow_deletes: cli.allow_deletes,
         checksum: cli.checksum,
-        audit: !cli.no_audit,
+        // A dry run plans from the state file alone (it needs no key and
+        // sends nothing); `kbsync check` is the dry run with the audit.
+        audit: cli.reconcile && !cli.no_audit,
     };
     let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
 

@@ -180,10 +180,59 @@ pub fn walk(cfg: &FolderConfig, avoid: &[PathBuf], scope: &Scope) -> Walked {
     }
     // The stable sort finds the threads' sorted runs and only merges them.
     walked.files.sort_by(|a, b| a.key.cmp(&b.key));
+    walked.drop_unicode_twins();
     walked
 }
 
 impl Walked {
+    /// Two files whose names are one once Unicode-normalized (NFC), such
+    /// as "é" typed on macOS (decomposed) and elsewhere (composed), would
+    /// be one document upstream: the first by key is mirrored, the other
+    /// reported and protected, never uploaded as a second copy.
+    fn drop_unicode_twins(&mut self) {
+        use unicode_normalization::UnicodeNormalization;
+        let mut first: HashMap<String, usize> = HashMap::new();
+        let mut twins: Vec<(usize, String)> = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            // ASCII is its own normal form, and most keys are ASCII.
+            if f.key.is_ascii() {
+                continue;
+            }
+            let nfc: String = f.key.nfc().collect();
+            let ascii_twin = nfc.is_ascii()
+                && self
+                    .files
+                    .binary_search_by(|g| (*g.key).cmp(nfc.as_str()))
+                    .is_ok();
+            if ascii_twin {
+                twins.push((i, nfc));
+                continue;
+            }
+            match first.entry(nfc) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    twins.push((i, self.files[*e.get()].key.to_string()))
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(i);
+                }
+            }
+        }
+        if twins.is_empty() {
+            return;
+        }
+        let mut keep = vec![true; self.files.len()];
+        for (i, other) in twins {
+            let key = self.files[i].key.to_string();
+            self.skipped.push(Skipped {
+                path: key.clone(),
+                reason: format!("the same name as {other:?} once Unicode-normalized (NFC): both would be one document upstream; rename one of them"),
+            });
+            self.protected.push(key);
+            keep[i] = false;
+        }
+        self.retain_files(&keep);
+    }
+
     /// Keeps only the files `keep` says yes to (by position).
     pub fn retain_files(&mut self, keep: &[bool]) {
         let mut i = 0;

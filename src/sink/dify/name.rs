@@ -10,6 +10,16 @@ const MAX_CHARS: usize = 200;
 pub const SLASH: char = '\u{2215}';
 
 pub fn document_name(key: &str) -> String {
+    // Composed (NFC), whatever the file system gave: "é" from macOS and
+    // from Linux is one name upstream.
+    let composed: String;
+    let key = if key.is_ascii() {
+        key
+    } else {
+        use unicode_normalization::UnicodeNormalization;
+        composed = key.nfc().collect();
+        &composed
+    };
     let mut name = String::with_capacity(key.len() + 8);
     for c in key.chars() {
         if c == '/' {
