@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::config::{DeletePolicy, JobConfig};
+use crate::config::{DeletePolicy, Duplicates, JobConfig};
 use crate::sink::{Listed, Sink, SinkError};
 use crate::source::Scope;
 use crate::state::{RemoteStatus, State, StateError};
@@ -216,22 +216,26 @@ pub async fn audit(
                 continue;
             }
             claimed.insert(l.id.clone());
+            let retire =
+                job.duplicates == Duplicates::Retire && job.delete_policy != DeletePolicy::Keep;
             report.findings.push(Finding {
                 key: key.clone(),
                 drift: Drift::Duplicate,
                 detail: format!(
                     "record {} has the same name; {}",
                     l.id,
-                    match job.delete_policy {
-                        DeletePolicy::Keep => "left as it is (delete_policy = \"keep\")",
-                        _ => "retired per delete_policy",
+                    if retire {
+                        "retired per delete_policy"
+                    } else {
+                        "left as it is (duplicates = \"report\", or delete_policy = \"keep\")"
                     }
                 ),
             });
-            extra.push(l.id.clone());
+            if retire {
+                extra.push(l.id.clone());
+            }
         }
     }
-
     for f in &report.findings {
         tracing::warn!(key = %f.key, drift = f.drift.as_str(), "audit: {}", f.detail);
     }
@@ -239,7 +243,7 @@ pub async fn audit(
         return Ok(Some(report));
     }
     apply(state, &job.name, repairs)?;
-    if !extra.is_empty() && job.delete_policy != DeletePolicy::Keep {
+    if !extra.is_empty() {
         sink.retire(&extra, job.delete_policy)
             .await
             .map_err(AuditError::Sink)?;

@@ -233,3 +233,23 @@ async fn check_prints_the_differences_changes_nothing_and_exits_1() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("docs: 0 differences"), "{out}");
 }
+
+#[tokio::test]
+async fn duplicates_can_be_only_reported() {
+    let (fake, ws) = mirrored("delete", 2).await;
+    let text = std::fs::read_to_string(&ws.config_path).unwrap();
+    std::fs::write(
+        &ws.config_path,
+        text.replace(
+            "delete_policy = \"delete\"",
+            "delete_policy = \"delete\"\nduplicates = \"report\"",
+        ),
+    )
+    .unwrap();
+    let extra = fake
+        .world()
+        .add_doc(&document_name("d/000.md"), b"a second copy");
+    let r = reconcile(&ws).await;
+    assert_eq!(drifts(&r), [("d/000.md".to_owned(), "duplicate")]);
+    assert!(fake.world().docs.contains_key(&extra), "only reported");
+}

@@ -289,3 +289,28 @@ async fn a_create_the_server_applies_after_the_timeout_is_not_sent_twice() {
     assert_eq!(w.docs.len(), 1);
     assert_eq!(doc_owner(&w, "big.md"), Some(json!("ana")));
 }
+
+#[tokio::test]
+async fn an_update_of_a_document_archived_behind_our_back_restores_it_first() {
+    // The archive was applied but its answer lost; the file comes back
+    // changed before kbsync learns: Dify answers the update "not available".
+    let (fake, ws) = with_fake("archive", "").await;
+    for k in ["a.md", "b.md", "c.md"] {
+        ws.write(k, k);
+    }
+    assert!(ws.sync().await.converged());
+    ws.remove("a.md");
+    fake.world()
+        .inject(None, "/status/archive", Fault::ApplyThen500, 100);
+    assert!(!ws.sync().await.converged());
+    let id = fake.world().doc_by_name("a.md").unwrap().id.clone();
+    assert!(fake.world().docs[&id].archived, "applied upstream");
+    fake.world().faults.clear();
+    ws.write("a.md", "a.md, back and changed");
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert!(!w.docs[&id].archived);
+    assert_eq!(w.docs[&id].content, b"a.md, back and changed");
+    assert_eq!(w.docs.len(), 3);
+}

@@ -1,8 +1,9 @@
 //! Trying hard to break it: a tree of a few thousand files mutated at
 //! random, synced through an upstream that fails at random (5xx, 429 and
 //! Dify's rate-limit 403, dropped connections, requests applied and then
-//! answered 500 or dropped, slow answers, Dify's metadata lock), and a
-//! process killed with SIGKILL at random points. After every round the
+//! answered 500 or dropped, slow answers, Dify's metadata lock, documents
+//! that take a while to index and "being indexed" flags after enable and
+//! disable), and a process killed with SIGKILL at random points. After every round the
 //! upstream must equal the local tree exactly, with no duplicate document
 //! and an empty outbox.
 //!
@@ -149,7 +150,15 @@ async fn random_faults_over_random_mutations_end_in_an_exact_mirror() {
     let mut report = Vec::new();
     for (round_seed, policy) in [(seed, "delete"), (seed + 1, "archive")] {
         let fake = FakeDify::start().await;
-        fake.world().chaos = Some(Chaos::new(round_seed, 120));
+        {
+            let mut w = fake.world();
+            w.chaos = Some(Chaos::new(round_seed, 120));
+            // Uploads index for a while; enable/disable leave Dify's
+            // "being indexed" flag behind.
+            w.polls_to_complete = 2;
+            w.indexing_ticks = 6;
+            w.indexing_flag_requests = 1;
+        }
         let ws = Workspace::new(&fake.base_url(), DATASET, policy, "", META);
         let mut rng = Rng::new(round_seed);
         let mut tree = make_tree(&ws, 2000);
@@ -206,8 +215,15 @@ async fn sigkill_at_random_points_then_restart_loses_and_duplicates_nothing() {
     let seed = seed(7);
     let mut rng = Rng::new(seed);
     let fake = FakeDify::start().await;
-    // Some faults too, so kills also land inside retries and lookups.
-    fake.world().chaos = Some(Chaos::new(seed, 50));
+    // Some faults too, so kills also land inside retries and lookups;
+    // uploads index for a while.
+    {
+        let mut w = fake.world();
+        w.chaos = Some(Chaos::new(seed, 50));
+        w.polls_to_complete = 2;
+        w.indexing_ticks = 6;
+        w.indexing_flag_requests = 1;
+    }
     let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", META);
     let mut tree = make_tree(&ws, 1500);
     let mut serial = 10_000;

@@ -29,6 +29,8 @@ pub struct JobConfig {
     pub sink: Arc<dyn SinkConfig>,
     /// How much one pass may retire before the delete guard refuses.
     pub max_delete: MaxDelete,
+    /// What the audit does with more records under a name the job owns.
+    pub duplicates: Duplicates,
     pub metadata: Vec<FieldMapping>,
 }
 
@@ -55,6 +57,18 @@ impl JobConfig {
     }
 }
 
+/// What the audit does with more records under a name a job owns than
+/// the one it tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Duplicates {
+    /// Retired as `delete_policy` retires vanished files' records.
+    #[default]
+    Retire,
+    /// Only reported.
+    Report,
+}
+
 /// A `[[sync]]` table as read. Its sink sections are whatever the registry
 /// knows; any other key is refused with its position, as
 /// `deny_unknown_fields` would.
@@ -62,6 +76,7 @@ pub struct RawJob {
     name: Spanned<String>,
     delete_policy: Option<Spanned<DeletePolicy>>,
     max_delete: Option<Spanned<toml::Value>>,
+    duplicates: Option<Spanned<Duplicates>>,
     folder: Option<Spanned<RawFolder>>,
     web: Option<Spanned<RawWeb>>,
     sinks: Vec<RawSink>,
@@ -72,6 +87,7 @@ const JOB_KEYS: &[&str] = &[
     "name",
     "delete_policy",
     "max_delete",
+    "duplicates",
     "folder",
     "web",
     "metadata",
@@ -102,6 +118,7 @@ impl<'de> Visitor<'de> for JobVisitor {
             name: Spanned::new(0..0, String::new()),
             delete_policy: None,
             max_delete: None,
+            duplicates: None,
             folder: None,
             web: None,
             sinks: Vec::new(),
@@ -112,6 +129,7 @@ impl<'de> Visitor<'de> for JobVisitor {
                 "name" => name = Some(map.next_value()?),
                 "delete_policy" => job.delete_policy = Some(map.next_value()?),
                 "max_delete" => job.max_delete = Some(map.next_value()?),
+                "duplicates" => job.duplicates = Some(map.next_value()?),
                 "folder" => job.folder = Some(map.next_value()?),
                 "web" => job.web = Some(map.next_value()?),
                 "metadata" => job.metadata = map.next_value()?,
@@ -279,6 +297,7 @@ pub fn validate(
             source,
             sink,
             max_delete,
+            duplicates: raw.duplicates.map(Spanned::into_inner).unwrap_or_default(),
             metadata,
         },
         name_span,

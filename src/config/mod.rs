@@ -10,7 +10,7 @@ mod metadata;
 pub mod section;
 mod source;
 
-pub use job::{JobConfig, SourceConfig};
+pub use job::{Duplicates, JobConfig, SourceConfig};
 pub use section::{Calls, RetryConfig};
 pub use source::{parse_size, FolderConfig, WebConfig, DEFAULT_MAX_FILE_SIZE};
 

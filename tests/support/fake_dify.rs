@@ -57,6 +57,9 @@ pub struct Doc {
     /// Status requests still refused with "being indexed" (Dify keeps a
     /// Redis flag while the index task that enable/disable started runs).
     pub being_indexed: u32,
+    /// Requests until the indexing worker is done with it (see
+    /// `World::indexing_ticks`).
+    pub ticks_left: u32,
 }
 
 impl Doc {
@@ -325,6 +328,10 @@ pub struct World {
     /// indexed" after each enable or disable of it (0: the index task ends
     /// at once).
     pub indexing_flag_requests: u32,
+    /// Time passing, counted in requests: a document still indexing is
+    /// done after this many more requests arrive, polled or not, as Dify's
+    /// worker finishes whether anyone asks (0: only polls finish it).
+    pub indexing_ticks: u32,
     /// Whether the dataset already has an indexing technique; when not,
     /// create-by-file must send one (as in Dify).
     pub dataset_has_indexing: bool,
@@ -350,6 +357,7 @@ impl World {
             faults: Vec::new(),
             polls_to_complete: 0,
             indexing_flag_requests: 0,
+            indexing_ticks: 0,
             dataset_has_indexing: false,
             arrived: Vec::new(),
             rate_limit: None,
@@ -370,6 +378,19 @@ impl World {
         format!("{prefix}{n:012x}")
     }
 
+    /// One request's worth of time for the indexing worker.
+    fn tick_indexing(&mut self) {
+        for d in self.docs.values_mut() {
+            if d.ticks_left > 0 {
+                d.ticks_left -= 1;
+                if d.ticks_left == 0 && d.indexing_status != "error" {
+                    d.indexing_status = "completed".into();
+                    d.polls_left = 0;
+                }
+            }
+        }
+    }
+
     /// Adds a document as if uploaded through Dify's UI.
     pub fn add_doc(&mut self, name: &str, content: &[u8]) -> String {
         let id = self.next("doc-");
@@ -388,6 +409,7 @@ impl World {
                 position,
                 metadata: BTreeMap::new(),
                 being_indexed: 0,
+                ticks_left: 0,
             },
         );
         id
@@ -571,6 +593,9 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
             hook(&line);
         }
         w.arrived.push(line);
+        if w.indexing_ticks > 0 {
+            w.tick_indexing();
+        }
         w.bump();
     }
     let body = match req.into_body().collect().await {
@@ -861,6 +886,7 @@ fn create_by_file(w: &mut World, upload: Option<Upload>) -> Response<Full<Bytes>
         position,
         metadata: BTreeMap::new(),
         being_indexed: 0,
+        ticks_left: if polls_left > 0 { w.indexing_ticks } else { 0 },
     };
     let body = json!({"document": doc.to_json(&w.fields), "batch": batch});
     w.docs.insert(id, doc);
@@ -882,12 +908,14 @@ fn update_by_file(w: &mut World, doc_id: &str, upload: Option<Upload>) -> Respon
         Err(r) => return *r,
     };
     let (indexing_status, polls_left, batch) = new_indexing(w);
+    let ticks = w.indexing_ticks;
     let fields = w.fields.clone();
     let doc = w.docs.get_mut(doc_id).unwrap();
     doc.name = name;
     doc.content = content;
     doc.indexing_status = indexing_status;
     doc.polls_left = polls_left;
+    doc.ticks_left = if polls_left > 0 { ticks } else { 0 };
     doc.batch = batch.clone();
     reply(
         200,

@@ -579,10 +579,12 @@ impl<'a> Pusher<'a> {
         }
     }
 
-    /// update-by-file; Dify refuses it ("not available") while the previous
-    /// upload is still indexing, so then wait for that and try once more.
-    /// Without a batch to wait on, the refusal stays a transient failure:
-    /// a later pass tries again.
+    /// update-by-file. Dify refuses it ("not available") while the previous
+    /// upload is still indexing (then wait for that batch), and for a
+    /// document disabled or archived behind our back (a status change
+    /// applied whose answer was lost, or a hand edit: then make it
+    /// available). Either way one more try; otherwise the refusal stays a
+    /// transient failure for a later pass.
     async fn update(
         &self,
         key: &str,
@@ -590,20 +592,30 @@ impl<'a> Pusher<'a> {
         name: &str,
         bytes: &bytes::Bytes,
     ) -> Result<(RemoteDoc, Option<String>), SinkError> {
-        match self.client.update_by_file(doc_id, name, bytes).await {
-            Err(e) if not_ready(&e) == Some(NotReady::Unavailable) => {
-                let Some(batch) = self
-                    .cached
-                    .get(key)
-                    .and_then(|c| c.indexing_batch.as_deref())
-                else {
-                    return Err(e);
-                };
-                indexing::wait(self.client, batch, self.dify.indexing_wait).await?;
-                self.client.update_by_file(doc_id, name, bytes).await
-            }
-            other => other,
+        let e = match self.client.update_by_file(doc_id, name, bytes).await {
+            Err(e) if not_ready(&e) == Some(NotReady::Unavailable) => e,
+            other => return other,
+        };
+        if let Some(batch) = self
+            .cached
+            .get(key)
+            .and_then(|c| c.indexing_batch.as_deref())
+        {
+            indexing::wait(self.client, batch, self.dify.indexing_wait).await?;
         }
+        match self.client.find_by_name(name).await? {
+            Some(doc) if doc.id == doc_id && (doc.archived || !doc.enabled) => {
+                tracing::info!(%key, document = %doc_id, "the document is not available upstream (disabled or archived); restoring it before the update");
+                self.make_available(&doc).await?;
+            }
+            Some(doc)
+                if doc.id == doc_id && doc.indexing_status.as_deref().is_some_and(indexing) =>
+            {
+                return Err(e);
+            }
+            _ => {}
+        }
+        self.client.update_by_file(doc_id, name, bytes).await
     }
 
     /// An adopted document may be archived or disabled; Dify only updates
