@@ -353,7 +353,17 @@ async fn sighup_with_a_broken_config_keeps_the_running_one() {
 
 #[tokio::test]
 async fn status_reads_the_state_while_the_service_runs() {
-    let (fake, ws) = setup("disable", "", "debounce_ms = 50").await;
+    // The job lets .exe through; the server refuses it, as Dify's create
+    // does: 400 invalid_param with no message.
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        support::fake_dify::DATASET,
+        "disable",
+        r#"allowed_extensions = ["md", "exe"]"#,
+        "",
+    );
+    ws.append_config("\n[daemon]\ndebounce_ms = 50\n");
     ws.write("ok.md", "fine");
     ws.write("tool.exe", "not a document type Dify takes");
     let mut d = Daemon::spawn(&ws, "1", &[]);
@@ -362,7 +372,7 @@ async fn status_reads_the_state_while_the_service_runs() {
         has(w, "ok.md", "fine")
             && w.log
                 .iter()
-                .any(|l| l.path.contains("create-by-file") && l.status == 415)
+                .any(|l| l.path.contains("create-by-file") && l.status == 400)
     })
     .await;
     // The refusal is recorded right after the answer; the run log after the
@@ -376,7 +386,7 @@ async fn status_reads_the_state_while_the_service_runs() {
     assert_eq!(job["in_sync"], 1);
     assert_eq!(job["pending_upload"], 1);
     assert_eq!(job["failed"][0]["key"], "tool.exe");
-    assert_eq!(job["failed"][0]["code"], "unsupported_file_type");
+    assert_eq!(job["failed"][0]["code"], "invalid_param");
     assert_eq!(job["last_run"]["converged"], false);
 
     let (code, text, err) = cli(&ws, &["status"]);
@@ -386,7 +396,7 @@ async fn status_reads_the_state_while_the_service_runs() {
         "{text}"
     );
     assert!(
-        text.contains("failed create tool.exe [HTTP 415 unsupported_file_type]"),
+        text.contains("failed create tool.exe [HTTP 400 invalid_param]"),
         "{text}"
     );
     assert!(

@@ -4,7 +4,7 @@
 mod support;
 
 use kbsync::sink::dify::document_name;
-use support::fake_dify::{FakeDify, Fault};
+use support::fake_dify::{FakeDify, Fault, DATASET};
 use support::{set_mtime, Workspace};
 
 const META: &str = r#"
@@ -334,7 +334,16 @@ async fn a_create_answered_after_the_timeout_is_adopted_not_duplicated() {
 
 #[tokio::test]
 async fn permanent_errors_are_reported_per_file_and_not_retried_in_the_pass() {
-    let (fake, ws) = setup("disable").await;
+    // The job lets .xyz through (as for a server with more extractors);
+    // this one refuses it as Dify's create does: 400 with no message.
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        DATASET,
+        "disable",
+        r#"allowed_extensions = ["md", "xyz"]"#,
+        META,
+    );
     tree(&ws, 3);
     ws.write("notes.xyz", "Dify does not take this type");
     let r = ws.sync().await;
@@ -344,12 +353,17 @@ async fn permanent_errors_are_reported_per_file_and_not_retried_in_the_pass() {
     assert_eq!(o.failures.len(), 1);
     let f = &o.failures[0];
     assert_eq!(f.key, "notes.xyz");
-    assert_eq!(f.error.status, Some(415));
-    assert_eq!(f.error.code, "unsupported_file_type");
+    assert_eq!(f.error.status, Some(400));
+    assert_eq!(f.error.code, "invalid_param");
+    assert!(
+        f.error.message.contains("without a reason") && f.error.message.contains("file type"),
+        "an empty message gets a hint: {}",
+        f.error.message
+    );
     assert_eq!(
         fake.world().count_since(0, "create-by-file"),
         4,
-        "a 415 is not retried"
+        "a 400 is not retried"
     );
 
     // Parked in the outbox: later passes leave it alone (and say so)…
@@ -362,7 +376,7 @@ async fn permanent_errors_are_reported_per_file_and_not_retried_in_the_pass() {
     // A dry run says so too.
     let d = ws.dry_run().await;
     assert_eq!(d.held.len(), 1);
-    assert_eq!(d.held[0].error.code, "unsupported_file_type");
+    assert_eq!(d.held[0].error.code, "invalid_param");
     // …until the file changes.
     ws.write("notes.xyz", "Dify still does not take this type");
     let r = ws.sync().await;
@@ -513,4 +527,33 @@ async fn auth_failure_is_fatal_and_never_leaks_the_key() {
     assert_eq!(fake.requests(), 1);
     let db = std::fs::read(ws.dir.path().join("state/kbsync.db")).unwrap();
     assert!(!db.windows(8).any(|w| w == b"WRONGKEY"));
+}
+
+#[tokio::test]
+async fn types_dify_does_not_take_are_skipped_before_any_upload() {
+    // D8: a default Dify refuses json, xml, epub, pptx… on create with an
+    // empty 400; they are reported locally and never sent.
+    let (fake, ws) = setup("disable").await;
+    ws.write("guide.md", "# Guide");
+    ws.write("data/config.json", "{}");
+    ws.write("slides.pptx", "binary");
+    ws.write("LICENSE", "text");
+    let r = ws.sync().await;
+    assert!(!r.converged(), "skipped files are reported");
+    let mut skipped: Vec<&str> = r.skipped.iter().map(|s| s.path.as_str()).collect();
+    skipped.sort();
+    assert_eq!(skipped, ["LICENSE", "data/config.json", "slides.pptx"]);
+    let json = r
+        .skipped
+        .iter()
+        .find(|s| s.path == "data/config.json")
+        .unwrap();
+    assert!(
+        json.reason.contains(".json") && json.reason.contains("allowed_extensions"),
+        "{}",
+        json.reason
+    );
+    let w = fake.world();
+    assert_eq!(w.count_since(0, "create-by-file"), 1);
+    assert_eq!(w.docs.len(), 1);
 }

@@ -95,7 +95,15 @@ async fn a_settled_file_that_goes_is_disabled_once_then_left_alone() {
 
 #[tokio::test]
 async fn a_file_whose_push_failed_is_planned_on_every_pass() {
-    let (fake, ws) = with_fake("disable", META).await;
+    // Let through by the job, refused by the server.
+    let fake = support::fake_dify::FakeDify::start().await;
+    let ws = support::Workspace::new(
+        &fake.base_url(),
+        support::fake_dify::DATASET,
+        "disable",
+        r#"allowed_extensions = ["md", "xyz"]"#,
+        META,
+    );
     tree(&ws, 3);
     ws.write("notes.xyz", "Dify does not take this type");
     set_mtime(&ws.path("notes.xyz"), 1_600_000_000);

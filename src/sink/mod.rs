@@ -141,6 +141,12 @@ pub trait SinkConfig: std::fmt::Debug + Send + Sync {
         format!("no {} record to attach its metadata to", self.kind())
     }
 
+    /// Why the upstream would refuse the item outright (a file type it does
+    /// not take): it is reported as skipped, never sent.
+    fn refuses_item(&self, _key: &str) -> Option<String> {
+        None
+    }
+
     /// A metadata field name the upstream refuses to set, and why.
     fn refuses_field(&self, _name: &str) -> Option<String> {
         None

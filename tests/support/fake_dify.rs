@@ -33,12 +33,6 @@ const ALLOWED_EXTENSIONS: &[&str] = &[
     "csv",
     "vtt",
     "properties",
-    "eml",
-    "msg",
-    "pptx",
-    "xml",
-    "epub",
-    "json",
 ];
 
 #[derive(Debug, Clone)]
@@ -808,8 +802,11 @@ async fn parse_multipart(content_type: &str, body: Bytes) -> Result<Upload, Box<
     Ok(up)
 }
 
-/// Checks shared by create and update; returns the file on success.
-fn check_file(upload: Option<Upload>) -> Result<CheckedFile, Box<Resp>> {
+/// Checks shared by create and update; returns the file on success. Too
+/// large and unsupported are ValueErrors in Dify's file service: create
+/// answers them 400 `invalid_param` with an empty message, only update maps
+/// them to 413 / 415.
+fn check_file(upload: Option<Upload>, create: bool) -> Result<CheckedFile, Box<Resp>> {
     let Some(up) = upload else {
         return Err(bad(400, "no_file_uploaded", "Please upload your file."));
     };
@@ -834,14 +831,22 @@ fn check_file(upload: Option<Upload>) -> Result<CheckedFile, Box<Resp>> {
         ));
     }
     if content.len() > MAX_UPLOAD {
-        return Err(bad(413, "file_too_large", "File size exceeded."));
+        return Err(if create {
+            bad(400, "invalid_param", "")
+        } else {
+            bad(413, "file_too_large", "File size exceeded.")
+        });
     }
     let ext = name
         .rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default();
     if !ALLOWED_EXTENSIONS.contains(&ext.as_str()) {
-        return Err(bad(415, "unsupported_file_type", "File type not allowed."));
+        return Err(if create {
+            bad(400, "invalid_param", "")
+        } else {
+            bad(415, "unsupported_file_type", "File type not allowed.")
+        });
     }
     Ok((name, content, up.data))
 }
@@ -854,7 +859,7 @@ fn new_indexing(w: &mut World) -> (String, u32, String) {
 }
 
 fn create_by_file(w: &mut World, upload: Option<Upload>) -> Response<Full<Bytes>> {
-    let (name, content, data) = match check_file(upload) {
+    let (name, content, data) = match check_file(upload, true) {
         Ok(f) => f,
         Err(r) => return *r,
     };
@@ -903,7 +908,7 @@ fn update_by_file(w: &mut World, doc_id: &str, upload: Option<Upload>) -> Respon
     if doc.display_status() != "available" {
         return error(400, "invalid_param", "Document is not available");
     }
-    let (name, content, _) = match check_file(upload) {
+    let (name, content, _) = match check_file(upload, false) {
         Ok(f) => f,
         Err(r) => return *r,
     };

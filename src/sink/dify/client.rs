@@ -223,7 +223,12 @@ impl DifyClient {
                 .multipart(Self::file_form(name, bytes, Some(data)));
             let err = match self.once(req).await {
                 Ok(resp) => return Self::doc_and_batch(resp).await,
-                Err(e) if !e.is_transient() => return Err(e),
+                Err(mut e) if !e.is_transient() => {
+                    if e.status == Some(400) && e.message.is_empty() {
+                        e.message = "Dify refused the file without a reason: on create that means a file type the server does not take, or a file over its upload limit (UPLOAD_FILE_SIZE_LIMIT, 15 MB by default)".into();
+                    }
+                    return Err(e);
+                }
                 Err(e) => e,
             };
             let Some(delay) = delays.next() else {

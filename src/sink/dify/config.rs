@@ -12,6 +12,24 @@ use crate::config::section::{calls, https_url, key_source, plain_id, Calls, KeyF
 use crate::config::ConfigError;
 use crate::secret::SecretSource;
 
+/// What a default Dify takes (its DOCUMENT_EXTENSIONS with the built-in
+/// extractor); a server with Unstructured takes more: widen the list then.
+pub const DEFAULT_EXTENSIONS: &[&str] = &[
+    "txt",
+    "markdown",
+    "md",
+    "mdx",
+    "pdf",
+    "html",
+    "htm",
+    "xlsx",
+    "xls",
+    "docx",
+    "csv",
+    "vtt",
+    "properties",
+];
+
 /// Metadata names Dify reserves for its built-in fields.
 pub const BUILT_IN_FIELDS: &[&str] = &[
     "document_name",
@@ -28,6 +46,9 @@ pub struct DifyConfig {
     /// Put before every key in document names, so that several jobs can
     /// share a dataset without taking each other's documents.
     pub name_prefix: String,
+    /// File extensions (lower case, no dot) the server takes; other files
+    /// are reported as skipped before any upload.
+    pub allowed_extensions: Vec<String>,
     pub api_key: SecretSource,
     pub batch_size: usize,
     pub upload_concurrency: usize,
@@ -44,6 +65,7 @@ pub struct RawDify {
     base_url: Spanned<String>,
     dataset_id: Spanned<String>,
     name_prefix: Option<Spanned<String>>,
+    allowed_extensions: Option<Spanned<Vec<String>>>,
     api_key: Option<Spanned<toml::Value>>,
     api_key_env: Option<Spanned<String>>,
     api_key_file: Option<Spanned<String>>,
@@ -127,10 +149,29 @@ pub fn validate(
         }
         Some(p) => p.get_ref().clone(),
     };
+    let allowed_extensions = match &raw.allowed_extensions {
+        None => DEFAULT_EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for e in list.get_ref() {
+                let e = e.trim().trim_start_matches('.').to_ascii_lowercase();
+                if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return Err(loc.error(
+                        list.span(),
+                        &key("allowed_extensions"),
+                        "expected extensions such as [\"md\", \"pdf\"] (letters and digits)",
+                    ));
+                }
+                out.push(e);
+            }
+            out
+        }
+    };
     Ok(DifyConfig {
         base_url,
         dataset_id,
         name_prefix,
+        allowed_extensions,
         api_key,
         batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
         upload_concurrency: int(&raw.upload_concurrency, "upload_concurrency", 1, 64, 4)? as usize,

@@ -56,6 +56,22 @@ impl SinkConfig for DifyConfig {
         ))
     }
 
+    fn refuses_item(&self, key: &str) -> Option<String> {
+        let ext = key
+            .rsplit('/')
+            .next()
+            .and_then(|name| name.rsplit_once('.'))
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        (!self.allowed_extensions.contains(&ext)).then(|| {
+            format!(
+                "Dify does not take {} files (allowed_extensions: {}); add the extension there if your Dify does (an ETL such as Unstructured), or exclude the file",
+                if ext.is_empty() { "extension-less".to_owned() } else { format!(".{ext}") },
+                self.allowed_extensions.join(", ")
+            )
+        })
+    }
+
     fn refuses_field(&self, name: &str) -> Option<String> {
         BUILT_IN_FIELDS.contains(&name).then(|| {
             format!(
