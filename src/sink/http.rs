@@ -157,6 +157,7 @@ fn backoff(retry: &RetryConfig) -> ExponentialBuilder {
 pub struct ErrorAnswer {
     pub status: StatusCode,
     pub retry_after: Option<Duration>,
+    pub headers: reqwest::header::HeaderMap,
     body: bytes::Bytes,
     json: Option<Json>,
 }
@@ -164,6 +165,7 @@ pub struct ErrorAnswer {
 impl ErrorAnswer {
     pub async fn read(resp: Response) -> ErrorAnswer {
         let status = resp.status();
+        let headers = resp.headers().clone();
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -175,6 +177,7 @@ impl ErrorAnswer {
         ErrorAnswer {
             status,
             retry_after,
+            headers,
             body,
             json,
         }
@@ -186,6 +189,16 @@ impl ErrorAnswer {
         fields
             .iter()
             .find_map(|f| obj.get(*f)?.as_str().map(str::to_owned))
+    }
+
+    /// The text of the first `<tag>` of an XML body (some gateways answer
+    /// errors in XML).
+    pub fn xml_field(&self, tag: &str) -> Option<String> {
+        let text = std::str::from_utf8(&self.body).ok()?;
+        let open = format!("<{tag}>");
+        let start = text.find(&open)? + open.len();
+        let end = start + text[start..].find(&format!("</{tag}>"))?;
+        Some(text[start..end].trim().to_owned())
     }
 
     /// The status' reason phrase as a code: `service_unavailable`.

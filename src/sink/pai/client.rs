@@ -7,7 +7,7 @@
 //! failed: `Status: false` plus `FailedDetails`, which are read per file.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Method, Response, Url};
 use serde::Deserialize;
@@ -228,14 +228,18 @@ impl PaiClient {
 
 impl PaiClient {
     /// DeleteDatasetFileMetas: the ids go in the query, comma-separated.
-    pub async fn delete(&self, ids: &[&str]) -> Result<BatchAnswer, SinkError> {
+    /// DeleteDatasetFileMetas of one record. The parameter's name is plural,
+    /// but neither the API's documents nor its SDK show a list format:
+    /// if the server took "a,b" for one id, its "Not Found" would be taken
+    /// for done while the records stay. One id per call is certain.
+    pub async fn delete(&self, id: &str) -> Result<BatchAnswer, SinkError> {
         let query = vec![
             (
                 "DatasetVersion".to_owned(),
                 self.cfg.dataset_version.clone(),
             ),
             ("WorkspaceId".to_owned(), self.cfg.workspace_id.clone()),
-            ("DatasetFileMetaIds".to_owned(), ids.join(",")),
+            ("DatasetFileMetaIds".to_owned(), id.to_owned()),
         ];
         let v = self
             .call(Method::DELETE, "DeleteDatasetFileMetas", query, None)
@@ -271,12 +275,23 @@ fn nonce() -> String {
 
 async fn classify(resp: Response) -> SinkError {
     let answer = ErrorAnswer::read(resp).await;
-    let (status, retry_after) = (answer.status.as_u16(), answer.retry_after);
+    let status = answer.status.as_u16();
+    // Alibaba Cloud's throttling says how long to wait in milliseconds.
+    let retry_after = answer
+        .headers
+        .get("x-acs-retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms).min(crate::sink::http::MAX_RETRY_AFTER))
+        .or(answer.retry_after);
+    // JSON as a rule; XML from some gateways.
     let code = answer
         .field(&["Code", "code"])
+        .or_else(|| answer.xml_field("Code"))
         .unwrap_or_else(|| format!("http_{status}"));
     let message = answer
         .field(&["Message", "message"])
+        .or_else(|| answer.xml_field("Message"))
         .unwrap_or_else(|| answer.text());
     let class = if status == 429 || status >= 500 || status == 408 || code.starts_with("Throttling")
     {
@@ -310,7 +325,28 @@ async fn classify(resp: Response) -> SinkError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[tokio::test]
+    async fn throttling_in_xml_with_x_acs_retry_after_is_read() {
+        let answer = http_crate_response(
+            429,
+            &[("x-acs-retry-after", "1500"), ("content-type", "text/xml")],
+            "<?xml version='1.0'?><Error><RequestId>R1</RequestId><Code>Throttling.User</Code><Message>Request was denied due to user flow control.</Message></Error>",
+        );
+        let e = classify(answer).await;
+        assert_eq!(e.class, ErrorClass::Transient);
+        assert_eq!(e.code, "Throttling.User");
+        assert_eq!(e.message, "Request was denied due to user flow control.");
+        assert_eq!(e.retry_after, Some(Duration::from_millis(1500)));
+    }
+
+    fn http_crate_response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+        let mut b = http::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        Response::from(b.body(body.to_owned()).unwrap())
+    }
 
     #[test]
     fn dates_and_nonces_are_as_the_signature_needs() {

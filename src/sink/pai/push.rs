@@ -94,7 +94,7 @@ pub async fn push(
 
     let deletes = plan.deletes();
     if !deletes.is_empty() && out.fatal.is_none() && !stop.load(Ordering::SeqCst) {
-        delete(job, client, batch_size, state, &mut out, &deletes).await?;
+        delete(job, client, state, &mut out, &deletes).await?;
     }
 
     if out.fatal.is_none() && !out.interrupted {
@@ -217,17 +217,16 @@ async fn send(
 async fn delete(
     job: &str,
     client: &PaiClient,
-    batch_size: usize,
     state: &mut State,
     out: &mut Outcome,
     items: &[(&str, &str)],
 ) -> Result<(), PushError> {
     let answers: Mutex<Vec<BatchAnswer>> = Mutex::new(Vec::new());
     let answers_ref = &answers;
-    let r = send_in_batches(items, batch_size, |chunk| {
+    // One record per call (see `PaiClient::delete`).
+    let r = send_in_batches(items, 1, |chunk| {
         async move {
-            let ids: Vec<&str> = chunk.iter().map(|(_, id)| *id).collect();
-            let answer = client.delete(&ids).await?;
+            let answer = client.delete(chunk[0].1).await?;
             answers_ref.lock().expect("not poisoned").push(answer);
             Ok(())
         }
