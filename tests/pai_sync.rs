@@ -82,6 +82,14 @@ async fn first_sync_adopts_existing_records_creates_the_rest_then_rests() {
         assert_eq!(w.count("UpdateDatasetFileMetas"), 1);
         assert_eq!(w.count("CreateDatasetFileMetas"), 1);
         assert!(w.log.iter().all(|l| l.status == 200), "signatures accepted");
+        // Created with the fields the SDK marks required; the fingerprint
+        // follows the content on updates too.
+        let one = w.by_uri(&format!("{BASE}a/one.md"))[0];
+        let content = std::fs::read(ws.path("a/one.md")).unwrap();
+        let hash = kbsync::source::folder::hash_bytes(&content);
+        assert_eq!(one.fingerprint, format!("blake3:{hash}"));
+        let two = w.by_uri(&format!("{BASE}a/two.md"))[0];
+        assert!(two.fingerprint.starts_with("blake3:"), "{two:?}");
     }
     let before = fake.world().log.len();
     assert!(ws.sync().await.converged());

@@ -234,3 +234,28 @@ pub struct PushContext<'a> {
     /// Reads an item's content from the job's source.
     pub content: &'a (dyn crate::source::Content + Send + Sync),
 }
+
+/// MIME type by extension: Dify decides by the extension anyway, but a
+/// right Content-Type helps proxies and logs; PAI records it.
+pub fn mime_for(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "md" | "markdown" | "mdx" => "text/markdown",
+        "txt" | "text" => "text/plain",
+        "html" | "htm" => "text/html",
+        "csv" => "text/csv",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "pdf" => "application/pdf",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "doc" => "application/msword",
+        "xls" => "application/vnd.ms-excel",
+        "epub" => "application/epub+zip",
+        _ => "application/octet-stream",
+    }
+}

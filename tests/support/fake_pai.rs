@@ -28,6 +28,8 @@ pub struct Record {
     pub uri: String,
     pub file_name: String,
     pub meta_attributes: String,
+    /// FileFingerPrint as last sent.
+    pub fingerprint: String,
 }
 
 impl Record {
@@ -64,6 +66,7 @@ impl World {
                 uri: uri.to_owned(),
                 file_name: uri.rsplit('/').next().unwrap().to_owned(),
                 meta_attributes: String::new(),
+                fingerprint: String::new(),
             },
         );
         id
@@ -393,6 +396,39 @@ fn route(
 }
 
 fn create(w: &mut World, metas: &[Json]) -> Response<Full<Bytes>> {
+    // What the SDK's model marks required on create.
+    for (n, m) in metas.iter().enumerate() {
+        for field in [
+            "ContentType",
+            "FileFingerPrint",
+            "FileType",
+            "FileUpdateTime",
+        ] {
+            if m.get(field)
+                .and_then(Json::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return error(
+                    400,
+                    "MissingParameter",
+                    &format!(
+                        "DatasetFileMetas.{}.{field} is mandatory for this action.",
+                        n + 1
+                    ),
+                );
+            }
+        }
+        let t = m["FileUpdateTime"].as_str().unwrap_or("");
+        // yyyy-MM-ddTHH:mmZ
+        let shape = t.len() == 17 && t.as_bytes()[10] == b'T' && t.ends_with('Z');
+        if !shape {
+            return error(
+                400,
+                "InvalidParameter",
+                &format!("FileUpdateTime {t:?} is not yyyy-MM-ddTHH:mmZ."),
+            );
+        }
+    }
     let mut ok = Vec::new();
     let mut failed = Vec::new();
     for m in metas {
@@ -412,6 +448,7 @@ fn create(w: &mut World, metas: &[Json]) -> Response<Full<Bytes>> {
             .and_then(Json::as_str)
             .unwrap_or("")
             .to_owned();
+        r.fingerprint = m["FileFingerPrint"].as_str().unwrap_or("").to_owned();
         ok.push(json!({"DatasetFileMetaId": id, "Uri": uri}));
     }
     reply(
@@ -436,6 +473,9 @@ fn update(w: &mut World, metas: &[Json]) -> Response<Full<Bytes>> {
                 }
                 if let Some(n) = m.get("FileName").and_then(Json::as_str) {
                     r.file_name = n.to_owned();
+                }
+                if let Some(f) = m.get("FileFingerPrint").and_then(Json::as_str) {
+                    r.fingerprint = f.to_owned();
                 }
             }
         }

@@ -186,7 +186,7 @@ impl DifyClient {
     ) -> reqwest::multipart::Form {
         let part = reqwest::multipart::Part::stream_with_length(bytes.clone(), bytes.len() as u64)
             .file_name(name.to_owned())
-            .mime_str(mime_for(name))
+            .mime_str(crate::sink::mime_for(name))
             .expect("static MIME types parse");
         let mut form = reqwest::multipart::Form::new().part("file", part);
         if let Some(d) = data {
@@ -510,30 +510,5 @@ pub fn gone(e: &SinkError) -> bool {
         Some(404) => !e.message.to_lowercase().contains("dataset"),
         Some(400) => e.message.to_lowercase().contains("document not found"),
         _ => false,
-    }
-}
-
-/// MIME type by extension; Dify decides by the extension anyway, but a
-/// right Content-Type helps proxies and logs.
-fn mime_for(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "md" | "markdown" | "mdx" => "text/markdown",
-        "txt" | "text" => "text/plain",
-        "html" | "htm" => "text/html",
-        "csv" => "text/csv",
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "pdf" => "application/pdf",
-        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-        "doc" => "application/msword",
-        "xls" => "application/vnd.ms-excel",
-        "epub" => "application/epub+zip",
-        _ => "application/octet-stream",
     }
 }

@@ -16,12 +16,15 @@ use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
 use crate::sink::bisect::send_in_batches;
 use crate::sink::{record_failure, ErrorClass, Outcome, PushContext, PushError, SinkError};
+use crate::source::KnownFacts;
 use crate::state::State;
 
 struct Item<'p> {
     key: &'p str,
     id: Option<String>,
     metadata: &'p Metadata,
+    /// The file as this pass recorded it (size, mtime, content hash).
+    facts: Option<KnownFacts>,
 }
 
 pub async fn push(
@@ -44,10 +47,16 @@ pub async fn push(
                 key,
                 id: doc_id.clone(),
                 metadata,
+                facts: None,
             }),
             _ => None,
         })
         .collect();
+    // The facts this pass recorded (the scan's rows were read before it).
+    let mut rows = state.load_keys(job, items.iter().map(|i| i.key))?;
+    for item in &mut items {
+        item.facts = rows.remove(item.key).and_then(|c| c.facts);
+    }
 
     // Records kbsync does not know yet: one listing maps URIs to ids.
     if items.iter().any(|i| i.id.is_none()) && !stop.load(Ordering::SeqCst) {
@@ -269,13 +278,20 @@ async fn delete(
 
 /// One record of a batch: `MetaAttributes` is a JSON *string* (as the API
 /// defines it), holding exactly the mapped metadata.
+/// A record as Create/UpdateDatasetFileMetas take it. The SDK's model
+/// marks ContentType, FileFingerPrint, FileType and FileUpdateTime required
+/// on create; the fingerprint (here the content's BLAKE3: kbsync does not
+/// know the OSS ETag) and the update time go with updates too.
 fn record(client: &PaiClient, item: &Item<'_>, create: bool) -> Json {
     let attributes = serde_json::to_string(item.metadata).unwrap_or_else(|_| "{}".into());
     let file_name = item.key.rsplit('/').next().unwrap_or(item.key);
-    if create {
+    let mut r = if create {
+        let mime = crate::sink::mime_for(file_name);
         json!({
             "Uri": client.uri_of(item.key),
             "FileName": file_name,
+            "ContentType": mime,
+            "FileType": mime,
             "MetaAttributes": attributes,
         })
     } else {
@@ -284,5 +300,21 @@ fn record(client: &PaiClient, item: &Item<'_>, create: bool) -> Json {
             "FileName": file_name,
             "MetaAttributes": attributes,
         })
+    };
+    if let Some(f) = &item.facts {
+        r["FileFingerPrint"] = json!(format!("blake3:{}", f.hash));
+        r["FileUpdateTime"] = json!(iso_minute(f.mtime_ns.div_euclid(1_000_000_000)));
+        r["DataSize"] = json!(f.size);
+    }
+    r
+}
+
+/// `yyyy-MM-ddTHH:mmZ`, the time format the API asks for.
+fn iso_minute(secs: i64) -> String {
+    let full = crate::metadata::format_rfc3339(secs);
+    // "2026-11-24T14:05:09Z" → "2026-11-24T14:05Z"
+    match full.rfind(':') {
+        Some(i) => format!("{}Z", &full[..i]),
+        None => full,
     }
 }
