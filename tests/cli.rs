@@ -214,6 +214,11 @@ fn the_bundled_pai_config_plans_a_record_per_file_and_pai_limits_are_enforced() 
             "`sync[0].pai.uri_base`: expected the dataset location",
         ),
         (
+            "dataset_id = \"d-lfd60v0p0000ujtsdx\"",
+            "dataset_id = \"d-1,d-2\"",
+            "`sync[0].pai.dataset_id`: expected an id of letters, digits",
+        ),
+        (
             "access_key_secret_env = \"ALIBABA_CLOUD_ACCESS_KEY_SECRET\"",
             "access_key_secret = \"inline\"",
             "`sync[0].pai.access_key_secret`: secrets are not accepted inline",

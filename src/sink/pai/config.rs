@@ -106,10 +106,7 @@ pub fn validate(
                     "expected a region id such as \"cn-hangzhou\"",
                 ));
             }
-            Spanned::new(
-                r.span(),
-                format!("https://aiworkspace.{region}.aliyuncs.com"),
-            )
+            Spanned::new(r.span(), format!("https://{}", endpoint_host(region)))
         }
         (None, None) => {
             return Err(loc.error(
@@ -120,7 +117,23 @@ pub fn validate(
         }
     };
     let endpoint = https_url(loc, &key, &endpoint_text, raw.allow_insecure_http)?;
-    let id = |v: &Spanned<String>, name: &str| plain_id(loc, &key(name), v, "expected an id");
+    // Ids go into the signed path: anything RFC 3986 would escape is
+    // refused rather than risk a path signed one way and sent another.
+    let id = |v: &Spanned<String>, name: &str| {
+        let id = plain_id(loc, &key(name), v, "expected an id")?;
+        if id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+        {
+            Ok(id)
+        } else {
+            Err(loc.error(
+                v.span(),
+                &key(name),
+                "expected an id of letters, digits, '-', '_', '.' or '~' (as PAI's ids are)",
+            ))
+        }
+    };
     let workspace_id = id(&raw.workspace_id, "workspace_id")?;
     let dataset_id = id(&raw.dataset_id, "dataset_id")?;
     let dataset_version = match &raw.dataset_version {
@@ -164,4 +177,80 @@ pub fn validate(
         batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
         calls,
     })
+}
+
+/// Regions whose AIWorkSpace API is not at `aiworkspace.<region>.aliyuncs.com`,
+/// as the official SDK's endpoint map has them (most use the central host).
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("ap-northeast-2-pop", "aiworkspace.aliyuncs.com"),
+    ("ap-southeast-2", "aiworkspace.aliyuncs.com"),
+    (
+        "ap-southeast-5",
+        "aiworkspace-vpc.ap-southeast-5.aliyuncs.com",
+    ),
+    ("cn-beijing-finance-1", "aiworkspace.aliyuncs.com"),
+    ("cn-beijing-finance-pop", "aiworkspace.aliyuncs.com"),
+    ("cn-beijing-gov-1", "aiworkspace.aliyuncs.com"),
+    ("cn-beijing-nu16-b01", "aiworkspace.aliyuncs.com"),
+    ("cn-edge-1", "aiworkspace.aliyuncs.com"),
+    ("cn-fujian", "aiworkspace.aliyuncs.com"),
+    ("cn-haidian-cm12-c01", "aiworkspace.aliyuncs.com"),
+    ("cn-hangzhou-bj-b01", "aiworkspace.aliyuncs.com"),
+    ("cn-hangzhou-finance", "aiworkspace.aliyuncs.com"),
+    ("cn-hangzhou-internal-prod-1", "aiworkspace.aliyuncs.com"),
+    ("cn-hangzhou-internal-test-1", "aiworkspace.aliyuncs.com"),
+    ("cn-hangzhou-internal-test-2", "aiworkspace.aliyuncs.com"),
+    ("cn-hangzhou-internal-test-3", "aiworkspace.aliyuncs.com"),
+    ("cn-hangzhou-test-306", "aiworkspace.aliyuncs.com"),
+    ("cn-hongkong-finance-pop", "aiworkspace.aliyuncs.com"),
+    ("cn-huhehaote", "aiworkspace.aliyuncs.com"),
+    ("cn-huhehaote-nebula-1", "aiworkspace.aliyuncs.com"),
+    ("cn-qingdao", "aiworkspace.aliyuncs.com"),
+    ("cn-qingdao-nebula", "aiworkspace.aliyuncs.com"),
+    ("cn-shanghai-et15-b01", "aiworkspace.aliyuncs.com"),
+    ("cn-shanghai-et2-b01", "aiworkspace.aliyuncs.com"),
+    ("cn-shanghai-inner", "aiworkspace.aliyuncs.com"),
+    ("cn-shanghai-internal-test-1", "aiworkspace.aliyuncs.com"),
+    ("cn-shenzhen-finance-1", "aiworkspace.aliyuncs.com"),
+    ("cn-shenzhen-inner", "aiworkspace.aliyuncs.com"),
+    ("cn-shenzhen-st4-d01", "aiworkspace.aliyuncs.com"),
+    ("cn-shenzhen-su18-b01", "aiworkspace.aliyuncs.com"),
+    ("cn-wuhan", "aiworkspace.aliyuncs.com"),
+    ("cn-yushanfang", "aiworkspace.aliyuncs.com"),
+    ("cn-zhangbei", "aiworkspace.aliyuncs.com"),
+    ("cn-zhangbei-na61-b01", "aiworkspace.aliyuncs.com"),
+    ("cn-zhangjiakou-na62-a01", "aiworkspace.aliyuncs.com"),
+    ("cn-zhengzhou-nebula-1", "aiworkspace.aliyuncs.com"),
+    ("eu-west-1", "aiworkspace.aliyuncs.com"),
+    ("eu-west-1-oxs", "aiworkspace.aliyuncs.com"),
+    ("me-east-1", "aiworkspace.aliyuncs.com"),
+    ("rus-west-1-pop", "aiworkspace.aliyuncs.com"),
+];
+
+/// The API host of `region`.
+pub fn endpoint_host(region: &str) -> String {
+    ENDPOINTS
+        .iter()
+        .find(|(r, _)| *r == region)
+        .map(|(_, host)| (*host).to_owned())
+        .unwrap_or_else(|| format!("aiworkspace.{region}.aliyuncs.com"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_map_to_the_sdks_endpoints() {
+        assert_eq!(
+            endpoint_host("cn-hangzhou"),
+            "aiworkspace.cn-hangzhou.aliyuncs.com"
+        );
+        assert_eq!(endpoint_host("cn-qingdao"), "aiworkspace.aliyuncs.com");
+        assert_eq!(endpoint_host("eu-west-1"), "aiworkspace.aliyuncs.com");
+        assert_eq!(
+            endpoint_host("ap-southeast-5"),
+            "aiworkspace-vpc.ap-southeast-5.aliyuncs.com"
+        );
+    }
 }
