@@ -71,6 +71,11 @@ fn retires(op: &Op) -> bool {
     }
 }
 
+/// Whether the plan retires anything at all.
+pub fn retires_any(plan: &Plan) -> bool {
+    plan.ops.iter().any(retires)
+}
+
 /// Whether retiring `retiring` of `tracked` records goes beyond `limit`.
 pub fn exceeds(retiring: u64, tracked: u64, limit: MaxDelete) -> bool {
     if retiring == 0 {

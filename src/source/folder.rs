@@ -41,15 +41,22 @@ pub struct Stat {
 /// chmod changes it too, which costs a read, never an upload.
 pub fn identity(meta: &std::fs::Metadata) -> i64 {
     use std::os::unix::fs::MetadataExt;
-    let mut h = blake3::Hasher::new();
-    h.update(&meta.dev().to_le_bytes());
-    h.update(&meta.ino().to_le_bytes());
-    h.update(&meta.ctime().to_le_bytes());
-    h.update(&meta.ctime_nsec().to_le_bytes());
-    let bytes = h.finalize();
-    let n = i64::from_le_bytes(bytes.as_bytes()[..8].try_into().expect("8 bytes"));
+    // Mixed, not hashed cryptographically: it runs for every file of every
+    // walk, and only has to differ when one of its parts does.
+    let mut h = splitmix(meta.dev());
+    for part in [meta.ino(), meta.ctime() as u64, meta.ctime_nsec() as u64] {
+        h = splitmix(h ^ part);
+    }
     // 0 means "not known".
-    n | 1
+    (h | 1) as i64
+}
+
+/// The splitmix64 finalizer: every input bit moves about half the output.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// The walk's result: what exists, before anything is read.
