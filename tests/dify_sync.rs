@@ -557,3 +557,51 @@ async fn types_dify_does_not_take_are_skipped_before_any_upload() {
     assert_eq!(w.count_since(0, "create-by-file"), 1);
     assert_eq!(w.docs.len(), 1);
 }
+
+#[tokio::test]
+async fn text_types_dify_does_not_take_can_be_sent_as_text() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        DATASET,
+        "disable",
+        r#"send_as_text = ["rst", "yaml"]"#,
+        "source_path = { fact = \"path\" }\n",
+    );
+    ws.write("docs/intro.rst", "Intro\n=====\n");
+    ws.write("deploy/app.yaml", "replicas: 3\n");
+    ws.write("data.json", "{}");
+    let r = ws.sync().await;
+    let skipped: Vec<&str> = r.skipped.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(skipped, ["data.json"], "json is neither taken nor listed");
+    {
+        let w = fake.world();
+        assert_eq!(w.docs.len(), 2);
+        let rst = w
+            .doc_by_name(&document_name("docs/intro.rst.txt"))
+            .expect("named so that Dify takes it");
+        assert_eq!(rst.content, b"Intro\n=====\n");
+        assert_eq!(
+            w.metadata_of(&document_name("docs/intro.rst.txt"))
+                .get("source_path"),
+            Some(&serde_json::json!("docs/intro.rst")),
+            "the original path stays in the metadata"
+        );
+        assert!(w
+            .doc_by_name(&document_name("deploy/app.yaml.txt"))
+            .is_some());
+    }
+    // The names map back: a pass with the audit finds no drift.
+    std::fs::remove_file(ws.path("data.json")).unwrap();
+    let opts = kbsync::reconcile::RunOptions {
+        audit: true,
+        ..Default::default()
+    };
+    let r = kbsync::reconcile::run(&ws.config(), &[], opts)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(r.converged(), "{r:?}");
+    assert!(r.audit.unwrap().findings.is_empty());
+    assert_eq!(r.requests, 1, "one list call, nothing else");
+}

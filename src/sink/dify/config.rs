@@ -49,6 +49,9 @@ pub struct DifyConfig {
     /// File extensions (lower case, no dot) the server takes; other files
     /// are reported as skipped before any upload.
     pub allowed_extensions: Vec<String>,
+    /// Extensions of text files sent as plain text: the document is named
+    /// `<key>.txt`, which Dify takes.
+    pub send_as_text: Vec<String>,
     pub api_key: SecretSource,
     pub batch_size: usize,
     pub upload_concurrency: usize,
@@ -66,6 +69,7 @@ pub struct RawDify {
     dataset_id: Spanned<String>,
     name_prefix: Option<Spanned<String>>,
     allowed_extensions: Option<Spanned<Vec<String>>>,
+    send_as_text: Option<Spanned<Vec<String>>>,
     api_key: Option<Spanned<toml::Value>>,
     api_key_env: Option<Spanned<String>>,
     api_key_file: Option<Spanned<String>>,
@@ -151,27 +155,18 @@ pub fn validate(
     };
     let allowed_extensions = match &raw.allowed_extensions {
         None => DEFAULT_EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
-        Some(list) => {
-            let mut out = Vec::new();
-            for e in list.get_ref() {
-                let e = e.trim().trim_start_matches('.').to_ascii_lowercase();
-                if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric()) {
-                    return Err(loc.error(
-                        list.span(),
-                        &key("allowed_extensions"),
-                        "expected extensions such as [\"md\", \"pdf\"] (letters and digits)",
-                    ));
-                }
-                out.push(e);
-            }
-            out
-        }
+        Some(list) => extensions(loc, &key("allowed_extensions"), list)?,
+    };
+    let send_as_text = match &raw.send_as_text {
+        None => Vec::new(),
+        Some(list) => extensions(loc, &key("send_as_text"), list)?,
     };
     Ok(DifyConfig {
         base_url,
         dataset_id,
         name_prefix,
         allowed_extensions,
+        send_as_text,
         api_key,
         batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
         upload_concurrency: int(&raw.upload_concurrency, "upload_concurrency", 1, 64, 4)? as usize,
@@ -188,12 +183,45 @@ pub fn validate(
 }
 
 impl DifyConfig {
-    /// The document name of `key` in this job's namespace.
+    /// The document name of `key` in this job's namespace; a file sent as
+    /// text gets `.txt` after its own extension (`notes.rst.txt`).
     pub fn document_name(&self, key: &str) -> String {
-        if self.name_prefix.is_empty() {
-            super::name::document_name(key)
-        } else {
-            super::name::document_name(&format!("{}{key}", self.name_prefix))
-        }
+        let suffix = if self.as_text(key) { ".txt" } else { "" };
+        super::name::document_name(&format!("{}{key}{suffix}", self.name_prefix))
     }
+
+    /// Whether `key` goes up as plain text (`send_as_text`).
+    pub fn as_text(&self, key: &str) -> bool {
+        let ext = extension(key);
+        !self.allowed_extensions.contains(&ext) && self.send_as_text.contains(&ext)
+    }
+}
+
+/// The lower-case extension of a key's file name ("" when none).
+pub fn extension(key: &str) -> String {
+    key.rsplit('/')
+        .next()
+        .and_then(|name| name.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn extensions(
+    loc: &Locator,
+    key: &str,
+    list: &Spanned<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for e in list.get_ref() {
+        let e = e.trim().trim_start_matches('.').to_ascii_lowercase();
+        if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(loc.error(
+                list.span(),
+                key,
+                "expected extensions such as [\"md\", \"pdf\"] (letters and digits)",
+            ));
+        }
+        out.push(e);
+    }
+    Ok(out)
 }

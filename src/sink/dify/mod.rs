@@ -57,15 +57,11 @@ impl SinkConfig for DifyConfig {
     }
 
     fn refuses_item(&self, key: &str) -> Option<String> {
-        let ext = key
-            .rsplit('/')
-            .next()
-            .and_then(|name| name.rsplit_once('.'))
-            .map(|(_, e)| e.to_ascii_lowercase())
-            .unwrap_or_default();
-        (!self.allowed_extensions.contains(&ext)).then(|| {
+        let ext = config::extension(key);
+        let taken = self.allowed_extensions.contains(&ext) || self.as_text(key);
+        (!taken).then(|| {
             format!(
-                "Dify does not take {} files (allowed_extensions: {}); add the extension there if your Dify does (an ETL such as Unstructured), or exclude the file",
+                "Dify does not take {} files (allowed_extensions: {}); add the extension there if your Dify does (an ETL such as Unstructured), list it in send_as_text if it is text, or exclude the file",
                 if ext.is_empty() { "extension-less".to_owned() } else { format!(".{ext}") },
                 self.allowed_extensions.join(", ")
             )
