@@ -314,3 +314,33 @@ async fn an_update_of_a_document_archived_behind_our_back_restores_it_first() {
     assert_eq!(w.docs[&id].content, b"a.md, back and changed");
     assert_eq!(w.docs.len(), 3);
 }
+
+#[tokio::test]
+async fn one_busy_document_does_not_hold_back_its_batch() {
+    // Dify refuses a whole status batch when one document in it is flagged
+    // "being indexed"; the others must still go.
+    let (fake, ws) = with_fake("disable", "").await;
+    for k in ["a.md", "b.md", "c.md", "d.md", "e.md", "f.md"] {
+        ws.write(k, k);
+    }
+    assert!(ws.sync().await.converged());
+    let busy = fake.world().doc_by_name("b.md").unwrap().id.clone();
+    fake.world().docs.get_mut(&busy).unwrap().being_indexed = 1000;
+    for k in ["a.md", "b.md", "c.md"] {
+        ws.remove(k);
+    }
+    let r = ws.sync().await;
+    assert!(!r.converged());
+    assert_eq!(r.outcome.as_ref().unwrap().status.get("disable"), Some(&2));
+    {
+        let w = fake.world();
+        assert!(!w.doc_by_name("a.md").unwrap().enabled);
+        assert!(!w.doc_by_name("c.md").unwrap().enabled);
+        assert!(w.docs[&busy].enabled, "still flagged");
+    }
+    assert_eq!(parked(&ws), 0);
+    fake.world().docs.get_mut(&busy).unwrap().being_indexed = 0;
+    let (passes, _) = converge(&ws, 1).await;
+    assert_eq!(passes, 1);
+    assert!(!fake.world().docs[&busy].enabled);
+}

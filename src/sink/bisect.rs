@@ -16,6 +16,21 @@ pub struct BatchResult {
     pub fatal: Option<SinkError>,
 }
 
+/// A refusal of what the batch holds, which halving can isolate: any
+/// permanent one, and 4xx waits that name a document (Dify refuses a whole
+/// batch when one document in it is still indexing or locked), but not a
+/// rate limit or a timeout, which say nothing about the items.
+fn refused_as_a_batch(e: &SinkError) -> bool {
+    match e.class {
+        ErrorClass::Permanent => true,
+        ErrorClass::Transient => {
+            matches!(e.status, Some(s) if (400..500).contains(&s) && s != 408 && s != 429)
+                && !e.is_rate_limit()
+        }
+        ErrorClass::Fatal => false,
+    }
+}
+
 pub async fn send_in_batches<T, F>(items: &[T], batch_size: usize, send: F) -> BatchResult
 where
     F: for<'b> Fn(&'b [T]) -> BoxFuture<'b, Result<(), SinkError>>,
@@ -38,7 +53,7 @@ where
                 result.fatal = Some(e);
                 return result;
             }
-            Err(e) if e.class == ErrorClass::Permanent && range.len() > 1 => {
+            Err(e) if refused_as_a_batch(&e) && range.len() > 1 => {
                 let mid = range.start + range.len() / 2;
                 pending.push(mid..range.end);
                 pending.push(range.start..mid);

@@ -270,6 +270,11 @@ impl<'a> Pusher<'a> {
                             batches_waited = true;
                             continue;
                         }
+                        // Several documents: let the batch be halved, so the
+                        // one that is busy waits alone and the rest go.
+                        if chunk.len() > 1 {
+                            return r;
+                        }
                         match delays.next() {
                             Some(pause) => tokio::time::sleep(pause).await,
                             None => return r,
