@@ -344,3 +344,22 @@ async fn one_busy_document_does_not_hold_back_its_batch() {
     assert_eq!(passes, 1);
     assert!(!fake.world().docs[&busy].enabled);
 }
+
+#[tokio::test]
+async fn a_document_whose_indexing_failed_is_deleted_when_its_file_goes() {
+    // D7: Dify refuses to disable it ("not completed"), for good.
+    let (fake, ws) = with_fake("disable", "").await;
+    for k in ["a.md", "b.md", "c.md"] {
+        ws.write(k, k);
+    }
+    assert!(ws.sync().await.converged());
+    let id = fake.world().doc_by_name("a.md").unwrap().id.clone();
+    fake.world().docs.get_mut(&id).unwrap().indexing_status = "error".into();
+    ws.remove("a.md");
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().deleted, 1);
+    let w = fake.world();
+    assert!(!w.docs.contains_key(&id));
+    assert_eq!(w.docs.len(), 2);
+}

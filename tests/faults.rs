@@ -261,8 +261,12 @@ async fn sigkill_at_random_points_then_restart_loses_and_duplicates_nothing() {
                 finished_before_kill += 1;
             }
         }
-        let passes = converge(&ws, 5).await;
-        assert!(passes <= 2, "took {passes} passes after the kills");
+        let passes = converge(&ws, 6).await;
+        // A create killed before its answer is looked up by the next pass
+        // (never sent twice in one), and a document adopted while still
+        // indexing takes its content the pass after that: with indexing
+        // delays on, up to four passes; more would be a loop.
+        assert!(passes <= 4, "took {passes} passes after the kills");
         assert_mirrored(&fake.world(), &tree, "delete");
         assert_eq!(outbox_len(&ws), 0);
     }

@@ -289,8 +289,23 @@ impl<'a> Pusher<'a> {
                 .record_status(&self.job.name, &keys, action.resulting_status())?;
             *out.status.entry(action.as_str()).or_default() += keys.len();
             for (i, e) in r.failed {
-                blocked.insert(items[i].0.to_owned());
-                self.fail(out, items[i].0, action.as_str(), e)?;
+                let (key, doc) = items[i];
+                // A disable of a document whose indexing failed is refused
+                // for good ("not completed"); it mirrors nothing anyway, so
+                // retiring it means deleting it.
+                let errored = e.code == "indexing_error"
+                    || (not_ready(&e) == Some(NotReady::NotCompleted)
+                        && self.errored(key, doc).await);
+                if action == StatusAction::Disable
+                    && errored
+                    && self.remove_errored(doc).await.is_ok()
+                {
+                    self.state.forget(&self.job.name, key)?;
+                    out.deleted += 1;
+                    continue;
+                }
+                blocked.insert(key.to_owned());
+                self.fail(out, key, action.as_str(), e)?;
             }
             if r.fatal.is_some() {
                 out.fatal = r.fatal;
@@ -572,6 +587,14 @@ impl<'a> Pusher<'a> {
         self.state
             .steps_started(&self.job.name, &[key], StepKind::Content)
             .map_err(|e| SinkError::local(ErrorClass::Fatal, "state", e.to_string()))
+    }
+
+    /// Whether `key`'s document `doc_id` is one whose indexing failed.
+    async fn errored(&self, key: &str, doc_id: &str) -> bool {
+        matches!(
+            self.client.find_by_name(&self.dify.document_name(key)).await,
+            Ok(Some(d)) if d.id == doc_id && d.indexing_status.as_deref() == Some("error")
+        )
     }
 
     /// A document whose indexing ended in `error` can be neither updated
