@@ -238,11 +238,7 @@ pub struct PushContext<'a> {
 /// MIME type by extension: Dify decides by the extension anyway, but a
 /// right Content-Type helps proxies and logs; PAI records it.
 pub fn mime_for(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
+    match extension(name).as_str() {
         "md" | "markdown" | "mdx" => "text/markdown",
         "txt" | "text" => "text/plain",
         "html" | "htm" => "text/html",
@@ -258,4 +254,13 @@ pub fn mime_for(name: &str) -> &'static str {
         "epub" => "application/epub+zip",
         _ => "application/octet-stream",
     }
+}
+
+/// The lower-case extension of a path's file name ("" when none).
+pub fn extension(path: &str) -> String {
+    path.rsplit('/')
+        .next()
+        .and_then(|name| name.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default()
 }

@@ -192,18 +192,9 @@ impl DifyConfig {
 
     /// Whether `key` goes up as plain text (`send_as_text`).
     pub fn as_text(&self, key: &str) -> bool {
-        let ext = extension(key);
+        let ext = crate::sink::extension(key);
         !self.allowed_extensions.contains(&ext) && self.send_as_text.contains(&ext)
     }
-}
-
-/// The lower-case extension of a key's file name ("" when none).
-pub fn extension(key: &str) -> String {
-    key.rsplit('/')
-        .next()
-        .and_then(|name| name.rsplit_once('.'))
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default()
 }
 
 fn extensions(

@@ -57,7 +57,7 @@ impl SinkConfig for DifyConfig {
     }
 
     fn refuses_item(&self, key: &str) -> Option<String> {
-        let ext = config::extension(key);
+        let ext = crate::sink::extension(key);
         let taken = self.allowed_extensions.contains(&ext) || self.as_text(key);
         (!taken).then(|| {
             format!(
