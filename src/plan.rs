@@ -193,8 +193,10 @@ pub fn plan<'o>(
         let pushed_meta = cache.and_then(|c| c.pushed_meta.as_ref());
         let meta_differs = pushed_meta.map_or(!desired.is_empty(), |p| *p != desired);
 
-        if !rules.caps.content {
-            // Metadata only, onto an item that exists upstream already.
+        // Metadata only, onto an item that exists upstream already: all a
+        // sink without content does, and all a content sink does for an
+        // item the config binds by hand (it is the user's, not an upload).
+        if !rules.caps.content || (rules.bind)(&item.key).is_some() {
             let cached_id = cache.and_then(|c| c.doc_id.clone());
             let Some(id) = (rules.bind)(&item.key).or(cached_id.clone()) else {
                 if rules.caps.create_records {
@@ -272,6 +274,11 @@ pub fn plan<'o>(
             out.ops.push(Op::Forget { key: c.key.clone() });
             continue;
         };
+        if rules.caps.content && (rules.bind)(&c.key).is_some() {
+            // A bound item is never retired: it was there before kbsync.
+            out.ops.push(Op::Forget { key: c.key.clone() });
+            continue;
+        }
         // `keep`: the upstream item stays as it is, and so does its record
         // here, so a file that comes back is matched to it again.
         let action = match (rules.delete_policy, c.status) {

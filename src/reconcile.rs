@@ -605,7 +605,7 @@ fn queue(
     };
     let suspects: HashSet<String> = rows
         .values()
-        .filter(|r| r.started && r.op == "create")
+        .filter(|r| r.started && matches!(r.op.as_str(), "create" | "update"))
         .map(|r| r.key.clone())
         .collect();
     let (filtered, held) = outbox::hold(plan, &rows, crate::state::unix_now(), honour_backoff);

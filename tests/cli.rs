@@ -178,14 +178,26 @@ fn daemon_settings_are_checked_like_the_rest() {
 }
 
 #[test]
-fn the_bundled_sharely_config_plans_metadata_for_its_mapped_files() {
+fn the_bundled_sharely_config_uploads_files_and_only_sets_metadata_on_mapped_ones() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sharely.toml");
     let (code, out, err) = kbsync(Path::new(config), &["--dry-run", "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let ops = v[0]["ops"].as_array().unwrap();
-    assert_eq!(ops.len(), 2, "{out}");
-    assert!(ops.iter().all(|o| o["op"] == "set_metadata"), "{out}");
+    let ops: Vec<(&str, &str)> = v[0]["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["op"].as_str().unwrap(), o["key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("create", "handbook/time-off.md"),
+            ("set_metadata", "handbook/time-off.md"),
+            ("set_metadata", "handbook/welcome.md"),
+        ],
+        "{out}"
+    );
     assert_eq!(v[0]["skipped"].as_array().unwrap().len(), 0, "{out}");
 }
 

@@ -1,9 +1,10 @@
-//! End-to-end against the fake Sharely API: a real folder, a real state
-//! file, metadata only (Sharely's API documents no upload).
+//! End-to-end against the fake Sharely API in metadata-only mode
+//! (`upload = false`): a real folder, a real state file, metadata onto the
+//! knowledge items the config maps.
 
 mod support;
 
-use serde_json::json;
+use serde_json::{json, Value as Json};
 use support::fake_sharely::{FakeSharely, API_KEY, ORG, WORKSPACE};
 use support::Workspace;
 
@@ -29,6 +30,7 @@ base_url = "{base}"
 workspace_id = "{WORKSPACE}"
 organization_id = "{ORG}"
 api_key_file = "sharely.key"
+upload = false
 retry_min_delay_ms = 1
 retry_max_delay_secs = 1
 max_retries = 3
@@ -128,7 +130,8 @@ async fn failures_are_per_item_and_classified() {
     {
         let mut w = fake.world();
         w.add_item(A, "FILE", "COMPLETED");
-        // B is a URL item: type mismatch (422). C is still processing (403).
+        // B is a URL item: its real type is read from Sharely and sent (a
+        // job-wide FILE would get 422). C is still processing (403).
         w.add_item(B, "URL", "COMPLETED");
         w.add_item(C, "FILE", "PROCESSING");
     }
@@ -141,34 +144,69 @@ async fn failures_are_per_item_and_classified() {
     fake.world().fail_next.push((500, 1));
     let r = ws.sync().await;
     let o = r.outcome.as_ref().unwrap();
-    assert_eq!(o.metadata, 1);
+    assert_eq!(o.metadata, 2);
     let mut failed: Vec<(String, Option<u16>)> = o
         .failures
         .iter()
         .map(|f| (f.key.clone(), f.error.status))
         .collect();
     failed.sort();
-    assert_eq!(
-        failed,
-        [
-            ("team/faq.md".to_owned(), Some(422)),
-            ("team/policy.md".to_owned(), Some(403))
-        ]
-    );
+    assert_eq!(failed, [("team/policy.md".to_owned(), Some(403))]);
+    let sent_to_b: Vec<Json> = fake
+        .world()
+        .log
+        .iter()
+        .filter(|l| l.method == "PUT" && l.path.contains(B) && l.status == 200)
+        .map(|l| l.body.clone())
+        .collect();
+    assert_eq!(sent_to_b.len(), 1);
+    assert_eq!(sent_to_b[0]["type"], json!("URL"));
     assert!(fake.world().items[A].metadata.contains_key("source_path"));
-    // 422 is parked; 403 (not COMPLETED yet) is retried: by the next
-    // one-shot pass at once, and it goes through once the item is ready.
+    // 403 (not COMPLETED yet) is retried: by the next one-shot pass at
+    // once, and it goes through once the item is ready.
     fake.world().items.get_mut(C).unwrap().status = "COMPLETED".into();
     let r = ws.sync().await;
-    assert_eq!(r.held.len(), 1);
-    assert_eq!(r.held[0].key, "team/faq.md");
+    assert!(r.converged(), "{r:?}");
     assert_eq!(r.outcome.as_ref().unwrap().metadata, 1);
     assert!(fake.world().items[C].metadata.contains_key("source_path"));
 }
 
 #[tokio::test]
+async fn a_stated_type_that_does_not_match_is_parked() {
+    let (fake, ws) = setup().await;
+    fake.world().items.get_mut(B).unwrap().kind = "URL".into();
+    std::fs::write(
+        &ws.config_path,
+        config(&fake.base_url(), "").replace(
+            "upload = false",
+            "upload = false\nknowledge_type = \"FILE\"",
+        ),
+    )
+    .unwrap();
+    let r = ws.sync().await;
+    let failed: Vec<_> = r
+        .outcome
+        .as_ref()
+        .unwrap()
+        .failures
+        .iter()
+        .map(|f| (f.key.as_str(), f.error.status))
+        .collect();
+    assert_eq!(failed, [("team/faq.md", Some(422))]);
+    // No look at the items' types: the config states it.
+    assert_eq!(fake.world().count("GET", "knowledge"), 0);
+    // Parked: not sent again until something changes.
+    let before = fake.world().count("PUT", B);
+    let r = ws.sync().await;
+    assert_eq!(r.held.len(), 1);
+    assert_eq!(r.held[0].key, "team/faq.md");
+    assert_eq!(fake.world().count("PUT", B), before);
+}
+
+#[tokio::test]
 async fn an_expired_token_is_replaced_mid_run() {
     let (fake, ws) = setup().await;
+    // One listing (the items' types), then a metadata call per item.
     fake.world().token_lifetime_calls = 2;
     let r = ws.sync().await;
     assert!(r.converged(), "{r:?}");

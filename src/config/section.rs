@@ -202,3 +202,24 @@ pub fn is_loopback(url: &Url) -> bool {
         None => false,
     }
 }
+
+/// A list of file extensions (`["md", ".PDF"]` → `md`, `pdf`).
+pub fn extensions(
+    loc: &Locator,
+    key: &str,
+    list: &Spanned<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for e in list.get_ref() {
+        let e = e.trim().trim_start_matches('.').to_ascii_lowercase();
+        if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(loc.error(
+                list.span(),
+                key,
+                "expected extensions such as [\"md\", \"pdf\"] (letters and digits)",
+            ));
+        }
+        out.push(e);
+    }
+    Ok(out)
+}

@@ -252,6 +252,14 @@ pub fn mime_for(name: &str) -> &'static str {
         "doc" => "application/msword",
         "xls" => "application/vnd.ms-excel",
         "epub" => "application/epub+zip",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "mp4" => "video/mp4",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "zip" => "application/zip",
         _ => "application/octet-stream",
     }
 }

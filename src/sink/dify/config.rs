@@ -8,7 +8,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::locate::{bounded, Locator};
-use crate::config::section::{calls, https_url, key_source, plain_id, Calls, KeyFields, RawCalls};
+use crate::config::section::{
+    calls, extensions, https_url, key_source, plain_id, Calls, KeyFields, RawCalls,
+};
 use crate::config::ConfigError;
 use crate::secret::SecretSource;
 
@@ -195,24 +197,4 @@ impl DifyConfig {
         let ext = crate::sink::extension(key);
         !self.allowed_extensions.contains(&ext) && self.send_as_text.contains(&ext)
     }
-}
-
-fn extensions(
-    loc: &Locator,
-    key: &str,
-    list: &Spanned<Vec<String>>,
-) -> Result<Vec<String>, ConfigError> {
-    let mut out = Vec::new();
-    for e in list.get_ref() {
-        let e = e.trim().trim_start_matches('.').to_ascii_lowercase();
-        if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(loc.error(
-                list.span(),
-                key,
-                "expected extensions such as [\"md\", \"pdf\"] (letters and digits)",
-            ));
-        }
-        out.push(e);
-    }
-    Ok(out)
 }

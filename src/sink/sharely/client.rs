@@ -1,24 +1,94 @@
-//! Sharely.ai knowledge metadata client. Auth is two-step: the API key buys
-//! an access token (`generate-access-key-token`), which every call carries
-//! as a bearer token; the token is cached and bought again once when a call
-//! answers 401. Sharely merges metadata, so a key kbsync set before and no
-//! longer maps is removed explicitly (`removeMetadataKeys`).
+//! Sharely.ai knowledge client. Auth is two-step: the API key buys an
+//! access token (`generate-access-key-token`), which every call carries as
+//! a bearer token. The token is kept until a few minutes before it expires
+//! (`token.rs`), and bought again once when a call answers 401 anyway.
+//! Sharely merges metadata, so a key kbsync set before and no longer maps
+//! is removed explicitly (`removeMetadataKeys`); and the metadata call must
+//! name the item's real `type`, which is read from Sharely and remembered.
 
-use reqwest::{Method, Response, StatusCode, Url};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use reqwest::multipart::{Form, Part};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
+use super::token;
 use super::SharelyConfig;
 use crate::metadata::Metadata;
 use crate::secret::Secret;
 use crate::sink::http::{network_error, ErrorAnswer, Transport};
 use crate::sink::{ErrorClass, SinkError};
 
+/// Items per listing page: the API's maximum.
+const PAGE: usize = 1000;
+
+/// A knowledge item as list, get and upload show it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawKnowledge")]
+pub struct Knowledge {
+    pub id: String,
+    pub title: Option<String>,
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    pub metadata: Option<Json>,
+}
+
+/// The upload answer names the id twice (`id`, `knowledgeId`); either will
+/// do.
+#[derive(Deserialize)]
+struct RawKnowledge {
+    id: Option<String>,
+    #[serde(rename = "knowledgeId")]
+    knowledge_id: Option<String>,
+    title: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    status: Option<String>,
+    metadata: Option<Json>,
+}
+
+impl TryFrom<RawKnowledge> for Knowledge {
+    type Error = &'static str;
+
+    fn try_from(r: RawKnowledge) -> Result<Self, Self::Error> {
+        Ok(Knowledge {
+            id: r.id.or(r.knowledge_id).ok_or("an item without an id")?,
+            title: r.title,
+            kind: r.kind,
+            status: r.status,
+            metadata: r.metadata,
+        })
+    }
+}
+
+impl Knowledge {
+    /// The name kbsync knows the item by: its title, else the file name it
+    /// was uploaded from.
+    pub fn name(&self) -> Option<&str> {
+        self.title.as_deref().or_else(|| {
+            self.metadata
+                .as_ref()
+                .and_then(|m| m.get("filename"))
+                .and_then(Json::as_str)
+        })
+    }
+}
+
+struct Token {
+    secret: Secret,
+    renew_at: Instant,
+}
+
 pub struct SharelyClient {
     transport: Transport,
     cfg: SharelyConfig,
     key: Secret,
-    token: tokio::sync::Mutex<Option<Secret>>,
+    token: tokio::sync::Mutex<Option<Token>>,
+    /// Item id → its `type`, as Sharely last showed it.
+    kinds: Mutex<HashMap<String, String>>,
 }
 
 impl SharelyClient {
@@ -28,6 +98,7 @@ impl SharelyClient {
             cfg: cfg.clone(),
             key,
             token: tokio::sync::Mutex::new(None),
+            kinds: Mutex::new(HashMap::new()),
         })
     }
 
@@ -42,14 +113,21 @@ impl SharelyClient {
             .expect("ids were validated to hold no '/'")
     }
 
-    /// The cached access token, or a new one.
+    fn item_url(&self, tail: &str) -> Url {
+        self.url(&format!(
+            "v1/workspaces/{}/knowledge{tail}",
+            self.cfg.workspace_id
+        ))
+    }
+
+    /// The access token, bought again when it is near its end.
     async fn token(&self) -> Result<Secret, SinkError> {
         let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref() {
-            return Ok(t.clone());
+        if let Some(t) = slot.as_ref().filter(|t| Instant::now() < t.renew_at) {
+            return Ok(t.secret.clone());
         }
         #[derive(Deserialize)]
-        struct Token {
+        struct Answer {
             token: String,
         }
         let url = self.url(&format!(
@@ -62,7 +140,7 @@ impl SharelyClient {
                 self.transport
                     .http()
                     .post(url)
-                    .header("x-api-key", self.key.expose())
+                    .header("x-api-key", sensitive(self.key.expose()))
                     .json(&json!({})),
             )
             .await?;
@@ -78,49 +156,216 @@ impl SharelyClient {
             return Err(e);
         }
         let bytes = resp.bytes().await.map_err(network_error)?;
-        let t: Token = serde_json::from_slice(&bytes).map_err(|e| {
+        let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| {
             SinkError::local(
                 ErrorClass::Transient,
                 "bad_response",
                 format!("unexpected token response from Sharely: {e}"),
             )
         })?;
-        let t = Secret::new(t.token);
-        *slot = Some(t.clone());
-        Ok(t)
+        let usable = token::usable_for(&answer.token, crate::state::unix_now());
+        if usable.is_zero() {
+            tracing::warn!(
+                "Sharely gave an access token that expires within {} minutes; it is bought again for every call",
+                token::MARGIN.as_secs() / 60
+            );
+        }
+        let secret = Secret::new(answer.token);
+        *slot = Some(Token {
+            secret: secret.clone(),
+            renew_at: Instant::now() + usable,
+        });
+        Ok(secret)
     }
 
     /// Forgets `used` if it is still the cached token (another call may
     /// already have bought a new one).
     async fn drop_token(&self, used: &Secret) {
         let mut slot = self.token.lock().await;
-        if slot.as_ref().is_some_and(|t| t.expose() == used.expose()) {
+        if slot
+            .as_ref()
+            .is_some_and(|t| t.secret.expose() == used.expose())
+        {
             *slot = None;
         }
     }
 
+    /// Every knowledge item of the workspace, page by page. A page shorter
+    /// than asked for, or the `total` reached, ends the listing.
+    pub async fn list(&self) -> Result<Vec<Knowledge>, SinkError> {
+        #[derive(Deserialize)]
+        struct Page {
+            knowledge: Vec<Knowledge>,
+            #[serde(default)]
+            total: Option<usize>,
+        }
+        let mut all: Vec<Knowledge> = Vec::new();
+        loop {
+            let mut url = self.item_url("");
+            url.query_pairs_mut()
+                .append_pair("limit", &PAGE.to_string())
+                .append_pair("offset", &all.len().to_string());
+            let resp = self
+                .transport
+                .retrying("list_knowledge", None, || async {
+                    self.authorized(Method::GET, url.clone(), |r| r).await
+                })
+                .await?;
+            let page: Page = read_json(resp, "knowledge listing").await?;
+            let got = page.knowledge.len();
+            all.extend(page.knowledge);
+            if got < PAGE || page.total.is_some_and(|t| all.len() >= t) {
+                break;
+            }
+        }
+        self.remember_kinds(&all);
+        Ok(all)
+    }
+
+    /// One item; `None` when Sharely does not know it (404).
+    pub async fn get(&self, id: &str) -> Result<Option<Knowledge>, SinkError> {
+        let url = self.item_url(&format!("/{id}"));
+        let resp = self
+            .transport
+            .retrying("get_knowledge", None, || async {
+                self.authorized(Method::GET, url.clone(), |r| r).await
+            })
+            .await;
+        match resp {
+            Ok(resp) => {
+                let item: Knowledge = read_json(resp, "knowledge item").await?;
+                self.remember_kinds(std::slice::from_ref(&item));
+                Ok(Some(item))
+            }
+            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST …/knowledge/file`: a new FILE item titled `title`. Sent once
+    /// when the answer may have been lost after the server got the file
+    /// (a 5xx, a timeout): sending it again could make a second item. The
+    /// caller marked the step started, so the next pass looks first.
+    pub async fn upload(
+        &self,
+        title: &str,
+        file_name: &str,
+        bytes: &bytes::Bytes,
+    ) -> Result<Knowledge, SinkError> {
+        let url = self.item_url("/file");
+        let form = || {
+            let part = Part::stream(reqwest::Body::from(bytes.clone()))
+                .file_name(file_name.to_owned())
+                .mime_str(crate::sink::mime_for(file_name))
+                .expect("a valid MIME type");
+            Form::new()
+                .part("file", part)
+                .text("title", title.to_owned())
+        };
+        let resp = self
+            .transport
+            .retrying_when("upload_file", None, not_applied, || async {
+                self.authorized(Method::POST, url.clone(), |r| r.multipart(form()))
+                    .await
+            })
+            .await?;
+        let mut item: Knowledge = read_json(resp, "upload answer").await?;
+        // An upload makes a FILE item, whatever the answer leaves out.
+        item.kind.get_or_insert_with(|| "FILE".to_owned());
+        self.remember_kinds(std::slice::from_ref(&item));
+        Ok(item)
+    }
+
+    /// `DELETE …/knowledge/{id}`. An item already gone is what was wanted.
+    pub async fn delete(&self, id: &str) -> Result<(), SinkError> {
+        let url = self.item_url(&format!("/{id}"));
+        match self
+            .transport
+            .retrying("delete_knowledge", None, || async {
+                self.authorized(Method::DELETE, url.clone(), |r| r).await
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The item's `type`: as configured, as Sharely showed it before, or
+    /// read from it now.
+    async fn kind_of(&self, id: &str) -> Result<String, SinkError> {
+        if let Some(t) = &self.cfg.knowledge_type {
+            return Ok(t.clone());
+        }
+        if let Some(t) = self.kinds.lock().expect("not poisoned").get(id) {
+            return Ok(t.clone());
+        }
+        match self.get(id).await? {
+            Some(Knowledge { kind: Some(t), .. }) => Ok(t),
+            Some(_) => Err(SinkError::local(
+                ErrorClass::Permanent,
+                "bad_response",
+                format!("Sharely shows knowledge item {id} without a type; set knowledge_type"),
+            )),
+            None => Err(SinkError {
+                class: ErrorClass::Permanent,
+                status: Some(404),
+                code: "Not Found".into(),
+                message: format!("knowledge item {id} does not exist in the workspace"),
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// Learns the types of `ids` by one listing when any is unknown, so
+    /// that a pass over many mapped items does not read them one by one.
+    pub async fn learn_kinds(&self, ids: &[&str]) {
+        if self.cfg.knowledge_type.is_some() {
+            return;
+        }
+        let unknown = {
+            let kinds = self.kinds.lock().expect("not poisoned");
+            ids.iter().any(|id| !kinds.contains_key(*id))
+        };
+        if unknown {
+            // On failure each item is read on its own instead.
+            if let Err(e) = self.list().await {
+                tracing::debug!(error = %e, "listing to learn item types failed");
+            }
+        }
+    }
+
+    fn remember_kinds(&self, items: &[Knowledge]) {
+        let mut kinds = self.kinds.lock().expect("not poisoned");
+        for i in items {
+            if let Some(t) = &i.kind {
+                kinds.insert(i.id.clone(), t.clone());
+            }
+        }
+    }
+
     /// `PUT /v1/workspaces/{ws}/knowledge/{id}/metadata`, retried on
-    /// transient failures.
+    /// transient failures (an item still processing answers 403).
     pub async fn update_metadata(
         &self,
         knowledge_id: &str,
         metadata: &Metadata,
         remove: &[String],
     ) -> Result<(), SinkError> {
+        let kind = self.kind_of(knowledge_id).await?;
         let mut body = json!({
-            "type": self.cfg.knowledge_type,
+            "type": kind,
             "metadata": metadata,
         });
         if !remove.is_empty() {
             body["removeMetadataKeys"] = json!(remove);
         }
-        let url = self.url(&format!(
-            "v1/workspaces/{}/knowledge/{knowledge_id}/metadata",
-            self.cfg.workspace_id
-        ));
+        let url = self.item_url(&format!("/{knowledge_id}/metadata"));
         self.transport
             .retrying("update_metadata", None, || async {
-                self.authorized(Method::PUT, url.clone(), &body).await
+                self.authorized(Method::PUT, url.clone(), |r| r.json(&body))
+                    .await
             })
             .await
             .map(|_| ())
@@ -131,21 +376,20 @@ impl SharelyClient {
         &self,
         method: Method,
         url: Url,
-        body: &Json,
+        body: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, SinkError> {
         for fresh in [false, true] {
             let token = self.token().await?;
-            let resp = self
+            let req = self
                 .transport
-                .send(
-                    self.transport
-                        .http()
-                        .request(method.clone(), url.clone())
-                        .bearer_auth(token.expose())
-                        .header("organizationid", &self.cfg.organization_id)
-                        .json(body),
+                .http()
+                .request(method.clone(), url.clone())
+                .header(
+                    reqwest::header::AUTHORIZATION,
+                    sensitive(&format!("Bearer {}", token.expose())),
                 )
-                .await?;
+                .header("organizationid", &self.cfg.organization_id);
+            let resp = self.transport.send(body(req)).await?;
             if resp.status().is_success() {
                 return Ok(resp);
             }
@@ -162,6 +406,35 @@ impl SharelyClient {
         }
         unreachable!("the loop returns on its second round")
     }
+}
+
+/// A header value kept out of debug output.
+fn sensitive(value: &str) -> reqwest::header::HeaderValue {
+    let mut v = reqwest::header::HeaderValue::from_str(value)
+        .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+    v.set_sensitive(true);
+    v
+}
+
+/// Failures after which the server surely did not take the upload: no
+/// connection, or an explicit "slow down". A 5xx or a timeout may come
+/// after the item was made.
+fn not_applied(e: &SinkError) -> bool {
+    e.is_transient() && (e.code == "connect" || e.is_rate_limit())
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    resp: Response,
+    what: &str,
+) -> Result<T, SinkError> {
+    let bytes = resp.bytes().await.map_err(network_error)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        SinkError::local(
+            ErrorClass::Transient,
+            "bad_response",
+            format!("unexpected {what} from Sharely: {e}"),
+        )
+    })
 }
 
 async fn classify(resp: Response) -> SinkError {

@@ -8,22 +8,31 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::locate::{bounded, Locator};
-use crate::config::section::{calls, https_url, key_source, plain_id, Calls, KeyFields, RawCalls};
+use crate::config::section::{
+    calls, extensions, https_url, key_source, plain_id, Calls, KeyFields, RawCalls,
+};
 use crate::config::ConfigError;
 use crate::secret::SecretSource;
 
-/// Sharely.ai knowledge metadata. Its public API documents no upload, list
-/// or delete, so kbsync mirrors metadata only, onto knowledge items the
-/// config names.
+/// Sharely.ai knowledge. With `upload` (the default) files are uploaded
+/// as FILE knowledge items titled by their path, mapped back by listing,
+/// replaced when they change and deleted under `delete_policy = "delete"`.
+/// Without it, kbsync only sets metadata on items the config names.
 #[derive(Debug, Clone)]
 pub struct SharelyConfig {
     pub base_url: Url,
     pub workspace_id: String,
     pub organization_id: String,
     pub api_key: SecretSource,
-    /// The knowledge items' `type` (FILE, URL, …): it must match the item.
-    pub knowledge_type: String,
-    /// Local key → knowledge id.
+    /// Upload files (else metadata only, onto mapped items).
+    pub upload: bool,
+    /// Extensions uploaded; other files are skipped before any request.
+    pub allowed_extensions: Vec<String>,
+    /// The items' `type` as the config states it; `None`: read from
+    /// Sharely (the metadata call must name the item's real type).
+    pub knowledge_type: Option<String>,
+    /// Local key → knowledge id: items that are the user's own. kbsync sets
+    /// their metadata and never uploads over them or deletes them.
     pub knowledge: BTreeMap<String, String>,
     pub concurrency: usize,
     /// Timeout, retries, rate.
@@ -43,6 +52,8 @@ pub struct RawSharely {
     api_key_credential: Option<Spanned<String>>,
     #[serde(default)]
     allow_insecure_http: bool,
+    upload: Option<Spanned<bool>>,
+    allowed_extensions: Option<Spanned<Vec<String>>>,
     knowledge_type: Option<Spanned<String>>,
     #[serde(default)]
     knowledge: BTreeMap<String, Spanned<String>>,
@@ -66,6 +77,12 @@ const TYPES: &[&str] = &[
     "STRING",
     "WEBSITE",
     "ELASTICSEARCH_INDEX",
+];
+/// The file types Sharely's upload takes (its API reference, "Upload
+/// File": documents, spreadsheets, images, media, archives, JSON).
+pub const DEFAULT_EXTENSIONS: &[&str] = &[
+    "pdf", "doc", "docx", "txt", "md", "xls", "xlsx", "csv", "jpg", "jpeg", "png", "gif", "webp",
+    "mp4", "mp3", "wav", "zip", "json",
 ];
 /// Fields Sharely's metadata endpoint refuses to set.
 pub const RESERVED_FIELDS: &[&str] = &["title", "language"];
@@ -98,8 +115,8 @@ pub fn validate(
     let workspace_id = id(&raw.workspace_id, "workspace_id")?;
     let organization_id = id(&raw.organization_id, "organization_id")?;
     let knowledge_type = match &raw.knowledge_type {
-        None => "FILE".to_owned(),
-        Some(t) if TYPES.contains(&t.get_ref().as_str()) => t.get_ref().clone(),
+        None => None,
+        Some(t) if TYPES.contains(&t.get_ref().as_str()) => Some(t.get_ref().clone()),
         Some(t) => {
             return Err(loc.error(
                 t.span(),
@@ -137,11 +154,17 @@ pub fn validate(
         },
         60,
     )?;
+    let allowed_extensions = match &raw.allowed_extensions {
+        None => DEFAULT_EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
+        Some(list) => extensions(loc, &key("allowed_extensions"), list)?,
+    };
     Ok(SharelyConfig {
         base_url,
         workspace_id,
         organization_id,
         api_key,
+        upload: raw.upload.is_none_or(Spanned::into_inner),
+        allowed_extensions,
         knowledge_type,
         knowledge,
         concurrency: int(&raw.concurrency, "concurrency", 1, 64, 4)? as usize,

@@ -1,24 +1,38 @@
-//! Sharely.ai knowledge metadata. Its public API as kbsync uses it sets
-//! metadata on knowledge items the config names (`[sync.sharely.knowledge]`);
-//! there is no upload, status or delete here.
+//! Sharely.ai knowledge. With `upload` (the default) files become FILE
+//! items titled by their path (`upload.rs`); without it, kbsync only sets
+//! metadata on the items the config maps (`push.rs`). Sharely has no
+//! enable/disable/archive and no batch call.
 
 mod client;
 mod config;
 mod push;
+mod token;
+mod upload;
 
 pub use client::check_values;
-pub use config::{validate, RawSharely, SharelyConfig, RESERVED_FIELDS};
+pub use config::{validate, RawSharely, SharelyConfig, DEFAULT_EXTENSIONS, RESERVED_FIELDS};
 
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
+use crate::config::DeletePolicy;
 use crate::plan::Plan;
-use crate::sink::{Capabilities, Outcome, PushContext, PushError, Sink, SinkConfig};
+use crate::sink::{
+    Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
+};
 use client::SharelyClient;
 
-/// Metadata updates only: no upload, no listing, no status, no delete, no
-/// batch.
-pub const CAPABILITIES: Capabilities = Capabilities {
+/// Uploads, metadata and deletes, one item per call; no status.
+pub const UPLOADING: Capabilities = Capabilities {
+    content: true,
+    batch_metadata: false,
+    status: false,
+    delete: true,
+    create_records: false,
+};
+
+/// Metadata onto mapped items only.
+pub const METADATA_ONLY: Capabilities = Capabilities {
     content: false,
     batch_metadata: false,
     status: false,
@@ -32,11 +46,36 @@ impl SinkConfig for SharelyConfig {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        if self.upload {
+            UPLOADING
+        } else {
+            METADATA_ONLY
+        }
     }
 
     fn identity(&self) -> String {
         format!("sharely {}workspaces/{}", self.base_url, self.workspace_id)
+    }
+
+    /// Uploaded items are titled by their path alone: two uploading jobs
+    /// into one workspace could take each other's items.
+    fn namespace(&self) -> Option<(String, String, &'static str)> {
+        self.upload
+            .then(|| (self.identity(), String::new(), "workspace_id"))
+    }
+
+    fn refuses_item(&self, key: &str) -> Option<String> {
+        if !self.upload || self.knowledge.contains_key(key) {
+            return None;
+        }
+        let ext = crate::sink::extension(key);
+        (!self.allowed_extensions.contains(&ext)).then(|| {
+            format!(
+                "Sharely's upload does not take {} files (allowed_extensions: {}); add the extension there if yours does, or exclude the file",
+                if ext.is_empty() { "extension-less".to_owned() } else { format!(".{ext}") },
+                self.allowed_extensions.join(", ")
+            )
+        })
     }
 
     fn bound(&self, key: &str) -> Option<String> {
@@ -48,7 +87,7 @@ impl SinkConfig for SharelyConfig {
     }
 
     fn unbound_reason(&self) -> String {
-        "no upstream item to attach its metadata to: map it under [sync.sharely.knowledge] (the sharely API documents no upload)".to_owned()
+        "no upstream item to attach its metadata to: map it under [sync.sharely.knowledge], or let kbsync upload the files (upload = true)".to_owned()
     }
 
     fn refuses_field(&self, name: &str) -> Option<String> {
@@ -68,15 +107,45 @@ impl SinkConfig for SharelyConfig {
         let key = self.api_key.load().map_err(|e| e.to_string())?;
         let client = SharelyClient::new(self, key).map_err(|e| e.to_string())?;
         Ok(Box::new(SharelySink {
-            concurrency: self.concurrency,
+            cfg: self.clone(),
             client,
         }))
     }
 }
 
 struct SharelySink {
-    concurrency: usize,
+    cfg: SharelyConfig,
     client: SharelyClient,
+}
+
+impl SharelySink {
+    /// kbsync's own items (not those the config maps), for the audit.
+    async fn listed(&self) -> Result<Vec<Listed>, SinkError> {
+        let mapped: std::collections::HashSet<&String> = self.cfg.knowledge.values().collect();
+        Ok(self
+            .client
+            .list()
+            .await?
+            .into_iter()
+            .filter(|k| !mapped.contains(&k.id))
+            .filter_map(|k| {
+                Some(Listed {
+                    name: k.name()?.to_owned(),
+                    state: k.status.as_deref().map(processing_state),
+                    id: k.id,
+                    standing: None,
+                })
+            })
+            .collect())
+    }
+}
+
+/// Sharely's item status in the audit's words: a failed one is `error`.
+fn processing_state(status: &str) -> String {
+    match status.to_ascii_uppercase().as_str() {
+        "FAILED" | "ERROR" => "error".to_owned(),
+        other => other.to_ascii_lowercase(),
+    }
 }
 
 impl Sink for SharelySink {
@@ -84,11 +153,54 @@ impl Sink for SharelySink {
         self.client.requests_sent()
     }
 
+    fn list(&self) -> LocalBoxFuture<'_, Result<Option<Vec<Listed>>, SinkError>> {
+        async move {
+            if !self.cfg.upload {
+                return Ok(None);
+            }
+            self.listed().await.map(Some)
+        }
+        .boxed_local()
+    }
+
+    /// By title, in a fresh listing (the API's title search matches parts
+    /// of titles, and pages by 50).
+    fn find<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {
+        async move {
+            if !self.cfg.upload {
+                return Ok(None);
+            }
+            Ok(self.listed().await?.into_iter().find(|l| l.name == key))
+        }
+        .boxed_local()
+    }
+
+    fn retire<'a>(
+        &'a self,
+        ids: &'a [String],
+        policy: DeletePolicy,
+    ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
+        async move {
+            if policy != DeletePolicy::Delete {
+                return Ok(());
+            }
+            for id in ids {
+                self.client.delete(id).await?;
+            }
+            Ok(())
+        }
+        .boxed_local()
+    }
+
     fn push<'a>(
         &'a self,
         ctx: PushContext<'a>,
         plan: &'a Plan,
     ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
-        push::push(ctx, &self.client, self.concurrency, plan).boxed_local()
+        if self.cfg.upload {
+            upload::push(ctx, &self.client, &self.cfg, plan).boxed_local()
+        } else {
+            push::push(ctx, &self.client, self.cfg.concurrency, plan).boxed_local()
+        }
     }
 }
