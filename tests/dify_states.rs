@@ -363,3 +363,49 @@ async fn a_document_whose_indexing_failed_is_deleted_when_its_file_goes() {
     assert!(!w.docs.contains_key(&id));
     assert_eq!(w.docs.len(), 2);
 }
+
+/// Newer Dify updates a document with `PATCH …/documents/{doc}`; 1.13.2
+/// answers that with 405 and serves only the deprecated `update-by-file`.
+#[tokio::test]
+async fn updates_use_the_patch_route_where_the_server_has_it() {
+    for patch_route in [true, false] {
+        let fake = FakeDify::start().await;
+        fake.world().patch_route = patch_route;
+        let ws = Workspace::new(
+            &fake.base_url(),
+            support::fake_dify::DATASET,
+            "keep",
+            "upload_concurrency = 1",
+            META,
+        );
+        for key in ["a.md", "b.md", "c.md"] {
+            ws.write(key, &note("ana", "v1"));
+        }
+        assert!(ws.sync().await.converged());
+        let mark = fake.world().log.len();
+        for key in ["a.md", "b.md", "c.md"] {
+            ws.write(key, &note("ana", "v2"));
+        }
+        let r = ws.sync().await;
+        assert!(r.converged(), "{patch_route}: {r:?}");
+        assert_eq!(r.outcome.as_ref().unwrap().updated, 3);
+        let w = fake.world();
+        let patched = w
+            .log
+            .iter()
+            .skip(mark)
+            .filter(|l| l.method == "PATCH" && !l.path.contains("/status/"))
+            .count();
+        let by_alias = w.count_since(mark, "update-by-file");
+        // Where PATCH is refused, it is tried once per client, not per file.
+        assert_eq!(
+            (patched, by_alias),
+            if patch_route { (3, 0) } else { (1, 3) },
+            "patch_route = {patch_route}"
+        );
+        for key in ["a.md", "b.md", "c.md"] {
+            let doc = w.doc_by_name(&document_name(key)).unwrap();
+            assert_eq!(doc.content, note("ana", "v2").into_bytes(), "{key}");
+        }
+    }
+}

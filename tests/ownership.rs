@@ -109,7 +109,9 @@ async fn a_new_target_is_listed_and_its_documents_adopted() {
     ws.write("a.md", "alpha");
     ws.write("b.md", "beta");
     assert!(ws.sync().await.converged());
-    // The new dataset already holds both names, one disabled.
+    // The new dataset already holds both names, one disabled; and, as
+    // Dify does by default, a create re-uses an enabled document's name.
+    new.world().reuse_same_name = true;
     new.world().add_doc("a.md", b"alpha, uploaded by hand");
     let b = new.world().add_doc("b.md", b"beta");
     new.world().docs.get_mut(&b).unwrap().enabled = false;
@@ -127,4 +129,9 @@ async fn a_new_target_is_listed_and_its_documents_adopted() {
     assert!(w.duplicate_names().is_empty());
     assert!(w.docs[&b].enabled);
     assert_eq!(w.doc_by_name("a.md").unwrap().content, b"alpha");
+    assert_eq!(
+        w.count_since(0, "create-by-file"),
+        0,
+        "nothing created blind"
+    );
 }

@@ -326,6 +326,17 @@ pub struct World {
     /// done after this many more requests arrive, polled or not, as Dify's
     /// worker finishes whether anyone asks (0: only polls finish it).
     pub indexing_ticks: u32,
+    /// Serve `PATCH /datasets/{id}/documents/{doc}`, the update route of
+    /// Dify after 1.13; when false (1.13.2, the version kbsync was checked
+    /// against), it answers 405 as Flask does, and only the
+    /// `update-by-file` alias updates.
+    pub patch_route: bool,
+    /// Dify's create with `duplicate` (its default): a file named as an
+    /// enabled upload document re-indexes that document and answers with
+    /// its id. Off unless a test asks: the fault suites want a blind
+    /// second create to show up as a duplicate, which it is beside a
+    /// disabled document, or on a server configured without reuse.
+    pub reuse_same_name: bool,
     /// Whether the dataset already has an indexing technique; when not,
     /// create-by-file must send one (as in Dify).
     pub dataset_has_indexing: bool,
@@ -352,6 +363,8 @@ impl World {
             polls_to_complete: 0,
             indexing_flag_requests: 0,
             indexing_ticks: 0,
+            patch_route: false,
+            reuse_same_name: false,
             dataset_has_indexing: false,
             arrived: Vec::new(),
             rate_limit: None,
@@ -734,6 +747,12 @@ async fn route(
         (Method::POST, ["documents", "metadata"]) => batch_metadata(&mut w, &body),
         (Method::PATCH, ["documents", "status", action]) => batch_status(&mut w, action, &body),
         (Method::POST, ["documents", doc, "update-by-file"]) => update_by_file(&mut w, doc, upload),
+        (Method::PATCH, ["documents", doc]) if w.patch_route => update_by_file(&mut w, doc, upload),
+        (Method::PATCH, ["documents", _]) => error(
+            405,
+            "method_not_allowed",
+            "The method is not allowed for the requested URL.",
+        ),
         (Method::GET, ["documents", batch, "indexing-status"]) => indexing_status(&mut w, batch),
         (Method::DELETE, ["documents", doc]) => delete_document(&mut w, doc),
         (Method::GET, ["metadata"]) => reply(
@@ -875,6 +894,26 @@ fn create_by_file(w: &mut World, upload: Option<Upload>) -> Response<Full<Bytes>
         if data.get("process_rule").is_none() {
             return error(400, "invalid_param", "process_rule is required.");
         }
+    }
+    let reused = w
+        .reuse_same_name
+        .then(|| w.docs.values().find(|d| d.enabled && d.name == name))
+        .flatten()
+        .map(|d| d.id.clone());
+    if let Some(id) = reused {
+        let (indexing_status, polls_left, batch) = new_indexing(w);
+        let ticks = w.indexing_ticks;
+        let fields = w.fields.clone();
+        let doc = w.docs.get_mut(&id).unwrap();
+        doc.content = content;
+        doc.indexing_status = indexing_status;
+        doc.polls_left = polls_left;
+        doc.ticks_left = if polls_left > 0 { ticks } else { 0 };
+        doc.batch = batch.clone();
+        return reply(
+            200,
+            json!({"document": doc.to_json(&fields), "batch": batch}),
+        );
     }
     let id = w.next("doc-");
     let (indexing_status, polls_left, batch) = new_indexing(w);

@@ -2,6 +2,8 @@
 //! retried on transient failures with exponential backoff and jitter
 //! (`backon`), honouring `Retry-After`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
@@ -61,6 +63,9 @@ pub struct DifyClient {
     base: Url,
     dataset: String,
     key: Secret,
+    /// The server answered 405 to `PATCH …/documents/{doc}` (Dify before
+    /// the route existed, such as 1.13): updates use `update-by-file`.
+    legacy_update: AtomicBool,
 }
 
 impl DifyClient {
@@ -69,6 +74,7 @@ impl DifyClient {
             transport: Transport::new(&cfg.calls)?,
             base: cfg.base_url.clone(),
             dataset: cfg.dataset_id.clone(),
+            legacy_update: AtomicBool::new(false),
             key,
         })
     }
@@ -287,13 +293,33 @@ impl DifyClient {
         Ok(None)
     }
 
-    /// `POST /datasets/{id}/documents/{doc}/update-by-file`
+    /// Replaces a document's file: `PATCH /datasets/{id}/documents/{doc}`,
+    /// the canonical route of newer Dify, or its deprecated alias `POST
+    /// …/documents/{doc}/update-by-file` on servers that answer the PATCH
+    /// with 405 (remembered for the client's life). Both take the same
+    /// multipart body and answer `{document, batch}`.
     pub async fn update_by_file(
         &self,
         doc_id: &str,
         name: &str,
         bytes: &bytes::Bytes,
     ) -> Result<(RemoteDoc, Option<String>), SinkError> {
+        if !self.legacy_update.load(Ordering::Relaxed) {
+            let tail = format!("documents/{doc_id}");
+            let sent = self
+                .call("update_document", || {
+                    self.request(Method::PATCH, &tail)
+                        .multipart(Self::file_form(name, bytes, None))
+                })
+                .await;
+            match sent {
+                Err(e) if e.status == Some(405) => {
+                    tracing::info!("this Dify has no PATCH route for documents; updating through update-by-file");
+                    self.legacy_update.store(true, Ordering::Relaxed);
+                }
+                other => return Self::doc_and_batch(other?).await,
+            }
+        }
         let tail = format!("documents/{doc_id}/update-by-file");
         let resp = self
             .call("update_by_file", || {
