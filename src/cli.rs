@@ -98,4 +98,9 @@ pub enum Command {
         #[arg(long)]
         allow_deletes: bool,
     },
+    /// Drop from the state file every row of the jobs named with `--job`,
+    /// which must be gone from the configuration. Their upstream records
+    /// stay as they are. Needs the state file to itself (stop the service
+    /// first).
+    Forget,
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kbsync::cli::{Cli, Command};
 use kbsync::reconcile::{self, RunOptions};
+use kbsync::state::{State, StateError, StateLock};
 use kbsync::{daemon, logging, report, status};
 use tracing_subscriber::EnvFilter;
 
@@ -68,7 +69,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             return Ok(ExitCode::SUCCESS);
         }
-        let state = kbsync::state::State::open(&config.state_path)?;
+        // With the lock, the file is opened (and upgraded) as by a pass.
+        // Held by the running service, it is written as it stands: the
+        // service picks the steps up; its schema is never changed under it.
+        let (_lock, state) = match StateLock::acquire(&config.state_path) {
+            Ok(lock) => (Some(lock), State::open(&config.state_path)?),
+            Err(StateError::Busy { .. }) => (None, State::open_held(&config.state_path)?),
+            Err(e) => return Err(e.into()),
+        };
         let mut n = 0;
         for job in &config.jobs {
             n += state.retry_now(Some(&job.name), items)?;
@@ -86,6 +94,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "{n} step(s) will be tried again: by the running service within {} s, or by the next `kbsync --reconcile`",
             daemon::OUTBOX_CHECK.as_secs()
         )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    if let Some(Command::Forget) = &cli.command {
+        if cli.jobs.is_empty() {
+            anyhow::bail!("name the job to forget: kbsync forget --job NAME");
+        }
+        let config = daemon::load_config(&cli.config, &[])?;
+        if let Some(job) = cli
+            .jobs
+            .iter()
+            .find(|j| config.jobs.iter().any(|c| &c.name == *j))
+        {
+            anyhow::bail!(
+                "job {job:?} is still in {}; remove it from the configuration first",
+                cli.config.display()
+            );
+        }
+        if !config.state_path.exists() {
+            writeln!(stdout, "nothing to forget: there is no state file yet")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let _lock = StateLock::acquire(&config.state_path)?;
+        let state = State::open(&config.state_path)?;
+        let known = state.jobs()?;
+        if let Some(job) = cli.jobs.iter().find(|j| !known.contains(j)) {
+            anyhow::bail!(
+                "the state file holds no job {job:?} (it holds: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+        for job in &cli.jobs {
+            let items = state.forget_job(job)?;
+            writeln!(
+                stdout,
+                "forgot job {job:?}: {items} item(s) and their history; its upstream records were left as they are"
+            )?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
 

@@ -218,6 +218,11 @@ impl Runner {
     }
 
     /// Files the source must never mirror, nor react to (the state file).
+    /// Empties the state file's write-ahead log (the service, when idle).
+    pub fn checkpoint(&self) -> Result<i64, StateError> {
+        self.state.checkpoint()
+    }
+
     pub fn avoided(&self) -> &[PathBuf] {
         &self.avoid
     }

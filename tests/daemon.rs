@@ -564,3 +564,25 @@ async fn the_service_audits_at_start_and_repairs_drift() {
     let log = d.stop().await;
     assert!(log.contains("audited the upstream"), "{log}");
 }
+
+#[tokio::test]
+async fn the_service_empties_the_state_files_log_when_idle() {
+    let (fake, ws) = setup("keep", "", "debounce_ms = 50").await;
+    for i in 0..50 {
+        ws.write(&format!("f{i}.md"), "text");
+    }
+    let wal = {
+        let mut p = ws.config().state_path.into_os_string();
+        p.push("-wal");
+        PathBuf::from(p)
+    };
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    fake.wait_until("the first sync", WAIT, |w| w.docs.len() == 50)
+        .await;
+    // The STATUS line follows the pass and the checkpoint after it.
+    d.notified("STATUS=watching").await;
+    let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(len, 0, "the log holds {len} bytes after an idle full pass");
+    d.stop().await;
+}

@@ -37,6 +37,9 @@ const FIRST_RETRY: Duration = Duration::from_secs(30);
 /// `kbsync retry` made due.
 pub const OUTBOX_CHECK: Duration = Duration::from_secs(5);
 
+/// The state file's log is emptied at most this often between full passes.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
+
 /// Loads the config and keeps only the jobs in `only` (all when empty).
 pub fn load_config(path: &Path, only: &[String]) -> anyhow::Result<Config> {
     let mut config = Config::load(path)?;
@@ -104,6 +107,7 @@ struct Daemon {
     /// When each job's last pass ended.
     last_pass: HashMap<String, Instant>,
     last_sync: Option<(SystemTime, bool)>,
+    last_checkpoint: Instant,
 }
 
 /// Runs until SIGTERM or SIGINT. Errors only when it cannot start.
@@ -147,6 +151,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
             i
         },
         last_sync: None,
+        last_checkpoint: Instant::now(),
     };
     d.start_watching();
     d.notifier.ready(&d.status_line());
@@ -225,7 +230,10 @@ impl Daemon {
                 _ = self.signals.next() => {}
                 _ = self.shared.wake.notified() => {}
                 _ = tick(&mut self.watchdog) => self.notifier.watchdog(),
-                _ = self.outbox_check.tick() => self.check_outbox(),
+                _ = self.outbox_check.tick() => {
+                    self.check_outbox();
+                    self.checkpoint_when_idle(false);
+                }
                 _ = sleep_until(wake_at) => self.work().await,
             }
         }
@@ -276,6 +284,7 @@ impl Daemon {
             .shared
             .pending()
             .take_due(now.into_std(), cfg.debounce, cfg.max_delay);
+        let full = batches.iter().any(|(_, scope)| scope.is_all());
         for (job, scope) in batches {
             if self.signals.stop {
                 // The next start begins with a full pass; nothing is lost.
@@ -283,7 +292,28 @@ impl Daemon {
             }
             self.pass(&job, &scope).await;
         }
+        self.checkpoint_when_idle(full);
         self.notifier.status(&self.status_line());
+    }
+
+    /// Empties the state file's log when nothing waits: after a full pass,
+    /// and otherwise at most every `CHECKPOINT_EVERY`.
+    fn checkpoint_when_idle(&mut self, after_full_pass: bool) {
+        let cfg = self.runner.config.daemon;
+        let idle = self
+            .shared
+            .pending()
+            .due_at(cfg.debounce, cfg.max_delay)
+            .is_none();
+        let due = after_full_pass || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+        if !idle || !due || self.signals.stop {
+            return;
+        }
+        match self.runner.checkpoint() {
+            Ok(pages) => tracing::debug!(pages, "state file log checkpointed and truncated"),
+            Err(e) => tracing::warn!("state file checkpoint failed: {e}"),
+        }
+        self.last_checkpoint = Instant::now();
     }
 
     async fn pass(&mut self, job: &str, scope: &Scope) {

@@ -316,6 +316,30 @@ impl State {
         })
     }
 
+    /// Jobs the state file holds rows for.
+    pub fn jobs(&self) -> Result<Vec<String>, StateError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT job FROM jobs UNION SELECT job FROM items UNION SELECT job FROM runs
+                 UNION SELECT job FROM outbox UNION SELECT job FROM fields ORDER BY 1",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// `kbsync forget --job`: every row of a job, in one transaction.
+    /// Returns how many items it tracked.
+    pub fn forget_job(&self, job: &str) -> Result<usize, StateError> {
+        self.write(|tx| {
+            let items = tx.execute("DELETE FROM items WHERE job = ?1", params![job])?;
+            for table in ["outbox", "runs", "fields", "jobs"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE job = ?1"), params![job])?;
+            }
+            Ok(items)
+        })
+    }
+
     /// Drops an item from the cache (deleted upstream, or never pushed and
     /// gone locally).
     pub fn forget(&self, job: &str, key: &str) -> Result<(), StateError> {

@@ -55,6 +55,12 @@ pub enum StateError {
         found: i64,
         known: i64,
     },
+    #[error("state file {path} has schema version {found} and this kbsync knows {known}, while the running kbsync holds it; stop the service, or use the kbsync it runs")]
+    HeldSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("cannot create the folder for state file {path}: {source}")]
     Folder {
         path: PathBuf,
@@ -100,6 +106,28 @@ impl State {
         Ok(state)
     }
 
+    /// Opens a state file another kbsync holds (the service, for `kbsync
+    /// retry`): its schema is not changed under the holder, so it must be
+    /// the one this kbsync knows.
+    pub fn open_held(path: &Path) -> Result<State, StateError> {
+        let conn = Connection::open(path).map_err(|e| sqlite_err(path, e))?;
+        let state = State {
+            conn,
+            path: path.to_owned(),
+        };
+        state.read(|c| c.busy_timeout(Duration::from_secs(10)))?;
+        let found = state.user_version()?;
+        let known = schema::MIGRATIONS.len() as i64;
+        if found != known {
+            return Err(StateError::HeldSchema {
+                path: path.to_owned(),
+                found,
+                known,
+            });
+        }
+        Ok(state)
+    }
+
     /// For `--dry-run`: reads an existing state file without changing it, or
     /// starts from an empty in-memory state when there is none yet.
     pub fn open_read_only(path: &Path) -> Result<State, StateError> {
@@ -120,12 +148,31 @@ impl State {
         };
         state.configure(true)?;
         let version = state.user_version()?;
-        if version != schema::MIGRATIONS.len() as i64 {
+        let known = schema::MIGRATIONS.len() as i64;
+        if version > known {
             return Err(StateError::TooNew {
                 path: path.to_owned(),
                 found: version,
-                known: schema::MIGRATIONS.len() as i64,
+                known,
             });
+        }
+        if version < known {
+            // Written by an older kbsync: upgraded in a copy in memory, so
+            // that a dry run or `status` can read it without writing to it
+            // (the next real pass upgrades the file itself).
+            let mut conn = Connection::open_in_memory().map_err(|e| sqlite_err(path, e))?;
+            conn.restore(
+                rusqlite::MAIN_DB,
+                path,
+                None::<fn(rusqlite::backup::Progress)>,
+            )
+            .map_err(|e| sqlite_err(path, e))?;
+            let mut copy = State {
+                conn,
+                path: path.to_owned(),
+            };
+            copy.migrate()?;
+            return Ok(copy);
         }
         Ok(state)
     }
@@ -166,6 +213,33 @@ impl State {
             })?;
         }
         Ok(())
+    }
+
+    /// As `write`, but the commit is on disk when it returns, power loss
+    /// included (`synchronous=FULL` for this one commit): for the marks
+    /// that guard creates, whose loss would mean a duplicate upload. The
+    /// rest stays NORMAL, durable across process crashes, which costs no
+    /// fsync per commit.
+    fn durable_write<T>(
+        &self,
+        f: impl FnOnce(&Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        self.read(|c| c.pragma_update(None, "synchronous", "FULL"))?;
+        let result = self.write(f);
+        self.read(|c| c.pragma_update(None, "synchronous", "NORMAL"))?;
+        result
+    }
+
+    /// Copies the write-ahead log into the database and empties the log
+    /// file. SQLite's own checkpoints never shrink it; a service that
+    /// writes for months would otherwise keep a log as large as its
+    /// busiest hour. Returns the pages the log held.
+    pub fn checkpoint(&self) -> Result<i64, StateError> {
+        self.read(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(1)
+            })
+        })
     }
 
     fn err(&self, e: rusqlite::Error) -> StateError {
@@ -389,5 +463,57 @@ mod tests {
         }
         let err = State::open(&path).err().expect("must fail").to_string();
         assert!(err.contains("newer"), "{err}");
+    }
+
+    /// A state file left by an older kbsync: `status` and `--dry-run` read
+    /// it (upgraded in memory), and the file itself is not touched.
+    #[test]
+    fn an_older_schema_is_read_without_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let old = schema::MIGRATIONS.len() - 2;
+        {
+            let c = Connection::open(&path).unwrap();
+            for step in &schema::MIGRATIONS[..old] {
+                c.execute_batch(step).unwrap();
+            }
+            c.pragma_update(None, "user_version", old as i64).unwrap();
+            c.execute(
+                "INSERT INTO items (job, key, present) VALUES ('j', 'a.md', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let s = State::open_read_only(&path).unwrap();
+        assert_eq!(s.user_version().unwrap(), schema::MIGRATIONS.len() as i64);
+        assert!(s.load_items("j").unwrap().contains_key("a.md"));
+        drop(s);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is untouched"
+        );
+
+        // Newer than this kbsync: refused, saying so.
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = State::open_read_only(&path).err().unwrap().to_string();
+        assert!(err.contains("newer than this kbsync"), "{err}");
+    }
+
+    #[test]
+    fn a_durable_write_commits_with_synchronous_full_and_restores_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(&dir.path().join("s.db")).unwrap();
+        let level = |c: &Connection| -> i64 {
+            c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(level(&state.conn), 1, "NORMAL");
+        let inside = state.durable_write(|tx| Ok(level(tx))).unwrap();
+        assert_eq!(inside, 2, "FULL while the mark is written");
+        assert_eq!(level(&state.conn), 1, "NORMAL again");
     }
 }

@@ -314,7 +314,9 @@ impl State {
         keys: &[&str],
         kind: StepKind,
     ) -> Result<(), StateError> {
-        self.write(|tx| {
+        // On disk before the creates go out: a mark lost to a power cut
+        // would let the next pass create again, blind.
+        self.durable_write(|tx| {
             let mut stmt = tx.prepare_cached(
                 "UPDATE outbox SET started_at = ?4 WHERE job = ?1 AND key = ?2 AND kind = ?3",
             )?;
