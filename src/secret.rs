@@ -127,3 +127,72 @@ mod tests {
         assert!(err.to_string().contains("empty"), "{err}");
     }
 }
+
+/// Whether `s` looks like an API key or token rather than a name, path or
+/// id: a known key prefix, or a long run of letters and digits in mixed
+/// case (ids are UUIDs or short; variable names are upper case).
+pub fn looks_like_key(s: &str) -> bool {
+    let s = s.trim();
+    const PREFIXES: &[&str] = &["dataset-", "app-", "sk-", "LTAI", "Bearer ", "eyJ"];
+    if PREFIXES.iter().any(|p| {
+        s.len() >= p.len() + 12 && s.starts_with(p) && !s[p.len()..].contains(['/', '.', ' '])
+    }) {
+        return true;
+    }
+    if s.len() < 24
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return false;
+    }
+    if is_uuid(s) {
+        return false;
+    }
+    let digits = s.chars().filter(char::is_ascii_digit).count();
+    let upper = s.chars().filter(char::is_ascii_uppercase).count();
+    let lower = s.chars().filter(char::is_ascii_lowercase).count();
+    digits >= 4 && upper >= 2 && lower >= 2
+}
+
+/// 8-4-4-4-12 hexadecimal digits.
+fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod key_shape_tests {
+    use super::looks_like_key;
+
+    #[test]
+    fn keys_are_told_from_names_paths_and_ids() {
+        for key in [
+            "dataset-0Jx3kQm7vT9pLw2RzA5bNc8d",
+            "app-Kf83hfD92jdkLs02",
+            "sk-sharely-TESTKEY42abcdef",
+            "LTAI5tQ8xZ2vRm9Kp3Lw",
+            "eyJhbGciOiJIUzI1NiJ9eyJzdWIiOiJrIn0",
+            "Ab3dEf6hIj9kLm2nOp5qRs8t",
+        ] {
+            assert!(looks_like_key(key), "{key}");
+        }
+        for other in [
+            "DIFY_API_KEY",
+            "SHARELY_API_KEY_FOR_THE_HANDBOOK_2024",
+            "/etc/kbsync/dify.key",
+            "secrets/dify.key",
+            "0f4b6c8e-1111-4000-8000-00000000aa01",
+            "https://api.dify.ai/v1",
+            "handbook/**/*.md",
+            "dataset-key",
+            "engineering-runbooks-2024",
+            "d-abc123",
+        ] {
+            assert!(!looks_like_key(other), "{other}");
+        }
+    }
+}

@@ -49,8 +49,25 @@ impl Locator<'_> {
             .trim()
             .trim_matches(|c| c == '[' || c == ']');
         let key = if key.is_empty() { "(document)" } else { key };
-        self.error(span, key, err.message().trim().to_owned())
+        self.error(span, key, redact(err.message().trim()))
     }
+}
+
+/// A parser message with any quoted key-shaped text (serde quotes the
+/// value it could not take) replaced by `"…"`.
+fn redact(message: &str) -> String {
+    message
+        .split('"')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 && crate::secret::looks_like_key(part) {
+                "…"
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\"")
 }
 
 pub type Span = std::ops::Range<usize>;

@@ -7,6 +7,7 @@
 mod job;
 pub mod locate;
 mod metadata;
+mod pasted_keys;
 pub mod section;
 mod source;
 
@@ -134,6 +135,7 @@ impl Config {
     /// not depend on its working directory.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let loc = Locator { path, text };
+        pasted_keys::refuse(&loc, text)?;
         let raw: RawConfig = toml::from_str(text).map_err(|e| loc.parse_error(e))?;
         let base = path
             .parent()

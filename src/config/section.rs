@@ -42,7 +42,18 @@ pub fn key_source(
     }
     let mut sources = Vec::new();
     if let Some(v) = f.env {
-        sources.push(SecretSource::Env(v.get_ref().clone()));
+        let name = v.get_ref();
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            // Not echoed: what is not a name may be the key itself.
+            return Err(loc.error(
+                v.span(),
+                &key(&format!("{n}_env")),
+                "expected the name of an environment variable (letters, digits and _, not starting with a digit) that holds the key",
+            ));
+        }
+        sources.push(SecretSource::Env(name.clone()));
     }
     if let Some(v) = f.file {
         sources.push(SecretSource::File(base.join(v.get_ref())));

@@ -132,16 +132,44 @@ pub fn network_error(e: reqwest::Error) -> SinkError {
     SinkError::local(ErrorClass::Transient, code, message)
 }
 
+/// A credential header's value, marked sensitive: hyper and reqwest keep
+/// it out of debug output and HTTP/2 header compression tables.
+pub fn sensitive(value: &str) -> reqwest::header::HeaderValue {
+    let mut v = reqwest::header::HeaderValue::from_str(value)
+        .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+    v.set_sensitive(true);
+    v
+}
+
 /// A Retry-After beyond this is treated as this: a pass should not hang.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
 
 fn client(timeout: Duration) -> Result<reqwest::Client, SinkError> {
     reqwest::Client::builder()
+        .redirect(same_origin_redirects())
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(15))
         .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| SinkError::local(ErrorClass::Fatal, "client", e.to_string()))
+}
+
+/// Redirects are followed only to the same scheme, host and port, at most
+/// five: reqwest strips Authorization and cookies on a cross-host redirect
+/// but not other credential headers (Sharely's `x-api-key`, PAI's signed
+/// headers), and an API that moved is a config matter.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt
+            .previous()
+            .last()
+            .is_some_and(|prev| prev.origin() == attempt.url().origin());
+        if same && attempt.previous().len() <= 5 {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
 }
 
 /// Exponential backoff with jitter, as configured for the sink.
@@ -210,8 +238,21 @@ impl ErrorAnswer {
             .replace(' ', "_")
     }
 
-    /// The body's start, for answers without a JSON message.
+    /// The body's start, for answers without a JSON message; for a
+    /// redirect not followed, where it pointed.
     pub fn text(&self) -> String {
+        if self.status.is_redirection() {
+            let to = self
+                .headers
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| reqwest::Url::parse(l).ok())
+                .map_or_else(
+                    || "elsewhere".to_owned(),
+                    |u| u.origin().ascii_serialization(),
+                );
+            return format!("redirected to {to}; kbsync follows redirects only within the same host (its credentials must not go elsewhere): set the base URL to where the API answers");
+        }
         String::from_utf8_lossy(&self.body)
             .chars()
             .take(200)

@@ -115,7 +115,10 @@ impl PaiClient {
         for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
             req = req.header(k, v);
         }
-        req = req.header("authorization", authorization);
+        req = req.header(
+            "authorization",
+            crate::sink::http::sensitive(&authorization),
+        );
         if body.is_some() {
             req = req.body(payload);
         }

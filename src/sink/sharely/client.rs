@@ -19,7 +19,7 @@ use super::token;
 use super::SharelyConfig;
 use crate::metadata::Metadata;
 use crate::secret::Secret;
-use crate::sink::http::{network_error, ErrorAnswer, Transport};
+use crate::sink::http::{network_error, sensitive, ErrorAnswer, Transport};
 use crate::sink::{ErrorClass, SinkError};
 
 /// Items per listing page: the API's maximum.
@@ -406,14 +406,6 @@ impl SharelyClient {
         }
         unreachable!("the loop returns on its second round")
     }
-}
-
-/// A header value kept out of debug output.
-fn sensitive(value: &str) -> reqwest::header::HeaderValue {
-    let mut v = reqwest::header::HeaderValue::from_str(value)
-        .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
-    v.set_sensitive(true);
-    v
 }
 
 /// Failures after which the server surely did not take the upload: no
