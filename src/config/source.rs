@@ -25,6 +25,14 @@ pub struct WebConfig {
     pub max_file_size: u64,
     pub timeout: Duration,
     pub concurrency: usize,
+    /// Hosts besides those of `urls` and `sitemap` that pages may come from.
+    pub allow_hosts: Vec<String>,
+    /// Fetch from loopback, private and link-local addresses even when no
+    /// configured URL is on one (an intranet site by name).
+    pub allow_private_addresses: bool,
+    /// A sitemap larger than this is refused (the protocol's own limit is
+    /// 50 MB uncompressed).
+    pub max_sitemap_size: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +85,11 @@ pub struct RawWeb {
     max_file_size: Option<Spanned<toml::Value>>,
     timeout_secs: Option<Spanned<i64>>,
     concurrency: Option<Spanned<i64>>,
+    #[serde(default)]
+    allow_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_private_addresses: bool,
+    max_sitemap_size: Option<Spanned<toml::Value>>,
 }
 
 pub fn validate_folder(
@@ -215,6 +228,27 @@ pub fn validate_web(
         max_file_size: size_limit(loc, &key("max_file_size"), &raw.max_file_size)?,
         timeout: Duration::from_secs(int(&raw.timeout_secs, "timeout_secs", 1, 3600, 60)? as u64),
         concurrency: int(&raw.concurrency, "concurrency", 1, 64, 4)? as usize,
+        allow_hosts: raw
+            .allow_hosts
+            .iter()
+            .map(|h| {
+                let host = h.get_ref().trim().to_ascii_lowercase();
+                if host.is_empty() || host.contains(['/', ':', ' ']) {
+                    Err(loc.error(
+                        h.span(),
+                        &key("allow_hosts"),
+                        "expected host names such as \"docs.example.com\" (no scheme, port or path)",
+                    ))
+                } else {
+                    Ok(host)
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        allow_private_addresses: raw.allow_private_addresses,
+        max_sitemap_size: match &raw.max_sitemap_size {
+            None => 50 * 1024 * 1024,
+            some => size_limit(loc, &key("max_sitemap_size"), some)?,
+        },
     })
 }
 

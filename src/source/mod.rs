@@ -8,6 +8,7 @@ pub mod scope;
 mod seam;
 mod triage;
 pub mod web;
+mod web_reach;
 
 pub use content::{Content, Downloaded, FolderContent};
 pub use scope::Scope;

@@ -11,6 +11,7 @@ use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
+use super::web_reach::Reach;
 use super::{front_matter, KnownFacts, Observed, ScanResult, Skipped};
 use crate::config::WebConfig;
 
@@ -32,7 +33,10 @@ struct Validator {
 }
 
 pub fn client(cfg: &WebConfig) -> reqwest::Result<reqwest::Client> {
+    let reach = Reach::of(cfg);
     reqwest::Client::builder()
+        .redirect(reach.redirects())
+        .dns_resolver(reach.resolver())
         .timeout(cfg.timeout)
         .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -72,9 +76,10 @@ pub async fn scan(
     in_sync: &HashSet<String>,
 ) -> Fetched {
     let mut out = Fetched::default();
+    let reach = Reach::of(cfg);
     let mut urls = cfg.urls.clone();
     if let Some(sitemap) = &cfg.sitemap {
-        let listed = match sitemap_urls(client, sitemap).await {
+        let listed = match sitemap_urls(client, cfg, &reach, sitemap).await {
             Ok(found) if found.is_empty() => Err(
                 "the sitemap lists no page (no <loc>): a broken site looks like that, so no page is taken for gone".to_owned(),
             ),
@@ -92,6 +97,17 @@ pub async fn scan(
             }
         }
     }
+    // Off-limits pages are reported, never fetched (not even by a dry run).
+    urls.retain(|url| match reach.refuses(url) {
+        None => true,
+        Some(reason) => {
+            out.scan.skipped.push(Skipped {
+                path: url.to_string(),
+                reason,
+            });
+            false
+        }
+    });
     let mut seen = HashMap::new();
     let mut pages = Vec::new();
     for url in urls {
@@ -186,7 +202,12 @@ async fn fetch(
             req = req.header(IF_MODIFIED_SINCE, lm);
         }
     }
-    let mut resp = req.send().await.map_err(|e| format!("cannot fetch: {e}"))?;
+    let mut resp = req.send().await.map_err(|e| {
+        format!(
+            "cannot fetch: {}",
+            crate::sink::http::network_error(e).message
+        )
+    })?;
     let status = resp.status();
     if status == StatusCode::NOT_MODIFIED && cached.is_some() {
         return Ok(Page::Unchanged);
@@ -250,32 +271,78 @@ async fn fetch(
     Ok(Page::Body(item, Bytes::from(body)))
 }
 
-/// The `<loc>` URLs of a sitemap; a sitemap index is followed one level.
-async fn sitemap_urls(client: &reqwest::Client, sitemap: &Url) -> Result<Vec<Url>, String> {
-    let text = get_text(client, sitemap).await?;
-    let mut urls = Vec::new();
-    if text.contains("<sitemapindex") {
-        for child in locs(&text) {
-            let child = Url::parse(&child).map_err(|e| format!("bad <loc> {child:?}: {e}"))?;
-            let t = get_text(client, &child).await?;
-            urls.extend(parse_locs(&t)?);
+/// How deep sitemap indexes are followed (an index of indexes is legal in
+/// practice, if not in the protocol); deeper ones are an error.
+const SITEMAP_DEPTH: usize = 4;
+
+/// The page URLs of a sitemap. Indexes are followed (each sitemap once, on
+/// the job's hosts only), and their entries are never taken for pages.
+async fn sitemap_urls(
+    client: &reqwest::Client,
+    cfg: &WebConfig,
+    reach: &Reach,
+    sitemap: &Url,
+) -> Result<Vec<Url>, String> {
+    let mut pages = Vec::new();
+    let mut seen: HashSet<Url> = HashSet::new();
+    let mut level = vec![sitemap.clone()];
+    for depth in 0.. {
+        if level.is_empty() {
+            break;
         }
-    } else {
-        urls = parse_locs(&text)?;
+        if depth > SITEMAP_DEPTH {
+            return Err(format!(
+                "sitemap indexes nest deeper than {SITEMAP_DEPTH} levels under {sitemap}"
+            ));
+        }
+        let mut next = Vec::new();
+        for url in level {
+            if !seen.insert(url.clone()) {
+                continue;
+            }
+            if let Some(why) = reach.refuses(&url) {
+                return Err(format!("sitemap {url}: {why}"));
+            }
+            let text = get_text(client, &url, cfg.max_sitemap_size).await?;
+            let locs = parse_locs(&text)?;
+            if text.contains("<sitemapindex") {
+                next.extend(locs);
+            } else {
+                pages.extend(locs);
+            }
+        }
+        level = next;
     }
-    Ok(urls)
+    Ok(pages)
 }
 
-async fn get_text(client: &reqwest::Client, url: &Url) -> Result<String, String> {
-    let resp = client
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| format!("cannot fetch sitemap {url}: {e}"))?;
+/// A sitemap's text, refused past `limit` bytes (checked as it arrives).
+async fn get_text(client: &reqwest::Client, url: &Url, limit: u64) -> Result<String, String> {
+    let mut resp = client.get(url.clone()).send().await.map_err(|e| {
+        format!(
+            "cannot fetch sitemap {url}: {}",
+            crate::sink::http::network_error(e).message
+        )
+    })?;
     if !resp.status().is_success() {
         return Err(format!("sitemap {url}: HTTP {}", resp.status()));
     }
-    resp.text().await.map_err(|e| format!("sitemap {url}: {e}"))
+    let over = || format!("sitemap {url} is larger than max_sitemap_size ({limit} bytes)");
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(over());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("sitemap {url}: {e}"))?
+    {
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(over());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 fn parse_locs(text: &str) -> Result<Vec<Url>, String> {

@@ -19,6 +19,9 @@ pub struct Page {
     pub content_type: String,
 }
 
+/// An answer given as it is: status, headers, body.
+pub type Canned = (u16, Vec<(String, String)>, String);
+
 #[derive(Default)]
 pub struct Site {
     pub pages: BTreeMap<String, Page>,
@@ -26,6 +29,9 @@ pub struct Site {
     pub status: BTreeMap<String, u16>,
     /// Paths listed in /sitemap.xml.
     pub sitemap: Vec<String>,
+    /// path → an answer given as it is: (status, headers, body), for
+    /// redirects and hand-written sitemaps.
+    pub custom: BTreeMap<String, Canned>,
     /// (path, status) of every request answered.
     pub log: Vec<(String, u16)>,
     version: u64,
@@ -84,7 +90,16 @@ fn answer(site: &Mutex<Site>, req: Request<Incoming>) -> Response<Full<Bytes>> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let (status, resp) = if let Some(&status) = site.status.get(&path) {
+    let (status, resp) = if let Some((status, headers, body)) = site.custom.get(&path) {
+        let mut r = Response::builder().status(*status);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        (
+            *status,
+            r.body(Full::new(Bytes::from(body.clone()))).unwrap(),
+        )
+    } else if let Some(&status) = site.status.get(&path) {
         (status, simple(status, "nope"))
     } else if path == "/sitemap.xml" {
         let host = header("host").unwrap_or_default();
