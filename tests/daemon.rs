@@ -586,3 +586,125 @@ async fn the_service_empties_the_state_files_log_when_idle() {
     assert_eq!(len, 0, "the log holds {len} bytes after an idle full pass");
     d.stop().await;
 }
+
+/// The number in the service's STATUS line: "(N inotify watches)".
+fn watches(status: &str) -> usize {
+    let end = status.find(" inotify watches").expect("a watch count");
+    let start = status[..end].rfind('(').unwrap() + 1;
+    status[start..end].parse().unwrap()
+}
+
+#[tokio::test]
+async fn only_folders_the_scan_enters_are_watched() {
+    let (fake, ws) = setup("keep", "", "debounce_ms = 50").await;
+    ws.append_config("");
+    let text = std::fs::read_to_string(&ws.config_path).unwrap();
+    std::fs::write(
+        &ws.config_path,
+        text.replace(
+            "root = \"docs\"",
+            "root = \"docs\"\nexclude = [\"**/node_modules/**\"]",
+        ),
+    )
+    .unwrap();
+    ws.write("a/x.md", "x");
+    ws.write("b/y.md", "y");
+    ws.write(".hidden/z.md", "z");
+    for i in 0..300 {
+        std::fs::create_dir_all(ws.root.join(format!("web/node_modules/pkg{i}/lib"))).unwrap();
+    }
+    ws.write("web/app.md", "app");
+    // A symlink to a tree outside the root: not followed by default.
+    let outside = ws.dir.path().join("outside");
+    for i in 0..50 {
+        std::fs::create_dir_all(outside.join(format!("d{i}"))).unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, ws.root.join("link")).unwrap();
+
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    let status = d.notified("STATUS=watching").await;
+    // docs, a, b, web, and the root's parent.
+    assert_eq!(watches(&status), 5, "{status}");
+    fake.wait_until("the first sync", WAIT, |w| w.docs.len() == 3)
+        .await;
+    // A folder made later is watched too, and its files are seen.
+    ws.write("c/new.md", "new");
+    fake.wait_until("c/new.md", WAIT, |w| has(w, "c/new.md", "new"))
+        .await;
+    ws.write("c/new.md", "edited");
+    fake.wait_until("the edit in c/", WAIT, |w| has(w, "c/new.md", "edited"))
+        .await;
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_root_moved_away_and_replaced_is_watched_anew() {
+    let (fake, ws) = setup("keep", "", "debounce_ms = 50").await;
+    ws.write("old.md", "old");
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    fake.wait_until("the first sync", WAIT, |w| has(w, "old.md", "old"))
+        .await;
+
+    // A deploy: the new tree is built beside the root, then swapped in.
+    let staged = ws.dir.path().join("docs.new");
+    std::fs::create_dir_all(staged.join("sub")).unwrap();
+    std::fs::write(staged.join("old.md"), "old").unwrap();
+    std::fs::write(staged.join("sub/fresh.md"), "fresh").unwrap();
+    std::fs::rename(&ws.root, ws.dir.path().join("docs.old")).unwrap();
+    std::fs::rename(&staged, &ws.root).unwrap();
+    fake.wait_until("the new tree's file", WAIT, |w| {
+        has(w, "sub/fresh.md", "fresh")
+    })
+    .await;
+    // Edits in the new tree are seen: it is the one watched now.
+    ws.write("sub/fresh.md", "edited in the new tree");
+    fake.wait_until("the edit", WAIT, |w| {
+        has(w, "sub/fresh.md", "edited in the new tree")
+    })
+    .await;
+    // And the old tree is not: an edit there is no change.
+    let before = fake.world().log.len();
+    std::fs::write(ws.dir.path().join("docs.old/old.md"), "stale edit").unwrap();
+    ws.write("marker.md", "m");
+    fake.wait_until("the marker", WAIT, |w| has(w, "marker.md", "m"))
+        .await;
+    assert!(has(&fake.world(), "old.md", "old"));
+    assert!(fake.world().log.len() > before);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_symlinked_root_swapped_to_a_new_release_is_followed() {
+    let (fake, ws) = setup("keep", "", "debounce_ms = 50").await;
+    let releases = ws.dir.path().join("releases");
+    for (v, body) in [("v1", "one"), ("v2", "two")] {
+        std::fs::create_dir_all(releases.join(v)).unwrap();
+        std::fs::write(releases.join(v).join("notes.md"), body).unwrap();
+    }
+    let current = ws.dir.path().join("current");
+    std::os::unix::fs::symlink(releases.join("v1"), &current).unwrap();
+    let text = std::fs::read_to_string(&ws.config_path).unwrap();
+    std::fs::write(
+        &ws.config_path,
+        text.replace("root = \"docs\"", "root = \"current\""),
+    )
+    .unwrap();
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    fake.wait_until("v1", WAIT, |w| has(w, "notes.md", "one"))
+        .await;
+
+    // `ln -sfn releases/v2 current`: a new link renamed over the old.
+    let tmp = ws.dir.path().join("current.tmp");
+    std::os::unix::fs::symlink(releases.join("v2"), &tmp).unwrap();
+    std::fs::rename(&tmp, &current).unwrap();
+    fake.wait_until("v2", WAIT, |w| has(w, "notes.md", "two"))
+        .await;
+    std::fs::write(releases.join("v2/notes.md"), "two, edited").unwrap();
+    fake.wait_until("the edit in v2", WAIT, |w| {
+        has(w, "notes.md", "two, edited")
+    })
+    .await;
+    d.stop().await;
+}

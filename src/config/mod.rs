@@ -82,6 +82,9 @@ pub struct DaemonConfig {
     /// How often the service audits each upstream (at a full pass); `None`:
     /// only at start.
     pub audit_interval: Option<Duration>,
+    /// Full passes of jobs whose root is on a network filesystem, where
+    /// inotify does not see changes made on other machines.
+    pub network_reconcile: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -92,6 +95,7 @@ impl Default for DaemonConfig {
             full_reconcile: Some(Duration::from_secs(3600)),
             shutdown_timeout: Duration::from_secs(30),
             audit_interval: Some(Duration::from_secs(6 * 3600)),
+            network_reconcile: Duration::from_secs(300),
         }
     }
 }
@@ -119,6 +123,7 @@ struct RawDaemon {
     full_reconcile_secs: Option<Spanned<i64>>,
     shutdown_timeout_secs: Option<Spanned<i64>>,
     audit_interval_secs: Option<Spanned<i64>>,
+    network_reconcile_secs: Option<Spanned<i64>>,
 }
 
 impl Config {
@@ -235,7 +240,16 @@ fn validate_daemon(loc: &Locator, raw: RawDaemon) -> Result<DaemonConfig, Config
         30 * 86_400,
         6 * 3600,
     )?;
+    let network = bounded(
+        loc,
+        &raw.network_reconcile_secs,
+        "daemon.network_reconcile_secs",
+        10,
+        30 * 86_400,
+        300,
+    )?;
     Ok(DaemonConfig {
+        network_reconcile: secs(network),
         audit_interval: (audit > 0).then(|| secs(audit)),
         debounce: ms(debounce),
         max_delay: ms(max_delay),

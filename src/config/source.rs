@@ -108,8 +108,17 @@ pub fn validate_folder(
             format!("{} is not a readable folder", root.display()),
         ));
     }
-    // Canonical, so walked paths compare equal to the state file's path.
-    let root = root.canonicalize().map_err(|e| {
+    // Canonical up to its last part, so walked paths compare equal to the
+    // state file's path; a root that is itself a symlink (`current ->
+    // releases/v2`) stays one, so that it is resolved again at every pass
+    // and a swapped link is followed.
+    let canonical = match (root.parent(), root.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+            parent.canonicalize().map(|p| p.join(name))
+        }
+        _ => root.canonicalize(),
+    };
+    let root = canonical.map_err(|e| {
         loc.error(
             root_span.clone(),
             &key("root"),

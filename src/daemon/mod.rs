@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use notify::RecommendedWatcher;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{Instant, Interval};
 
@@ -93,7 +92,9 @@ struct Daemon {
     only: Vec<String>,
     runner: Runner,
     shared: Arc<Shared>,
-    watcher: Option<RecommendedWatcher>,
+    watcher: Option<watch::Watcher>,
+    /// Jobs whose root is on a network filesystem, and their next full pass.
+    network: HashMap<String, Instant>,
     notifier: Notifier,
     watchdog: Option<Interval>,
     signals: Signals,
@@ -137,6 +138,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         runner,
         shared,
         watcher: None,
+        network: HashMap::new(),
         notifier,
         watchdog,
         signals,
@@ -198,6 +200,18 @@ impl Daemon {
                 SourceConfig::Folder(_) => None,
             })
             .collect();
+        let every = self.runner.config.daemon.network_reconcile;
+        self.network = self
+            .runner
+            .config
+            .jobs
+            .iter()
+            .filter(|j| {
+                j.folder()
+                    .is_some_and(|f| watch::network_fs(&f.root).is_some())
+            })
+            .map(|j| (j.name.clone(), Instant::now() + every))
+            .collect();
     }
 
     async fn event_loop(&mut self) {
@@ -221,7 +235,12 @@ impl Daemon {
                 .map(|r| r.at)
                 .chain(self.outbox_due.values().copied())
                 .min();
-            let poll = self.next_poll.values().min().copied();
+            let poll = self
+                .next_poll
+                .values()
+                .chain(self.network.values())
+                .min()
+                .copied();
             let wake_at = [due, self.next_full, retry, poll]
                 .into_iter()
                 .flatten()
@@ -269,6 +288,14 @@ impl Daemon {
                     true
                 }
             });
+            let every = cfg.network_reconcile;
+            for (job, at) in self.network.iter_mut() {
+                if *at <= now {
+                    tracing::info!(%job, "full pass of a job on a network filesystem");
+                    pending.rescan_now(job, now.into_std());
+                    *at = now + every;
+                }
+            }
             for job in &self.runner.config.jobs {
                 if let (SourceConfig::Web(w), Some(at)) =
                     (&job.source, self.next_poll.get_mut(&job.name))
@@ -285,6 +312,10 @@ impl Daemon {
             .pending()
             .take_due(now.into_std(), cfg.debounce, cfg.max_delay);
         let full = batches.iter().any(|(_, scope)| scope.is_all());
+        if let (true, Some(w)) = (full, &self.watcher) {
+            // A root replaced since it was armed is watched anew.
+            w.check_roots();
+        }
         for (job, scope) in batches {
             if self.signals.stop {
                 // The next start begins with a full pass; nothing is lost.
@@ -474,7 +505,10 @@ impl Daemon {
                 )
             }
         };
-        format!("watching {jobs} job(s); {queued} change(s) queued; {last}")
+        let folders = self.watcher.as_ref().map_or(0, |w| w.watch_count());
+        format!(
+            "watching {jobs} job(s) ({folders} inotify watches); {queued} change(s) queued; {last}"
+        )
     }
 }
 

@@ -125,6 +125,48 @@ impl<'s> ignore::ParallelVisitorBuilder<'s> for Visitors<'s> {
     }
 }
 
+/// A walk from `start` (the root, or a folder under it) that enters exactly
+/// the folders a scan enters: hidden ones only with `include_hidden`,
+/// symlinks only with `follow_symlinks`, never one the ignore files or an
+/// `exclude` pattern leave out as a whole. The folder watcher arms watches
+/// from it, so what is not scanned is not watched either.
+pub fn walk_builder(cfg: &FolderConfig, start: &Path) -> WalkBuilder {
+    let mut builder = WalkBuilder::new(start);
+    builder
+        .hidden(!cfg.include_hidden)
+        .follow_links(cfg.follow_symlinks)
+        .ignore(false)
+        .git_global(false)
+        .git_ignore(cfg.respect_gitignore)
+        .git_exclude(cfg.respect_gitignore)
+        .require_git(false)
+        .parents(cfg.respect_gitignore);
+    if let Some(name) = &cfg.ignore_file {
+        builder.add_custom_ignore_filename(name);
+    }
+    let root = cfg.root.clone();
+    let excluded = cfg.exclude.clone();
+    builder.filter_entry(move |entry| {
+        entry.depth() == 0
+            || !entry.file_type().is_some_and(|t| t.is_dir())
+            || !excludes_dir(
+                excluded.as_ref(),
+                &key_under(&root, entry.path()).unwrap_or_default(),
+            )
+    });
+    builder
+}
+
+/// Whether `exclude` leaves out everything under folder `key` (such as
+/// `node_modules/**`): then the folder is not entered at all. Probed with
+/// a child and a grandchild, so `docs/*` (children only) does not count.
+fn excludes_dir(exclude: Option<&globset::GlobSet>, key: &str) -> bool {
+    let Some(set) = exclude else { return false };
+    !key.is_empty()
+        && set.is_match(format!("{key}/\u{7f}"))
+        && set.is_match(format!("{key}/\u{7f}/\u{7f}"))
+}
+
 /// Walks the part of `cfg.root` that `scope` selects and stats, in
 /// parallel, without reading any file; `read_changed` then reads what
 /// differs from the cache. `avoid` lists files never to mirror (the state
@@ -135,30 +177,19 @@ impl<'s> ignore::ParallelVisitorBuilder<'s> for Visitors<'s> {
 /// exactly as in a full scan.
 pub fn walk(cfg: &FolderConfig, avoid: &[PathBuf], scope: &Scope) -> Walked {
     let started_ns = super::now_ns();
-    let mut builder = WalkBuilder::new(&cfg.root);
-    builder
-        .hidden(!cfg.include_hidden)
-        .follow_links(cfg.follow_symlinks)
-        .ignore(false)
-        .git_global(false)
-        .git_ignore(cfg.respect_gitignore)
-        .git_exclude(cfg.respect_gitignore)
-        .require_git(false)
-        .parents(cfg.respect_gitignore)
-        .threads(threads());
-    if let Some(name) = &cfg.ignore_file {
-        builder.add_custom_ignore_filename(name);
-    }
+    let mut builder = walk_builder(cfg, &cfg.root);
+    builder.threads(threads());
     if !scope.is_all() {
         let scope = Arc::new(scope.clone());
         let root = cfg.root.clone();
+        let excluded = cfg.exclude.clone();
         builder.filter_entry(move |entry| {
             if entry.depth() == 0 {
                 return true;
             }
             let key = key_under(&root, entry.path()).unwrap_or_default();
             if entry.file_type().is_some_and(|t| t.is_dir()) {
-                scope.enters(&key)
+                scope.enters(&key) && !excludes_dir(excluded.as_ref(), &key)
             } else {
                 scope.covers(&key)
             }
