@@ -166,7 +166,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     if !cli.reconcile && !cli.dry_run {
         drop(stdout);
-        runtime()?.block_on(daemon::run(&cli.config, &cli.jobs))?;
+        let rt = runtime()?;
+        let ran = rt.block_on(daemon::run(&cli.config, &cli.jobs));
+        // A blocking task still running (a read that was told to stop, a
+        // slow disk) must not hold the exit past the shutdown timeout.
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        ran?;
         return Ok(ExitCode::SUCCESS);
     }
 

@@ -388,6 +388,7 @@ impl Runner {
                 fingerprint: &plan_fingerprint(job, &rules),
                 record_fingerprint: !opts.dry_run,
                 checksum: opts.checksum,
+                stop: self.stop.clone(),
             })
             .await?;
         let settles = source.settles();

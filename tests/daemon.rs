@@ -708,3 +708,33 @@ async fn a_symlinked_root_swapped_to_a_new_release_is_followed() {
     .await;
     d.stop().await;
 }
+
+#[tokio::test]
+async fn sigterm_while_a_large_file_is_hashed_exits_within_the_timeout() {
+    let (_fake, ws) = setup("keep", "", "debounce_ms = 50\nshutdown_timeout_secs = 1").await;
+    let text = std::fs::read_to_string(&ws.config_path).unwrap();
+    std::fs::write(
+        &ws.config_path,
+        text.replace(
+            "root = \"docs\"",
+            "root = \"docs\"\nmax_file_size = \"64GB\"",
+        ),
+    )
+    .unwrap();
+    // 16 GB of holes: reading it takes many seconds, and no disk.
+    let big = std::fs::File::create(ws.root.join("big.pdf")).unwrap();
+    big.set_len(16 << 30).unwrap();
+    drop(big);
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    // The first pass begins at once, and its reading with it.
+    let started = std::time::Instant::now();
+    d.signal("TERM");
+    let status = d.exit().await;
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "exit took {took:?} with shutdown_timeout_secs = 1"
+    );
+}

@@ -95,8 +95,7 @@ struct Daemon {
     watcher: Option<watch::Watcher>,
     /// Jobs whose root is on a network filesystem, and their next full pass.
     network: HashMap<String, Instant>,
-    notifier: Notifier,
-    watchdog: Option<Interval>,
+    notifier: Arc<Notifier>,
     signals: Signals,
     next_full: Option<Instant>,
     /// Web jobs: when each is polled next.
@@ -126,11 +125,21 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         },
     )?;
     let shared = Arc::new(Shared::default());
-    let notifier = Notifier::from_env();
-    let watchdog = notifier.watchdog_every().map(|every| {
-        let mut i = tokio::time::interval(every);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        i
+    let notifier = Arc::new(Notifier::from_env());
+    // The watchdog is pinged from its own task: a pass's synchronous work
+    // (SQLite, hashing hand-offs) holds the loop's task, not this one, so
+    // a long pass is not mistaken for a hang. A runtime that stops
+    // scheduling tasks at all stops the pings too.
+    let pinger = notifier.watchdog_every().map(|every| {
+        let notifier = notifier.clone();
+        tokio::spawn(async move {
+            let mut i = tokio::time::interval(every);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                i.tick().await;
+                notifier.watchdog();
+            }
+        })
     });
     let mut d = Daemon {
         config_path: config_path.to_owned(),
@@ -140,7 +149,6 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         watcher: None,
         network: HashMap::new(),
         notifier,
-        watchdog,
         signals,
         next_full: None,
         next_poll: HashMap::new(),
@@ -162,6 +170,9 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         "started; the first pass is a full reconcile"
     );
     d.event_loop().await;
+    if let Some(p) = pinger {
+        p.abort();
+    }
     d.notifier.stopping();
     drop(d.watcher.take());
     tracing::info!("stopped");
@@ -248,7 +259,6 @@ impl Daemon {
             tokio::select! {
                 _ = self.signals.next() => {}
                 _ = self.shared.wake.notified() => {}
-                _ = tick(&mut self.watchdog) => self.notifier.watchdog(),
                 _ = self.outbox_check.tick() => {
                     self.check_outbox();
                     self.checkpoint_when_idle(false);
@@ -356,7 +366,6 @@ impl Daemon {
             &stop,
             grace,
             &self.notifier,
-            &mut self.watchdog,
         )
         .await;
         match result {
@@ -512,7 +521,7 @@ impl Daemon {
     }
 }
 
-/// Runs one pass while still answering signals and the watchdog. On
+/// Runs one pass while still answering signals. On
 /// SIGTERM/SIGINT the pass is told to start nothing new and given `grace`
 /// to finish what is in flight; `None` when it had to be abandoned (its
 /// confirmed steps are already in the state file; the rest is replayed on
@@ -523,13 +532,11 @@ async fn guarded<F: std::future::Future>(
     stop: &AtomicBool,
     grace: Duration,
     notifier: &Notifier,
-    watchdog: &mut Option<Interval>,
 ) -> Option<F::Output> {
     let mut pass = std::pin::pin!(pass);
     loop {
         tokio::select! {
             r = &mut pass => return Some(r),
-            _ = tick(watchdog) => notifier.watchdog(),
             _ = signals.next() => {
                 if signals.stop {
                     break;
@@ -551,7 +558,6 @@ async fn guarded<F: std::future::Future>(
                 signals.stop = true;
                 return Some(r);
             }
-            _ = tick(watchdog) => notifier.watchdog(),
             _ = signals.next() => {
                 if signals.stop {
                     tracing::warn!("second stop signal: abandoning in-flight calls");
@@ -564,15 +570,6 @@ async fn guarded<F: std::future::Future>(
                 return None;
             }
         }
-    }
-}
-
-async fn tick(interval: &mut Option<Interval>) {
-    match interval {
-        Some(i) => {
-            i.tick().await;
-        }
-        None => std::future::pending().await,
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
@@ -289,6 +290,7 @@ pub fn read_changed(
     walked: Walked,
     known: &HashMap<String, KnownFacts>,
     checksum: bool,
+    stop: &AtomicBool,
 ) -> ScanResult {
     let mut result = ScanResult {
         skipped: walked.skipped,
@@ -323,7 +325,7 @@ pub fn read_changed(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(stat) = to_read.get(i) else { break };
-                    mine.push(read_one(cfg, stat, walked.started_ns));
+                    mine.push(read_one(cfg, stat, walked.started_ns, stop));
                 }
                 read.lock().expect("no panics while held").extend(mine);
             });
@@ -357,7 +359,7 @@ enum Hashed {
 }
 
 /// Reads and hashes one file the walk found.
-fn read_one(cfg: &FolderConfig, stat: &Stat, walk_started_ns: i64) -> Hashed {
+fn read_one(cfg: &FolderConfig, stat: &Stat, walk_started_ns: i64, stop: &AtomicBool) -> Hashed {
     let path = cfg.root.join(&*stat.key);
     let skip = |reason: String| {
         Hashed::Skipped(
@@ -368,7 +370,7 @@ fn read_one(cfg: &FolderConfig, stat: &Stat, walk_started_ns: i64) -> Hashed {
             stat.key.to_string(),
         )
     };
-    match hash_file(&path, front_matter::is_markdown(&stat.key)) {
+    match hash_file(&path, front_matter::is_markdown(&stat.key), stop) {
         Ok(FileRead {
             hash,
             bytes: read,
@@ -599,13 +601,21 @@ struct FileRead {
     after: Option<std::fs::Metadata>,
 }
 
-fn hash_file(path: &Path, keep_head: bool) -> std::io::Result<FileRead> {
+/// Reads and hashes a file, 64 KiB at a time; gives up between two chunks
+/// once `stop` is set (shutdown), so a large file never holds the exit.
+fn hash_file(path: &Path, keep_head: bool, stop: &AtomicBool) -> std::io::Result<FileRead> {
     let mut file = File::open(path)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut head: Option<Vec<u8>> = keep_head.then(Vec::new);
     let mut total = 0u64;
     loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "not read: kbsync is shutting down",
+            ));
+        }
         let n = file.read(&mut buf)?;
         if n == 0 {
             break;

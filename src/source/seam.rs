@@ -6,6 +6,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -29,6 +31,8 @@ pub struct ScanInput<'a> {
     pub record_fingerprint: bool,
     /// Read every file, trusting no size, mtime or settled flag.
     pub checksum: bool,
+    /// Set on shutdown: reading stops between two chunks.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// What a scan found, with the cached rows the plan is made against.
@@ -143,8 +147,9 @@ impl Source for FolderSource {
             let known = known_facts(&t.cached);
             let cfg = self.cfg.clone();
             let walked = t.walked;
+            let stop = input.stop.clone();
             let mut scan = tokio::task::spawn_blocking(move || {
-                folder::read_changed(&cfg, walked, &known, deep)
+                folder::read_changed(&cfg, walked, &known, deep, &stop)
             })
             .await
             .expect("the hashing threads do not panic");
