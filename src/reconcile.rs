@@ -206,6 +206,11 @@ impl Runner {
         self.stop.clone()
     }
 
+    /// Keys of `job` whose backed-off steps are due now, at most `limit`.
+    pub fn due_keys(&self, job: &str, limit: usize) -> Result<Vec<String>, StateError> {
+        self.state.due_keys(job, crate::state::unix_now(), limit)
+    }
+
     /// When the earliest backed-off step of `job` is due (Unix seconds).
     pub fn next_retry_at(&self, job: &str) -> Result<Option<i64>, StateError> {
         self.state.next_retry_at(job)
@@ -474,6 +479,9 @@ impl Runner {
         if let Some(p) = pushed {
             if let Some(f) = &p.outcome.fatal {
                 report.error = Some(format!("stopped: {f}"));
+            }
+            for line in p.outcome.failure_summary() {
+                tracing::error!("{line}");
             }
             report.requests += p.requests;
             report.outcome = Some(p.outcome);

@@ -738,3 +738,34 @@ async fn sigterm_while_a_large_file_is_hashed_exits_within_the_timeout() {
         "exit took {took:?} with shutdown_timeout_secs = 1"
     );
 }
+
+#[tokio::test]
+async fn during_an_outage_retries_look_only_at_the_items_due() {
+    let (fake, ws) = setup("keep", "", "debounce_ms = 50").await;
+    for i in 0..20 {
+        ws.write(&format!("f{i:02}.md"), "text");
+    }
+    // Down for maintenance: every call answers 503.
+    fake.world().inject(
+        None,
+        "/v1/",
+        Fault::status(503, "service_unavailable", "Down for maintenance."),
+        u32::MAX,
+    );
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    d.notified("STATUS=watching").await;
+    // Every create failed and waits out its backoff; `retry` makes them due.
+    let (code, said, _) = cli(&ws, &["retry"]);
+    assert_eq!(code, 0, "{said}");
+    d.notified("STATUS=watching").await;
+    let log = d.stop().await;
+    let scans: Vec<&str> = log.lines().filter(|l| l.contains(" scanned ")).collect();
+    assert!(scans.len() >= 2, "{log}");
+    assert!(scans[0].contains("scope=all"), "{}", scans[0]);
+    assert!(
+        scans[1..].iter().all(|l| l.contains("scope=20 paths")),
+        "a retry walked more than the items due:\n{}",
+        scans.join("\n")
+    );
+}

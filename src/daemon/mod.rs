@@ -36,6 +36,9 @@ const FIRST_RETRY: Duration = Duration::from_secs(30);
 /// `kbsync retry` made due.
 pub const OUTBOX_CHECK: Duration = Duration::from_secs(5);
 
+/// Due retries of up to this many items are a scoped pass; more, a full one.
+const RETRY_KEYS: usize = 1000;
+
 /// The state file's log is emptied at most this often between full passes.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
 
@@ -289,14 +292,29 @@ impl Daemon {
                     pending.rescan_now(job, now.into_std());
                 }
             }
+            let runner = &self.runner;
             self.outbox_due.retain(|job, at| {
-                if *at <= now {
-                    tracing::info!(%job, "retrying failed steps");
-                    pending.rescan_now(job, now.into_std());
-                    false
-                } else {
-                    true
+                if *at > now {
+                    return true;
                 }
+                // Only the items whose steps are due are looked at again: an
+                // outage backs off item by item, and must not mean a walk
+                // of the whole tree each time one of them is due.
+                let full = runner.deletes_allowed(job).unwrap_or(false);
+                match runner.due_keys(job, RETRY_KEYS) {
+                    Ok(keys) if !full && !keys.is_empty() && keys.len() < RETRY_KEYS => {
+                        tracing::debug!(%job, items = keys.len(), "retrying failed steps");
+                        for key in keys {
+                            pending.touch(job, key, now.into_std());
+                        }
+                        pending.hurry(job);
+                    }
+                    _ => {
+                        tracing::info!(%job, "retrying failed steps");
+                        pending.rescan_now(job, now.into_std());
+                    }
+                }
+                false
             });
             let every = cfg.network_reconcile;
             for (job, at) in self.network.iter_mut() {

@@ -66,6 +66,13 @@ impl Pending {
 
     /// A full pass of `job` as soon as possible (start-up, the periodic
     /// reconcile, a reloaded config).
+    /// Makes the job's batch due at once (no debounce).
+    pub fn hurry(&mut self, job: &str) {
+        if let Some(b) = self.jobs.get_mut(job) {
+            b.urgent = true;
+        }
+    }
+
     pub fn rescan_now(&mut self, job: &str, now: Instant) {
         self.rescan(job, now);
         if let Some(b) = self.jobs.get_mut(job) {

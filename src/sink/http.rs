@@ -25,6 +25,60 @@ pub struct Transport {
     retry: RetryConfig,
     requests: AtomicU64,
     limiter: Option<RateLimiter>,
+    breaker: Breaker,
+}
+
+/// The error code of a call not sent because the upstream is resting.
+pub const UNREACHABLE: &str = "unreachable";
+
+/// After this many answers in a row that say the upstream is down (no
+/// connection, a timeout, 502/503/504), calls are not sent for a while:
+/// during an outage a pass of 30,000 items must cost a few requests and a
+/// few log lines, not 30,000 × retries of each.
+const TRIP_AFTER: u32 = 10;
+const REST_MIN: Duration = Duration::from_secs(30);
+const REST_MAX: Duration = Duration::from_secs(300);
+
+#[derive(Default)]
+struct Breaker {
+    state: std::sync::Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    failures: u32,
+    rest: Duration,
+    until: Option<std::time::Instant>,
+}
+
+impl Breaker {
+    /// When the upstream rests until, if it does.
+    fn resting(&self) -> Option<std::time::Instant> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.until.filter(|u| *u > std::time::Instant::now())
+    }
+
+    fn record(&self, down: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !down {
+            *s = BreakerState::default();
+            return;
+        }
+        s.failures += 1;
+        if s.failures >= TRIP_AFTER {
+            s.rest = if s.rest.is_zero() {
+                REST_MIN
+            } else {
+                (s.rest * 2).min(REST_MAX)
+            };
+            s.until = Some(std::time::Instant::now() + s.rest);
+            s.failures = 0;
+            tracing::warn!(
+                rest_secs = s.rest.as_secs(),
+                "the upstream looks down ({TRIP_AFTER} answers in a row were no answer or 502/503/504): no request is sent for a while"
+            );
+        }
+    }
 }
 
 impl Transport {
@@ -34,6 +88,7 @@ impl Transport {
             retry: calls.retry,
             requests: AtomicU64::new(0),
             limiter: calls.requests_per_minute.map(RateLimiter::per_minute),
+            breaker: Breaker::default(),
         })
     }
 
@@ -49,11 +104,27 @@ impl Transport {
     /// One attempt: waits for a rate slot, counts it, sends. A failure to
     /// get an answer is transient.
     pub async fn send(&self, req: RequestBuilder) -> Result<Response, SinkError> {
+        if let Some(until) = self.breaker.resting() {
+            let secs = until
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs();
+            return Err(SinkError::local(
+                ErrorClass::Transient,
+                UNREACHABLE,
+                format!("not sent: the upstream looks down (no answer, or 502/503/504, {TRIP_AFTER} times in a row); requests resume in {secs} s"),
+            ));
+        }
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        req.send().await.map_err(network_error)
+        let sent = req.send().await.map_err(network_error);
+        let down = match &sent {
+            Ok(resp) => matches!(resp.status().as_u16(), 502..=504),
+            Err(_) => true,
+        };
+        self.breaker.record(down);
+        sent
     }
 
     /// Runs `attempt` until it succeeds or fails for good, with up to
@@ -86,9 +157,12 @@ impl Transport {
         Fut: Future<Output = Result<T, SinkError>>,
     {
         let times = max_retries.unwrap_or(self.retry.max_retries);
+        let mut when = when;
         attempt
             .retry(backoff(&self.retry).with_max_times(times))
-            .when(when)
+            // Not while the upstream rests: the pass moves on, and the
+            // outbox tries again after its backoff.
+            .when(move |e: &SinkError| e.code != UNREACHABLE && when(e))
             .adjust(|e: &SinkError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
             .notify(|e: &SinkError, after: Duration| self.slow_down(what, e, after))
             .await
@@ -104,7 +178,8 @@ impl Transport {
     /// Logs a retry; when the upstream asked to slow down, every request
     /// of this sink waits, not just this one.
     pub fn slow_down(&self, what: &str, e: &SinkError, after: Duration) {
-        tracing::warn!(call = what, error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
+        // Per call, so debug: the pass sums up what failed in the end.
+        tracing::debug!(call = what, error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
         if let (Some(limiter), true) = (&self.limiter, e.is_rate_limit()) {
             limiter.pause(after);
         }

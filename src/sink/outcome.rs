@@ -34,6 +34,35 @@ impl Outcome {
     pub fn converged(&self) -> bool {
         self.failures.is_empty() && self.fatal.is_none() && !self.interrupted
     }
+
+    /// One line per kind of failure (step, status, code), with how many
+    /// items it hit and the first of them: what an outage of 30,000 items
+    /// logs instead of 30,000 lines.
+    pub fn failure_summary(&self) -> Vec<String> {
+        let mut kinds: BTreeMap<(&str, Option<u16>, &str), (usize, &Failure)> = BTreeMap::new();
+        for f in &self.failures {
+            kinds
+                .entry((f.op, f.error.status, f.error.code.as_str()))
+                .or_insert((0, f))
+                .0 += 1;
+        }
+        kinds
+            .into_values()
+            .map(|(n, first)| {
+                format!(
+                    "{n} {} step(s) failed, {}; the first, {}: {}",
+                    first.op,
+                    if first.error.is_transient() {
+                        "retried later"
+                    } else {
+                        "parked until the item changes"
+                    },
+                    first.key,
+                    first.error
+                )
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +82,9 @@ pub fn record_failure(
     op: &'static str,
     error: SinkError,
 ) -> Result<(), PushError> {
-    tracing::error!(%job, %key, op, error = %error, "failed");
+    // Per item, so debug: `Outcome::failure_summary` gives one line per
+    // kind of failure for the pass.
+    tracing::debug!(%job, %key, op, error = %error, "failed");
     if let Some(setback) = outbox::setback(&error) {
         state.step_failed(
             job,

@@ -418,6 +418,19 @@ impl State {
 
     /// When the earliest backed-off step of `job` is due (Unix seconds).
     /// Parked (permanent) failures are not counted: they wait for a change.
+    /// Keys with a backed-off step due at `now`, at most `limit`.
+    pub fn due_keys(&self, job: &str, now: i64, limit: usize) -> Result<Vec<String>, StateError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT DISTINCT key FROM outbox
+                 WHERE job = ?1 AND failed = 0 AND attempts > 0 AND next_attempt_at <= ?2
+                 LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![job, now, limit as i64], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
     pub fn next_retry_at(&self, job: &str) -> Result<Option<i64>, StateError> {
         self.read(|c| {
             c.query_row(
