@@ -206,6 +206,11 @@ impl Runner {
         self.stop.clone()
     }
 
+    /// Until when `job`'s upstream rests (it answered "down" too often).
+    pub fn resting_until(&self, job: &str) -> Option<std::time::Instant> {
+        self.sinks.get(job)?.resting_until()
+    }
+
     /// Keys of `job` whose backed-off steps are due now, at most `limit`.
     pub fn due_keys(&self, job: &str, limit: usize) -> Result<Vec<String>, StateError> {
         self.state.due_keys(job, crate::state::unix_now(), limit)
@@ -623,15 +628,32 @@ fn queue(
         .map(|r| r.key.clone())
         .collect();
     let (filtered, held) = outbox::hold(plan, &rows, crate::state::unix_now(), honour_backoff);
+    // Per item at debug; one line for all at info: during an outage tens
+    // of thousands of steps wait, and a line each would flood the journal.
     for h in &held {
         match h.until {
             Some(at) => {
-                tracing::info!(key = %h.key, op = h.op, "waiting until {} to retry: {}", crate::metadata::format_rfc3339(at), h.error.message)
+                tracing::debug!(key = %h.key, op = h.op, "waiting until {} to retry: {}", crate::metadata::format_rfc3339(at), h.error.message)
             }
             None => {
                 tracing::debug!(key = %h.key, op = h.op, "not retried until it changes (or `kbsync retry`): {}", h.error.message)
             }
         }
+    }
+    let waiting = held.iter().filter_map(|h| Some((h.until?, h)));
+    if let Some((at, first)) = waiting.clone().min_by_key(|(at, _)| *at) {
+        tracing::info!(
+            "{} step(s) wait out a backoff, the first until {} ({} {}: {})",
+            waiting.count(),
+            crate::metadata::format_rfc3339(at),
+            first.op,
+            first.key,
+            first.error.message
+        );
+    }
+    let parked = held.iter().filter(|h| h.until.is_none()).count();
+    if parked > 0 {
+        tracing::info!("{parked} step(s) parked until their item changes (or `kbsync retry`)");
     }
     Ok(Queue {
         filtered,

@@ -36,7 +36,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(30);
 /// `kbsync retry` made due.
 pub const OUTBOX_CHECK: Duration = Duration::from_secs(5);
 
-/// Due retries of up to this many items are a scoped pass; more, a full one.
+/// Due retries are passes over at most this many items at a time.
 const RETRY_KEYS: usize = 1000;
 
 /// The state file's log is emptied at most this often between full passes.
@@ -302,7 +302,9 @@ impl Daemon {
                 // of the whole tree each time one of them is due.
                 let full = runner.deletes_allowed(job).unwrap_or(false);
                 match runner.due_keys(job, RETRY_KEYS) {
-                    Ok(keys) if !full && !keys.is_empty() && keys.len() < RETRY_KEYS => {
+                    // More than that are due: these first; the rest at the
+                    // next check, five seconds on.
+                    Ok(keys) if !full && !keys.is_empty() => {
                         tracing::debug!(%job, items = keys.len(), "retrying failed steps");
                         for key in keys {
                             pending.touch(job, key, now.into_std());
@@ -453,6 +455,11 @@ impl Daemon {
                     .get(job)
                     .map(|t| *t + OUTBOX_CHECK)
                     .unwrap_or_else(Instant::now);
+                // While the upstream rests, retries would fail unsent: wait.
+                let floor = match self.runner.resting_until(job) {
+                    Some(until) => floor.max(Instant::from_std(until)),
+                    None => floor,
+                };
                 self.outbox_due
                     .insert(job.to_owned(), (Instant::now() + wait).max(floor));
             }

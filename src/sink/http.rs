@@ -64,6 +64,10 @@ impl Breaker {
             *s = BreakerState::default();
             return;
         }
+        if s.until.is_some_and(|u| u > std::time::Instant::now()) {
+            // Calls that were in flight when it tripped: already counted.
+            return;
+        }
         s.failures += 1;
         if s.failures >= TRIP_AFTER {
             s.rest = if s.rest.is_zero() {
@@ -72,7 +76,9 @@ impl Breaker {
                 (s.rest * 2).min(REST_MAX)
             };
             s.until = Some(std::time::Instant::now() + s.rest);
-            s.failures = 0;
+            // After the rest, one more "down" answer is enough to rest
+            // again (longer); one good answer clears it all.
+            s.failures = TRIP_AFTER - 1;
             tracing::warn!(
                 rest_secs = s.rest.as_secs(),
                 "the upstream looks down ({TRIP_AFTER} answers in a row were no answer or 502/503/504): no request is sent for a while"
@@ -96,6 +102,11 @@ impl Transport {
         &self.http
     }
 
+    /// Until when calls are not sent (the upstream looked down).
+    pub fn resting_until(&self) -> Option<std::time::Instant> {
+        self.breaker.resting()
+    }
+
     /// HTTP requests sent so far, retries included.
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -105,14 +116,16 @@ impl Transport {
     /// get an answer is transient.
     pub async fn send(&self, req: RequestBuilder) -> Result<Response, SinkError> {
         if let Some(until) = self.breaker.resting() {
-            let secs = until
-                .saturating_duration_since(std::time::Instant::now())
-                .as_secs();
-            return Err(SinkError::local(
-                ErrorClass::Transient,
-                UNREACHABLE,
-                format!("not sent: the upstream looks down (no answer, or 502/503/504, {TRIP_AFTER} times in a row); requests resume in {secs} s"),
-            ));
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            return Err(SinkError {
+                // The step waits at least until requests resume.
+                retry_after: Some(left),
+                ..SinkError::local(
+                    ErrorClass::Transient,
+                    UNREACHABLE,
+                    format!("not sent: the upstream looks down (no answer, or 502/503/504, {TRIP_AFTER} times in a row); requests resume in {} s", left.as_secs()),
+                )
+            });
         }
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;

@@ -180,6 +180,11 @@ pub trait Sink: Send + Sync {
     /// HTTP requests sent so far, retries included.
     fn requests_sent(&self) -> u64;
 
+    /// Until when no request is sent because the upstream looked down.
+    fn resting_until(&self) -> Option<std::time::Instant> {
+        None
+    }
+
     /// Everything the upstream holds for the job (the audit), or `None`
     /// when its API cannot list. A listing that fails part way is an error:
     /// the audit never acts on half a listing.

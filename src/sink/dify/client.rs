@@ -12,7 +12,7 @@ use super::DifyConfig;
 use crate::metadata::FieldType;
 use crate::plan::StatusAction;
 use crate::secret::Secret;
-use crate::sink::http::{network_error, ErrorAnswer, Transport};
+use crate::sink::http::{network_error, ErrorAnswer, Transport, UNREACHABLE};
 use crate::sink::{ErrorClass, SinkError};
 
 /// Dify's list endpoint caps `limit` at 100.
@@ -87,6 +87,11 @@ impl DifyClient {
     /// HTTP requests sent so far, retries included.
     pub fn requests_sent(&self) -> u64 {
         self.transport.requests_sent()
+    }
+
+    /// Until when the upstream rests after answering "down" too often.
+    pub fn resting_until(&self) -> Option<std::time::Instant> {
+        self.transport.resting_until()
     }
 
     fn url(&self, tail: &str) -> Url {
@@ -229,6 +234,8 @@ impl DifyClient {
                 .multipart(Self::file_form(name, bytes, Some(data)));
             let err = match self.once(req).await {
                 Ok(resp) => return Self::doc_and_batch(resp).await,
+                // Not sent (the upstream rests): nothing to look up or wait for.
+                Err(e) if e.code == UNREACHABLE => return Err(e),
                 Err(mut e) if !e.is_transient() => {
                     if e.status == Some(400) && e.message.is_empty() {
                         e.message = "Dify refused the file without a reason: on create that means a file type the server does not take, or a file over its upload limit (UPLOAD_FILE_SIZE_LIMIT, 15 MB by default)".into();

@@ -101,6 +101,10 @@ impl Sink for DifySink {
         self.client.requests_sent()
     }
 
+    fn resting_until(&self) -> Option<std::time::Instant> {
+        self.client.resting_until()
+    }
+
     fn list(&self) -> LocalBoxFuture<'_, Result<Option<Vec<Listed>>, SinkError>> {
         async move {
             let docs = self.client.list_documents().await?;

@@ -62,6 +62,11 @@ impl PaiClient {
         self.transport.requests_sent()
     }
 
+    /// Until when the upstream rests after answering "down" too often.
+    pub fn resting_until(&self) -> Option<std::time::Instant> {
+        self.transport.resting_until()
+    }
+
     pub fn uri_of(&self, key: &str) -> String {
         format!("{}{key}", self.cfg.uri_base)
     }

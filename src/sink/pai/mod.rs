@@ -82,6 +82,10 @@ impl Sink for PaiSink {
         self.client.requests_sent()
     }
 
+    fn resting_until(&self) -> Option<std::time::Instant> {
+        self.client.resting_until()
+    }
+
     fn list(&self) -> LocalBoxFuture<'_, Result<Option<Vec<Listed>>, SinkError>> {
         async move {
             let records = self.client.list().await?;

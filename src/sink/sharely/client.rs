@@ -106,6 +106,11 @@ impl SharelyClient {
         self.transport.requests_sent()
     }
 
+    /// Until when the upstream rests after answering "down" too often.
+    pub fn resting_until(&self) -> Option<std::time::Instant> {
+        self.transport.resting_until()
+    }
+
     fn url(&self, tail: &str) -> Url {
         self.cfg
             .base_url

@@ -153,6 +153,10 @@ impl Sink for SharelySink {
         self.client.requests_sent()
     }
 
+    fn resting_until(&self) -> Option<std::time::Instant> {
+        self.client.resting_until()
+    }
+
     fn list(&self) -> LocalBoxFuture<'_, Result<Option<Vec<Listed>>, SinkError>> {
         async move {
             if !self.cfg.upload {
