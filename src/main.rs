@@ -170,7 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let ran = rt.block_on(daemon::run(&cli.config, &cli.jobs));
         // A blocking task still running (a read that was told to stop, a
         // slow disk) must not hold the exit past the shutdown timeout.
-        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        rt.shutdown_timeout(std::time::Duration::from_millis(250));
         ran?;
         return Ok(ExitCode::SUCCESS);
     }
