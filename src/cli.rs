@@ -26,11 +26,12 @@ pub struct Cli {
 
     /// Run one full pass over every job, push the changes and exit. The exit
     /// code is 0 only when everything converged.
-    #[arg(long, conflicts_with = "dry_run")]
+    #[arg(long)]
     pub reconcile: bool,
 
     /// Print the plan without sending anything upstream or writing the state
-    /// file. Implies a single pass.
+    /// file. Implies a single pass; with --reconcile, shows what that pass
+    /// would do.
     #[arg(long)]
     pub dry_run: bool,
 

@@ -182,8 +182,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         allow_deletes: cli.allow_deletes,
         checksum: cli.checksum,
         // A dry run plans from the state file alone (it needs no key and
-        // sends nothing); `kbsync check` is the dry run with the audit.
-        audit: cli.reconcile && !cli.no_audit,
+        // sends nothing), also as `--reconcile --dry-run`; `kbsync check`
+        // is the dry run with the audit.
+        audit: cli.reconcile && !cli.dry_run && !cli.no_audit,
     };
     let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
 
@@ -196,7 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             return Ok(ExitCode::SUCCESS);
         }
-        report::print_plan(&mut stdout, &reports)?;
+        report::print_plan(&mut stdout, &reports, &config)?;
         for r in &reports {
             if let Some(e) = &r.error {
                 writeln!(stdout, "error {}: {e}", r.job)?;

@@ -8,10 +8,24 @@ use serde_json::json;
 use crate::plan::Op;
 use crate::reconcile::JobReport;
 
-pub fn print_plan(out: &mut impl Write, reports: &[JobReport]) -> std::io::Result<()> {
+/// The plan as a table. Time fields show as ISO dates (`config` says
+/// which fields are times); `--json` keeps the Unix seconds.
+pub fn print_plan(
+    out: &mut impl Write,
+    reports: &[JobReport],
+    config: &crate::config::Config,
+) -> std::io::Result<()> {
     let rows: Vec<[String; 4]> = reports
         .iter()
         .flat_map(|r| {
+            let times: Vec<&str> = config
+                .jobs
+                .iter()
+                .filter(|j| j.name == r.job)
+                .flat_map(|j| j.metadata.iter())
+                .filter(|m| m.kind == crate::metadata::FieldType::Time)
+                .map(|m| m.name.as_str())
+                .collect();
             r.plan.ops.iter().map(move |op| {
                 let held = r
                     .held
@@ -28,7 +42,7 @@ pub fn print_plan(out: &mut impl Write, reports: &[JobReport]) -> std::io::Resul
                     r.job.clone(),
                     op.name().to_owned(),
                     op.key().to_owned(),
-                    format!("{}{held}", detail(op)),
+                    format!("{}{held}", detail(op, &times)),
                 ]
             })
         })
@@ -60,13 +74,17 @@ pub fn print_plan(out: &mut impl Write, reports: &[JobReport]) -> std::io::Resul
     Ok(())
 }
 
-fn detail(op: &Op) -> String {
+fn detail(op: &Op, times: &[&str]) -> String {
     match op {
         Op::Create { size, .. } | Op::UpdateContent { size, .. } => human_size(*size),
         Op::SetMetadata { metadata, .. } => metadata
             .iter()
             .map(|(k, v)| match v {
                 serde_json::Value::String(s) => format!("{k}={s}"),
+                serde_json::Value::Number(n) if times.contains(&k.as_str()) => match n.as_i64() {
+                    Some(secs) => format!("{k}={}", crate::metadata::format_rfc3339(secs)),
+                    None => format!("{k}={n}"),
+                },
                 other => format!("{k}={other}"),
             })
             .collect::<Vec<_>>()
@@ -249,7 +267,13 @@ pub fn print_check(out: &mut impl Write, reports: &[JobReport]) -> std::io::Resu
             writeln!(out, "  {} {}: {}", f.drift.as_str(), f.key, f.detail)?;
         }
         for op in &r.plan.ops {
-            writeln!(out, "  pending {} {}: {}", op.name(), op.key(), detail(op))?;
+            writeln!(
+                out,
+                "  pending {} {}: {}",
+                op.name(),
+                op.key(),
+                detail(op, &[])
+            )?;
         }
         for s in &r.skipped {
             writeln!(out, "  skipped {}: {}", s.path, s.reason)?;

@@ -133,6 +133,49 @@ fn dry_run_of_the_bundled_example_prints_a_plan() {
 }
 
 #[test]
+fn reconcile_with_dry_run_is_the_dry_run_and_times_show_as_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    std::fs::write(dir.path().join("docs/a.md"), "a").unwrap();
+    let mtime = std::fs::metadata(dir.path().join("docs/a.md"))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let config = config_with(
+        dir.path(),
+        "[state]\npath = \"state/kbsync.db\"\n\n[[sync]]\nname = \"docs\"\n[sync.folder]\nroot = \"docs\"\n[sync.dify]\nbase_url = \"http://127.0.0.1:9/v1\"\ndataset_id = \"d\"\napi_key_env = \"NOT_SET_ANYWHERE\"\n[sync.metadata]\nmodified = { fact = \"modified\" }\n",
+    );
+    let (code, both, err) = kbsync(&config, &["--reconcile", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, alone, _) = kbsync(&config, &["--dry-run"]);
+    assert_eq!(both, alone);
+    assert!(
+        both.contains(&format!(
+            "modified={}",
+            kbsync::metadata::format_rfc3339(mtime)
+        )),
+        "{both}"
+    );
+    assert!(
+        !dir.path().join("state").exists(),
+        "a dry run writes nothing"
+    );
+    // JSON keeps the number.
+    let (_, json, _) = kbsync(&config, &["--reconcile", "--dry-run", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let meta = v[0]["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["op"] == "set_metadata")
+        .unwrap();
+    assert_eq!(meta["metadata"]["modified"], mtime, "{json}");
+}
+
+#[test]
 fn missing_api_key_fails_the_job_with_exit_1_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let p = config_with(dir.path(), GOOD_JOB);
