@@ -99,6 +99,14 @@ pub enum Command {
         #[arg(long)]
         allow_deletes: bool,
     },
+    /// Print a shell completion script: `kbsync completions bash >
+    /// /usr/share/bash-completion/completions/kbsync`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `kbsync man > /usr/share/man/man1/kbsync.1`.
+    Man,
     /// Drop from the state file every row of the jobs named with `--job`,
     /// which must be gone from the configuration. Their upstream records
     /// stay as they are. Needs the state file to itself (stop the service

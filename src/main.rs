@@ -38,6 +38,18 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
+    // Generated from the CLI definition itself; no config is read.
+    if let Some(Command::Completions { shell }) = &cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(*shell, &mut cmd, "kbsync", &mut stdout);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(Command::Man) = &cli.command {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        clap_mangen::Man::new(cmd).render(&mut stdout)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
     if let Some(Command::Status { json }) = &cli.command {
         let config = daemon::load_config(&cli.config, &cli.jobs)?;
         let Some(summaries) = status::read(&config.state_path, &cli.jobs)? else {

@@ -309,3 +309,33 @@ fn plain_http_is_refused_except_to_loopback_or_when_allowed() {
     let (code, _, err) = kbsync(&config_with(dir.path(), &allowed), &["--dry-run"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn completions_and_the_manual_come_from_the_cli_definition() {
+    // No config is needed: these work on a fresh install.
+    let none = Path::new("/nonexistent/kbsync.toml");
+    for (shell, marker) in [
+        ("bash", "_kbsync()"),
+        ("zsh", "#compdef kbsync"),
+        ("fish", "complete -c kbsync"),
+    ] {
+        let (code, out, err) = kbsync(none, &["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains(marker), "{shell}: {out}");
+        for word in ["reconcile", "dry-run", "retry", "forget", "check", "status"] {
+            assert!(out.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let (code, man, err) = kbsync(none, &["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(man.contains(".TH kbsync 1"), "{man}");
+    for word in [
+        "\\-\\-reconcile",
+        "\\-\\-dry\\-run",
+        "retry",
+        "forget",
+        "completions",
+    ] {
+        assert!(man.contains(word), "the manual lacks {word}");
+    }
+}
