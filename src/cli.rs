@@ -50,6 +50,15 @@ pub struct Cli {
     #[arg(long, requires = "reconcile")]
     pub no_audit: bool,
 
+    /// With --reconcile: show no progress (a bar on a terminal, else a
+    /// line every --progress-secs).
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// With --reconcile, off a terminal: seconds between progress lines.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub progress_secs: u64,
+
     /// With --dry-run: print the plan as JSON.
     #[arg(long, requires = "dry_run")]
     pub json: bool,

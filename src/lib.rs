@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metadata;
 pub mod outbox;
 pub mod plan;
+pub mod progress;
 pub mod reconcile;
 pub mod report;
 pub mod secret;

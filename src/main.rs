@@ -198,7 +198,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // is the dry run with the audit.
         audit: cli.reconcile && !cli.dry_run && !cli.no_audit,
     };
-    let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
+    let show_progress = cli.reconcile && !cli.dry_run && !cli.quiet;
+    let every = std::time::Duration::from_secs(cli.progress_secs);
+    let reports = runtime()?.block_on(async {
+        let progress = show_progress.then(|| tokio::spawn(kbsync::progress::report(every)));
+        let reports = reconcile::run(&config, &[], opts).await;
+        if let Some(p) = progress {
+            p.abort();
+            let _ = p.await;
+        }
+        reports
+    })?;
 
     if cli.dry_run {
         if cli.json {

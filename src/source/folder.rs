@@ -316,6 +316,7 @@ pub fn read_changed(
             _ => to_read.push(stat),
         }
     }
+    crate::progress::READING.add(to_read.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let read: std::sync::Mutex<Vec<Hashed>> = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -326,6 +327,7 @@ pub fn read_changed(
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(stat) = to_read.get(i) else { break };
                     mine.push(read_one(cfg, stat, walked.started_ns, stop));
+                    crate::progress::READING.one_done();
                 }
                 read.lock().expect("no panics while held").extend(mine);
             });

@@ -387,11 +387,13 @@ impl<'a> Pusher<'a> {
             .collect();
         self.state
             .steps_started(&self.job.name, &blind, StepKind::Content)?;
+        crate::progress::UPLOADING.add(ready.len());
         let jobs = ready
             .into_iter()
             .map(|u| self.upload_one(u, existing.as_ref()));
         let mut stream = futures::stream::iter(jobs).buffer_unordered(self.dify.upload_concurrency);
         while let Some(result) = stream.next().await {
+            crate::progress::UPLOADING.one_done();
             match result {
                 Uploaded::Done {
                     key,

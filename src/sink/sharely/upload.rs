@@ -110,11 +110,15 @@ pub async fn push(
     ctx.state.steps_started(job, &keys, StepKind::Content)?;
     let mut blocked: HashSet<String> = HashSet::new();
     let mut replaced: Vec<&str> = Vec::new();
-    let results: Vec<Uploaded<'_>> = futures::stream::iter(
-        uploads
-            .iter()
-            .map(|(key, old)| uploader.upload_one(key, *old)),
-    )
+    crate::progress::UPLOADING.add(uploads.len());
+    let results: Vec<Uploaded<'_>> = futures::stream::iter(uploads.iter().map(|(key, old)| {
+        let one = uploader.upload_one(key, *old);
+        async move {
+            let r = one.await;
+            crate::progress::UPLOADING.one_done();
+            r
+        }
+    }))
     .buffer_unordered(cfg.concurrency)
     .collect()
     .await;
