@@ -215,16 +215,11 @@ impl Watcher {
     fn arm(&self, i: usize) {
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let mut watches = self.watches.clone();
-        let old: Vec<WatchDescriptor> = t
-            .wds
-            .iter()
-            .filter(|(_, w)| matches!(w, Watched::Folder { root, .. } | Watched::Parent { root } if *root == i))
-            .map(|(wd, _)| wd.clone())
-            .collect();
-        for wd in old {
-            t.wds.remove(&wd);
-            let _ = watches.remove(wd);
-        }
+        unwatch(
+            &mut t,
+            &mut watches,
+            |w| matches!(w, Watched::Folder { root, .. } | Watched::Parent { root } if *root == i),
+        );
         let root_path = t.roots[i].cfg.root.clone();
         let job = t.roots[i].job.clone();
         t.roots[i].armed_on = identity(&root_path);
@@ -282,6 +277,21 @@ fn add_tree(t: &mut Table, watches: &mut Watches, root: usize, dir: &Path) -> us
     added
 }
 
+/// Removes the watches `which` picks, from the kernel and the table.
+fn unwatch(t: &mut Table, watches: &mut Watches, which: impl Fn(&Watched) -> bool) {
+    let gone: Vec<WatchDescriptor> = t
+        .wds
+        .iter()
+        .filter(|(_, w)| which(w))
+        .map(|(wd, _)| wd.clone())
+        .collect();
+    for wd in gone {
+        t.wds.remove(&wd);
+        // Already gone when its folder was deleted: nothing to undo.
+        let _ = watches.remove(wd);
+    }
+}
+
 /// Handles one inotify event.
 fn on_event(
     t: &mut Table,
@@ -336,16 +346,11 @@ fn on_event(
             if mask.contains(EventMask::ISDIR) {
                 if mask.intersects(EventMask::MOVED_FROM | EventMask::DELETE) {
                     // Its watches now point at a folder elsewhere, or none.
-                    let stale: Vec<WatchDescriptor> = t
-                        .wds
-                        .iter()
-                        .filter(|(_, w)| matches!(w, Watched::Folder { path: p, .. } if p.starts_with(&full)))
-                        .map(|(wd, _)| wd.clone())
-                        .collect();
-                    for wd in stale {
-                        t.wds.remove(&wd);
-                        let _ = watches.remove(wd);
-                    }
+                    unwatch(
+                        t,
+                        watches,
+                        |w| matches!(w, Watched::Folder { path: p, .. } if p.starts_with(&full)),
+                    );
                 }
                 if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
                     add_tree(t, watches, root, &full);
@@ -369,16 +374,11 @@ fn rearm_if_replaced(
     let path = t.roots[root].cfg.root.clone();
     let now_on = identity(&path);
     if now_on != t.roots[root].armed_on {
-        let old: Vec<WatchDescriptor> = t
-            .wds
-            .iter()
-            .filter(|(_, w)| matches!(w, Watched::Folder { root: r, .. } if *r == root))
-            .map(|(wd, _)| wd.clone())
-            .collect();
-        for wd in old {
-            t.wds.remove(&wd);
-            let _ = watches.remove(wd);
-        }
+        unwatch(
+            t,
+            watches,
+            |w| matches!(w, Watched::Folder { root: r, .. } if *r == root),
+        );
         t.roots[root].armed_on = now_on;
         if now_on.is_some() {
             let added = add_tree(t, watches, root, &path);
