@@ -112,6 +112,17 @@ async fn sitemap_entries_on_other_hosts_are_reported_and_never_fetched() {
     let r = ws.sync().await;
     assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
     assert_eq!(fake.world().docs.len(), 3);
+
+    // Not allowed again: the page is skipped, and its copy left as it is.
+    std::fs::write(&ws.config_path, config(&fake, &site, "")).unwrap();
+    let r = ws.sync().await;
+    assert_eq!(r.skipped.len(), 2, "{:?}", r.skipped);
+    let w = fake.world();
+    assert_eq!(w.docs.len(), 3);
+    assert!(
+        w.docs.values().all(|d| d.enabled && !d.archived),
+        "a refused page was retired"
+    );
 }
 
 #[tokio::test]

@@ -97,10 +97,13 @@ pub async fn scan(
             }
         }
     }
-    // Off-limits pages are reported, never fetched (not even by a dry run).
+    // Off-limits pages are reported, never fetched (not even by a dry run),
+    // and protected: a page mirrored before its host was allowed is not
+    // retired for not being read.
     urls.retain(|url| match reach.refuses(url) {
         None => true,
         Some(reason) => {
+            out.scan.protected.push(key_of(url));
             out.scan.skipped.push(Skipped {
                 path: url.to_string(),
                 reason,
