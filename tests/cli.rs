@@ -221,6 +221,37 @@ fn daemon_settings_are_checked_like_the_rest() {
 }
 
 #[test]
+fn the_metrics_listener_is_loopback_unless_remote_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |daemon: &str| {
+        let p = config_with(dir.path(), &format!("[daemon]\n{daemon}\n\n{GOOD_JOB}"));
+        kbsync(&p, &["--dry-run"])
+    };
+    let (code, _, err) = run("metrics_listen = \"0.0.0.0:9477\"");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(
+            "bad.toml:2:18: `daemon.metrics_listen`: 0.0.0.0:9477 is reachable from other machines"
+        ) && err.contains("metrics_allow_remote = true"),
+        "{err}"
+    );
+    let (code, _, err) = run("metrics_listen = \"localhost\"");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`daemon.metrics_listen`: \"localhost\" is not an address and port"),
+        "{err}"
+    );
+    for fine in [
+        "metrics_listen = \"127.0.0.1:9477\"",
+        "metrics_listen = \"[::1]:9477\"",
+        "metrics_listen = \"0.0.0.0:9477\"\nmetrics_allow_remote = true",
+    ] {
+        let (code, _, err) = run(fine);
+        assert_eq!(code, 0, "{fine}: {err}");
+    }
+}
+
+#[test]
 fn the_bundled_sharely_config_uploads_files_and_only_sets_metadata_on_mapped_ones() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sharely.toml");
     let (code, out, err) = kbsync(Path::new(config), &["--dry-run", "--json"]);

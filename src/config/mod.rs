@@ -16,6 +16,7 @@ pub use section::{Calls, RetryConfig};
 pub use source::{parse_size, FolderConfig, WebConfig, DEFAULT_MAX_FILE_SIZE};
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -85,6 +86,9 @@ pub struct DaemonConfig {
     /// Full passes of jobs whose root is on a network filesystem, where
     /// inotify does not see changes made on other machines.
     pub network_reconcile: Duration,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; off when
+    /// `None`. Loopback unless `metrics_allow_remote` was set.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for DaemonConfig {
@@ -96,6 +100,7 @@ impl Default for DaemonConfig {
             shutdown_timeout: Duration::from_secs(30),
             audit_interval: Some(Duration::from_secs(6 * 3600)),
             network_reconcile: Duration::from_secs(300),
+            metrics_listen: None,
         }
     }
 }
@@ -124,6 +129,8 @@ struct RawDaemon {
     shutdown_timeout_secs: Option<Spanned<i64>>,
     audit_interval_secs: Option<Spanned<i64>>,
     network_reconcile_secs: Option<Spanned<i64>>,
+    metrics_listen: Option<Spanned<String>>,
+    metrics_allow_remote: Option<bool>,
 }
 
 impl Config {
@@ -248,7 +255,9 @@ fn validate_daemon(loc: &Locator, raw: RawDaemon) -> Result<DaemonConfig, Config
         30 * 86_400,
         300,
     )?;
+    let metrics_listen = metrics_listen(loc, &raw)?;
     Ok(DaemonConfig {
+        metrics_listen,
         network_reconcile: secs(network),
         audit_interval: (audit > 0).then(|| secs(audit)),
         debounce: ms(debounce),
@@ -263,6 +272,37 @@ fn validate_daemon(loc: &Locator, raw: RawDaemon) -> Result<DaemonConfig, Config
             30,
         )?),
     })
+}
+
+/// The metrics listener's address. Metrics name the jobs, folders' item
+/// counts and upstream error rates: not for everyone on the network, so an
+/// address other than loopback must be asked for twice.
+fn metrics_listen(loc: &Locator, raw: &RawDaemon) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(listen) = &raw.metrics_listen else {
+        return Ok(None);
+    };
+    let key = "daemon.metrics_listen";
+    let addr: SocketAddr = listen.get_ref().parse().map_err(|_| {
+        loc.error(
+            listen.span(),
+            key,
+            format!(
+                "{:?} is not an address and port, e.g. \"127.0.0.1:9477\" or \"[::1]:9477\"",
+                listen.get_ref()
+            ),
+        )
+    })?;
+    if !addr.ip().is_loopback() && raw.metrics_allow_remote != Some(true) {
+        return Err(loc.error(
+            listen.span(),
+            key,
+            format!(
+                "{addr} is reachable from other machines; metrics are served on loopback (e.g. \"127.0.0.1:{}\") unless `metrics_allow_remote = true` is set as well",
+                addr.port()
+            ),
+        ));
+    }
+    Ok(Some(addr))
 }
 
 /// Two jobs whose records could take each other's names would adopt and

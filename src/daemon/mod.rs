@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{Instant, Interval};
 
 use crate::config::{Config, SourceConfig};
+use crate::monitor::{self, Health};
 use crate::reconcile::{JobReport, ReconcileError, RunOptions, Runner};
 use crate::source::Scope;
 use sd_notify::Notifier;
@@ -33,7 +34,7 @@ pub use pending::Pending;
 const FIRST_RETRY: Duration = Duration::from_secs(30);
 
 /// How often the outbox is read for steps whose backoff ran out, or that
-/// `kbsync retry` made due.
+/// `kbsync retry` made due. Its tick is also the idle loop's heartbeat.
 pub const OUTBOX_CHECK: Duration = Duration::from_secs(5);
 
 /// Due retries are passes over at most this many items at a time.
@@ -111,6 +112,9 @@ struct Daemon {
     last_pass: HashMap<String, Instant>,
     last_sync: Option<(SystemTime, bool)>,
     last_checkpoint: Instant,
+    health: Arc<Health>,
+    /// Serving metrics and health, when `metrics_listen` asked for it.
+    listener: Option<monitor::Listener>,
 }
 
 /// Runs until SIGTERM or SIGINT. Errors only when it cannot start.
@@ -127,6 +131,19 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
             audit: true,
         },
     )?;
+    let health = Arc::new(Health::new(&runner.config.job_names()));
+    let listener = match runner.config.daemon.metrics_listen {
+        Some(addr) => Some(
+            monitor::serve(
+                addr,
+                monitor::install()?,
+                health.clone(),
+                runner.config.state_path.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let shared = Arc::new(Shared::default());
     let notifier = Arc::new(Notifier::from_env());
     // The watchdog is pinged from its own task: a pass's synchronous work
@@ -165,8 +182,11 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         },
         last_sync: None,
         last_checkpoint: Instant::now(),
+        health,
+        listener,
     };
     d.start_watching();
+    d.health.beat();
     d.notifier.ready(&d.status_line());
     tracing::info!(
         jobs = d.runner.config.jobs.len(),
@@ -176,8 +196,10 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
     if let Some(p) = pinger {
         p.abort();
     }
+    d.health.stopping();
     d.notifier.stopping();
     drop(d.watcher.take());
+    drop(d.listener.take());
     tracing::info!("stopped");
     Ok(())
 }
@@ -230,6 +252,7 @@ impl Daemon {
 
     async fn event_loop(&mut self) {
         loop {
+            self.health.beat();
             if self.signals.stop {
                 return;
             }
@@ -354,6 +377,12 @@ impl Daemon {
             self.pass(&job, &scope).await;
         }
         self.checkpoint_when_idle(full);
+        self.publish_status();
+    }
+
+    /// The status line to systemd, and the watch count to metrics.
+    fn publish_status(&self) {
+        monitor::watches(self.watcher.as_ref().map_or(0, |w| w.watch_count()));
         self.notifier.status(&self.status_line());
     }
 
@@ -380,20 +409,31 @@ impl Daemon {
     async fn pass(&mut self, job: &str, scope: &Scope) {
         let grace = self.runner.config.daemon.shutdown_timeout;
         let stop = self.runner.stop_flag();
+        let started = Instant::now();
         let result = guarded(
             self.runner.run_job(job, scope),
             &mut self.signals,
             &stop,
             grace,
             &self.notifier,
+            &self.health,
         )
         .await;
         match result {
             None => {}
-            Some(Ok(report)) => self.after(job, scope, &report),
+            Some(Ok(report)) => {
+                monitor::pass(job, outcome(&report), started.elapsed());
+                if let Some(audit) = &report.audit {
+                    monitor::audit_differences(job, audit.findings.len());
+                }
+                self.health.passed(job, failure(&report));
+                self.after(job, scope, &report);
+            }
             Some(Err(ReconcileError::NoSuchJob(_))) => {}
             Some(Err(e)) => {
                 tracing::error!(%job, "pass failed: {e}");
+                monitor::pass(job, "failed", started.elapsed());
+                self.health.passed(job, Some(e.to_string()));
                 self.last_sync = Some((SystemTime::now(), false));
                 self.schedule_retry(job);
             }
@@ -502,10 +542,14 @@ impl Daemon {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("configuration reload rejected, still running the previous configuration: {e:#}");
-                self.notifier.status(&self.status_line());
+                self.publish_status();
                 return;
             }
         };
+        let listen = self.runner.config.daemon.metrics_listen;
+        if config.daemon.metrics_listen != listen {
+            tracing::warn!("daemon.metrics_listen changed: the listener moves at the next restart");
+        }
         match self.runner.reconfigure(config) {
             Ok(()) => {
                 let names = self.runner.config.job_names();
@@ -513,6 +557,7 @@ impl Daemon {
                 self.retries.retain(|j, _| names.contains(j));
                 self.outbox_due.retain(|j, _| names.contains(j));
                 self.last_pass.retain(|j, _| names.contains(j));
+                self.health.expect(&names);
                 self.start_watching();
                 tracing::info!(jobs = names.len(), "configuration reloaded");
             }
@@ -520,7 +565,7 @@ impl Daemon {
                 "configuration reload rejected, still running the previous configuration: {e}"
             ),
         }
-        self.notifier.status(&self.status_line());
+        self.publish_status();
     }
 
     fn status_line(&self) -> String {
@@ -557,11 +602,15 @@ async fn guarded<F: std::future::Future>(
     stop: &AtomicBool,
     grace: Duration,
     notifier: &Notifier,
+    health: &Health,
 ) -> Option<F::Output> {
     let mut pass = std::pin::pin!(pass);
+    // A long pass (a first sync) is the loop at work, not a stuck loop.
+    let mut beat = tokio::time::interval(monitor::BEAT);
     loop {
         tokio::select! {
             r = &mut pass => return Some(r),
+            _ = beat.tick() => health.beat(),
             _ = signals.next() => {
                 if signals.stop {
                     break;
@@ -596,6 +645,27 @@ async fn guarded<F: std::future::Future>(
             }
         }
     }
+}
+
+/// A pass's result in `kbsync_passes_total`.
+fn outcome(report: &JobReport) -> &'static str {
+    if report.converged() {
+        "converged"
+    } else if failure(report).is_some() {
+        "failed"
+    } else {
+        "not_converged"
+    }
+}
+
+/// Why a pass failed as a whole, making the service unready: the job
+/// could not run, or the delete guard held everything back. Steps that
+/// failed one by one are retried on their own and do not count.
+fn failure(report: &JobReport) -> Option<String> {
+    if let Some(e) = &report.error {
+        return Some(e.clone());
+    }
+    report.refused.as_ref().map(|r| r.to_string())
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -303,6 +303,7 @@ fn on_event(
     now: Instant,
 ) {
     if mask.contains(EventMask::Q_OVERFLOW) {
+        crate::monitor::inotify_overflow();
         tracing::warn!("the kernel dropped file events (its queue overflowed while files changed faster than they were read): rescanning everything; `sysctl fs.inotify.max_queued_events` sets the queue's length");
         let mut pending = shared.pending();
         for r in &t.roots {

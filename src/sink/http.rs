@@ -21,6 +21,8 @@ use crate::http_date::parse_retry_after;
 /// `Retry-After` asked, and on "slow down" pauses every request of the
 /// sink, not only the refused one.
 pub struct Transport {
+    /// The upstream's name in metrics: dify, pai, sharely.
+    upstream: &'static str,
     http: reqwest::Client,
     retry: RetryConfig,
     requests: AtomicU64,
@@ -88,8 +90,9 @@ impl Breaker {
 }
 
 impl Transport {
-    pub fn new(calls: &Calls) -> Result<Transport, SinkError> {
+    pub fn new(upstream: &'static str, calls: &Calls) -> Result<Transport, SinkError> {
         Ok(Transport {
+            upstream,
             http: client(calls.timeout)?,
             retry: calls.retry,
             requests: AtomicU64::new(0),
@@ -112,9 +115,9 @@ impl Transport {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// One attempt: waits for a rate slot, counts it, sends. A failure to
-    /// get an answer is transient.
-    pub async fn send(&self, req: RequestBuilder) -> Result<Response, SinkError> {
+    /// One attempt at `op`: waits for a rate slot, counts it, sends. A
+    /// failure to get an answer is transient.
+    pub async fn send(&self, op: &'static str, req: RequestBuilder) -> Result<Response, SinkError> {
         if let Some(until) = self.breaker.resting() {
             let left = until.saturating_duration_since(std::time::Instant::now());
             return Err(SinkError {
@@ -132,6 +135,11 @@ impl Transport {
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let sent = req.send().await.map_err(network_error);
+        crate::monitor::request(
+            self.upstream,
+            op,
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+        );
         let down = match &sent {
             Ok(resp) => matches!(resp.status().as_u16(), 502..=504),
             Err(_) => true,
@@ -193,8 +201,12 @@ impl Transport {
     pub fn slow_down(&self, what: &str, e: &SinkError, after: Duration) {
         // Per call, so debug: the pass sums up what failed in the end.
         tracing::debug!(call = what, error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
-        if let (Some(limiter), true) = (&self.limiter, e.is_rate_limit()) {
-            limiter.pause(after);
+        crate::monitor::retry(self.upstream);
+        if e.is_rate_limit() {
+            crate::monitor::rate_limit_pause(self.upstream);
+            if let Some(limiter) = &self.limiter {
+                limiter.pause(after);
+            }
         }
     }
 }

@@ -139,6 +139,9 @@ pub enum Fault {
     /// Take this long, then apply and answer: a slow server (a big file
     /// being parsed) still working on a request its client gave up on.
     StallThenApply(std::time::Duration),
+    /// Apply the request, then answer only once the test notifies: a
+    /// server busy for as long as a test needs it to be.
+    ApplyThenWait(Arc<tokio::sync::Notify>),
 }
 
 impl Fault {
@@ -681,6 +684,11 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
         Some(Fault::ApplyThenDrop) => {
             log(&world, &method, &logged_path, 0);
             Err(Dropped)
+        }
+        Some(Fault::ApplyThenWait(go)) => {
+            go.notified().await;
+            log(&world, &method, &logged_path, response.status().as_u16());
+            Ok(response)
         }
         Some(_) => {
             log(&world, &method, &logged_path, 500);

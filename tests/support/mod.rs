@@ -7,6 +7,7 @@ pub mod fake_pai;
 pub mod fake_sharely;
 pub mod fake_web;
 pub mod serve;
+pub mod service;
 
 use std::path::{Path, PathBuf};
 

@@ -71,7 +71,7 @@ pub struct DifyClient {
 impl DifyClient {
     pub fn new(cfg: &DifyConfig, key: Secret) -> Result<Self, SinkError> {
         Ok(DifyClient {
-            transport: Transport::new(&cfg.calls)?,
+            transport: Transport::new("dify", &cfg.calls)?,
             base: cfg.base_url.clone(),
             dataset: cfg.dataset_id.clone(),
             legacy_update: AtomicBool::new(false),
@@ -121,13 +121,13 @@ impl DifyClient {
                 what,
                 None,
                 |e| e.is_transient() && not_ready(e).is_none(),
-                || async { self.once(build()).await },
+                || async { self.once(what, build()).await },
             )
             .await
     }
 
-    async fn once(&self, req: RequestBuilder) -> Result<Response, SinkError> {
-        let resp = self.transport.send(req).await?;
+    async fn once(&self, what: &'static str, req: RequestBuilder) -> Result<Response, SinkError> {
+        let resp = self.transport.send(what, req).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -232,8 +232,11 @@ impl DifyClient {
                 .post(url.clone())
                 .bearer_auth(self.key.expose())
                 .multipart(Self::file_form(name, bytes, Some(data)));
-            let err = match self.once(req).await {
-                Ok(resp) => return Self::doc_and_batch(resp).await,
+            let err = match self.once("create_by_file", req).await {
+                Ok(resp) => {
+                    crate::monitor::uploaded("dify", bytes.len());
+                    return Self::doc_and_batch(resp).await;
+                }
                 // Not sent (the upstream rests): nothing to look up or wait for.
                 Err(e) if e.code == UNREACHABLE => return Err(e),
                 Err(mut e) if !e.is_transient() => {
@@ -324,7 +327,11 @@ impl DifyClient {
                     tracing::info!("this Dify has no PATCH route for documents; updating through update-by-file");
                     self.legacy_update.store(true, Ordering::Relaxed);
                 }
-                other => return Self::doc_and_batch(other?).await,
+                other => {
+                    let resp = other?;
+                    crate::monitor::uploaded("dify", bytes.len());
+                    return Self::doc_and_batch(resp).await;
+                }
             }
         }
         let tail = format!("documents/{doc_id}/update-by-file");
@@ -334,6 +341,7 @@ impl DifyClient {
                     .multipart(Self::file_form(name, bytes, None))
             })
             .await?;
+        crate::monitor::uploaded("dify", bytes.len());
         Self::doc_and_batch(resp).await
     }
 

@@ -51,7 +51,7 @@ pub struct PaiClient {
 impl PaiClient {
     pub fn new(cfg: &PaiConfig, key_id: Secret, secret: Secret) -> Result<Self, SinkError> {
         Ok(PaiClient {
-            transport: Transport::new(&cfg.calls)?,
+            transport: Transport::new("pai", &cfg.calls)?,
             cfg: cfg.clone(),
             key_id,
             secret,
@@ -144,7 +144,7 @@ impl PaiClient {
             .retrying(action, retries, || async {
                 let resp = self
                     .transport
-                    .send(self.signed(&method, action, &query, body.as_ref()))
+                    .send(action, self.signed(&method, action, &query, body.as_ref()))
                     .await?;
                 if !resp.status().is_success() {
                     return Err(classify(resp).await);

@@ -94,7 +94,7 @@ pub struct SharelyClient {
 impl SharelyClient {
     pub fn new(cfg: &SharelyConfig, key: Secret) -> Result<Self, SinkError> {
         Ok(SharelyClient {
-            transport: Transport::new(&cfg.calls)?,
+            transport: Transport::new("sharely", &cfg.calls)?,
             cfg: cfg.clone(),
             key,
             token: tokio::sync::Mutex::new(None),
@@ -142,6 +142,7 @@ impl SharelyClient {
         let resp = self
             .transport
             .send(
+                "access_token",
                 self.transport
                     .http()
                     .post(url)
@@ -213,7 +214,8 @@ impl SharelyClient {
             let resp = self
                 .transport
                 .retrying("list_knowledge", None, || async {
-                    self.authorized(Method::GET, url.clone(), |r| r).await
+                    self.authorized("list_knowledge", Method::GET, url.clone(), |r| r)
+                        .await
                 })
                 .await?;
             let page: Page = read_json(resp, "knowledge listing").await?;
@@ -233,7 +235,8 @@ impl SharelyClient {
         let resp = self
             .transport
             .retrying("get_knowledge", None, || async {
-                self.authorized(Method::GET, url.clone(), |r| r).await
+                self.authorized("get_knowledge", Method::GET, url.clone(), |r| r)
+                    .await
             })
             .await;
         match resp {
@@ -270,10 +273,13 @@ impl SharelyClient {
         let resp = self
             .transport
             .retrying_when("upload_file", None, not_applied, || async {
-                self.authorized(Method::POST, url.clone(), |r| r.multipart(form()))
-                    .await
+                self.authorized("upload_file", Method::POST, url.clone(), |r| {
+                    r.multipart(form())
+                })
+                .await
             })
             .await?;
+        crate::monitor::uploaded("sharely", bytes.len());
         let mut item: Knowledge = read_json(resp, "upload answer").await?;
         // An upload makes a FILE item, whatever the answer leaves out.
         item.kind.get_or_insert_with(|| "FILE".to_owned());
@@ -287,7 +293,8 @@ impl SharelyClient {
         match self
             .transport
             .retrying("delete_knowledge", None, || async {
-                self.authorized(Method::DELETE, url.clone(), |r| r).await
+                self.authorized("delete_knowledge", Method::DELETE, url.clone(), |r| r)
+                    .await
             })
             .await
         {
@@ -369,8 +376,10 @@ impl SharelyClient {
         let url = self.item_url(&format!("/{knowledge_id}/metadata"));
         self.transport
             .retrying("update_metadata", None, || async {
-                self.authorized(Method::PUT, url.clone(), |r| r.json(&body))
-                    .await
+                self.authorized("update_metadata", Method::PUT, url.clone(), |r| {
+                    r.json(&body)
+                })
+                .await
             })
             .await
             .map(|_| ())
@@ -379,6 +388,7 @@ impl SharelyClient {
     /// One call with the access token; a 401 buys a new token once.
     async fn authorized(
         &self,
+        op: &'static str,
         method: Method,
         url: Url,
         body: impl Fn(RequestBuilder) -> RequestBuilder,
@@ -394,7 +404,7 @@ impl SharelyClient {
                     sensitive(&format!("Bearer {}", token.expose())),
                 )
                 .header("organizationid", &self.cfg.organization_id);
-            let resp = self.transport.send(body(req)).await?;
+            let resp = self.transport.send(op, body(req)).await?;
             if resp.status().is_success() {
                 return Ok(resp);
             }
