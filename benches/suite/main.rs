@@ -6,7 +6,7 @@
 //! Exits 1 when a target is missed.
 //!
 //! Options (defaults are the published targets' sizes):
-//!   --only noop,million,index,upstream,audit,rate,latency   parts to run (all)
+//!   --only noop,million,index,upstream,audit,rate,latency,throughput   parts to run (all)
 //!   --files N          no-op and first-index tree (100000)
 //!   --million N        the large no-op tree (1000000)
 //!   --runs N           timed runs per side, median reported (5)
@@ -17,6 +17,8 @@
 //!   --rate-files N     first sync under that limit (2000)
 //!   --edits N          daemon edits timed (200)
 //!   --debounce-ms N    the daemon's debounce (1000, the default)
+//!   --slow-files N     first sync against 100 ms uploads, concurrency 8 (5000)
+//!   --slow-small N     the same at concurrency 1, 4 and 16 (500)
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -24,6 +26,7 @@ mod support;
 mod latency;
 mod measure;
 mod scan;
+mod throughput;
 mod upstream;
 
 pub struct Row {
@@ -88,6 +91,15 @@ async fn suite() {
     }
     if selected("latency") {
         rows.extend(latency::rows(arg("--edits", 200), arg("--debounce-ms", 1000)).await);
+    }
+    if selected("throughput") {
+        rows.extend(
+            throughput::rows(
+                arg("--slow-files", 5000) as usize,
+                arg("--slow-small", 500) as usize,
+            )
+            .await,
+        );
     }
     print_table(&rows);
     if rows.iter().any(|r| r.pass == Some(false)) {

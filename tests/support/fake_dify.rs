@@ -306,6 +306,30 @@ impl Chaos {
 
 pub type ArrivalHook = Box<dyn FnMut(&str) + Send>;
 
+/// How long the server takes to answer: a real Dify parses every upload
+/// before it answers, and each call crosses a network. Requests are served
+/// side by side, each taking its own time.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    /// create-by-file, update-by-file and the document PATCH.
+    pub upload: std::time::Duration,
+    /// Every other call.
+    pub other: std::time::Duration,
+}
+
+impl Latency {
+    fn of(&self, method: &Method, path: &str) -> std::time::Duration {
+        let upload = path.ends_with("/create-by-file")
+            || path.ends_with("/update-by-file")
+            || (method == Method::PATCH && path.contains("/documents/"));
+        if upload {
+            self.upload
+        } else {
+            self.other
+        }
+    }
+}
+
 pub struct FaultRule {
     pub method: Option<Method>,
     pub path_contains: String,
@@ -348,6 +372,8 @@ pub struct World {
     pub arrived: Vec<String>,
     pub rate_limit: Option<RateWindow>,
     pub chaos: Option<Chaos>,
+    /// None: answers at once.
+    pub latency: Option<Latency>,
     /// Called with "METHOD path" as each request arrives, before it is
     /// applied: lets a test change the world mid-pass at an exact point.
     pub on_arrival: Option<ArrivalHook>,
@@ -372,6 +398,7 @@ impl World {
             arrived: Vec::new(),
             rate_limit: None,
             chaos: None,
+            latency: None,
             on_arrival: None,
             next_id: 1,
             changed: tokio::sync::watch::Sender::new(0),
@@ -612,6 +639,10 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(Dropped),
     };
+    let latency = world.lock().unwrap().latency;
+    if let Some(l) = latency {
+        tokio::time::sleep(l.of(&method, &path)).await;
+    }
 
     let fault = {
         let mut w = world.lock().unwrap();
