@@ -131,6 +131,7 @@ async fn a_scrape_shows_items_requests_bytes_passes_and_watches() {
     // The root, its one folder, and the root's parent (which shows the
     // root moved away or replaced).
     assert_eq!(number(&m, "kbsync_inotify_watches{}"), 3.0);
+    assert_eq!(number(&m, "kbsync_inotify_overflows_total{}"), 0.0);
     assert_eq!(
         number(
             &m,

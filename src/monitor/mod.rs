@@ -35,6 +35,9 @@ pub fn install() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle
         .install_recorder()?;
     describe();
     gauge!("kbsync_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Shown from the start, so that `rate()` and `increase()` see the
+    // first overflow as one.
+    counter!("kbsync_inotify_overflows_total").absolute(0);
     Ok(handle)
 }
 
@@ -85,6 +88,10 @@ fn describe() {
         "Passes by result: converged, not_converged (steps failed or held) or failed (the job could not run)."
     );
     describe_gauge!("kbsync_inotify_watches", "Folders watched with inotify.");
+    describe_gauge!(
+        "kbsync_build_info",
+        "The running kbsync's version, as a label; always 1."
+    );
     describe_counter!(
         "kbsync_inotify_overflows_total",
         "Times the kernel dropped file events; each one costs a full pass."
