@@ -12,7 +12,7 @@
 //!   --runs N           timed runs per side, median reported (5)
 //!   --meta-changes N   metadata-only changes (10000)
 //!   --deletions N      deletions under `disable` (1000)
-//!   --audit-docs N     documents the upstream audit lists (10000)
+//!   --audit-docs N     documents the upstream audit lists (100000)
 //!   --rate N           the fake's limit, requests per minute (3000)
 //!   --rate-files N     first sync under that limit (2000)
 //!   --edits N          daemon edits timed (200)
@@ -82,7 +82,7 @@ async fn suite() {
         );
     }
     if selected("audit") {
-        rows.extend(upstream::audit_rows(arg("--audit-docs", 10_000) as usize).await);
+        rows.extend(upstream::audit_rows(arg("--audit-docs", 100_000) as usize).await);
     }
     if selected("rate") {
         rows.extend(

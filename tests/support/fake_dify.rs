@@ -378,6 +378,10 @@ pub struct World {
     /// applied: lets a test change the world mid-pass at an exact point.
     pub on_arrival: Option<ArrivalHook>,
     next_id: u64,
+    /// Document ids newest first, for listing pages, and the (document
+    /// count, next id) they were made at: ids are never reused, so those
+    /// two change whenever the set of documents does.
+    listing: Option<((usize, u64), Vec<String>)>,
     /// Bumped on every arrival and answer, for `FakeDify::wait_until`.
     changed: tokio::sync::watch::Sender<u64>,
 }
@@ -401,6 +405,7 @@ impl World {
             latency: None,
             on_arrival: None,
             next_id: 1,
+            listing: None,
             changed: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -431,7 +436,7 @@ impl World {
     /// Adds a document as if uploaded through Dify's UI.
     pub fn add_doc(&mut self, name: &str, content: &[u8]) -> String {
         let id = self.next("doc-");
-        let position = self.docs.len() as u64 + 1;
+        let position = self.next_id;
         self.docs.insert(
             id.clone(),
             Doc {
@@ -781,7 +786,7 @@ async fn route(
     };
     let mut w = world.lock().unwrap();
     match (method.clone(), parts) {
-        (Method::GET, ["documents"]) => list_documents(&w, query),
+        (Method::GET, ["documents"]) => list_documents(&mut w, query),
         (Method::POST, ["document", "create-by-file"]) => create_by_file(&mut w, upload),
         (Method::POST, ["documents", "metadata"]) => batch_metadata(&mut w, &body),
         (Method::PATCH, ["documents", "status", action]) => batch_status(&mut w, action, &body),
@@ -956,7 +961,9 @@ fn create_by_file(w: &mut World, upload: Option<Upload>) -> Response<Full<Bytes>
     }
     let id = w.next("doc-");
     let (indexing_status, polls_left, batch) = new_indexing(w);
-    let position = w.docs.len() as u64 + 1;
+    // Dify gives a new document the dataset's highest position + 1; a
+    // counter gives the same order, as ids are made in it too.
+    let position = w.next_id;
     let doc = Doc {
         id: id.clone(),
         name,
@@ -1024,7 +1031,7 @@ fn delete_document(w: &mut World, doc_id: &str) -> Response<Full<Bytes>> {
     }
 }
 
-fn list_documents(w: &World, query: &str) -> Response<Full<Bytes>> {
+fn list_documents(w: &mut World, query: &str) -> Response<Full<Bytes>> {
     let q: BTreeMap<String, String> = url_pairs(query);
     let page: usize = q
         .get("page")
@@ -1036,20 +1043,31 @@ fn list_documents(w: &World, query: &str) -> Response<Full<Bytes>> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20)
         .clamp(1, 100);
-    let mut docs: Vec<&Doc> = w
-        .docs
-        .values()
-        .filter(|d| q.get("keyword").is_none_or(|k| d.name.contains(k.as_str())))
-        .filter(|d| q.get("status").is_none_or(|s| d.display_status() == s))
-        .collect();
-    docs.sort_by_key(|d| std::cmp::Reverse(d.position));
-    let total = docs.len();
-    let data: Vec<Json> = docs
-        .iter()
-        .skip((page - 1) * limit)
-        .take(limit)
-        .map(|d| d.to_json(&w.fields))
-        .collect();
+    // Newest first, as Dify orders by position descending. Ids are made
+    // in position order, so the map's reverse order is that order. The
+    // order is kept between pages: a bench lists 100,000 documents page by
+    // page and must time kbsync, not the fake.
+    let at = (w.docs.len(), w.next_id);
+    if w.listing.as_ref().is_none_or(|(made, _)| *made != at) {
+        w.listing = Some((at, w.docs.keys().rev().cloned().collect()));
+    }
+    let order = &w.listing.as_ref().expect("made above").1;
+    let wanted = |d: &&Doc| {
+        q.get("keyword").is_none_or(|k| d.name.contains(k.as_str()))
+            && q.get("status").is_none_or(|s| d.display_status() == s)
+    };
+    let filtered = q.contains_key("keyword") || q.contains_key("status");
+    let (total, data): (usize, Vec<Json>) = if filtered {
+        let all: Vec<&Doc> = order.iter().map(|id| &w.docs[id]).filter(wanted).collect();
+        let page_docs = all.iter().skip((page - 1) * limit).take(limit);
+        (all.len(), page_docs.map(|d| d.to_json(&w.fields)).collect())
+    } else {
+        let ids = order.iter().skip((page - 1) * limit).take(limit);
+        (
+            order.len(),
+            ids.map(|id| w.docs[id].to_json(&w.fields)).collect(),
+        )
+    };
     reply(
         200,
         // Dify's has_more is only "this page is full" (len(items) == limit).
