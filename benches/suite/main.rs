@@ -6,7 +6,7 @@
 //! Exits 1 when a target is missed.
 //!
 //! Options (defaults are the published targets' sizes):
-//!   --only noop,million,index,upstream,audit,rate,latency,throughput   parts to run (all)
+//!   --only noop,million,index,upstream,audit,rate,latency,throughput,service   parts to run (all)
 //!   --files N          no-op and first-index tree (100000)
 //!   --million N        the large no-op tree (1000000)
 //!   --runs N           timed runs per side, median reported (5)
@@ -19,6 +19,8 @@
 //!   --debounce-ms N    the daemon's debounce (1000, the default)
 //!   --slow-files N     first sync against 100 ms uploads, concurrency 8 (5000)
 //!   --slow-small N     the same at concurrency 1, 4 and 16 (500)
+//!   --service-files N  the service over a tree of N files (1000000)
+//!   --per-folder N     files per folder in that tree (10)
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -26,6 +28,7 @@ mod support;
 mod latency;
 mod measure;
 mod scan;
+mod service;
 mod throughput;
 mod upstream;
 
@@ -97,6 +100,15 @@ async fn suite() {
             throughput::rows(
                 arg("--slow-files", 5000) as usize,
                 arg("--slow-small", 500) as usize,
+            )
+            .await,
+        );
+    }
+    if selected("service") {
+        rows.extend(
+            service::rows(
+                arg("--service-files", 1_000_000) as usize,
+                arg("--per-folder", 10) as usize,
             )
             .await,
         );

@@ -98,6 +98,17 @@ pub fn key(i: usize) -> String {
 /// modified a day ago (settled: a file modified within 2 s of a scan is
 /// re-read by the next one).
 pub fn write_tree(root: &Path, n: usize, bytes: usize) {
+    write_tree_with(root, n, bytes, key)
+}
+
+/// The key of file `i` with `per_folder` files in each folder.
+pub fn key_in(i: usize, per_folder: usize) -> String {
+    let folder = i / per_folder;
+    format!("area{:03}/topic{folder:06}/note{i:07}.md", folder / 1000)
+}
+
+/// As `write_tree`, with the keys `key` gives.
+pub fn write_tree_with(root: &Path, n: usize, bytes: usize, key: impl Fn(usize) -> String) {
     let when = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let filler = "lorem ipsum dolor sit amet ".repeat(bytes / 27 + 1);
     let mut made = String::new();
