@@ -88,6 +88,12 @@ pub fn exceeds(retiring: u64, tracked: u64, limit: MaxDelete) -> bool {
     over_limit || (tracked >= ALL_GUARD_FROM && retiring >= tracked)
 }
 
+/// Takes every retirement out of `plan`: a slice of a pass the guard
+/// refused as a whole.
+pub fn strip(plan: &mut Plan) {
+    plan.ops.retain(|op| !retires(op));
+}
+
 /// Takes the retirements out of `plan` when they go beyond `limit`, for a
 /// job with `tracked` upstream records, and says why.
 pub fn check(plan: &mut Plan, tracked: u64, limit: MaxDelete) -> Option<Refusal> {

@@ -197,6 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // sends nothing), also as `--reconcile --dry-run`; `kbsync check`
         // is the dry run with the audit.
         audit: cli.reconcile && !cli.dry_run && !cli.no_audit,
+        slice: 0,
     };
     let show_progress = cli.reconcile && !cli.dry_run && !cli.quiet;
     let every = std::time::Duration::from_secs(cli.progress_secs);

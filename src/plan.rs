@@ -130,6 +130,15 @@ pub struct Plan {
     pub warnings: Vec<(String, MappingWarning)>,
 }
 
+impl Plan {
+    /// Adds `other`'s steps (up to `keep` in all) and all its warnings.
+    pub fn absorb(&mut self, other: Plan, keep: usize) {
+        let room = keep.saturating_sub(self.ops.len());
+        self.ops.extend(other.ops.into_iter().take(room));
+        self.warnings.extend(other.warnings);
+    }
+}
+
 pub struct Rules<'a> {
     pub mappings: &'a [FieldMapping],
     pub delete_policy: DeletePolicy,

@@ -32,7 +32,20 @@ pub struct RunOptions {
     /// Audit the upstream on full passes (at most once per
     /// `daemon.audit_interval` in a long-lived runner).
     pub audit: bool,
+    /// Items per slice of a full folder pass (0: `SLICE`).
+    pub slice: usize,
 }
+
+/// A full pass over a folder reads, plans, queues, pushes and settles this
+/// many files at a time (see `source::Survey`): memory stays that of the
+/// walk plus one slice, whatever the size of a first sync. A multiple of
+/// the usual batch sizes (50, 100, 200, 250, 500), so that slicing adds
+/// no partial batch: 10,000 metadata changes are still 100 calls of 100.
+pub const SLICE: usize = 5000;
+
+/// A pass that pushed keeps at most this many of its planned steps in its
+/// report (the outcome counts them all); a dry run keeps every one.
+const KEPT_OPS: usize = 1000;
 
 #[derive(Debug)]
 pub struct JobReport {
@@ -42,6 +55,8 @@ pub struct JobReport {
     /// Files found settled and unchanged: neither read nor planned.
     pub unchanged: usize,
     pub skipped: Vec<Skipped>,
+    /// What the pass planned: every step on a dry run; on a pass that
+    /// pushed, the first `KEPT_OPS` (what it did is in `outcome`).
     pub plan: Plan,
     /// Planned steps the outbox held back (failed before, see `Held`).
     pub held: Vec<Held>,
@@ -389,8 +404,8 @@ impl Runner {
             (None, None, 0)
         };
         let source = self.sources.get(&job.name).expect("opened above");
-        let scanned = source
-            .scan(ScanInput {
+        let mut survey = source
+            .survey(ScanInput {
                 job: &job.name,
                 state: &mut self.state,
                 scope,
@@ -402,27 +417,27 @@ impl Runner {
             })
             .await?;
         let settles = source.settles();
-        log_scan(scope, &scanned);
-        if !opts.dry_run {
-            record(&mut self.state, &job.name, &scanned)?;
-        }
-        let scan_elapsed = started.elapsed();
-        tracing::debug!(ms = scan_elapsed.as_millis() as u64, "scan recorded");
+        let mut scan_elapsed = started.elapsed();
 
-        let (mut plan, skipped) = plan_pass(job, &rules, &scanned);
         // A pass over part of the tree spends no allowance: the full pass
         // it was given for may still come.
         let allowance = scope.is_all() && self.state.deletes_allowed(&job.name)?;
-        // Counting the job's records scans its rows: only when the plan
-        // retires something.
-        let refused = if opts.allow_deletes || allowance || !guard::retires_any(&plan) {
+        // The guard judges the whole pass before any slice retires: a mass
+        // deletion cut into slices is still one. Counting the job's records
+        // scans its rows: only when something would be retired.
+        let refused = if opts.allow_deletes || allowance {
             None
         } else {
-            guard::check(
-                &mut plan,
-                self.state.tracked_records(&job.name)?,
-                job.max_delete,
-            )
+            let mut retiring = plan::plan(std::iter::empty(), &survey.gone(), &rules, &|_| false);
+            if guard::retires_any(&retiring) {
+                guard::check(
+                    &mut retiring,
+                    self.state.tracked_records(&job.name)?,
+                    job.max_delete,
+                )
+            } else {
+                None
+            }
         };
         if let Some(r) = &refused {
             tracing::error!("{r}");
@@ -431,75 +446,144 @@ impl Runner {
             audit: audit_report,
             audit_error,
             requests: audit_requests,
-            scanned: scanned.scan.items.len() + scanned.scan.unchanged,
-            hashed_files: scanned.scan.hashed_files,
-            unchanged: scanned.scan.unchanged,
-            skipped,
-            plan,
-            scan_elapsed,
             refused,
             ..JobReport::new(&job.name)
         };
+        let mut totals = ScanTotals::default();
+        let mut outcome: Option<Outcome> = None;
+        let size = if opts.slice == 0 { SLICE } else { opts.slice };
+        let mut complete = true;
+        loop {
+            let read_from = Instant::now();
+            let Some((slice_scope, scanned)) = survey.next(size).await else {
+                break;
+            };
+            totals.add(&scanned);
+            report.scanned += scanned.scan.items.len() + scanned.scan.unchanged;
+            report.hashed_files += scanned.scan.hashed_files;
+            report.unchanged += scanned.scan.unchanged;
+            if !opts.dry_run {
+                record(&mut self.state, &job.name, &scanned)?;
+            }
+            scan_elapsed += read_from.elapsed();
+
+            let (mut plan, skipped) = plan_pass(job, &rules, &scanned);
+            if report.refused.is_some() {
+                guard::strip(&mut plan);
+            }
+            report.skipped.extend(skipped);
+            if opts.dry_run {
+                // Show what the outbox would hold back, without writing it.
+                let rows = self.state.outbox_in(&job.name, &slice_scope)?;
+                report
+                    .held
+                    .extend(outbox::hold(&plan, &rows, crate::state::unix_now(), false).1);
+                report.plan.absorb(plan, usize::MAX);
+                continue;
+            }
+
+            let queued = queue(
+                &mut self.state,
+                &job.name,
+                &slice_scope,
+                &plan,
+                opts.honour_backoff,
+            )?;
+            report.held.extend(queued.held);
+            let to_push = queued.filtered.as_ref().unwrap_or(&plan);
+            let pushed = if needs_upstream(to_push, &queued.suspects) {
+                match connect(&mut self.sinks, job) {
+                    Ok(sink) => {
+                        let ctx = PushContext {
+                            job,
+                            state: &mut self.state,
+                            cached: &scanned.cached,
+                            stop: &self.stop,
+                            suspects: &queued.suspects,
+                            content: scanned.content.as_ref(),
+                        };
+                        Some(push(sink, ctx, to_push).await?)
+                    }
+                    Err(e) => {
+                        report.error = Some(e);
+                        None
+                    }
+                }
+            } else {
+                Some(Pushed {
+                    outcome: forget_only(&self.state, &job.name, to_push)?,
+                    requests: 0,
+                })
+            };
+            let mut stop = report.error.is_some();
+            if let Some(p) = pushed {
+                report.requests += p.requests;
+                stop |= p.outcome.fatal.is_some() || p.outcome.interrupted;
+                match &mut outcome {
+                    Some(o) => o.absorb(p.outcome),
+                    None => outcome = Some(p.outcome),
+                }
+            }
+            if settles {
+                settle(&mut self.state, &job.name, &scanned, &rules)?;
+            }
+            report.plan.absorb(plan, KEPT_OPS);
+            if stop {
+                complete = false;
+                break;
+            }
+        }
+        report.scan_elapsed = scan_elapsed;
+        totals.log(scope, report.scanned);
         if opts.dry_run {
-            // Show what the outbox would hold back, without writing it.
-            let rows = self.state.outbox_in(&job.name, scope)?;
-            report.held = outbox::hold(&report.plan, &rows, crate::state::unix_now(), false).1;
             report.elapsed = started.elapsed();
             return Ok(report);
         }
-
-        let queued = queue(
-            &mut self.state,
-            &job.name,
-            scope,
-            &report.plan,
-            opts.honour_backoff,
-        )?;
-        report.held = queued.held;
-        let to_push = queued.filtered.as_ref().unwrap_or(&report.plan);
-        let pushed = if needs_upstream(to_push, &queued.suspects) {
-            match connect(&mut self.sinks, job) {
-                Ok(sink) => {
-                    let ctx = PushContext {
-                        job,
-                        state: &mut self.state,
-                        cached: &scanned.cached,
-                        stop: &self.stop,
-                        suspects: &queued.suspects,
-                        content: scanned.content.as_ref(),
-                    };
-                    Some(push(sink, ctx, to_push).await?)
-                }
-                Err(e) => {
-                    report.error = Some(e);
-                    None
-                }
-            }
-        } else {
-            Some(Pushed {
-                outcome: forget_only(&self.state, &job.name, to_push)?,
-                requests: 0,
-            })
-        };
-        if let Some(p) = pushed {
-            if let Some(f) = &p.outcome.fatal {
+        if let Some(o) = &outcome {
+            if let Some(f) = &o.fatal {
                 report.error = Some(format!("stopped: {f}"));
             }
-            for line in p.outcome.failure_summary() {
+            for line in o.failure_summary() {
                 tracing::error!("{line}");
             }
-            report.requests += p.requests;
-            report.outcome = Some(p.outcome);
+        }
+        report.outcome = outcome;
+        if complete && survey.rehashed() {
+            self.state.mark_rehashed(&job.name)?;
         }
         if allowance {
             self.state.spend_delete_allowance(&job.name)?;
         }
-        if settles {
-            settle(&mut self.state, &job.name, &scanned, &rules)?;
-        }
         report.elapsed = started.elapsed();
         log_run(&self.state, scope, started_at, &report)?;
         Ok(report)
+    }
+}
+
+/// What the slices of a pass read, for its "scanned" line.
+#[derive(Default)]
+struct ScanTotals {
+    hashed: usize,
+    hashed_bytes: u64,
+    skipped: usize,
+}
+
+impl ScanTotals {
+    fn add(&mut self, scanned: &Scanned) {
+        self.hashed += scanned.scan.hashed_files;
+        self.hashed_bytes += scanned.scan.hashed_bytes;
+        self.skipped += scanned.scan.skipped.len();
+    }
+
+    fn log(&self, scope: &Scope, files: usize) {
+        tracing::info!(
+            scope = %describe(scope),
+            files,
+            hashed = self.hashed,
+            hashed_bytes = self.hashed_bytes,
+            skipped = self.skipped,
+            "scanned"
+        );
     }
 }
 
@@ -510,18 +594,6 @@ fn bind(state: &mut State, job: &JobConfig) -> Result<(), StateError> {
         tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
     }
     Ok(())
-}
-
-fn log_scan(scope: &Scope, scanned: &Scanned) {
-    let scan = &scanned.scan;
-    tracing::info!(
-        scope = %describe(scope),
-        files = scan.items.len() + scan.unchanged,
-        hashed = scan.hashed_files,
-        hashed_bytes = scan.hashed_bytes,
-        skipped = scan.skipped.len(),
-        "scanned"
-    );
 }
 
 /// Saves what the scan learnt: facts of new and changed items, and which
@@ -787,5 +859,14 @@ fn describe(scope: &Scope) -> String {
         Scope::All => "all".into(),
         Scope::Paths(p) if p.len() == 1 => p.iter().next().cloned().unwrap_or_default(),
         Scope::Paths(p) => format!("{} paths", p.len()),
+        Scope::Range { from, until } => {
+            format!(
+                "{from:?}..{}",
+                until
+                    .as_deref()
+                    .map(|u| format!("{u:?}"))
+                    .unwrap_or_default()
+            )
+        }
     }
 }

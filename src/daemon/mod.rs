@@ -129,6 +129,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
             allow_deletes: false,
             checksum: false,
             audit: true,
+            slice: 0,
         },
     )?;
     let health = Arc::new(Health::new(&runner.config.job_names()));

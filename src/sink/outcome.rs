@@ -31,6 +31,22 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Adds what a later slice of the same pass did.
+    pub fn absorb(&mut self, other: Outcome) {
+        self.created += other.created;
+        self.adopted += other.adopted;
+        self.updated += other.updated;
+        self.metadata += other.metadata;
+        for (action, n) in other.status {
+            *self.status.entry(action).or_default() += n;
+        }
+        self.deleted += other.deleted;
+        self.forgotten += other.forgotten;
+        self.failures.extend(other.failures);
+        self.fatal = self.fatal.take().or(other.fatal);
+        self.interrupted |= other.interrupted;
+    }
+
     pub fn converged(&self) -> bool {
         self.failures.is_empty() && self.fatal.is_none() && !self.interrupted
     }

@@ -224,6 +224,24 @@ pub fn walk(cfg: &FolderConfig, avoid: &[PathBuf], scope: &Scope) -> Walked {
 }
 
 impl Walked {
+    /// The first `n` files (at most) as a walk of their own, for a pass
+    /// that reads and pushes a large tree a slice at a time. What the walk
+    /// could not read goes with the first part only (it is reported
+    /// once); what it protects goes with every part.
+    pub fn take_front(files: &mut std::vec::IntoIter<Stat>, n: usize, rest: &mut Walked) -> Walked {
+        Walked {
+            files: files.by_ref().take(n).collect(),
+            skipped: std::mem::take(&mut rest.skipped),
+            protected: rest.protected.clone(),
+            started_ns: rest.started_ns,
+        }
+    }
+
+    /// Protected keys and prefixes (see `ScanResult::protected`).
+    pub fn protected(&self) -> &[String] {
+        &self.protected
+    }
+
     /// Two files whose names are one once Unicode-normalized (NFC), such
     /// as "é" typed on macOS (decomposed) and elsewhere (composed), would
     /// be one document upstream: the first by key is mirrored, the other

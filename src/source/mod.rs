@@ -12,7 +12,7 @@ mod web_reach;
 
 pub use content::{Content, Downloaded, FolderContent};
 pub use scope::Scope;
-pub use seam::{ScanInput, Scanned, Source};
+pub use seam::{ScanInput, Scanned, Source, Survey};
 
 use crate::metadata::Metadata;
 
@@ -80,10 +80,15 @@ pub struct ScanResult {
 
 impl ScanResult {
     pub fn is_protected(&self, key: &str) -> bool {
-        self.protected
-            .iter()
-            .any(|p| p.is_empty() || key == p || (p.ends_with('/') && key.starts_with(p.as_str())))
+        is_protected(&self.protected, key)
     }
+}
+
+/// `key` is one of `protected`, or below one of its folder prefixes.
+pub fn is_protected(protected: &[String], key: &str) -> bool {
+    protected
+        .iter()
+        .any(|p| p.is_empty() || key == p || (p.ends_with('/') && key.starts_with(p.as_str())))
 }
 
 /// Wall-clock time in nanoseconds since the Unix epoch, as mtimes are kept.

@@ -10,6 +10,13 @@ pub enum Scope {
     All,
     /// Never empty, and no entry lies below another one.
     Paths(BTreeSet<String>),
+    /// The keys in `[from, until)` (no end when `None`): one slice of a
+    /// full pass, which reads, plans and pushes a large tree a slice at a
+    /// time. Made by the pass, never by a watcher.
+    Range {
+        from: String,
+        until: Option<String>,
+    },
 }
 
 impl Scope {
@@ -49,6 +56,9 @@ impl Scope {
         match self {
             Scope::All => true,
             Scope::Paths(set) => covered_by(set, key),
+            Scope::Range { from, until } => {
+                key >= from.as_str() && until.as_deref().is_none_or(|u| key < u)
+            }
         }
     }
 
@@ -56,7 +66,7 @@ impl Scope {
     /// scope, or a scoped path lies below it.
     pub fn enters(&self, dir: &str) -> bool {
         match self {
-            Scope::All => true,
+            Scope::All | Scope::Range { .. } => true,
             Scope::Paths(set) => {
                 if dir.is_empty() || covered_by(set, dir) {
                     return true;
@@ -69,10 +79,10 @@ impl Scope {
         }
     }
 
-    /// The scoped paths; empty for `All`.
+    /// The scoped paths; empty for `All` and `Range`.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         let set = match self {
-            Scope::All => None,
+            Scope::All | Scope::Range { .. } => None,
             Scope::Paths(set) => Some(set),
         };
         set.into_iter().flatten().map(String::as_str)

@@ -4,7 +4,7 @@
 //! cache cannot vouch for; a web job fetches its pages with conditional
 //! GETs and is always polled whole.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -56,7 +56,113 @@ pub trait Source: Send + Sync {
         None
     }
 
-    fn scan<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Scanned, StateError>>;
+    /// Scans what `input.scope` selects: whole, or (a full pass over a
+    /// folder) walked and triaged now, and read a slice at a time as the
+    /// pass asks for them.
+    fn survey<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Survey, StateError>>;
+}
+
+/// A scan, handed to the pass in slices of keys: a first sync of a
+/// million files reads, plans and pushes a few thousand at a time and
+/// never holds a million read items, plans or outbox rows at once.
+pub enum Survey {
+    /// Scanned in one go (a web job, a scoped pass): the one slice.
+    Whole(Option<(Scope, Scanned)>),
+    Folder(Box<FolderSlices>),
+}
+
+/// A full pass over a folder: the walk without the settled files, and the
+/// cached rows still to plan, cut into slices of keys in order.
+pub struct FolderSlices {
+    cfg: FolderConfig,
+    files: std::vec::IntoIter<folder::Stat>,
+    /// Skipped and protected entries, and when the walk began.
+    rest: folder::Walked,
+    cached: BTreeMap<String, CachedItem>,
+    /// Where the next slice starts; `None` once the last was handed out.
+    from: Option<String>,
+    deep: bool,
+    stop: Arc<AtomicBool>,
+    unchanged: usize,
+    /// Reading every file was due: recorded once every slice was read.
+    rehashed: bool,
+}
+
+impl Survey {
+    /// The cached rows of items the scan no longer finds (and could read
+    /// where they were): what the pass will retire, known before any slice
+    /// is read, so the delete guard judges the whole pass.
+    pub fn gone(&self) -> HashMap<String, CachedItem> {
+        match self {
+            Survey::Whole(None) => HashMap::new(),
+            Survey::Whole(Some((_, s))) => s
+                .cached
+                .values()
+                .filter(|c| {
+                    s.scan
+                        .items
+                        .binary_search_by(|o| o.key.as_str().cmp(&c.key))
+                        .is_err()
+                        && !s.scan.is_protected(&c.key)
+                })
+                .map(|c| (c.key.clone(), c.clone()))
+                .collect(),
+            Survey::Folder(f) => {
+                let files = f.files.as_slice();
+                f.cached
+                    .values()
+                    .filter(|c| {
+                        files.binary_search_by(|s| (*s.key).cmp(&c.key)).is_err()
+                            && !super::is_protected(f.rest.protected(), &c.key)
+                    })
+                    .map(|c| (c.key.clone(), c.clone()))
+                    .collect()
+            }
+        }
+    }
+
+    /// Reading every file was due and every slice was read whole.
+    pub fn rehashed(&self) -> bool {
+        matches!(self, Survey::Folder(f) if f.rehashed)
+    }
+
+    /// The next slice: its scope (a key range, or the pass's own scope)
+    /// and what was found in it; `None` when every slice was handed out.
+    pub async fn next(&mut self, size: usize) -> Option<(Scope, Scanned)> {
+        let f = match self {
+            Survey::Whole(whole) => return whole.take(),
+            Survey::Folder(f) => f,
+        };
+        let from = f.from.take()?;
+        let walked = folder::Walked::take_front(&mut f.files, size.max(1), &mut f.rest);
+        let until = f.files.as_slice().first().map(|s| s.key.to_string());
+        let mine = match &until {
+            Some(u) => {
+                let rest = f.cached.split_off(u.as_str());
+                std::mem::replace(&mut f.cached, rest)
+            }
+            None => std::mem::take(&mut f.cached),
+        };
+        f.from.clone_from(&until);
+        let cached: HashMap<String, CachedItem> = mine.into_iter().collect();
+        let known = known_facts(&cached);
+        let (cfg, deep, stop) = (f.cfg.clone(), f.deep, f.stop.clone());
+        let mut scan = tokio::task::spawn_blocking(move || {
+            folder::read_changed(&cfg, walked, &known, deep, &stop)
+        })
+        .await
+        .expect("the hashing threads do not panic");
+        // Counted once, with the first slice.
+        scan.unchanged = std::mem::take(&mut f.unchanged);
+        let scanned = Scanned {
+            scan,
+            cached,
+            content: Box::new(FolderContent {
+                root: f.cfg.root.clone(),
+            }),
+        };
+        Some((Scope::Range { from, until }, scanned))
+    }
 }
 
 impl SourceConfig {
@@ -124,7 +230,7 @@ impl Source for FolderSource {
         })
     }
 
-    fn scan<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Scanned, StateError>> {
+    fn survey<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Survey, StateError>> {
         async move {
             // The walk (stat only) runs while the cache is read: neither
             // needs the other until files are compared.
@@ -144,26 +250,28 @@ impl Source for FolderSource {
             }
             let walked = walking.await.expect("the walk thread does not panic");
             let t = triage(input.state, input.job, input.scope, trust && !deep, walked)?;
-            let known = known_facts(&t.cached);
-            let cfg = self.cfg.clone();
-            let walked = t.walked;
-            let stop = input.stop.clone();
-            let mut scan = tokio::task::spawn_blocking(move || {
-                folder::read_changed(&cfg, walked, &known, deep, &stop)
-            })
-            .await
-            .expect("the hashing threads do not panic");
-            if deep && input.scope.is_all() && input.record_fingerprint {
-                input.state.mark_rehashed(input.job)?;
+            let rehashed = deep && input.scope.is_all() && input.record_fingerprint;
+            let mut rest = t.walked;
+            let files = std::mem::take(&mut rest.files).into_iter();
+            let slices = FolderSlices {
+                cfg: self.cfg.clone(),
+                files,
+                rest,
+                cached: t.cached.into_iter().collect(),
+                from: Some(String::new()),
+                deep,
+                stop: input.stop.clone(),
+                unchanged: t.unchanged,
+                rehashed,
+            };
+            if input.scope.is_all() {
+                return Ok(Survey::Folder(Box::new(slices)));
             }
-            scan.unchanged = t.unchanged;
-            Ok(Scanned {
-                scan,
-                cached: t.cached,
-                content: Box::new(FolderContent {
-                    root: self.cfg.root.clone(),
-                }),
-            })
+            // A scoped pass (what the watcher reported) is read whole: its
+            // slice is its scope, not a key range.
+            let mut slices = Survey::Folder(Box::new(slices));
+            let (_, scanned) = slices.next(usize::MAX).await.expect("one slice");
+            Ok(Survey::Whole(Some((input.scope.clone(), scanned))))
         }
         .boxed()
     }
@@ -184,7 +292,7 @@ impl Source for WebSource {
         false
     }
 
-    fn scan<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Scanned, StateError>> {
+    fn survey<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Survey, StateError>> {
         async move {
             let cached = input.state.load_items_in(input.job, input.scope)?;
             let known = known_facts(&cached);
@@ -196,11 +304,12 @@ impl Source for WebSource {
                 .map(|c| c.key.clone())
                 .collect();
             let fetched = web::scan(&self.client, &self.cfg, &known, &in_sync).await;
-            Ok(Scanned {
+            let scanned = Scanned {
                 scan: fetched.scan,
                 cached,
                 content: Box::new(Downloaded(fetched.bodies)),
-            })
+            };
+            Ok(Survey::Whole(Some((input.scope.clone(), scanned))))
         }
         .boxed()
     }

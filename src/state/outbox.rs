@@ -201,6 +201,14 @@ fn rows_in(
         for r in stmt.query_map([job], outbox_row)? {
             add(r?);
         }
+    } else if let Scope::Range { from, until } = scope {
+        let mut stmt = conn.prepare_cached(&format!(
+            "{} AND key >= ?2 AND (?3 IS NULL OR key < ?3)",
+            select_rows()
+        ))?;
+        for r in stmt.query_map(params![job, from, until], outbox_row)? {
+            add(r?);
+        }
     } else {
         let mut stmt = conn.prepare_cached(&format!("{} AND {IN_SUBTREE}", select_rows()))?;
         for p in scope.paths() {

@@ -128,6 +128,14 @@ impl State {
             let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
             return visit(&mut stmt, &[&job]);
         }
+        if let Scope::Range { from, until } = scope {
+            let sql = format!(
+                "{} AND key >= ?2 AND (?3 IS NULL OR key < ?3) ORDER BY key",
+                select_items()
+            );
+            let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
+            return visit(&mut stmt, &[&job, from, until]);
+        }
         let sql = format!("{} AND {IN_SUBTREE}", select_items());
         let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
         for path in scope.paths() {

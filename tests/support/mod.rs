@@ -109,11 +109,20 @@ max_retries = 8
         Config::load(&self.config_path).unwrap()
     }
 
+    /// One pass, as `--reconcile` runs it.
     pub async fn sync(&self) -> JobReport {
+        self.sync_in_slices(0).await
+    }
+
+    /// One pass whose full passes over a folder go `slice` files at a time
+    /// (0: the product's size), as a large tree does.
+    pub async fn sync_in_slices(&self, slice: usize) -> JobReport {
         let config = self.config();
-        let mut reports = reconcile::run(&config, &[], RunOptions::default())
-            .await
-            .unwrap();
+        let opts = RunOptions {
+            slice,
+            ..RunOptions::default()
+        };
+        let mut reports = reconcile::run(&config, &[], opts).await.unwrap();
         reports.remove(0)
     }
 
