@@ -110,10 +110,14 @@ pub async fn audit(
     }
 
     let mut repairs = Repairs::default();
-    let mut claimed: HashSet<String> = HashSet::new();
+    // Listed records some item owns. Borrowed from the listing (a record
+    // not listed cannot be taken for a duplicate anyway): the audit of a
+    // million documents holds each id once.
+    let mut claimed: HashSet<&str> = HashSet::new();
     // (key, present, id) of tracked records the listing did not show.
     let mut unseen: Vec<(String, bool, String)> = Vec::new();
-    // Tracked names, and present items without a record.
+    // Tracked names under which another record is listed (the only ones
+    // that can hold a duplicate), and present items without a record.
     let mut names: Vec<(String, String)> = Vec::new();
     let mut unbound: Vec<String> = Vec::new();
     state.each_cached(&job.name, &Scope::All, false, |row| {
@@ -124,8 +128,16 @@ pub async fn audit(
             }
             return Ok(());
         };
-        claimed.insert(id.clone());
-        names.push((item.key.clone(), sink.record_name(&item.key)));
+        if let Some((listed_id, _)) = by_id.get_key_value(id.as_str()) {
+            claimed.insert(listed_id);
+        }
+        let name = sink.record_name(&item.key);
+        let others = by_name
+            .get(name.as_str())
+            .is_some_and(|ls| ls.iter().any(|l| l.id != id));
+        if others {
+            names.push((item.key.clone(), name));
+        }
         let Some(l) = by_id.get(id.as_str()) else {
             unseen.push((item.key, item.present, id));
             return Ok(());
@@ -169,7 +181,9 @@ pub async fn audit(
             Some(l) if l.id == id => {}
             Some(l) => {
                 // Found under another id: that record is the item's now.
-                claimed.insert(l.id.clone());
+                if let Some((listed_id, _)) = by_id.get_key_value(l.id.as_str()) {
+                    claimed.insert(listed_id);
+                }
                 repairs.adopt.push((key, l.clone()));
             }
             None => {
@@ -196,9 +210,9 @@ pub async fn audit(
         let name = sink.record_name(&key);
         let free = by_name
             .get(name.as_str())
-            .and_then(|ls| ls.iter().find(|l| !claimed.contains(&l.id)));
+            .and_then(|ls| ls.iter().find(|l| !claimed.contains(l.id.as_str())));
         if let Some(l) = free {
-            claimed.insert(l.id.clone());
+            claimed.insert(l.id.as_str());
             report.findings.push(Finding {
                 key: key.clone(),
                 drift: Drift::Untracked,
@@ -212,10 +226,10 @@ pub async fn audit(
     let mut extra: Vec<String> = Vec::new();
     for (key, name) in &names {
         for l in by_name.get(name.as_str()).into_iter().flatten() {
-            if claimed.contains(&l.id) || already_retired(job.delete_policy, l.standing) {
+            if claimed.contains(l.id.as_str()) || already_retired(job.delete_policy, l.standing) {
                 continue;
             }
-            claimed.insert(l.id.clone());
+            claimed.insert(l.id.as_str());
             let retire =
                 job.duplicates == Duplicates::Retire && job.delete_policy != DeletePolicy::Keep;
             report.findings.push(Finding {

@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(600);
 async fn spawn(ws: &Workspace) -> Child {
     let sock = ws.dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&sock).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kbsync"))
+    let child = Command::new(crate::measure::binary())
         .arg("--config")
         .arg(&ws.config_path)
         .env("NOTIFY_SOCKET", &sock)

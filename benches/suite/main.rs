@@ -21,6 +21,9 @@
 //!   --slow-small N     the same at concurrency 1, 4 and 16 (500)
 //!   --service-files N  the service over a tree of N files (1000000)
 //!   --per-folder N     files per folder in that tree (10)
+//!
+//! `KBSYNC_BENCH_BIN=PATH` measures another build of the binary (an older
+//! one, for before/after numbers on the same machine).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;

@@ -64,8 +64,16 @@ pub fn find(root: &Path) -> Measured {
         .args(["-type", "f", "-printf", "%s %T@ %p\n"]))
 }
 
+/// The binary measured: this build's, or the one `KBSYNC_BENCH_BIN` names
+/// (an older build, for before/after numbers on the same machine).
+pub fn binary() -> std::path::PathBuf {
+    std::env::var_os("KBSYNC_BENCH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_kbsync").into())
+}
+
 pub fn kbsync(config: &Path) -> Measured {
-    run(Command::new(env!("CARGO_BIN_EXE_kbsync"))
+    run(Command::new(binary())
         .arg("--reconcile")
         // The scan's floor: the audit's listing is measured on its own.
         .arg("--no-audit")

@@ -40,7 +40,7 @@ pub async fn rows(files: usize, per_folder: usize) -> Vec<Row> {
     let sock = ws.dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&sock).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kbsync"))
+    let mut child = Command::new(crate::measure::binary())
         .arg("--config")
         .arg(&ws.config_path)
         .env("NOTIFY_SOCKET", &sock)

@@ -149,7 +149,7 @@ pub async fn audit_rows(docs: usize) -> Vec<Row> {
 
     let before = fake.requests();
     let with = crate::measure::run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
+        std::process::Command::new(crate::measure::binary())
             .arg("--reconcile")
             .arg("--config")
             .arg(&ws.config_path),
