@@ -21,14 +21,14 @@ fn batch_size(ws: &Workspace) -> usize {
 }
 
 fn count_row(metric: String, sent: usize, items: usize, batch: usize) -> Row {
-    // One job.
-    let bound = 1.05 * items.div_ceil(batch) as f64 + 1.0;
+    // The batches, and one call of slack for the job.
+    let bound = items.div_ceil(batch) as f64 + 1.0;
     Row {
         metric,
         kbsync: format!("{sent} requests"),
         baseline: format!("{} batches of {batch}", items.div_ceil(batch)),
         ratio: Some(sent as f64 / items.div_ceil(batch) as f64),
-        target: format!("≤ {bound:.0} (1.05 × batches + 1 job)"),
+        target: format!("≤ {bound:.0} (batches + 1)"),
         pass: Some(sent as f64 <= bound),
     }
 }
@@ -112,17 +112,19 @@ pub async fn rate_rows(per_minute: u64, files: usize) -> Vec<Row> {
     };
     let needed = sent - refused;
     let minimum = Duration::from_secs_f64(needed as f64 * 60.0 / per_minute as f64);
-    let ratio = took.as_secs_f64() / minimum.as_secs_f64();
+    // The share of the cap used: requests per minute achieved over N.
+    let share = minimum.as_secs_f64() / took.as_secs_f64();
     vec![
         Row {
             metric: format!(
-                "first sync of {files} files, fake limited to {per_minute} requests/min ({needed} requests)"
+                "first sync of {files} files, fake limited to {per_minute} requests/min ({needed} requests): {:.0} requests/min",
+                needed as f64 * 60.0 / took.as_secs_f64()
             ),
             kbsync: ms(took),
             baseline: format!("{} (requests / N)", ms(minimum)),
-            ratio: Some(ratio),
-            target: "≤ 1.1×".into(),
-            pass: Some(ratio <= 1.1),
+            ratio: Some(share),
+            target: "≥ 0.95 of the cap".into(),
+            pass: Some(share >= 0.95),
         },
         Row {
             metric: "429 answers during that sync".into(),
