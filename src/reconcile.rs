@@ -41,7 +41,7 @@ pub struct RunOptions {
 /// walk plus one slice, whatever the size of a first sync. A multiple of
 /// the usual batch sizes (50, 100, 200, 250, 500), so that slicing adds
 /// no partial batch: 10,000 metadata changes are still 100 calls of 100.
-pub const SLICE: usize = 5000;
+pub const SLICE: usize = 2000;
 
 /// A pass that pushed keeps at most this many of its planned steps in its
 /// report (the outcome counts them all); a dry run keeps every one.
