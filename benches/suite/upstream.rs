@@ -42,9 +42,11 @@ pub async fn efficiency_rows(changes: usize, deletions: usize) -> Vec<Row> {
     assert!(first.converged(), "{first:?}");
     let batch = batch_size(&ws);
 
-    // Same bytes, new mtime: only the `modified` field changes.
+    // Same bytes, new mtime: only the `modified` field changes. In the
+    // past, as edits are: a file dated in the future is read again by
+    // every pass (its mtime is always within the racy window).
     for i in 0..changes {
-        set_mtime(&ws.root.join(key(i)), 1_800_000_000 + i as i64);
+        set_mtime(&ws.root.join(key(i)), 1_710_000_000 + i as i64);
     }
     let before = fake.requests();
     let r = ws.sync().await;
@@ -54,7 +56,7 @@ pub async fn efficiency_rows(changes: usize, deletions: usize) -> Vec<Row> {
     let last = kbsync::sink::dify::document_name(&key(changes - 1));
     assert_eq!(
         fake.world().metadata_of(&last)["modified"],
-        1_800_000_000 + changes as i64 - 1
+        1_710_000_000 + changes as i64 - 1
     );
 
     // Every n/deletions-th file goes; policy `disable`.
