@@ -534,7 +534,7 @@ impl Runner {
             }
         }
         report.scan_elapsed = scan_elapsed;
-        totals.log(scope, report.scanned);
+        totals.log(scope, &report);
         if opts.dry_run {
             report.elapsed = started.elapsed();
             return Ok(report);
@@ -560,26 +560,25 @@ impl Runner {
     }
 }
 
-/// What the slices of a pass read, for its "scanned" line.
+/// What the slices of a pass read that its report does not keep, for its
+/// "scanned" line.
 #[derive(Default)]
 struct ScanTotals {
-    hashed: usize,
     hashed_bytes: u64,
     skipped: usize,
 }
 
 impl ScanTotals {
     fn add(&mut self, scanned: &Scanned) {
-        self.hashed += scanned.scan.hashed_files;
         self.hashed_bytes += scanned.scan.hashed_bytes;
         self.skipped += scanned.scan.skipped.len();
     }
 
-    fn log(&self, scope: &Scope, files: usize) {
+    fn log(&self, scope: &Scope, report: &JobReport) {
         tracing::info!(
             scope = %describe(scope),
-            files,
-            hashed = self.hashed,
+            files = report.scanned,
+            hashed = report.hashed_files,
             hashed_bytes = self.hashed_bytes,
             skipped = self.skipped,
             "scanned"

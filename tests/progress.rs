@@ -22,21 +22,24 @@ async fn a_long_reconcile_logs_progress_lines_and_quiet_silences_them() {
     for i in 0..30 {
         ws.write(&format!("f{i:02}.md"), "text");
     }
-    let run = |args: &'static [&'static str]| {
+    // `--reconcile` with a progress line every second, `--quiet` or not.
+    let run = |quiet: bool| {
         let config = ws.config_path.clone();
+        let mut args = vec![
+            "--reconcile",
+            "--log-format",
+            "plain",
+            "--progress-secs",
+            "1",
+        ];
+        if quiet {
+            args.push("--quiet");
+        }
         tokio::task::spawn_blocking(move || {
-            support::run_binary(Command::new(env!("CARGO_BIN_EXE_kbsync")), &config, args)
+            support::run_binary(Command::new(env!("CARGO_BIN_EXE_kbsync")), &config, &args)
         })
     };
-    let (code, _, err) = run(&[
-        "--reconcile",
-        "--log-format",
-        "plain",
-        "--progress-secs",
-        "1",
-    ])
-    .await
-    .unwrap();
+    let (code, _, err) = run(false).await.unwrap();
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("progress: ")).collect();
     assert!(!lines.is_empty(), "no progress line:\n{err}");
@@ -62,16 +65,7 @@ async fn a_long_reconcile_logs_progress_lines_and_quiet_silences_them() {
     for i in 0..30 {
         ws.write(&format!("f{i:02}.md"), "changed");
     }
-    let (code, _, err) = run(&[
-        "--reconcile",
-        "--log-format",
-        "plain",
-        "--progress-secs",
-        "1",
-        "--quiet",
-    ])
-    .await
-    .unwrap();
+    let (code, _, err) = run(true).await.unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("progress: "), "{err}");
 }

@@ -1,11 +1,9 @@
 //! Event latency in service mode: a file write until its upload reaches
 //! the upstream, edit after edit.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::net::UnixDatagram;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::support::fake_dify::{FakeDify, DATASET};
 use crate::support::Workspace;
@@ -15,18 +13,7 @@ const WAIT: Duration = Duration::from_secs(600);
 
 /// Starts the service and waits for its READY=1 (sd_notify).
 async fn spawn(ws: &Workspace) -> Child {
-    let sock = ws.dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&sock).unwrap();
-    let child = Command::new(crate::measure::binary())
-        .arg("--config")
-        .arg(&ws.config_path)
-        .env("NOTIFY_SOCKET", &sock)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (child, notify) = crate::measure::service(ws);
     let mut buf = [0u8; 1024];
     loop {
         let n = tokio::time::timeout(WAIT, notify.recv(&mut buf))
@@ -53,7 +40,7 @@ pub async fn rows(edits: u64, debounce_ms: u64) -> Vec<Row> {
     for i in 0..10 {
         ws.write(&format!("f{i}.md"), "v0");
     }
-    let mut child = spawn(&ws).await;
+    let child = spawn(&ws).await;
     fake.wait_until("the first sync", WAIT, |w| w.docs.len() == 10)
         .await;
     eprintln!("timing {edits} edits (debounce {debounce_ms} ms)…");
@@ -74,12 +61,7 @@ pub async fn rows(edits: u64, debounce_ms: u64) -> Vec<Row> {
         fake.wait_until("its answer", WAIT, |w| w.log.len() > answered)
             .await;
     }
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-s", "TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(child.wait().await.unwrap().success());
+    crate::measure::stop(child).await;
     samples.sort();
     let bound = Duration::from_millis(debounce_ms + 100);
     let row = |name: &str, d: Duration| Row {

@@ -81,6 +81,36 @@ pub fn kbsync(config: &Path) -> Measured {
         .arg(config))
 }
 
+/// The binary as a service over `ws`; its sd_notify datagrams (READY=1,
+/// STATUS=…) arrive on the returned socket.
+pub fn service(
+    ws: &crate::support::Workspace,
+) -> (tokio::process::Child, tokio::net::UnixDatagram) {
+    let sock = ws.dir.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&sock).unwrap();
+    let child = tokio::process::Command::new(binary())
+        .arg("--config")
+        .arg(&ws.config_path)
+        .env("NOTIFY_SOCKET", &sock)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (child, notify)
+}
+
+/// SIGTERM to the service, which must then exit 0.
+pub async fn stop(mut child: tokio::process::Child) {
+    let pid = child.id().expect("still running").to_string();
+    Command::new("kill")
+        .args(["-s", "TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(child.wait().await.unwrap().success());
+}
+
 pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]

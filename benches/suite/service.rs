@@ -1,11 +1,7 @@
 //! The service over a large tree: how long until it is watching
 //! (READY=1) and until its first pass is done, and its memory then.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-use tokio::net::UnixDatagram;
-use tokio::process::Command;
 
 use crate::measure::{key_in, ms, write_tree_with};
 use crate::support::fake_dify::{FakeDify, DATASET};
@@ -37,19 +33,8 @@ pub async fn rows(files: usize, per_folder: usize) -> Vec<Row> {
     eprintln!("  {}", ms(first.wall));
 
     eprintln!("starting the service…");
-    let sock = ws.dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&sock).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(crate::measure::binary())
-        .arg("--config")
-        .arg(&ws.config_path)
-        .env("NOTIFY_SOCKET", &sock)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (child, notify) = crate::measure::service(&ws);
     let pid = child.id().unwrap();
     let mut buf = vec![0u8; 4096];
     let (mut ready, mut passed, mut status) = (None, None, String::new());
@@ -70,11 +55,7 @@ pub async fn rows(files: usize, per_folder: usize) -> Vec<Row> {
     let (ready, passed) = (ready.expect("READY=1 first"), passed.unwrap());
     let rss = status_kib(pid, "VmRSS");
     let peak = status_kib(pid, "VmHWM");
-    std::process::Command::new("kill")
-        .args(["-s", "TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().await.unwrap().success());
+    crate::measure::stop(child).await;
     // "watching 1 job(s) (N inotify watches); …"
     let watches = status
         .split(" inotify watches")
