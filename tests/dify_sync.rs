@@ -605,3 +605,41 @@ async fn text_types_dify_does_not_take_can_be_sent_as_text() {
     assert!(r.audit.unwrap().findings.is_empty());
     assert_eq!(r.requests, 1, "one list call, nothing else");
 }
+
+/// Metadata waits only for its own document's upload, not for every
+/// upload of the pass: against a server where each upload takes time, a
+/// metadata phase after all uploads would leave the upload slots idle.
+#[tokio::test]
+async fn metadata_batches_go_out_while_uploads_still_run() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        DATASET,
+        "disable",
+        "batch_size = 10\nupload_concurrency = 2",
+        "section = { path_segment = 0 }",
+    );
+    tree(&ws, 25);
+    // The first upload is answered only once a metadata batch has gone out;
+    // the other slot carries the remaining 24 meanwhile.
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    fake.world()
+        .inject(None, "create-by-file", Fault::ApplyThenWait(go.clone()), 1);
+    let (r, ()) = tokio::join!(ws.sync(), async {
+        fake.wait_until(
+            "a metadata batch while the first upload is unanswered",
+            std::time::Duration::from_secs(30),
+            |w| w.arrived.iter().any(|a| a.contains("documents/metadata")),
+        )
+        .await;
+        go.notify_one();
+    });
+    assert!(r.converged(), "{r:?}");
+    let o = r.outcome.as_ref().unwrap();
+    assert_eq!((o.created, o.metadata), (25, 25));
+    let w = fake.world();
+    assert_eq!(w.count_since(0, "documents/metadata"), 3, "10 + 10 + 5");
+    for d in w.docs.values() {
+        assert!(w.metadata_of(&d.name).contains_key("section"), "{}", d.name);
+    }
+}

@@ -278,11 +278,7 @@ impl State {
         })
     }
 
-    pub fn record_metadata(
-        &mut self,
-        job: &str,
-        done: &[(&str, &Metadata)],
-    ) -> Result<(), StateError> {
+    pub fn record_metadata(&self, job: &str, done: &[(&str, &Metadata)]) -> Result<(), StateError> {
         self.write(|tx| {
             let mut stmt = tx.prepare_cached(
                 "UPDATE items SET pushed_meta = ?3, settled = 0 WHERE job = ?1 AND key = ?2",
@@ -300,7 +296,7 @@ impl State {
     }
 
     pub fn record_status(
-        &mut self,
+        &self,
         job: &str,
         keys: &[&str],
         status: RemoteStatus,

@@ -9,18 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{FutureExt, StreamExt};
 
-use super::client::{gone, not_ready, DifyClient, MetadataUpdate, NotReady, RemoteDoc};
+mod metadata;
+
+use super::client::{gone, not_ready, DifyClient, NotReady, RemoteDoc};
 use super::indexing;
 use super::DifyConfig;
 use crate::config::JobConfig;
-use crate::metadata::{FieldType, Metadata};
 use crate::plan::{Op, Plan, StatusAction};
 use crate::sink::bisect::send_in_batches;
 use crate::sink::{
     record_failure, ErrorClass, Failure, Outcome, PushContext, PushError, SinkError,
 };
 use crate::source::Content;
-use crate::state::{CachedItem, State, StateError, StepKind};
+use crate::state::{CachedItem, State, StepKind};
+use metadata::{Fields, MetaQueue};
 
 pub(super) struct Pusher<'a> {
     job: &'a JobConfig,
@@ -104,49 +106,16 @@ impl<'a> Pusher<'a> {
             })
             .filter(|u| !blocked.contains(u.key))
             .collect();
-        let created_ids = self.uploads(&uploads, &mut out, &mut blocked).await?;
+        let mut meta = MetaQueue::new(plan, &uploads, &blocked, self.cached);
+        let Some(fields) = self.fields(&meta, &mut out).await else {
+            return Ok(out);
+        };
+        self.uploads(&uploads, &mut meta, &fields, &mut out, &mut blocked)
+            .await?;
         if out.fatal.is_some() || self.stopping(&mut out) {
             return Ok(out);
         }
-
-        let mut meta: Vec<(&str, String, &Metadata)> = plan
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::SetMetadata {
-                    key,
-                    doc_id,
-                    metadata,
-                } if !blocked.contains(key) => {
-                    // The id the upload ended with wins: a document
-                    // created again (gone upstream, errored) has a new one.
-                    let id = created_ids
-                        .get(key.as_str())
-                        .cloned()
-                        .or_else(|| doc_id.clone())?;
-                    Some((key.as_str(), id, metadata))
-                }
-                _ => None,
-            })
-            .collect();
-        // A document created again in place of a known one starts without
-        // metadata: what was pushed to the old one goes to it too, even
-        // when the plan had no metadata change.
-        for u in &uploads {
-            let Some(old) = u.doc_id else { continue };
-            let Some(new) = created_ids.get(u.key).filter(|id| id.as_str() != old) else {
-                continue;
-            };
-            if meta.iter().any(|(k, _, _)| *k == u.key) {
-                continue;
-            }
-            if let Some(pushed) = self.cached.get(u.key).and_then(|c| c.pushed_meta.as_ref()) {
-                if !pushed.is_empty() {
-                    meta.push((u.key, new.clone(), pushed));
-                }
-            }
-        }
-        if self.metadata(&meta, &mut out).await? || self.stopping(&mut out) {
+        if self.flush_metadata(&mut meta, &fields, &mut out).await? || self.stopping(&mut out) {
             return Ok(out);
         }
 
@@ -323,17 +292,19 @@ impl<'a> Pusher<'a> {
             .collect()
     }
 
-    /// Creates and updates, several at a time. Returns the ids of the
-    /// documents created (or adopted) per key.
-    async fn uploads(
-        &mut self,
-        uploads: &[Upload<'_>],
+    /// Creates and updates, several at a time, with each full batch of
+    /// metadata sent as soon as its documents are uploaded (one metadata
+    /// call at a time, beside the uploads).
+    async fn uploads<'p>(
+        &self,
+        uploads: &[Upload<'p>],
+        meta: &mut MetaQueue<'p>,
+        fields: &Fields,
         out: &mut Outcome,
         blocked: &mut HashSet<String>,
-    ) -> Result<HashMap<String, String>, PushError> {
-        let mut ids = HashMap::new();
+    ) -> Result<(), PushError> {
         if uploads.is_empty() {
-            return Ok(ids);
+            return Ok(());
         }
         // The first time a job creates documents, learn what the dataset
         // already holds, so that documents from a lost state file (or made
@@ -356,7 +327,7 @@ impl<'a> Pusher<'a> {
                 Err(e) => {
                     if e.class == ErrorClass::Fatal {
                         out.fatal = Some(e);
-                        return Ok(ids);
+                        return Ok(());
                     }
                     // Creating blind could duplicate documents: hold the
                     // creates back until the listing works.
@@ -392,7 +363,27 @@ impl<'a> Pusher<'a> {
             .into_iter()
             .map(|u| self.upload_one(u, existing.as_ref()));
         let mut stream = futures::stream::iter(jobs).buffer_unordered(self.dify.upload_concurrency);
-        while let Some(result) = stream.next().await {
+        let size = self.dify.batch_size;
+        let mut sending = None;
+        loop {
+            if sending.is_none() && out.fatal.is_none() {
+                if let (Some(batch), Ok(fields)) = (self.due(meta, fields, size, out)?, fields) {
+                    sending = Some(Box::pin(metadata::send(self.client, size, fields, batch)));
+                }
+            }
+            let result = tokio::select! {
+                (ops, r) = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => {
+                    sending = None;
+                    if self.settle_metadata(&ops, r, out)? {
+                        break;
+                    }
+                    continue;
+                }
+                next = stream.next() => match next {
+                    Some(result) => result,
+                    None => break,
+                },
+            };
             crate::progress::UPLOADING.one_done();
             match result {
                 Uploaded::Done {
@@ -419,7 +410,7 @@ impl<'a> Pusher<'a> {
                     } else {
                         out.updated += 1;
                     }
-                    ids.insert(key, doc.id);
+                    meta.uploaded(&key, &doc.id);
                 }
                 Uploaded::NotStarted => {}
                 Uploaded::AdoptedOnly {
@@ -429,6 +420,7 @@ impl<'a> Pusher<'a> {
                 } => {
                     self.state
                         .record_doc_id(&self.job.name, &failure.key, &doc_id, &name)?;
+                    meta.dropped(&failure.key);
                     blocked.insert(failure.key.clone());
                     let Failure { key, op, error } = failure;
                     self.fail(out, &key, op, error)?;
@@ -437,6 +429,7 @@ impl<'a> Pusher<'a> {
                     if f.error.class == ErrorClass::Fatal {
                         out.fatal = Some(f.error.clone());
                     }
+                    meta.dropped(&f.key);
                     blocked.insert(f.key.clone());
                     let Failure { key, op, error } = f;
                     self.fail(out, &key, op, error)?;
@@ -446,7 +439,13 @@ impl<'a> Pusher<'a> {
                 }
             }
         }
-        Ok(ids)
+        // A batch still in flight is waited for, so what it applied is
+        // recorded even when the uploads stopped.
+        if let Some(sending) = sending {
+            let (ops, r) = sending.await;
+            self.settle_metadata(&ops, r, out)?;
+        }
+        Ok(())
     }
 
     async fn upload_one(
@@ -662,121 +661,6 @@ impl<'a> Pusher<'a> {
                 .await?;
         }
         Ok(())
-    }
-
-    /// Batched metadata updates. Returns true on a fatal error.
-    async fn metadata(
-        &mut self,
-        ops: &[(&str, String, &Metadata)],
-        out: &mut Outcome,
-    ) -> Result<bool, PushError> {
-        if ops.is_empty() {
-            return Ok(false);
-        }
-        let fields = match self.ensure_fields(ops).await {
-            Ok(f) => f,
-            Err(e) if e.class == ErrorClass::Fatal => {
-                out.fatal = Some(e);
-                return Ok(true);
-            }
-            Err(e) => {
-                for (key, _, _) in ops {
-                    self.fail(out, key, "metadata", e.clone())?;
-                }
-                return Ok(false);
-            }
-        };
-        let client = self.client;
-        let fields = &fields;
-        let r = send_in_batches(ops, self.dify.batch_size, |chunk| {
-            async move {
-                let updates: Vec<MetadataUpdate> = chunk
-                    .iter()
-                    .map(|(_, doc_id, meta)| MetadataUpdate {
-                        doc_id,
-                        values: meta
-                            .iter()
-                            .map(|(name, value)| (fields[name].as_str(), name.as_str(), value))
-                            .collect(),
-                    })
-                    .collect();
-                client.update_metadata(&updates).await
-            }
-            .boxed()
-        })
-        .await;
-        let done: Vec<(&str, &Metadata)> =
-            r.applied.iter().map(|&i| (ops[i].0, ops[i].2)).collect();
-        self.state.record_metadata(&self.job.name, &done)?;
-        out.metadata += done.len();
-        if !r.failed.is_empty() {
-            // A field removed upstream by hand makes the batch fail; re-read
-            // the fields next time.
-            self.state.forget_fields(&self.job.name)?;
-        }
-        for (i, e) in r.failed {
-            self.fail(out, ops[i].0, "metadata", e)?;
-        }
-        if r.fatal.is_some() {
-            out.fatal = r.fatal;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// Field name → upstream field id, creating missing fields with the
-    /// type the mapping declares.
-    async fn ensure_fields(
-        &mut self,
-        ops: &[(&str, String, &Metadata)],
-    ) -> Result<HashMap<String, String>, SinkError> {
-        let wanted: BTreeMap<&str, FieldType> = ops
-            .iter()
-            .flat_map(|(_, _, m)| m.keys())
-            .map(|name| {
-                let kind = self
-                    .job
-                    .metadata
-                    .iter()
-                    .find(|f| &f.name == name)
-                    .map_or(FieldType::String, |f| f.kind);
-                (name.as_str(), kind)
-            })
-            .collect();
-        let state_err = |e: StateError| SinkError::local(ErrorClass::Fatal, "state", e.to_string());
-        let cached = self.state.fields(&self.job.name).map_err(state_err)?;
-        let mut ids: HashMap<String, String> = HashMap::new();
-        let mut missing = Vec::new();
-        for (name, kind) in &wanted {
-            match cached.get(*name) {
-                Some((id, k)) if k == kind => {
-                    ids.insert((*name).to_owned(), id.clone());
-                }
-                _ => missing.push((*name, *kind)),
-            }
-        }
-        if missing.is_empty() {
-            return Ok(ids);
-        }
-        let remote = self.client.list_fields().await?;
-        for (name, kind) in missing {
-            let id = match remote.iter().find(|f| f.name == name) {
-                Some(f) if f.kind == kind.to_string() => f.id.clone(),
-                Some(f) => {
-                    return Err(SinkError::local(
-                        ErrorClass::Permanent,
-                        "field_type_mismatch",
-                        format!("metadata field {name:?} exists in the dataset with type {} but the config maps it as {kind}; change `type` in the config or rename the field", f.kind),
-                    ))
-                }
-                None => self.client.create_field(name, kind).await?.id,
-            };
-            self.state
-                .save_field(&self.job.name, name, &id, kind)
-                .map_err(state_err)?;
-            ids.insert(name.to_owned(), id);
-        }
-        Ok(ids)
     }
 
     async fn deletes(&mut self, ops: &[(&str, &str)], out: &mut Outcome) -> Result<(), PushError> {
