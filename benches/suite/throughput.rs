@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::measure::{ms, write_tree};
-use crate::support::fake_dify::{FakeDify, Latency, DATASET};
+use crate::support::fake_dify::{FakeDify, Latency, Logged, DATASET};
 use crate::support::Workspace;
 use crate::Row;
 
@@ -24,6 +24,9 @@ struct Run {
     /// and every other call one after another.
     ideal: Duration,
     others: usize,
+    /// Upload slots left empty while uploads were still to come, in wall
+    /// time (slot time / concurrency).
+    idle: Duration,
 }
 
 async fn first_sync(files: usize, concurrency: usize) -> Run {
@@ -46,19 +49,49 @@ async fn first_sync(files: usize, concurrency: usize) -> Run {
     assert!(r.converged(), "{r:?}");
     let w = fake.world();
     assert_eq!(w.docs.len(), files);
-    let uploads = w
+    let uploads: Vec<&Logged> = w
         .log
         .iter()
         .filter(|l| l.path.ends_with("/create-by-file"))
-        .count();
-    assert_eq!(uploads, files, "one upload per file");
-    let others = w.log.len() - uploads;
+        .collect();
+    assert_eq!(uploads.len(), files, "one upload per file");
+    let others = w.log.len() - uploads.len();
     let ideal = UPLOAD * files.div_ceil(concurrency) as u32 + OTHER * others as u32;
     Run {
         took,
         ideal,
         others,
+        idle: idle_slots(&uploads, concurrency),
     }
+}
+
+/// How long upload slots sat empty between the first upload's arrival and
+/// the last one's (after it, no upload waits for a slot), summed over the
+/// slots and divided by their number: the wall time the pass lost by not
+/// keeping `concurrency` uploads in flight.
+fn idle_slots(uploads: &[&Logged], concurrency: usize) -> Duration {
+    let (Some(first), Some(last)) = (
+        uploads.iter().map(|l| l.arrived).min(),
+        uploads.iter().map(|l| l.arrived).max(),
+    ) else {
+        return Duration::ZERO;
+    };
+    // At one instant, answers count before arrivals: a slot freed and
+    // taken at once was not idle.
+    let mut events: Vec<(Instant, i64)> = uploads
+        .iter()
+        .flat_map(|l| [(l.arrived, 1), (l.answered, -1)])
+        .filter(|(t, _)| *t <= last)
+        .collect();
+    events.sort();
+    let (mut in_flight, mut at, mut idle) = (0i64, first, Duration::ZERO);
+    for (t, change) in events {
+        let empty = (concurrency as i64 - in_flight).max(0) as u32;
+        idle += (t - at) * empty;
+        at = t;
+        in_flight += change;
+    }
+    idle / concurrency as u32
 }
 
 /// `files` at concurrency 8 against the 1.15× target; `small` at 1, 4 and
@@ -73,10 +106,13 @@ pub async fn rows(files: usize, small: usize) -> Vec<Row> {
         let run = first_sync(n, concurrency).await;
         let ratio = run.took.as_secs_f64() / run.ideal.as_secs_f64();
         let rate = n as f64 / run.took.as_secs_f64();
+        let idle_share = run.idle.as_secs_f64() / run.took.as_secs_f64();
         rows.push(Row {
             metric: format!(
-                "first sync of {n} files, 100 ms per upload and 20 ms per other call ({} others), upload_concurrency = {concurrency}: {rate:.1} files/s",
-                run.others
+                "first sync of {n} files, 100 ms per upload and 20 ms per other call ({} others), upload_concurrency = {concurrency}: {rate:.1} files/s; upload slots idle while uploads waited: {} ({:.1}% of the pass)",
+                run.others,
+                ms(run.idle),
+                idle_share * 100.0
             ),
             kbsync: ms(run.took),
             baseline: format!("{} (uploads / concurrency + others in a row)", ms(run.ideal)),

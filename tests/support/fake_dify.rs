@@ -117,6 +117,10 @@ pub struct Logged {
     pub method: String,
     pub path: String,
     pub status: u16,
+    /// When the request arrived and when it was answered: the bench reads
+    /// from them how many uploads were in flight at each moment.
+    pub arrived: std::time::Instant,
+    pub answered: std::time::Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -610,6 +614,7 @@ fn error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
 }
 
 async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
+    let arrived = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -658,9 +663,10 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
                 .or_else(|| w.chaos.as_mut().and_then(|c| c.pick(&path)))
         }
     };
+    let logged = |status: u16| log(&world, arrived, &method, &logged_path, status);
     let (response, apply_then) = match fault {
         Some(Fault::Drop) => {
-            log(&world, &method, &logged_path, 0);
+            logged(0);
             return Err(Dropped);
         }
         Some(Fault::Status {
@@ -714,20 +720,20 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
     match apply_then {
         Some(Fault::ApplyThenStall(d)) => {
             tokio::time::sleep(d).await;
-            log(&world, &method, &logged_path, response.status().as_u16());
+            logged(response.status().as_u16());
             Ok(response)
         }
         Some(Fault::ApplyThenDrop) => {
-            log(&world, &method, &logged_path, 0);
+            logged(0);
             Err(Dropped)
         }
         Some(Fault::ApplyThenWait(go)) => {
             go.notified().await;
-            log(&world, &method, &logged_path, response.status().as_u16());
+            logged(response.status().as_u16());
             Ok(response)
         }
         Some(_) => {
-            log(&world, &method, &logged_path, 500);
+            logged(500);
             Ok(error(
                 500,
                 "internal_server_error",
@@ -735,18 +741,26 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
             ))
         }
         None => {
-            log(&world, &method, &logged_path, response.status().as_u16());
+            logged(response.status().as_u16());
             Ok(response)
         }
     }
 }
 
-fn log(world: &Arc<Mutex<World>>, method: &Method, path: &str, status: u16) {
+fn log(
+    world: &Arc<Mutex<World>>,
+    arrived: std::time::Instant,
+    method: &Method,
+    path: &str,
+    status: u16,
+) {
     let mut w = world.lock().unwrap();
     w.log.push(Logged {
         method: method.to_string(),
         path: path.to_owned(),
         status,
+        arrived,
+        answered: std::time::Instant::now(),
     });
     w.bump();
 }
