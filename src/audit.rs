@@ -18,14 +18,14 @@
 //! taken for gone: a listing that pages while documents come and go can
 //! skip one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
 use crate::config::{DeletePolicy, Duplicates, JobConfig};
-use crate::sink::{Listed, Sink, SinkError};
+use crate::sink::{ErrorClass, Listed, Sink, SinkError};
 use crate::source::Scope;
-use crate::state::{RemoteStatus, State, StateError};
+use crate::state::{Listing, RemoteStatus, State, StateError};
 
 /// Up to this many records missing from a listing are looked up one by
 /// one; more, and the dataset is listed a second time.
@@ -96,24 +96,20 @@ pub async fn audit(
     job: &JobConfig,
     write: bool,
 ) -> Result<Option<AuditReport>, AuditError> {
-    let Some(listing) = sink.list().await.map_err(AuditError::Sink)? else {
+    // The listing goes into a temporary table page by page: the audit of a
+    // million documents holds what differs, not what it lists.
+    let listing = state.new_listing()?;
+    if !list_into(sink, &listing).await? {
         return Ok(None);
-    };
+    }
+    listing.claim_tracked(&job.name)?;
+    let shared = listing.shared_names()?;
     let mut report = AuditReport {
-        listed: listing.len(),
+        listed: listing.count()?,
         ..AuditReport::default()
     };
-    let by_id: HashMap<&str, &Listed> = listing.iter().map(|l| (l.id.as_str(), l)).collect();
-    let mut by_name: HashMap<&str, Vec<&Listed>> = HashMap::new();
-    for l in &listing {
-        by_name.entry(l.name.as_str()).or_default().push(l);
-    }
 
     let mut repairs = Repairs::default();
-    // Listed records some item owns. Borrowed from the listing (a record
-    // not listed cannot be taken for a duplicate anyway): the audit of a
-    // million documents holds each id once.
-    let mut claimed: HashSet<&str> = HashSet::new();
     // (key, present, id) of tracked records the listing did not show.
     let mut unseen: Vec<(String, bool, String)> = Vec::new();
     // Tracked names under which another record is listed (the only ones
@@ -128,17 +124,18 @@ pub async fn audit(
             }
             return Ok(());
         };
-        if let Some((listed_id, _)) = by_id.get_key_value(id.as_str()) {
-            claimed.insert(listed_id);
-        }
         let name = sink.record_name(&item.key);
-        let others = by_name
-            .get(name.as_str())
-            .is_some_and(|ls| ls.iter().any(|l| l.id != id));
+        let listed = listing.by_id(&id)?;
+        // Listed under its own name, it has company there only if the name
+        // is shared; otherwise (renamed, or not listed) look.
+        let others = match &listed {
+            Some(l) if l.name == name => shared.contains(&name),
+            _ => listing.by_name(&name)?.iter().any(|l| l.id != id),
+        };
         if others {
-            names.push((item.key.clone(), name));
+            names.push((item.key.clone(), name.clone()));
         }
-        let Some(l) = by_id.get(id.as_str()) else {
+        let Some(l) = listed else {
             unseen.push((item.key, item.present, id));
             return Ok(());
         };
@@ -154,12 +151,11 @@ pub async fn audit(
             });
             repairs.status.push((item.key.clone(), standing));
         }
-        let expected = sink.record_name(&item.key);
-        if l.name != expected {
+        if l.name != name {
             report.findings.push(Finding {
                 key: item.key.clone(),
                 drift: Drift::Renamed,
-                detail: format!("named {:?} upstream, {expected:?} expected", l.name),
+                detail: format!("named {:?} upstream, {name:?} expected", l.name),
             });
         }
         if l.state.as_deref() == Some("error") {
@@ -181,9 +177,7 @@ pub async fn audit(
             Some(l) if l.id == id => {}
             Some(l) => {
                 // Found under another id: that record is the item's now.
-                if let Some((listed_id, _)) = by_id.get_key_value(l.id.as_str()) {
-                    claimed.insert(listed_id);
-                }
+                listing.claim(&l.id)?;
                 repairs.adopt.push((key, l.clone()));
             }
             None => {
@@ -208,28 +202,31 @@ pub async fn audit(
     // Present items without a record, whose name is held upstream.
     for key in unbound {
         let name = sink.record_name(&key);
-        let free = by_name
-            .get(name.as_str())
-            .and_then(|ls| ls.iter().find(|l| !claimed.contains(l.id.as_str())));
+        let mut free = None;
+        for l in listing.by_name(&name)? {
+            if listing.claim(&l.id)? {
+                free = Some(l);
+                break;
+            }
+        }
         if let Some(l) = free {
-            claimed.insert(l.id.as_str());
             report.findings.push(Finding {
                 key: key.clone(),
                 drift: Drift::Untracked,
                 detail: format!("record {} has its name; adopted", l.id),
             });
-            repairs.adopt.push((key, (*l).clone()));
+            repairs.adopt.push((key, l));
         }
     }
 
     // More records under a tracked name than the tracked one.
     let mut extra: Vec<String> = Vec::new();
     for (key, name) in &names {
-        for l in by_name.get(name.as_str()).into_iter().flatten() {
-            if claimed.contains(l.id.as_str()) || already_retired(job.delete_policy, l.standing) {
+        for l in listing.by_name(name)? {
+            if listing.claimed(&l.id)? || already_retired(job.delete_policy, l.standing) {
                 continue;
             }
-            claimed.insert(l.id.as_str());
+            listing.claim(&l.id)?;
             let retire =
                 job.duplicates == Duplicates::Retire && job.delete_policy != DeletePolicy::Keep;
             report.findings.push(Finding {
@@ -246,10 +243,11 @@ pub async fn audit(
                 ),
             });
             if retire {
-                extra.push(l.id.clone());
+                extra.push(l.id);
             }
         }
     }
+    drop(listing);
     for f in &report.findings {
         tracing::warn!(key = %f.key, drift = f.drift.as_str(), "audit: {}", f.detail);
     }
@@ -266,8 +264,25 @@ pub async fn audit(
     Ok(Some(report))
 }
 
+/// Lists the sink into `listing`; false when it cannot list.
+async fn list_into(sink: &dyn Sink, listing: &Listing<'_>) -> Result<bool, AuditError> {
+    let mut failed: Option<StateError> = None;
+    let mut each = |page: Vec<Listed>| {
+        listing.add(&page).map_err(|e| {
+            let message = e.to_string();
+            failed = Some(e);
+            SinkError::local(ErrorClass::Fatal, "state", message)
+        })
+    };
+    let listed = sink.list_pages(&mut each).await;
+    if let Some(e) = failed {
+        return Err(AuditError::State(e));
+    }
+    listed.map_err(AuditError::Sink)
+}
+
 /// Records the listing did not show, looked up again: by name one by one,
-/// or, when many, by a second listing.
+/// or, when many, by a second listing (of which only their names are kept).
 async fn confirm_missing(
     sink: &dyn Sink,
     unseen: &[(String, bool, String)],
@@ -284,17 +299,19 @@ async fn confirm_missing(
         }
         return Ok(found);
     }
-    let again = sink
-        .list()
-        .await
-        .map_err(AuditError::Sink)?
-        .unwrap_or_default();
-    let names: HashMap<String, &Listed> = again.iter().map(|l| (l.name.clone(), l)).collect();
-    for (key, _, _) in unseen {
-        if let Some(l) = names.get(&sink.record_name(key)) {
-            found.insert(key.clone(), (*l).clone());
+    let wanted: HashMap<String, &str> = unseen
+        .iter()
+        .map(|(key, _, _)| (sink.record_name(key), key.as_str()))
+        .collect();
+    let mut each = |page: Vec<Listed>| {
+        for l in page {
+            if let Some(key) = wanted.get(&l.name) {
+                found.insert((*key).to_owned(), l);
+            }
         }
-    }
+        Ok(())
+    };
+    sink.list_pages(&mut each).await.map_err(AuditError::Sink)?;
     Ok(found)
 }
 

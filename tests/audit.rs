@@ -253,3 +253,59 @@ async fn duplicates_can_be_only_reported() {
     assert_eq!(drifts(&r), [("d/000.md".to_owned(), "duplicate")]);
     assert!(fake.world().docs.contains_key(&extra), "only reported");
 }
+
+#[tokio::test]
+async fn a_record_the_listing_skips_is_looked_up_before_it_is_taken_for_gone() {
+    let (fake, ws) = mirrored("disable", 150).await;
+    // Someone deletes a document on page 1 while the audit reads page 2:
+    // the newest document of page 2 moves up to page 1 and is never seen.
+    let (deleted, skipped) = {
+        let w = fake.world();
+        let newest_first: Vec<&String> = w.docs.keys().rev().collect();
+        (newest_first[0].clone(), newest_first[100].clone())
+    };
+    let skipped_key = fake.world().docs[&skipped].name.clone();
+    fake.world().delete_before_page = Some((2, deleted.clone()));
+    let mark = fake.requests();
+    let r = reconcile(&ws).await;
+    assert!(r.converged(), "{r:?}");
+    // Page 1 still showed the deleted one; page 2 lacked the skipped one.
+    assert_eq!(r.audit.as_ref().unwrap().listed, 149);
+    assert_eq!(drifts(&r), [], "the skipped record was found by name");
+    {
+        let w = fake.world();
+        assert_eq!(w.count_since(mark, "keyword="), 1, "one lookup");
+        assert!(w.docs.contains_key(&skipped));
+        assert!(
+            w.duplicate_names().is_empty(),
+            "{skipped_key} was not uploaded again"
+        );
+    }
+    // The next audit sees the deletion and uploads the file again.
+    let r = reconcile(&ws).await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(drifts(&r).len(), 1);
+    assert_eq!(drifts(&r)[0].1, "missing");
+    assert_eq!(fake.world().docs.len(), 150);
+}
+
+#[tokio::test]
+async fn many_records_gone_are_confirmed_by_one_second_listing() {
+    let (fake, ws) = mirrored("disable", 30).await;
+    for i in 0..25 {
+        let id = doc_id(&fake, &format!("d/{i:03}.md"));
+        fake.world().docs.remove(&id);
+    }
+    let mark = fake.requests();
+    let r = reconcile(&ws).await;
+    assert!(r.converged(), "{r:?}");
+    let found = drifts(&r);
+    assert_eq!(found.len(), 25);
+    assert!(found.iter().all(|(_, d)| *d == "missing"), "{found:?}");
+    let w = fake.world();
+    // Over 20 missing: a second listing rather than 25 lookups.
+    assert_eq!(w.count_since(mark, "/documents?page=1"), 2);
+    assert_eq!(w.count_since(mark, "keyword="), 0);
+    assert_eq!(w.docs.len(), 30, "uploaded again");
+    assert!(w.duplicate_names().is_empty());
+}

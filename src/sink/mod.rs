@@ -192,6 +192,21 @@ pub trait Sink: Send + Sync {
         futures::FutureExt::boxed_local(async { Ok(None) })
     }
 
+    /// The same listing handed to `each` a page at a time, so that a
+    /// dataset of a million records is never held whole; false when the
+    /// API cannot list. An error from `each` stops the listing.
+    fn list_pages<'a>(
+        &'a self,
+        each: &'a mut (dyn FnMut(Vec<Listed>) -> Result<(), SinkError> + 'a),
+    ) -> LocalBoxFuture<'a, Result<bool, SinkError>> {
+        futures::FutureExt::boxed_local(async move {
+            match self.list().await? {
+                Some(all) => each(all).map(|()| true),
+                None => Ok(false),
+            }
+        })
+    }
+
     /// Looks up the record of `key` by name: the audit checks a record
     /// that a listing missed before it takes it for gone.
     fn find<'a>(&'a self, _key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {

@@ -20,7 +20,7 @@ pub enum RemoteStatus {
 }
 
 impl RemoteStatus {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             RemoteStatus::Enabled => "enabled",
             RemoteStatus::Disabled => "disabled",
@@ -28,7 +28,7 @@ impl RemoteStatus {
         }
     }
 
-    fn parse(s: &str) -> RemoteStatus {
+    pub(super) fn parse(s: &str) -> RemoteStatus {
         match s {
             "disabled" => RemoteStatus::Disabled,
             "archived" => RemoteStatus::Archived,

@@ -24,6 +24,7 @@ macro_rules! columns {
 }
 
 mod items;
+mod listing;
 mod lock;
 mod outbox;
 mod schema;
@@ -31,6 +32,7 @@ mod settled;
 mod summary;
 
 pub use items::{CachedItem, RemoteStatus};
+pub use listing::Listing;
 pub use lock::{lock_path, StateLock};
 pub use outbox::{OutboxRow, Queued, RowError, Setback, StepKind};
 pub use settled::CacheRow;

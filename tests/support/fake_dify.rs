@@ -382,6 +382,10 @@ pub struct World {
     /// applied: lets a test change the world mid-pass at an exact point.
     pub on_arrival: Option<ArrivalHook>,
     next_id: u64,
+    /// (page, document id): someone deletes that document just before
+    /// that page of a listing is served. Dify pages by offset, so every
+    /// later document moves up one place and the listing skips one.
+    pub delete_before_page: Option<(usize, String)>,
     /// Document ids newest first, for listing pages, and the (document
     /// count, next id) they were made at: ids are never reused, so those
     /// two change whenever the set of documents does.
@@ -409,6 +413,7 @@ impl World {
             latency: None,
             on_arrival: None,
             next_id: 1,
+            delete_before_page: None,
             listing: None,
             changed: tokio::sync::watch::Sender::new(0),
         }
@@ -1057,6 +1062,13 @@ fn list_documents(w: &mut World, query: &str) -> Response<Full<Bytes>> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20)
         .clamp(1, 100);
+    if w.delete_before_page
+        .as_ref()
+        .is_some_and(|(p, _)| *p == page)
+    {
+        let (_, id) = w.delete_before_page.take().expect("checked");
+        w.docs.remove(&id);
+    }
     // Newest first, as Dify orders by position descending. Ids are made
     // in position order, so the map's reverse order is that order. The
     // order is kept between pages: a bench lists 100,000 documents page by

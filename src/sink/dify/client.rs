@@ -179,15 +179,29 @@ impl DifyClient {
     pub async fn list_documents(&self) -> Result<Vec<RemoteDoc>, SinkError> {
         let mut all: Vec<RemoteDoc> = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        self.each_documents_page(|docs| {
+            all.extend(docs.into_iter().filter(|d| seen.insert(d.id.clone())));
+            Ok(())
+        })
+        .await?;
+        Ok(all)
+    }
+
+    /// Every page of the dataset's documents, handed to `each` as it comes
+    /// (a document may come twice when creates shift the pages).
+    pub async fn each_documents_page(
+        &self,
+        mut each: impl FnMut(Vec<RemoteDoc>) -> Result<(), SinkError>,
+    ) -> Result<(), SinkError> {
         for page in 1.. {
             let (docs, more) = self.list_documents_page(page).await?;
             let empty = docs.is_empty();
-            all.extend(docs.into_iter().filter(|d| seen.insert(d.id.clone())));
+            each(docs)?;
             if !more || empty {
                 break;
             }
         }
-        Ok(all)
+        Ok(())
     }
 
     fn file_form(

@@ -113,6 +113,19 @@ impl Sink for DifySink {
         .boxed_local()
     }
 
+    fn list_pages<'a>(
+        &'a self,
+        each: &'a mut (dyn FnMut(Vec<Listed>) -> Result<(), SinkError> + 'a),
+    ) -> LocalBoxFuture<'a, Result<bool, SinkError>> {
+        async move {
+            self.client
+                .each_documents_page(|docs| each(docs.into_iter().map(listed).collect()))
+                .await?;
+            Ok(true)
+        }
+        .boxed_local()
+    }
+
     fn find<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {
         async move {
             let doc = self

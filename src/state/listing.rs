@@ -1,0 +1,205 @@
+//! An upstream listing held in a temporary table of the state file's
+//! connection while the audit compares it with the items. A dataset of a
+//! million documents then costs the audit disk pages (SQLite's temporary
+//! file, gone when the table is dropped), not a million records in memory.
+//! The table lives in SQLite's `temp` schema, which is writable even when
+//! the state file is open read-only (`kbsync check`).
+
+use std::collections::HashSet;
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{RemoteStatus, State, StateError};
+use crate::sink::Listed;
+
+/// The listing of one audit; dropped with it.
+pub struct Listing<'s> {
+    state: &'s State,
+}
+
+impl State {
+    /// An empty listing (one at a time: a new one replaces the last).
+    pub fn new_listing(&self) -> Result<Listing<'_>, StateError> {
+        self.read(|c| {
+            c.execute_batch(
+                "DROP TABLE IF EXISTS temp.listed;
+                 CREATE TEMP TABLE listed (
+                     id TEXT PRIMARY KEY,
+                     name TEXT NOT NULL,
+                     standing TEXT,
+                     state TEXT,
+                     claimed INTEGER NOT NULL DEFAULT 0
+                 );
+                 CREATE INDEX temp.listed_name ON listed (name);",
+            )
+        })?;
+        Ok(Listing { state: self })
+    }
+}
+
+fn listed(r: &Row) -> rusqlite::Result<Listed> {
+    Ok(Listed {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        standing: r
+            .get::<_, Option<String>>(2)?
+            .map(|s| RemoteStatus::parse(&s)),
+        state: r.get(3)?,
+    })
+}
+
+const COLUMNS: &str = "id, name, standing, state";
+
+impl Listing<'_> {
+    /// Adds one page. A record listed twice (pages shift while documents
+    /// are created) is kept once, as first listed.
+    pub fn add(&self, page: &[Listed]) -> Result<(), StateError> {
+        self.state.write(|tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO temp.listed (id, name, standing, state) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for l in page {
+                insert.execute(params![l.id, l.name, l.standing.map(|s| s.as_str()), l.state])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records listed.
+    pub fn count(&self) -> Result<usize, StateError> {
+        self.state.read(|c| {
+            c.query_row("SELECT count(*) FROM temp.listed", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as usize)
+        })
+    }
+
+    pub fn by_id(&self, id: &str) -> Result<Option<Listed>, StateError> {
+        self.state.read(|c| {
+            c.prepare_cached(&format!("SELECT {COLUMNS} FROM temp.listed WHERE id = ?1"))?
+                .query_row([id], listed)
+                .optional()
+        })
+    }
+
+    /// The records under `name`, in the order they were listed.
+    pub fn by_name(&self, name: &str) -> Result<Vec<Listed>, StateError> {
+        self.state.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM temp.listed WHERE name = ?1 ORDER BY rowid"
+            ))?
+            .query_map([name], listed)?
+            .collect()
+        })
+    }
+
+    /// Names under which more than one record is listed: the only ones
+    /// that can hold a duplicate of a record listed under its own name.
+    pub fn shared_names(&self) -> Result<HashSet<String>, StateError> {
+        self.state.read(|c| {
+            c.prepare("SELECT name FROM temp.listed GROUP BY name HAVING count(*) > 1")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+    }
+
+    /// Marks as owned every listed record that `job`'s items name.
+    pub fn claim_tracked(&self, job: &str) -> Result<(), StateError> {
+        self.state.write(|tx| {
+            tx.execute(
+                "UPDATE temp.listed SET claimed = 1
+                 WHERE id IN (SELECT doc_id FROM main.items WHERE job = ?1 AND doc_id IS NOT NULL)",
+                [job],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Marks record `id` as owned; false when it already was (or is not
+    /// listed).
+    pub fn claim(&self, id: &str) -> Result<bool, StateError> {
+        self.state.write(|tx| {
+            tx.execute(
+                "UPDATE temp.listed SET claimed = 1 WHERE id = ?1 AND claimed = 0",
+                [id],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    pub fn claimed(&self, id: &str) -> Result<bool, StateError> {
+        self.state.read(|c| {
+            c.prepare_cached("SELECT claimed FROM temp.listed WHERE id = ?1")?
+                .query_row([id], |r| r.get::<_, bool>(0))
+                .optional()
+                .map(|c| c.unwrap_or(false))
+        })
+    }
+}
+
+impl Drop for Listing<'_> {
+    fn drop(&mut self) {
+        // Gives the temporary file's pages back; a failure here leaves a
+        // table the next listing replaces.
+        let _ = self
+            .state
+            .read(|c| c.execute_batch("DROP TABLE IF EXISTS temp.listed"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, name: &str) -> Listed {
+        Listed {
+            id: id.into(),
+            name: name.into(),
+            standing: Some(RemoteStatus::Disabled),
+            state: Some("completed".into()),
+        }
+    }
+
+    #[test]
+    fn a_listing_keeps_each_record_once_and_finds_it_by_id_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(&dir.path().join("s.db")).unwrap();
+        let listing = state.new_listing().unwrap();
+        listing.add(&[rec("a", "x.md"), rec("b", "y.md")]).unwrap();
+        // Shifted pages list "b" again, under a later name: the first stays.
+        listing.add(&[rec("b", "z.md"), rec("c", "x.md")]).unwrap();
+        assert_eq!(listing.count().unwrap(), 3);
+        assert_eq!(listing.by_id("b").unwrap(), Some(rec("b", "y.md")));
+        assert_eq!(listing.by_id("nope").unwrap(), None);
+        let ids: Vec<String> = listing
+            .by_name("x.md")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(
+            listing.shared_names().unwrap(),
+            HashSet::from(["x.md".to_owned()])
+        );
+        assert!(listing.claim("c").unwrap());
+        assert!(!listing.claim("c").unwrap(), "claimed once");
+        assert!(listing.claimed("c").unwrap());
+        assert!(!listing.claimed("a").unwrap());
+        drop(listing);
+        // A new listing starts empty.
+        assert_eq!(state.new_listing().unwrap().count().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_read_only_state_file_can_hold_a_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        drop(State::open(&path).unwrap());
+        let state = State::open_read_only(&path).unwrap();
+        let listing = state.new_listing().unwrap();
+        listing.add(&[rec("a", "x.md")]).unwrap();
+        assert_eq!(listing.count().unwrap(), 1);
+    }
+}
