@@ -24,7 +24,6 @@ use serde::Serialize;
 
 use crate::config::{DeletePolicy, Duplicates, JobConfig};
 use crate::sink::{ErrorClass, Listed, Sink, SinkError};
-use crate::source::Scope;
 use crate::state::{Listing, RemoteStatus, State, StateError};
 
 /// Up to this many records missing from a listing are looked up one by
@@ -102,6 +101,7 @@ pub async fn audit(
     if !list_into(sink, &listing).await? {
         return Ok(None);
     }
+    listing.loaded()?;
     listing.claim_tracked(&job.name)?;
     let shared = listing.shared_names()?;
     let mut report = AuditReport {
@@ -116,16 +116,14 @@ pub async fn audit(
     // that can hold a duplicate), and present items without a record.
     let mut names: Vec<(String, String)> = Vec::new();
     let mut unbound: Vec<String> = Vec::new();
-    state.each_cached(&job.name, &Scope::All, false, |row| {
-        let item = row.item()?;
-        let Some(id) = item.doc_id.clone() else {
+    listing.each_tracked(&job.name, |item, listed| {
+        let Some(id) = item.doc_id else {
             if item.present {
                 unbound.push(item.key);
             }
             return Ok(());
         };
         let name = sink.record_name(&item.key);
-        let listed = listing.by_id(&id)?;
         // Listed under its own name, it has company there only if the name
         // is shared; otherwise (renamed, or not listed) look.
         let others = match &listed {

@@ -12,6 +12,14 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::{RemoteStatus, State, StateError};
 use crate::sink::Listed;
 
+/// What the audit compares of one tracked item.
+pub struct Tracked {
+    pub key: String,
+    pub present: bool,
+    pub doc_id: Option<String>,
+    pub status: RemoteStatus,
+}
+
 /// The listing of one audit; dropped with it.
 pub struct Listing<'s> {
     state: &'s State,
@@ -24,13 +32,12 @@ impl State {
             c.execute_batch(
                 "DROP TABLE IF EXISTS temp.listed;
                  CREATE TEMP TABLE listed (
-                     id TEXT PRIMARY KEY,
+                     id TEXT NOT NULL,
                      name TEXT NOT NULL,
                      standing TEXT,
                      state TEXT,
                      claimed INTEGER NOT NULL DEFAULT 0
-                 );
-                 CREATE INDEX temp.listed_name ON listed (name);",
+                 );",
             )
         })?;
         Ok(Listing { state: self })
@@ -51,18 +58,70 @@ fn listed(r: &Row) -> rusqlite::Result<Listed> {
 const COLUMNS: &str = "id, name, standing, state";
 
 impl Listing<'_> {
-    /// Adds one page. A record listed twice (pages shift while documents
-    /// are created) is kept once, as first listed.
+    /// Adds one page, as it came.
     pub fn add(&self, page: &[Listed]) -> Result<(), StateError> {
         self.state.write(|tx| {
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO temp.listed (id, name, standing, state) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO temp.listed (id, name, standing, state) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for l in page {
-                insert.execute(params![l.id, l.name, l.standing.map(|s| s.as_str()), l.state])?;
+                insert.execute(params![
+                    l.id,
+                    l.name,
+                    l.standing.map(|s| s.as_str()),
+                    l.state
+                ])?;
             }
             Ok(())
         })
+    }
+
+    /// Indexes the listing once every page is in (an index built from a
+    /// sort costs far less than one kept up to date through a million
+    /// inserts), and keeps a record listed twice (pages shift while
+    /// documents are created) once, as first listed.
+    pub fn loaded(&self) -> Result<(), StateError> {
+        self.state.write(|tx| {
+            tx.execute_batch(
+                "CREATE INDEX temp.listed_id ON listed (id);
+                 DELETE FROM temp.listed WHERE EXISTS (
+                     SELECT 1 FROM temp.listed AS first
+                     WHERE first.id = listed.id AND first.rowid < listed.rowid);
+                 CREATE INDEX temp.listed_name ON listed (name);",
+            )
+        })
+    }
+
+    /// Every item of `job`, in key order, with the listed record its
+    /// document id names (one join, not a lookup per item).
+    pub fn each_tracked(
+        &self,
+        job: &str,
+        mut f: impl FnMut(Tracked, Option<Listed>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let mut stmt = self.state.read(|c| {
+            c.prepare(
+                "SELECT l.id, l.name, l.standing, l.state, i.key, i.present, i.doc_id, i.status
+                 FROM main.items i LEFT JOIN temp.listed l ON l.id = i.doc_id
+                 WHERE i.job = ?1 ORDER BY i.key",
+            )
+        })?;
+        let err = |e| self.state.err(e);
+        let mut rows = stmt.query([job]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let item = Tracked {
+                key: r.get(4).map_err(err)?,
+                present: r.get::<_, i64>(5).map_err(err)? != 0,
+                doc_id: r.get(6).map_err(err)?,
+                status: RemoteStatus::parse(&r.get::<_, String>(7).map_err(err)?),
+            };
+            let record = match r.get::<_, Option<String>>(0).map_err(err)? {
+                Some(_) => Some(listed(r).map_err(err)?),
+                None => None,
+            };
+            f(item, record)?;
+        }
+        Ok(())
     }
 
     /// Records listed.
@@ -72,14 +131,6 @@ impl Listing<'_> {
                 r.get::<_, i64>(0)
             })
             .map(|n| n as usize)
-        })
-    }
-
-    pub fn by_id(&self, id: &str) -> Result<Option<Listed>, StateError> {
-        self.state.read(|c| {
-            c.prepare_cached(&format!("SELECT {COLUMNS} FROM temp.listed WHERE id = ?1"))?
-                .query_row([id], listed)
-                .optional()
         })
     }
 
@@ -162,16 +213,17 @@ mod tests {
     }
 
     #[test]
-    fn a_listing_keeps_each_record_once_and_finds_it_by_id_and_name() {
+    fn a_listing_keeps_each_record_once_and_finds_it_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let state = State::open(&dir.path().join("s.db")).unwrap();
         let listing = state.new_listing().unwrap();
         listing.add(&[rec("a", "x.md"), rec("b", "y.md")]).unwrap();
         // Shifted pages list "b" again, under a later name: the first stays.
         listing.add(&[rec("b", "z.md"), rec("c", "x.md")]).unwrap();
+        listing.loaded().unwrap();
         assert_eq!(listing.count().unwrap(), 3);
-        assert_eq!(listing.by_id("b").unwrap(), Some(rec("b", "y.md")));
-        assert_eq!(listing.by_id("nope").unwrap(), None);
+        assert_eq!(listing.by_name("y.md").unwrap(), [rec("b", "y.md")]);
+        assert_eq!(listing.by_name("z.md").unwrap(), []);
         let ids: Vec<String> = listing
             .by_name("x.md")
             .unwrap()
@@ -200,6 +252,7 @@ mod tests {
         let state = State::open_read_only(&path).unwrap();
         let listing = state.new_listing().unwrap();
         listing.add(&[rec("a", "x.md")]).unwrap();
+        listing.loaded().unwrap();
         assert_eq!(listing.count().unwrap(), 1);
     }
 }

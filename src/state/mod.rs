@@ -32,7 +32,7 @@ mod settled;
 mod summary;
 
 pub use items::{CachedItem, RemoteStatus};
-pub use listing::Listing;
+pub use listing::{Listing, Tracked};
 pub use lock::{lock_path, StateLock};
 pub use outbox::{OutboxRow, Queued, RowError, Setback, StepKind};
 pub use settled::CacheRow;
