@@ -858,14 +858,22 @@ fn describe(scope: &Scope) -> String {
         Scope::All => "all".into(),
         Scope::Paths(p) if p.len() == 1 => p.iter().next().cloned().unwrap_or_default(),
         Scope::Paths(p) => format!("{} paths", p.len()),
-        Scope::Range { from, until } => {
-            format!(
+        Scope::Range {
+            from,
+            until,
+            within,
+        } => {
+            let range = format!(
                 "{from:?}..{}",
                 until
                     .as_deref()
                     .map(|u| format!("{u:?}"))
                     .unwrap_or_default()
-            )
+            );
+            match within {
+                Some(paths) => format!("{range} of {} path(s)", paths.len()),
+                None => range,
+            }
         }
     }
 }

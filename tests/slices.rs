@@ -6,7 +6,9 @@
 
 mod support;
 
+use kbsync::reconcile::{RunOptions, Runner};
 use kbsync::sink::dify::document_name;
+use kbsync::source::Scope;
 use kbsync::state::State;
 use support::fake_dify::{FakeDify, Fault};
 use support::{set_mtime, with_fake, Workspace};
@@ -28,6 +30,22 @@ fn key(i: usize) -> String {
 
 fn enabled(fake: &FakeDify) -> usize {
     fake.world().docs.values().filter(|d| d.enabled).count()
+}
+
+/// A first sync of 12 files in slices whose first upload is refused for
+/// good: its step is parked. Returns its key.
+async fn sync_with_one_parked(fake: &FakeDify, ws: &Workspace) -> String {
+    write_files(ws, 12);
+    fake.world().inject(
+        None,
+        "create-by-file",
+        Fault::status(400, "invalid_param", "the file is refused"),
+        1,
+    );
+    let r = ws.sync_in_slices(SLICE).await;
+    let failures = &r.outcome.as_ref().unwrap().failures;
+    assert_eq!(failures.len(), 1, "{r:?}");
+    failures[0].key.clone()
 }
 
 fn outbox_rows(ws: &Workspace) -> usize {
@@ -105,18 +123,7 @@ async fn the_guard_judges_the_whole_pass_not_each_slice() {
 #[tokio::test]
 async fn a_slice_keeps_the_outbox_rows_of_the_others() {
     let (fake, ws) = with_fake("disable", "").await;
-    write_files(&ws, 12);
-    // The first upload is refused for good: its step is parked.
-    fake.world().inject(
-        None,
-        "create-by-file",
-        Fault::status(400, "invalid_param", "the file is refused"),
-        1,
-    );
-    let r = ws.sync_in_slices(SLICE).await;
-    let failures = &r.outcome.as_ref().unwrap().failures;
-    assert_eq!(failures.len(), 1, "{r:?}");
-    let parked = failures[0].key.clone();
+    let parked = sync_with_one_parked(&fake, &ws).await;
     assert_eq!(fake.world().docs.len(), 11);
     assert_eq!(outbox_rows(&ws), 1);
 
@@ -161,4 +168,44 @@ async fn a_dry_run_in_slices_shows_the_whole_plan() {
             .collect::<Vec<_>>()
     };
     assert_eq!(keys(&sliced), keys(&whole));
+}
+
+/// What the watcher reports can be one folder holding a whole new tree: a
+/// scoped pass goes in slices too, each slice a key range of its paths, and
+/// leaves what lies outside them (here a parked step) alone.
+#[tokio::test]
+async fn a_scoped_pass_over_a_large_new_folder_goes_in_slices() {
+    let (fake, ws) = with_fake("disable", "section = { path_segment = 0 }\n").await;
+    sync_with_one_parked(&fake, &ws).await;
+    // Its content step, parked, and its metadata step, waiting on it.
+    assert_eq!(outbox_rows(&ws), 2);
+
+    // Keys of the new folder sort after every other: a slice's range alone
+    // would reach from "" over d0..d3, where the parked step lies.
+    for i in 0..10 {
+        let k = format!("new/g{i:02}.md");
+        ws.write(&k, &format!("new {i}"));
+        set_mtime(&ws.path(&k), 1_700_000_100 + i as i64);
+    }
+    let opts = RunOptions {
+        slice: SLICE,
+        ..RunOptions::default()
+    };
+    let mut runner = Runner::open(ws.config(), opts).unwrap();
+    let mark = fake.requests();
+    let r = runner
+        .run_job("docs", &Scope::of(["new"]).unwrap())
+        .await
+        .unwrap();
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().created, 10);
+    {
+        let w = fake.world();
+        // One metadata batch per slice of 3: 3 + 3 + 3 + 1.
+        assert_eq!(w.count_since(mark, "documents/metadata"), 4);
+        assert_eq!(w.docs.len(), 21);
+        assert_eq!(w.docs.values().filter(|d| d.enabled).count(), 21);
+    }
+    drop(runner);
+    assert_eq!(outbox_rows(&ws), 2, "the steps outside the scope stay");
 }

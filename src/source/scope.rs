@@ -10,12 +10,14 @@ pub enum Scope {
     All,
     /// Never empty, and no entry lies below another one.
     Paths(BTreeSet<String>),
-    /// The keys in `[from, until)` (no end when `None`): one slice of a
-    /// full pass, which reads, plans and pushes a large tree a slice at a
+    /// The keys in `[from, until)` (no end when `None`), and only those
+    /// under `within` when set: one slice of a pass, which reads, plans
+    /// and pushes a large tree (or a large scoped subtree) a slice at a
     /// time. Made by the pass, never by a watcher.
     Range {
         from: String,
         until: Option<String>,
+        within: Option<BTreeSet<String>>,
     },
 }
 
@@ -56,34 +58,59 @@ impl Scope {
         match self {
             Scope::All => true,
             Scope::Paths(set) => covered_by(set, key),
-            Scope::Range { from, until } => {
-                key >= from.as_str() && until.as_deref().is_none_or(|u| key < u)
+            Scope::Range {
+                from,
+                until,
+                within,
+            } => {
+                key >= from.as_str()
+                    && until.as_deref().is_none_or(|u| key < u)
+                    && within.as_ref().is_none_or(|set| covered_by(set, key))
             }
+        }
+    }
+
+    /// The slice `[from, until)` of this scope.
+    pub fn slice(&self, from: String, until: Option<String>) -> Scope {
+        Scope::Range {
+            from,
+            until,
+            within: match self {
+                Scope::Paths(set) => Some(set.clone()),
+                Scope::Range { within, .. } => within.clone(),
+                Scope::All => None,
+            },
         }
     }
 
     /// True when a walk must descend into the folder `dir`: it is inside the
     /// scope, or a scoped path lies below it.
     pub fn enters(&self, dir: &str) -> bool {
-        match self {
-            Scope::All | Scope::Range { .. } => true,
-            Scope::Paths(set) => {
-                if dir.is_empty() || covered_by(set, dir) {
-                    return true;
-                }
-                let below = format!("{dir}/");
-                set.range(below.clone()..)
-                    .next()
-                    .is_some_and(|p| p.starts_with(&below))
-            }
+        let set = match self {
+            Scope::All | Scope::Range { within: None, .. } => return true,
+            Scope::Paths(set)
+            | Scope::Range {
+                within: Some(set), ..
+            } => set,
+        };
+        if dir.is_empty() || covered_by(set, dir) {
+            return true;
         }
+        let below = format!("{dir}/");
+        set.range(below.clone()..)
+            .next()
+            .is_some_and(|p| p.starts_with(&below))
     }
 
-    /// The scoped paths; empty for `All` and `Range`.
+    /// The scoped paths (of a slice, those it lies within); empty for
+    /// `All` and a slice of it.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         let set = match self {
-            Scope::All | Scope::Range { .. } => None,
-            Scope::Paths(set) => Some(set),
+            Scope::All | Scope::Range { within: None, .. } => None,
+            Scope::Paths(set)
+            | Scope::Range {
+                within: Some(set), ..
+            } => Some(set),
         };
         set.into_iter().flatten().map(String::as_str)
     }
@@ -163,5 +190,22 @@ mod tests {
             assert!(!s.enters(dir), "{dir}");
         }
         assert!(Scope::of(["docs"]).unwrap().enters("docs/deep/er"));
+    }
+
+    #[test]
+    fn a_slice_of_scoped_paths_covers_their_keys_within_its_range_only() {
+        let s = Scope::of(["b", "d/e.md"]).unwrap();
+        let slice = s.slice("b/m".into(), Some("d/z".into()));
+        for key in ["b/m", "b/n/x.md", "d/e.md"] {
+            assert!(slice.covers(key), "{key}");
+        }
+        // Below the range, past it, or in range but outside the paths.
+        for key in ["b/a.md", "b/l.md", "c/x.md", "d/f.md", "e.md"] {
+            assert!(!slice.covers(key), "{key}");
+        }
+        assert_eq!(paths(&slice), ["b", "d/e.md"]);
+        let whole = Scope::All.slice("m".into(), None);
+        assert!(whole.covers("x/y.md") && !whole.covers("a.md"));
+        assert_eq!(paths(&whole), Vec::<&str>::new());
     }
 }

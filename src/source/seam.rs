@@ -66,15 +66,19 @@ pub trait Source: Send + Sync {
 /// million files reads, plans and pushes a few thousand at a time and
 /// never holds a million read items, plans or outbox rows at once.
 pub enum Survey {
-    /// Scanned in one go (a web job, a scoped pass): the one slice.
-    Whole(Option<(Scope, Scanned)>),
+    /// Scanned in one go (a web job): the one slice.
+    Whole(Option<Box<(Scope, Scanned)>>),
     Folder(Box<FolderSlices>),
 }
 
-/// A full pass over a folder: the walk without the settled files, and the
-/// cached rows still to plan, cut into slices of keys in order.
+/// A pass over a folder (all of it, or the paths the watcher reported):
+/// the walk without the settled files, and the cached rows still to plan,
+/// cut into slices of keys in order. A scoped pass is sliced too: one new
+/// subtree may hold a million files.
 pub struct FolderSlices {
     cfg: FolderConfig,
+    /// The pass's scope; each slice is a key range of it.
+    scope: Scope,
     files: std::vec::IntoIter<folder::Stat>,
     /// Skipped and protected entries, and when the walk began.
     rest: folder::Walked,
@@ -95,18 +99,20 @@ impl Survey {
     pub fn gone(&self) -> HashMap<String, CachedItem> {
         match self {
             Survey::Whole(None) => HashMap::new(),
-            Survey::Whole(Some((_, s))) => s
-                .cached
-                .values()
-                .filter(|c| {
-                    s.scan
-                        .items
-                        .binary_search_by(|o| o.key.as_str().cmp(&c.key))
-                        .is_err()
-                        && !s.scan.is_protected(&c.key)
-                })
-                .map(|c| (c.key.clone(), c.clone()))
-                .collect(),
+            Survey::Whole(Some(whole)) => {
+                let s = &whole.1;
+                s.cached
+                    .values()
+                    .filter(|c| {
+                        s.scan
+                            .items
+                            .binary_search_by(|o| o.key.as_str().cmp(&c.key))
+                            .is_err()
+                            && !s.scan.is_protected(&c.key)
+                    })
+                    .map(|c| (c.key.clone(), c.clone()))
+                    .collect()
+            }
             Survey::Folder(f) => {
                 let files = f.files.as_slice();
                 f.cached
@@ -130,7 +136,7 @@ impl Survey {
     /// and what was found in it; `None` when every slice was handed out.
     pub async fn next(&mut self, size: usize) -> Option<(Scope, Scanned)> {
         let f = match self {
-            Survey::Whole(whole) => return whole.take(),
+            Survey::Whole(whole) => return whole.take().map(|w| *w),
             Survey::Folder(f) => f,
         };
         let from = f.from.take()?;
@@ -161,7 +167,7 @@ impl Survey {
                 root: f.cfg.root.clone(),
             }),
         };
-        Some((Scope::Range { from, until }, scanned))
+        Some((f.scope.slice(from, until), scanned))
     }
 }
 
@@ -255,6 +261,7 @@ impl Source for FolderSource {
             let files = std::mem::take(&mut rest.files).into_iter();
             let slices = FolderSlices {
                 cfg: self.cfg.clone(),
+                scope: input.scope.clone(),
                 files,
                 rest,
                 cached: t.cached.into_iter().collect(),
@@ -264,14 +271,7 @@ impl Source for FolderSource {
                 unchanged: t.unchanged,
                 rehashed,
             };
-            if input.scope.is_all() {
-                return Ok(Survey::Folder(Box::new(slices)));
-            }
-            // A scoped pass (what the watcher reported) is read whole: its
-            // slice is its scope, not a key range.
-            let mut slices = Survey::Folder(Box::new(slices));
-            let (_, scanned) = slices.next(usize::MAX).await.expect("one slice");
-            Ok(Survey::Whole(Some((input.scope.clone(), scanned))))
+            Ok(Survey::Folder(Box::new(slices)))
         }
         .boxed()
     }
@@ -309,7 +309,10 @@ impl Source for WebSource {
                 cached,
                 content: Box::new(Downloaded(fetched.bodies)),
             };
-            Ok(Survey::Whole(Some((input.scope.clone(), scanned))))
+            Ok(Survey::Whole(Some(Box::new((
+                input.scope.clone(),
+                scanned,
+            )))))
         }
         .boxed()
     }

@@ -201,13 +201,34 @@ fn rows_in(
         for r in stmt.query_map([job], outbox_row)? {
             add(r?);
         }
-    } else if let Scope::Range { from, until } = scope {
+    } else if let Scope::Range {
+        from,
+        until,
+        within: None,
+    } = scope
+    {
         let mut stmt = conn.prepare_cached(&format!(
             "{} AND key >= ?2 AND (?3 IS NULL OR key < ?3)",
             select_rows()
         ))?;
         for r in stmt.query_map(params![job, from, until], outbox_row)? {
             add(r?);
+        }
+    } else if let Scope::Range {
+        from,
+        until,
+        within: Some(_),
+    } = scope
+    {
+        // A slice of scoped paths: each path's subtree, within the range.
+        let mut stmt = conn.prepare_cached(&format!(
+            "{} AND {IN_SUBTREE} AND key >= ?3 AND (?4 IS NULL OR key < ?4)",
+            select_rows()
+        ))?;
+        for p in scope.paths() {
+            for r in stmt.query_map(params![job, p, from, until], outbox_row)? {
+                add(r?);
+            }
         }
     } else {
         let mut stmt = conn.prepare_cached(&format!("{} AND {IN_SUBTREE}", select_rows()))?;

@@ -128,13 +128,36 @@ impl State {
             let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
             return visit(&mut stmt, &[&job]);
         }
-        if let Scope::Range { from, until } = scope {
-            let sql = format!(
-                "{} AND key >= ?2 AND (?3 IS NULL OR key < ?3) ORDER BY key",
-                select_items()
-            );
-            let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
-            return visit(&mut stmt, &[&job, from, until]);
+        match scope {
+            Scope::Range {
+                from,
+                until,
+                within: None,
+            } => {
+                let sql = format!(
+                    "{} AND key >= ?2 AND (?3 IS NULL OR key < ?3) ORDER BY key",
+                    select_items()
+                );
+                let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
+                return visit(&mut stmt, &[&job, from, until]);
+            }
+            Scope::Range {
+                from,
+                until,
+                within: Some(_),
+            } => {
+                // A slice of scoped paths: each path's subtree, within the range.
+                let sql = format!(
+                    "{} AND {IN_SUBTREE} AND key >= ?3 AND (?4 IS NULL OR key < ?4) ORDER BY key",
+                    select_items()
+                );
+                let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
+                for path in scope.paths() {
+                    visit(&mut stmt, &[&job, &path, from, until])?;
+                }
+                return Ok(());
+            }
+            _ => {}
         }
         let sql = format!("{} AND {IN_SUBTREE}", select_items());
         let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
