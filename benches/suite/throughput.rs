@@ -106,13 +106,10 @@ pub async fn rows(files: usize, small: usize) -> Vec<Row> {
         let run = first_sync(n, concurrency).await;
         let ratio = run.took.as_secs_f64() / run.ideal.as_secs_f64();
         let rate = n as f64 / run.took.as_secs_f64();
-        let idle_share = run.idle.as_secs_f64() / run.took.as_secs_f64();
         rows.push(Row {
             metric: format!(
-                "first sync of {n} files, 100 ms per upload and 20 ms per other call ({} others), upload_concurrency = {concurrency}: {rate:.1} files/s; upload slots idle while uploads waited: {} ({:.1}% of the pass)",
+                "first sync of {n} files, 100 ms per upload and 20 ms per other call ({} others), upload_concurrency = {concurrency}: {rate:.1} files/s",
                 run.others,
-                ms(run.idle),
-                idle_share * 100.0
             ),
             kbsync: ms(run.took),
             baseline: format!("{} (uploads / concurrency + others in a row)", ms(run.ideal)),
@@ -120,6 +117,23 @@ pub async fn rows(files: usize, small: usize) -> Vec<Row> {
             target: if concurrency == 8 { "≤ 1.15×".into() } else { "—".into() },
             pass: (concurrency == 8).then_some(ratio <= 1.15),
         });
+        if concurrency == 8 {
+            // Slots stay empty for a moment after each answer (the result
+            // is recorded and the next file read before the next upload
+            // starts) and at each slice boundary; a metadata or status
+            // phase between uploads would add its whole length.
+            let idle_share = run.idle.as_secs_f64() / run.took.as_secs_f64();
+            rows.push(Row {
+                metric: format!(
+                    "  upload slots idle while uploads waited, in wall time (slot time / {concurrency})"
+                ),
+                kbsync: ms(run.idle),
+                baseline: format!("{} (the pass)", ms(run.took)),
+                ratio: Some(idle_share),
+                target: "—".into(),
+                pass: None,
+            });
+        }
     }
     rows
 }
