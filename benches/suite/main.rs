@@ -9,7 +9,7 @@
 //!   --only noop,million,index,upstream,audit,rate,latency,throughput,service   parts to run (all)
 //!   --files N          no-op and first-index tree (100000)
 //!   --million N        the large no-op tree (1000000)
-//!   --runs N           timed runs per side, median reported (5)
+//!   --runs N           timed runs per side, median reported (11)
 //!   --meta-changes N   metadata-only changes (10000)
 //!   --deletions N      deletions under `disable` (1000)
 //!   --audit-docs N     documents the upstream audit lists (100000)
@@ -69,7 +69,7 @@ fn main() {
 
 async fn suite() {
     let mut rows: Vec<Row> = Vec::new();
-    let runs = arg("--runs", 5) as usize;
+    let runs = arg("--runs", 11) as usize;
     if selected("noop") || selected("index") {
         let files = arg("--files", 100_000) as usize;
         rows.extend(scan::tree_rows(files, runs, selected("index"), selected("noop")).await);
