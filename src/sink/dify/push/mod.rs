@@ -1,8 +1,9 @@
 //! The Dify pusher: carries out a plan in phases that respect Dify's
 //! rules — restore status before updating content (Dify only updates
-//! available documents), upload with bounded concurrency, then batched
-//! metadata, batched status changes, deletions. State is written after each
-//! confirmed step, so an interrupted pass resumes where it was.
+//! available documents), upload with bounded concurrency with the batched
+//! metadata sent beside it (`metadata.rs`), then batched status changes,
+//! deletions. State is written after each confirmed step, so an
+//! interrupted pass resumes where it was.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
