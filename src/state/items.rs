@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, ToSql};
 
 use super::{now_secs, State, StateError};
 use crate::metadata::{FieldType, Metadata};
@@ -80,8 +80,40 @@ pub(super) fn select_items() -> String {
 // One index range, [p, p + '0'), then the exact test: an OR of two ranges
 // made SQLite scan every row of the job per path (1,000 scoped paths in a
 // 30,000-row job took seconds).
-pub(super) const IN_SUBTREE: &str =
-    "(key >= ?2 AND key < ?2 || '0' AND (key = ?2 OR key >= ?2 || '/'))";
+const IN_SUBTREE: &str = "(key >= ?2 AND key < ?2 || '0' AND (key = ?2 OR key >= ?2 || '/'))";
+
+/// The keys of `scope` as a condition to add after `job = ?1`, with the
+/// further parameters of each query to run: one for everything or a range
+/// of it, one per path otherwise (a slice of paths: each path's subtree
+/// within the range).
+pub(super) fn scope_filter(scope: &Scope) -> (String, Vec<Vec<&dyn ToSql>>) {
+    match scope {
+        Scope::All => (String::new(), vec![Vec::new()]),
+        Scope::Range {
+            from,
+            until,
+            within: None,
+        } => (
+            " AND key >= ?2 AND (?3 IS NULL OR key < ?3)".into(),
+            vec![vec![from as &dyn ToSql, until]],
+        ),
+        Scope::Range {
+            from,
+            until,
+            within: Some(paths),
+        } => (
+            format!(" AND {IN_SUBTREE} AND key >= ?3 AND (?4 IS NULL OR key < ?4)"),
+            paths
+                .iter()
+                .map(|p| vec![p as &dyn ToSql, from, until])
+                .collect(),
+        ),
+        Scope::Paths(paths) => (
+            format!(" AND {IN_SUBTREE}"),
+            paths.iter().map(|p| vec![p as &dyn ToSql]).collect(),
+        ),
+    }
+}
 
 /// Run-log rows kept per job.
 const KEPT_RUNS: i64 = 1000;

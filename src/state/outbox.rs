@@ -17,7 +17,7 @@ use std::time::Duration;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, OptionalExtension};
 
-use super::items::IN_SUBTREE;
+use super::items::scope_filter;
 use super::{now_secs, State, StateError};
 use crate::source::Scope;
 
@@ -193,49 +193,14 @@ fn rows_in(
     scope: &Scope,
 ) -> rusqlite::Result<HashMap<StepId, OutboxRow>> {
     let mut rows = HashMap::new();
-    let mut add = |r: OutboxRow| {
-        rows.insert((r.key.clone(), r.kind), r);
-    };
-    if scope.is_all() {
-        let mut stmt = conn.prepare_cached(&select_rows())?;
-        for r in stmt.query_map([job], outbox_row)? {
-            add(r?);
-        }
-    } else if let Scope::Range {
-        from,
-        until,
-        within: None,
-    } = scope
-    {
-        let mut stmt = conn.prepare_cached(&format!(
-            "{} AND key >= ?2 AND (?3 IS NULL OR key < ?3)",
-            select_rows()
-        ))?;
-        for r in stmt.query_map(params![job, from, until], outbox_row)? {
-            add(r?);
-        }
-    } else if let Scope::Range {
-        from,
-        until,
-        within: Some(_),
-    } = scope
-    {
-        // A slice of scoped paths: each path's subtree, within the range.
-        let mut stmt = conn.prepare_cached(&format!(
-            "{} AND {IN_SUBTREE} AND key >= ?3 AND (?4 IS NULL OR key < ?4)",
-            select_rows()
-        ))?;
-        for p in scope.paths() {
-            for r in stmt.query_map(params![job, p, from, until], outbox_row)? {
-                add(r?);
-            }
-        }
-    } else {
-        let mut stmt = conn.prepare_cached(&format!("{} AND {IN_SUBTREE}", select_rows()))?;
-        for p in scope.paths() {
-            for r in stmt.query_map(params![job, p], outbox_row)? {
-                add(r?);
-            }
+    let (filter, queries) = scope_filter(scope);
+    let mut stmt = conn.prepare_cached(&format!("{}{filter}", select_rows()))?;
+    for extra in queries {
+        let mut params: Vec<&dyn ToSql> = vec![&job];
+        params.extend(extra);
+        for r in stmt.query_map(&*params, outbox_row)? {
+            let r = r?;
+            rows.insert((r.key.clone(), r.kind), r);
         }
     }
     Ok(rows)

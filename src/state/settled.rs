@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::items::{cached_item, col, select_items, IN_SUBTREE};
+use super::items::{cached_item, col, scope_filter, select_items};
 use super::{CachedItem, State, StateError};
 use crate::source::folder::Stat;
 use crate::source::Scope;
@@ -123,46 +123,13 @@ impl State {
             }
             Ok::<(), StateError>(())
         };
-        if scope.is_all() {
-            let sql = format!("{} ORDER BY key", select_items());
-            let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
-            return visit(&mut stmt, &[&job]);
-        }
-        match scope {
-            Scope::Range {
-                from,
-                until,
-                within: None,
-            } => {
-                let sql = format!(
-                    "{} AND key >= ?2 AND (?3 IS NULL OR key < ?3) ORDER BY key",
-                    select_items()
-                );
-                let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
-                return visit(&mut stmt, &[&job, from, until]);
-            }
-            Scope::Range {
-                from,
-                until,
-                within: Some(_),
-            } => {
-                // A slice of scoped paths: each path's subtree, within the range.
-                let sql = format!(
-                    "{} AND {IN_SUBTREE} AND key >= ?3 AND (?4 IS NULL OR key < ?4) ORDER BY key",
-                    select_items()
-                );
-                let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
-                for path in scope.paths() {
-                    visit(&mut stmt, &[&job, &path, from, until])?;
-                }
-                return Ok(());
-            }
-            _ => {}
-        }
-        let sql = format!("{} AND {IN_SUBTREE}", select_items());
+        let (filter, queries) = scope_filter(scope);
+        let sql = format!("{}{filter} ORDER BY key", select_items());
         let mut stmt = self.read(|c| c.prepare_cached(&sql))?;
-        for path in scope.paths() {
-            visit(&mut stmt, &[&job, &path])?;
+        for extra in queries {
+            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&job];
+            params.extend(extra);
+            visit(&mut stmt, &params)?;
         }
         Ok(())
     }
