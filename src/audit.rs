@@ -221,10 +221,10 @@ pub async fn audit(
     let mut extra: Vec<String> = Vec::new();
     for (key, name) in &names {
         for l in listing.by_name(name)? {
-            if listing.claimed(&l.id)? || already_retired(job.delete_policy, l.standing) {
+            // Claimed here unless another item owns it already.
+            if already_retired(job.delete_policy, l.standing) || !listing.claim(&l.id)? {
                 continue;
             }
-            listing.claim(&l.id)?;
             let retire =
                 job.duplicates == Duplicates::Retire && job.delete_policy != DeletePolicy::Keep;
             report.findings.push(Finding {
