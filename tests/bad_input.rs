@@ -182,11 +182,19 @@ async fn files_that_vanish_or_change_between_scan_and_upload() {
         fake.world().doc_by_name("c.md").unwrap().content,
         b"c.md v2"
     );
+    // b.md's create was never sent: nothing upstream to look for.
+    let mark = fake.requests();
     let r = ws.sync().await;
     assert!(r.converged(), "{:?}", r.outcome);
     let w = fake.world();
     assert_eq!(w.docs.len(), 2);
     assert!(w.doc_by_name("b.md").is_none());
+    assert_eq!(
+        w.log.len() - mark,
+        0,
+        "a create that was never sent needs no lookup: {:?}",
+        &w.log[mark..]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -322,6 +322,19 @@ impl State {
         })
     }
 
+    /// Takes back the mark of a step that was marked started with its
+    /// phase but never sent (its file could not be read, or shutdown came
+    /// first): nothing upstream can hold it, so nothing needs looking up.
+    pub fn step_not_sent(&self, job: &str, key: &str, kind: StepKind) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute(
+                "UPDATE outbox SET started_at = NULL WHERE job = ?1 AND key = ?2 AND kind = ?3",
+                params![job, key, kind],
+            )
+            .map(drop)
+        })
+    }
+
     /// Drops a step that needs no more work (done, or moot).
     pub fn step_done(&self, job: &str, key: &str, kind: StepKind) -> Result<(), StateError> {
         self.read(|c| {

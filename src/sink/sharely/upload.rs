@@ -37,7 +37,10 @@ enum Uploaded<'p> {
         created: bool,
     },
     Failed(Failure),
-    NotStarted,
+    NotSent {
+        key: &'p str,
+        failure: Option<Failure>,
+    },
 }
 
 pub async fn push(
@@ -151,7 +154,20 @@ pub async fn push(
                 blocked.insert(f.key.clone());
                 record_failure(ctx.state, &mut out, job, &f.key, f.op, f.error)?;
             }
-            Uploaded::NotStarted => out.interrupted = true,
+            Uploaded::NotSent { key, failure } => {
+                // Marked started with the others, never sent: the next
+                // pass need not look for it.
+                if !ctx.suspects.contains(key) {
+                    ctx.state.step_not_sent(job, key, StepKind::Content)?;
+                }
+                match failure {
+                    Some(f) => {
+                        blocked.insert(f.key.clone());
+                        record_failure(ctx.state, &mut out, job, &f.key, f.op, f.error)?;
+                    }
+                    None => out.interrupted = true,
+                }
+            }
         }
     }
     if out.fatal.is_some() || stop.load(Ordering::SeqCst) {
@@ -270,7 +286,7 @@ struct Uploader<'a, 'c> {
 impl Uploader<'_, '_> {
     async fn upload_one<'p>(&self, key: &'p str, old: Option<&str>) -> Uploaded<'p> {
         if self.ctx.stop.load(Ordering::SeqCst) {
-            return Uploaded::NotStarted;
+            return Uploaded::NotSent { key, failure: None };
         }
         let op = if old.is_some() { "update" } else { "create" };
         let failed = |error: SinkError| {
@@ -280,12 +296,20 @@ impl Uploader<'_, '_> {
                 error,
             })
         };
+        let not_sent = |error: SinkError| Uploaded::NotSent {
+            key,
+            failure: Some(Failure {
+                key: key.to_owned(),
+                op,
+                error,
+            }),
+        };
         let bytes = match self.ctx.content.read(key).await {
             Ok(b) => b,
-            Err(e) => return failed(e),
+            Err(e) => return not_sent(e),
         };
         if bytes.len() as u64 > self.ctx.job.max_file_size() {
-            return failed(SinkError::local(
+            return not_sent(SinkError::local(
                 ErrorClass::Permanent,
                 "too_large",
                 format!("{} bytes is over max_file_size", bytes.len()),

@@ -65,8 +65,12 @@ enum Uploaded {
         name: String,
         failure: Failure,
     },
-    /// Shutdown came first.
-    NotStarted,
+    /// Nothing was sent for `key`: shutdown came first (no failure), or
+    /// its file could not be read or was too large.
+    NotSent {
+        key: String,
+        failure: Option<Failure>,
+    },
 }
 
 impl<'a> Pusher<'a> {
@@ -413,7 +417,19 @@ impl<'a> Pusher<'a> {
                     }
                     meta.uploaded(&key, &doc.id);
                 }
-                Uploaded::NotStarted => {}
+                Uploaded::NotSent { key, failure } => {
+                    // Marked started with the phase; a create never sent
+                    // must not send the next pass looking for it.
+                    if !self.suspects.contains(&key) {
+                        self.state
+                            .step_not_sent(&self.job.name, &key, StepKind::Content)?;
+                    }
+                    if let Some(Failure { key, op, error }) = failure {
+                        meta.dropped(&key);
+                        blocked.insert(key.clone());
+                        self.fail(out, &key, op, error)?;
+                    }
+                }
                 Uploaded::AdoptedOnly {
                     doc_id,
                     name,
@@ -455,7 +471,10 @@ impl<'a> Pusher<'a> {
         existing: Option<&HashMap<String, RemoteDoc>>,
     ) -> Uploaded {
         if self.stop.load(Ordering::SeqCst) {
-            return Uploaded::NotStarted;
+            return Uploaded::NotSent {
+                key: u.key.to_owned(),
+                failure: None,
+            };
         }
         let op = if u.doc_id.is_some() {
             "update"
@@ -469,12 +488,20 @@ impl<'a> Pusher<'a> {
                 error,
             })
         };
+        let not_sent = |error: SinkError| Uploaded::NotSent {
+            key: u.key.to_owned(),
+            failure: Some(Failure {
+                key: u.key.to_owned(),
+                op,
+                error,
+            }),
+        };
         let bytes = match self.content.read(u.key).await {
             Ok(b) => b,
-            Err(e) => return failed(e),
+            Err(e) => return not_sent(e),
         };
         if bytes.len() as u64 > self.job.max_file_size() {
-            return failed(SinkError::local(
+            return not_sent(SinkError::local(
                 ErrorClass::Permanent,
                 "too_large",
                 format!("{} bytes is over max_file_size", bytes.len()),
