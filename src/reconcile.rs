@@ -417,6 +417,15 @@ impl Runner {
             })
             .await?;
         let settles = source.settles();
+        // Before the guard counts what is gone: a path respelled is the
+        // same item, never a retirement beside a create.
+        let respelled = survey.pair_respellings();
+        if !opts.dry_run {
+            for (old, new) in &respelled {
+                tracing::info!(from = %old, to = %new, "the same path respelled (Unicode normalization): its document follows");
+                self.state.rename_item(&job.name, old, new)?;
+            }
+        }
         let mut scan_elapsed = started.elapsed();
 
         // A pass over part of the tree spends no allowance: the full pass

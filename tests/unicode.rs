@@ -50,3 +50,41 @@ async fn two_names_equal_once_normalized_are_a_reported_collision() {
     assert!(r.converged(), "{r:?}");
     assert_eq!(fake.world().docs.len(), 3);
 }
+
+/// A copy from macOS renamed to its composed spelling (or back): the same
+/// document name, so the same document, whatever the delete policy.
+#[tokio::test]
+async fn a_rename_between_spellings_keeps_its_one_document() {
+    for policy in ["delete", "disable", "archive"] {
+        let (fake, ws) = with_fake(policy, "").await;
+        // As Dify does: a create under an enabled document's name reuses it.
+        fake.world().reuse_same_name = true;
+        ws.write(DECOMPOSED, "menu");
+        for other in ["a.md", "b.md", "c.md"] {
+            ws.write(other, other);
+        }
+        assert!(ws.sync().await.converged());
+        let id = fake.world().doc_by_name(COMPOSED).unwrap().id.clone();
+        std::fs::rename(ws.path(DECOMPOSED), ws.path(COMPOSED)).unwrap();
+        ws.write(COMPOSED, "menu, new prices");
+        let r = ws.sync().await;
+        assert!(r.converged(), "{policy}: {r:?}");
+        let w = fake.world();
+        let docs: Vec<_> = w
+            .docs
+            .values()
+            .filter(|d| d.name.starts_with("caf"))
+            .collect();
+        assert_eq!(docs.len(), 1, "{policy}: {docs:?}");
+        let doc = docs[0];
+        assert_eq!(doc.id, id, "{policy}: the same document, updated");
+        assert!(doc.enabled && !doc.archived, "{policy}: {doc:?}");
+        assert_eq!(doc.content, b"menu, new prices", "{policy}");
+        drop(w);
+        let again = ws.sync().await;
+        assert!(
+            again.converged() && again.plan.ops.is_empty(),
+            "{policy}: {again:?}"
+        );
+    }
+}

@@ -247,7 +247,6 @@ impl Walked {
     /// be one document upstream: the first by key is mirrored, the other
     /// reported and protected, never uploaded as a second copy.
     fn drop_unicode_twins(&mut self) {
-        use unicode_normalization::UnicodeNormalization;
         let mut first: HashMap<String, usize> = HashMap::new();
         let mut twins: Vec<(usize, String)> = Vec::new();
         for (i, f) in self.files.iter().enumerate() {
@@ -255,7 +254,7 @@ impl Walked {
             if f.key.is_ascii() {
                 continue;
             }
-            let nfc: String = f.key.nfc().collect();
+            let nfc = super::composed(&f.key);
             let ascii_twin = nfc.is_ascii()
                 && self
                     .files

@@ -84,6 +84,13 @@ impl ScanResult {
     }
 }
 
+/// `key` in composed Unicode (NFC): how its document is named upstream,
+/// so two keys equal in this form are one item.
+pub fn composed(key: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    key.nfc().collect()
+}
+
 /// `key` is one of `protected`, or below one of its folder prefixes.
 pub fn is_protected(protected: &[String], key: &str) -> bool {
     protected

@@ -127,6 +127,51 @@ impl Survey {
         }
     }
 
+    /// Pairs each cached item the scan no longer finds with a new key
+    /// that is the same path spelled otherwise (composed or decomposed
+    /// Unicode, as a copy from macOS gives): one document name upstream,
+    /// so one item. The cached row moves to the new key, which the pass
+    /// then plans as a change of that item rather than a create beside a
+    /// retirement of the same document. Returns the (old, new) pairs for
+    /// the state file.
+    pub fn pair_respellings(&mut self) -> Vec<(String, String)> {
+        let Survey::Folder(f) = self else {
+            return Vec::new();
+        };
+        // Only non-ASCII keys can be respelled: few, even in a large tree.
+        let new: HashMap<String, &str> = f
+            .files
+            .as_slice()
+            .iter()
+            .filter(|s| !s.key.is_ascii() && !f.cached.contains_key(&*s.key))
+            .map(|s| (super::composed(&s.key), &*s.key))
+            .collect();
+        if new.is_empty() {
+            return Vec::new();
+        }
+        let files = f.files.as_slice();
+        let pairs: Vec<(String, String)> = f
+            .cached
+            .values()
+            .filter(|c| !c.key.is_ascii() && c.present)
+            .filter(|c| files.binary_search_by(|s| (*s.key).cmp(&c.key)).is_err())
+            .filter(|c| !super::is_protected(f.rest.protected(), &c.key))
+            .filter_map(|c| {
+                Some((
+                    c.key.clone(),
+                    new.get(&super::composed(&c.key))?.to_string(),
+                ))
+            })
+            .collect();
+        for (old, new) in &pairs {
+            if let Some(mut row) = f.cached.remove(old) {
+                row.key.clone_from(new);
+                f.cached.insert(new.clone(), row);
+            }
+        }
+        pairs
+    }
+
     /// Reading every file was due and every slice was read whole.
     pub fn rehashed(&self) -> bool {
         matches!(self, Survey::Folder(f) if f.rehashed)

@@ -374,6 +374,23 @@ impl State {
 
     /// Drops an item from the cache (deleted upstream, or never pushed and
     /// gone locally).
+    /// Moves `from`'s row (document, what was pushed, steps in flight) to
+    /// `to`: the same item under another spelling of its path. `to` has
+    /// no row of its own (it is new to the pass).
+    pub fn rename_item(&self, job: &str, from: &str, to: &str) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE items SET key = ?3, settled = 0 WHERE job = ?1 AND key = ?2",
+                params![job, from, to],
+            )?;
+            tx.execute(
+                "UPDATE outbox SET key = ?3 WHERE job = ?1 AND key = ?2",
+                params![job, from, to],
+            )?;
+            Ok(())
+        })
+    }
+
     pub fn forget(&self, job: &str, key: &str) -> Result<(), StateError> {
         self.write(|tx| {
             tx.execute(
