@@ -69,18 +69,19 @@ async fn a_rename_between_spellings_keeps_its_one_document() {
         ws.write(COMPOSED, "menu, new prices");
         let r = ws.sync().await;
         assert!(r.converged(), "{policy}: {r:?}");
-        let w = fake.world();
-        let docs: Vec<_> = w
-            .docs
-            .values()
-            .filter(|d| d.name.starts_with("caf"))
-            .collect();
-        assert_eq!(docs.len(), 1, "{policy}: {docs:?}");
-        let doc = docs[0];
-        assert_eq!(doc.id, id, "{policy}: the same document, updated");
-        assert!(doc.enabled && !doc.archived, "{policy}: {doc:?}");
-        assert_eq!(doc.content, b"menu, new prices", "{policy}");
-        drop(w);
+        {
+            let w = fake.world();
+            let docs: Vec<_> = w
+                .docs
+                .values()
+                .filter(|d| d.name.starts_with("caf"))
+                .collect();
+            assert_eq!(docs.len(), 1, "{policy}: {docs:?}");
+            let doc = docs[0];
+            assert_eq!(doc.id, id, "{policy}: the same document, updated");
+            assert!(doc.enabled && !doc.archived, "{policy}: {doc:?}");
+            assert_eq!(doc.content, b"menu, new prices", "{policy}");
+        }
         let again = ws.sync().await;
         assert!(
             again.converged() && again.plan.ops.is_empty(),
