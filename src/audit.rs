@@ -245,6 +245,12 @@ pub async fn audit(
             }
         }
     }
+    if write {
+        // The pass adopts what is left as it meets files new to the state
+        // file, and the sink need not list again before its first create.
+        listing.keep_unclaimed()?;
+        state.mark_listed(&job.name)?;
+    }
     drop(listing);
     for f in &report.findings {
         tracing::warn!(key = %f.key, drift = f.drift.as_str(), "audit: {}", f.detail);
@@ -324,12 +330,18 @@ fn apply(state: &State, job: &str, r: Repairs) -> Result<(), StateError> {
         state.set_status(job, key, *status)?;
     }
     for (key, l) in &r.adopt {
-        state.record_doc_id(job, key, &l.id, &l.name)?;
-        // Its content is not known to be the file's: uploaded again.
-        state.forget_pushed_content(job, key)?;
-        if let Some(s) = l.standing {
-            state.set_status(job, key, s)?;
-        }
+        adopt(state, job, key, l)?;
+    }
+    Ok(())
+}
+
+/// Makes record `l` the one of `key`, as it stands upstream.
+pub fn adopt(state: &State, job: &str, key: &str, l: &Listed) -> Result<(), StateError> {
+    state.record_doc_id(job, key, &l.id, &l.name)?;
+    // Its content is not known to be the file's: uploaded again.
+    state.forget_pushed_content(job, key)?;
+    if let Some(s) = l.standing {
+        state.set_status(job, key, s)?;
     }
     Ok(())
 }

@@ -464,7 +464,7 @@ impl Runner {
         let mut complete = true;
         loop {
             let read_from = Instant::now();
-            let Some((slice_scope, scanned)) = survey.next(size).await else {
+            let Some((slice_scope, mut scanned)) = survey.next(size).await else {
                 break;
             };
             totals.add(&scanned);
@@ -473,6 +473,9 @@ impl Runner {
             report.unchanged += scanned.scan.unchanged;
             if !opts.dry_run {
                 record(&mut self.state, &job.name, &scanned)?;
+                if let (Some(_), Some(sink)) = (&report.audit, self.sinks.get(&job.name)) {
+                    adopt_listed(&self.state, &job.name, &**sink, &mut scanned)?;
+                }
             }
             scan_elapsed += read_from.elapsed();
 
@@ -557,6 +560,7 @@ impl Runner {
             }
         }
         report.outcome = outcome;
+        self.state.drop_unclaimed()?;
         if complete && survey.rehashed() {
             self.state.mark_rehashed(&job.name)?;
         }
@@ -632,6 +636,34 @@ fn record(state: &mut State, job: &str, scanned: &Scanned) -> Result<(), StateEr
         .map(|c| c.key.as_str())
         .collect();
     state.save_scan(job, &changed, &absent)
+}
+
+/// Files new to the state file whose names the audit found upstream,
+/// unclaimed (a state file restored from a backup, documents made before
+/// a lost one): each adopts its record, as it stands, instead of being
+/// created a second time.
+fn adopt_listed(
+    state: &State,
+    job: &str,
+    sink: &dyn Sink,
+    scanned: &mut Scanned,
+) -> Result<(), StateError> {
+    let mut adopted = Vec::new();
+    for o in &scanned.scan.items {
+        if scanned.cached.contains_key(&o.key) {
+            continue;
+        }
+        if let Some(l) = state.take_unclaimed(&sink.record_name(&o.key))? {
+            tracing::info!(key = %o.key, record = %l.id, "new to the state file, already upstream: adopted");
+            audit::adopt(state, job, &o.key, &l)?;
+            adopted.push(o.key.as_str());
+        }
+    }
+    if !adopted.is_empty() {
+        let rows = state.load_keys(job, adopted)?;
+        scanned.cached.extend(rows);
+    }
+    Ok(())
 }
 
 /// The plan, and what the pass must report as skipped: what the scan could

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{params, Row};
+use rusqlite::{params, OptionalExtension, Row};
 
 use super::{RemoteStatus, State, StateError};
 use crate::sink::Listed;
@@ -177,6 +177,45 @@ impl Listing<'_> {
             )
             .map(|n| n > 0)
         })
+    }
+
+    /// Keeps the records no item claimed, by name, for the rest of the
+    /// pass (`State::take_unclaimed`): files new to the state file whose
+    /// names the upstream already lists (a state file restored from a
+    /// backup) adopt them instead of creating them again.
+    pub fn keep_unclaimed(&self) -> Result<(), StateError> {
+        self.state.write(|tx| {
+            tx.execute_batch(
+                "DROP TABLE IF EXISTS temp.unclaimed;
+                 CREATE TEMP TABLE unclaimed AS
+                     SELECT id, name, standing, state FROM temp.listed WHERE claimed = 0;
+                 CREATE INDEX temp.unclaimed_name ON unclaimed (name);",
+            )
+        })
+    }
+}
+
+impl State {
+    /// The first unclaimed record listed under `name` (see
+    /// `Listing::keep_unclaimed`), taken so no other key adopts it.
+    pub fn take_unclaimed(&self, name: &str) -> Result<Option<Listed>, StateError> {
+        self.write(|tx| {
+            let found = tx
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM temp.unclaimed WHERE name = ?1 ORDER BY rowid LIMIT 1"
+                ))?
+                .query_row([name], listed)
+                .optional()?;
+            if let Some(l) = &found {
+                tx.execute("DELETE FROM temp.unclaimed WHERE id = ?1", [&l.id])?;
+            }
+            Ok(found)
+        })
+    }
+
+    /// Ends what `keep_unclaimed` kept: the pass is over.
+    pub fn drop_unclaimed(&self) -> Result<(), StateError> {
+        self.read(|c| c.execute_batch("DROP TABLE IF EXISTS temp.unclaimed"))
     }
 }
 
