@@ -235,7 +235,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     report::print_summary(&mut stdout, &reports)?;
-    Ok(if reports.iter().all(|r| r.converged()) {
+    // A target or key the upstream refused: the config must change first.
+    Ok(if reports.iter().any(|r| r.config_error) {
+        ExitCode::from(EXIT_ERROR)
+    } else if reports.iter().all(|r| r.converged()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_NOT_CONVERGED)

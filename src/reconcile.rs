@@ -15,7 +15,7 @@ use crate::config::{Config, JobConfig};
 use crate::guard::{self, Refusal};
 use crate::outbox::{self, Held};
 use crate::plan::{self, Op, Plan, Rules};
-use crate::sink::{Outcome, PushContext, PushError, Sink};
+use crate::sink::{ErrorClass, Outcome, PushContext, PushError, Sink, SinkError};
 use crate::source::{Observed, ScanInput, Scanned, Scope, Skipped, Source};
 use crate::state::{lock_path, State, StateError, StateLock};
 
@@ -75,6 +75,10 @@ pub struct JobReport {
     pub audit: Option<AuditReport>,
     /// The audit could not run: the mirror is not known to be exact.
     pub audit_error: Option<String>,
+    /// `error` is the config's: the upstream refused the target or the
+    /// credential a setting names (`--reconcile` exits 2; the service does
+    /// not retry it until the config changes).
+    pub config_error: bool,
 }
 
 impl JobReport {
@@ -95,6 +99,7 @@ impl JobReport {
             refused: None,
             audit: None,
             audit_error: None,
+            config_error: false,
         }
     }
 
@@ -287,10 +292,16 @@ impl Runner {
     async fn audit(
         &mut self,
         job: &JobConfig,
-    ) -> Result<(Option<AuditReport>, Option<String>, u64), ReconcileError> {
+    ) -> Result<(Option<AuditReport>, Option<AuditFailure>, u64), ReconcileError> {
         let sink = match connect(&mut self.sinks, job) {
             Ok(s) => s,
-            Err(e) => return Ok((None, Some(e), 0)),
+            Err(e) => {
+                let failure = AuditFailure {
+                    refused: Some(Refused::unloaded(e.clone())),
+                    message: e,
+                };
+                return Ok((None, Some(failure), 0));
+            }
         };
         let before = sink.requests_sent();
         let result = audit::audit(sink, &self.state, job, !self.opts.dry_run).await;
@@ -310,12 +321,15 @@ impl Runner {
             }
             Err(audit::AuditError::State(e)) => Err(e.into()),
             Err(audit::AuditError::Sink(e)) => {
-                tracing::error!("the upstream audit failed: {e}");
-                Ok((
-                    None,
-                    Some(format!("the upstream audit failed: {e}")),
-                    requests,
-                ))
+                let refused = refused_by_target(job, &e);
+                if refused.is_none() {
+                    tracing::error!("the upstream audit failed: {e}");
+                }
+                let failure = AuditFailure {
+                    message: format!("the upstream audit failed: {e}"),
+                    refused,
+                };
+                Ok((None, Some(failure), requests))
             }
         }
     }
@@ -370,10 +384,6 @@ impl Runner {
         let opts = self.opts;
         let started = Instant::now();
         let started_at = crate::state::unix_now();
-        if !opts.dry_run && !self.bound.contains(&job.name) {
-            bind(&mut self.state, job)?;
-            self.bound.insert(job.name.clone());
-        }
         let bind = |key: &str| job.sink.bound(key);
         let rules = Rules {
             mappings: &job.metadata,
@@ -398,11 +408,24 @@ impl Runner {
             }
             return Ok(report);
         }
+        let mut bind_requests = 0;
+        if !opts.dry_run && !self.bound.contains(&job.name) {
+            let (bound, requests) = self.bind(job).await?;
+            if let Err(refused) = bound {
+                return self.stopped(job, scope, started, started_at, refused);
+            }
+            bind_requests = requests;
+            self.bound.insert(job.name.clone());
+        }
         let (audit_report, audit_error, audit_requests) = if scope.is_all() && self.audit_due(job) {
             self.audit(job).await?
         } else {
             (None, None, 0)
         };
+        if let Some(refused) = audit_error.as_ref().and_then(|e| e.refused.clone()) {
+            return self.stopped(job, scope, started, started_at, refused);
+        }
+        let audit_error = audit_error.map(|e| e.message);
         let source = self.sources.get(&job.name).expect("opened above");
         let mut survey = source
             .survey(ScanInput {
@@ -454,7 +477,7 @@ impl Runner {
         let mut report = JobReport {
             audit: audit_report,
             audit_error,
-            requests: audit_requests,
+            requests: bind_requests + audit_requests,
             refused,
             ..JobReport::new(&job.name)
         };
@@ -599,13 +622,117 @@ impl ScanTotals {
     }
 }
 
-/// Records which upstream the job now mirrors into; a different one than
-/// last time makes the state's upstream ids meaningless.
-fn bind(state: &mut State, job: &JobConfig) -> Result<(), StateError> {
-    if state.bind_target(&job.name, &job.sink.identity())? {
-        tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
+/// Why the upstream refused the job's target or credential, as the
+/// setting that names it: the job stops before reading anything.
+#[derive(Debug, Clone)]
+struct Refused {
+    message: String,
+    /// The config is wrong (not an upstream that could not be reached).
+    config: bool,
+}
+
+impl Refused {
+    fn config(message: String) -> Refused {
+        Refused {
+            message,
+            config: true,
+        }
     }
-    Ok(())
+
+    /// The credential could not be loaded (a variable not set yet, a
+    /// file not there yet): the job fails, and is tried again.
+    fn unloaded(message: String) -> Refused {
+        Refused {
+            message,
+            config: false,
+        }
+    }
+}
+
+/// Whether an upstream's answer says the config is wrong: the key was
+/// refused (401, 403 other than a rate limit), there is no such target
+/// (404), or the sink found nothing in the job can succeed (a refused
+/// signature). Transient answers are not: they say nothing of the config.
+fn refused_by_target(job: &JobConfig, e: &SinkError) -> Option<Refused> {
+    let refusal = e.class == ErrorClass::Fatal
+        || (e.class != ErrorClass::Transient && matches!(e.status, Some(401 | 403 | 404)));
+    refusal.then(|| {
+        Refused::config(format!(
+            "{}: the {} upstream refused it: {e}",
+            job.sink.places().of(e),
+            job.sink.kind()
+        ))
+    })
+}
+
+/// An audit that could not run: why, and whether that was the upstream
+/// refusing the target (the job then stops).
+struct AuditFailure {
+    message: String,
+    refused: Option<Refused>,
+}
+
+impl Runner {
+    /// Records which upstream the job now mirrors into. A target new to
+    /// the state file is asked first (`Sink::check_target`): a refused
+    /// one keeps the binding the job had, so a mistyped id costs no
+    /// re-upload once it is fixed. A different target than last time
+    /// makes the state's upstream ids meaningless.
+    /// Also returns the requests the check took.
+    async fn bind(
+        &mut self,
+        job: &JobConfig,
+    ) -> Result<(Result<(), Refused>, u64), ReconcileError> {
+        let identity = job.sink.identity();
+        let old = self.state.bound_target(&job.name)?;
+        if old.as_deref() == Some(identity.as_str()) {
+            return Ok((Ok(()), 0));
+        }
+        let sink = match connect(&mut self.sinks, job) {
+            Ok(s) => s,
+            Err(e) => return Ok((Err(Refused::unloaded(e)), 0)),
+        };
+        let before = sink.requests_sent();
+        let checked = sink.check_target().await;
+        let requests = sink.requests_sent() - before;
+        match checked.map_err(|e| (refused_by_target(job, &e), e)) {
+            Ok(()) => {}
+            Err((Some(refused), _)) => return Ok((Err(refused), requests)),
+            // Unreachable for now: a first binding loses nothing, and the
+            // pass meets the outage step by step; a changed one would drop
+            // every upstream id for a target not known to be right.
+            Err((None, e)) if old.is_some() => {
+                let refused = Refused::unloaded(format!(
+                    "cannot reach the new target to check it (the job stays bound to the one before): {e}"
+                ));
+                return Ok((Err(refused), requests));
+            }
+            Err((None, _)) => {}
+        }
+        if self.state.bind_target(&job.name, &identity)? {
+            tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
+        }
+        Ok((Ok(()), requests))
+    }
+
+    /// A pass that stops before reading anything: the target or its
+    /// credential was refused, or could not be checked.
+    fn stopped(
+        &self,
+        job: &JobConfig,
+        scope: &Scope,
+        started: Instant,
+        started_at: i64,
+        refused: Refused,
+    ) -> Result<JobReport, ReconcileError> {
+        tracing::error!("{}", refused.message);
+        let mut report = JobReport::new(&job.name);
+        report.config_error = refused.config;
+        report.error = Some(refused.message);
+        report.elapsed = started.elapsed();
+        log_run(&self.state, scope, started_at, &report)?;
+        Ok(report)
+    }
 }
 
 /// Saves what the scan learnt: facts of new and changed items, and which

@@ -78,7 +78,11 @@ async fn first_sync_adopts_existing_records_creates_the_rest_then_rests() {
     {
         let w = fake.world();
         assert_eq!(w.records.len(), 3);
-        assert_eq!(w.count("ListDatasetFileMetas"), 2, "two pages of one");
+        assert_eq!(
+            w.count("ListDatasetFileMetas"),
+            1 + 2,
+            "the new target checked, then two pages of one"
+        );
         assert_eq!(w.count("UpdateDatasetFileMetas"), 1);
         assert_eq!(w.count("CreateDatasetFileMetas"), 1);
         assert!(w.log.iter().all(|l| l.status == 200), "signatures accepted");

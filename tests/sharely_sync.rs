@@ -194,7 +194,7 @@ async fn a_stated_type_that_does_not_match_is_parked() {
         .collect();
     assert_eq!(failed, [("team/faq.md", Some(422))]);
     // No look at the items' types: the config states it.
-    assert_eq!(fake.world().count("GET", "knowledge"), 0);
+    assert_eq!(fake.world().count("GET", "knowledge/"), 0);
     // Parked: not sent again until something changes.
     let before = fake.world().count("PUT", B);
     let r = ws.sync().await;
@@ -206,8 +206,9 @@ async fn a_stated_type_that_does_not_match_is_parked() {
 #[tokio::test]
 async fn an_expired_token_is_replaced_mid_run() {
     let (fake, ws) = setup().await;
-    // One listing (the items' types), then a metadata call per item.
-    fake.world().token_lifetime_calls = 2;
+    // The new target checked, one listing (the items' types), then a
+    // metadata call per item: the token expires after the first of them.
+    fake.world().token_lifetime_calls = 3;
     let r = ws.sync().await;
     assert!(r.converged(), "{r:?}");
     let w = fake.world();

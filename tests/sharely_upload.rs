@@ -109,11 +109,12 @@ async fn items_already_titled_by_path_are_taken_over_without_duplicates() {
     assert_eq!(content_of(&fake, "guide.md"), ["the file"]);
     assert!(!fake.world().items.contains_key(&old));
     assert!(fake.world().duplicate_titles().is_empty());
-    // One listing, the first time the job creates; none after.
-    assert_eq!(fake.world().count("GET", "/knowledge"), 1);
+    // The new target checked (one item), then one listing the first time
+    // the job creates; none after.
+    assert_eq!(fake.world().count("GET", "/knowledge"), 2);
     ws.write("later.md", "later");
     assert!(ws.sync().await.converged());
-    assert_eq!(fake.world().count("GET", "/knowledge"), 1);
+    assert_eq!(fake.world().count("GET", "/knowledge"), 2);
 }
 
 #[tokio::test]

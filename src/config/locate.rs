@@ -34,6 +34,17 @@ impl Locator<'_> {
         }
     }
 
+    /// "file:line:column: `key`", for errors found after loading (an
+    /// upstream that refuses the target or key a setting names).
+    pub fn place(&self, span: std::ops::Range<usize>, key: &str) -> String {
+        match self.error(span, key, "") {
+            ConfigError::Invalid {
+                path, line, column, ..
+            } => format!("{}:{line}:{column}: `{key}`", path.display()),
+            _ => format!("`{key}`"),
+        }
+    }
+
     pub fn parse_error(&self, err: toml::de::Error) -> ConfigError {
         let span = err.span().unwrap_or(0..0);
         // toml does not report the key path, but the span points at the

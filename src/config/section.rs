@@ -71,6 +71,28 @@ pub fn key_source(
     Ok(sources.remove(0))
 }
 
+/// Where the one key setting of `f` is (see `key_source`), for errors an
+/// upstream's refusal of the key gives later.
+pub fn key_place(
+    loc: &Locator,
+    key: &dyn Fn(&str) -> String,
+    table_span: std::ops::Range<usize>,
+    f: &KeyFields,
+) -> String {
+    let n = f.name;
+    [
+        ("env", f.env),
+        ("file", f.file),
+        ("credential", f.credential),
+    ]
+    .into_iter()
+    .find_map(|(suffix, v)| {
+        v.as_ref()
+            .map(|v| loc.place(v.span(), &key(&format!("{n}_{suffix}"))))
+    })
+    .unwrap_or_else(|| loc.place(table_span, &key(n)))
+}
+
 /// An https URL, or plain http to loopback or when explicitly allowed. Its
 /// path ends in `/`: joining relative paths onto ".../v1" would drop "v1"
 /// otherwise.

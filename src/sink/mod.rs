@@ -103,6 +103,30 @@ pub struct Capabilities {
     pub create_records: bool,
 }
 
+/// Where the config names the target and its credential: an upstream's
+/// refusal of either is reported at that setting (file:line:column, key).
+#[derive(Debug, Clone, Default)]
+pub struct Places {
+    pub target: String,
+    pub credential: String,
+}
+
+impl Places {
+    /// The setting a refusal of the target speaks of: 401 and 403 (and a
+    /// signature or access key refused, which Alibaba Cloud answers 400)
+    /// the credential; anything else (404: no such target) the target.
+    pub fn of(&self, e: &SinkError) -> &str {
+        let key_refused = ["Signature", "AccessKey"]
+            .iter()
+            .any(|c| e.code.contains(c));
+        match e.status {
+            Some(401 | 403) => &self.credential,
+            _ if key_refused => &self.credential,
+            _ => &self.target,
+        }
+    }
+}
+
 /// A validated `[sync.X]` section: everything the pass needs to know about
 /// an upstream before talking to it. Built by `registry::validate`.
 pub trait SinkConfig: std::fmt::Debug + Send + Sync {
@@ -152,6 +176,9 @@ pub trait SinkConfig: std::fmt::Debug + Send + Sync {
         None
     }
 
+    /// Where the target and the credential are set.
+    fn places(&self) -> &Places;
+
     /// For code that knows which sink it configured (tests, benches).
     fn as_any(&self) -> &dyn std::any::Any;
 
@@ -184,6 +211,11 @@ pub trait Sink: Send + Sync {
     fn resting_until(&self) -> Option<std::time::Instant> {
         None
     }
+
+    /// One cheap call that proves the target exists and the credential
+    /// reaches it, before a job is bound to a new target: a refusal here
+    /// is a config error, and the binding the job had stays.
+    fn check_target(&self) -> LocalBoxFuture<'_, Result<(), SinkError>>;
 
     /// Everything the upstream holds for the job (the audit), or `None`
     /// when its API cannot list. A listing that fails part way is an error:

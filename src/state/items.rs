@@ -154,6 +154,16 @@ impl State {
     /// dataset, another server), the upstream ids in the cache mean nothing
     /// there: they are dropped so the next push recreates or adopts.
     /// Returns true when the target changed.
+    /// The target `job` is bound to, if any.
+    pub fn bound_target(&self, job: &str) -> Result<Option<String>, StateError> {
+        self.read(|c| {
+            c.query_row("SELECT target FROM jobs WHERE job = ?1", [job], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+    }
+
     pub fn bind_target(&mut self, job: &str, target: &str) -> Result<bool, StateError> {
         self.write(|tx| {
             let old: Option<String> = tx

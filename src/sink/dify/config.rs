@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use crate::config::locate::{bounded, Locator};
 use crate::config::section::{
-    calls, extensions, https_url, key_source, plain_id, Calls, KeyFields, RawCalls,
+    calls, extensions, https_url, key_place, key_source, plain_id, Calls, KeyFields, RawCalls,
 };
 use crate::config::ConfigError;
 use crate::secret::SecretSource;
@@ -62,6 +62,7 @@ pub struct DifyConfig {
     /// The `data` part of create-by-file: indexing technique, process rule…
     pub create_data: serde_json::Value,
     pub indexing_wait: Duration,
+    pub places: crate::sink::Places,
 }
 
 #[derive(Deserialize)]
@@ -99,19 +100,15 @@ pub fn validate(
     let raw = raw.into_inner();
     let key = |k: &str| format!("sync[{index}].dify.{k}");
 
-    let api_key = key_source(
-        loc,
-        base,
-        &key,
-        table_span.clone(),
-        KeyFields {
-            name: "api_key",
-            inline: &raw.api_key,
-            env: &raw.api_key_env,
-            file: &raw.api_key_file,
-            credential: &raw.api_key_credential,
-        },
-    )?;
+    let fields = KeyFields {
+        name: "api_key",
+        inline: &raw.api_key,
+        env: &raw.api_key_env,
+        file: &raw.api_key_file,
+        credential: &raw.api_key_credential,
+    };
+    let credential_place = key_place(loc, &key, table_span.clone(), &fields);
+    let api_key = key_source(loc, base, &key, table_span.clone(), fields)?;
     let base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
 
     let dataset_id = plain_id(
@@ -163,7 +160,12 @@ pub fn validate(
         None => Vec::new(),
         Some(list) => extensions(loc, &key("send_as_text"), list)?,
     };
+    let places = crate::sink::Places {
+        target: loc.place(raw.dataset_id.span(), &key("dataset_id")),
+        credential: credential_place,
+    };
     Ok(DifyConfig {
+        places,
         base_url,
         dataset_id,
         name_prefix,

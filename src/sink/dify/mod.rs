@@ -35,6 +35,10 @@ impl SinkConfig for DifyConfig {
         "dify"
     }
 
+    fn places(&self) -> &crate::sink::Places {
+        &self.places
+    }
+
     fn capabilities(&self) -> Capabilities {
         CAPABILITIES
     }
@@ -103,6 +107,12 @@ impl Sink for DifySink {
 
     fn resting_until(&self) -> Option<std::time::Instant> {
         self.client.resting_until()
+    }
+
+    fn check_target(&self) -> LocalBoxFuture<'_, Result<(), SinkError>> {
+        // The dataset's metadata fields: one small call that Dify answers
+        // 404 for an unknown dataset and 401 for a refused key.
+        async move { self.client.list_fields().await.map(drop) }.boxed_local()
     }
 
     fn list(&self) -> LocalBoxFuture<'_, Result<Option<Vec<Listed>>, SinkError>> {

@@ -161,6 +161,22 @@ impl PaiClient {
             .await
     }
 
+    /// One ListDatasetFileMetas of one record: proves the workspace,
+    /// dataset and AccessKey before a job is bound to them.
+    pub async fn check(&self) -> Result<(), SinkError> {
+        let query = vec![
+            (
+                "DatasetVersion".to_owned(),
+                self.cfg.dataset_version.clone(),
+            ),
+            ("WorkspaceId".to_owned(), self.cfg.workspace_id.clone()),
+            ("MaxResults".to_owned(), "1".to_owned()),
+        ];
+        self.call(Method::GET, "ListDatasetFileMetas", query, None)
+            .await
+            .map(drop)
+    }
+
     /// ListDatasetFileMetas, every page: (URI, record id).
     pub async fn list(&self) -> Result<Vec<(String, String)>, SinkError> {
         #[derive(Deserialize)]

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::locate::{bounded, Locator};
-use crate::config::section::{calls, https_url, key_source, plain_id, Calls, KeyFields, RawCalls};
+use crate::config::section::{
+    calls, https_url, key_place, key_source, plain_id, Calls, KeyFields, RawCalls,
+};
 use crate::config::ConfigError;
 use crate::secret::SecretSource;
 
@@ -27,6 +29,7 @@ pub struct PaiConfig {
     pub batch_size: usize,
     /// Timeout, retries, rate.
     pub calls: Calls,
+    pub places: crate::sink::Places,
 }
 
 #[derive(Deserialize)]
@@ -65,19 +68,15 @@ pub fn validate(
     let table_span = raw.span();
     let raw = raw.into_inner();
     let key = |k: &str| format!("sync[{index}].pai.{k}");
-    let access_key_id = key_source(
-        loc,
-        base,
-        &key,
-        table_span.clone(),
-        KeyFields {
-            name: "access_key_id",
-            inline: &raw.access_key_id,
-            env: &raw.access_key_id_env,
-            file: &raw.access_key_id_file,
-            credential: &raw.access_key_id_credential,
-        },
-    )?;
+    let fields = KeyFields {
+        name: "access_key_id",
+        inline: &raw.access_key_id,
+        env: &raw.access_key_id_env,
+        file: &raw.access_key_id_file,
+        credential: &raw.access_key_id_credential,
+    };
+    let credential_place = key_place(loc, &key, table_span.clone(), &fields);
+    let access_key_id = key_source(loc, base, &key, table_span.clone(), fields)?;
     let access_key_secret = key_source(
         loc,
         base,
@@ -166,7 +165,12 @@ pub fn validate(
         },
         60,
     )?;
+    let places = crate::sink::Places {
+        target: loc.place(raw.dataset_id.span(), &key("dataset_id")),
+        credential: credential_place,
+    };
     Ok(PaiConfig {
+        places,
         endpoint,
         workspace_id,
         dataset_id,

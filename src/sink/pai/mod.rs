@@ -35,6 +35,10 @@ impl SinkConfig for PaiConfig {
         "pai"
     }
 
+    fn places(&self) -> &crate::sink::Places {
+        &self.places
+    }
+
     fn capabilities(&self) -> Capabilities {
         CAPABILITIES
     }
@@ -84,6 +88,10 @@ impl Sink for PaiSink {
 
     fn resting_until(&self) -> Option<std::time::Instant> {
         self.client.resting_until()
+    }
+
+    fn check_target(&self) -> LocalBoxFuture<'_, Result<(), SinkError>> {
+        async move { self.client.check().await }.boxed_local()
     }
 
     fn list(&self) -> LocalBoxFuture<'_, Result<Option<Vec<Listed>>, SinkError>> {

@@ -196,6 +196,22 @@ impl SharelyClient {
         }
     }
 
+    /// One item of the listing: proves the workspace and the key before a
+    /// job is bound to them.
+    pub async fn check(&self) -> Result<(), SinkError> {
+        let mut url = self.item_url("");
+        url.query_pairs_mut()
+            .append_pair("limit", "1")
+            .append_pair("offset", "0");
+        self.transport
+            .retrying("list_knowledge", None, || async {
+                self.authorized("list_knowledge", Method::GET, url.clone(), |r| r)
+                    .await
+            })
+            .await
+            .map(drop)
+    }
+
     /// Every knowledge item of the workspace, page by page. A page shorter
     /// than asked for, or the `total` reached, ends the listing.
     pub async fn list(&self) -> Result<Vec<Knowledge>, SinkError> {

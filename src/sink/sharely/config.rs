@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use crate::config::locate::{bounded, Locator};
 use crate::config::section::{
-    calls, extensions, https_url, key_source, plain_id, Calls, KeyFields, RawCalls,
+    calls, extensions, https_url, key_place, key_source, plain_id, Calls, KeyFields, RawCalls,
 };
 use crate::config::ConfigError;
 use crate::secret::SecretSource;
@@ -37,6 +37,7 @@ pub struct SharelyConfig {
     pub concurrency: usize,
     /// Timeout, retries, rate.
     pub calls: Calls,
+    pub places: crate::sink::Places,
 }
 
 #[derive(Deserialize)]
@@ -96,19 +97,15 @@ pub fn validate(
     let table_span = raw.span();
     let raw = raw.into_inner();
     let key = |k: &str| format!("sync[{index}].sharely.{k}");
-    let api_key = key_source(
-        loc,
-        base,
-        &key,
-        table_span.clone(),
-        KeyFields {
-            name: "api_key",
-            inline: &raw.api_key,
-            env: &raw.api_key_env,
-            file: &raw.api_key_file,
-            credential: &raw.api_key_credential,
-        },
-    )?;
+    let fields = KeyFields {
+        name: "api_key",
+        inline: &raw.api_key,
+        env: &raw.api_key_env,
+        file: &raw.api_key_file,
+        credential: &raw.api_key_credential,
+    };
+    let credential_place = key_place(loc, &key, table_span.clone(), &fields);
+    let api_key = key_source(loc, base, &key, table_span.clone(), fields)?;
     let base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
     let id =
         |v: &Spanned<String>, name: &str| plain_id(loc, &key(name), v, "expected an id (a UUID)");
@@ -158,7 +155,12 @@ pub fn validate(
         None => DEFAULT_EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
         Some(list) => extensions(loc, &key("allowed_extensions"), list)?,
     };
+    let places = crate::sink::Places {
+        target: loc.place(raw.workspace_id.span(), &key("workspace_id")),
+        credential: credential_place,
+    };
     Ok(SharelyConfig {
+        places,
         base_url,
         workspace_id,
         organization_id,

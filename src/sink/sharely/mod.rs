@@ -45,6 +45,10 @@ impl SinkConfig for SharelyConfig {
         "sharely"
     }
 
+    fn places(&self) -> &crate::sink::Places {
+        &self.places
+    }
+
     fn capabilities(&self) -> Capabilities {
         if self.upload {
             UPLOADING
@@ -155,6 +159,10 @@ impl Sink for SharelySink {
 
     fn resting_until(&self) -> Option<std::time::Instant> {
         self.client.resting_until()
+    }
+
+    fn check_target(&self) -> LocalBoxFuture<'_, Result<(), SinkError>> {
+        async move { self.client.check().await }.boxed_local()
     }
 
     fn list(&self) -> LocalBoxFuture<'_, Result<Option<Vec<Listed>>, SinkError>> {
