@@ -75,6 +75,9 @@ pub struct JobReport {
     pub audit: Option<AuditReport>,
     /// The audit could not run: the mirror is not known to be exact.
     pub audit_error: Option<String>,
+    /// The source could not be looked at (`error` says why): nothing was
+    /// scanned, and nothing is known of how it compares.
+    pub unscanned: bool,
 }
 
 impl JobReport {
@@ -95,6 +98,7 @@ impl JobReport {
             refused: None,
             audit: None,
             audit_error: None,
+            unscanned: false,
         }
     }
 
@@ -321,6 +325,32 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// A pass whose source cannot be looked at (`why`: its root is missing
+    /// or looks unmounted) scans, records and retires nothing. A dry run
+    /// with the audit (`kbsync check`) still compares the upstream with
+    /// the state file, which needs no source.
+    async fn without_source(
+        &mut self,
+        job: &JobConfig,
+        scope: &Scope,
+        why: String,
+    ) -> Result<JobReport, ReconcileError> {
+        let mut report = JobReport::new(&job.name);
+        report.unscanned = true;
+        if self.opts.dry_run {
+            report.error = Some(format!("{why}: the source was not looked at"));
+            if scope.is_all() && self.audit_due(job) {
+                (report.audit, report.audit_error, report.requests) = self.audit(job).await?;
+            }
+        } else {
+            report.error = Some(format!("{why}: nothing was scanned, nothing retired"));
+        }
+        tracing::error!("{}", report.error.as_deref().unwrap_or_default());
+        Ok(report)
+    }
+}
+
 /// The job's connected sink, connecting on first use.
 fn connect<'s>(
     sinks: &'s mut HashMap<String, Box<dyn Sink>>,
@@ -389,9 +419,7 @@ impl Runner {
         };
         let scope = &source.scope(scope);
         if let Some(why) = source.unavailable() {
-            tracing::error!("{why}");
-            let mut report = JobReport::new(&job.name);
-            report.error = Some(why);
+            let mut report = self.without_source(job, scope, why).await?;
             report.elapsed = started.elapsed();
             if !opts.dry_run {
                 log_run(&self.state, scope, started_at, &report)?;
