@@ -129,6 +129,7 @@ pub struct RawCalls<'a> {
     pub max_retries: &'a Option<Spanned<i64>>,
     pub retry_min_delay_ms: &'a Option<Spanned<i64>>,
     pub retry_max_delay_secs: &'a Option<Spanned<i64>>,
+    pub max_retry_wait_secs: &'a Option<Spanned<i64>>,
     pub requests_per_minute: &'a Option<Spanned<i64>>,
 }
 
@@ -180,6 +181,13 @@ pub fn calls(
                 3600,
                 defaults.max_delay.as_secs() as i64,
             )? as u64),
+            max_wait: Duration::from_secs(int(
+                raw.max_retry_wait_secs,
+                "max_retry_wait_secs",
+                1,
+                86_400,
+                defaults.max_wait.as_secs() as i64,
+            )? as u64),
         },
         requests_per_minute: match raw.requests_per_minute {
             None => None,
@@ -193,6 +201,11 @@ pub struct RetryConfig {
     pub max_retries: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
+    /// What one call may wait in all between its attempts (`Retry-After`
+    /// included): past it the call fails transiently and the pass moves
+    /// on, so a long `Retry-After` cannot hold a pass for `max_retries`
+    /// times its length.
+    pub max_wait: Duration,
 }
 
 impl Default for RetryConfig {
@@ -201,6 +214,8 @@ impl Default for RetryConfig {
             max_retries: 6,
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(60),
+            // One `Retry-After` at its cap.
+            max_wait: crate::sink::http::MAX_RETRY_AFTER,
         }
     }
 }
