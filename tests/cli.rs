@@ -375,8 +375,8 @@ fn completions_and_the_manual_come_from_the_cli_definition() {
 }
 
 /// A job synced into a fake Dify (one file parked: the upstream refused
-/// it) whose root then went away, as an unmounted share does; and the
-/// root's path as kbsync prints it.
+/// it) whose root then went away, as an unmounted share does; and what
+/// kbsync says of the root.
 async fn synced_then_unmounted() -> (FakeDify, Workspace, String) {
     let (fake, ws) = support::with_fake("keep", "").await;
     ws.write("a.md", "a");
@@ -390,7 +390,8 @@ async fn synced_then_unmounted() -> (FakeDify, Workspace, String) {
     assert!(!ws.sync().await.converged(), "one file parked");
     let root = ws.dir.path().canonicalize().unwrap().join("docs");
     std::fs::remove_dir_all(&ws.root).unwrap();
-    (fake, ws, root.display().to_string())
+    let missing = format!("root {} is missing (unmounted?)", root.display());
+    (fake, ws, missing)
 }
 
 /// The binary on the workspace's config, off the fake's thread.
@@ -409,13 +410,10 @@ async fn on(ws: &Workspace, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test]
 async fn status_with_the_root_missing_says_so_and_shows_the_rest() {
-    let (_fake, ws, root) = synced_then_unmounted().await;
+    let (_fake, ws, missing) = synced_then_unmounted().await;
     let (code, out, err) = on(&ws, &["status"]).await;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains(&format!("root {root} is missing (unmounted?)")),
-        "{out}"
-    );
+    assert!(out.contains(&format!("source: {missing}")), "{out}");
     assert!(out.contains("items: 2 tracked, 1 in sync"), "{out}");
     assert!(
         out.contains("failed create a.md") || out.contains("failed create b.md"),
@@ -425,28 +423,22 @@ async fn status_with_the_root_missing_says_so_and_shows_the_rest() {
     let (code, out, err) = on(&ws, &["status", "--json"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        v[0]["source_problem"],
-        format!("root {root} is missing (unmounted?)")
-    );
+    assert_eq!(v[0]["source_problem"], missing);
     assert_eq!(v[0]["tracked"], 2);
 }
 
 #[tokio::test]
 async fn retry_with_the_root_missing_schedules_the_steps_and_says_so() {
-    let (_fake, ws, root) = synced_then_unmounted().await;
+    let (_fake, ws, missing) = synced_then_unmounted().await;
     let (code, out, err) = on(&ws, &["retry"]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("1 step(s) will be tried again"), "{out}");
-    assert!(
-        out.contains(&format!("docs: root {root} is missing (unmounted?)")),
-        "{out}"
-    );
+    assert!(out.contains(&format!("docs: {missing}")), "{out}");
 }
 
 #[tokio::test]
 async fn check_with_the_root_missing_compares_the_upstream_only_and_exits_1() {
-    let (fake, ws, root) = synced_then_unmounted().await;
+    let (fake, ws, missing) = synced_then_unmounted().await;
     // Drift made by hand: the audit still finds it from the state file.
     {
         let mut w = fake.world();
@@ -457,7 +449,7 @@ async fn check_with_the_root_missing_compares_the_upstream_only_and_exits_1() {
     let (code, out, err) = on(&ws, &["check"]).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(
-        out.contains(&format!("root {root} is missing (unmounted?)")),
+        out.contains(&format!("{missing}: the source was not looked at")),
         "{out}"
     );
     assert!(out.contains("source not looked at"), "{out}");

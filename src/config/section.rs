@@ -150,15 +150,17 @@ pub fn calls(
     let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
         bounded(loc, v, &key(name), lo, hi, default)
     };
+    let secs = |v: &Option<Spanned<i64>>, name: &str, hi: i64, default: Duration| {
+        int(v, name, 1, hi, default.as_secs() as i64).map(|s| Duration::from_secs(s as u64))
+    };
     let defaults = RetryConfig::default();
     Ok(Calls {
-        timeout: Duration::from_secs(int(
+        timeout: secs(
             raw.timeout_secs,
             "timeout_secs",
-            1,
             3600,
-            default_timeout_secs,
-        )? as u64),
+            Duration::from_secs(default_timeout_secs as u64),
+        )?,
         retry: RetryConfig {
             max_retries: int(
                 raw.max_retries,
@@ -174,20 +176,18 @@ pub fn calls(
                 600_000,
                 defaults.min_delay.as_millis() as i64,
             )? as u64),
-            max_delay: Duration::from_secs(int(
+            max_delay: secs(
                 raw.retry_max_delay_secs,
                 "retry_max_delay_secs",
-                1,
                 3600,
-                defaults.max_delay.as_secs() as i64,
-            )? as u64),
-            max_wait: Duration::from_secs(int(
+                defaults.max_delay,
+            )?,
+            max_wait: secs(
                 raw.max_retry_wait_secs,
                 "max_retry_wait_secs",
-                1,
                 86_400,
-                defaults.max_wait.as_secs() as i64,
-            )? as u64),
+                defaults.max_wait,
+            )?,
         },
         requests_per_minute: match raw.requests_per_minute {
             None => None,
