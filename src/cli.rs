@@ -82,7 +82,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Per job: items tracked, pending and failed (with reasons), last
-    /// sync. Reads the state file; safe while the service runs.
+    /// sync, and a root that is missing or looks unmounted. Reads the
+    /// state file; safe while the service runs.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -90,7 +91,9 @@ pub enum Command {
     },
     /// Compare the knowledge base with the source and the state file:
     /// print every difference (drift found by the upstream audit, and what
-    /// a pass would do). Changes nothing; exits 1 when there is any.
+    /// a pass would do). Changes nothing; exits 1 when there is any, or
+    /// when a job's root is missing: its upstream is still compared with
+    /// the state file, but nothing vouches for its source.
     Check {
         /// Print JSON instead of text.
         #[arg(long)]

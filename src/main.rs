@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kbsync::cli::{Cli, Command};
+use kbsync::config::Roots;
 use kbsync::reconcile::{self, RunOptions};
 use kbsync::state::{State, StateError, StateLock};
 use kbsync::{daemon, logging, report, status};
@@ -51,13 +52,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 
     if let Some(Command::Status { json }) = &cli.command {
-        let config = daemon::load_config(&cli.config, &cli.jobs)?;
-        let Some(summaries) = status::read(&config.state_path, &cli.jobs)? else {
+        let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MayBeMissing)?;
+        let Some(summaries) = status::read(&config, &cli.jobs)? else {
             writeln!(
                 stdout,
                 "no state file at {} yet: kbsync has not run with this configuration",
                 config.state_path.display()
             )?;
+            for (job, problem) in status::unmounted(&config) {
+                writeln!(stdout, "{job}: {problem}")?;
+            }
             return Ok(ExitCode::SUCCESS);
         };
         if *json {
@@ -73,7 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         allow_deletes,
     }) = &cli.command
     {
-        let config = daemon::load_config(&cli.config, &cli.jobs)?;
+        let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MayBeMissing)?;
         if !config.state_path.exists() {
             writeln!(
                 stdout,
@@ -106,6 +110,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "{n} step(s) will be tried again: by the running service within {} s, or by the next `kbsync --reconcile`",
             daemon::OUTBOX_CHECK.as_secs()
         )?;
+        for (job, problem) in status::unmounted(&config) {
+            writeln!(stdout, "{job}: {problem}: its steps wait until it is back")?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -113,7 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         if cli.jobs.is_empty() {
             anyhow::bail!("name the job to forget: kbsync forget --job NAME");
         }
-        let config = daemon::load_config(&cli.config, &[])?;
+        let config = daemon::load_config(&cli.config, &[], Roots::MayBeMissing)?;
         if let Some(job) = cli
             .jobs
             .iter()
@@ -152,7 +159,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 
     if let Some(Command::Check { json }) = &cli.command {
-        let config = daemon::load_config(&cli.config, &cli.jobs)?;
+        // A job whose root is missing is still audited (upstream against
+        // the state file); its report says the source was not looked at,
+        // which is a difference: the exit code is not 0.
+        let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MayBeMissing)?;
         let opts = RunOptions {
             dry_run: true,
             audit: true,
@@ -187,7 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let config = daemon::load_config(&cli.config, &cli.jobs)?;
+    let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MustExist)?;
     let opts = RunOptions {
         dry_run: cli.dry_run,
         honour_backoff: false,

@@ -79,6 +79,9 @@ pub struct JobReport {
     /// credential a setting names (`--reconcile` exits 2; the service does
     /// not retry it until the config changes).
     pub config_error: bool,
+    /// The source could not be looked at (`error` says why): nothing was
+    /// scanned, and nothing is known of how it compares.
+    pub unscanned: bool,
 }
 
 impl JobReport {
@@ -100,6 +103,7 @@ impl JobReport {
             audit: None,
             audit_error: None,
             config_error: false,
+            unscanned: false,
         }
     }
 
@@ -335,6 +339,34 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// A pass whose source cannot be looked at (`why`: its root is missing
+    /// or looks unmounted) scans, records and retires nothing. A dry run
+    /// with the audit (`kbsync check`) still compares the upstream with
+    /// the state file, which needs no source.
+    async fn without_source(
+        &mut self,
+        job: &JobConfig,
+        scope: &Scope,
+        why: String,
+    ) -> Result<JobReport, ReconcileError> {
+        let mut report = JobReport::new(&job.name);
+        report.unscanned = true;
+        if self.opts.dry_run {
+            report.error = Some(format!("{why}: the source was not looked at"));
+            if scope.is_all() && self.audit_due(job) {
+                let (audit, failure, requests) = self.audit(job).await?;
+                (report.audit, report.requests) = (audit, requests);
+                report.audit_error = failure.map(|f| f.message);
+            }
+        } else {
+            report.error = Some(format!("{why}: nothing was scanned, nothing retired"));
+        }
+        tracing::error!("{}", report.error.as_deref().unwrap_or_default());
+        Ok(report)
+    }
+}
+
 /// The job's connected sink, connecting on first use.
 fn connect<'s>(
     sinks: &'s mut HashMap<String, Box<dyn Sink>>,
@@ -399,9 +431,7 @@ impl Runner {
         };
         let scope = &source.scope(scope);
         if let Some(why) = source.unavailable() {
-            tracing::error!("{why}");
-            let mut report = JobReport::new(&job.name);
-            report.error = Some(why);
+            let mut report = self.without_source(job, scope, why).await?;
             report.elapsed = started.elapsed();
             if !opts.dry_run {
                 log_run(&self.state, scope, started_at, &report)?;

@@ -229,7 +229,8 @@ pub fn print_summary(out: &mut impl Write, reports: &[JobReport]) -> std::io::Re
 }
 
 /// Whether a dry run with an audit found the upstream exactly as the source
-/// says: no drift, nothing to do, nothing skipped, no error.
+/// says: no drift, nothing to do, nothing skipped, no error. A source that
+/// could not be looked at is an error: nothing vouches that it matches.
 pub fn in_step(r: &JobReport) -> bool {
     r.error.is_none()
         && r.audit_error.is_none()
@@ -244,20 +245,22 @@ pub fn in_step(r: &JobReport) -> bool {
 pub fn print_check(out: &mut impl Write, reports: &[JobReport]) -> std::io::Result<bool> {
     let mut clean = true;
     for r in reports {
-        let listed = match &r.audit {
-            Some(a) => format!("{} upstream records", a.listed),
-            None => "upstream not listed (this target cannot list)".to_owned(),
+        let listed = match (&r.audit, &r.audit_error) {
+            (Some(a), _) => format!("{} upstream records", a.listed),
+            (None, Some(_)) => "upstream not listed".to_owned(),
+            (None, None) => "upstream not listed (this target cannot list)".to_owned(),
         };
         let n = r.audit.as_ref().map_or(0, |a| a.findings.len())
             + r.plan.ops.len()
             + r.skipped.len()
             + r.held.len();
-        writeln!(
-            out,
-            "{}: {} differences ({} files, {listed})",
-            r.job, n, r.scanned
-        )?;
-        if let Some(e) = r.error.as_ref().or(r.audit_error.as_ref()) {
+        let scanned = if r.unscanned {
+            "source not looked at".to_owned()
+        } else {
+            format!("{} files", r.scanned)
+        };
+        writeln!(out, "{}: {n} differences ({scanned}, {listed})", r.job)?;
+        for e in r.error.iter().chain(&r.audit_error) {
             writeln!(out, "  error: {e}")?;
         }
         if let Some(g) = &r.refused {
@@ -292,6 +295,7 @@ pub fn check_json(reports: &[JobReport]) -> serde_json::Value {
         .map(|r| json!({
             "job": r.job,
             "in_step": in_step(r),
+            "source_scanned": !r.unscanned,
             "scanned": r.scanned,
             "listed": r.audit.as_ref().map(|a| a.listed),
             "drift": r.audit.as_ref().map(|a| a.findings.clone()).unwrap_or_default(),
@@ -299,6 +303,7 @@ pub fn check_json(reports: &[JobReport]) -> serde_json::Value {
             "skipped": r.skipped.iter().map(|s| json!({"path": s.path, "reason": s.reason})).collect::<Vec<_>>(),
             "held": r.held.iter().map(|h| json!({"item": h.key, "op": h.op, "message": h.error.message})).collect::<Vec<_>>(),
             "error": r.error.as_ref().or(r.audit_error.as_ref()),
+            "audit_error": r.audit_error,
             "refused": r.refused.as_ref().map(|g| g.to_string()),
         }))
         .collect::<Vec<_>>())

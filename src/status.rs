@@ -1,29 +1,61 @@
-//! `kbsync status`: what the state file says about each job. It opens the
-//! file read-only, so it works beside a running service (WAL readers do not
-//! block the writer).
+//! `kbsync status`: what the state file says about each job, and whether
+//! its source can be looked at now. It opens the file read-only, so it
+//! works beside a running service (WAL readers do not block the writer)
+//! and on a file the user may not write.
 
 use std::io::Write;
-use std::path::Path;
 
+use crate::config::Config;
 use crate::metadata::format_rfc3339;
 use crate::state::{FailedItem, JobSummary, State};
 
+/// One job as `status` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct JobStatus {
+    #[serde(flatten)]
+    pub summary: JobSummary,
+    /// Why the job's source cannot be looked at now (its root is missing
+    /// or looks unmounted): its passes do nothing until it is back.
+    pub source_problem: Option<String>,
+}
+
 /// Reads the summaries; `None` when kbsync has never run with this state
 /// file.
-pub fn read(state_path: &Path, only: &[String]) -> anyhow::Result<Option<Vec<JobSummary>>> {
-    if !state_path.exists() {
+pub fn read(config: &Config, only: &[String]) -> anyhow::Result<Option<Vec<JobStatus>>> {
+    if !config.state_path.exists() {
         return Ok(None);
     }
-    let state = State::open_read_only(state_path)?;
+    let state = State::open_read_only(&config.state_path)?;
     let mut all = state.summaries()?;
     if !only.is_empty() {
         all.retain(|s| only.contains(&s.job));
     }
-    Ok(Some(all))
+    Ok(Some(
+        all.into_iter()
+            .map(|summary| JobStatus {
+                source_problem: config
+                    .jobs
+                    .iter()
+                    .find(|j| j.name == summary.job)
+                    .and_then(|j| j.unmounted()),
+                summary,
+            })
+            .collect(),
+    ))
 }
 
-pub fn print(out: &mut impl Write, summaries: &[JobSummary]) -> std::io::Result<()> {
-    for s in summaries {
+/// Each configured job whose source cannot be looked at now, and why.
+pub fn unmounted(config: &Config) -> Vec<(&str, String)> {
+    config
+        .jobs
+        .iter()
+        .filter_map(|j| Some((j.name.as_str(), j.unmounted()?)))
+        .collect()
+}
+
+pub fn print(out: &mut impl Write, jobs: &[JobStatus]) -> std::io::Result<()> {
+    for job in jobs {
+        let s = &job.summary;
         writeln!(
             out,
             "{}{}",
@@ -33,6 +65,12 @@ pub fn print(out: &mut impl Write, summaries: &[JobSummary]) -> std::io::Result<
                 .map(|t| format!(" → {t}"))
                 .unwrap_or_default()
         )?;
+        if let Some(problem) = &job.source_problem {
+            writeln!(
+                out,
+                "  source: {problem}: its passes scan and retire nothing until it is back"
+            )?;
+        }
         writeln!(
             out,
             "  items: {} tracked, {} in sync, {} pending upload, {} pending removal, {} failed",

@@ -6,7 +6,6 @@
 mod support;
 
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -23,34 +22,12 @@ fn reason_for<'r>(r: &'r kbsync::reconcile::JobReport, needle: &str) -> &'r str 
 }
 
 fn kbsync(config: &Path, args: &[&str], as_nobody: bool) -> (i32, String, String) {
-    // Root reads every file whatever its mode: to see a permission error the
-    // binary runs as an unprivileged user.
-    let cmd = if as_nobody && is_root() {
-        // The build folder may sit where `nobody` cannot reach (under
-        // /root, say): run a copy from beside the config.
-        let copy = config.with_file_name("kbsync-bin");
-        if !copy.exists() {
-            std::fs::copy(env!("CARGO_BIN_EXE_kbsync"), &copy).unwrap();
-            chmod(&copy, 0o755);
-        }
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&copy);
-        c
+    let cmd = if as_nobody {
+        support::unprivileged(config)
     } else {
         Command::new(env!("CARGO_BIN_EXE_kbsync"))
     };
     support::run_binary(cmd, config, args)
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
-}
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +55,7 @@ async fn special_files_bad_names_loops_and_long_paths() {
         .unwrap()
         .success());
     let _socket = std::os::unix::net::UnixListener::bind(ws.path("sock.md")).unwrap();
-    let device = is_root()
+    let device = support::is_root()
         && Command::new("mknod")
             .arg(ws.path("null.md"))
             .args(["c", "1", "3"])
@@ -199,9 +176,6 @@ async fn files_that_vanish_or_change_between_scan_and_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_files_and_folders_are_reported_and_their_copies_kept() {
-    if is_root() && Command::new("setpriv").arg("--version").output().is_err() {
-        panic!("running as root needs setpriv (util-linux) to test permissions");
-    }
     let fake = FakeDify::start().await;
     let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
     ws.write("open.md", "anyone");
@@ -216,9 +190,9 @@ async fn unreadable_files_and_folders_are_reported_and_their_copies_kept() {
         ws.root.clone(),
         ws.path("private"),
     ] {
-        chmod(&p, 0o777);
+        support::chmod(&p, 0o777);
     }
-    chmod(&ws.dir.path().join("api.key"), 0o644);
+    support::chmod(&ws.dir.path().join("api.key"), 0o644);
 
     let (code, _, err) = kbsync(&ws.config_path, &["--reconcile"], true);
     assert_eq!(code, 0, "{err}");
@@ -228,8 +202,8 @@ async fn unreadable_files_and_folders_are_reported_and_their_copies_kept() {
     );
     assert_eq!(fake.world().docs.len(), 4);
 
-    chmod(&ws.path("secret.md"), 0o000);
-    chmod(&ws.path("private"), 0o000);
+    support::chmod(&ws.path("secret.md"), 0o000);
+    support::chmod(&ws.path("private"), 0o000);
     let (code, out, _) = kbsync(&ws.config_path, &["--reconcile"], true);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -244,8 +218,8 @@ async fn unreadable_files_and_folders_are_reported_and_their_copies_kept() {
         "unreadable is not deleted: every copy is kept"
     );
 
-    chmod(&ws.path("secret.md"), 0o644);
-    chmod(&ws.path("private"), 0o777);
+    support::chmod(&ws.path("secret.md"), 0o644);
+    support::chmod(&ws.path("private"), 0o777);
     let (code, out, _) = kbsync(&ws.config_path, &["--reconcile"], true);
     assert_eq!(code, 0, "{out}");
 }

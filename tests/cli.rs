@@ -6,6 +6,9 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
+use support::fake_dify::{FakeDify, Fault};
+use support::Workspace;
+
 fn kbsync(config: &Path, args: &[&str]) -> (i32, String, String) {
     support::run_binary(Command::new(env!("CARGO_BIN_EXE_kbsync")), config, args)
 }
@@ -369,4 +372,97 @@ fn completions_and_the_manual_come_from_the_cli_definition() {
     ] {
         assert!(man.contains(word), "the manual lacks {word}");
     }
+}
+
+/// A job synced into a fake Dify (one file parked: the upstream refused
+/// it) whose root then went away, as an unmounted share does; and what
+/// kbsync says of the root.
+async fn synced_then_unmounted() -> (FakeDify, Workspace, String) {
+    let (fake, ws) = support::with_fake("keep", "").await;
+    ws.write("a.md", "a");
+    ws.write("b.md", "b");
+    fake.world().inject(
+        None,
+        "create-by-file",
+        Fault::status(400, "invalid_param", "Refused for the test."),
+        1,
+    );
+    assert!(!ws.sync().await.converged(), "one file parked");
+    let root = ws.dir.path().canonicalize().unwrap().join("docs");
+    std::fs::remove_dir_all(&ws.root).unwrap();
+    let missing = format!("root {} is missing (unmounted?)", root.display());
+    (fake, ws, missing)
+}
+
+/// The binary on the workspace's config, off the fake's thread.
+async fn on(ws: &Workspace, args: &[&str]) -> (i32, String, String) {
+    let (config, args) = (
+        ws.config_path.clone(),
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kbsync(&config, &args)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn status_with_the_root_missing_says_so_and_shows_the_rest() {
+    let (_fake, ws, missing) = synced_then_unmounted().await;
+    let (code, out, err) = on(&ws, &["status"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("source: {missing}")), "{out}");
+    assert!(out.contains("items: 2 tracked, 1 in sync"), "{out}");
+    assert!(
+        out.contains("failed create a.md") || out.contains("failed create b.md"),
+        "{out}"
+    );
+
+    let (code, out, err) = on(&ws, &["status", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["source_problem"], missing);
+    assert_eq!(v[0]["tracked"], 2);
+}
+
+#[tokio::test]
+async fn retry_with_the_root_missing_schedules_the_steps_and_says_so() {
+    let (_fake, ws, missing) = synced_then_unmounted().await;
+    let (code, out, err) = on(&ws, &["retry"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 step(s) will be tried again"), "{out}");
+    assert!(out.contains(&format!("docs: {missing}")), "{out}");
+}
+
+#[tokio::test]
+async fn check_with_the_root_missing_compares_the_upstream_only_and_exits_1() {
+    let (fake, ws, missing) = synced_then_unmounted().await;
+    // Drift made by hand: the audit still finds it from the state file.
+    {
+        let mut w = fake.world();
+        assert_eq!(w.docs.len(), 1, "the one created");
+        w.docs.clear();
+    }
+    let before = fake.requests();
+    let (code, out, err) = on(&ws, &["check"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("{missing}: the source was not looked at")),
+        "{out}"
+    );
+    assert!(out.contains("source not looked at"), "{out}");
+    assert!(out.contains("  missing "), "the audit ran: {out}");
+    assert!(
+        fake.world().log[before..].iter().all(|l| l.method == "GET"),
+        "check only lists"
+    );
+
+    let (code, out, _) = on(&ws, &["check", "--json"]).await;
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["in_step"], false);
+    assert_eq!(v[0]["source_scanned"], false);
+    assert_eq!(v[0]["drift"][0]["drift"], "missing");
 }

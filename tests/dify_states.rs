@@ -52,10 +52,8 @@ async fn service_pass(ws: &Workspace) -> JobReport {
 }
 
 fn parked(ws: &Workspace) -> usize {
-    let s = kbsync::status::read(&ws.config().state_path, &[])
-        .unwrap()
-        .unwrap();
-    s[0].failed.len()
+    let s = kbsync::status::read(&ws.config(), &[]).unwrap().unwrap();
+    s[0].summary.failed.len()
 }
 
 #[tokio::test]
@@ -151,10 +149,8 @@ async fn a_flag_that_outlasts_the_pass_backs_off_and_is_never_parked() {
     let r = ws.sync().await;
     assert!(!r.converged());
     assert_eq!(parked(&ws), 0, "a wait, not a refusal");
-    let s = kbsync::status::read(&ws.config().state_path, &[])
-        .unwrap()
-        .unwrap();
-    assert_eq!(s[0].retrying.len(), 1, "{:?}", s[0]);
+    let s = kbsync::status::read(&ws.config(), &[]).unwrap().unwrap();
+    assert_eq!(s[0].summary.retrying.len(), 1, "{:?}", s[0]);
     // The index task ends.
     let id = fake.world().doc_by_name("a.md").unwrap().id.clone();
     fake.world().docs.get_mut(&id).unwrap().being_indexed = 0;

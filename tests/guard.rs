@@ -64,9 +64,8 @@ async fn an_emptied_root_retires_nothing_until_allowed() {
         assert_eq!(retiring_requests(&fake), 0, "{policy}: nothing retired");
         assert_eq!(enabled_docs(&fake), 20, "{policy}");
         // The refusal is what `status` shows of the last run.
-        let summary = ws.config().state_path;
-        let s = kbsync::status::read(&summary, &[]).unwrap().unwrap();
-        let last = s[0].last_run.as_ref().unwrap();
+        let s = kbsync::status::read(&ws.config(), &[]).unwrap().unwrap();
+        let last = s[0].summary.last_run.as_ref().unwrap();
         assert!(!last.converged);
         assert!(
             last.summary.contains("refused to retire 20 of 20"),

@@ -60,4 +60,9 @@ async fn an_outage_is_a_few_requests_and_one_line_per_kind_of_failure() {
         err.lines().count()
     );
     assert!(!err.contains("f150.md"), "one line per item:\n{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("WARN") && l.contains("upstream=dify") && l.contains("it rests")),
+        "the rest is said, naming the upstream:\n{err}"
+    );
 }

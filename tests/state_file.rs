@@ -139,3 +139,136 @@ async fn status_reads_a_state_file_of_an_older_kbsync() {
     }
     assert_eq!(user_version(&ws), current - 1, "reading wrote nothing");
 }
+
+/// A workspace synced once, that an unprivileged user may read but not
+/// write: its folders 755, the config 644.
+async fn synced_for_readers() -> (support::fake_dify::FakeDify, Workspace) {
+    let (fake, ws) = with_fake("keep", "").await;
+    ws.write("a.md", "a");
+    assert!(ws.sync().await.converged());
+    support::chmod(ws.dir.path(), 0o755);
+    support::chmod(&ws.config_path, 0o644);
+    (fake, ws)
+}
+
+fn unprivileged(ws: &Workspace, args: &[&str]) -> (i32, String, String) {
+    support::run_binary(
+        support::unprivileged(&ws.config_path),
+        &ws.config_path,
+        args,
+    )
+}
+
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn status_reads_a_read_only_state_file_in_a_read_only_folder() {
+    let (_fake, ws) = synced_for_readers().await;
+    let state = ws.config().state_path;
+    let folder = state.parent().unwrap().to_owned();
+    support::chmod(&state, 0o444);
+    support::chmod(&folder, 0o555);
+    let before = listing(&folder);
+    let (code, out, err) = unprivileged(&ws, &["status"]);
+    support::chmod(&folder, 0o755);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("items: 1 tracked, 1 in sync"), "{out}");
+    assert_eq!(listing(&folder), before, "nothing created beside it");
+}
+
+#[tokio::test]
+async fn status_reads_a_read_only_state_file_while_its_writer_has_it_open() {
+    let (_fake, ws) = synced_for_readers().await;
+    let state = ws.config().state_path;
+    let folder = state.parent().unwrap().to_owned();
+    // The service writes (WAL) and has not checkpointed: the newest rows
+    // are only in the log.
+    let writer = Connection::open(&state).unwrap();
+    writer
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+             INSERT INTO runs (job, started_at, finished_at, converged, summary)
+             VALUES ('docs', 4102444800, 4102444800, 1, 'docs: written by the service');",
+        )
+        .unwrap();
+    support::chmod(&state, 0o444);
+    support::chmod(&folder, 0o555);
+    let (code, out, err) = unprivileged(&ws, &["status"]);
+    support::chmod(&folder, 0o755);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("docs: written by the service"), "{out}");
+    drop(writer);
+}
+
+/// The current schema version, from a state file kbsync wrote.
+async fn current_version() -> i64 {
+    let (_fake, ws) = with_fake("keep", "").await;
+    assert!(ws.sync().await.converged());
+    user_version(&ws)
+}
+
+#[tokio::test]
+async fn a_malformed_state_file_gets_the_move_aside_hint() {
+    let (_fake, ws) = with_fake("keep", "").await;
+    for i in 0..200 {
+        ws.write(&format!("d/{i:03}.md"), &format!("file {i}"));
+    }
+    assert!(ws.sync().await.converged());
+    let state = ws.config().state_path;
+    let whole = std::fs::read(&state).unwrap();
+    let version = current_version().await;
+    let sqlite = |sql: &str| {
+        let _ = std::fs::remove_file(&state);
+        Connection::open(&state)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+        std::fs::read(&state).unwrap()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a table of the wrong shape",
+            sqlite(&format!(
+                "CREATE TABLE items (a, b); CREATE TABLE jobs (x); PRAGMA user_version = {version};"
+            )),
+        ),
+        (
+            "a table of the wrong shape, no version",
+            sqlite("CREATE TABLE items (a, b);"),
+        ),
+        (
+            "another program's database",
+            sqlite("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"),
+        ),
+        ("truncated", whole[..whole.len() / 2].to_vec()),
+        (
+            "a garbage header",
+            b"SQLite format 3\0 and then nothing a database holds".repeat(200),
+        ),
+    ];
+    for (what, bytes) in cases {
+        for args in [&["status"][..], &["--reconcile"][..], &["retry"][..]] {
+            std::fs::write(&state, &bytes).unwrap();
+            for companion in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{companion}", state.display()));
+            }
+            let (code, out, err) = kbsync(&ws, args);
+            assert_eq!(code, 2, "{what}, {args:?}: {out}{err}");
+            assert!(
+                err.contains("is not a kbsync state database or is corrupt; it was left untouched: move it aside"),
+                "{what}, {args:?}: {err}"
+            );
+            assert!(
+                std::fs::read(&state).unwrap() == bytes,
+                "{what}, {args:?}: left untouched"
+            );
+        }
+    }
+}

@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::locate::{Locator, Span};
 use super::metadata::{self, RawField};
 use super::source::{self, FolderConfig, RawFolder, RawWeb, WebConfig};
-use super::{ConfigError, DeletePolicy};
+use super::{ConfigError, DeletePolicy, Roots};
 use crate::guard::MaxDelete;
 use crate::metadata::FieldMapping;
 use crate::sink::registry::{RawSink, SECTIONS};
@@ -47,6 +47,12 @@ impl JobConfig {
             SourceConfig::Folder(f) => Some(f),
             SourceConfig::Web(_) => None,
         }
+    }
+
+    /// Why the job's source cannot be looked at now: a folder whose root
+    /// is missing or looks unmounted.
+    pub fn unmounted(&self) -> Option<String> {
+        self.folder().and_then(FolderConfig::unmounted)
     }
 
     pub fn max_file_size(&self) -> u64 {
@@ -164,6 +170,7 @@ impl<'de> DeserializeSeed<'de> for JobKey {
 pub fn validate(
     loc: &Locator,
     base: &Path,
+    roots: Roots,
     index: usize,
     raw: RawJob,
 ) -> Result<(JobConfig, Span), ConfigError> {
@@ -184,7 +191,13 @@ pub fn validate(
     let raw_policy_span = raw.delete_policy.as_ref().map(|p| p.span());
     let source = match (raw.folder, raw.web) {
         (Some(folder), None) => {
-            SourceConfig::Folder(source::validate_folder(loc, base, index, folder.into_inner())?)
+            SourceConfig::Folder(source::validate_folder(
+                loc,
+                base,
+                roots,
+                index,
+                folder.into_inner(),
+            )?)
         }
         (None, Some(web)) => SourceConfig::Web(source::validate_web(loc, index, web)?),
         (Some(_), Some(web)) => {

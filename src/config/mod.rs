@@ -62,6 +62,19 @@ pub struct Config {
     pub jobs: Vec<JobConfig>,
 }
 
+/// Whether a folder job's root must be there for the config to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roots {
+    /// A pass and the service: a root that is not a folder is refused at
+    /// load, naming the setting, since a typo must not pass for an
+    /// unmounted share.
+    MustExist,
+    /// `status`, `retry`, `check`, `forget`: an operator needs them most
+    /// while a share is unmounted, so a missing root loads, and each job
+    /// says so (`FolderConfig::unmounted`).
+    MayBeMissing,
+}
+
 impl Config {
     pub fn job_names(&self) -> Vec<String> {
         self.jobs.iter().map(|j| j.name.clone()).collect()
@@ -135,17 +148,25 @@ struct RawDaemon {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, Roots::MustExist)
+    }
+
+    pub fn load_with(path: &Path, roots: Roots) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(path, &text)
+        Config::parse_with(path, &text, roots)
     }
 
     /// Parses and validates `text` as if read from `path`; relative paths in
     /// it are resolved against the config file's folder, so the service does
     /// not depend on its working directory.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(path, text, Roots::MustExist)
+    }
+
+    pub fn parse_with(path: &Path, text: &str, roots: Roots) -> Result<Config, ConfigError> {
         let loc = Locator { path, text };
         pasted_keys::refuse(&loc, text)?;
         let raw: RawConfig = toml::from_str(text).map_err(|e| loc.parse_error(e))?;
@@ -182,7 +203,7 @@ impl Config {
         let mut names = HashSet::new();
         let mut jobs = Vec::new();
         for (i, job) in raw.sync.into_iter().enumerate() {
-            let job = job::validate(&loc, base, i, job)?;
+            let job = job::validate(&loc, base, roots, i, job)?;
             jobs.push(job);
         }
         check_namespaces(&loc, &jobs)?;

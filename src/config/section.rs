@@ -151,6 +151,7 @@ pub struct RawCalls<'a> {
     pub max_retries: &'a Option<Spanned<i64>>,
     pub retry_min_delay_ms: &'a Option<Spanned<i64>>,
     pub retry_max_delay_secs: &'a Option<Spanned<i64>>,
+    pub max_retry_wait_secs: &'a Option<Spanned<i64>>,
     pub requests_per_minute: &'a Option<Spanned<i64>>,
 }
 
@@ -171,15 +172,17 @@ pub fn calls(
     let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
         bounded(loc, v, &key(name), lo, hi, default)
     };
+    let secs = |v: &Option<Spanned<i64>>, name: &str, hi: i64, default: Duration| {
+        int(v, name, 1, hi, default.as_secs() as i64).map(|s| Duration::from_secs(s as u64))
+    };
     let defaults = RetryConfig::default();
     Ok(Calls {
-        timeout: Duration::from_secs(int(
+        timeout: secs(
             raw.timeout_secs,
             "timeout_secs",
-            1,
             3600,
-            default_timeout_secs,
-        )? as u64),
+            Duration::from_secs(default_timeout_secs as u64),
+        )?,
         retry: RetryConfig {
             max_retries: int(
                 raw.max_retries,
@@ -195,13 +198,18 @@ pub fn calls(
                 600_000,
                 defaults.min_delay.as_millis() as i64,
             )? as u64),
-            max_delay: Duration::from_secs(int(
+            max_delay: secs(
                 raw.retry_max_delay_secs,
                 "retry_max_delay_secs",
-                1,
                 3600,
-                defaults.max_delay.as_secs() as i64,
-            )? as u64),
+                defaults.max_delay,
+            )?,
+            max_wait: secs(
+                raw.max_retry_wait_secs,
+                "max_retry_wait_secs",
+                86_400,
+                defaults.max_wait,
+            )?,
         },
         requests_per_minute: match raw.requests_per_minute {
             None => None,
@@ -215,6 +223,11 @@ pub struct RetryConfig {
     pub max_retries: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
+    /// What one call may wait in all between its attempts (`Retry-After`
+    /// included): past it the call fails transiently and the pass moves
+    /// on, so a long `Retry-After` cannot hold a pass for `max_retries`
+    /// times its length.
+    pub max_wait: Duration,
 }
 
 impl Default for RetryConfig {
@@ -223,6 +236,8 @@ impl Default for RetryConfig {
             max_retries: 6,
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(60),
+            // One `Retry-After` at its cap.
+            max_wait: crate::sink::http::MAX_RETRY_AFTER,
         }
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::locate::{bounded, Locator};
-use super::ConfigError;
+use super::{ConfigError, Roots};
 
 /// Dify's default upload limit (UPLOAD_FILE_SIZE_LIMIT) is 15 MB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 15 * 1024 * 1024;
@@ -95,13 +95,14 @@ pub struct RawWeb {
 pub fn validate_folder(
     loc: &Locator,
     base: &Path,
+    roots: Roots,
     index: usize,
     raw: RawFolder,
 ) -> Result<FolderConfig, ConfigError> {
     let key = |k: &str| format!("sync[{index}].folder.{k}");
     let root_span = raw.root.span();
     let root = base.join(raw.root.get_ref());
-    if !root.is_dir() {
+    if roots == Roots::MustExist && !root.is_dir() {
         return Err(loc.error(
             root_span,
             &key("root"),
@@ -118,13 +119,15 @@ pub fn validate_folder(
         }
         _ => root.canonicalize(),
     };
-    let root = canonical.map_err(|e| {
-        loc.error(
-            root_span.clone(),
-            &key("root"),
-            format!("{}: {e}", root.display()),
-        )
-    })?;
+    let root = match canonical {
+        Ok(root) => root,
+        // The folder above a missing root may be gone too (a share mounted
+        // deeper): the path as written stands for it.
+        Err(_) if roots == Roots::MayBeMissing => std::path::absolute(&root).unwrap_or(root),
+        Err(e) => {
+            return Err(loc.error(root_span, &key("root"), format!("{}: {e}", root.display())))
+        }
+    };
     let include = glob_set(loc, &key("include"), &raw.include)?;
     let exclude = glob_set(loc, &key("exclude"), &raw.exclude)?;
     let max_file_size = size_limit(loc, &key("max_file_size"), &raw.max_file_size)?;
@@ -170,6 +173,30 @@ pub fn validate_folder(
         follow_symlinks: raw.follow_symlinks,
         max_file_size,
     })
+}
+
+impl FolderConfig {
+    /// Why the root cannot be scanned now: it is missing (an unmounted
+    /// share, a folder moved away), not a folder, or lacks its
+    /// `require_marker`. An unmounted share looks exactly like an emptied
+    /// folder, so the job then does nothing.
+    pub fn unmounted(&self) -> Option<String> {
+        let root = self.root.display();
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Some(format!("root {root} is not a folder")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(format!("root {root} is missing (unmounted?)"))
+            }
+            Err(e) => return Some(format!("root {root} cannot be read: {e}")),
+        }
+        let marker = self.require_marker.as_ref()?;
+        (!self.root.join(marker).is_file()).then(|| {
+            format!(
+                "root {root} has no {marker}, so the share looks unmounted (require_marker; create the file once the share is there)"
+            )
+        })
+    }
 }
 
 pub fn size_limit(

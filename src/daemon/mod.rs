@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{Instant, Interval};
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, Roots, SourceConfig};
 use crate::monitor::{self, Health};
 use crate::reconcile::{JobReport, ReconcileError, RunOptions, Runner};
 use crate::source::Scope;
@@ -43,9 +43,10 @@ const RETRY_KEYS: usize = 1000;
 /// The state file's log is emptied at most this often between full passes.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
 
-/// Loads the config and keeps only the jobs in `only` (all when empty).
-pub fn load_config(path: &Path, only: &[String]) -> anyhow::Result<Config> {
-    let mut config = Config::load(path)?;
+/// Loads the config (with `roots` as the command needs them) and keeps
+/// only the jobs in `only` (all when empty).
+pub fn load_config(path: &Path, only: &[String], roots: Roots) -> anyhow::Result<Config> {
+    let mut config = Config::load_with(path, roots)?;
     for name in only {
         if !config.jobs.iter().any(|j| &j.name == name) {
             anyhow::bail!("no job named {name:?} in {}", path.display());
@@ -119,7 +120,7 @@ struct Daemon {
 
 /// Runs until SIGTERM or SIGINT. Errors only when it cannot start.
 pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
-    let config = load_config(config_path, only)?;
+    let config = load_config(config_path, only, Roots::MustExist)?;
     let signals = Signals::install()?;
     let runner = Runner::open(
         config,
@@ -542,7 +543,7 @@ impl Daemon {
     /// the running one in place.
     fn reload(&mut self) {
         self.notifier.status("reloading configuration");
-        let config = match load_config(&self.config_path, &self.only) {
+        let config = match load_config(&self.config_path, &self.only, Roots::MustExist) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("configuration reload rejected, still running the previous configuration: {e:#}");

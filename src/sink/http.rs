@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::ExponentialBuilder;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value as Json;
 
@@ -60,9 +60,12 @@ impl Breaker {
         s.until.filter(|u| *u > std::time::Instant::now())
     }
 
-    fn record(&self, down: bool) {
+    fn record(&self, upstream: &str, down: bool) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if !down {
+            if s.until.is_some() {
+                tracing::info!(upstream = %upstream, "the upstream answers again after its rest");
+            }
             *s = BreakerState::default();
             return;
         }
@@ -82,8 +85,9 @@ impl Breaker {
             // again (longer); one good answer clears it all.
             s.failures = TRIP_AFTER - 1;
             tracing::warn!(
+                upstream = %upstream,
                 rest_secs = s.rest.as_secs(),
-                "the upstream looks down ({TRIP_AFTER} answers in a row were no answer or 502/503/504): no request is sent for a while"
+                "the upstream looks down ({TRIP_AFTER} answers in a row were no answer or 502/503/504): it rests, no request is sent to it for rest_secs"
             );
         }
     }
@@ -144,7 +148,7 @@ impl Transport {
             Ok(resp) => matches!(resp.status().as_u16(), 502..=504),
             Err(_) => true,
         };
-        self.breaker.record(down);
+        self.breaker.record(self.upstream, down);
         sent
     }
 
@@ -170,44 +174,124 @@ impl Transport {
         &self,
         what: &str,
         max_retries: Option<usize>,
-        when: impl FnMut(&SinkError) -> bool,
-        attempt: F,
+        mut when: impl FnMut(&SinkError) -> bool,
+        mut attempt: F,
     ) -> Result<T, SinkError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SinkError>>,
     {
-        let times = max_retries.unwrap_or(self.retry.max_retries);
-        let mut when = when;
-        attempt
-            .retry(backoff(&self.retry).with_max_times(times))
+        let mut waits = self.waits(what, max_retries);
+        loop {
+            let mut e = match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
             // Not while the upstream rests: the pass moves on, and the
             // outbox tries again after its backoff.
-            .when(move |e: &SinkError| e.code != UNREACHABLE && when(e))
-            .adjust(|e: &SinkError, planned| planned.map(|d| e.retry_after.unwrap_or(d)))
-            .notify(|e: &SinkError, after: Duration| self.slow_down(what, e, after))
-            .await
+            if e.code == UNREACHABLE || !when(&e) {
+                return Err(e);
+            }
+            match waits.next(&mut e) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(e),
+            }
+        }
     }
 
-    /// The configured backoff's delays, for a call that retries by hand
-    /// (one that must look before it sends again).
-    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+    /// The waits of one call that retries, with up to `max_retries`
+    /// retries (the configured number when `None`); for a call that
+    /// retries by hand (one that must look before it sends again).
+    pub fn waits<'t>(&'t self, call: &'t str, max_retries: Option<usize>) -> Waits<'t> {
         use backon::BackoffBuilder;
-        backoff(&self.retry).build()
+        Waits {
+            transport: self,
+            call,
+            delays: backoff(&self.retry)
+                .with_max_times(max_retries.unwrap_or(self.retry.max_retries))
+                .build(),
+            waited: Duration::ZERO,
+        }
     }
 
-    /// Logs a retry; when the upstream asked to slow down, every request
-    /// of this sink waits, not just this one.
-    pub fn slow_down(&self, what: &str, e: &SinkError, after: Duration) {
-        // Per call, so debug: the pass sums up what failed in the end.
-        tracing::debug!(call = what, error = %e, retry_in_ms = after.as_millis() as u64, "transient failure, retrying");
+    /// Logs a wait and counts the retry; when the upstream asked to slow
+    /// down, every request of this sink waits, not just this one.
+    fn slow_down(&self, what: &str, e: &SinkError, wait: Duration) {
+        // A long wait holds the pass: it is said, with why. Short ones are
+        // the backoff's usual steps, and the pass sums up what failed.
+        if wait >= NOTABLE_WAIT {
+            tracing::info!(upstream = %self.upstream, call = %what, wait_secs = %secs(wait), why = %why(e), "waiting before trying again");
+        } else {
+            tracing::debug!(upstream = %self.upstream, call = %what, wait_secs = %secs(wait), why = %why(e), "waiting before trying again");
+        }
         crate::monitor::retry(self.upstream);
         if e.is_rate_limit() {
             crate::monitor::rate_limit_pause(self.upstream);
             if let Some(limiter) = &self.limiter {
-                limiter.pause(after);
+                limiter.pause(wait);
             }
         }
+    }
+}
+
+/// A wait at least this long is logged at info.
+const NOTABLE_WAIT: Duration = Duration::from_secs(2);
+
+/// What one call may still wait between its attempts: the backoff's next
+/// delay, or what the upstream asked for (`Retry-After`), as long as the
+/// retries last and the waits add up to no more than `max_retry_wait`.
+pub struct Waits<'t> {
+    transport: &'t Transport,
+    call: &'t str,
+    delays: backon::ExponentialBackoff,
+    waited: Duration,
+}
+
+impl Waits<'_> {
+    /// How long to wait before trying again after `e`; `None` when the
+    /// call gives up: its retries are used, or the wait would take it past
+    /// its budget (then `e` says so).
+    pub fn next(&mut self, e: &mut SinkError) -> Option<Duration> {
+        // Each wait spends one retry, whoever set its length.
+        let planned = self.delays.next()?;
+        let wait = e.retry_after.unwrap_or(planned);
+        let budget = self.transport.retry.max_wait;
+        if self.waited + wait > budget {
+            let asked = if e.retry_after.is_some() {
+                "the upstream asked to wait"
+            } else {
+                "the next backoff is"
+            };
+            let why = format!(
+                "gave up: waited {} s in all, and {asked} {} s more, beyond max_retry_wait_secs = {}",
+                secs(self.waited),
+                secs(wait),
+                budget.as_secs()
+            );
+            tracing::info!(upstream = %self.transport.upstream, call = %self.call, error = %e, "{why}; the step is tried again later");
+            e.message = format!("{} ({why})", e.message);
+            return None;
+        }
+        self.waited += wait;
+        self.transport.slow_down(self.call, e, wait);
+        Some(wait)
+    }
+}
+
+/// Seconds as a person reads them: `2`, `0.5`.
+fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{:.1}", d.as_secs_f64())
+    }
+}
+
+/// Why a call waits: the failure, and whether the upstream set the wait.
+fn why(e: &SinkError) -> String {
+    match e.retry_after {
+        Some(_) => format!("{e} (the upstream asked for the wait: Retry-After)"),
+        None => e.to_string(),
     }
 }
 
@@ -359,5 +443,61 @@ impl ErrorAnswer {
             .collect::<String>()
             .trim()
             .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport(max_retries: usize, max_wait_secs: u64) -> Transport {
+        let calls = Calls {
+            timeout: Duration::from_secs(5),
+            retry: RetryConfig {
+                max_retries,
+                min_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(1),
+                max_wait: Duration::from_secs(max_wait_secs),
+            },
+            requests_per_minute: None,
+        };
+        Transport::new("dify", &calls).unwrap()
+    }
+
+    /// A call the upstream always asks to wait `secs`: how many attempts
+    /// it made, how long it took, and the error it ended with.
+    async fn always_asked_to_wait(t: &Transport, secs: u64) -> (u32, Duration, SinkError) {
+        let attempts = std::cell::Cell::new(0);
+        let started = tokio::time::Instant::now();
+        let e = t
+            .retrying("list_documents", None, || async {
+                attempts.set(attempts.get() + 1);
+                Err::<(), _>(SinkError {
+                    status: Some(429),
+                    retry_after: Some(Duration::from_secs(secs)),
+                    ..SinkError::local(ErrorClass::Transient, "too_many_requests", "slow down")
+                })
+            })
+            .await
+            .unwrap_err();
+        (attempts.get(), started.elapsed(), e)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_waits_of_one_call_stay_within_its_budget() {
+        // 10 s asked each time, 25 s allowed: two waits, then it gives up.
+        let (attempts, took, e) = always_asked_to_wait(&transport(6, 25), 10).await;
+        assert_eq!((attempts, took), (3, Duration::from_secs(20)));
+        assert!(
+            e.message.contains("waited 20 s in all")
+                && e.message.contains("max_retry_wait_secs = 25"),
+            "{e}"
+        );
+        // The retries run out first when the budget is large.
+        let (attempts, took, _) = always_asked_to_wait(&transport(2, 900), 10).await;
+        assert_eq!((attempts, took), (3, Duration::from_secs(20)));
+        // A wait longer than the whole budget is never begun.
+        let (attempts, took, _) = always_asked_to_wait(&transport(6, 25), 900).await;
+        assert_eq!((attempts, took), (1, Duration::ZERO));
     }
 }

@@ -265,20 +265,7 @@ impl Source for FolderSource {
     }
 
     fn unavailable(&self) -> Option<String> {
-        let root = &self.cfg.root;
-        if !root.is_dir() {
-            return Some(format!(
-                "the folder {} is gone or not a folder: nothing was scanned, nothing retired",
-                root.display()
-            ));
-        }
-        let marker = self.cfg.require_marker.as_ref()?;
-        (!root.join(marker).is_file()).then(|| {
-            format!(
-                "{} has no {marker}: the source looks unmounted, so nothing was scanned and nothing retired (require_marker; create the file once the share is there)",
-                root.display()
-            )
-        })
+        self.cfg.unmounted()
     }
 
     fn survey<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Survey, StateError>> {

@@ -63,6 +63,8 @@ pub enum StateError {
         found: i64,
         known: i64,
     },
+    #[error("state file {path} {detail}{MOVE_ASIDE}")]
+    Malformed { path: PathBuf, detail: String },
     #[error("cannot create the folder for state file {path}: {source}")]
     Folder {
         path: PathBuf,
@@ -117,7 +119,7 @@ impl State {
             conn,
             path: path.to_owned(),
         };
-        state.read(|c| c.busy_timeout(Duration::from_secs(10)))?;
+        state.configure(true)?;
         let found = state.user_version()?;
         let known = schema::MIGRATIONS.len() as i64;
         if found != known {
@@ -142,13 +144,7 @@ impl State {
             state.migrate()?;
             return Ok(state);
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| sqlite_err(path, e))?;
-        let state = State {
-            conn,
-            path: path.to_owned(),
-        };
-        state.configure(true)?;
+        let state = State::open_reader(path)?;
         let version = state.user_version()?;
         let known = schema::MIGRATIONS.len() as i64;
         if version > known {
@@ -179,19 +175,101 @@ impl State {
         Ok(state)
     }
 
-    fn configure(&self, read_only: bool) -> Result<(), StateError> {
-        self.read(|c| {
-            c.busy_timeout(Duration::from_secs(10))?;
-            if !read_only {
-                // WAL lets `kbsync status` read while a sync writes; NORMAL
-                // is durable across process crashes, which is what matters
-                // here.
-                c.pragma_update(None, "journal_mode", "WAL")?;
-                c.pragma_update(None, "synchronous", "NORMAL")?;
+    /// Opens an existing file read-only. SQLite reads a WAL file through
+    /// its `-shm` index, which it creates beside the file when missing:
+    /// in a folder the reader may not write (the service's, for an
+    /// operator; a read-only mount) that fails. With no log beside it the
+    /// file holds every committed row, so it is then read as immutable
+    /// (no index, no locks) instead.
+    fn open_reader(path: &Path) -> Result<State, StateError> {
+        let open = |uri: &str, extra: OpenFlags| -> Result<State, StateError> {
+            let conn = Connection::open_with_flags(uri, OpenFlags::SQLITE_OPEN_READ_ONLY | extra)
+                .map_err(|e| sqlite_err(path, e))?;
+            let state = State {
+                conn,
+                path: path.to_owned(),
+            };
+            state.configure(true)?;
+            Ok(state)
+        };
+        let plain = path.to_string_lossy();
+        match open(&plain, OpenFlags::empty()) {
+            Err(StateError::Sqlite { source, .. })
+                if matches!(
+                    source.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+                ) && !has_log(path) =>
+            {
+                open(
+                    &format!("{}?immutable=1", file_uri(path)),
+                    OpenFlags::SQLITE_OPEN_URI,
+                )
             }
-            // Fails early and clearly on a file that is not a database.
-            c.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-        })
+            opened => opened,
+        }
+    }
+
+    /// Refuses a file that is not what its schema version says: another
+    /// program's database, or tables of another shape (a failed copy, a
+    /// hand edit). Read before anything is written to it, so such a file
+    /// gets the same advice as one SQLite cannot read at all, and is left
+    /// as it was.
+    fn check_shape(&self) -> Result<(), StateError> {
+        let version = self.user_version()?;
+        let found = self.read(schema::shape)?;
+        let malformed = |detail: String| StateError::Malformed {
+            path: self.path.clone(),
+            detail,
+        };
+        if version == 0 {
+            return match found.keys().next() {
+                None => Ok(()),
+                Some(table) => Err(malformed(format!(
+                    "holds a table {table:?} but no kbsync schema version"
+                ))),
+            };
+        }
+        let Some(expected) = schema::shape_at(version) else {
+            // Newer than this kbsync: refused as such by the caller.
+            return Ok(());
+        };
+        for (table, columns) in expected {
+            let Some(has) = found.get(&table) else {
+                return Err(malformed(format!(
+                    "has no table {table:?} (schema version {version})"
+                )));
+            };
+            let lacking: Vec<&str> = columns
+                .iter()
+                .filter(|c| !has.contains(*c))
+                .map(String::as_str)
+                .collect();
+            if !lacking.is_empty() {
+                return Err(malformed(format!(
+                    "has a table {table:?} without the column(s) {} (schema version {version})",
+                    lacking.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `read_only`: this connection writes nothing to the file's settings
+    /// (a reader, or a writer beside the service that holds the file).
+    fn configure(&self, read_only: bool) -> Result<(), StateError> {
+        self.read(|c| c.busy_timeout(Duration::from_secs(10)))?;
+        // Fails early and clearly on a file that is not a database, or not
+        // kbsync's, before anything is written to it.
+        self.check_shape()?;
+        if !read_only {
+            // WAL lets `kbsync status` read while a sync writes; NORMAL is
+            // durable across process crashes, which is what matters here.
+            self.read(|c| {
+                c.pragma_update(None, "journal_mode", "WAL")?;
+                c.pragma_update(None, "synchronous", "NORMAL")
+            })?;
+        }
+        Ok(())
     }
 
     fn user_version(&self) -> Result<i64, StateError> {
@@ -278,10 +356,36 @@ pub fn unix_now() -> i64 {
     now_secs()
 }
 
+/// Whether a write-ahead log with content lies beside the state file.
+fn has_log(path: &Path) -> bool {
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    std::fs::metadata(PathBuf::from(log)).is_ok_and(|m| m.len() > 0)
+}
+
+/// `path` as an SQLite URI (`file:/a%20b/kbsync.db`), for URI parameters.
+fn file_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut uri = String::from("file:");
+    for &b in abs.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri
+}
+
+/// What a state file that SQLite cannot read, or that is not shaped as
+/// kbsync's, gets as advice.
+const MOVE_ASIDE: &str = " (the file is not a kbsync state database or is corrupt; it was left untouched: move it aside to start afresh, which re-adopts upstream documents by name)";
+
 fn sqlite_err(path: &Path, source: rusqlite::Error) -> StateError {
     let hint = match source.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) => {
-            " (the file is not a kbsync state database or is corrupt; it was left untouched: move it aside to start afresh, which re-adopts upstream documents by name)"
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            MOVE_ASIDE
         }
         Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
             " (another process holds the state file; is another kbsync running on it?)"

@@ -1,6 +1,44 @@
 //! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
 //! Append new steps; never edit a released one.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::Connection;
+
+/// Tables and their columns.
+pub type Shape = BTreeMap<String, BTreeSet<String>>;
+
+/// The tables of a database and their columns (SQLite's own left out).
+pub fn shape(c: &Connection) -> rusqlite::Result<Shape> {
+    let tables: Vec<String> = c
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut shape = Shape::new();
+    for table in tables {
+        let columns = c
+            .prepare("SELECT name FROM pragma_table_info(?1)")?
+            .query_map([&table], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        shape.insert(table, columns);
+    }
+    Ok(shape)
+}
+
+/// The shape the migrations up to `version` give a new file; `None` for a
+/// version this kbsync does not know.
+pub fn shape_at(version: i64) -> Option<Shape> {
+    let steps = MIGRATIONS.get(..usize::try_from(version).ok()?)?;
+    let c = Connection::open_in_memory().expect("an in-memory database opens");
+    for step in steps {
+        c.execute_batch(step)
+            .expect("the migrations apply to an empty database");
+    }
+    Some(shape(&c).expect("an in-memory database reads"))
+}
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: item cache, metadata field ids, target identity per job, run log.
     r#"

@@ -192,3 +192,41 @@ pub fn write_key(path: &Path, key: &str) {
     std::fs::write(path, key).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+/// The kbsync binary as a user without privileges runs it: root reads and
+/// writes every file whatever its mode, so to see permission errors (or
+/// their absence) a root test run goes through `setpriv` as `nobody`. The
+/// build folder may sit where `nobody` cannot reach (under /root, say), so
+/// a copy beside `config` runs; its folder must be reachable.
+pub fn unprivileged(config: &Path) -> std::process::Command {
+    if !is_root() {
+        return std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"));
+    }
+    assert!(
+        std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "running as root needs setpriv (util-linux) to test permissions"
+    );
+    let copy = config.with_file_name("kbsync-bin");
+    if !copy.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_kbsync"), &copy).unwrap();
+        chmod(&copy, 0o755);
+    }
+    let mut c = std::process::Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&copy);
+    c
+}
+
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}

@@ -12,7 +12,7 @@ use super::DifyConfig;
 use crate::metadata::FieldType;
 use crate::plan::StatusAction;
 use crate::secret::Secret;
-use crate::sink::http::{network_error, ErrorAnswer, Transport, UNREACHABLE};
+use crate::sink::http::{network_error, ErrorAnswer, Transport, Waits, UNREACHABLE};
 use crate::sink::{ErrorClass, SinkError};
 
 /// Dify's list endpoint caps `limit` at 100.
@@ -79,9 +79,9 @@ impl DifyClient {
         })
     }
 
-    /// The configured backoff's delays, for waits the pusher runs itself.
-    pub fn retry_delays(&self) -> impl Iterator<Item = std::time::Duration> {
-        self.transport.delays()
+    /// The waits of a call the pusher retries itself.
+    pub fn waits<'c>(&'c self, call: &'c str) -> Waits<'c> {
+        self.transport.waits(call, None)
     }
 
     /// HTTP requests sent so far, retries included.
@@ -238,7 +238,7 @@ impl DifyClient {
                 self.dataset
             ))
             .expect("valid path");
-        let mut delays = self.transport.delays();
+        let mut waits = self.transport.waits("create_by_file", None);
         loop {
             let req = self
                 .transport
@@ -246,7 +246,7 @@ impl DifyClient {
                 .post(url.clone())
                 .bearer_auth(self.key.expose())
                 .multipart(Self::file_form(name, bytes, Some(data)));
-            let err = match self.once("create_by_file", req).await {
+            let mut err = match self.once("create_by_file", req).await {
                 Ok(resp) => {
                     crate::monitor::uploaded("dify", bytes.len());
                     return Self::doc_and_batch(resp).await;
@@ -261,11 +261,9 @@ impl DifyClient {
                 }
                 Err(e) => e,
             };
-            let Some(delay) = delays.next() else {
+            let Some(delay) = waits.next(&mut err) else {
                 return Err(err);
             };
-            let delay = err.retry_after.unwrap_or(delay);
-            self.transport.slow_down("create_by_file", &err, delay);
             tokio::time::sleep(delay).await;
             if may_have_been_applied(&err) {
                 if let Some(doc) = self.find_by_name(name).await? {

@@ -56,6 +56,7 @@ pub struct RawPai {
     max_retries: Option<Spanned<i64>>,
     retry_min_delay_ms: Option<Spanned<i64>>,
     retry_max_delay_secs: Option<Spanned<i64>>,
+    max_retry_wait_secs: Option<Spanned<i64>>,
     requests_per_minute: Option<Spanned<i64>>,
 }
 
@@ -161,6 +162,7 @@ pub fn validate(
             max_retries: &raw.max_retries,
             retry_min_delay_ms: &raw.retry_min_delay_ms,
             retry_max_delay_secs: &raw.retry_max_delay_secs,
+            max_retry_wait_secs: &raw.max_retry_wait_secs,
             requests_per_minute: &raw.requests_per_minute,
         },
         60,

@@ -225,14 +225,13 @@ impl<'a> Pusher<'a> {
                     // of an earlier enable/disable runs ("being indexed",
                     // up to 10 minutes: wait with backoff, then leave it to
                     // a later pass).
-                    let mut delays = client.retry_delays();
+                    let mut waits = client.waits("set_status");
                     let mut batches_waited = false;
                     loop {
-                        let r = client.set_status(action, &ids).await;
-                        match &r {
-                            Err(e) if not_ready(e).is_some() => {}
-                            _ => return r,
-                        }
+                        let mut e = match client.set_status(action, &ids).await {
+                            Err(e) if not_ready(&e).is_some() => e,
+                            r => return r,
+                        };
                         let batches: Vec<&str> = chunk
                             .iter()
                             .filter_map(|(key, _)| pending.get(*key).copied())
@@ -247,11 +246,11 @@ impl<'a> Pusher<'a> {
                         // Several documents: let the batch be halved, so the
                         // one that is busy waits alone and the rest go.
                         if chunk.len() > 1 {
-                            return r;
+                            return Err(e);
                         }
-                        match delays.next() {
+                        match waits.next(&mut e) {
                             Some(pause) => tokio::time::sleep(pause).await,
-                            None => return r,
+                            None => return Err(e),
                         }
                     }
                 }
