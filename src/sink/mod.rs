@@ -26,6 +26,7 @@ use futures::future::LocalBoxFuture;
 
 use crate::config::{DeletePolicy, JobConfig};
 use crate::plan::Plan;
+use crate::secret::SecretSource;
 use crate::state::{CachedItem, RemoteStatus, State};
 use std::fmt;
 use std::time::Duration;
@@ -151,6 +152,11 @@ pub trait SinkConfig: std::fmt::Debug + Send + Sync {
     fn refuses_field(&self, _name: &str) -> Option<String> {
         None
     }
+
+    /// Where each credential of the section comes from, with its
+    /// settings' stem (`api_key` for `api_key_file`, …): the files among
+    /// them are kbsync's own, never mirrored by any job.
+    fn credentials(&self) -> Vec<(&'static str, &SecretSource)>;
 
     /// For code that knows which sink it configured (tests, benches).
     fn as_any(&self) -> &dyn std::any::Any;
