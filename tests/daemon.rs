@@ -540,12 +540,7 @@ async fn only_folders_the_scan_enters_are_watched() {
 #[tokio::test]
 async fn a_linked_folder_outside_the_root_is_not_watched() {
     let (fake, ws) = setup("keep", "", "debounce_ms = 50").await;
-    let text = std::fs::read_to_string(&ws.config_path).unwrap();
-    std::fs::write(
-        &ws.config_path,
-        text.replace("root = \"docs\"", "root = \"docs\"\nfollow_symlinks = true"),
-    )
-    .unwrap();
+    ws.folder_setting("follow_symlinks = true");
     ws.write("a/x.md", "x");
     std::os::unix::fs::symlink(ws.path("a"), ws.path("inside")).unwrap();
     let outside = ws.dir.path().join("outside");

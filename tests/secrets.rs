@@ -2,7 +2,8 @@
 //! belongs is refused at load without being echoed; a credential never
 //! follows a redirect to another host; no link out of the root, and none
 //! of kbsync's own files (key files, credentials, config, state file) is
-//! ever uploaded.
+//! ever uploaded; a key or token an upstream repeats in its error answers
+//! is never printed, logged nor stored.
 
 mod support;
 
@@ -15,7 +16,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use kbsync::sink::dify::document_name;
 use support::fake_dify::{self, FakeDify};
+use support::fake_pai::{self, FakePai};
 use support::fake_sharely::{self, FakeSharely};
+use support::serve::{Echo, EchoAs};
 use support::Workspace;
 
 const KEY: &str = "dataset-0Jx3kQm7vT9pLw2RzA5bNc8d";
@@ -111,6 +114,33 @@ fn a_variable_name_that_is_no_name_is_refused_without_being_shown() {
     );
 }
 
+/// A workspace whose one job mirrors `docs/` into Sharely at `base_url`,
+/// with the key in `sharely.key` and `extra` settings in the section.
+fn sharely_workspace(base_url: &str, extra: &str) -> Workspace {
+    let ws = Workspace::raw(&format!(
+        r#"[state]
+path = "state/kbsync.db"
+
+[[sync]]
+name = "kb"
+
+[sync.folder]
+root = "docs"
+
+[sync.sharely]
+base_url = "{base_url}"
+workspace_id = "{}"
+organization_id = "{}"
+api_key_file = "sharely.key"
+{extra}
+"#,
+        fake_sharely::WORKSPACE,
+        fake_sharely::ORG,
+    ));
+    support::write_key(&ws.dir.path().join("sharely.key"), fake_sharely::API_KEY);
+    ws
+}
+
 /// Answers every request with a redirect to `to`, keeping the path.
 async fn redirector(to: String) -> std::net::SocketAddr {
     let world = Arc::new(Mutex::new(to));
@@ -132,27 +162,7 @@ async fn credentials_never_follow_a_redirect_to_another_host() {
     // The real API is elsewhere; a redirect points there.
     let elsewhere = FakeSharely::start().await;
     let front = redirector(elsewhere.base_url()).await;
-    let ws = Workspace::raw(&format!(
-        r#"[state]
-path = "state/kbsync.db"
-
-[[sync]]
-name = "kb"
-
-[sync.folder]
-root = "docs"
-
-[sync.sharely]
-base_url = "http://{front}"
-workspace_id = "{}"
-organization_id = "{}"
-api_key_file = "sharely.key"
-max_retries = 0
-"#,
-        fake_sharely::WORKSPACE,
-        fake_sharely::ORG,
-    ));
-    support::write_key(&ws.dir.path().join("sharely.key"), fake_sharely::API_KEY);
+    let ws = sharely_workspace(&format!("http://{front}"), "max_retries = 0");
     ws.write("a.md", "a");
     let r = ws.sync().await;
     assert!(!r.converged());
@@ -202,20 +212,11 @@ fn docs_holding(fake: &FakeDify, needle: &str) -> Vec<String> {
         .collect()
 }
 
-fn follow_links(ws: &Workspace) {
-    let cfg = std::fs::read_to_string(&ws.config_path).unwrap();
-    std::fs::write(
-        &ws.config_path,
-        cfg.replace("root = \"docs\"", "root = \"docs\"\nfollow_symlinks = true"),
-    )
-    .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_out_of_the_root_uploads_nothing_from_outside() {
     let fake = FakeDify::start().await;
     let ws = Workspace::new(&fake.base_url(), fake_dify::DATASET, "delete", "", "");
-    follow_links(&ws);
+    ws.folder_setting("follow_symlinks = true");
     let outside = ws.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("private.md"), "private notes").unwrap();
@@ -263,7 +264,7 @@ async fn a_link_out_of_the_root_uploads_nothing_from_outside() {
 async fn links_inside_the_root_are_still_followed() {
     let fake = FakeDify::start().await;
     let ws = Workspace::new(&fake.base_url(), fake_dify::DATASET, "delete", "", "");
-    follow_links(&ws);
+    ws.folder_setting("follow_symlinks = true");
     ws.write("real.md", "the real one");
     ws.write("sub/x.md", "under sub");
     std::os::unix::fs::symlink("real.md", ws.path("alias.md")).unwrap();
@@ -420,4 +421,169 @@ async fn a_file_swapped_for_a_link_after_the_scan_is_not_uploaded() {
     );
     let names: Vec<String> = fake.world().docs.values().map(|d| d.name.clone()).collect();
     assert_eq!(names, ["a.md"]);
+}
+
+// ---------------------------------------------------------------------------
+// An upstream (or a proxy in front of it) that repeats the request's
+// credentials in its error answers: the key and the tokens are never
+// printed, logged, nor stored.
+
+/// `kbsync ARGS` through the binary, beside the fake's runtime.
+async fn binary(config: &std::path::Path, args: &'static [&'static str]) -> (i32, String, String) {
+    let config = config.to_owned();
+    tokio::task::spawn_blocking(move || {
+        support::run_binary(Command::new(env!("CARGO_BIN_EXE_kbsync")), &config, args)
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs `--reconcile` and then `status`: what they printed and logged,
+/// and the state file's bytes (the database and its logs, read raw).
+async fn reconcile_and_status(ws: &Workspace) -> Vec<(&'static str, String)> {
+    let (code, out, err) = binary(&ws.config_path, &["--reconcile"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let (_, status, status_err) = binary(&ws.config_path, &["status"]).await;
+    let mut stored = Vec::new();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let path = ws.dir.path().join(format!("state/kbsync.db{suffix}"));
+        stored.extend(std::fs::read(path).unwrap_or_default());
+    }
+    vec![
+        ("--reconcile's output", out),
+        ("--reconcile's log", err),
+        ("status", status),
+        ("status's log", status_err),
+        (
+            "the state file",
+            String::from_utf8_lossy(&stored).into_owned(),
+        ),
+    ]
+}
+
+/// None of `secrets` is in `texts`, while the echoed errors were kept,
+/// redacted, in all but the quiet `status`'s log.
+fn assert_never_shown_nor_stored(texts: &[(&str, String)], secrets: &[&str]) {
+    for (what, text) in texts {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{what} shows a secret:\n{text}");
+        }
+        if *what != "status's log" {
+            assert!(
+                text.contains("[redacted]"),
+                "{what} lost the error:\n{text}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dify_key_echoed_in_error_answers_is_never_shown_nor_stored() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), fake_dify::DATASET, "delete", "", "");
+    let cfg = std::fs::read_to_string(&ws.config_path).unwrap();
+    std::fs::write(
+        &ws.config_path,
+        cfg.replace("max_retries = 8", "max_retries = 1"),
+    )
+    .unwrap();
+    ws.write("a.md", "a");
+    ws.write("b.md", "b");
+    ws.write("c.md", "c");
+    fake.world().echo = vec![
+        // The audit's listing; then a refusal, and a server error as an
+        // HTML page on every try after it.
+        Echo::new("/documents", 400, EchoAs::Json, 1),
+        Echo::new("create-by-file", 400, EchoAs::Json, 1),
+        Echo::new("create-by-file", 500, EchoAs::Html, 100),
+    ];
+
+    let texts = reconcile_and_status(&ws).await;
+    assert_never_shown_nor_stored(&texts, &[fake_dify::API_KEY]);
+    assert!(fake.world().echo.iter().all(|e| e.times < 100), "echoed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharely_key_and_token_echoed_in_error_answers_are_never_shown_nor_stored() {
+    let fake = FakeSharely::start().await;
+    let ws = sharely_workspace(&fake.base_url(), "retry_min_delay_ms = 1\nmax_retries = 1");
+    ws.write("a.md", "a");
+    ws.write("b.md", "b");
+    fake.world().echo = vec![
+        // The first token exchange (it carries the key), then calls that
+        // carry the token.
+        Echo::new("generate-access-key-token", 500, EchoAs::Json, 2),
+        Echo::new("/knowledge", 400, EchoAs::Html, 1),
+        Echo::new("/knowledge", 400, EchoAs::Json, 100),
+    ];
+
+    let texts = reconcile_and_status(&ws).await;
+    let mut secrets = fake.world().tokens().to_vec();
+    assert!(!secrets.is_empty(), "a token was handed out");
+    secrets.push(fake_sharely::API_KEY.to_owned());
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    assert_never_shown_nor_stored(&texts, &secrets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pai_key_id_echoed_in_error_answers_is_never_shown_nor_stored() {
+    let fake = FakePai::start().await;
+    let ws = Workspace::raw(&format!(
+        r#"[state]
+path = "state/kbsync.db"
+
+[[sync]]
+name = "pai"
+
+[sync.folder]
+root = "docs"
+
+[sync.pai]
+endpoint = "{}"
+workspace_id = "{}"
+dataset_id = "{}"
+uri_base = "oss://kb-bucket/handbook/"
+access_key_id_file = "pai.id"
+access_key_secret_file = "pai.secret"
+retry_min_delay_ms = 1
+max_retries = 1
+
+[sync.metadata]
+source_path = {{ fact = "path" }}
+"#,
+        fake.endpoint(),
+        fake_pai::WORKSPACE,
+        fake_pai::DATASET,
+    ));
+    support::write_key(&ws.dir.path().join("pai.id"), fake_pai::KEY_ID);
+    support::write_key(&ws.dir.path().join("pai.secret"), fake_pai::SECRET);
+    ws.write("a.md", "a");
+    fake.world().echo = vec![
+        Echo::new("datasetfilemetas", 400, EchoAs::Json, 1),
+        Echo::new("datasetfilemetas", 500, EchoAs::Html, 100),
+    ];
+
+    let texts = reconcile_and_status(&ws).await;
+    assert_never_shown_nor_stored(&texts, &[fake_pai::KEY_ID, fake_pai::SECRET]);
+}
+
+/// A token is known as a secret once bought; a server that hands the same
+/// token out again must still be understood.
+#[tokio::test]
+async fn a_sharely_token_handed_out_again_is_still_used() {
+    let fake = FakeSharely::start().await;
+    let ws = sharely_workspace(&fake.base_url(), "");
+    // Within the renewal margin: bought again before every call.
+    fake.world().token_lifetime_secs = 120;
+    fake.world().reissue_valid_token = true;
+    ws.write("a.md", "a");
+    ws.write("b.md", "b");
+
+    let r = ws.sync().await;
+
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert_eq!(w.tokens_issued(), 1);
+    assert!(w.count("POST", "generate-access-key-token") > 2);
+    assert_eq!(w.titled("a.md").len() + w.titled("b.md").len(), 2);
 }

@@ -14,6 +14,7 @@ pub mod http;
 mod outcome;
 pub mod pai;
 pub mod rate;
+pub mod redact;
 pub mod registry;
 pub mod sharely;
 
