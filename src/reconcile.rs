@@ -3,7 +3,7 @@
 //! pass; `--reconcile` runs it once.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +16,8 @@ use crate::guard::{self, Refusal};
 use crate::outbox::{self, Held};
 use crate::plan::{self, Op, Plan, Rules};
 use crate::sink::{ErrorClass, Outcome, PushContext, PushError, Sink, SinkError};
-use crate::source::{Observed, ScanInput, Scanned, Scope, Skipped, Source};
-use crate::state::{lock_path, State, StateError, StateLock};
+use crate::source::{Observed, OwnFiles, ScanInput, Scanned, Scope, Skipped, Source};
+use crate::state::{State, StateError, StateLock};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -150,7 +150,8 @@ pub async fn run(
 pub struct Runner {
     pub config: Config,
     state: State,
-    avoid: Vec<PathBuf>,
+    /// kbsync's own files, which no job mirrors.
+    own: OwnFiles,
     sinks: HashMap<String, Box<dyn Sink>>,
     sources: HashMap<String, Box<dyn Source>>,
     opts: RunOptions,
@@ -187,7 +188,7 @@ impl Runner {
             Some(StateLock::acquire(&config.state_path)?)
         };
         let state = State::open(&config.state_path)?;
-        self.avoid = state_files(&config.state_path);
+        self.own = OwnFiles::of(&config);
         self.state = state;
         self.config = config;
         self.sinks.clear();
@@ -209,11 +210,10 @@ impl Runner {
         } else {
             State::open(&config.state_path)?
         };
-        let avoid = state_files(&config.state_path);
         Ok(Runner {
+            own: OwnFiles::of(&config),
             config,
             state,
-            avoid,
             sinks: HashMap::new(),
             sources: HashMap::new(),
             opts,
@@ -251,14 +251,15 @@ impl Runner {
         self.state.deletes_allowed(job)
     }
 
-    /// Files the source must never mirror, nor react to (the state file).
     /// Empties the state file's write-ahead log (the service, when idle).
     pub fn checkpoint(&self) -> Result<i64, StateError> {
         self.state.checkpoint()
     }
 
+    /// The files kbsync writes (the state file and its companions): the
+    /// watcher does not react to them.
     pub fn avoided(&self) -> &[PathBuf] {
-        &self.avoid
+        self.own.written()
     }
 
     /// One pass over the part of job `name` that `scope` selects.
@@ -378,34 +379,6 @@ fn connect<'s>(
     }
 }
 
-fn state_files(path: &Path) -> Vec<PathBuf> {
-    let abs = match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            dir.canonicalize()
-                .map(|d| d.join(name))
-                .unwrap_or_else(|_| path.to_owned())
-        }
-        _ => path.to_owned(),
-    };
-    let with = |suffix: &str| {
-        let mut s = abs.clone().into_os_string();
-        s.push(suffix);
-        PathBuf::from(s)
-    };
-    vec![
-        with("-wal"),
-        with("-shm"),
-        with("-journal"),
-        lock_path(&abs),
-        abs,
-    ]
-}
-
 impl Runner {
     /// One pass: scan → record → plan → queue/hold → push → settle → log.
     async fn run_one(
@@ -462,7 +435,7 @@ impl Runner {
                 job: &job.name,
                 state: &mut self.state,
                 scope,
-                avoid: &self.avoid,
+                own: &self.own,
                 fingerprint: &plan_fingerprint(job, &rules),
                 record_fingerprint: !opts.dry_run,
                 checksum: opts.checksum,

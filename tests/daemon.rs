@@ -535,6 +535,30 @@ async fn only_folders_the_scan_enters_are_watched() {
     d.stop().await;
 }
 
+/// With `follow_symlinks`, a link to a folder inside the root is entered
+/// and watched; one to a folder outside is neither.
+#[tokio::test]
+async fn a_linked_folder_outside_the_root_is_not_watched() {
+    let (fake, ws) = setup("keep", "", "debounce_ms = 50").await;
+    ws.folder_setting("follow_symlinks = true");
+    ws.write("a/x.md", "x");
+    std::os::unix::fs::symlink(ws.path("a"), ws.path("inside")).unwrap();
+    let outside = ws.dir.path().join("outside");
+    for i in 0..20 {
+        std::fs::create_dir_all(outside.join(format!("d{i}"))).unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, ws.path("ext")).unwrap();
+
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    let status = d.notified("STATUS=watching").await;
+    // docs, a (inside is the same folder: the same watch), and the root's
+    // parent.
+    assert_eq!(watches(&status), 3, "{status}");
+    fake.wait_until("the first sync", WAIT, |w| w.docs.len() == 2)
+        .await;
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn a_root_moved_away_and_replaced_is_watched_anew() {
     let (fake, ws) = setup("keep", "", "debounce_ms = 50").await;

@@ -9,7 +9,8 @@
 //!   every folder and hashes files) must not flood the event queue;
 //! - a watch per folder that the scan would enter, and only those: hidden,
 //!   ignored and excluded folders (a `node_modules`) get none, and a
-//!   symlink to a folder is followed only with `follow_symlinks`;
+//!   symlink to a folder is followed only with `follow_symlinks`, and only
+//!   when the folder is inside the root;
 //! - the root itself and its parent: a root moved, deleted or replaced
 //!   (`mv new root`, a symlink swapped with `ln -sfn`) is noticed and the
 //!   job re-armed on what is there now.
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 
 use super::pending::Pending;
 use crate::config::{Config, FolderConfig};
+use crate::source::fence::{Fence, Resolved};
 use crate::source::folder::walk_builder;
 use crate::source::scope::key_under;
 
@@ -245,13 +247,22 @@ fn add_tree(t: &mut Table, watches: &mut Watches, root: usize, dir: &Path) -> us
     let cfg = t.roots[root].cfg.clone();
     let job = t.roots[root].job.clone();
     let mut added = 0;
+    // A followed link to a folder outside the root is not entered by the
+    // scan: neither it nor anything under it is watched.
+    let fence = Fence::new(&cfg.root, Resolved::default());
+    let mut outside: Vec<PathBuf> = Vec::new();
     for entry in walk_builder(&cfg, dir).build() {
         let Ok(entry) = entry else { continue };
         // The start may be a symlink to a folder (a root such as
         // `current -> releases/v2`): watched as the folder it leads to.
         let is_dir = entry.file_type().is_some_and(|ft| ft.is_dir())
             || (entry.depth() == 0 && entry.path().is_dir());
-        if !is_dir {
+        if !is_dir || outside.iter().any(|o| entry.path().starts_with(o)) {
+            continue;
+        }
+        if entry.depth() > 0 && entry.path_is_symlink() && fence.link_target(entry.path()).is_err()
+        {
+            outside.push(entry.path().to_owned());
             continue;
         }
         match watches.add(entry.path(), FOLDER_MASK) {

@@ -1,7 +1,9 @@
 //! What the upstream clients share: one transport (the HTTP client, the
 //! rate limiter, a request count, retries with backoff that honour
-//! `Retry-After`) and reading an error answer (status, `Retry-After`, body)
-//! before each sink classifies it by its own rules.
+//! `Retry-After`, the secrets it sends) and reading an answer's body: an
+//! error answer (status, `Retry-After`, body) before each sink classifies
+//! it by its own rules, or a JSON answer. Every body is read here, and
+//! loses the transport's secrets before anything is parsed from it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +14,11 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value as Json;
 
 use super::rate::RateLimiter;
+use super::redact::Redactor;
 use super::{ErrorClass, SinkError};
 use crate::config::section::{Calls, RetryConfig};
 use crate::http_date::parse_retry_after;
+use crate::secret::Secret;
 
 /// A sink's way to its upstream: every request waits for its rate slot and
 /// is counted; a retried call backs off as configured, waits at least what
@@ -28,6 +32,8 @@ pub struct Transport {
     requests: AtomicU64,
     limiter: Option<RateLimiter>,
     breaker: Breaker,
+    /// The secrets this transport sends: no body it reads keeps them.
+    redactor: Redactor,
 }
 
 /// The error code of a call not sent because the upstream is resting.
@@ -94,7 +100,12 @@ impl Breaker {
 }
 
 impl Transport {
-    pub fn new(upstream: &'static str, calls: &Calls) -> Result<Transport, SinkError> {
+    /// A transport for `upstream`, sending the credentials `secrets`.
+    pub fn new(
+        upstream: &'static str,
+        calls: &Calls,
+        secrets: &[&Secret],
+    ) -> Result<Transport, SinkError> {
         Ok(Transport {
             upstream,
             http: client(calls.timeout)?,
@@ -102,6 +113,60 @@ impl Transport {
             requests: AtomicU64::new(0),
             limiter: calls.requests_per_minute.map(RateLimiter::per_minute),
             breaker: Breaker::default(),
+            redactor: Redactor::new(secrets),
+        })
+    }
+
+    /// A secret this transport sends from now on (an access token): no
+    /// answer read later shows it.
+    pub fn conceal(&self, token: &Secret) {
+        self.redactor.add(token);
+    }
+
+    /// An error answer, read whole, without this transport's secrets nor
+    /// any bearer token.
+    pub async fn error_answer(&self, resp: Response) -> ErrorAnswer {
+        ErrorAnswer::read(resp, &self.redactor).await
+    }
+
+    /// A JSON answer, without this transport's secrets: what a parse
+    /// error quotes of it is safe to show. `what` says what was expected,
+    /// from whom ("response body from Dify").
+    pub async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: Response,
+        what: &str,
+    ) -> Result<T, SinkError> {
+        let body = self
+            .redactor
+            .body(resp.bytes().await.map_err(network_error)?);
+        self.decode(&body, what)
+    }
+
+    /// A JSON answer that hands out a credential (an access token), read
+    /// as it came: a server may hand out a token it gave before, which is
+    /// a known secret by then. Only a parse error's text loses the
+    /// secrets.
+    pub async fn json_with_credential<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: Response,
+        what: &str,
+    ) -> Result<T, SinkError> {
+        let body = resp.bytes().await.map_err(network_error)?;
+        self.decode(&body, what)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        body: &[u8],
+        what: &str,
+    ) -> Result<T, SinkError> {
+        serde_json::from_slice(body).map_err(|e| {
+            SinkError::local(
+                ErrorClass::Transient,
+                "bad_response",
+                self.redactor.text(&format!("unexpected {what}: {e}")),
+            )
         })
     }
 
@@ -365,7 +430,8 @@ fn backoff(retry: &RetryConfig) -> ExponentialBuilder {
         .with_max_times(retry.max_retries)
 }
 
-/// An error answer, read whole.
+/// An error answer, read whole (through `Transport::error_answer`), its
+/// body already without secrets.
 pub struct ErrorAnswer {
     pub status: StatusCode,
     pub retry_after: Option<Duration>,
@@ -375,7 +441,7 @@ pub struct ErrorAnswer {
 }
 
 impl ErrorAnswer {
-    pub async fn read(resp: Response) -> ErrorAnswer {
+    async fn read(resp: Response, redactor: &Redactor) -> ErrorAnswer {
         let status = resp.status();
         let headers = resp.headers().clone();
         let retry_after = resp
@@ -384,7 +450,7 @@ impl ErrorAnswer {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()))
             .map(|d| d.min(MAX_RETRY_AFTER));
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = redactor.error_body(resp.bytes().await.unwrap_or_default());
         let json = serde_json::from_slice(&body).ok();
         ErrorAnswer {
             status,

@@ -14,6 +14,7 @@ pub mod http;
 mod outcome;
 pub mod pai;
 pub mod rate;
+pub mod redact;
 pub mod registry;
 pub mod sharely;
 
@@ -26,6 +27,7 @@ use futures::future::LocalBoxFuture;
 
 use crate::config::{DeletePolicy, JobConfig};
 use crate::plan::Plan;
+use crate::secret::SecretSource;
 use crate::state::{CachedItem, RemoteStatus, State};
 use std::fmt;
 use std::time::Duration;
@@ -178,6 +180,10 @@ pub trait SinkConfig: std::fmt::Debug + Send + Sync {
 
     /// Where the target and the credential are set.
     fn places(&self) -> &Places;
+    /// Where each credential of the section comes from, with its
+    /// settings' stem (`api_key` for `api_key_file`, …): the files among
+    /// them are kbsync's own, never mirrored by any job.
+    fn credentials(&self) -> Vec<(&'static str, &SecretSource)>;
 
     /// For code that knows which sink it configured (tests, benches).
     fn as_any(&self) -> &dyn std::any::Any;

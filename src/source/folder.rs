@@ -12,6 +12,7 @@ use std::time::UNIX_EPOCH;
 
 use ignore::{WalkBuilder, WalkState};
 
+use super::fence::Fence;
 use super::scope::key_under;
 use super::{front_matter, KnownFacts, Observed, ScanResult, Scope, Skipped};
 use crate::config::FolderConfig;
@@ -83,19 +84,23 @@ struct Findings {
 /// on every walker thread.
 struct Visitor<'a> {
     cfg: &'a FolderConfig,
-    avoid: &'a [PathBuf],
+    fence: &'a Fence,
     found: Findings,
     done: &'a Mutex<Vec<Findings>>,
 }
 
 impl ignore::ParallelVisitor for Visitor<'_> {
     fn visit(&mut self, entry: Result<ignore::DirEntry, ignore::Error>) -> WalkState {
-        match visit(self.cfg, &self.cfg.root, self.avoid, entry) {
+        let (found, next) = match entry {
+            Ok(entry) => visit(self.cfg, self.fence, &entry),
+            Err(err) => (Some(walk_error(&self.cfg.root, err)), WalkState::Continue),
+        };
+        match found {
             Some(Found::File(stat)) => self.found.files.push(stat),
             Some(Found::Skipped(s, protect)) => self.found.skipped.push((s, protect)),
             None => {}
         }
-        WalkState::Continue
+        next
     }
 }
 
@@ -111,7 +116,7 @@ impl Drop for Visitor<'_> {
 
 struct Visitors<'a> {
     cfg: &'a FolderConfig,
-    avoid: &'a [PathBuf],
+    fence: &'a Fence,
     done: &'a Mutex<Vec<Findings>>,
 }
 
@@ -119,7 +124,7 @@ impl<'s> ignore::ParallelVisitorBuilder<'s> for Visitors<'s> {
     fn build(&mut self) -> Box<dyn ignore::ParallelVisitor + 's> {
         Box::new(Visitor {
             cfg: self.cfg,
-            avoid: self.avoid,
+            fence: self.fence,
             found: Findings::default(),
             done: self.done,
         })
@@ -170,13 +175,13 @@ fn excludes_dir(exclude: Option<&globset::GlobSet>, key: &str) -> bool {
 
 /// Walks the part of `cfg.root` that `scope` selects and stats, in
 /// parallel, without reading any file; `read_changed` then reads what
-/// differs from the cache. `avoid` lists files never to mirror (the state
-/// database, when it lives inside the root).
+/// differs from the cache. What `fence` keeps out (links leading outside
+/// the root, kbsync's own files) is reported as skipped.
 ///
 /// A scoped walk still goes down from the root, pruning every folder that
 /// does not lead to a scoped path, so the ignore files on the way apply
 /// exactly as in a full scan.
-pub fn walk(cfg: &FolderConfig, avoid: &[PathBuf], scope: &Scope) -> Walked {
+pub fn walk(cfg: &FolderConfig, fence: &Fence, scope: &Scope) -> Walked {
     let started_ns = super::now_ns();
     let mut builder = walk_builder(cfg, &cfg.root);
     builder.threads(threads());
@@ -200,7 +205,7 @@ pub fn walk(cfg: &FolderConfig, avoid: &[PathBuf], scope: &Scope) -> Walked {
     let done = Mutex::new(Vec::new());
     builder.build_parallel().visit(&mut Visitors {
         cfg,
-        avoid,
+        fence,
         done: &done,
     });
     let mut walked = Walked {
@@ -428,45 +433,69 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
+/// One entry of the walk: what it is, and whether to go into it (a
+/// followed link to a folder outside the root is not entered).
 fn visit(
     cfg: &FolderConfig,
-    root: &Path,
-    avoid: &[PathBuf],
-    entry: Result<ignore::DirEntry, ignore::Error>,
-) -> Option<Found> {
-    let entry = match entry {
-        Ok(e) => e,
-        Err(err) => return Some(walk_error(root, err)),
+    fence: &Fence,
+    entry: &ignore::DirEntry,
+) -> (Option<Found>, WalkState) {
+    let Some(file_type) = entry.file_type() else {
+        return (None, WalkState::Continue);
     };
-    let path = entry.path();
-    let file_type = entry.file_type()?;
-    if file_type.is_dir() {
-        return None;
+    // With `follow_symlinks`, the type is the target's (the root itself
+    // may be a link: it is followed wherever it points).
+    let link = entry.path_is_symlink() && entry.depth() > 0;
+    if file_type.is_dir() && !link {
+        return (None, WalkState::Continue);
     }
-    let key = match key_of(root, path) {
+    let key = match key_of(&cfg.root, entry.path()) {
         Ok(k) => k,
         Err(reason) => {
-            return Some(Found::Skipped(
-                Skipped {
-                    path: path.display().to_string(),
-                    reason,
-                },
-                None,
-            ))
+            let skipped = Skipped {
+                path: entry.path().display().to_string(),
+                reason,
+            };
+            return (Some(Found::Skipped(skipped, None)), WalkState::Continue);
         }
     };
-    if !matches(cfg, &key)
-        || avoid
-            .iter()
-            .any(|a| a.file_name() == path.file_name() && a == path)
-    {
-        return None;
+    if file_type.is_dir() {
+        return match fence.link_target(entry.path()) {
+            Ok(_) => (None, WalkState::Continue),
+            Err(reason) => (Some(fenced(&key, reason)), WalkState::Skip),
+        };
     }
+    let found = if matches(cfg, &key) {
+        visit_file(cfg, fence, entry, key, link)
+    } else {
+        None
+    };
+    (found, WalkState::Continue)
+}
+
+/// A file (or a link, followed or not) the include and exclude patterns
+/// select.
+fn visit_file(
+    cfg: &FolderConfig,
+    fence: &Fence,
+    entry: &ignore::DirEntry,
+    key: String,
+    link: bool,
+) -> Option<Found> {
+    let file_type = entry.file_type()?;
     if file_type.is_symlink() {
         // Only reached when links are not followed.
         tracing::debug!(%key, "symbolic link not followed");
         return None;
     }
+    let target = if link {
+        match fence.link_target(entry.path()) {
+            Ok(target) => Some(target),
+            Err(reason) => return Some(fenced(&key, reason)),
+        }
+    } else {
+        None
+    };
     if !file_type.is_file() {
         return Some(skip(
             &key,
@@ -477,6 +506,9 @@ fn visit(
         Ok(m) => m,
         Err(e) => return Some(skip(&key, format!("cannot stat: {e}"))),
     };
+    if let Some(reason) = fence.own(target.as_deref().unwrap_or(entry.path()), &meta) {
+        return Some(fenced(&key, reason));
+    }
     let size = meta.len();
     if size > cfg.max_file_size {
         return Some(skip(
@@ -493,6 +525,19 @@ fn visit(
         mtime_ns: mtime_ns_of(&meta),
         identity: identity(&meta),
     }))
+}
+
+/// Kept out by the fence: reported, but not protected. Whatever was
+/// mirrored of it before (through a link that now leads elsewhere, or by
+/// an older kbsync) is retired like a deleted file's record.
+fn fenced(key: &str, reason: String) -> Found {
+    Found::Skipped(
+        Skipped {
+            path: key.to_owned(),
+            reason,
+        },
+        None,
+    )
 }
 
 fn skip(key: &str, reason: String) -> Found {

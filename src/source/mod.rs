@@ -2,6 +2,7 @@
 //! pages. The pass sees them through `seam::Source`.
 
 mod content;
+pub mod fence;
 pub mod folder;
 pub mod front_matter;
 pub mod scope;
@@ -11,6 +12,7 @@ pub mod web;
 mod web_reach;
 
 pub use content::{Content, Downloaded, FolderContent};
+pub use fence::OwnFiles;
 pub use scope::Scope;
 pub use seam::{ScanInput, Scanned, Source, Survey};
 

@@ -5,13 +5,13 @@
 //! GETs and is always polled whole.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+use super::fence::{Fence, OwnFiles};
 use super::triage::triage;
 use super::{folder, web, Content, Downloaded, FolderContent, KnownFacts, ScanResult, Scope};
 use crate::config::{FolderConfig, SourceConfig, WebConfig};
@@ -22,8 +22,8 @@ pub struct ScanInput<'a> {
     pub job: &'a str,
     pub state: &'a mut State,
     pub scope: &'a Scope,
-    /// Files never to mirror (the state file and its companions).
-    pub avoid: &'a [PathBuf],
+    /// Files never to mirror, wherever they are: kbsync's own.
+    pub own: &'a OwnFiles,
     /// The job's plan fingerprint: settled rows are trusted only under the
     /// fingerprint they were settled with.
     pub fingerprint: &'a str,
@@ -77,6 +77,8 @@ pub enum Survey {
 /// subtree may hold a million files.
 pub struct FolderSlices {
     cfg: FolderConfig,
+    /// What the walk kept out; every upload is held to it again.
+    fence: Arc<Fence>,
     /// The pass's scope; each slice is a key range of it.
     scope: Scope,
     files: std::vec::IntoIter<folder::Stat>,
@@ -210,6 +212,7 @@ impl Survey {
             cached,
             content: Box::new(FolderContent {
                 root: f.cfg.root.clone(),
+                fence: f.fence.clone(),
             }),
         };
         Some((f.scope.slice(from, until), scanned))
@@ -273,9 +276,12 @@ impl Source for FolderSource {
             // The walk (stat only) runs while the cache is read: neither
             // needs the other until files are compared.
             let walking = {
-                let (cfg, avoid, scope) =
-                    (self.cfg.clone(), input.avoid.to_vec(), input.scope.clone());
-                tokio::task::spawn_blocking(move || folder::walk(&cfg, &avoid, &scope))
+                let (cfg, own, scope) = (self.cfg.clone(), input.own.clone(), input.scope.clone());
+                tokio::task::spawn_blocking(move || {
+                    let fence = Fence::new(&cfg.root, own.resolve());
+                    let walked = folder::walk(&cfg, &fence, &scope);
+                    (walked, Arc::new(fence))
+                })
             };
             let trust = input.state.plan_fingerprint(
                 input.job,
@@ -286,13 +292,14 @@ impl Source for FolderSource {
             if deep {
                 tracing::info!("reading every file (checksum pass)");
             }
-            let walked = walking.await.expect("the walk thread does not panic");
+            let (walked, fence) = walking.await.expect("the walk thread does not panic");
             let t = triage(input.state, input.job, input.scope, trust && !deep, walked)?;
             let rehashed = deep && input.scope.is_all() && input.record_fingerprint;
             let mut rest = t.walked;
             let files = std::mem::take(&mut rest.files).into_iter();
             let slices = FolderSlices {
                 cfg: self.cfg.clone(),
+                fence,
                 scope: input.scope.clone(),
                 files,
                 rest,

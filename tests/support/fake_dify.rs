@@ -376,6 +376,9 @@ pub struct World {
     pub arrived: Vec<String>,
     pub rate_limit: Option<RateWindow>,
     pub chaos: Option<Chaos>,
+    /// A proxy in front that answers some requests with their credentials
+    /// repeated (not applied).
+    pub echo: Vec<Echo>,
     /// None: answers at once.
     pub latency: Option<Latency>,
     /// Called with "METHOD path" as each request arrives, before it is
@@ -410,6 +413,7 @@ impl World {
             arrived: Vec::new(),
             rate_limit: None,
             chaos: None,
+            echo: Vec::new(),
             latency: None,
             on_arrival: None,
             next_id: 1,
@@ -606,6 +610,7 @@ type Reply = Result<Resp, Dropped>;
 type CheckedFile = (String, Vec<u8>, Option<Json>);
 
 use super::serve::json_reply as reply;
+use super::serve::{take_echo, Echo};
 
 fn bad(status: u16, code: &str, message: &str) -> Box<Resp> {
     Box::new(error(status, code, message))
@@ -638,6 +643,7 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let headers = req.headers().clone();
     {
         let mut w = world.lock().unwrap();
         let line = format!("{method} {logged_path}");
@@ -669,6 +675,11 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
         }
     };
     let logged = |status: u16| log(&world, arrived, &method, &logged_path, status);
+    let echoed = take_echo(&mut world.lock().unwrap().echo, &path, &headers);
+    if let Some(answer) = echoed {
+        logged(answer.status().as_u16());
+        return Ok(answer);
+    }
     let (response, apply_then) = match fault {
         Some(Fault::Drop) => {
             logged(0);

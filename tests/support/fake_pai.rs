@@ -54,6 +54,9 @@ pub struct World {
     /// Answer the next N calls of an action with this status (not applied).
     pub fail_next: Vec<(String, u16, u32)>,
     pub page_size_cap: usize,
+    /// A proxy in front that answers some requests with their credentials
+    /// repeated (not applied).
+    pub echo: Vec<Echo>,
 }
 
 impl World {
@@ -106,6 +109,7 @@ impl FakePai {
 }
 
 use super::serve::json_reply as reply;
+use super::serve::{take_echo, Echo};
 
 fn error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
     reply(
@@ -232,6 +236,9 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
+    if let Some(answer) = take_echo(&mut world.lock().unwrap().echo, &path, req.headers()) {
+        return Ok(answer);
+    }
     let query = req.uri().query().unwrap_or("").to_owned();
     let headers: Vec<(String, String)> = req
         .headers()

@@ -17,6 +17,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use serde_json::{json, Value as Json};
 
+use super::serve::{take_echo, Echo};
+
 pub const API_KEY: &str = "sk-sharely-TESTKEY42";
 pub const WORKSPACE: &str = "0f4b6c8e-1111-4000-8000-00000000aa01";
 pub const ORG: &str = "0f4b6c8e-2222-4000-8000-00000000bb02";
@@ -70,6 +72,9 @@ pub struct World {
     pub token_lifetime_calls: usize,
     /// Seconds a token is valid for; 0: Sharely's 24 hours.
     pub token_lifetime_secs: i64,
+    /// Hand out the last token again while it is valid, as a server that
+    /// keeps one token per key does.
+    pub reissue_valid_token: bool,
     calls_on_token: usize,
     /// Faults for the next metadata calls: (status, how many).
     pub fail_next: Vec<(u16, u32)>,
@@ -81,6 +86,9 @@ pub struct World {
     pub processing_calls: u32,
     /// Calls answered 401 for a token that had expired.
     pub expired_refusals: usize,
+    /// A proxy in front that answers some requests with their credentials
+    /// repeated (not applied).
+    pub echo: Vec<Echo>,
 }
 
 impl World {
@@ -124,6 +132,11 @@ impl World {
 
     pub fn tokens_issued(&self) -> usize {
         self.issued
+    }
+
+    /// The access tokens handed out (and not revoked).
+    pub fn tokens(&self) -> &[String] {
+        &self.valid_tokens
     }
 
     pub fn count(&self, method: &str, needle: &str) -> usize {
@@ -284,6 +297,7 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    let headers = req.headers().clone();
     let api_key = header("x-api-key");
     let auth = header("authorization");
     let org = header("organizationid");
@@ -300,6 +314,9 @@ async fn handle(
     };
     let json_body: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
     let mut w = world.lock().unwrap();
+    if let Some(answer) = take_echo(&mut w.echo, &path, &headers) {
+        return Ok(answer);
+    }
     let call = Call {
         method: &method,
         path: &path,
@@ -339,6 +356,13 @@ fn route(w: &mut World, call: Call<'_>, upload: Option<Upload>) -> Response<Full
         }
         if *ws != WORKSPACE {
             return error(404, "Not Found", "Workspace not found.");
+        }
+        let valid = w
+            .valid_tokens
+            .last()
+            .filter(|t| exp_of(t).is_some_and(|e| e > now()));
+        if let Some(token) = valid.filter(|_| w.reissue_valid_token) {
+            return reply(200, json!({"token": token}));
         }
         w.issued += 1;
         let lifetime = match w.token_lifetime_secs {

@@ -91,6 +91,18 @@ max_retries = 8
         std::fs::write(&self.config_path, config).unwrap();
     }
 
+    /// Adds `line` to the `[sync.folder]` of a job whose root is `docs`.
+    pub fn folder_setting(&self, line: &str) {
+        let config = std::fs::read_to_string(&self.config_path).unwrap();
+        let root = "root = \"docs\"";
+        assert!(config.contains(root), "no job with root = \"docs\"");
+        std::fs::write(
+            &self.config_path,
+            config.replace(root, &format!("{root}\n{line}")),
+        )
+        .unwrap();
+    }
+
     pub fn write(&self, key: &str, content: &str) {
         let p = self.root.join(key);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

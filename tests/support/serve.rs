@@ -46,3 +46,77 @@ pub fn json_reply(status: u16, body: serde_json::Value) -> Response<Full<Bytes>>
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
 }
+
+/// How a gateway or proxy in front of an API may show an error: as JSON
+/// (`{"code", "message"}`) or as an HTML page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EchoAs {
+    Json,
+    Html,
+}
+
+/// An error answer that repeats the request's credential headers, as some
+/// proxies, gateways and debug pages do: the next `times` requests whose
+/// path contains `path_contains` get it instead of the API's answer.
+#[derive(Debug, Clone)]
+pub struct Echo {
+    pub path_contains: String,
+    pub status: u16,
+    pub shape: EchoAs,
+    pub times: u32,
+}
+
+impl Echo {
+    pub fn new(path_contains: &str, status: u16, shape: EchoAs, times: u32) -> Echo {
+        Echo {
+            path_contains: path_contains.into(),
+            status,
+            shape,
+            times,
+        }
+    }
+}
+
+/// The echo the first matching rule of `rules` asks for, if any (it is
+/// used up by one).
+pub fn take_echo(
+    rules: &mut [Echo],
+    path: &str,
+    headers: &hyper::HeaderMap,
+) -> Option<Response<Full<Bytes>>> {
+    let rule = rules
+        .iter_mut()
+        .find(|r| r.times > 0 && path.contains(&r.path_contains))?;
+    rule.times -= 1;
+    let credentials: Vec<String> = ["authorization", "x-api-key"]
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.to_str().ok()?;
+            Some(format!("{name}: {value}"))
+        })
+        .collect();
+    let status = rule.status;
+    Some(match rule.shape {
+        EchoAs::Json => json_reply(
+            status,
+            serde_json::json!({
+                "code": "gateway_rejected",
+                "message": format!("request rejected; it carried {}", credentials.join("; ")),
+                "status": status,
+            }),
+        ),
+        // The first credential also goes URL-encoded, in a link back.
+        EchoAs::Html => {
+            let first = credentials.first().map_or("", |c| c.as_str());
+            let link: String = url::form_urlencoded::byte_serialize(first.as_bytes()).collect();
+            Response::builder()
+                .status(status)
+                .header("content-type", "text/html")
+                .body(Full::new(Bytes::from(format!(
+                    "<html><body><a href=\"/signin?was={link}\">sign in</a><pre>{}</pre><h1>{status} Error</h1></body></html>",
+                    credentials.join("\n")
+                ))))
+                .unwrap()
+        }
+    })
+}

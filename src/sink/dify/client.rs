@@ -12,7 +12,7 @@ use super::DifyConfig;
 use crate::metadata::FieldType;
 use crate::plan::StatusAction;
 use crate::secret::Secret;
-use crate::sink::http::{network_error, ErrorAnswer, Transport, Waits, UNREACHABLE};
+use crate::sink::http::{ErrorAnswer, Transport, Waits, UNREACHABLE};
 use crate::sink::{ErrorClass, SinkError};
 
 /// Dify's list endpoint caps `limit` at 100.
@@ -71,7 +71,7 @@ pub struct DifyClient {
 impl DifyClient {
     pub fn new(cfg: &DifyConfig, key: Secret) -> Result<Self, SinkError> {
         Ok(DifyClient {
-            transport: Transport::new("dify", &cfg.calls)?,
+            transport: Transport::new("dify", &cfg.calls, &[&key])?,
             base: cfg.base_url.clone(),
             dataset: cfg.dataset_id.clone(),
             legacy_update: AtomicBool::new(false),
@@ -131,18 +131,11 @@ impl DifyClient {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        Err(classify(resp).await)
+        Err(classify(self.transport.error_answer(resp).await))
     }
 
-    async fn json<T: for<'de> Deserialize<'de>>(resp: Response) -> Result<T, SinkError> {
-        let bytes = resp.bytes().await.map_err(network_error)?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            SinkError::local(
-                ErrorClass::Transient,
-                "bad_response",
-                format!("unexpected response body from Dify: {e}"),
-            )
-        })
+    async fn json<T: for<'de> Deserialize<'de>>(&self, resp: Response) -> Result<T, SinkError> {
+        self.transport.json(resp, "response body from Dify").await
     }
 
     /// One page of the dataset's documents, and whether more may follow.
@@ -166,7 +159,7 @@ impl DifyClient {
                     .query(&[("page", page.to_string()), ("limit", PAGE_SIZE.to_string())])
             })
             .await?;
-        let p: Page = Self::json(resp).await?;
+        let p: Page = self.json(resp).await?;
         let more = match p.total {
             Some(total) => page * PAGE_SIZE < total && !p.data.is_empty(),
             None => p.has_more,
@@ -249,7 +242,7 @@ impl DifyClient {
             let mut err = match self.once("create_by_file", req).await {
                 Ok(resp) => {
                     crate::monitor::uploaded("dify", bytes.len());
-                    return Self::doc_and_batch(resp).await;
+                    return self.doc_and_batch(resp).await;
                 }
                 // Not sent (the upstream rests): nothing to look up or wait for.
                 Err(e) if e.code == UNREACHABLE => return Err(e),
@@ -304,7 +297,7 @@ impl DifyClient {
                     ])
                 })
                 .await?;
-            let p: Page = Self::json(resp).await?;
+            let p: Page = self.json(resp).await?;
             if let Some(d) = p.data.iter().find(|d| d.name == name) {
                 return Ok(Some(d.clone()));
             }
@@ -342,7 +335,7 @@ impl DifyClient {
                 other => {
                     let resp = other?;
                     crate::monitor::uploaded("dify", bytes.len());
-                    return Self::doc_and_batch(resp).await;
+                    return self.doc_and_batch(resp).await;
                 }
             }
         }
@@ -354,17 +347,20 @@ impl DifyClient {
             })
             .await?;
         crate::monitor::uploaded("dify", bytes.len());
-        Self::doc_and_batch(resp).await
+        self.doc_and_batch(resp).await
     }
 
-    async fn doc_and_batch(resp: Response) -> Result<(RemoteDoc, Option<String>), SinkError> {
+    async fn doc_and_batch(
+        &self,
+        resp: Response,
+    ) -> Result<(RemoteDoc, Option<String>), SinkError> {
         #[derive(Deserialize)]
         struct Created {
             document: RemoteDoc,
             #[serde(default)]
             batch: Option<String>,
         }
-        let c: Created = Self::json(resp).await?;
+        let c: Created = self.json(resp).await?;
         Ok((c.document, c.batch))
     }
 
@@ -387,7 +383,7 @@ impl DifyClient {
                 self.request(Method::GET, "metadata")
             })
             .await?;
-        Ok(Self::json::<Fields>(resp).await?.doc_metadata)
+        Ok(self.json::<Fields>(resp).await?.doc_metadata)
     }
 
     /// `POST /datasets/{id}/metadata`
@@ -403,7 +399,7 @@ impl DifyClient {
             })
             .await;
         match resp {
-            Ok(resp) => Self::json(resp).await,
+            Ok(resp) => self.json(resp).await,
             // An earlier attempt was applied but its answer lost (or another
             // writer made it meanwhile): the field is there, use it.
             Err(e) if e.status == Some(400) && e.message.contains("already exists") => {
@@ -465,7 +461,7 @@ impl DifyClient {
         let resp = self
             .call("indexing_status", || self.request(Method::GET, &tail))
             .await?;
-        Ok(Self::json::<Status>(resp).await?.data)
+        Ok(self.json::<Status>(resp).await?.data)
     }
 }
 
@@ -477,8 +473,7 @@ fn may_have_been_applied(e: &SinkError) -> bool {
     }
 }
 
-async fn classify(resp: Response) -> SinkError {
-    let answer = ErrorAnswer::read(resp).await;
+fn classify(answer: ErrorAnswer) -> SinkError {
     let status = answer.status;
     let retry_after = answer.retry_after;
     let code = answer

@@ -16,6 +16,7 @@ use futures::FutureExt;
 
 use crate::config::DeletePolicy;
 use crate::plan::{Plan, StatusAction};
+use crate::secret::SecretSource;
 use crate::sink::{
     Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
 };
@@ -79,6 +80,10 @@ impl SinkConfig for DifyConfig {
                 BUILT_IN_FIELDS.join(", ")
             )
         })
+    }
+
+    fn credentials(&self) -> Vec<(&'static str, &SecretSource)> {
+        vec![("api_key", &self.api_key)]
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -9,14 +9,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::{Method, Response, Url};
+use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use super::acs3;
 use super::PaiConfig;
 use crate::secret::Secret;
-use crate::sink::http::{network_error, ErrorAnswer, Transport};
+use crate::sink::http::{ErrorAnswer, Transport};
 use crate::sink::{ErrorClass, SinkError};
 
 pub const API_VERSION: &str = "2021-02-04";
@@ -51,7 +51,8 @@ pub struct PaiClient {
 impl PaiClient {
     pub fn new(cfg: &PaiConfig, key_id: Secret, secret: Secret) -> Result<Self, SinkError> {
         Ok(PaiClient {
-            transport: Transport::new("pai", &cfg.calls)?,
+            // The secret is never sent (it signs), but kept out all the same.
+            transport: Transport::new("pai", &cfg.calls, &[&key_id, &secret])?,
             cfg: cfg.clone(),
             key_id,
             secret,
@@ -147,16 +148,11 @@ impl PaiClient {
                     .send(action, self.signed(&method, action, &query, body.as_ref()))
                     .await?;
                 if !resp.status().is_success() {
-                    return Err(classify(resp).await);
+                    return Err(classify(self.transport.error_answer(resp).await));
                 }
-                let bytes = resp.bytes().await.map_err(network_error)?;
-                serde_json::from_slice::<Json>(&bytes).map_err(|e| {
-                    SinkError::local(
-                        ErrorClass::Transient,
-                        "bad_response",
-                        format!("unexpected response body from PAI: {e}"),
-                    )
-                })
+                self.transport
+                    .json::<Json>(resp, "response body from PAI")
+                    .await
             })
             .await
     }
@@ -297,8 +293,7 @@ fn nonce() -> String {
     blake3::hash(seed.as_bytes()).to_hex()[..32].to_owned()
 }
 
-async fn classify(resp: Response) -> SinkError {
-    let answer = ErrorAnswer::read(resp).await;
+fn classify(answer: ErrorAnswer) -> SinkError {
     let status = answer.status.as_u16();
     // Alibaba Cloud's throttling says how long to wait in milliseconds.
     let retry_after = answer
@@ -357,19 +352,25 @@ mod tests {
             &[("x-acs-retry-after", "1500"), ("content-type", "text/xml")],
             "<?xml version='1.0'?><Error><RequestId>R1</RequestId><Code>Throttling.User</Code><Message>Request was denied due to user flow control.</Message></Error>",
         );
-        let e = classify(answer).await;
+        let calls = crate::config::Calls {
+            timeout: Duration::from_secs(1),
+            retry: crate::config::RetryConfig::default(),
+            requests_per_minute: None,
+        };
+        let transport = Transport::new("pai", &calls, &[]).unwrap();
+        let e = classify(transport.error_answer(answer).await);
         assert_eq!(e.class, ErrorClass::Transient);
         assert_eq!(e.code, "Throttling.User");
         assert_eq!(e.message, "Request was denied due to user flow control.");
         assert_eq!(e.retry_after, Some(Duration::from_millis(1500)));
     }
 
-    fn http_crate_response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+    fn http_crate_response(status: u16, headers: &[(&str, &str)], body: &str) -> reqwest::Response {
         let mut b = http::Response::builder().status(status);
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        Response::from(b.body(body.to_owned()).unwrap())
+        reqwest::Response::from(b.body(body.to_owned()).unwrap())
     }
 
     #[test]

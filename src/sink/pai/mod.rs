@@ -15,6 +15,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use crate::plan::Plan;
+use crate::secret::SecretSource;
 use crate::sink::{
     Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
 };
@@ -48,6 +49,13 @@ impl SinkConfig for PaiConfig {
             "pai {} workspace {} dataset {} {} at {}",
             self.endpoint, self.workspace_id, self.dataset_id, self.dataset_version, self.uri_base
         )
+    }
+
+    fn credentials(&self) -> Vec<(&'static str, &SecretSource)> {
+        vec![
+            ("access_key_id", &self.access_key_id),
+            ("access_key_secret", &self.access_key_secret),
+        ]
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -17,6 +17,7 @@ use futures::FutureExt;
 
 use crate::config::DeletePolicy;
 use crate::plan::Plan;
+use crate::secret::SecretSource;
 use crate::sink::{
     Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
 };
@@ -101,6 +102,10 @@ impl SinkConfig for SharelyConfig {
                 RESERVED_FIELDS.join(", ")
             )
         })
+    }
+
+    fn credentials(&self) -> Vec<(&'static str, &SecretSource)> {
+        vec![("api_key", &self.api_key)]
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
