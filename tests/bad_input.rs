@@ -301,3 +301,63 @@ async fn a_state_file_locked_by_another_program_or_kbsync_is_refused() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(fake.world().docs.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_and_one_excludes_are_refused_quickly_naming_the_key_and_line() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    let config = std::fs::read_to_string(&ws.config_path).unwrap();
+    let globs: String = (0..10_001)
+        .map(|i| format!("  \"generated/part{i}/**\",\n"))
+        .collect();
+    let config = config.replace(
+        "root = \"docs\"",
+        &format!("root = \"docs\"\nexclude = [\n{globs}]"),
+    );
+    std::fs::write(&ws.config_path, &config).unwrap();
+    // The 10,001st pattern's line.
+    let line = config
+        .lines()
+        .position(|l| l.contains("\"generated/part10000/**\""))
+        .unwrap()
+        + 1;
+    let started = std::time::Instant::now();
+    let (code, _, err) = kbsync(&ws.config_path, &["--dry-run"], false);
+    let took = started.elapsed();
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("kbsync.toml:{line}:")) && err.contains("sync[0].folder.exclude"),
+        "{err}"
+    );
+    assert!(err.contains("at most 10000"), "{err}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert_eq!(fake.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patterns_too_large_to_compile_are_a_config_error_naming_the_key() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    // One valid pattern whose automaton is over globset's 10 MiB.
+    let alternatives: Vec<String> = (0..50_000).map(|i| format!("x{i}y?z*")).collect();
+    let config = std::fs::read_to_string(&ws.config_path).unwrap().replace(
+        "root = \"docs\"",
+        &format!(
+            "root = \"docs\"\ninclude = [\"*.md\"]\nexclude = [\"{{{}}}\"]",
+            alternatives.join(",")
+        ),
+    );
+    std::fs::write(&ws.config_path, &config).unwrap();
+    let line = config.lines().position(|l| l.starts_with("exclude")).unwrap() + 1;
+    let (code, _, err) = kbsync(&ws.config_path, &["--dry-run"], false);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("kbsync.toml:{line}:12:")) && err.contains("sync[0].folder.exclude"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the pattern cannot be compiled (error building NFA)"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
