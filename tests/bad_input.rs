@@ -348,7 +348,11 @@ async fn patterns_too_large_to_compile_are_a_config_error_naming_the_key() {
         ),
     );
     std::fs::write(&ws.config_path, &config).unwrap();
-    let line = config.lines().position(|l| l.starts_with("exclude")).unwrap() + 1;
+    let line = config
+        .lines()
+        .position(|l| l.starts_with("exclude"))
+        .unwrap()
+        + 1;
     let (code, _, err) = kbsync(&ws.config_path, &["--dry-run"], false);
     assert_eq!(code, 2, "{err}");
     assert!(

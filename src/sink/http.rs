@@ -1,7 +1,8 @@
 //! What the upstream clients share: one transport (the HTTP client, the
 //! rate limiter, a request count, retries with backoff that honour
-//! `Retry-After`) and reading an error answer (status, `Retry-After`, body)
-//! before each sink classifies it by its own rules.
+//! `Retry-After`), reading an answer's body within a cap (a JSON answer,
+//! the start of an error answer), and reading an error answer (status,
+//! `Retry-After`, body) before each sink classifies it by its own rules.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 
 use super::rate::RateLimiter;
@@ -23,6 +25,8 @@ use crate::http_date::parse_retry_after;
 pub struct Transport {
     /// The upstream's name in metrics: dify, pai, sharely.
     upstream: &'static str,
+    /// Its name in messages: Dify, PAI, Sharely.
+    title: &'static str,
     http: reqwest::Client,
     retry: RetryConfig,
     requests: AtomicU64,
@@ -90,9 +94,14 @@ impl Breaker {
 }
 
 impl Transport {
-    pub fn new(upstream: &'static str, calls: &Calls) -> Result<Transport, SinkError> {
+    pub fn new(
+        upstream: &'static str,
+        title: &'static str,
+        calls: &Calls,
+    ) -> Result<Transport, SinkError> {
         Ok(Transport {
             upstream,
+            title,
             http: client(calls.timeout)?,
             retry: calls.retry,
             requests: AtomicU64::new(0),
@@ -196,6 +205,44 @@ impl Transport {
         backoff(&self.retry).build()
     }
 
+    /// The JSON answer to `op`, read chunk by chunk up to `JSON_CAP`. More
+    /// than that is no answer of these APIs (a Dify page of 100 documents
+    /// is about 100 KB) and would cost its size in memory, twice: the call
+    /// fails for good (the same request would get the same answer), and
+    /// the rest of the body is never read.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        op: &str,
+        mut resp: Response,
+    ) -> Result<T, SinkError> {
+        let Some(bytes) = read_body(&mut resp, JSON_CAP)
+            .await
+            .map_err(network_error)?
+        else {
+            return Err(SinkError::local(
+                ErrorClass::Permanent,
+                "answer_too_large",
+                format!(
+                    "{}'s answer to {} exceeds {} MiB, the most kbsync reads of an answer; the server (or a proxy in front of it, or a base URL that is not the API) sent far more than the API ever answers: not retried",
+                    self.title,
+                    op.replace('_', " "),
+                    JSON_CAP >> 20
+                ),
+            ));
+        };
+        serde_json::from_slice(&bytes).map_err(|e| {
+            SinkError::local(
+                ErrorClass::Transient,
+                "bad_response",
+                format!(
+                    "unexpected answer to {} from {}: {e}",
+                    op.replace('_', " "),
+                    self.title
+                ),
+            )
+        })
+    }
+
     /// Logs a retry; when the upstream asked to slow down, every request
     /// of this sink waits, not just this one.
     pub fn slow_down(&self, what: &str, e: &SinkError, after: Duration) {
@@ -209,6 +256,41 @@ impl Transport {
             }
         }
     }
+}
+
+/// The most of a JSON answer that is read (see `Transport::json`).
+pub const JSON_CAP: u64 = 16 << 20;
+
+/// The most of an error answer that is read: its code and message come
+/// first, and a longer body is cut there, not refused.
+pub const ERROR_CAP: u64 = 64 << 10;
+
+/// A body of at most `cap` bytes, read chunk by chunk; `None` when it is
+/// longer (as its Content-Length announces, then nothing is read, or as
+/// it arrives). The rest is never read: dropping the response closes the
+/// connection.
+pub async fn read_body(resp: &mut Response, cap: u64) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Ok(None);
+    }
+    let (bytes, more) = first_bytes(resp, cap).await?;
+    Ok((!more).then_some(bytes))
+}
+
+/// The first `cap` bytes of a body (at most), and whether more followed.
+async fn first_bytes(resp: &mut Response, cap: u64) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let announced = resp.content_length().and_then(|n| usize::try_from(n).ok());
+    let mut bytes = Vec::with_capacity(announced.unwrap_or(0).min(cap));
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok((bytes, true));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((bytes, false))
 }
 
 /// No answer came back. reqwest's message may include the URL (never a
@@ -281,17 +363,18 @@ fn backoff(retry: &RetryConfig) -> ExponentialBuilder {
         .with_max_times(retry.max_retries)
 }
 
-/// An error answer, read whole.
+/// An error answer: its status, headers and the first `ERROR_CAP` bytes
+/// of its body.
 pub struct ErrorAnswer {
     pub status: StatusCode,
     pub retry_after: Option<Duration>,
     pub headers: reqwest::header::HeaderMap,
-    body: bytes::Bytes,
+    body: Vec<u8>,
     json: Option<Json>,
 }
 
 impl ErrorAnswer {
-    pub async fn read(resp: Response) -> ErrorAnswer {
+    pub async fn read(mut resp: Response) -> ErrorAnswer {
         let status = resp.status();
         let headers = resp.headers().clone();
         let retry_after = resp
@@ -300,7 +383,11 @@ impl ErrorAnswer {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()))
             .map(|d| d.min(MAX_RETRY_AFTER));
-        let body = resp.bytes().await.unwrap_or_default();
+        // Read on every retry: a long body costs its cap, not its size.
+        let body = first_bytes(&mut resp, ERROR_CAP)
+            .await
+            .map(|(bytes, _)| bytes)
+            .unwrap_or_default();
         let json = serde_json::from_slice(&body).ok();
         ErrorAnswer {
             status,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::web_reach::Reach;
 use super::{front_matter, KnownFacts, Observed, ScanResult, Skipped};
 use crate::config::WebConfig;
+use crate::sink::http::read_body;
 
 /// A scan of a web job: what was observed, and the bodies downloaded for
 /// the pages that changed (the pusher uploads from these).
@@ -221,13 +222,6 @@ async fn fetch(
     if !status.is_success() {
         return Err(format!("HTTP {status}; kept as it was, retried next poll"));
     }
-    if resp.content_length().is_some_and(|n| n > cfg.max_file_size) {
-        return Err(format!(
-            "{} bytes is over max_file_size ({} bytes)",
-            resp.content_length().unwrap_or(0),
-            cfg.max_file_size
-        ));
-    }
     let header = |name| {
         resp.headers()
             .get(name)
@@ -238,17 +232,17 @@ async fn fetch(
         etag: header(ETAG),
         last_modified: header(LAST_MODIFIED),
     };
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
+    let announced = resp.content_length();
+    let body = read_body(&mut resp, cfg.max_file_size)
         .await
         .map_err(|e| format!("download failed: {e}"))?
-    {
-        if body.len() as u64 + chunk.len() as u64 > cfg.max_file_size {
-            return Err(format!("over max_file_size ({} bytes)", cfg.max_file_size));
-        }
-        body.extend_from_slice(&chunk);
-    }
+        .ok_or_else(|| match announced {
+            Some(n) => format!(
+                "{n} bytes is over max_file_size ({} bytes)",
+                cfg.max_file_size
+            ),
+            None => format!("over max_file_size ({} bytes)", cfg.max_file_size),
+        })?;
     let mtime_ns = validator
         .last_modified
         .as_deref()
@@ -330,21 +324,10 @@ async fn get_text(client: &reqwest::Client, url: &Url, limit: u64) -> Result<Str
     if !resp.status().is_success() {
         return Err(format!("sitemap {url}: HTTP {}", resp.status()));
     }
-    let over = || format!("sitemap {url} is larger than max_sitemap_size ({limit} bytes)");
-    if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(over());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
+    let body = read_body(&mut resp, limit)
         .await
         .map_err(|e| format!("sitemap {url}: {e}"))?
-    {
-        if body.len() as u64 + chunk.len() as u64 > limit {
-            return Err(over());
-        }
-        body.extend_from_slice(&chunk);
-    }
+        .ok_or_else(|| format!("sitemap {url} is larger than max_sitemap_size ({limit} bytes)"))?;
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 

@@ -10,10 +10,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value as Json};
+
+use super::serve::Huge;
 
 pub const API_KEY: &str = "dataset-TESTKEY0123456789";
 pub const DATASET: &str = "6b7c1a2e-0000-4000-8000-00000000d1f7";
@@ -146,6 +148,16 @@ pub enum Fault {
     /// Apply the request, then answer only once the test notifies: a
     /// server busy for as long as a test needs it to be.
     ApplyThenWait(Arc<tokio::sync::Notify>),
+    /// Answer with this status and a JSON body of `size` bytes (a valid
+    /// empty listing page, or error, padded), without applying: a proxy
+    /// or server gone wrong. Made as it is sent (`World::huge_sent`
+    /// counts it); with `announce` it has a Content-Length, else it goes
+    /// chunked.
+    Huge {
+        status: u16,
+        size: u64,
+        announce: bool,
+    },
 }
 
 impl Fault {
@@ -392,6 +404,8 @@ pub struct World {
     listing: Option<((usize, u64), Vec<String>)>,
     /// Bumped on every arrival and answer, for `FakeDify::wait_until`.
     changed: tokio::sync::watch::Sender<u64>,
+    /// Bytes of `Fault::Huge` bodies the server took to send, all told.
+    pub huge_sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl World {
@@ -416,6 +430,7 @@ impl World {
             delete_before_page: None,
             listing: None,
             changed: tokio::sync::watch::Sender::new(0),
+            huge_sent: Arc::default(),
         }
     }
 
@@ -601,7 +616,10 @@ impl std::fmt::Display for Dropped {
 impl std::error::Error for Dropped {}
 
 type Resp = Response<Full<Bytes>>;
-type Reply = Result<Resp, Dropped>;
+/// What the server sends: an answer made whole, or a huge one made as it
+/// goes.
+type Sent = Response<Either<Full<Bytes>, Huge>>;
+type Reply = Result<Sent, Dropped>;
 /// name, content, the `data` JSON
 type CheckedFile = (String, Vec<u8>, Option<Json>);
 
@@ -674,6 +692,26 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
             logged(0);
             return Err(Dropped);
         }
+        Some(Fault::Huge {
+            status,
+            size,
+            announce,
+        }) => {
+            logged(status);
+            let sent = world.lock().unwrap().huge_sent.clone();
+            let body = Huge::new(
+                r#"{"data":[],"has_more":false,"total":0,"code":"huge","message":"padded","pad":""#,
+                size,
+                r#""}"#,
+                announce,
+                sent,
+            );
+            return Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Either::Right(body))
+                .unwrap());
+        }
         Some(Fault::Status {
             status,
             code,
@@ -722,34 +760,35 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
             apply_then,
         ),
     };
-    match apply_then {
+    let answer = match apply_then {
         Some(Fault::ApplyThenStall(d)) => {
             tokio::time::sleep(d).await;
             logged(response.status().as_u16());
-            Ok(response)
+            response
         }
         Some(Fault::ApplyThenDrop) => {
             logged(0);
-            Err(Dropped)
+            return Err(Dropped);
         }
         Some(Fault::ApplyThenWait(go)) => {
             go.notified().await;
             logged(response.status().as_u16());
-            Ok(response)
+            response
         }
         Some(_) => {
             logged(500);
-            Ok(error(
+            error(
                 500,
                 "internal_server_error",
                 "The server encountered an internal error.",
-            ))
+            )
         }
         None => {
             logged(response.status().as_u16());
-            Ok(response)
+            response
         }
-    }
+    };
+    Ok(answer.map(Either::Left))
 }
 
 fn log(

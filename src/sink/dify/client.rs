@@ -12,7 +12,7 @@ use super::DifyConfig;
 use crate::metadata::FieldType;
 use crate::plan::StatusAction;
 use crate::secret::Secret;
-use crate::sink::http::{network_error, ErrorAnswer, Transport, UNREACHABLE};
+use crate::sink::http::{ErrorAnswer, Transport, UNREACHABLE};
 use crate::sink::{ErrorClass, SinkError};
 
 /// Dify's list endpoint caps `limit` at 100.
@@ -71,7 +71,7 @@ pub struct DifyClient {
 impl DifyClient {
     pub fn new(cfg: &DifyConfig, key: Secret) -> Result<Self, SinkError> {
         Ok(DifyClient {
-            transport: Transport::new("dify", &cfg.calls)?,
+            transport: Transport::new("dify", "Dify", &cfg.calls)?,
             base: cfg.base_url.clone(),
             dataset: cfg.dataset_id.clone(),
             legacy_update: AtomicBool::new(false),
@@ -134,17 +134,6 @@ impl DifyClient {
         Err(classify(resp).await)
     }
 
-    async fn json<T: for<'de> Deserialize<'de>>(resp: Response) -> Result<T, SinkError> {
-        let bytes = resp.bytes().await.map_err(network_error)?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            SinkError::local(
-                ErrorClass::Transient,
-                "bad_response",
-                format!("unexpected response body from Dify: {e}"),
-            )
-        })
-    }
-
     /// One page of the dataset's documents, and whether more may follow.
     /// Dify's `has_more` is only "this page is full", so `total` decides
     /// when it is there: a dataset of exactly 100 documents is one request.
@@ -166,7 +155,7 @@ impl DifyClient {
                     .query(&[("page", page.to_string()), ("limit", PAGE_SIZE.to_string())])
             })
             .await?;
-        let p: Page = Self::json(resp).await?;
+        let p: Page = self.transport.json("list_documents", resp).await?;
         let more = match p.total {
             Some(total) => page * PAGE_SIZE < total && !p.data.is_empty(),
             None => p.has_more,
@@ -249,7 +238,7 @@ impl DifyClient {
             let err = match self.once("create_by_file", req).await {
                 Ok(resp) => {
                     crate::monitor::uploaded("dify", bytes.len());
-                    return Self::doc_and_batch(resp).await;
+                    return self.doc_and_batch("create_by_file", resp).await;
                 }
                 // Not sent (the upstream rests): nothing to look up or wait for.
                 Err(e) if e.code == UNREACHABLE => return Err(e),
@@ -306,7 +295,7 @@ impl DifyClient {
                     ])
                 })
                 .await?;
-            let p: Page = Self::json(resp).await?;
+            let p: Page = self.transport.json("find_document", resp).await?;
             if let Some(d) = p.data.iter().find(|d| d.name == name) {
                 return Ok(Some(d.clone()));
             }
@@ -344,7 +333,7 @@ impl DifyClient {
                 other => {
                     let resp = other?;
                     crate::monitor::uploaded("dify", bytes.len());
-                    return Self::doc_and_batch(resp).await;
+                    return self.doc_and_batch("update_document", resp).await;
                 }
             }
         }
@@ -356,17 +345,21 @@ impl DifyClient {
             })
             .await?;
         crate::monitor::uploaded("dify", bytes.len());
-        Self::doc_and_batch(resp).await
+        self.doc_and_batch("update_by_file", resp).await
     }
 
-    async fn doc_and_batch(resp: Response) -> Result<(RemoteDoc, Option<String>), SinkError> {
+    async fn doc_and_batch(
+        &self,
+        op: &str,
+        resp: Response,
+    ) -> Result<(RemoteDoc, Option<String>), SinkError> {
         #[derive(Deserialize)]
         struct Created {
             document: RemoteDoc,
             #[serde(default)]
             batch: Option<String>,
         }
-        let c: Created = Self::json(resp).await?;
+        let c: Created = self.transport.json(op, resp).await?;
         Ok((c.document, c.batch))
     }
 
@@ -389,7 +382,11 @@ impl DifyClient {
                 self.request(Method::GET, "metadata")
             })
             .await?;
-        Ok(Self::json::<Fields>(resp).await?.doc_metadata)
+        Ok(self
+            .transport
+            .json::<Fields>("list_metadata_fields", resp)
+            .await?
+            .doc_metadata)
     }
 
     /// `POST /datasets/{id}/metadata`
@@ -405,7 +402,7 @@ impl DifyClient {
             })
             .await;
         match resp {
-            Ok(resp) => Self::json(resp).await,
+            Ok(resp) => self.transport.json("create_metadata_field", resp).await,
             // An earlier attempt was applied but its answer lost (or another
             // writer made it meanwhile): the field is there, use it.
             Err(e) if e.status == Some(400) && e.message.contains("already exists") => {
@@ -467,7 +464,11 @@ impl DifyClient {
         let resp = self
             .call("indexing_status", || self.request(Method::GET, &tail))
             .await?;
-        Ok(Self::json::<Status>(resp).await?.data)
+        Ok(self
+            .transport
+            .json::<Status>("indexing_status", resp)
+            .await?
+            .data)
     }
 }
 

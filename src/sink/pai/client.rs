@@ -16,7 +16,7 @@ use serde_json::{json, Value as Json};
 use super::acs3;
 use super::PaiConfig;
 use crate::secret::Secret;
-use crate::sink::http::{network_error, ErrorAnswer, Transport};
+use crate::sink::http::{ErrorAnswer, Transport};
 use crate::sink::{ErrorClass, SinkError};
 
 pub const API_VERSION: &str = "2021-02-04";
@@ -51,7 +51,7 @@ pub struct PaiClient {
 impl PaiClient {
     pub fn new(cfg: &PaiConfig, key_id: Secret, secret: Secret) -> Result<Self, SinkError> {
         Ok(PaiClient {
-            transport: Transport::new("pai", &cfg.calls)?,
+            transport: Transport::new("pai", "PAI", &cfg.calls)?,
             cfg: cfg.clone(),
             key_id,
             secret,
@@ -149,14 +149,7 @@ impl PaiClient {
                 if !resp.status().is_success() {
                     return Err(classify(resp).await);
                 }
-                let bytes = resp.bytes().await.map_err(network_error)?;
-                serde_json::from_slice::<Json>(&bytes).map_err(|e| {
-                    SinkError::local(
-                        ErrorClass::Transient,
-                        "bad_response",
-                        format!("unexpected response body from PAI: {e}"),
-                    )
-                })
+                self.transport.json::<Json>(action, resp).await
             })
             .await
     }

@@ -19,7 +19,7 @@ use super::token;
 use super::SharelyConfig;
 use crate::metadata::Metadata;
 use crate::secret::Secret;
-use crate::sink::http::{network_error, sensitive, ErrorAnswer, Transport};
+use crate::sink::http::{sensitive, ErrorAnswer, Transport};
 use crate::sink::{ErrorClass, SinkError};
 
 /// Items per listing page: the API's maximum.
@@ -94,7 +94,7 @@ pub struct SharelyClient {
 impl SharelyClient {
     pub fn new(cfg: &SharelyConfig, key: Secret) -> Result<Self, SinkError> {
         Ok(SharelyClient {
-            transport: Transport::new("sharely", &cfg.calls)?,
+            transport: Transport::new("sharely", "Sharely", &cfg.calls)?,
             cfg: cfg.clone(),
             key,
             token: tokio::sync::Mutex::new(None),
@@ -161,14 +161,7 @@ impl SharelyClient {
             }
             return Err(e);
         }
-        let bytes = resp.bytes().await.map_err(network_error)?;
-        let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| {
-            SinkError::local(
-                ErrorClass::Transient,
-                "bad_response",
-                format!("unexpected token response from Sharely: {e}"),
-            )
-        })?;
+        let answer: Answer = self.transport.json("access_token", resp).await?;
         let usable = token::usable_for(&answer.token, crate::state::unix_now());
         if usable.is_zero() {
             tracing::warn!(
@@ -218,7 +211,7 @@ impl SharelyClient {
                         .await
                 })
                 .await?;
-            let page: Page = read_json(resp, "knowledge listing").await?;
+            let page: Page = self.transport.json("list_knowledge", resp).await?;
             let got = page.knowledge.len();
             all.extend(page.knowledge);
             if got < PAGE || page.total.is_some_and(|t| all.len() >= t) {
@@ -241,7 +234,7 @@ impl SharelyClient {
             .await;
         match resp {
             Ok(resp) => {
-                let item: Knowledge = read_json(resp, "knowledge item").await?;
+                let item: Knowledge = self.transport.json("get_knowledge", resp).await?;
                 self.remember_kinds(std::slice::from_ref(&item));
                 Ok(Some(item))
             }
@@ -280,7 +273,7 @@ impl SharelyClient {
             })
             .await?;
         crate::monitor::uploaded("sharely", bytes.len());
-        let mut item: Knowledge = read_json(resp, "upload answer").await?;
+        let mut item: Knowledge = self.transport.json("upload_file", resp).await?;
         // An upload makes a FILE item, whatever the answer leaves out.
         item.kind.get_or_insert_with(|| "FILE".to_owned());
         self.remember_kinds(std::slice::from_ref(&item));
@@ -428,20 +421,6 @@ impl SharelyClient {
 /// after the item was made.
 fn not_applied(e: &SinkError) -> bool {
     e.is_transient() && (e.code == "connect" || e.is_rate_limit())
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(
-    resp: Response,
-    what: &str,
-) -> Result<T, SinkError> {
-    let bytes = resp.bytes().await.map_err(network_error)?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        SinkError::local(
-            ErrorClass::Transient,
-            "bad_response",
-            format!("unexpected {what} from Sharely: {e}"),
-        )
-    })
 }
 
 async fn classify(resp: Response) -> SinkError {

@@ -1,0 +1,110 @@
+//! What an upstream may send, and how much of it kbsync takes: answers are
+//! read up to a cap (a JSON answer 16 MiB, the start of an error answer
+//! 64 KiB), never whole, and listings end within a bound derived from what
+//! the upstream reported, never acting on half of one.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use hyper::Method;
+use support::fake_dify::{FakeDify, Fault, DATASET};
+use support::Workspace;
+
+const MIB: u64 = 1 << 20;
+
+/// A body this large, made as it is sent.
+const HUGE: u64 = 64 * MIB;
+
+fn setup(fake: &FakeDify) -> Workspace {
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    ws.write("a.md", "a");
+    ws
+}
+
+fn huge(status: u16, announce: bool) -> Fault {
+    Fault::Huge {
+        status,
+        size: HUGE,
+        announce,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_answer_past_its_cap_fails_the_call_for_good_without_reading_the_rest() {
+    let fake = FakeDify::start().await;
+    let ws = setup(&fake);
+    // The listing a first create makes (to adopt what is there) answers
+    // 64 MiB of valid JSON, chunked: the length shows only as it arrives.
+    fake.world()
+        .inject(Some(Method::GET), "/documents", huge(200, false), u32::MAX);
+    let r = ws.sync().await;
+    let o = r.outcome.as_ref().unwrap();
+    assert_eq!(o.failures.len(), 1, "{:?}", o.failures);
+    let e = &o.failures[0].error;
+    assert_eq!(e.code, "answer_too_large");
+    assert!(
+        e.message
+            .starts_with("Dify's answer to list documents exceeds 16 MiB, the most kbsync reads"),
+        "{}",
+        e.message
+    );
+    assert!(!r.converged());
+    let w = fake.world();
+    // Permanent: asked once, and nothing was created blind.
+    assert_eq!(w.count_since(0, "GET /v1/datasets"), 1);
+    assert!(w.docs.is_empty());
+    let sent = w.huge_sent.load(Ordering::Relaxed);
+    println!("{sent} bytes of a {HUGE}-byte answer made");
+    assert!(
+        sent < 32 * MIB,
+        "the fake made {sent} bytes of its {HUGE}-byte answer before the client hung up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_length_past_the_cap_is_refused_before_reading() {
+    let fake = FakeDify::start().await;
+    let ws = setup(&fake);
+    fake.world()
+        .inject(Some(Method::GET), "/documents", huge(200, true), u32::MAX);
+    let r = ws.sync().await;
+    let e = &r.outcome.as_ref().unwrap().failures[0].error;
+    assert_eq!(e.code, "answer_too_large", "{e}");
+    let sent = fake.world().huge_sent.load(Ordering::Relaxed);
+    println!("{sent} bytes of a {HUGE}-byte answer made");
+    assert!(
+        sent < 16 * MIB,
+        "{sent} bytes made: the body was read although its length said it was too long"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_error_answer_is_cut_at_64_kib_on_every_retry() {
+    let fake = FakeDify::start().await;
+    let ws = setup(&fake);
+    // A 500 with 64 MiB of body, to every create: transient, so retried.
+    fake.world().inject(
+        Some(Method::POST),
+        "create-by-file",
+        huge(500, false),
+        u32::MAX,
+    );
+    let r = ws.sync().await;
+    let o = r.outcome.as_ref().unwrap();
+    assert_eq!(o.failures.len(), 1, "{:?}", o.failures);
+    let w = fake.world();
+    let attempts = w.count_since(0, "create-by-file") as u64;
+    assert!(attempts > 1, "retried: {attempts}");
+    let sent = w.huge_sent.load(Ordering::Relaxed);
+    println!("{sent} bytes of {attempts} answers of {HUGE} bytes made");
+    assert!(
+        sent < attempts * 16 * MIB,
+        "the fake made {sent} bytes for {attempts} answers of {HUGE} bytes"
+    );
+    let e = &o.failures[0].error;
+    assert_eq!(e.status, Some(500));
+    // Cut, it is no JSON: the body's start stands in for its message.
+    assert!(e.message.starts_with(r#"{"data":[],"#), "{}", e.message);
+    assert!(e.message.chars().count() <= 200, "{}", e.message);
+}
