@@ -365,3 +365,35 @@ async fn patterns_too_large_to_compile_are_a_config_error_naming_the_key() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_type_the_sink_refuses_is_never_opened() {
+    if is_root() && Command::new("setpriv").arg("--version").output().is_err() {
+        panic!("running as root needs setpriv (util-linux) to test permissions");
+    }
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    ws.write("open.md", "anyone");
+    ws.write("tool.exe", "MZ");
+    std::fs::create_dir_all(ws.dir.path().join("state")).unwrap();
+    for p in [
+        ws.dir.path().to_owned(),
+        ws.dir.path().join("state"),
+        ws.root.clone(),
+    ] {
+        chmod(&p, 0o777);
+    }
+    chmod(&ws.dir.path().join("api.key"), 0o644);
+    // Unreadable: had the scan opened it, it would say "cannot read".
+    chmod(&ws.path("tool.exe"), 0o000);
+    let (code, out, err) = kbsync(&ws.config_path, &["--reconcile"], true);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("skipped tool.exe: Dify does not take .exe files (allowed_extensions:"),
+        "{out}"
+    );
+    assert!(err.contains("files=1 hashed=1 "), "{err}");
+    let w = fake.world();
+    assert_eq!(w.docs.len(), 1);
+    assert!(w.doc_by_name("open.md").is_some());
+}

@@ -69,12 +69,14 @@ pub fn key_of(url: &Url) -> String {
 
 /// Fetches every page. `known` is the cache's view; `in_sync` the keys
 /// whose cached content is what the target has, the only ones for which a
-/// `304` may stand in for the body.
+/// `304` may stand in for the body; `refuses` says why the sink would
+/// refuse a page's key.
 pub async fn scan(
     client: &reqwest::Client,
     cfg: &WebConfig,
     known: &HashMap<String, KnownFacts>,
     in_sync: &HashSet<String>,
+    refuses: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Fetched {
     let mut out = Fetched::default();
     let reach = Reach::of(cfg);
@@ -101,17 +103,20 @@ pub async fn scan(
     // Off-limits pages are reported, never fetched (not even by a dry run),
     // and protected: a page mirrored before its host was allowed is not
     // retired for not being read.
-    urls.retain(|url| match reach.refuses(url) {
-        None => true,
-        Some(reason) => {
-            out.scan.protected.push(key_of(url));
-            out.scan.skipped.push(Skipped {
-                path: url.to_string(),
-                reason,
-            });
-            false
-        }
-    });
+    // A page the sink would refuse (its type) is not fetched either.
+    urls.retain(
+        |url| match reach.refuses(url).or_else(|| refuses(&key_of(url))) {
+            None => true,
+            Some(reason) => {
+                out.scan.protected.push(key_of(url));
+                out.scan.skipped.push(Skipped {
+                    path: url.to_string(),
+                    reason,
+                });
+                false
+            }
+        },
+    );
     let mut seen = HashMap::new();
     let mut pages = Vec::new();
     for url in urls {
