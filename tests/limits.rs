@@ -6,8 +6,10 @@
 mod support;
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use hyper::Method;
+use kbsync::reconcile::JobReport;
 use support::fake_dify::{FakeDify, Fault, DATASET};
 use support::Workspace;
 
@@ -107,4 +109,50 @@ async fn a_huge_error_answer_is_cut_at_64_kib_on_every_retry() {
     // Cut, it is no JSON: the body's start stands in for its message.
     assert!(e.message.starts_with(r#"{"data":[],"#), "{}", e.message);
     assert!(e.message.chars().count() <= 200, "{}", e.message);
+}
+
+/// A pass, given `secs` to end: a listing followed forever never would.
+async fn reconcile_within(ws: &Workspace, secs: u64, requests: impl Fn() -> usize) -> JobReport {
+    tokio::time::timeout(Duration::from_secs(secs), ws.reconcile())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the pass did not end within {secs} s; {} requests so far",
+                requests()
+            )
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dify_listing_that_never_ends_is_stopped_and_nothing_acts_on_it() {
+    // Every page the first again, saying there is more: with an absurd
+    // total, and with none.
+    for (total, pages) in [(Some(1_000_000_000_000), 1), (None, 2)] {
+        let fake = FakeDify::start().await;
+        let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+        for k in ["a.md", "b.md", "c.md"] {
+            ws.write(k, k);
+        }
+        assert!(ws.sync().await.converged());
+        // A copy made by hand: an audit that had the whole listing would
+        // retire it.
+        let copy = fake.world().add_doc("a.md", b"a copy");
+        fake.world().endless_listing = Some(total);
+        let before = fake.requests();
+        let r = reconcile_within(&ws, 20, || fake.requests()).await;
+        let err = r.audit_error.as_deref().expect("the audit says why not");
+        assert!(
+            err.contains("Dify's listing (list documents) does not end: "),
+            "{err}"
+        );
+        assert!(!r.converged(), "{r:?}");
+        let w = fake.world();
+        assert_eq!(
+            w.count_since(before, "/documents?page="),
+            pages,
+            "{total:?}"
+        );
+        assert_eq!(w.docs.len(), 4);
+        assert!(w.docs[&copy].enabled, "the copy was retired");
+    }
 }

@@ -404,6 +404,10 @@ pub struct World {
     listing: Option<((usize, u64), Vec<String>)>,
     /// Bumped on every arrival and answer, for `FakeDify::wait_until`.
     changed: tokio::sync::watch::Sender<u64>,
+    /// A listing that never ends: `Some(total)` makes every page of an
+    /// unfiltered listing the first page again, with `has_more` and
+    /// `total` as given (`Some(None)`: no `total` at all).
+    pub endless_listing: Option<Option<u64>>,
     /// Bytes of `Fault::Huge` bodies the server took to send, all told.
     pub huge_sent: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -430,6 +434,7 @@ impl World {
             delete_before_page: None,
             listing: None,
             changed: tokio::sync::watch::Sender::new(0),
+            endless_listing: None,
             huge_sent: Arc::default(),
         }
     }
@@ -1126,6 +1131,14 @@ fn list_documents(w: &mut World, query: &str) -> Response<Full<Bytes>> {
         let all: Vec<&Doc> = order.iter().map(|id| &w.docs[id]).filter(wanted).collect();
         let page_docs = all.iter().skip((page - 1) * limit).take(limit);
         (all.len(), page_docs.map(|d| d.to_json(&w.fields)).collect())
+    } else if let Some(total) = w.endless_listing {
+        let ids = order.iter().take(limit);
+        let data: Vec<Json> = ids.map(|id| w.docs[id].to_json(&w.fields)).collect();
+        let mut answer = json!({"data": data, "has_more": true, "limit": limit, "page": page});
+        if let Some(t) = total {
+            answer["total"] = json!(t);
+        }
+        return reply(200, answer);
     } else {
         let ids = order.iter().skip((page - 1) * limit).take(limit);
         (

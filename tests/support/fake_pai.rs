@@ -54,6 +54,9 @@ pub struct World {
     /// Answer the next N calls of an action with this status (not applied).
     pub fail_next: Vec<(String, u16, u32)>,
     pub page_size_cap: usize,
+    /// A listing that never ends: every page is the first again, with a
+    /// NextToken and no TotalCount.
+    pub endless_listing: bool,
 }
 
 impl World {
@@ -328,6 +331,7 @@ fn route(
                 .get("NextToken")
                 .and_then(|t| t.strip_prefix("tok-"))
                 .and_then(|t| t.parse().ok())
+                .filter(|_| !w.endless_listing)
                 .unwrap_or(0);
             let all: Vec<(&String, &Record)> = w.records.iter().collect();
             let page: Vec<Json> = all
@@ -339,6 +343,12 @@ fn route(
                            "MetaAttributes": r.meta_attributes})
                 })
                 .collect();
+            if w.endless_listing {
+                return reply(
+                    200,
+                    json!({"RequestId": "r", "DatasetFileMetas": page, "NextToken": "tok-again"}),
+                );
+            }
             let next = (start + max < all.len()).then(|| format!("tok-{}", start + max));
             reply(
                 200,

@@ -81,6 +81,9 @@ pub struct World {
     pub processing_calls: u32,
     /// Calls answered 401 for a token that had expired.
     pub expired_refusals: usize,
+    /// A listing that never ends: every page is full of made-up items and
+    /// the total says 10^12.
+    pub endless_listing: bool,
 }
 
 impl World {
@@ -439,6 +442,15 @@ fn list(w: &World, query: &str) -> Response<Full<Bytes>> {
         return error(400, "Bad Request", "limit must be between 1 and 1000.");
     }
     let offset = param("offset").unwrap_or(0);
+    if w.endless_listing {
+        let page: Vec<Json> = (offset..offset + limit)
+            .map(|n| json!({"id": format!("made-up-{n}"), "title": format!("made-up {n}"), "type": "FILE", "status": "COMPLETED"}))
+            .collect();
+        return reply(
+            200,
+            json!({"knowledge": page, "total": 1_000_000_000_000u64}),
+        );
+    }
     let page: Vec<Json> = w
         .items
         .iter()
