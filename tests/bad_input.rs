@@ -53,6 +53,25 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// A workspace the binary can run in as `nobody` (`kbsync(…, true)`):
+/// it reaches the folders and writes its state; the key is readable.
+fn unprivileged_workspace(fake: &FakeDify) -> Workspace {
+    if is_root() && Command::new("setpriv").arg("--version").output().is_err() {
+        panic!("running as root needs setpriv (util-linux) to test permissions");
+    }
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    std::fs::create_dir_all(ws.dir.path().join("state")).unwrap();
+    for p in [
+        ws.dir.path().to_owned(),
+        ws.dir.path().join("state"),
+        ws.root.clone(),
+    ] {
+        chmod(&p, 0o777);
+    }
+    chmod(&ws.dir.path().join("api.key"), 0o644);
+    ws
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn special_files_bad_names_loops_and_long_paths() {
     let fake = FakeDify::start().await;
@@ -191,26 +210,13 @@ async fn files_that_vanish_or_change_between_scan_and_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_files_and_folders_are_reported_and_their_copies_kept() {
-    if is_root() && Command::new("setpriv").arg("--version").output().is_err() {
-        panic!("running as root needs setpriv (util-linux) to test permissions");
-    }
     let fake = FakeDify::start().await;
-    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    let ws = unprivileged_workspace(&fake);
     ws.write("open.md", "anyone");
     ws.write("secret.md", "mine");
     ws.write("private/a.md", "a");
     ws.write("private/b.md", "b");
-    // The unprivileged run needs to reach the workspace and write its state.
-    std::fs::create_dir_all(ws.dir.path().join("state")).unwrap();
-    for p in [
-        ws.dir.path().to_owned(),
-        ws.dir.path().join("state"),
-        ws.root.clone(),
-        ws.path("private"),
-    ] {
-        chmod(&p, 0o777);
-    }
-    chmod(&ws.dir.path().join("api.key"), 0o644);
+    chmod(&ws.path("private"), 0o777);
 
     let (code, _, err) = kbsync(&ws.config_path, &["--reconcile"], true);
     assert_eq!(code, 0, "{err}");
@@ -368,22 +374,10 @@ async fn patterns_too_large_to_compile_are_a_config_error_naming_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_type_the_sink_refuses_is_never_opened() {
-    if is_root() && Command::new("setpriv").arg("--version").output().is_err() {
-        panic!("running as root needs setpriv (util-linux) to test permissions");
-    }
     let fake = FakeDify::start().await;
-    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    let ws = unprivileged_workspace(&fake);
     ws.write("open.md", "anyone");
     ws.write("tool.exe", "MZ");
-    std::fs::create_dir_all(ws.dir.path().join("state")).unwrap();
-    for p in [
-        ws.dir.path().to_owned(),
-        ws.dir.path().join("state"),
-        ws.root.clone(),
-    ] {
-        chmod(&p, 0o777);
-    }
-    chmod(&ws.dir.path().join("api.key"), 0o644);
     // Unreadable: had the scan opened it, it would say "cannot read".
     chmod(&ws.path("tool.exe"), 0o000);
     let (code, out, err) = kbsync(&ws.config_path, &["--reconcile"], true);
