@@ -440,6 +440,7 @@ impl Runner {
                 record_fingerprint: !opts.dry_run,
                 checksum: opts.checksum,
                 stop: self.stop.clone(),
+                refuses: &|key| job.sink.refuses_item(key),
             })
             .await?;
         let settles = source.settles();
@@ -802,27 +803,10 @@ fn adopt_listed(
 fn plan_pass(job: &JobConfig, rules: &Rules, scanned: &Scanned) -> (Plan, Vec<Skipped>) {
     let (scan, cached) = (&scanned.scan, &scanned.cached);
     // Items the sink would refuse outright (a file type it does not take)
-    // are reported, never sent, and what was sent of them before stays.
+    // were left out by the source, unread, as skipped and protected.
     let mut skipped = scan.skipped.clone();
-    let mut refused: HashSet<&str> = HashSet::new();
-    for item in &scan.items {
-        if let Some(reason) = job.sink.refuses_item(&item.key) {
-            refused.insert(&item.key);
-            skipped.push(Skipped {
-                path: item.key.clone(),
-                reason,
-            });
-        }
-    }
-    let is_protected = |k: &str| scan.is_protected(k) || refused.contains(k);
-    let plan = plan::plan(
-        scan.items
-            .iter()
-            .filter(|o| !refused.contains(o.key.as_str())),
-        cached,
-        rules,
-        &is_protected,
-    );
+    let is_protected = |k: &str| scan.is_protected(k);
+    let plan = plan::plan(scan.items.iter(), cached, rules, &is_protected);
     if !rules.caps.content && !rules.caps.create_records {
         let reason = job.sink.unbound_reason();
         for item in &scan.items {

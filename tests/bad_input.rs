@@ -11,7 +11,7 @@ use std::process::Command;
 
 use kbsync::sink::dify::document_name;
 use support::fake_dify::{FakeDify, DATASET};
-use support::Workspace;
+use support::{chmod, is_root, Workspace};
 
 fn reason_for<'r>(r: &'r kbsync::reconcile::JobReport, needle: &str) -> &'r str {
     r.skipped
@@ -28,6 +28,25 @@ fn kbsync(config: &Path, args: &[&str], as_nobody: bool) -> (i32, String, String
         Command::new(env!("CARGO_BIN_EXE_kbsync"))
     };
     support::run_binary(cmd, config, args)
+}
+
+/// A workspace the binary can run in as `nobody` (`kbsync(…, true)`):
+/// it reaches the folders and writes its state; the key is readable.
+fn unprivileged_workspace(fake: &FakeDify) -> Workspace {
+    if is_root() && Command::new("setpriv").arg("--version").output().is_err() {
+        panic!("running as root needs setpriv (util-linux) to test permissions");
+    }
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    std::fs::create_dir_all(ws.dir.path().join("state")).unwrap();
+    for p in [
+        ws.dir.path().to_owned(),
+        ws.dir.path().join("state"),
+        ws.root.clone(),
+    ] {
+        chmod(&p, 0o777);
+    }
+    chmod(&ws.dir.path().join("api.key"), 0o644);
+    ws
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,22 +196,12 @@ async fn files_that_vanish_or_change_between_scan_and_upload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_files_and_folders_are_reported_and_their_copies_kept() {
     let fake = FakeDify::start().await;
-    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    let ws = unprivileged_workspace(&fake);
     ws.write("open.md", "anyone");
     ws.write("secret.md", "mine");
     ws.write("private/a.md", "a");
     ws.write("private/b.md", "b");
-    // The unprivileged run needs to reach the workspace and write its state.
-    std::fs::create_dir_all(ws.dir.path().join("state")).unwrap();
-    for p in [
-        ws.dir.path().to_owned(),
-        ws.dir.path().join("state"),
-        ws.root.clone(),
-        ws.path("private"),
-    ] {
-        support::chmod(&p, 0o777);
-    }
-    support::chmod(&ws.dir.path().join("api.key"), 0o644);
+    chmod(&ws.path("private"), 0o777);
 
     let (code, _, err) = kbsync(&ws.config_path, &["--reconcile"], true);
     assert_eq!(code, 0, "{err}");
@@ -282,4 +291,88 @@ async fn a_state_file_locked_by_another_program_or_kbsync_is_refused() {
     let (code, _, err) = kbsync(&ws.config_path, &["--reconcile"], false);
     assert_eq!(code, 0, "{err}");
     assert_eq!(fake.world().docs.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_and_one_excludes_are_refused_quickly_naming_the_key_and_line() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    let config = std::fs::read_to_string(&ws.config_path).unwrap();
+    let globs: String = (0..10_001)
+        .map(|i| format!("  \"generated/part{i}/**\",\n"))
+        .collect();
+    let config = config.replace(
+        "root = \"docs\"",
+        &format!("root = \"docs\"\nexclude = [\n{globs}]"),
+    );
+    std::fs::write(&ws.config_path, &config).unwrap();
+    // The 10,001st pattern's line.
+    let line = config
+        .lines()
+        .position(|l| l.contains("\"generated/part10000/**\""))
+        .unwrap()
+        + 1;
+    let started = std::time::Instant::now();
+    let (code, _, err) = kbsync(&ws.config_path, &["--dry-run"], false);
+    let took = started.elapsed();
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("kbsync.toml:{line}:")) && err.contains("sync[0].folder.exclude"),
+        "{err}"
+    );
+    assert!(err.contains("at most 10000"), "{err}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert_eq!(fake.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patterns_too_large_to_compile_are_a_config_error_naming_the_key() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    // One valid pattern whose automaton is over globset's 10 MiB.
+    let alternatives: Vec<String> = (0..50_000).map(|i| format!("x{i}y?z*")).collect();
+    let config = std::fs::read_to_string(&ws.config_path).unwrap().replace(
+        "root = \"docs\"",
+        &format!(
+            "root = \"docs\"\ninclude = [\"*.md\"]\nexclude = [\"{{{}}}\"]",
+            alternatives.join(",")
+        ),
+    );
+    std::fs::write(&ws.config_path, &config).unwrap();
+    let line = config
+        .lines()
+        .position(|l| l.starts_with("exclude"))
+        .unwrap()
+        + 1;
+    let (code, _, err) = kbsync(&ws.config_path, &["--dry-run"], false);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("kbsync.toml:{line}:12:")) && err.contains("sync[0].folder.exclude"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the pattern cannot be compiled (error building NFA)"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_type_the_sink_refuses_is_never_opened() {
+    let fake = FakeDify::start().await;
+    let ws = unprivileged_workspace(&fake);
+    ws.write("open.md", "anyone");
+    ws.write("tool.exe", "MZ");
+    // Unreadable: had the scan opened it, it would say "cannot read".
+    chmod(&ws.path("tool.exe"), 0o000);
+    let (code, out, err) = kbsync(&ws.config_path, &["--reconcile"], true);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("skipped tool.exe: Dify does not take .exe files (allowed_extensions:"),
+        "{out}"
+    );
+    assert!(err.contains("files=1 hashed=1 "), "{err}");
+    let w = fake.world();
+    assert_eq!(w.docs.len(), 1);
+    assert!(w.doc_by_name("open.md").is_some());
 }

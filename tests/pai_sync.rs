@@ -229,3 +229,27 @@ async fn vanished_files_have_their_records_deleted_in_batches() {
         "one record per call: no list format is documented"
     );
 }
+
+#[tokio::test]
+async fn a_listing_that_never_ends_is_stopped_and_nothing_acts_on_it() {
+    let (fake, ws) = setup().await;
+    assert!(ws.sync().await.converged());
+    // A second record for a file: an audit with the whole listing would
+    // delete it.
+    fake.world().add_record(&format!("{BASE}a/two.md"));
+    // Every page the first again, with a NextToken and no TotalCount.
+    fake.world().endless_listing = true;
+    let lists = || fake.world().count("ListDatasetFileMetas");
+    let before = lists();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), ws.reconcile())
+        .await
+        .unwrap_or_else(|_| panic!("the pass did not end within 20 s: {} listings", lists()));
+    let err = r.audit_error.as_deref().expect("the audit says why not");
+    assert!(
+        err.contains("PAI's listing (ListDatasetFileMetas) does not end: page 2 holds the same records as page 1"),
+        "{err}"
+    );
+    assert!(!r.converged(), "{r:?}");
+    assert_eq!(lists() - before, 2);
+    assert_eq!(fake.world().by_uri(&format!("{BASE}a/two.md")).len(), 2);
+}

@@ -276,3 +276,34 @@ async fn the_audit_retires_duplicates_and_restores_deleted_items() {
     assert_eq!(content_of(&fake, "a.md"), ["a"]);
     assert_eq!(content_of(&fake, "b.md"), ["b"]);
 }
+
+#[tokio::test]
+async fn a_listing_that_never_ends_is_stopped_and_nothing_acts_on_it() {
+    let (fake, ws) = setup("delete", "").await;
+    ws.write("a.md", "a");
+    ws.write("b.md", "b");
+    assert!(reconcile(&ws).await.converged());
+    fake.world().add_file("a.md", b"a copy made by hand");
+    // Full pages of made-up items, and a total of 10^12.
+    fake.world().endless_listing = true;
+    let lists = || {
+        let w = fake.world();
+        let listing = |l: &&support::fake_sharely::Logged| l.path.ends_with("/knowledge");
+        w.log.iter().filter(listing).count()
+    };
+    let before = lists();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), reconcile(&ws))
+        .await
+        .unwrap_or_else(|_| panic!("the pass did not end within 20 s: {} listings", lists()));
+    let err = r.audit_error.as_deref().expect("the audit says why not");
+    assert!(
+        err.contains(
+            "Sharely's listing (list knowledge) does not end: it reports 1000000000000 records"
+        ),
+        "{err}"
+    );
+    assert!(!r.converged(), "{r:?}");
+    assert_eq!(lists() - before, 1);
+    fake.world().endless_listing = false;
+    assert_eq!(content_of(&fake, "a.md").len(), 2, "the copy was retired");
+}

@@ -110,7 +110,7 @@ async fn a_call_waits_until_its_budget_is_spent() {
     );
     let (code, out, err, took) = reconcile(&ws).await;
     assert_eq!(code, 1, "{out}{err}");
-    assert_eq!(fake.world().count_since(0, "GET /v1/datasets/"), 2, "{err}");
+    assert_eq!(fake.world().count_since(0, "/documents"), 2, "{err}");
     assert!(took >= Duration::from_secs(2), "it waited once: {took:?}");
     assert!(
         out.contains("the upstream audit failed")

@@ -27,6 +27,7 @@ use crate::secret::Secret;
 pub struct Transport {
     /// The upstream's name in metrics: dify, pai, sharely.
     upstream: &'static str,
+    /// Its name in messages: Dify, PAI, Sharely.
     http: reqwest::Client,
     retry: RetryConfig,
     requests: AtomicU64,
@@ -137,9 +138,7 @@ impl Transport {
         resp: Response,
         what: &str,
     ) -> Result<T, SinkError> {
-        let body = self
-            .redactor
-            .body(resp.bytes().await.map_err(network_error)?);
+        let body = self.redactor.body(capped(resp, what).await?.into());
         self.decode(&body, what)
     }
 
@@ -152,7 +151,7 @@ impl Transport {
         resp: Response,
         what: &str,
     ) -> Result<T, SinkError> {
-        let body = resp.bytes().await.map_err(network_error)?;
+        let body = capped(resp, what).await?;
         self.decode(&body, what)
     }
 
@@ -360,6 +359,60 @@ fn why(e: &SinkError) -> String {
     }
 }
 
+/// A JSON answer's body, read chunk by chunk up to `JSON_CAP`. More than
+/// that is no answer of these APIs (a Dify page of 100 documents is about
+/// 100 KB) and would cost its size in memory, twice: the call fails for
+/// good (the same request would get the same answer), and the rest of the
+/// body is never read.
+async fn capped(mut resp: Response, what: &str) -> Result<Vec<u8>, SinkError> {
+    match read_body(&mut resp, JSON_CAP).await.map_err(network_error)? {
+        Some(bytes) => Ok(bytes),
+        None => Err(SinkError::local(
+            ErrorClass::Permanent,
+            "answer_too_large",
+            format!(
+                "the {what} exceeds {} MiB, the most kbsync reads of an answer; the server (or a proxy in front of it, or a base URL that is not the API) sent far more than the API ever answers: not retried",
+                JSON_CAP >> 20
+            ),
+        )),
+    }
+}
+
+/// The most of a JSON answer that is read (see `Transport::json`).
+pub const JSON_CAP: u64 = 16 << 20;
+
+/// The most of an error answer that is read: its code and message come
+/// first, and a longer body is cut there, not refused.
+pub const ERROR_CAP: u64 = 64 << 10;
+
+/// A body of at most `cap` bytes, read chunk by chunk; `None` when it is
+/// longer (as its Content-Length announces, then nothing is read, or as
+/// it arrives). The rest is never read: dropping the response closes the
+/// connection.
+pub async fn read_body(resp: &mut Response, cap: u64) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Ok(None);
+    }
+    let (bytes, more) = first_bytes(resp, cap).await?;
+    Ok((!more).then_some(bytes))
+}
+
+/// The first `cap` bytes of a body (at most), and whether more followed.
+async fn first_bytes(resp: &mut Response, cap: u64) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let announced = resp.content_length().and_then(|n| usize::try_from(n).ok());
+    let mut bytes = Vec::with_capacity(announced.unwrap_or(0).min(cap));
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok((bytes, true));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((bytes, false))
+}
+
 /// No answer came back. reqwest's message may include the URL (never a
 /// key, which travels in a header); that is useful and safe to show.
 pub fn network_error(e: reqwest::Error) -> SinkError {
@@ -436,12 +489,12 @@ pub struct ErrorAnswer {
     pub status: StatusCode,
     pub retry_after: Option<Duration>,
     pub headers: reqwest::header::HeaderMap,
-    body: bytes::Bytes,
+    body: Vec<u8>,
     json: Option<Json>,
 }
 
 impl ErrorAnswer {
-    async fn read(resp: Response, redactor: &Redactor) -> ErrorAnswer {
+    async fn read(mut resp: Response, redactor: &Redactor) -> ErrorAnswer {
         let status = resp.status();
         let headers = resp.headers().clone();
         let retry_after = resp
@@ -450,7 +503,12 @@ impl ErrorAnswer {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()))
             .map(|d| d.min(MAX_RETRY_AFTER));
-        let body = redactor.error_body(resp.bytes().await.unwrap_or_default());
+        // Read on every retry: a long body costs its cap, not its size.
+        let body = first_bytes(&mut resp, ERROR_CAP)
+            .await
+            .map(|(bytes, _)| bytes)
+            .unwrap_or_default();
+        let body = redactor.error_body(body.into()).to_vec();
         let json = serde_json::from_slice(&body).ok();
         ErrorAnswer {
             status,
@@ -527,7 +585,7 @@ mod tests {
             },
             requests_per_minute: None,
         };
-        Transport::new("dify", &calls).unwrap()
+        Transport::new("dify", &calls, &[]).unwrap()
     }
 
     /// A call the upstream always asks to wait `secs`: how many attempts

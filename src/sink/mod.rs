@@ -1,8 +1,9 @@
 //! Sinks: the upstreams kbsync mirrors into. Each lives in its own folder
 //! (`dify/`, `pai/`, `sharely/`) with its config section, its client and
 //! its push logic; what they share stays here: the HTTP transport
-//! (`http.rs`: client, rate limit, retries, reading an error answer),
-//! bisection of refused batches, the outcome of a push, and the typed
+//! (`http.rs`: client, rate limit, retries, reading an answer within a
+//! cap), bounds on listings that page (`paging.rs`), bisection of refused
+//! batches, the outcome of a push, and the typed
 //! errors that say whether to retry.
 //!
 //! A `[sync.X]` table becomes a `SinkConfig` in `registry.rs`, the only
@@ -12,6 +13,7 @@ pub mod bisect;
 pub mod dify;
 pub mod http;
 mod outcome;
+pub mod paging;
 pub mod pai;
 pub mod rate;
 pub mod redact;

@@ -4,8 +4,8 @@
 //! changed; a page not fetched) the next scan sees.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::fence::{Fence, Refused};
+use super::folder::read_within;
 use crate::sink::{ErrorClass, SinkError};
 
 pub trait Content {
@@ -25,49 +26,85 @@ pub trait Content {
 pub struct FolderContent {
     pub root: PathBuf,
     pub fence: Arc<Fence>,
+    /// The job's `max_file_size`: nothing larger is read, as in the scan.
+    pub max_file_size: u64,
 }
 
 impl Content for FolderContent {
     fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, SinkError>> {
+        let path = self.root.join(key);
+        let max = self.max_file_size;
+        let fence = self.fence.clone();
         async move {
-            let path = self.root.join(key);
-            let (fence, at) = (self.fence.clone(), path.clone());
-            let read = tokio::task::spawn_blocking(move || {
-                let mut bytes = Vec::new();
-                let mut file = fence.open(&at)?;
-                file.read_to_end(&mut bytes).map_err(Refused::Io)?;
-                Ok(bytes)
-            })
-            .await
-            .unwrap_or_else(|e| Err(Refused::Io(std::io::Error::other(e))));
-            match read {
-                Ok(b) => Ok(Bytes::from(b)),
-                Err(Refused::Fenced(why)) => Err(SinkError::local(
-                    ErrorClass::Transient,
-                    "fenced",
-                    format!(
-                        "{} was not uploaded: {why}; the next scan reports it",
-                        path.display()
-                    ),
-                )),
-                Err(Refused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(SinkError::local(
-                        ErrorClass::Transient,
-                        "vanished",
-                        format!(
-                            "{} disappeared before its upload; the next scan sees it gone",
-                            path.display()
-                        ),
-                    ))
-                }
-                Err(Refused::Io(e)) => Err(SinkError::local(
+            let read = tokio::task::spawn_blocking(move || read_file(&fence, &path, max)).await;
+            read.unwrap_or_else(|e| {
+                Err(SinkError::local(
                     ErrorClass::Transient,
                     "unreadable",
-                    format!("cannot read {}: {e}", path.display()),
-                )),
-            }
+                    format!("reading {key} stopped: {e}"),
+                ))
+            })
         }
         .boxed()
+    }
+}
+
+/// A file's bytes, as many as its size says and at most `max`: a file that
+/// turns out longer (growing, or of procfs or sysfs) is not read on.
+fn read_file(fence: &Fence, path: &Path, max: u64) -> Result<Bytes, SinkError> {
+    let failed =
+        |code: &str, message: String| Err(SinkError::local(ErrorClass::Transient, code, message));
+    let mut file = match fence.open(path) {
+        Ok(f) => f,
+        Err(Refused::Fenced(why)) => {
+            return failed(
+                "fenced",
+                format!(
+                    "{} was not uploaded: {why}; the next scan reports it",
+                    path.display()
+                ),
+            )
+        }
+        Err(Refused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return failed(
+                "vanished",
+                format!(
+                    "{} disappeared before its upload; the next scan sees it gone",
+                    path.display()
+                ),
+            )
+        }
+        Err(Refused::Io(e)) => {
+            return failed("unreadable", format!("cannot read {}: {e}", path.display()))
+        }
+    };
+    let size = match file.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return failed("unreadable", format!("cannot stat {}: {e}", path.display())),
+    };
+    if size > max {
+        return failed(
+            "changed",
+            format!(
+                "{} grew to {size} bytes since the scan, over max_file_size ({max} bytes); the next scan reports it",
+                path.display()
+            ),
+        );
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    let never = AtomicBool::new(false);
+    match read_within(&mut file, size, &never, |chunk| {
+        bytes.extend_from_slice(chunk)
+    }) {
+        Ok((_, false)) => Ok(Bytes::from(bytes)),
+        Ok((_, true)) => failed(
+            "changed",
+            format!(
+                "{} holds more than the {size} bytes its size says (still being written, or a special file); the next scan reads it again",
+                path.display()
+            ),
+        ),
+        Err(e) => failed("unreadable", format!("cannot read {}: {e}", path.display())),
     }
 }
 

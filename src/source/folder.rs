@@ -294,6 +294,26 @@ impl Walked {
         self.retain_files(&keep);
     }
 
+    /// Takes out the files `refuses` gives a reason for (a file type the
+    /// sink does not take) before anything reads them: each is reported
+    /// with that reason and protected, so what was sent of it before stays.
+    pub fn refuse(&mut self, refuses: &dyn Fn(&str) -> Option<String>) {
+        let mut keep = vec![true; self.files.len()];
+        for (i, f) in self.files.iter().enumerate() {
+            if let Some(reason) = refuses(&f.key) {
+                self.skipped.push(Skipped {
+                    path: f.key.to_string(),
+                    reason,
+                });
+                self.protected.push(f.key.to_string());
+                keep[i] = false;
+            }
+        }
+        if keep.contains(&false) {
+            self.retain_files(&keep);
+        }
+    }
+
     /// Keeps only the files `keep` says yes to (by position).
     pub fn retain_files(&mut self, keep: &[bool]) {
         let mut i = 0;
@@ -394,12 +414,17 @@ fn read_one(cfg: &FolderConfig, stat: &Stat, walk_started_ns: i64, stop: &Atomic
             stat.key.to_string(),
         )
     };
-    match hash_file(&path, front_matter::is_markdown(&stat.key), stop) {
+    match hash_file(&path, stat.size, front_matter::is_markdown(&stat.key), stop) {
+        Ok(FileRead { longer: true, .. }) => skip(format!(
+            "holds more than the {} bytes its size says: still being written, or a special file (procfs, sysfs, FUSE) whose size is not its content; only that much is read, so it is left for the next scan",
+            stat.size
+        )),
         Ok(FileRead {
             hash,
             bytes: read,
             head,
             after,
+            longer: false,
         }) => {
             // A file written while we read it (or replaced since the walk)
             // would pair one version's size with another's hash: leave it
@@ -663,15 +688,51 @@ struct FileRead {
     head: Option<Vec<u8>>,
     /// The open file's metadata once read (no second path lookup).
     after: Option<std::fs::Metadata>,
+    /// It held more than the limit: `hash` is of a part only.
+    longer: bool,
 }
 
-/// Reads and hashes a file, 64 KiB at a time; gives up between two chunks
-/// once `stop` is set (shutdown), so a large file never holds the exit.
-fn hash_file(path: &Path, keep_head: bool, stop: &AtomicBool) -> std::io::Result<FileRead> {
+/// Reads and hashes at most `limit` bytes of a file (the size its stat
+/// gave, itself within `max_file_size`), 64 KiB at a time; gives up
+/// between two chunks once `stop` is set (shutdown), so a large file never
+/// holds the exit.
+fn hash_file(
+    path: &Path,
+    limit: u64,
+    keep_head: bool,
+    stop: &AtomicBool,
+) -> std::io::Result<FileRead> {
     let mut file = File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 64 * 1024];
     let mut head: Option<Vec<u8>> = keep_head.then(Vec::new);
+    let (bytes, longer) = read_within(&mut file, limit, stop, |chunk| {
+        if let Some(h) = head.as_mut() {
+            let room = front_matter::HEAD_BYTES.saturating_sub(h.len());
+            h.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        hasher.update(chunk);
+    })?;
+    Ok(FileRead {
+        hash: hasher.finalize().to_hex().to_string(),
+        bytes,
+        head,
+        after: file.metadata().ok(),
+        longer,
+    })
+}
+
+/// Hands `each` at most `limit` bytes of `file`, 64 KiB at a time, then
+/// looks once more: whether the file holds more. A file of procfs, sysfs
+/// or FUSE may say size 0 and never end (`/proc/self/pagemap`), and one
+/// being appended to keeps growing, so the stat's size bounds every read.
+/// Stops with `Interrupted` once `stop` is set.
+pub fn read_within(
+    file: &mut File,
+    limit: u64,
+    stop: &AtomicBool,
+    mut each: impl FnMut(&[u8]),
+) -> std::io::Result<(u64, bool)> {
+    let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -680,26 +741,131 @@ fn hash_file(path: &Path, keep_head: bool, stop: &AtomicBool) -> std::io::Result
                 "not read: kbsync is shutting down",
             ));
         }
-        let n = file.read(&mut buf)?;
+        let left = limit - total;
+        // Past the limit a whole buffer is asked for, as a file that reads
+        // only in records (pagemap: 8 bytes) needs.
+        let want = if left == 0 {
+            buf.len()
+        } else {
+            buf.len().min(usize::try_from(left).unwrap_or(usize::MAX))
+        };
+        let n = match file.read(&mut buf[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
-            break;
+            return Ok((total, false));
         }
-        if let Some(h) = head.as_mut() {
-            let room = front_matter::HEAD_BYTES.saturating_sub(h.len());
-            h.extend_from_slice(&buf[..n.min(room)]);
+        if left == 0 {
+            return Ok((total, true));
         }
-        hasher.update(&buf[..n]);
+        each(&buf[..n]);
         total += n as u64;
     }
-    Ok(FileRead {
-        hash: hasher.finalize().to_hex().to_string(),
-        bytes: total,
-        head,
-        after: file.metadata().ok(),
-    })
 }
 
 /// Hash of an in-memory buffer, the same function the scan uses.
 pub fn hash_bytes(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn cfg(root: &Path) -> FolderConfig {
+        FolderConfig {
+            root: root.to_owned(),
+            require_marker: None,
+            rehash_interval: None,
+            include: None,
+            exclude: None,
+            ignore_file: None,
+            respect_gitignore: false,
+            include_hidden: false,
+            follow_symlinks: false,
+            max_file_size: crate::config::DEFAULT_MAX_FILE_SIZE,
+        }
+    }
+
+    /// Reads `key` under `root` as the scan does, with the walk's stat,
+    /// within `deadline`; past it, the read is stopped and the test fails.
+    fn read_with_deadline(root: &Path, key: &str, deadline: Duration) -> (Hashed, u64) {
+        let meta = std::fs::metadata(root.join(key)).unwrap();
+        let stat = Stat {
+            key: key.into(),
+            size: meta.len(),
+            mtime_ns: mtime_ns_of(&meta),
+            identity: identity(&meta),
+        };
+        let size = stat.size;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let (cfg, flag) = (cfg(root), stop.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(read_one(&cfg, &stat, 0, &flag));
+        });
+        let hashed = rx.recv_timeout(deadline).unwrap_or_else(|_| {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            panic!("reading {key} (stat size {size}) did not end within {deadline:?}")
+        });
+        (hashed, size)
+    }
+
+    #[test]
+    fn a_proc_file_that_never_ends_is_read_no_further_than_its_size() {
+        // pagemap says size 0 and reads on for the whole address space
+        // (hundreds of GiB of a 64-bit process).
+        let (hashed, size) =
+            read_with_deadline(Path::new("/proc/self"), "pagemap", Duration::from_secs(10));
+        assert_eq!(size, 0);
+        match hashed {
+            Hashed::Skipped(s, protect) => {
+                assert_eq!(protect, "pagemap");
+                assert!(
+                    s.reason
+                        .starts_with("holds more than the 0 bytes its size says"),
+                    "{}",
+                    s.reason
+                );
+            }
+            Hashed::Item(i) => panic!("taken as an item: {i:?}"),
+        }
+    }
+
+    #[test]
+    fn a_proc_file_whose_size_is_not_its_content_is_left_out_not_hashed() {
+        let (hashed, size) =
+            read_with_deadline(Path::new("/proc/self"), "status", Duration::from_secs(10));
+        assert_eq!(size, 0);
+        assert!(
+            matches!(&hashed, Hashed::Skipped(s, _) if s.reason.contains("special file (procfs, sysfs, FUSE)")),
+            "{}",
+            match hashed {
+                Hashed::Skipped(s, _) => s.reason,
+                Hashed::Item(i) => format!("{i:?}"),
+            }
+        );
+    }
+
+    #[test]
+    fn read_within_hands_over_at_most_the_limit_and_says_whether_more_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grows.md");
+        std::fs::write(&path, vec![b'a'; 200_000]).unwrap();
+        let never = AtomicBool::new(false);
+        for (limit, longer) in [(200_000, false), (150_000, true), (0, true)] {
+            let mut got = 0usize;
+            let mut file = File::open(&path).unwrap();
+            let (n, more) = read_within(&mut file, limit, &never, |c| got += c.len()).unwrap();
+            assert_eq!(
+                (n, got as u64, more),
+                (limit, limit, longer),
+                "limit {limit}"
+            );
+        }
+    }
 }

@@ -33,6 +33,9 @@ pub struct ScanInput<'a> {
     pub checksum: bool,
     /// Set on shutdown: reading stops between two chunks.
     pub stop: Arc<AtomicBool>,
+    /// Why the sink would refuse an item outright (a file type it does not
+    /// take): such an item is reported and protected, and never read.
+    pub refuses: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
 }
 
 /// What a scan found, with the cached rows the plan is made against.
@@ -213,6 +216,7 @@ impl Survey {
             content: Box::new(FolderContent {
                 root: f.cfg.root.clone(),
                 fence: f.fence.clone(),
+                max_file_size: f.cfg.max_file_size,
             }),
         };
         Some((f.scope.slice(from, until), scanned))
@@ -292,7 +296,8 @@ impl Source for FolderSource {
             if deep {
                 tracing::info!("reading every file (checksum pass)");
             }
-            let (walked, fence) = walking.await.expect("the walk thread does not panic");
+            let (mut walked, fence) = walking.await.expect("the walk thread does not panic");
+            walked.refuse(input.refuses);
             let t = triage(input.state, input.job, input.scope, trust && !deep, walked)?;
             let rehashed = deep && input.scope.is_all() && input.record_fingerprint;
             let mut rest = t.walked;
@@ -342,7 +347,7 @@ impl Source for WebSource {
                 })
                 .map(|c| c.key.clone())
                 .collect();
-            let fetched = web::scan(&self.client, &self.cfg, &known, &in_sync).await;
+            let fetched = web::scan(&self.client, &self.cfg, &known, &in_sync, input.refuses).await;
             let scanned = Scanned {
                 scan: fetched.scan,
                 cached,

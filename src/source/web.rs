@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::web_reach::Reach;
 use super::{front_matter, KnownFacts, Observed, ScanResult, Skipped};
 use crate::config::WebConfig;
+use crate::sink::http::read_body;
 
 /// A scan of a web job: what was observed, and the bodies downloaded for
 /// the pages that changed (the pusher uploads from these).
@@ -68,12 +69,14 @@ pub fn key_of(url: &Url) -> String {
 
 /// Fetches every page. `known` is the cache's view; `in_sync` the keys
 /// whose cached content is what the target has, the only ones for which a
-/// `304` may stand in for the body.
+/// `304` may stand in for the body; `refuses` says why the sink would
+/// refuse a page's key.
 pub async fn scan(
     client: &reqwest::Client,
     cfg: &WebConfig,
     known: &HashMap<String, KnownFacts>,
     in_sync: &HashSet<String>,
+    refuses: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Fetched {
     let mut out = Fetched::default();
     let reach = Reach::of(cfg);
@@ -100,17 +103,20 @@ pub async fn scan(
     // Off-limits pages are reported, never fetched (not even by a dry run),
     // and protected: a page mirrored before its host was allowed is not
     // retired for not being read.
-    urls.retain(|url| match reach.refuses(url) {
-        None => true,
-        Some(reason) => {
-            out.scan.protected.push(key_of(url));
-            out.scan.skipped.push(Skipped {
-                path: url.to_string(),
-                reason,
-            });
-            false
-        }
-    });
+    // A page the sink would refuse (its type) is not fetched either.
+    urls.retain(
+        |url| match reach.refuses(url).or_else(|| refuses(&key_of(url))) {
+            None => true,
+            Some(reason) => {
+                out.scan.protected.push(key_of(url));
+                out.scan.skipped.push(Skipped {
+                    path: url.to_string(),
+                    reason,
+                });
+                false
+            }
+        },
+    );
     let mut seen = HashMap::new();
     let mut pages = Vec::new();
     for url in urls {
@@ -221,13 +227,6 @@ async fn fetch(
     if !status.is_success() {
         return Err(format!("HTTP {status}; kept as it was, retried next poll"));
     }
-    if resp.content_length().is_some_and(|n| n > cfg.max_file_size) {
-        return Err(format!(
-            "{} bytes is over max_file_size ({} bytes)",
-            resp.content_length().unwrap_or(0),
-            cfg.max_file_size
-        ));
-    }
     let header = |name| {
         resp.headers()
             .get(name)
@@ -238,17 +237,17 @@ async fn fetch(
         etag: header(ETAG),
         last_modified: header(LAST_MODIFIED),
     };
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
+    let announced = resp.content_length();
+    let body = read_body(&mut resp, cfg.max_file_size)
         .await
         .map_err(|e| format!("download failed: {e}"))?
-    {
-        if body.len() as u64 + chunk.len() as u64 > cfg.max_file_size {
-            return Err(format!("over max_file_size ({} bytes)", cfg.max_file_size));
-        }
-        body.extend_from_slice(&chunk);
-    }
+        .ok_or_else(|| match announced {
+            Some(n) => format!(
+                "{n} bytes is over max_file_size ({} bytes)",
+                cfg.max_file_size
+            ),
+            None => format!("over max_file_size ({} bytes)", cfg.max_file_size),
+        })?;
     let mtime_ns = validator
         .last_modified
         .as_deref()
@@ -330,21 +329,10 @@ async fn get_text(client: &reqwest::Client, url: &Url, limit: u64) -> Result<Str
     if !resp.status().is_success() {
         return Err(format!("sitemap {url}: HTTP {}", resp.status()));
     }
-    let over = || format!("sitemap {url} is larger than max_sitemap_size ({limit} bytes)");
-    if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(over());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
+    let body = read_body(&mut resp, limit)
         .await
         .map_err(|e| format!("sitemap {url}: {e}"))?
-    {
-        if body.len() as u64 + chunk.len() as u64 > limit {
-            return Err(over());
-        }
-        body.extend_from_slice(&chunk);
-    }
+        .ok_or_else(|| format!("sitemap {url} is larger than max_sitemap_size ({limit} bytes)"))?;
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 

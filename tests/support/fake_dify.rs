@@ -10,10 +10,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value as Json};
+
+use super::serve::Huge;
 
 pub const API_KEY: &str = "dataset-TESTKEY0123456789";
 pub const DATASET: &str = "6b7c1a2e-0000-4000-8000-00000000d1f7";
@@ -146,6 +148,16 @@ pub enum Fault {
     /// Apply the request, then answer only once the test notifies: a
     /// server busy for as long as a test needs it to be.
     ApplyThenWait(Arc<tokio::sync::Notify>),
+    /// Answer with this status and a JSON body of `size` bytes (a valid
+    /// empty listing page, or error, padded), without applying: a proxy
+    /// or server gone wrong. Made as it is sent (`World::huge_sent`
+    /// counts it); with `announce` it has a Content-Length, else it goes
+    /// chunked.
+    Huge {
+        status: u16,
+        size: u64,
+        announce: bool,
+    },
 }
 
 impl Fault {
@@ -395,6 +407,12 @@ pub struct World {
     listing: Option<((usize, u64), Vec<String>)>,
     /// Bumped on every arrival and answer, for `FakeDify::wait_until`.
     changed: tokio::sync::watch::Sender<u64>,
+    /// A listing that never ends: `Some(total)` makes every page of an
+    /// unfiltered listing the first page again, with `has_more` and
+    /// `total` as given (`Some(None)`: no `total` at all).
+    pub endless_listing: Option<Option<u64>>,
+    /// Bytes of `Fault::Huge` bodies the server took to send, all told.
+    pub huge_sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl World {
@@ -420,6 +438,8 @@ impl World {
             delete_before_page: None,
             listing: None,
             changed: tokio::sync::watch::Sender::new(0),
+            endless_listing: None,
+            huge_sent: Arc::default(),
         }
     }
 
@@ -605,7 +625,10 @@ impl std::fmt::Display for Dropped {
 impl std::error::Error for Dropped {}
 
 type Resp = Response<Full<Bytes>>;
-type Reply = Result<Resp, Dropped>;
+/// What the server sends: an answer made whole, or a huge one made as it
+/// goes.
+type Sent = Response<Either<Full<Bytes>, Huge>>;
+type Reply = Result<Sent, Dropped>;
 /// name, content, the `data` JSON
 type CheckedFile = (String, Vec<u8>, Option<Json>);
 
@@ -678,12 +701,32 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
     let echoed = take_echo(&mut world.lock().unwrap().echo, &path, &headers);
     if let Some(answer) = echoed {
         logged(answer.status().as_u16());
-        return Ok(answer);
+        return Ok(answer.map(Either::Left));
     }
     let (response, apply_then) = match fault {
         Some(Fault::Drop) => {
             logged(0);
             return Err(Dropped);
+        }
+        Some(Fault::Huge {
+            status,
+            size,
+            announce,
+        }) => {
+            logged(status);
+            let sent = world.lock().unwrap().huge_sent.clone();
+            let body = Huge::new(
+                r#"{"data":[],"has_more":false,"total":0,"code":"huge","message":"padded","pad":""#,
+                size,
+                r#""}"#,
+                announce,
+                sent,
+            );
+            return Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Either::Right(body))
+                .unwrap());
         }
         Some(Fault::Status {
             status,
@@ -733,34 +776,35 @@ async fn handle(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Reply {
             apply_then,
         ),
     };
-    match apply_then {
+    let answer = match apply_then {
         Some(Fault::ApplyThenStall(d)) => {
             tokio::time::sleep(d).await;
             logged(response.status().as_u16());
-            Ok(response)
+            response
         }
         Some(Fault::ApplyThenDrop) => {
             logged(0);
-            Err(Dropped)
+            return Err(Dropped);
         }
         Some(Fault::ApplyThenWait(go)) => {
             go.notified().await;
             logged(response.status().as_u16());
-            Ok(response)
+            response
         }
         Some(_) => {
             logged(500);
-            Ok(error(
+            error(
                 500,
                 "internal_server_error",
                 "The server encountered an internal error.",
-            ))
+            )
         }
         None => {
             logged(response.status().as_u16());
-            Ok(response)
+            response
         }
-    }
+    };
+    Ok(answer.map(Either::Left))
 }
 
 fn log(
@@ -1098,6 +1142,14 @@ fn list_documents(w: &mut World, query: &str) -> Response<Full<Bytes>> {
         let all: Vec<&Doc> = order.iter().map(|id| &w.docs[id]).filter(wanted).collect();
         let page_docs = all.iter().skip((page - 1) * limit).take(limit);
         (all.len(), page_docs.map(|d| d.to_json(&w.fields)).collect())
+    } else if let Some(total) = w.endless_listing {
+        let ids = order.iter().take(limit);
+        let data: Vec<Json> = ids.map(|id| w.docs[id].to_json(&w.fields)).collect();
+        let mut answer = json!({"data": data, "has_more": true, "limit": limit, "page": page});
+        if let Some(t) = total {
+            answer["total"] = json!(t);
+        }
+        return reply(200, answer);
     } else {
         let ids = order.iter().skip((page - 1) * limit).take(limit);
         (

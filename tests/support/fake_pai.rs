@@ -57,6 +57,9 @@ pub struct World {
     /// A proxy in front that answers some requests with their credentials
     /// repeated (not applied).
     pub echo: Vec<Echo>,
+    /// A listing that never ends: every page is the first again, with a
+    /// NextToken and no TotalCount.
+    pub endless_listing: bool,
 }
 
 impl World {
@@ -335,6 +338,7 @@ fn route(
                 .get("NextToken")
                 .and_then(|t| t.strip_prefix("tok-"))
                 .and_then(|t| t.parse().ok())
+                .filter(|_| !w.endless_listing)
                 .unwrap_or(0);
             let all: Vec<(&String, &Record)> = w.records.iter().collect();
             let page: Vec<Json> = all
@@ -346,6 +350,12 @@ fn route(
                            "MetaAttributes": r.meta_attributes})
                 })
                 .collect();
+            if w.endless_listing {
+                return reply(
+                    200,
+                    json!({"RequestId": "r", "DatasetFileMetas": page, "NextToken": "tok-again"}),
+                );
+            }
             let next = (start + max < all.len()).then(|| format!("tok-{}", start + max));
             reply(
                 200,

@@ -89,6 +89,9 @@ pub struct World {
     /// A proxy in front that answers some requests with their credentials
     /// repeated (not applied).
     pub echo: Vec<Echo>,
+    /// A listing that never ends: every page is full of made-up items and
+    /// the total says 10^12.
+    pub endless_listing: bool,
 }
 
 impl World {
@@ -463,6 +466,15 @@ fn list(w: &World, query: &str) -> Response<Full<Bytes>> {
         return error(400, "Bad Request", "limit must be between 1 and 1000.");
     }
     let offset = param("offset").unwrap_or(0);
+    if w.endless_listing {
+        let page: Vec<Json> = (offset..offset + limit)
+            .map(|n| json!({"id": format!("made-up-{n}"), "title": format!("made-up {n}"), "type": "FILE", "status": "COMPLETED"}))
+            .collect();
+        return reply(
+            200,
+            json!({"knowledge": page, "total": 1_000_000_000_000u64}),
+        );
+    }
     let page: Vec<Json> = w
         .items
         .iter()

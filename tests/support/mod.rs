@@ -138,6 +138,16 @@ max_retries = 8
         reports.remove(0)
     }
 
+    /// One pass as `--reconcile` runs it: with the upstream audit.
+    pub async fn reconcile(&self) -> JobReport {
+        let opts = RunOptions {
+            audit: true,
+            ..RunOptions::default()
+        };
+        let mut reports = reconcile::run(&self.config(), &[], opts).await.unwrap();
+        reports.remove(0)
+    }
+
     pub async fn dry_run(&self) -> JobReport {
         let config = self.config();
         let mut reports = reconcile::run(

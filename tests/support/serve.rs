@@ -13,12 +13,14 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-pub async fn serve<W, F, Fut, E>(world: Arc<Mutex<W>>, handle: F) -> SocketAddr
+pub async fn serve<W, F, Fut, E, B>(world: Arc<Mutex<W>>, handle: F) -> SocketAddr
 where
     W: Send + 'static,
     F: Fn(Arc<Mutex<W>>, Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<Full<Bytes>>, E>> + Send + 'static,
+    Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -119,4 +121,75 @@ pub fn take_echo(
                 .unwrap()
         }
     })
+}
+
+/// A body of `size` bytes made as it is sent, 64 KiB at a time (a test
+/// needs no gigabyte in memory to send one): `head`, then `fill` bytes,
+/// then `tail`. `sent` counts what the server took from it, which is what
+/// it wrote or was about to write when the client hung up. Without
+/// `announce` it goes chunked, without a Content-Length.
+pub struct Huge {
+    parts: std::collections::VecDeque<Bytes>,
+    fill_left: u64,
+    fill: Bytes,
+    size: u64,
+    announce: bool,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Huge {
+    pub fn new(
+        head: &str,
+        size: u64,
+        tail: &str,
+        announce: bool,
+        sent: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Huge {
+        let framing = (head.len() + tail.len()) as u64;
+        Huge {
+            parts: [Bytes::from(head.to_owned()), Bytes::from(tail.to_owned())].into(),
+            fill_left: size.saturating_sub(framing),
+            fill: Bytes::from(vec![b'x'; 64 * 1024]),
+            size: size.max(framing),
+            announce,
+            sent,
+        }
+    }
+
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.parts.len() == 2 {
+            return self.parts.pop_front();
+        }
+        if self.fill_left > 0 {
+            let n = self.fill_left.min(self.fill.len() as u64);
+            self.fill_left -= n;
+            return Some(self.fill.slice(..n as usize));
+        }
+        self.parts.pop_front()
+    }
+}
+
+impl hyper::body::Body for Huge {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let chunk = self.next_chunk();
+        if let Some(c) = &chunk {
+            self.sent
+                .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        std::task::Poll::Ready(chunk.map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.announce {
+            hyper::body::SizeHint::with_exact(self.size)
+        } else {
+            hyper::body::SizeHint::default()
+        }
+    }
 }

@@ -13,6 +13,7 @@ use crate::metadata::FieldType;
 use crate::plan::StatusAction;
 use crate::secret::Secret;
 use crate::sink::http::{ErrorAnswer, Transport, Waits, UNREACHABLE};
+use crate::sink::paging::Pages;
 use crate::sink::{ErrorClass, SinkError};
 
 /// Dify's list endpoint caps `limit` at 100.
@@ -138,20 +139,21 @@ impl DifyClient {
         self.transport.json(resp, "response body from Dify").await
     }
 
-    /// One page of the dataset's documents, and whether more may follow.
-    /// Dify's `has_more` is only "this page is full", so `total` decides
-    /// when it is there: a dataset of exactly 100 documents is one request.
-    pub async fn list_documents_page(
+    /// One page of the dataset's documents, whether more may follow, and
+    /// the total Dify reported. Dify's `has_more` is only "this page is
+    /// full", so `total` decides when it is there: a dataset of exactly
+    /// 100 documents is one request.
+    async fn list_documents_page(
         &self,
-        page: usize,
-    ) -> Result<(Vec<RemoteDoc>, bool), SinkError> {
+        page: u64,
+    ) -> Result<(Vec<RemoteDoc>, bool, Option<u64>), SinkError> {
         #[derive(Deserialize)]
         struct Page {
             data: Vec<RemoteDoc>,
             #[serde(default)]
             has_more: bool,
             #[serde(default)]
-            total: Option<usize>,
+            total: Option<u64>,
         }
         let resp = self
             .call("list_documents", || {
@@ -161,10 +163,10 @@ impl DifyClient {
             .await?;
         let p: Page = self.json(resp).await?;
         let more = match p.total {
-            Some(total) => page * PAGE_SIZE < total && !p.data.is_empty(),
+            Some(total) => page * (PAGE_SIZE as u64) < total && !p.data.is_empty(),
             None => p.has_more,
         };
-        Ok((p.data, more))
+        Ok((p.data, more, p.total))
     }
 
     /// Every document of the dataset, following pagination. Documents
@@ -186,13 +188,16 @@ impl DifyClient {
         &self,
         mut each: impl FnMut(Vec<RemoteDoc>) -> Result<(), SinkError>,
     ) -> Result<(), SinkError> {
+        let mut pages = Pages::new("Dify", "list_documents", PAGE_SIZE);
         for page in 1.. {
-            let (docs, more) = self.list_documents_page(page).await?;
+            let (docs, more, total) = self.list_documents_page(page).await?;
+            pages.took(docs.iter().map(|d| d.id.as_str()), total)?;
             let empty = docs.is_empty();
             each(docs)?;
             if !more || empty {
                 break;
             }
+            pages.more()?;
         }
         Ok(())
     }
@@ -286,7 +291,10 @@ impl DifyClient {
             data: Vec<RemoteDoc>,
             #[serde(default)]
             has_more: bool,
+            #[serde(default)]
+            total: Option<u64>,
         }
+        let mut pages = Pages::new("Dify", "find_document", PAGE_SIZE);
         for page in 1.. {
             let resp = self
                 .call("find_document", || {
@@ -301,9 +309,11 @@ impl DifyClient {
             if let Some(d) = p.data.iter().find(|d| d.name == name) {
                 return Ok(Some(d.clone()));
             }
+            pages.took(p.data.iter().map(|d| d.id.as_str()), p.total)?;
             if !p.has_more || p.data.is_empty() {
                 break;
             }
+            pages.more()?;
         }
         Ok(None)
     }

@@ -17,6 +17,7 @@ use super::acs3;
 use super::PaiConfig;
 use crate::secret::Secret;
 use crate::sink::http::{ErrorAnswer, Transport};
+use crate::sink::paging::Pages;
 use crate::sink::{ErrorClass, SinkError};
 
 pub const API_VERSION: &str = "2021-02-04";
@@ -188,9 +189,12 @@ impl PaiClient {
             records: Vec<Record>,
             #[serde(rename = "NextToken", default)]
             next: Option<String>,
+            #[serde(rename = "TotalCount", default)]
+            total: Option<u64>,
         }
         let mut out = Vec::new();
         let mut token: Option<String> = None;
+        let mut pages = Pages::new("PAI", "ListDatasetFileMetas", PAGE_SIZE);
         loop {
             let mut query = vec![
                 (
@@ -213,12 +217,14 @@ impl PaiClient {
                     format!("unexpected ListDatasetFileMetas answer: {e}"),
                 )
             })?;
+            pages.took(page.records.iter().map(|r| r.id.as_str()), page.total)?;
             let empty = page.records.is_empty();
             out.extend(page.records.into_iter().map(|r| (r.uri, r.id)));
             match page.next.filter(|t| !t.is_empty()) {
                 Some(t) if !empty => token = Some(t),
                 _ => break,
             }
+            pages.more()?;
         }
         Ok(out)
     }

@@ -20,6 +20,7 @@ use super::SharelyConfig;
 use crate::metadata::Metadata;
 use crate::secret::Secret;
 use crate::sink::http::{sensitive, ErrorAnswer, Transport};
+use crate::sink::paging::Pages;
 use crate::sink::{ErrorClass, SinkError};
 
 /// Items per listing page: the API's maximum.
@@ -216,9 +217,10 @@ impl SharelyClient {
         struct Page {
             knowledge: Vec<Knowledge>,
             #[serde(default)]
-            total: Option<usize>,
+            total: Option<u64>,
         }
         let mut all: Vec<Knowledge> = Vec::new();
+        let mut pages = Pages::new("Sharely", "list_knowledge", PAGE);
         loop {
             let mut url = self.item_url("");
             url.query_pairs_mut()
@@ -235,11 +237,13 @@ impl SharelyClient {
                 .transport
                 .json(resp, "knowledge listing from Sharely")
                 .await?;
+            pages.took(page.knowledge.iter().map(|k| k.id.as_str()), page.total)?;
             let got = page.knowledge.len();
             all.extend(page.knowledge);
-            if got < PAGE || page.total.is_some_and(|t| all.len() >= t) {
+            if got < PAGE || page.total.is_some_and(|t| all.len() as u64 >= t) {
                 break;
             }
+            pages.more()?;
         }
         self.remember_kinds(&all);
         Ok(all)
