@@ -262,7 +262,7 @@ async fn fetch(
         identity: 0,
         hash: super::folder::hash_bytes(&body),
         front_matter: if front_matter::is_markdown(key) {
-            front_matter::parse(&body[..body.len().min(front_matter::HEAD_BYTES)])
+            front_matter::read(key, &body[..body.len().min(front_matter::HEAD_BYTES)])
         } else {
             None
         },
