@@ -203,6 +203,38 @@ async fn broken_front_matter_is_reported_and_the_file_uploaded_without_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impossible_date_is_reported_and_left_unset() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        DATASET,
+        "delete",
+        "",
+        "reviewed = { front_matter = \"reviewed\", type = \"time\" }",
+    );
+    ws.write("leap.md", "---\nreviewed: 2024-02-29\n---\n");
+    ws.write("never.md", "---\nreviewed: 2026-02-31\n---\n");
+    let r = ws.sync().await;
+    let warnings: Vec<_> = r
+        .plan
+        .warnings
+        .iter()
+        .map(|(k, w)| (k.as_str(), w.field.as_str(), w.message.as_str()))
+        .collect();
+    assert_eq!(
+        warnings,
+        [(
+            "never.md",
+            "reviewed",
+            "value \"2026-02-31\" is not a valid time"
+        )]
+    );
+    let w = fake.world();
+    assert_eq!(w.metadata_of("leap.md")["reviewed"], 1_709_164_800);
+    assert!(!w.metadata_of("never.md").contains_key("reviewed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_that_vanish_or_change_between_scan_and_upload() {
     let fake = FakeDify::start().await;
     let ws = Workspace::new(
