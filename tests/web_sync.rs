@@ -152,3 +152,36 @@ async fn an_unreachable_sitemap_removes_nothing() {
     let w = fake.world();
     assert!(w.docs.values().all(|d| d.enabled), "sitemap pages kept");
 }
+
+/// A page's `Last-Modified` is its `modified` time, in any of the three
+/// forms RFC 9110 has a client accept.
+#[tokio::test]
+async fn last_modified_dates_in_every_http_form_are_the_pages_time() {
+    let (fake, web, ws) = setup().await;
+    ws.append_config("modified = { fact = \"modified\" }\n");
+    let dated = [
+        ("/imf.txt", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ("/rfc850.txt", "Sunday, 06-Nov-94 08:49:37 GMT"),
+        ("/asctime.txt", "Sun Nov  6 08:49:37 1994"),
+    ];
+    {
+        let mut s = web.site();
+        for (path, date) in dated {
+            let headers = vec![("last-modified".to_owned(), date.to_owned())];
+            s.custom
+                .insert(path.into(), (200, headers, format!("{path} body")));
+            s.sitemap.push(path.into());
+        }
+    }
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    for (path, date) in dated {
+        let url = reqwest::Url::parse(&web.url(path)).unwrap();
+        assert_eq!(
+            w.metadata_of(&document_name(&key_of(&url))).get("modified"),
+            Some(&serde_json::json!(784_111_777)),
+            "{date}"
+        );
+    }
+}

@@ -252,7 +252,7 @@ async fn fetch(
     let mtime_ns = validator
         .last_modified
         .as_deref()
-        .and_then(crate::http_date::parse_imf_fixdate)
+        .and_then(crate::http_date::unix_seconds)
         .map(|s| s * 1_000_000_000)
         .unwrap_or_else(super::now_ns);
     let item = Observed {
