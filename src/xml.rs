@@ -27,8 +27,43 @@ pub struct Found {
     pub texts: Vec<String>,
 }
 
-/// The element whose text is being collected: its depth, the text so far.
-type Open = Option<(usize, String)>;
+/// Where the reader is: the path from the root, what was found so far,
+/// and the element whose text is being collected (its depth, the text).
+struct Walk<S> {
+    select: S,
+    path: Vec<Element>,
+    found: Found,
+    open: Option<(usize, String)>,
+}
+
+impl<S: Fn(&[Element]) -> bool> Walk<S> {
+    fn enter(&mut self, name: &str, ours: bool) {
+        self.path.push(Element {
+            name: name.to_owned(),
+            ours,
+        });
+        if self.found.root.is_none() {
+            self.found.root = Some(self.path[0].clone());
+        }
+        if self.open.is_none() && (self.select)(&self.path) {
+            self.open = Some((self.path.len(), String::new()));
+        }
+    }
+
+    fn leave(&mut self) {
+        let depth = self.path.len();
+        if let Some((_, text)) = self.open.take_if(|(at, _)| *at == depth) {
+            self.found.texts.push(text.trim().to_owned());
+        }
+        self.path.pop();
+    }
+
+    fn collect(&mut self, text: &str) {
+        if let Some((_, so_far)) = &mut self.open {
+            so_far.push_str(text);
+        }
+    }
+}
 
 /// Reads `xml` and returns the text (its character data, references and
 /// CDATA, every piece within it, trimmed) of each element for which
@@ -41,10 +76,13 @@ pub fn texts(
     select: impl Fn(&[Element]) -> bool,
 ) -> Result<Found, String> {
     let mut reader = NsReader::from_str(xml);
-    let mut path: Vec<Element> = Vec::new();
-    let mut found = Found::default();
-    let mut open: Open = None;
-    while found.texts.len() < limit {
+    let mut walk = Walk {
+        select,
+        path: Vec::new(),
+        found: Found::default(),
+        open: None,
+    };
+    while walk.found.texts.len() < limit {
         let (ours, event) = match reader.read_resolved_event() {
             Ok((ResolveResult::Bound(n), event)) => (n.0 == ns, event),
             Ok((ResolveResult::Unbound, event)) => (true, event),
@@ -55,38 +93,15 @@ pub fn texts(
             }
         };
         match event {
-            Event::Start(e) => enter(
-                &mut path,
-                &mut found,
-                &mut open,
-                &select,
-                e.local_name().into_inner(),
-                ours,
-            ),
+            Event::Start(e) => walk.enter(e.local_name().into_inner(), ours),
             Event::Empty(e) => {
-                enter(
-                    &mut path,
-                    &mut found,
-                    &mut open,
-                    &select,
-                    e.local_name().into_inner(),
-                    ours,
-                );
-                leave(&mut path, &mut found, &mut open);
+                walk.enter(e.local_name().into_inner(), ours);
+                walk.leave();
             }
-            Event::End(_) => leave(&mut path, &mut found, &mut open),
-            Event::Text(t) => collect(&mut open, &t.xml10_content()),
-            Event::CData(c) => collect(&mut open, &c.xml10_content()),
-            Event::GeneralRef(r) => {
-                let text = match r.resolve_char_ref() {
-                    Ok(Some(c)) => c.to_string(),
-                    Ok(None) => quick_xml::escape::resolve_predefined_entity(&r)
-                        .ok_or_else(|| format!("unknown entity &{};", &*r))?
-                        .to_owned(),
-                    Err(e) => return Err(format!("bad character reference &{};: {e}", &*r)),
-                };
-                collect(&mut open, &text);
-            }
+            Event::End(_) => walk.leave(),
+            Event::Text(t) => walk.collect(&t.xml10_content()),
+            Event::CData(c) => walk.collect(&c.xml10_content()),
+            Event::GeneralRef(r) => walk.collect(&reference(&r)?),
             Event::DocType(_) => {
                 return Err("a document type declaration (DTD) is not accepted".to_owned())
             }
@@ -94,45 +109,23 @@ pub fn texts(
             Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
         }
     }
-    match path.last() {
-        Some(e) if found.texts.len() < limit => {
+    match walk.path.last() {
+        Some(e) if walk.found.texts.len() < limit => {
             Err(format!("the document ends inside <{}>", e.name))
         }
-        _ if found.root.is_none() => Err("no element at all".to_owned()),
-        _ => Ok(found),
+        _ if walk.found.root.is_none() => Err("no element at all".to_owned()),
+        _ => Ok(walk.found),
     }
 }
 
-fn enter(
-    path: &mut Vec<Element>,
-    found: &mut Found,
-    open: &mut Open,
-    select: &impl Fn(&[Element]) -> bool,
-    name: &str,
-    ours: bool,
-) {
-    path.push(Element {
-        name: name.to_owned(),
-        ours,
-    });
-    if found.root.is_none() {
-        found.root = Some(path[0].clone());
-    }
-    if open.is_none() && select(path) {
-        *open = Some((path.len(), String::new()));
-    }
-}
-
-fn leave(path: &mut Vec<Element>, found: &mut Found, open: &mut Open) {
-    if let Some((_, text)) = open.take_if(|(depth, _)| *depth == path.len()) {
-        found.texts.push(text.trim().to_owned());
-    }
-    path.pop();
-}
-
-fn collect(open: &mut Open, text: &str) {
-    if let Some((_, so_far)) = open {
-        so_far.push_str(text);
+/// The text a character reference or a predefined entity stands for.
+fn reference(r: &quick_xml::events::BytesRef) -> Result<String, String> {
+    match r.resolve_char_ref() {
+        Ok(Some(c)) => Ok(c.to_string()),
+        Ok(None) => quick_xml::escape::resolve_predefined_entity(r)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("unknown entity &{};", &**r)),
+        Err(e) => Err(format!("bad character reference &{};: {e}", &**r)),
     }
 }
 

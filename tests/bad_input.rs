@@ -159,14 +159,11 @@ fn alias_bomb() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_front_matter_is_reported_and_the_file_uploaded_without_it() {
-    let fake = FakeDify::start().await;
-    let ws = Workspace::new(
-        &fake.base_url(),
-        DATASET,
+    let (fake, ws) = support::with_fake(
         "delete",
-        "",
         "title = { front_matter = \"title\" }\nowner = { front_matter = \"owner\" }",
-    );
+    )
+    .await;
     ws.write("good.md", "---\ntitle: Fine\n---\nbody\n");
     ws.write(
         "notes/unclosed.md",
@@ -202,16 +199,13 @@ async fn broken_front_matter_is_reported_and_the_file_uploaded_without_it() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn an_impossible_date_is_reported_and_left_unset() {
-    let fake = FakeDify::start().await;
-    let ws = Workspace::new(
-        &fake.base_url(),
-        DATASET,
+    let (fake, ws) = support::with_fake(
         "delete",
-        "",
         "reviewed = { front_matter = \"reviewed\", type = \"time\" }",
-    );
+    )
+    .await;
     ws.write("leap.md", "---\nreviewed: 2024-02-29\n---\n");
     ws.write("never.md", "---\nreviewed: 2026-02-31\n---\n");
     let r = ws.sync().await;
