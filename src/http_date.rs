@@ -1,4 +1,6 @@
-//! `Retry-After` values: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+//! HTTP dates (RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and
+//! asctime forms a recipient must still accept), read by `httpdate`, and
+//! `Retry-After` values: delay-seconds or an HTTP date (§10.2.3).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -7,37 +9,16 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = parse_imf_fixdate(value)?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
-    Some(Duration::from_secs((at - now).max(0) as u64))
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// `Sun, 06 Nov 1994 08:49:37 GMT` → Unix seconds.
-pub fn parse_imf_fixdate(s: &str) -> Option<i64> {
-    let mut parts = s.split_whitespace();
-    let _weekday = parts.next()?;
-    let day: i64 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year = parts.next()?;
-    let time = parts.next()?;
-    if parts.next()? != "GMT" {
-        return None;
-    }
-    crate::metadata::parse_time(&format!("{year}-{month:02}-{day:02}T{time}Z"))
+/// `Sun, 06 Nov 1994 08:49:37 GMT` → Unix seconds; `None` for a date the
+/// calendar does not have, or whose weekday is not that date's.
+pub fn unix_seconds(value: &str) -> Option<i64> {
+    let at = httpdate::parse_http_date(value.trim()).ok()?;
+    let secs = at.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
 }
 
 #[cfg(test)]
@@ -57,5 +38,26 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn the_obsolete_formats_are_read_and_impossible_dates_refused() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        // RFC 9110 §5.6.7: a recipient accepts RFC 850 and asctime dates too.
+        for date in ["Sunday, 06-Nov-94 08:49:47 GMT", "Sun Nov  6 08:49:47 1994"] {
+            assert_eq!(
+                parse_retry_after(date, now),
+                Some(Duration::from_secs(10)),
+                "{date}"
+            );
+        }
+        assert_eq!(
+            parse_retry_after("Tue, 31 Feb 2026 08:49:37 GMT", now),
+            None
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 25:49:37 GMT", now),
+            None
+        );
     }
 }

@@ -142,6 +142,88 @@ async fn special_files_bad_names_loops_and_long_paths() {
     assert!(!w.metadata_of("bad-meta.md").contains_key("pages"));
 }
 
+/// Front matter a YAML reader refuses, and an alias bomb: 10 anchors of
+/// 10 aliases each stand for 10^10 values in 400 bytes.
+fn alias_bomb() -> String {
+    let mut yaml = String::from("---\ntitle: Bomb\nl0: &l0 [lol]\n");
+    for i in 1..=10 {
+        let refs = vec![format!("*l{}", i - 1); 10].join(",");
+        yaml.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
+    }
+    yaml + "---\nbody\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_front_matter_is_reported_and_the_file_uploaded_without_it() {
+    let (fake, ws) = support::with_fake(
+        "delete",
+        "title = { front_matter = \"title\" }\nowner = { front_matter = \"owner\" }",
+    )
+    .await;
+    ws.write("good.md", "---\ntitle: Fine\n---\nbody\n");
+    ws.write(
+        "notes/unclosed.md",
+        "---\nowner: ana\ntitle: \"never closed\n---\nbody\n",
+    );
+    ws.write("bad.md", "+++\ntitle = 'T'\nowner =\n+++\nbody\n");
+    ws.write("bomb.md", &alias_bomb());
+
+    let started = std::time::Instant::now();
+    let (code, _, err) = kbsync(&ws.config_path, &["--reconcile"], false);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{err}");
+    for (key, words) in [
+        ("notes/unclosed.md", "line 3"),
+        ("bad.md", "line 3"),
+        ("bomb.md", "alias replay limit"),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(key) && l.contains("front matter"))
+            .unwrap_or_else(|| panic!("no warning names {key}: {err}"));
+        assert!(line.contains(words), "{line}");
+    }
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    let w = fake.world();
+    assert_eq!(w.docs.len(), 4, "every file is uploaded");
+    assert_eq!(w.metadata_of("good.md")["title"], "Fine");
+    for name in ["bad.md", "bomb.md", &document_name("notes/unclosed.md")] {
+        assert!(
+            w.metadata_of(name).is_empty(),
+            "{name}: no facts from a broken header"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_impossible_date_is_reported_and_left_unset() {
+    let (fake, ws) = support::with_fake(
+        "delete",
+        "reviewed = { front_matter = \"reviewed\", type = \"time\" }",
+    )
+    .await;
+    ws.write("leap.md", "---\nreviewed: 2024-02-29\n---\n");
+    ws.write("never.md", "---\nreviewed: 2026-02-31\n---\n");
+    let r = ws.sync().await;
+    let warnings: Vec<_> = r
+        .plan
+        .warnings
+        .iter()
+        .map(|(k, w)| (k.as_str(), w.field.as_str(), w.message.as_str()))
+        .collect();
+    assert_eq!(
+        warnings,
+        [(
+            "never.md",
+            "reviewed",
+            "value \"2026-02-31\" is not a valid time"
+        )]
+    );
+    let w = fake.world();
+    assert_eq!(w.metadata_of("leap.md")["reviewed"], 1_709_164_800);
+    assert!(!w.metadata_of("never.md").contains_key("reviewed"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_that_vanish_or_change_between_scan_and_upload() {
     let fake = FakeDify::start().await;

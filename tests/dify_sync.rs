@@ -71,6 +71,46 @@ async fn first_sync_mirrors_tree_and_second_pass_sends_nothing() {
 }
 
 #[tokio::test]
+async fn yaml_front_matter_quotes_escapes_and_block_scalars_reach_the_metadata() {
+    let (fake, ws) = setup("disable").await;
+    let files = [
+        (
+            "single.md",
+            "---\ntitle: 'It''s here'\n---\nBody\n",
+            "It's here",
+        ),
+        (
+            "double.md",
+            "---\ntitle: \"Say \\\"hi\\\" \\u00e0 la \\\\ carte\"\n---\n",
+            "Say \"hi\" \u{e0} la \\ carte",
+        ),
+        (
+            "folded.md",
+            "---\ntitle: >-\n  A title folded\n  over two lines\n---\n",
+            "A title folded over two lines",
+        ),
+        (
+            "literal.md",
+            "---\r\ntitle: |\r\n  Line one\r\n  Line two\r\n---\r\n",
+            "Line one\nLine two\n",
+        ),
+    ];
+    for (key, text, _) in files {
+        ws.write(key, text);
+    }
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    for (key, _, title) in files {
+        assert_eq!(
+            w.metadata_of(&document_name(key)).get("title"),
+            Some(&serde_json::Value::from(title)),
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn racy_files_are_hashed_again_so_a_same_tick_rewrite_is_seen() {
     let (fake, ws) = setup("disable").await;
     ws.write("fresh.md", "version one");

@@ -152,3 +152,95 @@ async fn an_unreachable_sitemap_removes_nothing() {
     let w = fake.world();
     assert!(w.docs.values().all(|d| d.enabled), "sitemap pages kept");
 }
+
+/// A sitemap index and a sitemap as XML tools write them: a namespace
+/// prefix, spaces inside tags, escaped `&` in a URL, CDATA, a comment, and
+/// an image extension whose `<image:loc>` is not a page.
+#[tokio::test]
+async fn sitemaps_are_read_as_xml() {
+    let (fake, web, ws) = setup().await;
+    web.site().put("/search", "<h1>Results</h1>", "text/html");
+    web.site().put("/cdata", "<h1>CDATA</h1>", "text/html");
+    let index = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- generated -->
+<sm:sitemapindex xmlns:sm="http://www.sitemaps.org/schemas/sitemap/0.9">
+  <sm:sitemap><sm:loc >{}</sm:loc ></sm:sitemap>
+</sm:sitemapindex>"#,
+        web.url("/pages.xml")
+    );
+    let pages = format!(
+        r#"<?xml version='1.0'?>
+<sm:urlset xmlns:sm="http://www.sitemaps.org/schemas/sitemap/0.9"
+           xmlns:image="http://www.google.com/schemas/sitemap-image/1.1">
+  <sm:url>
+    <sm:loc>{search}?q=a&amp;page=2</sm:loc>
+    <image:image><image:loc>{img}</image:loc></image:image>
+  </sm:url>
+  <sm:url><sm:loc><![CDATA[{cdata}]]></sm:loc></sm:url>
+</sm:urlset>"#,
+        search = web.url("/search"),
+        img = web.url("/photo.png"),
+        cdata = web.url("/cdata"),
+    );
+    {
+        let mut s = web.site();
+        s.custom.insert("/sitemap.xml".into(), (200, vec![], index));
+        s.custom.insert("/pages.xml".into(), (200, vec![], pages));
+    }
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let search = reqwest::Url::parse(&web.url("/search?q=a&page=2")).unwrap();
+    let w = fake.world();
+    let found = w
+        .doc_by_name(&document_name(&key_of(&search)))
+        .unwrap_or_else(|| {
+            panic!(
+                "{search} not mirrored: {:?}",
+                w.docs.values().map(|d| &d.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(found.content, b"<h1>Results</h1>");
+    assert!(doc(&w, &web, "/cdata").is_some());
+    // The two configured pages and the sitemap's two: no image, no sitemap.
+    assert_eq!(
+        w.docs.len(),
+        4,
+        "{:?}",
+        w.docs.values().map(|d| &d.name).collect::<Vec<_>>()
+    );
+    assert!(!web.site().log.iter().any(|(p, _)| p == "/photo.png"));
+}
+
+/// A page's `Last-Modified` is its `modified` time, in any of the three
+/// forms RFC 9110 has a client accept.
+#[tokio::test]
+async fn last_modified_dates_in_every_http_form_are_the_pages_time() {
+    let (fake, web, ws) = setup().await;
+    ws.append_config("modified = { fact = \"modified\" }\n");
+    let dated = [
+        ("/imf.txt", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ("/rfc850.txt", "Sunday, 06-Nov-94 08:49:37 GMT"),
+        ("/asctime.txt", "Sun Nov  6 08:49:37 1994"),
+    ];
+    {
+        let mut s = web.site();
+        for (path, date) in dated {
+            let headers = vec![("last-modified".to_owned(), date.to_owned())];
+            s.custom
+                .insert(path.into(), (200, headers, format!("{path} body")));
+            s.sitemap.push(path.into());
+        }
+    }
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    for (path, date) in dated {
+        let url = reqwest::Url::parse(&web.url(path)).unwrap();
+        assert_eq!(
+            w.metadata_of(&document_name(&key_of(&url))).get("modified"),
+            Some(&serde_json::json!(784_111_777)),
+            "{date}"
+        );
+    }
+}

@@ -175,107 +175,36 @@ fn parse_number(s: &str) -> Option<Json> {
     serde_json::Number::from_f64(f).map(Json::Number)
 }
 
-/// Unix seconds from `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` or RFC 3339 with
-/// `Z` or an offset. Dates without a zone are taken as UTC.
+/// Unix seconds from a count of seconds, or a date or date-time as
+/// RFC 3339 / ISO 8601 write them: `2026-09-01`, `2026-09-01 10:30[:00]`,
+/// `2026-09-01T10:30:00Z`, `…+02:00`. Without a zone the time is UTC. A
+/// day the calendar does not have (`2026-02-31`) is no time at all.
 pub fn parse_time(s: &str) -> Option<i64> {
     if let Ok(secs) = s.parse::<i64>() {
         return Some(secs);
     }
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+    if let Ok(at) = s.parse::<jiff::Timestamp>() {
+        return Some(at.as_second());
+    }
+    // What a timestamp could not be read from, with an offset or a zone,
+    // is no time; without either it is a civil date-time, taken as UTC.
+    let pieces = jiff::fmt::temporal::Pieces::parse(s).ok()?;
+    if pieces.offset().is_some() || pieces.time_zone_annotation().is_some() {
         return None;
     }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let mut secs = days_from_civil(y, mo, d) * 86_400;
-    let rest = &s[10..];
-    if rest.is_empty() {
-        return Some(secs);
-    }
-    if !(rest.starts_with('T') || rest.starts_with(' ')) || rest.len() < 6 {
-        return None;
-    }
-    let (h, mi) = (num(11..13)?, num(14..16)?);
-    if b[13] != b':' || h > 23 || mi > 59 {
-        return None;
-    }
-    secs += h * 3600 + mi * 60;
-    let mut tail = &s[16..];
-    if let Some(t) = tail.strip_prefix(':') {
-        let sec: i64 = t.get(0..2)?.parse().ok()?;
-        secs += sec;
-        tail = &t[2..];
-        if let Some(frac) = tail.strip_prefix('.') {
-            let digits = frac.bytes().take_while(|c| c.is_ascii_digit()).count();
-            tail = &frac[digits..];
-        }
-    }
-    match tail {
-        "" | "Z" | "z" => Some(secs),
-        zone => {
-            let sign = match zone.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let z = &zone[1..];
-            let (zh, zm) = z.split_once(':').unwrap_or((z.get(0..2)?, z.get(2..)?));
-            let offset = zh.parse::<i64>().ok()? * 3600 + zm.parse::<i64>().ok()? * 60;
-            Some(secs - sign * offset)
-        }
-    }
+    let civil = pieces.date().to_datetime(pieces.time().unwrap_or_default());
+    let at = jiff::tz::TimeZone::UTC.to_timestamp(civil).ok()?;
+    Some(at.as_second())
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
-}
-
+/// `2026-09-01T10:30:00Z` for Unix seconds (clamped to the years -9999 to
+/// 9999, which a timestamp spans).
 pub fn format_rfc3339(secs: i64) -> String {
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
+    use jiff::Timestamp;
+    let secs = secs.clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second());
+    Timestamp::from_second(secs)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_string()
 }
 
 #[cfg(test)]
@@ -363,13 +292,32 @@ mod tests {
     }
 
     #[test]
+    fn impossible_dates_are_not_times() {
+        for s in [
+            "2026-02-31",
+            "2025-02-29",
+            "2026-04-31",
+            "2026-02-31T10:00:00Z",
+            "2026-06-01T24:30:00Z",
+            "2026-06-01T10:00:61Z",
+        ] {
+            assert_eq!(parse_time(s), None, "{s}");
+        }
+    }
+
+    #[test]
     fn time_parsing() {
         assert_eq!(parse_time("1970-01-01"), Some(0));
         assert_eq!(parse_time("2000-03-01T00:00:00Z"), Some(951_868_800));
         assert_eq!(parse_time("2000-03-01T02:00:00+02:00"), Some(951_868_800));
         assert_eq!(parse_time("2000-03-01 00:00"), Some(951_868_800));
         assert_eq!(parse_time("2000-13-01"), None);
+        assert_eq!(parse_time("2024-02-29"), Some(1_709_164_800));
         assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(parse_time("2000-03-01T00:00:00.75Z"), Some(951_868_800));
+        assert_eq!(parse_time("2000-03-01 00:00:05"), Some(951_868_805));
         assert_eq!(format_rfc3339(951_868_800), "2000-03-01T00:00:00Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert!(format_rfc3339(i64::MAX).starts_with("9999-12-"));
     }
 }

@@ -527,14 +527,13 @@ impl ErrorAnswer {
             .find_map(|f| obj.get(*f)?.as_str().map(str::to_owned))
     }
 
-    /// The text of the first `<tag>` of an XML body (some gateways answer
-    /// errors in XML).
+    /// The text of the first element named `tag` (any namespace or prefix)
+    /// of an XML body: some gateways answer errors in XML.
     pub fn xml_field(&self, tag: &str) -> Option<String> {
         let text = std::str::from_utf8(&self.body).ok()?;
-        let open = format!("<{tag}>");
-        let start = text.find(&open)? + open.len();
-        let end = start + text[start..].find(&format!("</{tag}>"))?;
-        Some(text[start..end].trim().to_owned())
+        let is_tag = |path: &[crate::xml::Element]| path.last().is_some_and(|e| e.name == tag);
+        let found = crate::xml::texts(text, "", 1, is_tag).ok()?;
+        found.texts.into_iter().next()
     }
 
     /// The status' reason phrase as a code: `service_unavailable`.
@@ -623,5 +622,34 @@ mod tests {
         // A wait longer than the whole budget is never begun.
         let (attempts, took, _) = always_asked_to_wait(&transport(6, 25), 900).await;
         assert_eq!((attempts, took), (1, Duration::ZERO));
+    }
+
+    async fn answer(body: &str) -> ErrorAnswer {
+        let resp = http::Response::builder()
+            .status(400)
+            .header("content-type", "application/xml")
+            .body(body.to_owned())
+            .unwrap();
+        ErrorAnswer::read(Response::from(resp), &Redactor::new(&[])).await
+    }
+
+    #[tokio::test]
+    async fn xml_error_fields_are_read_as_xml() {
+        let a = answer(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<acs:Error xmlns:acs="http://acs.aliyun.com/error">
+  <acs:RequestId>R1</acs:RequestId>
+  <acs:Code >InvalidParameter</acs:Code >
+  <acs:Message><![CDATA[Name <b>]]> &amp; size &lt; 10</acs:Message>
+</acs:Error>"#,
+        )
+        .await;
+        assert_eq!(a.xml_field("Code").as_deref(), Some("InvalidParameter"));
+        assert_eq!(
+            a.xml_field("Message").as_deref(),
+            Some("Name <b> & size < 10")
+        );
+        assert_eq!(a.xml_field("HostId"), None);
+        assert_eq!(answer("not xml <Code>x").await.xml_field("Code"), None);
     }
 }

@@ -443,7 +443,9 @@ fn read_one(cfg: &FolderConfig, stat: &Stat, walk_started_ns: i64, stop: &Atomic
                     mtime_ns: stat.mtime_ns,
                     identity: stat.identity,
                     hash,
-                    front_matter: head.as_deref().and_then(front_matter::parse),
+                    front_matter: head
+                        .as_deref()
+                        .and_then(|head| front_matter::read(&stat.key, head)),
                     rehashed: true,
                     racy: stat.mtime_ns > walk_started_ns - RACY_WINDOW_NS,
                     validator: None,

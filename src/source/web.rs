@@ -251,7 +251,7 @@ async fn fetch(
     let mtime_ns = validator
         .last_modified
         .as_deref()
-        .and_then(crate::http_date::parse_imf_fixdate)
+        .and_then(crate::http_date::unix_seconds)
         .map(|s| s * 1_000_000_000)
         .unwrap_or_else(super::now_ns);
     let item = Observed {
@@ -261,7 +261,7 @@ async fn fetch(
         identity: 0,
         hash: super::folder::hash_bytes(&body),
         front_matter: if front_matter::is_markdown(key) {
-            front_matter::parse(&body[..body.len().min(front_matter::HEAD_BYTES)])
+            front_matter::read(key, &body[..body.len().min(front_matter::HEAD_BYTES)])
         } else {
             None
         },
@@ -306,8 +306,8 @@ async fn sitemap_urls(
                 return Err(format!("sitemap {url}: {why}"));
             }
             let text = get_text(client, &url, cfg.max_sitemap_size).await?;
-            let locs = parse_locs(&text)?;
-            if text.contains("<sitemapindex") {
+            let (index, locs) = parse_locs(&text).map_err(|e| format!("sitemap {url}: {e}"))?;
+            if index {
                 next.extend(locs);
             } else {
                 pages.extend(locs);
@@ -333,44 +333,64 @@ async fn get_text(client: &reqwest::Client, url: &Url, limit: u64) -> Result<Str
         .await
         .map_err(|e| format!("sitemap {url}: {e}"))?
         .ok_or_else(|| format!("sitemap {url} is larger than max_sitemap_size ({limit} bytes)"))?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    // Valid UTF-8 (as XML nearly always is) becomes text without a copy.
+    Ok(String::from_utf8(body)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-fn parse_locs(text: &str) -> Result<Vec<Url>, String> {
-    locs(text)
+/// The sitemap protocol's namespace (a sitemap without one is read too).
+const SITEMAP_NS: &str = "http://www.sitemaps.org/schemas/sitemap/0.9";
+
+/// What one sitemap lists: pages, or (an index) more sitemaps.
+#[derive(Debug, PartialEq)]
+struct Listing {
+    index: bool,
+    locs: Vec<String>,
+}
+
+/// The `<loc>` of each `<url>` of a `<urlset>`, or of each `<sitemap>` of a
+/// `<sitemapindex>`; elements of other namespaces (`<image:loc>`) are not
+/// entries.
+fn listing(text: &str) -> Result<Listing, String> {
+    let found = crate::xml::texts(text, SITEMAP_NS, usize::MAX, |path| {
+        let names: Vec<_> = path
+            .iter()
+            .map(|e| e.ours.then_some(e.name.as_str()))
+            .collect();
+        matches!(
+            names[..],
+            [Some("urlset"), Some("url"), Some("loc")]
+                | [Some("sitemapindex"), Some("sitemap"), Some("loc")]
+        )
+    })?;
+    let index = match found.root {
+        Some(root) if root.ours && root.name == "sitemapindex" => true,
+        Some(root) if root.ours && root.name == "urlset" => false,
+        root => {
+            return Err(format!(
+                "<{}> is neither a <urlset> nor a <sitemapindex>",
+                root.map(|r| r.name).unwrap_or_default()
+            ))
+        }
+    };
+    Ok(Listing {
+        index,
+        locs: found.texts,
+    })
+}
+
+/// Whether the sitemap is an index, and the http(s) URLs it lists.
+fn parse_locs(text: &str) -> Result<(bool, Vec<Url>), String> {
+    let Listing { index, locs } = listing(text)?;
+    let urls = locs
         .into_iter()
-        .map(|l| Url::parse(&l).map_err(|e| format!("bad <loc> {l:?} in sitemap: {e}")))
+        .map(|l| Url::parse(&l).map_err(|e| format!("bad <loc> {l:?}: {e}")))
         .filter(|u| {
             u.as_ref()
                 .map_or(true, |u| matches!(u.scheme(), "http" | "https"))
         })
-        .collect()
-}
-
-/// Text of every `<loc>` element, XML entities decoded.
-fn locs(xml: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find("<loc>") {
-        rest = &rest[start + 5..];
-        let Some(end) = rest.find("</loc>") else {
-            break;
-        };
-        let raw = rest[..end].trim();
-        let raw = raw
-            .strip_prefix("<![CDATA[")
-            .and_then(|r| r.strip_suffix("]]>"))
-            .unwrap_or(raw);
-        out.push(
-            raw.replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&quot;", "\"")
-                .replace("&apos;", "'")
-                .replace("&amp;", "&"),
-        );
-        rest = &rest[end + 6..];
-    }
-    out
+        .collect::<Result<_, _>>()?;
+    Ok((index, urls))
 }
 
 #[cfg(test)]
@@ -400,5 +420,55 @@ mod tests {
             <url><loc><![CDATA[https://ex.com/b]]></loc></url>
         </urlset>"#;
         assert_eq!(locs(xml), ["https://ex.com/a?x=1&y=2", "https://ex.com/b"]);
+    }
+
+    #[test]
+    fn sitemap_indexes_with_prefixes_and_what_is_no_sitemap() {
+        let index = r#"<s:sitemapindex xmlns:s="http://www.sitemaps.org/schemas/sitemap/0.9">
+            <s:sitemap><s:loc>https://ex.com/a.xml</s:loc><s:lastmod>2026-01-01</s:lastmod></s:sitemap>
+        </s:sitemapindex>"#;
+        let found = listing(index).unwrap();
+        assert!(found.index);
+        assert_eq!(found.locs, ["https://ex.com/a.xml"]);
+        // Entities of the server's own making are refused with their DTD:
+        // a billion laughs never expands.
+        let bomb = format!(
+            "<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"lol\">{}]><urlset><url><loc>&j;</loc></url></urlset>",
+            (b'b'..=b'j')
+                .map(|c| format!("<!ENTITY {} \"{}\">", c as char, format!("&{};", (c - 1) as char).repeat(10)))
+                .collect::<String>()
+        );
+        assert!(
+            listing(&bomb).unwrap_err().contains("DTD"),
+            "{:?}",
+            listing(&bomb)
+        );
+        assert!(listing("<html><body>moved</body></html>")
+            .unwrap_err()
+            .contains("<html>"));
+        assert!(listing("<urlset><url><loc>x</url>").is_err());
+        assert!(parse_locs("<urlset><url><loc>not a url</loc></url></urlset>").is_err());
+    }
+
+    fn locs(xml: &str) -> Vec<String> {
+        let listing = listing(xml).unwrap();
+        assert!(!listing.index);
+        listing.locs
+    }
+
+    #[test]
+    fn sitemap_locs_with_prefixes_spaces_and_extensions() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+            <sm:urlset xmlns:sm="http://www.sitemaps.org/schemas/sitemap/0.9"
+                       xmlns:image="http://www.google.com/schemas/sitemap-image/1.1">
+              <sm:url><sm:loc>https://ex.com/a?x=1&amp;y=2</sm:loc>
+                <image:image><image:loc>https://ex.com/a.png</image:loc></image:image>
+              </sm:url>
+              <sm:url><sm:loc >https://ex.com/b&#47;c</sm:loc ></sm:url>
+            </sm:urlset>"#;
+        assert_eq!(
+            locs(xml),
+            ["https://ex.com/a?x=1&y=2", "https://ex.com/b/c"]
+        );
     }
 }

@@ -46,7 +46,13 @@ impl Site {
             Page {
                 body: body.into(),
                 etag: format!("\"v{}\"", self.version),
-                last_modified: format!("Tue, 0{} Nov 2026 10:00:00 GMT", 1 + self.version % 9),
+                // 1–9 November 2026, 10:00, each with its own weekday.
+                last_modified: httpdate::fmt_http_date(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(
+                            1_793_527_200 + 86_400 * (self.version % 9),
+                        ),
+                ),
                 content_type: content_type.into(),
             },
         );

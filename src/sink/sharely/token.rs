@@ -30,28 +30,13 @@ fn expiry(token: &str) -> Option<i64> {
     claims.get("exp")?.as_i64()
 }
 
-/// Decodes unpadded base64url; `None` on any other character.
+/// Decodes base64url (RFC 4648 §5), padded or not as JWTs write it;
+/// `None` for anything else, a truncated payload included.
 fn base64url(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD_INDIFFERENT
+        .decode(text)
+        .ok()
 }
 
 #[cfg(test)]
@@ -102,5 +87,8 @@ mod tests {
         }
         assert_eq!(base64url("_-8"), Some(vec![0xff, 0xef]));
         assert_eq!(base64url("a+b"), None);
+        // Five characters cannot encode whole bytes: a truncated payload,
+        // not one whose last bits may be dropped.
+        assert_eq!(base64url("Zm9vY"), None);
     }
 }
