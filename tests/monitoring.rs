@@ -242,3 +242,36 @@ async fn a_port_in_use_stops_the_start_with_the_setting_named() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_target_the_upstream_refuses_is_a_failed_job_not_retried_every_30_s() {
+    let (fake, ws, port) = setup().await;
+    ws.write("a.md", "alpha");
+    let text = std::fs::read_to_string(&ws.config_path).unwrap();
+    let typo = support::fake_dify::DATASET.replace("d1f7", "d1f8");
+    std::fs::write(
+        &ws.config_path,
+        text.replace(support::fake_dify::DATASET, &typo),
+    )
+    .unwrap();
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    fake.wait_until("the check of the target", WAIT, |w| !w.log.is_empty())
+        .await;
+    let (code, why) = loop {
+        let (code, why) = get(port, "/readyz").await;
+        if !why.contains("first pass not done") {
+            break (code, why);
+        }
+        d.notified("STATUS").await;
+    };
+    assert_eq!(code, 503);
+    assert!(
+        why.contains("kbsync.toml:") && why.contains("dataset_id") && why.contains("404"),
+        "{why}"
+    );
+    let log = d.stop().await;
+    assert!(log.contains("until the config changes"), "{log}");
+    assert!(!log.contains("trying again in"), "{log}");
+    assert_eq!(fake.requests(), 1, "{:?}", fake.world().log);
+}

@@ -462,8 +462,12 @@ impl Daemon {
                 tracing::error!(%job, "{e}");
             }
             // Failed steps come back on the outbox's schedule; a pass that
-            // failed as a whole, or skipped files, is retried as a whole.
-            if !interrupted && (report.error.is_some() || !report.skipped.is_empty()) {
+            // failed as a whole, or skipped files, is retried as a whole;
+            // a target the upstream refused waits for the config to change.
+            if report.config_error {
+                tracing::info!(%job, "not tried again until the config changes (SIGHUP) or the next full pass");
+                self.retries.remove(job);
+            } else if !interrupted && (report.error.is_some() || !report.skipped.is_empty()) {
                 self.schedule_retry(job);
             } else {
                 self.retries.remove(job);
