@@ -420,7 +420,15 @@ impl Runner {
             bind_requests = requests;
             self.bound.insert(job.name.clone());
         }
-        let (audit_report, audit_error, audit_requests) = if scope.is_all() && self.audit_due(job) {
+        let auditing = scope.is_all() && self.audit_due(job);
+        if auditing && !opts.dry_run {
+            let (refused, requests) = self.claim(job).await;
+            if let Some(refused) = refused {
+                return self.stopped(job, scope, started, started_at, refused);
+            }
+            bind_requests += requests;
+        }
+        let (audit_report, audit_error, audit_requests) = if auditing {
             self.audit(job).await?
         } else {
             (None, None, 0)
@@ -669,6 +677,32 @@ fn refused_by_target(job: &JobConfig, e: &SinkError) -> Option<Refused> {
     })
 }
 
+/// The name under which a mirror marks its target: `kbsync_owner_`, the
+/// job's name prefix (hashed), and the mirror (machine, state file, job,
+/// hashed). The same after a lost state file is recreated at its path, so
+/// starting afresh is never taken for a second mirror.
+fn owner_mark(state_path: &std::path::Path, job: &JobConfig) -> String {
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    // The state file's folder as it resolves: one file, one name.
+    let state = match (state_path.parent(), state_path.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| state_path.to_owned()),
+        _ => state_path.to_owned(),
+    };
+    let prefix = job.sink.namespace().map(|(_, p, _)| p).unwrap_or_default();
+    let hex = |text: &str, n: usize| blake3::hash(text.as_bytes()).to_hex()[..n].to_owned();
+    format!(
+        "kbsync_owner_{}_{}",
+        hex(&prefix, 8),
+        hex(
+            &format!("{}\0{}\0{}", machine.trim(), state.display(), job.name),
+            12
+        )
+    )
+}
+
 /// An audit that could not run: why, and whether that was the upstream
 /// refusing the target (the job then stops).
 struct AuditFailure {
@@ -717,6 +751,31 @@ impl Runner {
             tracing::warn!("target changed since the last run: documents will be adopted by name or created anew in the new target");
         }
         Ok((Ok(()), requests))
+    }
+
+    /// Marks the target as this mirror's, with the audit (so a no-op pass
+    /// without one still sends nothing). Another mirror's mark stops the
+    /// job: two state files mirroring into one target would flip each
+    /// other's documents on every pass. A failure to mark is left to the
+    /// audit, which meets the same upstream.
+    /// Also returns the requests it took.
+    async fn claim(&mut self, job: &JobConfig) -> (Option<Refused>, u64) {
+        let mark = owner_mark(&self.config.state_path, job);
+        let Ok(sink) = connect(&mut self.sinks, job) else {
+            return (None, 0);
+        };
+        let before = sink.requests_sent();
+        let claimed = sink.claim(&mark).await;
+        let requests = sink.requests_sent() - before;
+        let Ok(Some(other)) = claimed else {
+            return (None, requests);
+        };
+        let refused = Refused::config(format!(
+            "{}: another kbsync already mirrors into this {} target under the same name prefix (its mark: metadata field `{other}`; this one's would be `{mark}`): two mirrors would undo each other's work on every pass. Give this job its own target or a name_prefix of its own; if the other mirror is gone for good, delete the field `{other}` in the target's metadata settings and run again",
+            job.sink.places().target,
+            job.sink.kind()
+        ));
+        (Some(refused), requests)
     }
 
     /// A pass that stops before reading anything: the target or its

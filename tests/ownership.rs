@@ -135,3 +135,47 @@ async fn a_new_target_is_listed_and_its_documents_adopted() {
         "nothing created blind"
     );
 }
+
+/// A pass as `--reconcile` runs it: with the upstream audit.
+async fn reconcile(ws: &Workspace) -> kbsync::reconcile::JobReport {
+    let opts = RunOptions {
+        audit: true,
+        ..RunOptions::default()
+    };
+    reconcile::run(&ws.config(), &[], opts)
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+#[tokio::test]
+async fn a_second_mirror_into_the_same_dataset_is_refused_not_fought() {
+    let fake = FakeDify::start().await;
+    let a = Workspace::new(&fake.base_url(), DATASET, "disable", "", "");
+    let b = Workspace::new(&fake.base_url(), DATASET, "disable", "", "");
+    for i in 0..4 {
+        a.write(&format!("doc{i}.md"), &format!("a {i}"));
+        b.write(&format!("doc{i}.md"), &format!("b {i}"));
+    }
+    assert!(reconcile(&a).await.converged());
+    let mark = fake.requests();
+    let r = reconcile(&b).await;
+    let e = r.error.as_deref().expect("the second mirror stops");
+    assert!(r.config_error, "{e}");
+    assert!(
+        e.contains("another kbsync") && e.contains("dataset_id") && e.contains("kbsync_owner_"),
+        "{e}"
+    );
+    {
+        let w = fake.world();
+        assert_eq!(w.count_since(mark, "by-file"), 0, "{:?}", &w.log[mark..]);
+        assert_eq!(w.count_since(mark, "status"), 0);
+        assert!(w.docs.values().all(|d| d.enabled));
+    }
+    // The first one keeps going, with nothing to undo.
+    let again = reconcile(&a).await;
+    assert!(again.converged() && again.plan.ops.is_empty(), "{again:?}");
+    // Its own state file lost and made afresh: still the same mirror.
+    std::fs::remove_dir_all(a.dir.path().join("state")).unwrap();
+    assert!(reconcile(&a).await.converged());
+}

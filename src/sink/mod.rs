@@ -220,6 +220,14 @@ pub trait Sink: Send + Sync {
         None
     }
 
+    /// Marks the target as this mirror's and says which other mirror's
+    /// mark it already holds, if any: two kbsync instances (two state
+    /// files) mirroring into one target under one name prefix would undo
+    /// each other's work on every pass. `mark` is unique to a state file,
+    /// a job and its name prefix. Sinks with no place for a mark answer
+    /// `Ok(None)` and say so in the README.
+    fn claim<'a>(&'a self, mark: &'a str) -> LocalBoxFuture<'a, Result<Option<String>, SinkError>>;
+
     /// One cheap call that proves the target exists and the credential
     /// reaches it, before a job is bound to a new target: a refusal here
     /// is a config error, and the binding the job had stays.

@@ -100,6 +100,12 @@ impl SinkConfig for DifyConfig {
     }
 }
 
+/// The part of an owner mark (`kbsync_owner_<prefix>_<mirror>`) that two
+/// mirrors of the same documents share.
+fn owner_scope(mark: &str) -> &str {
+    mark.rfind('_').map_or(mark, |i| &mark[..=i])
+}
+
 struct DifySink {
     cfg: DifyConfig,
     client: DifyClient,
@@ -112,6 +118,28 @@ impl Sink for DifySink {
 
     fn resting_until(&self) -> Option<std::time::Instant> {
         self.client.resting_until()
+    }
+
+    fn claim<'a>(&'a self, mark: &'a str) -> LocalBoxFuture<'a, Result<Option<String>, SinkError>> {
+        // A metadata field of the dataset, named after the mirror: one
+        // list call, and one create the first time.
+        async move {
+            let fields = self.client.list_fields().await?;
+            let scope = owner_scope(mark);
+            if let Some(other) = fields
+                .iter()
+                .find(|f| f.name != mark && f.name.starts_with(scope))
+            {
+                return Ok(Some(other.name.clone()));
+            }
+            if !fields.iter().any(|f| f.name == mark) {
+                self.client
+                    .create_field(mark, crate::metadata::FieldType::String)
+                    .await?;
+            }
+            Ok(None)
+        }
+        .boxed_local()
     }
 
     fn check_target(&self) -> LocalBoxFuture<'_, Result<(), SinkError>> {
