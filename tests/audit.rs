@@ -4,7 +4,7 @@
 
 mod support;
 
-use kbsync::reconcile::{self, JobReport, RunOptions};
+use kbsync::reconcile::JobReport;
 use kbsync::sink::dify::document_name;
 use serde_json::json;
 use support::fake_dify::{FakeDify, Fault};
@@ -14,24 +14,12 @@ const META: &str = r#"
 source_path = { fact = "path" }
 "#;
 
-/// A pass as `--reconcile` runs it: with the audit.
-async fn reconcile(ws: &Workspace) -> JobReport {
-    let opts = RunOptions {
-        audit: true,
-        ..RunOptions::default()
-    };
-    reconcile::run(&ws.config(), &[], opts)
-        .await
-        .unwrap()
-        .remove(0)
-}
-
 async fn mirrored(policy: &str, n: usize) -> (FakeDify, Workspace) {
     let (fake, ws) = with_fake(policy, META).await;
     for i in 0..n {
         ws.write(&format!("d/{i:03}.md"), &format!("document {i}"));
     }
-    assert!(reconcile(&ws).await.converged());
+    assert!(ws.reconcile().await.converged());
     (fake, ws)
 }
 
@@ -68,7 +56,7 @@ async fn documents_deleted_disabled_or_archived_by_hand_are_restored() {
     let r = ws.sync().await;
     assert!(r.converged() && r.plan.ops.is_empty() && r.requests == 0);
 
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert!(r.converged(), "{r:?}");
     let mut found = drifts(&r);
     found.sort();
@@ -93,7 +81,7 @@ async fn documents_deleted_disabled_or_archived_by_hand_are_restored() {
         assert_eq!(w.docs.len(), 5);
     }
     // And then it rests: the audit finds nothing.
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert!(r.converged() && drifts(&r).is_empty() && r.plan.ops.is_empty());
 }
 
@@ -101,11 +89,11 @@ async fn documents_deleted_disabled_or_archived_by_hand_are_restored() {
 async fn a_retired_document_switched_back_on_by_hand_is_retired_again() {
     let (fake, ws) = mirrored("disable", 4).await;
     ws.remove("d/003.md");
-    assert!(reconcile(&ws).await.converged());
+    assert!(ws.reconcile().await.converged());
     let id = doc_id(&fake, "d/003.md");
     assert!(!fake.world().docs[&id].enabled);
     fake.world().docs.get_mut(&id).unwrap().enabled = true;
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert!(r.converged(), "{r:?}");
     assert_eq!(drifts(&r), [("d/003.md".to_owned(), "status")]);
     assert!(!fake.world().docs[&id].enabled);
@@ -119,7 +107,7 @@ async fn duplicates_under_an_owned_name_are_retired_per_policy() {
         let extra = fake
             .world()
             .add_doc(&document_name("d/001.md"), b"a second copy");
-        let r = reconcile(&ws).await;
+        let r = ws.reconcile().await;
         assert!(r.converged(), "{policy}: {r:?}");
         assert_eq!(
             drifts(&r),
@@ -146,7 +134,7 @@ async fn a_lost_state_file_adopts_what_is_there() {
     let off = doc_id(&fake, "d/002.md");
     fake.world().docs.get_mut(&off).unwrap().enabled = false;
     std::fs::remove_dir_all(ws.dir.path().join("state")).unwrap();
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert!(r.converged(), "{r:?}");
     let w = fake.world();
     assert_eq!(w.docs.len(), 3, "adopted, not duplicated");
@@ -158,7 +146,7 @@ async fn a_lost_state_file_adopts_what_is_there() {
 async fn the_audit_costs_one_list_call_per_hundred_documents() {
     let (fake, ws) = mirrored("disable", 250).await;
     let mark = fake.requests();
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert!(r.converged() && r.plan.ops.is_empty());
     assert_eq!(r.audit.as_ref().unwrap().listed, 250);
     let w = fake.world();
@@ -180,7 +168,7 @@ async fn an_audit_that_cannot_list_is_not_converged_and_repairs_nothing() {
         Fault::status(503, "unavailable", "Service Unavailable"),
         100,
     );
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert!(!r.converged());
     assert!(r.audit_error.as_deref().unwrap().contains("audit"), "{r:?}");
     assert!(!fake.world().docs[&id].enabled);
@@ -222,7 +210,7 @@ async fn check_prints_the_differences_changes_nothing_and_exits_1() {
     assert_eq!(v[0]["in_step"], false);
     assert_eq!(v[0]["drift"][0]["drift"], "status");
 
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert!(r.converged(), "{r:?}");
     let c = config.clone();
     let (code, out, _) = tokio::task::spawn_blocking(move || run_binary(bin(), &c, &["check"]))
@@ -247,7 +235,7 @@ async fn duplicates_can_be_only_reported() {
     let extra = fake
         .world()
         .add_doc(&document_name("d/000.md"), b"a second copy");
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert_eq!(drifts(&r), [("d/000.md".to_owned(), "duplicate")]);
     assert!(fake.world().docs.contains_key(&extra), "only reported");
 }
@@ -265,7 +253,7 @@ async fn a_record_the_listing_skips_is_looked_up_before_it_is_taken_for_gone() {
     let skipped_key = fake.world().docs[&skipped].name.clone();
     fake.world().delete_before_page = Some((2, deleted.clone()));
     let mark = fake.requests();
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert!(r.converged(), "{r:?}");
     // Page 1 still showed the deleted one; page 2 lacked the skipped one.
     assert_eq!(r.audit.as_ref().unwrap().listed, 149);
@@ -280,7 +268,7 @@ async fn a_record_the_listing_skips_is_looked_up_before_it_is_taken_for_gone() {
         );
     }
     // The next audit sees the deletion and uploads the file again.
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert!(r.converged(), "{r:?}");
     assert_eq!(drifts(&r).len(), 1);
     assert_eq!(drifts(&r)[0].1, "missing");
@@ -295,7 +283,7 @@ async fn many_records_gone_are_confirmed_by_one_second_listing() {
         fake.world().docs.remove(&id);
     }
     let mark = fake.requests();
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert!(r.converged(), "{r:?}");
     let found = drifts(&r);
     assert_eq!(found.len(), 25);

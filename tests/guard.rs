@@ -34,14 +34,11 @@ fn retiring_requests(fake: &FakeDify) -> usize {
 }
 
 async fn sync_allowing_deletes(ws: &Workspace) -> reconcile::JobReport {
-    let opts = RunOptions {
+    ws.run_with(RunOptions {
         allow_deletes: true,
         ..RunOptions::default()
-    };
-    reconcile::run(&ws.config(), &[], opts)
-        .await
-        .unwrap()
-        .remove(0)
+    })
+    .await
 }
 
 #[tokio::test]

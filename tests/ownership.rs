@@ -136,18 +136,6 @@ async fn a_new_target_is_listed_and_its_documents_adopted() {
     );
 }
 
-/// A pass as `--reconcile` runs it: with the upstream audit.
-async fn reconcile(ws: &Workspace) -> kbsync::reconcile::JobReport {
-    let opts = RunOptions {
-        audit: true,
-        ..RunOptions::default()
-    };
-    reconcile::run(&ws.config(), &[], opts)
-        .await
-        .unwrap()
-        .remove(0)
-}
-
 #[tokio::test]
 async fn a_second_mirror_into_the_same_dataset_is_refused_not_fought() {
     let fake = FakeDify::start().await;
@@ -157,9 +145,9 @@ async fn a_second_mirror_into_the_same_dataset_is_refused_not_fought() {
         a.write(&format!("doc{i}.md"), &format!("a {i}"));
         b.write(&format!("doc{i}.md"), &format!("b {i}"));
     }
-    assert!(reconcile(&a).await.converged());
+    assert!(a.reconcile().await.converged());
     let mark = fake.requests();
-    let r = reconcile(&b).await;
+    let r = b.reconcile().await;
     let e = r.error.as_deref().expect("the second mirror stops");
     assert!(r.config_error, "{e}");
     assert!(
@@ -173,9 +161,9 @@ async fn a_second_mirror_into_the_same_dataset_is_refused_not_fought() {
         assert!(w.docs.values().all(|d| d.enabled));
     }
     // The first one keeps going, with nothing to undo.
-    let again = reconcile(&a).await;
+    let again = a.reconcile().await;
     assert!(again.converged() && again.plan.ops.is_empty(), "{again:?}");
     // Its own state file lost and made afresh: still the same mirror.
     std::fs::remove_dir_all(a.dir.path().join("state")).unwrap();
-    assert!(reconcile(&a).await.converged());
+    assert!(a.reconcile().await.converged());
 }

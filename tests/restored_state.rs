@@ -4,21 +4,8 @@
 
 mod support;
 
-use kbsync::reconcile::{self, JobReport, RunOptions};
 use kbsync::sink::dify::document_name;
 use support::{set_mtime, with_fake, Workspace};
-
-/// A pass as `--reconcile` runs it: with the upstream audit.
-async fn reconcile(ws: &Workspace) -> JobReport {
-    let opts = RunOptions {
-        audit: true,
-        ..RunOptions::default()
-    };
-    reconcile::run(&ws.config(), &[], opts)
-        .await
-        .unwrap()
-        .remove(0)
-}
 
 fn state_files(ws: &Workspace) -> Vec<std::path::PathBuf> {
     let dir = ws.dir.path().join("state");
@@ -43,7 +30,7 @@ async fn documents_made_after_the_backup_are_adopted_not_created_again() {
         for k in ["a.md", "b.md"] {
             write_old(&ws, k, k);
         }
-        assert!(reconcile(&ws).await.converged());
+        assert!(ws.reconcile().await.converged());
         let backup = tempfile::tempdir().unwrap();
         let saved: Vec<_> = state_files(&ws)
             .into_iter()
@@ -57,7 +44,7 @@ async fn documents_made_after_the_backup_are_adopted_not_created_again() {
         for k in ["c.md", "d.md", "e.md"] {
             write_old(&ws, k, k);
         }
-        assert!(reconcile(&ws).await.converged());
+        assert!(ws.reconcile().await.converged());
         assert_eq!(fake.world().docs.len(), 5);
         // One of them disabled by hand since: Dify would not reuse it.
         let d = fake.world().doc_by_name("d.md").unwrap().id.clone();
@@ -70,7 +57,7 @@ async fn documents_made_after_the_backup_are_adopted_not_created_again() {
             std::fs::copy(from, to).unwrap();
         }
         let mark = fake.requests();
-        let r = reconcile(&ws).await;
+        let r = ws.reconcile().await;
         assert!(r.converged(), "{policy}: {r:?}");
         let w = fake.world();
         assert!(w.duplicate_names().is_empty(), "{policy}: {:?}", w.docs);

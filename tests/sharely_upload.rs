@@ -6,7 +6,6 @@
 
 mod support;
 
-use kbsync::reconcile::{self, JobReport, RunOptions};
 use serde_json::json;
 use support::fake_sharely::{FakeSharely, Fault, API_KEY, ORG, WORKSPACE};
 use support::Workspace;
@@ -48,17 +47,6 @@ async fn setup(policy: &str, extra: &str) -> (FakeSharely, Workspace) {
     let ws = Workspace::raw(&config(&fake.base_url(), policy, extra));
     support::write_key(&ws.dir.path().join("sharely.key"), API_KEY);
     (fake, ws)
-}
-
-async fn reconcile(ws: &Workspace) -> JobReport {
-    let opts = RunOptions {
-        audit: true,
-        ..RunOptions::default()
-    };
-    reconcile::run(&ws.config(), &[], opts)
-        .await
-        .unwrap()
-        .remove(0)
 }
 
 fn content_of(fake: &FakeSharely, title: &str) -> Vec<String> {
@@ -262,14 +250,14 @@ async fn the_audit_retires_duplicates_and_restores_deleted_items() {
     let (fake, ws) = setup("delete", "").await;
     ws.write("a.md", "a");
     ws.write("b.md", "b");
-    assert!(reconcile(&ws).await.converged());
+    assert!(ws.reconcile().await.converged());
     {
         let mut w = fake.world();
         w.add_file("a.md", b"a copy made by hand");
         let b = w.titled("b.md")[0].0.clone();
         w.items.remove(&b);
     }
-    let r = reconcile(&ws).await;
+    let r = ws.reconcile().await;
     assert!(r.converged(), "{r:?}");
     let audit = r.audit.as_ref().unwrap();
     assert_eq!(audit.retired, 1);
@@ -282,7 +270,7 @@ async fn a_listing_that_never_ends_is_stopped_and_nothing_acts_on_it() {
     let (fake, ws) = setup("delete", "").await;
     ws.write("a.md", "a");
     ws.write("b.md", "b");
-    assert!(reconcile(&ws).await.converged());
+    assert!(ws.reconcile().await.converged());
     fake.world().add_file("a.md", b"a copy made by hand");
     // Full pages of made-up items, and a total of 10^12.
     fake.world().endless_listing = true;
@@ -292,7 +280,7 @@ async fn a_listing_that_never_ends_is_stopped_and_nothing_acts_on_it() {
         w.log.iter().filter(listing).count()
     };
     let before = lists();
-    let r = tokio::time::timeout(std::time::Duration::from_secs(20), reconcile(&ws))
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), ws.reconcile())
         .await
         .unwrap_or_else(|_| panic!("the pass did not end within 20 s: {} listings", lists()));
     let err = r.audit_error.as_deref().expect("the audit says why not");

@@ -126,6 +126,12 @@ max_retries = 8
         self.sync_in_slices(0).await
     }
 
+    /// One pass with `opts`.
+    pub async fn run_with(&self, opts: RunOptions) -> JobReport {
+        let mut reports = reconcile::run(&self.config(), &[], opts).await.unwrap();
+        reports.remove(0)
+    }
+
     /// One pass whose full passes over a folder go `slice` files at a time
     /// (0: the product's size), as a large tree does.
     pub async fn sync_in_slices(&self, slice: usize) -> JobReport {
@@ -140,12 +146,11 @@ max_retries = 8
 
     /// One pass as `--reconcile` runs it: with the upstream audit.
     pub async fn reconcile(&self) -> JobReport {
-        let opts = RunOptions {
+        self.run_with(RunOptions {
             audit: true,
             ..RunOptions::default()
-        };
-        let mut reports = reconcile::run(&self.config(), &[], opts).await.unwrap();
-        reports.remove(0)
+        })
+        .await
     }
 
     pub async fn dry_run(&self) -> JobReport {
