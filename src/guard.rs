@@ -42,6 +42,10 @@ pub struct Refusal {
     pub retiring: u64,
     pub tracked: u64,
     pub limit: MaxDelete,
+    /// Of `retiring`, records already retired under another
+    /// `delete_policy`: a policy change applies to earlier retirements
+    /// too (`disable` → `delete` deletes what was disabled).
+    pub earlier: u64,
 }
 
 impl fmt::Display for Refusal {
@@ -52,9 +56,17 @@ impl fmt::Display for Refusal {
         } else {
             format!("more than max_delete = {}", self.limit)
         };
+        let cause = if self.earlier > 0 {
+            format!(
+                "{} of them retired earlier under another delete_policy, which the changed delete_policy applies to as well",
+                self.earlier
+            )
+        } else {
+            "the source may be unmounted, emptied or broken".to_owned()
+        };
         write!(
             f,
-            "refused to retire {n} of {of} upstream records ({why}): the source may be unmounted, emptied or broken. \
+            "refused to retire {n} of {of} upstream records ({why}): {cause}. \
              Check it; if the removals are meant, run `kbsync --reconcile --allow-deletes` \
              (beside the service: `kbsync retry --allow-deletes`)"
         )
@@ -95,9 +107,20 @@ pub fn strip(plan: &mut Plan) {
 }
 
 /// Takes the retirements out of `plan` when they go beyond `limit`, for a
-/// job with `tracked` upstream records, and says why.
-pub fn check(plan: &mut Plan, tracked: u64, limit: MaxDelete) -> Option<Refusal> {
+/// job with `tracked` upstream records, and says why. `retired_before`
+/// tells the keys whose record is retired already (a policy change).
+pub fn check(
+    plan: &mut Plan,
+    tracked: u64,
+    limit: MaxDelete,
+    retired_before: &dyn Fn(&str) -> bool,
+) -> Option<Refusal> {
     let retiring = plan.ops.iter().filter(|op| retires(op)).count() as u64;
+    let earlier = plan
+        .ops
+        .iter()
+        .filter(|op| retires(op) && retired_before(op.key()))
+        .count() as u64;
     if !exceeds(retiring, tracked, limit) {
         return None;
     }
@@ -106,6 +129,7 @@ pub fn check(plan: &mut Plan, tracked: u64, limit: MaxDelete) -> Option<Refusal>
         retiring,
         tracked,
         limit,
+        earlier,
     })
 }
 
@@ -157,11 +181,11 @@ mod tests {
             ],
             warnings: Vec::new(),
         };
-        let r = check(&mut plan, 4, MaxDelete::default()).expect("3 of 4 is over half");
+        let r = check(&mut plan, 4, MaxDelete::default(), &|_| false).expect("3 of 4 is over half");
         assert_eq!((r.retiring, r.tracked), (3, 4));
         assert!(r.to_string().contains("refused to retire 3 of 4"), "{r}");
         let left: Vec<&str> = plan.ops.iter().map(|o| o.key()).collect();
         assert_eq!(left, ["d", "e"]);
-        assert_eq!(check(&mut plan, 4, MaxDelete::default()), None);
+        assert_eq!(check(&mut plan, 4, MaxDelete::default(), &|_| false), None);
     }
 }

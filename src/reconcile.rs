@@ -472,12 +472,14 @@ impl Runner {
         let refused = if opts.allow_deletes || allowance {
             None
         } else {
-            let mut retiring = plan::plan(std::iter::empty(), &survey.gone(), &rules, &|_| false);
+            let gone = survey.gone();
+            let mut retiring = plan::plan(std::iter::empty(), &gone, &rules, &|_| false);
             if guard::retires_any(&retiring) {
                 guard::check(
                     &mut retiring,
                     self.state.tracked_records(&job.name)?,
                     job.max_delete,
+                    &|key| gone.get(key).is_some_and(|c| !c.present),
                 )
             } else {
                 None

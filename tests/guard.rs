@@ -253,3 +253,53 @@ api_key_file = "api.key"
     assert!(w.doc_by_name(&document_name(&key_of(&url))).is_some());
     assert_eq!(w.docs.len(), 2);
 }
+
+/// Switches the job's `delete_policy` in its config file.
+fn set_policy(ws: &Workspace, from: &str, to: &str) {
+    let config = std::fs::read_to_string(&ws.config_path).unwrap();
+    let old = format!("delete_policy = \"{from}\"");
+    assert!(config.contains(&old), "{config}");
+    std::fs::write(
+        &ws.config_path,
+        config.replace(&old, &format!("delete_policy = \"{to}\"")),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_policy_change_that_destroys_earlier_retirements_goes_through_the_guard() {
+    let (fake, ws) = with_fake("disable", "").await;
+    write_files(&ws, 10);
+    assert!(ws.sync().await.converged());
+    // Retired a few at a time, each pass within the guard: 6 of 10 are
+    // disabled upstream, kept for revival.
+    for batch in [0..3, 3..6] {
+        for i in batch {
+            ws.remove(&format!("f{i:02}.md"));
+        }
+        assert!(ws.sync().await.converged());
+    }
+    assert_eq!(enabled_docs(&fake), 4);
+    assert_eq!(fake.world().docs.len(), 10);
+
+    // `disable` → `delete` would destroy all six at once: more than half.
+    set_policy(&ws, "disable", "delete");
+    let before = retiring_requests(&fake);
+    let r = ws.sync().await;
+    let refusal = r.refused.as_ref().expect("the guard refused the policy change");
+    assert_eq!((refusal.retiring, refusal.tracked), (6, 10), "{refusal}");
+    // The refusal says why: not an emptied source, a changed policy.
+    let said = refusal.to_string();
+    assert!(
+        said.contains("6 of them retired earlier") && said.contains("delete_policy"),
+        "{said}"
+    );
+    assert!(!r.converged());
+    assert_eq!(retiring_requests(&fake), before, "nothing deleted");
+    assert_eq!(fake.world().docs.len(), 10);
+
+    // Meant: allowed once, it goes ahead.
+    let r = sync_allowing_deletes(&ws).await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(fake.world().docs.len(), 4);
+}
