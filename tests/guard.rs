@@ -286,7 +286,10 @@ async fn a_policy_change_that_destroys_earlier_retirements_goes_through_the_guar
     set_policy(&ws, "disable", "delete");
     let before = retiring_requests(&fake);
     let r = ws.sync().await;
-    let refusal = r.refused.as_ref().expect("the guard refused the policy change");
+    let refusal = r
+        .refused
+        .as_ref()
+        .expect("the guard refused the policy change");
     assert_eq!((refusal.retiring, refusal.tracked), (6, 10), "{refusal}");
     // The refusal says why: not an emptied source, a changed policy.
     let said = refusal.to_string();
