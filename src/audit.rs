@@ -85,6 +85,8 @@ struct Repairs {
     forget: Vec<String>,
     status: Vec<(String, RemoteStatus)>,
     adopt: Vec<(String, Listed)>,
+    /// Records made by an unconfirmed create, with the content it sent.
+    adopt_sent: Vec<(String, Listed, String)>,
 }
 
 /// Audits `job` against `sink`: `None` when the sink cannot list. With
@@ -207,13 +209,28 @@ pub async fn audit(
                 break;
             }
         }
-        if let Some(l) = free {
-            report.findings.push(Finding {
-                key: key.clone(),
-                drift: Drift::Untracked,
-                detail: format!("record {} has its name; adopted", l.id),
-            });
-            repairs.adopt.push((key, l));
+        let Some(l) = free else { continue };
+        // A create sent just before an interruption, applied upstream: the
+        // record holds what it sent (Dify would refuse to take the same
+        // bytes again while it is queued).
+        let sent = match l.state.as_deref() {
+            Some("error") => None,
+            _ => state.sent_content(&job.name, &key)?,
+        };
+        report.findings.push(Finding {
+            key: key.clone(),
+            drift: Drift::Untracked,
+            detail: match sent {
+                Some(_) => format!(
+                    "record {} has its name: the create sent before an interruption; adopted with the content it sent",
+                    l.id
+                ),
+                None => format!("record {} has its name; adopted", l.id),
+            },
+        });
+        match sent {
+            Some(hash) => repairs.adopt_sent.push((key, l, hash)),
+            None => repairs.adopt.push((key, l)),
         }
     }
 
@@ -331,6 +348,12 @@ fn apply(state: &State, job: &str, r: Repairs) -> Result<(), StateError> {
     }
     for (key, l) in &r.adopt {
         adopt(state, job, key, l)?;
+    }
+    for (key, l, hash) in &r.adopt_sent {
+        state.record_content(job, key, &l.id, &l.name, hash, None)?;
+        if let Some(s) = l.standing.filter(|s| *s != RemoteStatus::Enabled) {
+            state.set_status(job, key, s)?;
+        }
     }
     Ok(())
 }

@@ -199,24 +199,56 @@ async fn an_update_waits_behind_a_held_un_archive() {
     assert_eq!(a.content, b"a.md, changed");
 }
 
-#[tokio::test]
-async fn an_adopted_document_still_indexing_is_waited_for() {
-    // D6 / case 6: after a crash, documents created but still `waiting`
-    // are found by name; Dify refuses their update while they index.
+/// A document for `a.md` created before a crash (or by hand) with other
+/// bytes, still queued for indexing; Dify's worker finishes it after
+/// `ticks` more requests (0: never, until the test says so).
+async fn created_before_a_crash(extra_dify: &str, ticks: u32) -> (FakeDify, Workspace, String) {
     let fake = FakeDify::start().await;
     let ws = Workspace::new(
         &fake.base_url(),
         support::fake_dify::DATASET,
         "disable",
-        "",
+        extra_dify,
         META,
     );
     ws.write("a.md", &note("ana", "A"));
     let id = fake.world().add_doc("a.md", b"an older upload");
-    fake.world().docs.get_mut(&id).unwrap().indexing_status = "waiting".into();
+    {
+        let mut w = fake.world();
+        let doc = w.docs.get_mut(&id).unwrap();
+        doc.indexing_status = "waiting".into();
+        doc.ticks_left = ticks;
+    }
+    (fake, ws, id)
+}
+
+#[tokio::test]
+async fn an_adopted_document_still_indexing_is_waited_for() {
+    // D6 / case 6: after a crash, documents created but still `waiting`
+    // are found by name; Dify refuses their update while they index, so
+    // the pass waits on the document, then updates it.
+    // Dify's worker gets to it after a few more requests.
+    let (fake, ws, id) = created_before_a_crash("", 5).await;
+    let r = ws.sync().await;
+    assert!(r.converged(), "waited, then updated: {r:?}");
+    let w = fake.world();
+    assert_eq!(w.docs.len(), 1, "adopted, not duplicated");
+    assert_eq!(w.docs[&id].content, note("ana", "A").as_bytes());
+    assert_eq!(
+        w.count_since(0, "update-by-file"),
+        1,
+        "one update, once indexed"
+    );
+    assert_eq!(doc_owner(&w, "a.md"), Some(json!("ana")));
+}
+
+#[tokio::test]
+async fn an_adopted_document_indexing_past_the_wait_is_retried_not_parked() {
+    let (fake, ws, id) = created_before_a_crash("indexing_wait_secs = 0", 0).await;
     let r = ws.sync().await;
     assert!(!r.converged(), "it cannot be updated yet");
     assert_eq!(parked(&ws), 0, "a wait, not a refusal");
+    assert_eq!(fake.world().count_since(0, "update-by-file"), 0);
     assert_eq!(fake.world().docs.len(), 1, "adopted, not duplicated");
     // Indexing ends.
     fake.world().docs.get_mut(&id).unwrap().indexing_status = "completed".into();
@@ -403,5 +435,90 @@ async fn updates_use_the_patch_route_where_the_server_has_it() {
             let doc = w.doc_by_name(&document_name(key)).unwrap();
             assert_eq!(doc.content, note("ana", "v2").into_bytes(), "{key}");
         }
+    }
+}
+
+/// A create sent just before the process died (kill -9): the state file
+/// has it started, unconfirmed, and Dify applied it and queued its
+/// indexing. Emulated by a create whose connection drops unanswered,
+/// then applied by the server as a slow one would.
+async fn an_unconfirmed_create_applied_later(ws: &Workspace, fake: &FakeDify) -> String {
+    ws.write("a.md", &note("ana", "A"));
+    fake.world().inject(None, "create-by-file", Fault::Drop, 1);
+    let r = ws.sync().await;
+    assert!(!r.converged(), "the create is unconfirmed: {r:?}");
+    assert!(fake.world().docs.is_empty());
+    let mut w = fake.world();
+    let id = w.add_doc("a.md", note("ana", "A").as_bytes());
+    // Queued behind other uploads: Dify's worker gets to it in a while.
+    let doc = w.docs.get_mut(&id).unwrap();
+    doc.indexing_status = "waiting".into();
+    doc.ticks_left = 1_000;
+    id
+}
+
+fn uploads(fake: &FakeDify) -> usize {
+    let w = fake.world();
+    w.count_since(0, "update-by-file")
+        + w.count_since(0, "create-by-file")
+        + w.log
+            .iter()
+            .filter(|l| l.method == "PATCH" && !l.path.contains("/status/"))
+            .count()
+}
+
+#[tokio::test]
+async fn a_create_applied_before_a_crash_is_adopted_without_uploading_again() {
+    // With the audit (`--reconcile`) and without (a service pass between
+    // audits), the restart finds the queued document and takes it as the
+    // create's result: Dify refuses any update while it is queued, and
+    // none is needed: it holds the bytes that create sent.
+    for audited in [true, false] {
+        let (fake, ws) = with_fake("disable", META).await;
+        let id = an_unconfirmed_create_applied_later(&ws, &fake).await;
+        let sent = uploads(&fake);
+        let r = if audited {
+            ws.reconcile().await
+        } else {
+            ws.sync().await
+        };
+        assert!(r.converged(), "audited {audited}: {r:?}");
+        assert_eq!(
+            uploads(&fake),
+            sent,
+            "audited {audited}: nothing uploaded again"
+        );
+        let w = fake.world();
+        assert_eq!(w.docs.len(), 1, "adopted, not duplicated");
+        assert_eq!(w.docs[&id].indexing_status, "waiting", "still queued");
+        assert_eq!(doc_owner(&w, "a.md"), Some(json!("ana")));
+    }
+}
+
+#[tokio::test]
+async fn a_create_applied_before_a_crash_whose_file_changed_since_waits_then_updates() {
+    for audited in [true, false] {
+        let (fake, ws) = with_fake("disable", META).await;
+        let id = an_unconfirmed_create_applied_later(&ws, &fake).await;
+        // Dify's worker finishes after a few more requests.
+        fake.world().docs.get_mut(&id).unwrap().ticks_left = 6;
+        ws.write("a.md", &note("ana", "A, edited after the crash"));
+        let r = if audited {
+            ws.reconcile().await
+        } else {
+            ws.sync().await
+        };
+        assert!(r.converged(), "audited {audited}: {r:?}");
+        let w = fake.world();
+        assert_eq!(w.docs.len(), 1, "adopted, not duplicated");
+        assert_eq!(
+            String::from_utf8_lossy(&w.docs[&id].content),
+            note("ana", "A, edited after the crash"),
+            "audited {audited}: {:?}",
+            w.log
+                .iter()
+                .map(|l| format!("{} {} {}", l.method, l.path, l.status))
+                .collect::<Vec<_>>()
+        );
     }
 }

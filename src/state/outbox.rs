@@ -312,7 +312,8 @@ impl State {
         // would let the next pass create again, blind.
         self.durable_write(|tx| {
             let mut stmt = tx.prepare_cached(
-                "UPDATE outbox SET started_at = ?4 WHERE job = ?1 AND key = ?2 AND kind = ?3",
+                "UPDATE outbox SET started_at = ?4, sent_fingerprint = fingerprint
+                 WHERE job = ?1 AND key = ?2 AND kind = ?3",
             )?;
             let now = now_secs();
             for key in keys {
@@ -328,10 +329,28 @@ impl State {
     pub fn step_not_sent(&self, job: &str, key: &str, kind: StepKind) -> Result<(), StateError> {
         self.read(|c| {
             c.execute(
-                "UPDATE outbox SET started_at = NULL WHERE job = ?1 AND key = ?2 AND kind = ?3",
+                "UPDATE outbox SET started_at = NULL, sent_fingerprint = NULL
+                 WHERE job = ?1 AND key = ?2 AND kind = ?3",
                 params![job, key, kind],
             )
             .map(drop)
+        })
+    }
+
+    /// The content hash an unconfirmed create of `key` was sent with: a
+    /// record found under its name afterwards holds those bytes. `None`
+    /// when no create of it is unconfirmed.
+    pub fn sent_content(&self, job: &str, key: &str) -> Result<Option<String>, StateError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT sent_fingerprint FROM outbox
+                 WHERE job = ?1 AND key = ?2 AND kind = ?3 AND op = 'create'
+                   AND started_at IS NOT NULL",
+                params![job, key, StepKind::Content],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
         })
     }
 

@@ -127,4 +127,10 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE items ADD COLUMN identity INTEGER;
     ALTER TABLE jobs ADD COLUMN rehashed_at INTEGER;
     "#,
+    // 8: the fingerprint a started step was sent with (the plan may move
+    // the row's on before its answer is known): a create found upstream
+    // after a crash is known to hold exactly those bytes.
+    r#"
+    ALTER TABLE outbox ADD COLUMN sent_fingerprint TEXT;
+    "#,
 ];

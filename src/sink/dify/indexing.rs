@@ -45,3 +45,49 @@ pub async fn wait(client: &DifyClient, batch: &str, limit: Duration) -> Result<(
         pause = (pause * 2).min(Duration::from_secs(10));
     }
 }
+
+/// Indexing states in which Dify takes no update of the document.
+pub fn busy(state: &str) -> bool {
+    matches!(
+        state,
+        "waiting" | "parsing" | "cleaning" | "splitting" | "indexing"
+    )
+}
+
+/// Waits until document `doc_id`, listed under `name`, is no longer busy
+/// indexing, for a document whose upload batch is not known (one adopted
+/// after a crash): its state is read from the listing.
+pub async fn wait_document(
+    client: &DifyClient,
+    name: &str,
+    doc_id: &str,
+    limit: Duration,
+) -> Result<(), SinkError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(250);
+    tracing::info!(document = %doc_id, "waiting for Dify to index 1 document (its upload batch is not known: polling the document)");
+    loop {
+        let state = match client.find_by_name(name).await? {
+            Some(d) if d.id == doc_id => d.indexing_status,
+            // Gone or renamed meanwhile: the call that follows says how.
+            _ => return Ok(()),
+        };
+        if !state.as_deref().is_some_and(busy) {
+            tracing::info!(document = %doc_id, secs = started.elapsed().as_secs(), "Dify is done indexing the document");
+            return Ok(());
+        }
+        if started.elapsed() + pause > limit {
+            return Err(SinkError::local(
+                ErrorClass::Transient,
+                "indexing",
+                format!(
+                    "the document is still {} upstream after {}s (indexing_wait_secs); it is updated once Dify is done",
+                    state.unwrap_or_default(),
+                    limit.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
+}

@@ -350,6 +350,17 @@ impl<'a> Pusher<'a> {
             .iter()
             .filter(|u| !blocked.contains(u.key))
             .collect();
+        // What each unconfirmed create sent: a document found under its
+        // name holds those bytes. Read before this
+        // pass marks its own sends.
+        let mut sent: HashMap<&str, String> = HashMap::new();
+        for u in &creates {
+            if self.suspects.contains(u.key) {
+                if let Some(hash) = self.state.sent_content(&self.job.name, u.key)? {
+                    sent.insert(u.key, hash);
+                }
+            }
+        }
         let blind: Vec<&str> = ready
             .iter()
             .filter(|u| {
@@ -365,7 +376,7 @@ impl<'a> Pusher<'a> {
         crate::progress::UPLOADING.add(ready.len());
         let jobs = ready
             .into_iter()
-            .map(|u| self.upload_one(u, existing.as_ref()));
+            .map(|u| self.upload_one(u, existing.as_ref(), sent.get(u.key).map(String::as_str)));
         let mut stream = futures::stream::iter(jobs).buffer_unordered(self.dify.upload_concurrency);
         let size = self.dify.batch_size;
         let mut sending = None;
@@ -464,10 +475,12 @@ impl<'a> Pusher<'a> {
         Ok(())
     }
 
+    /// `sent`: the content hash of this key's unconfirmed create, if any.
     async fn upload_one(
         &self,
         u: &Upload<'_>,
         existing: Option<&HashMap<String, RemoteDoc>>,
+        sent: Option<&str>,
     ) -> Uploaded {
         if self.stop.load(Ordering::SeqCst) {
             return Uploaded::NotSent {
@@ -531,21 +544,47 @@ impl<'a> Pusher<'a> {
                 }
                 (None, false)
             }
+            // The unconfirmed create's own document, holding these bytes
+            // (Dify would refuse them again while it is queued).
+            (None, Some(doc)) if sent == Some(hash.as_str()) => {
+                if let Err(e) = self.make_available(&doc).await {
+                    return failed(e);
+                }
+                tracing::info!(key = %u.key, document = %doc.id, "the create sent before an interruption was applied: adopted with its content");
+                return Uploaded::Done {
+                    key: u.key.to_owned(),
+                    doc,
+                    name,
+                    hash,
+                    batch: None,
+                    adopted: true,
+                    created: false,
+                };
+            }
             (None, Some(doc)) => {
                 // Still indexing (created before a crash, say): Dify takes
-                // no update until it is done. Keep its id and come back.
-                if let Some(state) = doc.indexing_status.as_deref().filter(|s| indexing(s)) {
+                // no update until it is done. Wait for it; past the wait,
+                // keep its id and come back.
+                let waited = match doc.indexing_status.as_deref().filter(|s| indexing::busy(s)) {
+                    Some(_) => {
+                        indexing::wait_document(
+                            self.client,
+                            &name,
+                            &doc.id,
+                            self.dify.indexing_wait,
+                        )
+                        .await
+                    }
+                    None => Ok(()),
+                };
+                if let Err(error) = waited {
                     return Uploaded::AdoptedOnly {
                         doc_id: doc.id.clone(),
                         name,
                         failure: Failure {
                             key: u.key.to_owned(),
                             op,
-                            error: SinkError::local(
-                                ErrorClass::Transient,
-                                "indexing",
-                                format!("the document is still {state} upstream; it is updated once Dify is done"),
-                            ),
+                            error,
                         },
                     };
                 }
@@ -648,10 +687,12 @@ impl<'a> Pusher<'a> {
         name: &str,
         bytes: &bytes::Bytes,
     ) -> Result<(RemoteDoc, Option<String>), SinkError> {
-        let e = match self.client.update_by_file(doc_id, name, bytes).await {
-            Err(e) if not_ready(&e) == Some(NotReady::Unavailable) => e,
+        match self.client.update_by_file(doc_id, name, bytes).await {
+            Err(e) if not_ready(&e) == Some(NotReady::Unavailable) => {
+                tracing::debug!(%key, document = %doc_id, "Dify refused the update: {}", e.message);
+            }
             other => return other,
-        };
+        }
         if let Some(batch) = self
             .cached
             .get(key)
@@ -664,10 +705,13 @@ impl<'a> Pusher<'a> {
                 tracing::info!(%key, document = %doc_id, "the document is not available upstream (disabled or archived); restoring it before the update");
                 self.make_available(&doc).await?;
             }
+            // Indexing an upload whose batch is not known here (a document
+            // adopted after a crash): wait on the document itself.
             Some(doc)
-                if doc.id == doc_id && doc.indexing_status.as_deref().is_some_and(indexing) =>
+                if doc.id == doc_id
+                    && doc.indexing_status.as_deref().is_some_and(indexing::busy) =>
             {
-                return Err(e);
+                indexing::wait_document(self.client, name, doc_id, self.dify.indexing_wait).await?;
             }
             _ => {}
         }
@@ -748,12 +792,4 @@ fn status_ops(plan: &Plan, restoring: bool) -> Vec<(&str, &str, StatusAction)> {
             _ => None,
         })
         .collect()
-}
-
-/// Indexing states in which Dify takes no update of the document.
-fn indexing(state: &str) -> bool {
-    matches!(
-        state,
-        "waiting" | "parsing" | "cleaning" | "splitting" | "indexing"
-    )
 }
