@@ -537,6 +537,68 @@ async fn update_of_a_document_still_indexing_waits_then_succeeds() {
     assert_eq!(w.count_since(mark, "indexing-status"), 2);
 }
 
+/// `kbsync --reconcile` on the workspace with `args`, off the fake's
+/// thread: exit code and stderr (the log).
+async fn reconcile_binary(ws: &Workspace, args: &'static [&'static str]) -> (i32, String) {
+    let config = ws.config_path.clone();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        let mut all = vec!["--reconcile", "--no-audit", "--log-format", "plain"];
+        all.extend_from_slice(args);
+        support::run_binary(
+            std::process::Command::new(env!("CARGO_BIN_EXE_kbsync")),
+            &config,
+            &all,
+        )
+    })
+    .await
+    .unwrap();
+    (code, err)
+}
+
+/// A pass that waits on Dify's indexing says so at info, with the batch
+/// and then the seconds waited; at debug, the refusal that made it wait.
+#[tokio::test]
+async fn a_wait_on_indexing_is_logged_with_its_batch_and_cause() {
+    let (fake, ws) = setup("disable").await;
+    fake.world().polls_to_complete = 2;
+    ws.write("a.md", "first\n");
+    assert!(ws.sync().await.converged());
+    let batch = fake.world().doc_by_name("a.md").unwrap().batch.clone();
+    ws.write("a.md", "second\n");
+    let (code, log) = reconcile_binary(&ws, &["--log", "info"]).await;
+    assert_eq!(code, 0, "{log}");
+    let start = log
+        .lines()
+        .find(|l| l.contains("waiting for Dify to index 1 document"))
+        .unwrap_or_else(|| panic!("no wait logged at info:\n{log}"));
+    assert!(start.contains(&batch), "{start}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Dify indexed 1 document") && l.contains("waited_secs=")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("Document is not available"),
+        "debug only: {log}"
+    );
+
+    // At debug, the refusal that started it.
+    let batch = fake.world().doc_by_name("a.md").unwrap().batch.clone();
+    ws.write("a.md", "third\n");
+    let (code, log) = reconcile_binary(&ws, &["--log", "kbsync=debug"]).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.lines().any(|l| l.contains(&batch)
+            && l.contains("Document is not available")
+            && l.contains("update")),
+        "{log}"
+    );
+    assert_eq!(
+        fake.world().doc_by_name("a.md").unwrap().content,
+        b"third\n"
+    );
+}
+
 #[tokio::test]
 async fn missing_dataset_stops_the_job_with_a_clear_error() {
     let fake = FakeDify::start().await;

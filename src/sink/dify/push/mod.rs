@@ -238,7 +238,8 @@ impl<'a> Pusher<'a> {
                             .collect();
                         if !batches_waited && !batches.is_empty() {
                             for batch in batches {
-                                indexing::wait(client, batch, wait_limit).await?;
+                                indexing::wait(client, batch, wait_limit, action.as_str(), &e)
+                                    .await?;
                             }
                             batches_waited = true;
                             continue;
@@ -657,7 +658,14 @@ impl<'a> Pusher<'a> {
             .get(key)
             .and_then(|c| c.indexing_batch.as_deref())
         {
-            indexing::wait(self.client, batch, self.dify.indexing_wait).await?;
+            indexing::wait(
+                self.client,
+                batch,
+                self.dify.indexing_wait,
+                &format!("update of {key}"),
+                &e,
+            )
+            .await?;
         }
         match self.client.find_by_name(name).await? {
             Some(doc) if doc.id == doc_id && (doc.archived || !doc.enabled) => {
