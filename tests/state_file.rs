@@ -26,14 +26,12 @@ fn user_version(ws: &Workspace) -> i64 {
 }
 
 /// Turns the state file back into what the kbsync before the last
-/// migration left (migration 7 added these columns).
+/// migration left (migration 8 added this column).
 fn make_older(ws: &Workspace) {
     let version = user_version(ws);
     let c = Connection::open(ws.config().state_path).unwrap();
-    c.execute_batch(
-        "ALTER TABLE jobs DROP COLUMN rehashed_at; ALTER TABLE items DROP COLUMN identity;",
-    )
-    .unwrap();
+    c.execute_batch("ALTER TABLE runs DROP COLUMN settled;")
+        .unwrap();
     c.pragma_update(None, "user_version", version - 1).unwrap();
 }
 

@@ -127,4 +127,11 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE items ADD COLUMN identity INTEGER;
     ALTER TABLE jobs ADD COLUMN rehashed_at INTEGER;
     "#,
+    // 8: passes that left nothing to retry (what did not converge was
+    // refused for good or skipped): a file the upstream never takes must
+    // not freeze the job's last good moment. A converged pass is one too.
+    r#"
+    ALTER TABLE runs ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
+    UPDATE runs SET settled = converged;
+    "#,
 ];
