@@ -22,7 +22,14 @@ fn free_port() -> u16 {
 }
 
 async fn setup() -> (FakeDify, Workspace, u16) {
-    let (fake, ws) = support::with_fake("disable", "").await;
+    setup_with("").await
+}
+
+/// `setup` with `extra_dify` in the job's `[sync.dify]`.
+async fn setup_with(extra_dify: &str) -> (FakeDify, Workspace, u16) {
+    let fake = FakeDify::start().await;
+    let dataset = support::fake_dify::DATASET;
+    let ws = Workspace::new(&fake.base_url(), dataset, "disable", extra_dify, "");
     let port = free_port();
     ws.append_config(&format!(
         "\n[daemon]\ndebounce_ms = 50\nmetrics_listen = \"127.0.0.1:{port}\"\n"
@@ -282,18 +289,7 @@ async fn a_target_the_upstream_refuses_is_a_failed_job_not_retried_every_30_s() 
 /// own series, so an alert on it can fire when passes stop settling.
 #[tokio::test]
 async fn a_file_refused_for_good_does_not_hide_when_the_job_last_settled() {
-    let fake = FakeDify::start().await;
-    let ws = Workspace::new(
-        &fake.base_url(),
-        support::fake_dify::DATASET,
-        "disable",
-        "allowed_extensions = [\"md\", \"rst\"]",
-        "",
-    );
-    let port = free_port();
-    ws.append_config(&format!(
-        "\n[daemon]\ndebounce_ms = 50\nmetrics_listen = \"127.0.0.1:{port}\"\n"
-    ));
+    let (fake, ws, port) = setup_with("allowed_extensions = [\"md\", \"rst\"]").await;
     ws.write("a.md", "alpha");
     ws.write("notes.rst", "refused on create with an empty message");
     ws.write("tool.exe", "skipped before it is read");
