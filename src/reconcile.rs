@@ -115,6 +115,17 @@ impl JobReport {
             && self.held.is_empty()
             && self.outcome.as_ref().is_none_or(Outcome::converged)
     }
+
+    /// The pass left nothing to retry: whatever did not converge was
+    /// skipped or refused for good (parked until it changes), so it synced
+    /// everything it could. A converged pass is settled too.
+    pub fn settled(&self) -> bool {
+        self.error.is_none()
+            && self.refused.is_none()
+            && self.audit_error.is_none()
+            && self.held.iter().all(|h| h.until.is_none())
+            && self.outcome.as_ref().is_none_or(Outcome::settled)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1055,7 +1066,8 @@ fn log_run(
 ) -> Result<(), StateError> {
     if scope.is_all() || !report.plan.ops.is_empty() || !report.converged() {
         let summary = crate::report::summary_line(report);
-        state.record_run(&report.job, started_at, report.converged(), &summary)?;
+        let outcome = (report.converged(), report.settled());
+        state.record_run(&report.job, started_at, outcome, &summary)?;
     }
     Ok(())
 }

@@ -87,10 +87,13 @@ pub fn print(out: &mut impl Write, jobs: &[JobStatus]) -> std::io::Result<()> {
             s.retrying.len(),
             s.failed.len()
         )?;
-        match &s.last_success {
-            Some(t) => writeln!(out, "  last successful sync: {}", format_rfc3339(*t))?,
-            None => writeln!(out, "  last successful sync: never")?,
-        }
+        let when = |t: Option<i64>| t.map_or_else(|| "never".to_owned(), format_rfc3339);
+        writeln!(out, "  last successful sync: {}", when(s.last_success))?;
+        writeln!(
+            out,
+            "  last pass that left nothing to retry: {}",
+            when(s.last_settled)
+        )?;
         if let Some(r) = &s.last_run {
             writeln!(
                 out,

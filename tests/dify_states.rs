@@ -522,3 +522,46 @@ async fn a_create_applied_before_a_crash_whose_file_changed_since_waits_then_upd
         );
     }
 }
+
+/// Dify 1.13 answers the PATCH update route with 405. Updates sent side by
+/// side must not each find that out: the first asks, the others wait for
+/// its answer.
+#[tokio::test]
+async fn concurrent_updates_probe_the_patch_route_once() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(
+        &fake.base_url(),
+        support::fake_dify::DATASET,
+        "keep",
+        "upload_concurrency = 4",
+        META,
+    );
+    let keys: Vec<String> = (0..8).map(|i| format!("doc{i}.md")).collect();
+    for key in &keys {
+        ws.write(key, &note("ana", "v1"));
+    }
+    assert!(ws.sync().await.converged());
+    // Every upload takes a while, so the four updates are all sent before
+    // the first answer comes back, as against a real server.
+    fake.world().latency = Some(support::fake_dify::Latency {
+        upload: std::time::Duration::from_millis(100),
+        other: std::time::Duration::ZERO,
+    });
+    let mark = fake.world().log.len();
+    for key in &keys {
+        ws.write(key, &note("ana", "v2"));
+    }
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().updated, keys.len());
+    let w = fake.world();
+    let patched: Vec<String> = w
+        .log
+        .iter()
+        .skip(mark)
+        .filter(|l| l.method == "PATCH" && !l.path.contains("/status/"))
+        .map(|l| format!("{} {} -> {}", l.method, l.path, l.status))
+        .collect();
+    assert_eq!(patched.len(), 1, "{patched:#?}");
+    assert_eq!(w.count_since(mark, "update-by-file"), keys.len());
+}

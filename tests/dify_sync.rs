@@ -266,6 +266,64 @@ async fn delete_policy_archive_then_readd_changed_unarchives_and_updates() {
     assert_eq!(w.docs.len(), 3);
 }
 
+/// Dify refuses to delete an archived document (403
+/// `archived_document_immutable`). Those the state file knows to be
+/// archived are un-archived in batch calls first; one archived behind
+/// kbsync's back still gets the 403 and is un-archived on its own.
+#[tokio::test]
+async fn archived_documents_are_unarchived_in_batches_before_their_deletes() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "archive", "batch_size = 2", META);
+    tree(&ws, 12);
+    assert!(ws.sync().await.converged());
+    let gone: Vec<String> = (0..5)
+        .map(|i| format!("team{}/doc{i:03}.md", i % 3))
+        .collect();
+    for key in &gone {
+        ws.remove(key);
+    }
+    assert!(ws.sync().await.converged());
+    assert_eq!(fake.world().docs.values().filter(|d| d.archived).count(), 5);
+
+    // The policy becomes `delete`: the five archived documents go.
+    let config = std::fs::read_to_string(&ws.config_path).unwrap();
+    std::fs::write(
+        &ws.config_path,
+        config.replace("delete_policy = \"archive\"", "delete_policy = \"delete\""),
+    )
+    .unwrap();
+    let mark = fake.requests();
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().deleted, 5);
+    {
+        let w = fake.world();
+        assert_eq!(w.docs.len(), 7);
+        assert_eq!(w.count_since(mark, "/status/un_archive"), 3, "ceil(5 / 2)");
+        assert_eq!(w.count_since(mark, "DELETE "), 5);
+        let refused = w.log[mark..].iter().filter(|l| l.status == 403).count();
+        assert_eq!(refused, 0, "{:#?}", &w.log[mark..]);
+    }
+
+    // Archived by hand, unknown to the state file: the 403, then one
+    // un_archive and the delete again.
+    let key = "team2/doc011.md";
+    let id = {
+        let mut w = fake.world();
+        let id = w.doc_by_name(&document_name(key)).unwrap().id.clone();
+        w.docs.get_mut(&id).unwrap().archived = true;
+        id
+    };
+    ws.remove(key);
+    let mark = fake.requests();
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    assert!(!w.docs.contains_key(&id));
+    assert_eq!(w.count_since(mark, "/status/un_archive"), 1);
+    assert_eq!(w.count_since(mark, "DELETE "), 2);
+}
+
 #[tokio::test]
 async fn rename_creates_new_name_and_retires_old() {
     let (fake, ws) = setup("delete").await;
@@ -477,6 +535,68 @@ async fn update_of_a_document_still_indexing_waits_then_succeeds() {
         "refused while indexing, then accepted"
     );
     assert_eq!(w.count_since(mark, "indexing-status"), 2);
+}
+
+/// `kbsync --reconcile` on the workspace with `args`, off the fake's
+/// thread: exit code and stderr (the log).
+async fn reconcile_binary(ws: &Workspace, args: &'static [&'static str]) -> (i32, String) {
+    let config = ws.config_path.clone();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        let mut all = vec!["--reconcile", "--no-audit", "--log-format", "plain"];
+        all.extend_from_slice(args);
+        support::run_binary(
+            std::process::Command::new(env!("CARGO_BIN_EXE_kbsync")),
+            &config,
+            &all,
+        )
+    })
+    .await
+    .unwrap();
+    (code, err)
+}
+
+/// A pass that waits on Dify's indexing says so at info, with the batch
+/// and then the seconds waited; at debug, the refusal that made it wait.
+#[tokio::test]
+async fn a_wait_on_indexing_is_logged_with_its_batch_and_cause() {
+    let (fake, ws) = setup("disable").await;
+    fake.world().polls_to_complete = 2;
+    ws.write("a.md", "first\n");
+    assert!(ws.sync().await.converged());
+    let batch = fake.world().doc_by_name("a.md").unwrap().batch.clone();
+    ws.write("a.md", "second\n");
+    let (code, log) = reconcile_binary(&ws, &["--log", "info"]).await;
+    assert_eq!(code, 0, "{log}");
+    let start = log
+        .lines()
+        .find(|l| l.contains("waiting for Dify to index 1 document"))
+        .unwrap_or_else(|| panic!("no wait logged at info:\n{log}"));
+    assert!(start.contains(&batch), "{start}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Dify indexed 1 document") && l.contains("waited_secs=")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("Document is not available"),
+        "debug only: {log}"
+    );
+
+    // At debug, the refusal that started it.
+    let batch = fake.world().doc_by_name("a.md").unwrap().batch.clone();
+    ws.write("a.md", "third\n");
+    let (code, log) = reconcile_binary(&ws, &["--log", "kbsync=debug"]).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.lines().any(|l| l.contains(&batch)
+            && l.contains("Document is not available")
+            && l.contains("update")),
+        "{log}"
+    );
+    assert_eq!(
+        fake.world().doc_by_name("a.md").unwrap().content,
+        b"third\n"
+    );
 }
 
 #[tokio::test]

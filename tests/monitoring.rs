@@ -22,7 +22,14 @@ fn free_port() -> u16 {
 }
 
 async fn setup() -> (FakeDify, Workspace, u16) {
-    let (fake, ws) = support::with_fake("disable", "").await;
+    setup_with("").await
+}
+
+/// `setup` with `extra_dify` in the job's `[sync.dify]`.
+async fn setup_with(extra_dify: &str) -> (FakeDify, Workspace, u16) {
+    let fake = FakeDify::start().await;
+    let dataset = support::fake_dify::DATASET;
+    let ws = Workspace::new(&fake.base_url(), dataset, "disable", extra_dify, "");
     let port = free_port();
     ws.append_config(&format!(
         "\n[daemon]\ndebounce_ms = 50\nmetrics_listen = \"127.0.0.1:{port}\"\n"
@@ -274,4 +281,73 @@ async fn a_target_the_upstream_refuses_is_a_failed_job_not_retried_every_30_s() 
     assert!(log.contains("until the config changes"), "{log}");
     assert!(!log.contains("trying again in"), "{log}");
     assert_eq!(fake.requests(), 1, "{:?}", fake.world().log);
+}
+
+/// A file the upstream refuses for good (Dify's bare 400 on a type it does
+/// not take) and a file skipped before upload leave nothing to retry: the
+/// pass is not converged, yet it synced all it could. That moment is its
+/// own series, so an alert on it can fire when passes stop settling.
+#[tokio::test]
+async fn a_file_refused_for_good_does_not_hide_when_the_job_last_settled() {
+    let (fake, ws, port) = setup_with("allowed_extensions = [\"md\", \"rst\"]").await;
+    ws.write("a.md", "alpha");
+    ws.write("notes.rst", "refused on create with an empty message");
+    ws.write("tool.exe", "skipped before it is read");
+    let started = unix_now().floor();
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    d.notified("last sync").await;
+
+    let m = scrape(&get(port, "/metrics").await.1);
+    let job = |name: &str| format!("{name}{{job=\"docs\"}}");
+    assert_eq!(number(&m, &job("kbsync_items_parked")), 1.0);
+    assert!(
+        !m.contains_key(&job("kbsync_last_success_timestamp_seconds")),
+        "nothing converged: {:#?}",
+        m.keys()
+    );
+    let settled = number(&m, &job("kbsync_last_settled_timestamp_seconds"));
+    assert!(settled >= started, "{settled} < {started}");
+
+    // `status` beside the running service says the same, as text and JSON.
+    let config = ws.config_path.clone();
+    let status = |args: &'static [&'static str]| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            support::run_binary(
+                std::process::Command::new(env!("CARGO_BIN_EXE_kbsync")),
+                &config,
+                args,
+            )
+        })
+    };
+    let (code, out, err) = status(&["status"]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("last successful sync: never"), "{out}");
+    assert!(
+        out.contains("last pass that left nothing to retry: 20"),
+        "{out}"
+    );
+    let (code, out, err) = status(&["status", "--json"]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["last_success"], serde_json::Value::Null, "{out}");
+    assert_eq!(v[0]["last_settled"].as_f64(), Some(settled), "{out}");
+    assert_eq!(v[0]["last_run"]["settled"], true, "{out}");
+
+    // A pass that leaves something to retry (a 503 that outlasts the
+    // retries) does not move it.
+    fake.world().inject(
+        None,
+        "create-by-file",
+        Fault::status(503, "service_unavailable", "Service Unavailable"),
+        100,
+    );
+    ws.write("b.md", "beta");
+    d.notified("with failures").await;
+    let (_, out, _) = status(&["status", "--json"]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["last_settled"].as_f64(), Some(settled), "{out}");
+    assert_eq!(v[0]["last_run"]["settled"], false, "{out}");
+    d.stop().await;
 }

@@ -78,7 +78,7 @@ pub async fn tree_rows(n: usize, runs: usize, index: bool, noop: bool) -> Vec<Ro
         let [(k, k_rss), (f, _)] = noop_runs(&ws, &fake, runs);
         let ratio = k.as_secs_f64() / f.as_secs_f64();
         rows.push(Row {
-            metric: format!("no-op full reconcile of {n} files (`kbsync --reconcile`, start to exit, median of {runs}; peak RSS {:.0} MiB)", k_rss as f64 / 1024.0),
+            metric: format!("no-op full reconcile of {n} files (`kbsync --reconcile --no-audit`, start to exit, median of {runs}; peak RSS {:.0} MiB)", k_rss as f64 / 1024.0),
             kbsync: ms(k),
             baseline: format!("{} (`find -printf`)", ms(f)),
             ratio: Some(ratio),

@@ -140,14 +140,17 @@ pub async fn rate_rows(per_minute: u64, files: usize) -> Vec<Row> {
 }
 
 /// The upstream audit of a dataset of `docs` documents, in sync: one list
-/// call per 100 documents, nothing else. Timed as the binary's
+/// call per 100 documents and one list of the metadata fields (the owner
+/// mark, made by the first sync), nothing else. Timed as the binary's
 /// `--reconcile` (audit included) beside the same pass without it, with
 /// the process's peak memory.
 pub async fn audit_rows(docs: usize) -> Vec<Row> {
     let fake = FakeDify::start().await;
     let ws = Workspace::new(&fake.base_url(), DATASET, "disable", "", META);
     write_tree(&ws.root, docs, 64);
-    assert!(ws.sync().await.converged());
+    // Audited, so the owner mark is made here and the pass measured is a
+    // no-op.
+    assert!(ws.reconcile().await.converged());
     // Warm-up: the tree and the state file into the page cache.
     crate::measure::kbsync(&ws.config_path);
 
@@ -175,6 +178,8 @@ pub async fn audit_rows(docs: usize) -> Vec<Row> {
     );
     assert_eq!(fake.world().docs.len(), docs);
     let expected = docs.div_ceil(100);
+    // And one list of the metadata fields: the owner mark looked at.
+    let mark = 1;
     vec![Row {
         metric: format!(
             "upstream audit of {docs} documents in sync (`--reconcile` with the audit: wall {}, peak RSS {:.0} MiB; without it: {}, {:.0} MiB)",
@@ -184,9 +189,11 @@ pub async fn audit_rows(docs: usize) -> Vec<Row> {
             without.max_rss_kib as f64 / 1024.0,
         ),
         kbsync: format!("{sent} requests ({lists} lists)"),
-        baseline: format!("ceil({docs} / 100) = {expected} list calls"),
-        ratio: Some(sent as f64 / expected as f64),
-        target: "= ceil(N / 100)".into(),
-        pass: Some(sent == expected && lists == expected),
+        baseline: format!(
+            "ceil({docs} / 100) = {expected} list calls + {mark} list of the metadata fields"
+        ),
+        ratio: Some(sent as f64 / (expected + mark) as f64),
+        target: "= ceil(N / 100) + 1".into(),
+        pass: Some(sent == expected + mark && lists == expected),
     }]
 }

@@ -65,6 +65,11 @@ fn describe() {
         Unit::Seconds,
         "When the job's last pass ended converged (Unix time)."
     );
+    describe_gauge!(
+        "kbsync_last_settled_timestamp_seconds",
+        Unit::Seconds,
+        "When the job's last pass ended that left nothing to retry: only refusals for good and skipped files remained (Unix time)."
+    );
     describe_counter!(
         "kbsync_requests_total",
         "Upstream HTTP requests by operation and status class (error: no answer)."
@@ -162,6 +167,9 @@ fn items(summaries: &[crate::state::JobSummary]) {
         set("kbsync_outbox_depth", s.queued);
         if let Some(at) = s.last_success {
             gauge!("kbsync_last_success_timestamp_seconds", "job" => job.clone()).set(at as f64);
+        }
+        if let Some(at) = s.last_settled {
+            gauge!("kbsync_last_settled_timestamp_seconds", "job" => job.clone()).set(at as f64);
         }
     }
 }

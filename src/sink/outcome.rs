@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::SinkError;
+use super::{ErrorClass, SinkError};
 use crate::outbox;
 use crate::state::{State, StateError, StepKind};
 
@@ -49,6 +49,16 @@ impl Outcome {
 
     pub fn converged(&self) -> bool {
         self.failures.is_empty() && self.fatal.is_none() && !self.interrupted
+    }
+
+    /// Every failure was a refusal for good: nothing is left to retry.
+    pub fn settled(&self) -> bool {
+        self.fatal.is_none()
+            && !self.interrupted
+            && self
+                .failures
+                .iter()
+                .all(|f| f.error.class == ErrorClass::Permanent)
     }
 
     /// One line per kind of failure (step, status, code), with how many

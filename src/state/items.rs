@@ -455,17 +455,19 @@ impl State {
         })
     }
 
+    /// Adds a pass to the run log: whether it `converged`, and whether it
+    /// `settled` (left nothing to retry).
     pub fn record_run(
         &self,
         job: &str,
         started_at: i64,
-        converged: bool,
+        (converged, settled): (bool, bool),
         summary: &str,
     ) -> Result<(), StateError> {
         self.read(|c| {
             c.execute(
-                "INSERT INTO runs (job, started_at, finished_at, converged, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![job, started_at, now_secs(), converged as i64, summary],
+                "INSERT INTO runs (job, started_at, finished_at, converged, settled, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![job, started_at, now_secs(), converged as i64, settled as i64, summary],
             )?;
             // A daemon records a run per batch of changes: keep the log bounded.
             c.execute(

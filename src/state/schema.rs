@@ -133,4 +133,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE outbox ADD COLUMN sent_fingerprint TEXT;
     "#,
+    // 9: passes that left nothing to retry (what did not converge was
+    // refused for good or skipped): a file the upstream never takes must
+    // not freeze the job's last good moment. A converged pass is one too.
+    r#"
+    ALTER TABLE runs ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
+    UPDATE runs SET settled = converged;
+    "#,
 ];

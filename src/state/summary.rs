@@ -27,6 +27,10 @@ pub struct JobSummary {
     pub last_run: Option<RunSummary>,
     /// Unix seconds of the last pass that converged.
     pub last_success: Option<i64>,
+    /// Unix seconds of the last pass that left nothing to retry (only
+    /// refusals for good and skipped files stood in its way); at or after
+    /// `last_success`.
+    pub last_settled: Option<i64>,
 }
 
 /// A step the outbox could not complete: parked (permanent failure) or
@@ -51,6 +55,8 @@ pub struct FailedItem {
 pub struct RunSummary {
     pub finished_at: i64,
     pub converged: bool,
+    /// Nothing was left to retry (see `JobSummary::last_settled`).
+    pub settled: bool,
     pub summary: String,
 }
 
@@ -123,23 +129,29 @@ fn summary(c: &Connection, job: String) -> rusqlite::Result<JobSummary> {
     let queued: i64 = c.query_row("SELECT count(*) FROM outbox WHERE job = ?1", [&job], |r| {
         r.get(0)
     })?;
+    let settled = settled_column(c)?;
     let last_run = c
         .query_row(
-            "SELECT finished_at, converged, summary FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1",
+            &format!("SELECT finished_at, converged, {settled} AS settled, summary FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1"),
             [&job],
             |r| {
                 Ok(RunSummary {
                     finished_at: r.get("finished_at")?,
                     converged: r.get::<_, i64>("converged")? != 0,
+                    settled: r.get::<_, i64>("settled")? != 0,
                     summary: r.get("summary")?,
                 })
             },
         )
         .optional()?;
-    let last_success = c.query_row(
-        "SELECT max(finished_at) FROM runs WHERE job = ?1 AND converged = 1",
+    let (last_success, last_settled) = c.query_row(
+        &format!(
+            "SELECT max(CASE WHEN converged = 1 THEN finished_at END) AS success,
+                    max(CASE WHEN {settled} = 1 THEN finished_at END) AS settled
+             FROM runs WHERE job = ?1"
+        ),
         [&job],
-        |r| r.get(0),
+        |r| Ok((r.get("success")?, r.get("settled")?)),
     )?;
     Ok(JobSummary {
         job,
@@ -153,5 +165,18 @@ fn summary(c: &Connection, job: String) -> rusqlite::Result<JobSummary> {
         queued: queued as u64,
         last_run,
         last_success,
+        last_settled,
     })
+}
+
+/// The runs' `settled` column; a state file of a kbsync before it (read,
+/// never migrated, by `status`) knows only converged passes, which settled
+/// too.
+fn settled_column(c: &Connection) -> rusqlite::Result<&'static str> {
+    let has: bool = c.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('runs') WHERE name = 'settled'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(if has { "settled" } else { "converged" })
 }

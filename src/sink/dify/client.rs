@@ -2,8 +2,6 @@
 //! retried on transient failures with exponential backoff and jitter
 //! (`backon`), honouring `Retry-After`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
@@ -64,9 +62,13 @@ pub struct DifyClient {
     base: Url,
     dataset: String,
     key: Secret,
-    /// The server answered 405 to `PATCH …/documents/{doc}` (Dify before
-    /// the route existed, such as 1.13): updates use `update-by-file`.
-    legacy_update: AtomicBool,
+    /// Whether the server has `PATCH …/documents/{doc}`: unknown until an
+    /// update asked. Dify before the route existed (1.13) answers 405, and
+    /// updates then use `update-by-file`.
+    patch_route: tokio::sync::OnceCell<bool>,
+    /// Held by the update that asks: updates sent side by side wait for its
+    /// answer instead of each sending the PATCH.
+    probing: tokio::sync::Mutex<()>,
 }
 
 impl DifyClient {
@@ -75,7 +77,8 @@ impl DifyClient {
             transport: Transport::new("dify", &cfg.calls, &[&key])?,
             base: cfg.base_url.clone(),
             dataset: cfg.dataset_id.clone(),
-            legacy_update: AtomicBool::new(false),
+            patch_route: tokio::sync::OnceCell::new(),
+            probing: tokio::sync::Mutex::new(()),
             key,
         })
     }
@@ -321,43 +324,80 @@ impl DifyClient {
     /// Replaces a document's file: `PATCH /datasets/{id}/documents/{doc}`,
     /// the canonical route of newer Dify, or its deprecated alias `POST
     /// …/documents/{doc}/update-by-file` on servers that answer the PATCH
-    /// with 405 (remembered for the client's life). Both take the same
-    /// multipart body and answer `{document, batch}`.
+    /// with 405 (asked once for the client's life: updates sent side by
+    /// side wait for the first one's answer). Both take the same multipart
+    /// body and answer `{document, batch}`.
     pub async fn update_by_file(
         &self,
         doc_id: &str,
         name: &str,
         bytes: &bytes::Bytes,
     ) -> Result<(RemoteDoc, Option<String>), SinkError> {
-        if !self.legacy_update.load(Ordering::Relaxed) {
-            let tail = format!("documents/{doc_id}");
-            let sent = self
-                .call("update_document", || {
-                    self.request(Method::PATCH, &tail)
-                        .multipart(Self::file_form(name, bytes, None))
-                })
-                .await;
-            match sent {
-                Err(e) if e.status == Some(405) => {
-                    tracing::info!("this Dify has no PATCH route for documents; updating through update-by-file");
-                    self.legacy_update.store(true, Ordering::Relaxed);
-                }
-                other => {
-                    let resp = other?;
-                    crate::monitor::uploaded("dify", bytes.len());
-                    return self.doc_and_batch(resp).await;
+        let resp = match self.patch_route.get() {
+            Some(&patch) => self.send_update(patch, doc_id, name, bytes).await?,
+            None => {
+                let _asking = self.probing.lock().await;
+                match self.patch_route.get() {
+                    Some(&patch) => self.send_update(patch, doc_id, name, bytes).await?,
+                    None => self.probe_update(doc_id, name, bytes).await?,
                 }
             }
-        }
-        let tail = format!("documents/{doc_id}/update-by-file");
-        let resp = self
-            .call("update_by_file", || {
-                self.request(Method::POST, &tail)
-                    .multipart(Self::file_form(name, bytes, None))
-            })
-            .await?;
+        };
         crate::monitor::uploaded("dify", bytes.len());
         self.doc_and_batch(resp).await
+    }
+
+    /// The first update: through the PATCH route, and through the alias if
+    /// the server has no such route. Any other answer came from the route;
+    /// no answer at all says nothing, so the next update asks again.
+    async fn probe_update(
+        &self,
+        doc_id: &str,
+        name: &str,
+        bytes: &bytes::Bytes,
+    ) -> Result<Response, SinkError> {
+        match self.send_update(true, doc_id, name, bytes).await {
+            Err(e) if e.status == Some(405) => {
+                tracing::info!(
+                    "this Dify has no PATCH route for documents; updating through update-by-file"
+                );
+                let _ = self.patch_route.set(false);
+                self.send_update(false, doc_id, name, bytes).await
+            }
+            Err(e) if e.status.is_none() => Err(e),
+            answered => {
+                let _ = self.patch_route.set(true);
+                answered
+            }
+        }
+    }
+
+    /// One update, by `PATCH …/documents/{doc}` or by the alias.
+    async fn send_update(
+        &self,
+        patch: bool,
+        doc_id: &str,
+        name: &str,
+        bytes: &bytes::Bytes,
+    ) -> Result<Response, SinkError> {
+        let (what, method, tail) = if patch {
+            (
+                "update_document",
+                Method::PATCH,
+                format!("documents/{doc_id}"),
+            )
+        } else {
+            (
+                "update_by_file",
+                Method::POST,
+                format!("documents/{doc_id}/update-by-file"),
+            )
+        };
+        self.call(what, || {
+            self.request(method.clone(), &tail)
+                .multipart(Self::file_form(name, bytes, None))
+        })
+        .await
     }
 
     async fn doc_and_batch(

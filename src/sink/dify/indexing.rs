@@ -1,13 +1,25 @@
 //! Waiting for Dify to finish indexing an upload, for the calls that Dify
 //! refuses on a document that is still indexing (status changes, updates).
+//! A wait can last minutes while the pass shows no progress, so it is
+//! logged: at info when it starts and ends, at debug with its cause.
 
 use std::time::{Duration, Instant};
 
-use super::client::DifyClient;
+use super::client::{DifyClient, IndexingEntry};
 use crate::sink::{ErrorClass, SinkError};
 
-pub async fn wait(client: &DifyClient, batch: &str, limit: Duration) -> Result<(), SinkError> {
+/// Waits until Dify is done indexing upload `batch` (at most `limit`).
+/// `call` (e.g. "update of a.md") is what Dify refused with `refused`.
+pub async fn wait(
+    client: &DifyClient,
+    batch: &str,
+    limit: Duration,
+    call: &str,
+    refused: &SinkError,
+) -> Result<(), SinkError> {
+    tracing::debug!(%batch, %call, %refused, "Dify refused a call on a document it may still be indexing");
     let started = Instant::now();
+    let mut waiting = false;
     let mut pause = Duration::from_millis(250);
     loop {
         let entries = match client.indexing_status(batch).await {
@@ -25,13 +37,21 @@ pub async fn wait(client: &DifyClient, batch: &str, limit: Duration) -> Result<(
                     .unwrap_or_else(|| "Dify could not index the document".into()),
             ));
         }
-        if entries
-            .iter()
-            .all(|e| matches!(e.indexing_status.as_str(), "completed" | "paused"))
-        {
+        let pending = entries.iter().filter(|e| !done(e)).count();
+        if pending == 0 {
+            if waiting {
+                let waited_secs = format!("{:.1}", started.elapsed().as_secs_f64());
+                tracing::info!(%batch, %waited_secs, "Dify indexed {}", documents(entries.len()));
+            }
             return Ok(());
         }
+        if !waiting {
+            tracing::info!(%batch, %call, "waiting for Dify to index {}", documents(pending));
+            waiting = true;
+        }
         if started.elapsed() + pause > limit {
+            let waited_secs = format!("{:.1}", started.elapsed().as_secs_f64());
+            tracing::info!(%batch, %waited_secs, "Dify is still indexing {}: left to a later pass", documents(pending));
             return Err(SinkError::local(
                 ErrorClass::Transient,
                 "indexing_timeout",
@@ -89,5 +109,17 @@ pub async fn wait_document(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn done(entry: &IndexingEntry) -> bool {
+    matches!(entry.indexing_status.as_str(), "completed" | "paused")
+}
+
+fn documents(n: usize) -> String {
+    if n == 1 {
+        "1 document".to_owned()
+    } else {
+        format!("{n} documents")
     }
 }

@@ -22,7 +22,7 @@ use crate::sink::{
     record_failure, ErrorClass, Failure, Outcome, PushContext, PushError, SinkError,
 };
 use crate::source::Content;
-use crate::state::{CachedItem, State, StepKind};
+use crate::state::{CachedItem, RemoteStatus, State, StepKind};
 use metadata::{Fields, MetaQueue};
 
 pub(super) struct Pusher<'a> {
@@ -238,7 +238,8 @@ impl<'a> Pusher<'a> {
                             .collect();
                         if !batches_waited && !batches.is_empty() {
                             for batch in batches {
-                                indexing::wait(client, batch, wait_limit).await?;
+                                indexing::wait(client, batch, wait_limit, action.as_str(), &e)
+                                    .await?;
                             }
                             batches_waited = true;
                             continue;
@@ -687,18 +688,23 @@ impl<'a> Pusher<'a> {
         name: &str,
         bytes: &bytes::Bytes,
     ) -> Result<(RemoteDoc, Option<String>), SinkError> {
-        match self.client.update_by_file(doc_id, name, bytes).await {
-            Err(e) if not_ready(&e) == Some(NotReady::Unavailable) => {
-                tracing::debug!(%key, document = %doc_id, "Dify refused the update: {}", e.message);
-            }
+        let e = match self.client.update_by_file(doc_id, name, bytes).await {
+            Err(e) if not_ready(&e) == Some(NotReady::Unavailable) => e,
             other => return other,
-        }
+        };
         if let Some(batch) = self
             .cached
             .get(key)
             .and_then(|c| c.indexing_batch.as_deref())
         {
-            indexing::wait(self.client, batch, self.dify.indexing_wait).await?;
+            indexing::wait(
+                self.client,
+                batch,
+                self.dify.indexing_wait,
+                &format!("update of {key}"),
+                &e,
+            )
+            .await?;
         }
         match self.client.find_by_name(name).await? {
             Some(doc) if doc.id == doc_id && (doc.archived || !doc.enabled) => {
@@ -711,6 +717,7 @@ impl<'a> Pusher<'a> {
                 if doc.id == doc_id
                     && doc.indexing_status.as_deref().is_some_and(indexing::busy) =>
             {
+                tracing::debug!(%key, document = %doc_id, refused = %e, "Dify refused an update of a document it is still indexing");
                 indexing::wait_document(self.client, name, doc_id, self.dify.indexing_wait).await?;
             }
             _ => {}
@@ -735,15 +742,21 @@ impl<'a> Pusher<'a> {
     }
 
     async fn deletes(&mut self, ops: &[(&str, &str)], out: &mut Outcome) -> Result<(), PushError> {
+        let Some(refused) = self.unarchive_for_delete(ops, out).await? else {
+            return Ok(());
+        };
         let client = self.client;
         let stop = self.stop;
-        let jobs = ops.iter().map(|(key, doc)| async move {
+        let ops: Vec<&(&str, &str)> = ops.iter().filter(|(k, _)| !refused.contains(k)).collect();
+        let jobs = ops.into_iter().map(|(key, doc)| async move {
             if stop.load(Ordering::SeqCst) {
                 return (*key, None);
             }
             let r = match client.delete_document(doc).await {
                 // Already gone is what we wanted.
                 Err(e) if e.status == Some(404) => Ok(()),
+                // Archived behind kbsync's back (what the state file knew
+                // to be archived was un-archived above).
                 Err(e) if e.code == "archived_document_immutable" => {
                     match client.set_status(StatusAction::UnArchive, &[doc]).await {
                         Ok(()) => client.delete_document(doc).await,
@@ -775,6 +788,52 @@ impl<'a> Pusher<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Dify refuses to delete an archived document (403
+    /// `archived_document_immutable`): those the state file records as
+    /// archived are un-archived first, `batch_size` per call. Returns the
+    /// keys whose un-archive was refused (recorded as failed deletes), or
+    /// `None` after a fatal error.
+    async fn unarchive_for_delete<'k>(
+        &mut self,
+        ops: &[(&'k str, &'k str)],
+        out: &mut Outcome,
+    ) -> Result<Option<HashSet<&'k str>>, PushError> {
+        let archived: Vec<(&str, &str)> = ops
+            .iter()
+            .filter(|(key, _)| {
+                self.cached
+                    .get(*key)
+                    .is_some_and(|c| c.status == RemoteStatus::Archived)
+            })
+            .copied()
+            .collect();
+        let mut refused = HashSet::new();
+        if archived.is_empty() || self.stop.load(Ordering::SeqCst) {
+            return Ok(Some(refused));
+        }
+        let client = self.client;
+        let r = send_in_batches(&archived, self.dify.batch_size, |chunk| {
+            let ids: Vec<&str> = chunk.iter().map(|(_, d)| *d).collect();
+            async move { client.set_status(StatusAction::UnArchive, &ids).await }.boxed()
+        })
+        .await;
+        let keys: Vec<&str> = r.applied.iter().map(|&i| archived[i].0).collect();
+        self.state.record_status(
+            &self.job.name,
+            &keys,
+            StatusAction::UnArchive.resulting_status(),
+        )?;
+        for (i, e) in r.failed {
+            refused.insert(archived[i].0);
+            self.fail(out, archived[i].0, "delete", e)?;
+        }
+        if r.fatal.is_some() {
+            out.fatal = r.fatal;
+            return Ok(None);
+        }
+        Ok(Some(refused))
     }
 }
 
