@@ -11,8 +11,14 @@
 //! - a record named as an item kbsync has no record for: adopted;
 //! - more records under a name kbsync owns: the tracked one stays, the
 //!   others are retired per the delete policy (`keep`: only reported);
-//! - a tracked record renamed upstream, or whose processing failed:
-//!   reported.
+//! - a tracked record renamed upstream: its content is sent again, which
+//!   names it after the file (where the sink takes content);
+//! - a tracked record whose processing failed: reported with the
+//!   upstream's reason, and recorded so `status` shows it failed.
+//!
+//! A finding that stays as it was (`remains`: an errored record, a
+//! duplicate left by policy) keeps the pass from converging: `--reconcile`
+//! and `kbsync check` never disagree.
 //!
 //! A record missing from the listing is looked up once more before it is
 //! taken for gone: a listing that pages while documents come and go can
@@ -59,6 +65,15 @@ pub struct Finding {
     pub key: String,
     pub drift: Drift,
     pub detail: String,
+    /// Not repaired by this pass: the upstream still differs.
+    pub remains: bool,
+}
+
+impl AuditReport {
+    /// Drift this pass leaves as it found it.
+    pub fn remaining(&self) -> usize {
+        self.findings.iter().filter(|f| f.remains).count()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -87,6 +102,10 @@ struct Repairs {
     adopt: Vec<(String, Listed)>,
     /// Records made by an unconfirmed create, with the content it sent.
     adopt_sent: Vec<(String, Listed, String)>,
+    /// Renamed records whose content is sent again (restoring the name).
+    resend: Vec<String>,
+    /// Records whose processing failed upstream: (key, reason).
+    errored: Vec<(String, String)>,
 }
 
 /// Audits `job` against `sink`: `None` when the sink cannot list. With
@@ -118,6 +137,7 @@ pub async fn audit(
     // that can hold a duplicate), and present items without a record.
     let mut names: Vec<(String, String)> = Vec::new();
     let mut unbound: Vec<String> = Vec::new();
+    let content = job.sink.capabilities().content;
     listing.each_tracked(&job.name, |item, listed| {
         let Some(id) = item.doc_id else {
             if item.present {
@@ -148,23 +168,48 @@ pub async fn audit(
                     status_word(standing),
                     status_word(item.status)
                 ),
+                remains: false,
             });
             repairs.status.push((item.key.clone(), standing));
         }
-        if l.name != name {
+        let errored = l.state.as_deref() == Some("error");
+        // A retired record's name matters to no one; an errored one takes
+        // no upload (it is replaced when the file changes).
+        if l.name != name && item.present && !errored {
+            let resend = content;
             report.findings.push(Finding {
                 key: item.key.clone(),
                 drift: Drift::Renamed,
-                detail: format!("named {:?} upstream, {name:?} expected", l.name),
+                detail: format!(
+                    "named {:?} upstream, {name:?} expected; {}",
+                    l.name,
+                    if resend {
+                        "its file is uploaded again, which restores the name"
+                    } else {
+                        "left as it is (this target takes no content to rename it by)"
+                    }
+                ),
+                remains: !resend,
             });
+            if resend {
+                repairs.resend.push(item.key.clone());
+            }
         }
-        if l.state.as_deref() == Some("error") {
+        if errored {
+            let reason = l
+                .error
+                .unwrap_or_else(|| "the upstream gave no reason".into());
             report.findings.push(Finding {
-                key: item.key,
+                key: item.key.clone(),
                 drift: Drift::Errored,
-                detail: "its processing failed upstream; it is replaced when the file changes"
-                    .into(),
+                detail: format!(
+                    "its processing failed upstream: {reason}; it is replaced when the file changes"
+                ),
+                remains: item.present,
             });
+            if item.present {
+                repairs.errored.push((item.key, reason));
+            }
         }
         Ok(())
     })?;
@@ -189,6 +234,7 @@ pub async fn audit(
                     } else {
                         "gone upstream; nothing left to retire".into()
                     },
+                    remains: false,
                 });
                 if present {
                     repairs.clear.push(key);
@@ -227,6 +273,7 @@ pub async fn audit(
                 ),
                 None => format!("record {} has its name; adopted", l.id),
             },
+            remains: false,
         });
         match sent {
             Some(hash) => repairs.adopt_sent.push((key, l, hash)),
@@ -256,6 +303,7 @@ pub async fn audit(
                         "left as it is (duplicates = \"report\", or delete_policy = \"keep\")"
                     }
                 ),
+                remains: !retire,
             });
             if retire {
                 extra.push(l.id);
@@ -283,6 +331,18 @@ pub async fn audit(
         report.retired = extra.len();
     }
     Ok(Some(report))
+}
+
+/// After the pass: an errored record the pass replaced (its file had
+/// changed) no longer remains.
+pub fn settle(report: &mut AuditReport, state: &State, job: &str) -> Result<(), StateError> {
+    for f in report.findings.iter_mut() {
+        if f.remains && f.drift == Drift::Errored && !state.failed_upstream(job, &f.key)? {
+            f.remains = false;
+            f.detail.push_str(" (replaced by this pass)");
+        }
+    }
+    Ok(())
 }
 
 /// Lists the sink into `listing`; false when it cannot list.
@@ -349,6 +409,10 @@ fn apply(state: &State, job: &str, r: Repairs) -> Result<(), StateError> {
     for (key, l) in &r.adopt {
         adopt(state, job, key, l)?;
     }
+    for key in &r.resend {
+        state.forget_pushed_hash(job, key)?;
+    }
+    state.record_upstream_errors(job, &r.errored)?;
     for (key, l, hash) in &r.adopt_sent {
         state.record_content(job, key, &l.id, &l.name, hash, None)?;
         if let Some(s) = l.standing.filter(|s| *s != RemoteStatus::Enabled) {

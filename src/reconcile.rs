@@ -113,6 +113,7 @@ impl JobReport {
             && self.audit_error.is_none()
             && self.skipped.is_empty()
             && self.held.is_empty()
+            && self.audit.as_ref().is_none_or(|a| a.remaining() == 0)
             && self.outcome.as_ref().is_none_or(Outcome::converged)
     }
 
@@ -608,6 +609,9 @@ impl Runner {
             }
         }
         report.outcome = outcome;
+        if let Some(a) = report.audit.as_mut().filter(|_| !self.opts.dry_run) {
+            audit::settle(a, &self.state, &job.name)?;
+        }
         self.state.drop_unclaimed()?;
         if complete && survey.rehashed() {
             self.state.mark_rehashed(&job.name)?;

@@ -73,10 +73,11 @@ pub fn print(out: &mut impl Write, jobs: &[JobStatus]) -> std::io::Result<()> {
         }
         writeln!(
             out,
-            "  items: {} tracked, {} in sync, {} pending upload, {} pending removal, {} failed",
+            "  items: {} tracked, {} in sync, {} pending upload, {} pending restore, {} pending removal, {} failed",
             s.tracked,
             s.in_sync,
             s.pending_upload,
+            s.pending_restore,
             s.pending_removal,
             s.failed.len()
         )?;
@@ -85,7 +86,7 @@ pub fn print(out: &mut impl Write, jobs: &[JobStatus]) -> std::io::Result<()> {
             "  outbox: {} step(s) queued, {} retrying, {} parked",
             s.queued,
             s.retrying.len(),
-            s.failed.len()
+            s.failed.iter().filter(|f| !upstream_failure(f)).count()
         )?;
         let when = |t: Option<i64>| t.map_or_else(|| "never".to_owned(), format_rfc3339);
         writeln!(out, "  last successful sync: {}", when(s.last_success))?;
@@ -105,11 +106,16 @@ pub fn print(out: &mut impl Write, jobs: &[JobStatus]) -> std::io::Result<()> {
         for f in &s.failed {
             writeln!(
                 out,
-                "  failed {} {} {} (since {}; retried when the file changes, or `kbsync retry`)",
+                "  failed {} {} {} (since {}; {})",
                 f.op,
                 f.key,
                 problem(f),
-                f.since.map(format_rfc3339).unwrap_or_default()
+                f.since.map(format_rfc3339).unwrap_or_default(),
+                if upstream_failure(f) {
+                    "replaced when the file changes"
+                } else {
+                    "retried when the file changes, or `kbsync retry`"
+                }
             )?;
         }
         for f in &s.retrying {
@@ -125,6 +131,12 @@ pub fn print(out: &mut impl Write, jobs: &[JobStatus]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A record the upstream failed to process (found by an audit), not a
+/// step of the outbox.
+fn upstream_failure(f: &FailedItem) -> bool {
+    f.op == "index"
 }
 
 fn problem(f: &FailedItem) -> String {

@@ -108,7 +108,9 @@ async fn duplicates_under_an_owned_name_are_retired_per_policy() {
             .world()
             .add_doc(&document_name("d/001.md"), b"a second copy");
         let r = ws.reconcile().await;
-        assert!(r.converged(), "{policy}: {r:?}");
+        // Left in place under `keep`: the upstream holds more than the
+        // source, which `check` reports too.
+        assert_eq!(r.converged(), policy != "keep", "{policy}: {r:?}");
         assert_eq!(
             drifts(&r),
             [("d/001.md".to_owned(), "duplicate")],
@@ -220,7 +222,7 @@ async fn check_prints_the_differences_changes_nothing_and_exits_1() {
     assert!(out.contains("docs: 0 differences"), "{out}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_can_be_only_reported() {
     let (fake, ws) = mirrored("delete", 2).await;
     let text = std::fs::read_to_string(&ws.config_path).unwrap();
@@ -238,6 +240,9 @@ async fn duplicates_can_be_only_reported() {
     let r = ws.reconcile().await;
     assert_eq!(drifts(&r), [("d/000.md".to_owned(), "duplicate")]);
     assert!(fake.world().docs.contains_key(&extra), "only reported");
+    assert!(!r.converged() && r.settled(), "{r:?}");
+    let (code, out) = check(&ws).await;
+    assert_eq!(code, 1, "check agrees: {out}");
 }
 
 #[tokio::test]
@@ -294,4 +299,81 @@ async fn many_records_gone_are_confirmed_by_one_second_listing() {
     assert_eq!(w.count_since(mark, "keyword="), 0);
     assert_eq!(w.docs.len(), 30, "uploaded again");
     assert!(w.duplicate_names().is_empty());
+}
+
+/// `kbsync check`: its exit code and what it printed.
+async fn check(ws: &Workspace) -> (i32, String) {
+    let config = ws.config_path.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run_binary(
+            std::process::Command::new(env!("CARGO_BIN_EXE_kbsync")),
+            &config,
+            &["check"],
+        )
+    })
+    .await
+    .unwrap();
+    (code, format!("{out}{err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_renamed_by_hand_gets_its_name_back_and_check_agrees() {
+    let (fake, ws) = mirrored("disable", 3).await;
+    let id = doc_id(&fake, "d/001.md");
+    fake.world().docs.get_mut(&id).unwrap().name = "Renamed in the UI.md".into();
+    let (code, out) = check(&ws).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("renamed d/001.md"), "{out}");
+
+    let mark = fake.world().log.len();
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(drifts(&r), [("d/001.md".to_owned(), "renamed")]);
+    {
+        let w = fake.world();
+        // Dify's update-by-file names the document after the uploaded
+        // file and keeps its id: the same document, its name back.
+        assert_eq!(w.docs[&id].name, document_name("d/001.md"));
+        assert_eq!(w.docs.len(), 3);
+        assert_eq!(w.count_since(mark, "update-by-file"), 1);
+        assert_eq!(w.count_since(mark, "create-by-file"), 0);
+    }
+    let (code, out) = check(&ws).await;
+    assert_eq!(code, 0, "converged, so check finds nothing: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_whose_indexing_failed_is_shown_with_difys_reason_and_not_in_sync() {
+    let (fake, ws) = mirrored("disable", 2).await;
+    let id = doc_id(&fake, "d/000.md");
+    let reason = "Could not detect encoding for /tmp/tmpq1w2e3/d_000.md";
+    fake.world()
+        .docs
+        .get_mut(&id)
+        .unwrap()
+        .fail_indexing(reason);
+
+    let r = ws.reconcile().await;
+    assert!(!r.converged(), "an errored document is no mirror: {r:?}");
+    assert!(r.settled(), "nothing to retry until the file changes");
+    let f = &r.audit.as_ref().unwrap().findings[0];
+    assert_eq!((f.key.as_str(), f.drift.as_str()), ("d/000.md", "errored"));
+    assert!(f.detail.contains(reason), "{}", f.detail);
+    let (code, out) = check(&ws).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(reason), "{out}");
+
+    // `status` counts it failed, with the reason, and not in sync.
+    let s = kbsync::status::read(&ws.config(), &[]).unwrap().unwrap();
+    let s = &s[0].summary;
+    assert_eq!((s.tracked, s.in_sync), (2, 1), "{s:?}");
+    assert_eq!(s.failed.len(), 1, "{s:?}");
+    assert_eq!(s.failed[0].key, "d/000.md");
+    assert!(s.failed[0].message.contains(reason), "{s:?}");
+
+    // A fixed file replaces it; nothing is left failed.
+    ws.write("d/000.md", "document 0, fixed");
+    assert!(ws.reconcile().await.converged());
+    let s = kbsync::status::read(&ws.config(), &[]).unwrap().unwrap();
+    assert_eq!((s[0].summary.in_sync, s[0].summary.failed.len()), (2, 0));
 }

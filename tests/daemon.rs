@@ -286,7 +286,9 @@ async fn status_reads_the_state_while_the_service_runs() {
     let (code, text, err) = cli(&ws, &["status"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        text.contains("2 tracked, 1 in sync, 1 pending upload, 0 pending removal, 1 failed"),
+        text.contains(
+            "2 tracked, 1 in sync, 1 pending upload, 0 pending restore, 0 pending removal, 1 failed"
+        ),
         "{text}"
     );
     assert!(

@@ -124,7 +124,8 @@ async fn being_indexed_after_enable_is_a_wait() {
         ws.write(k, k);
     }
     assert!(ws.sync().await.converged());
-    fake.world().indexing_flag_requests = 3;
+    // An idle worker lifts the lock within a second: two refusals.
+    fake.world().indexing_flag_requests = 2;
     ws.remove("a.md");
     assert!(ws.sync().await.converged(), "disabled");
     // Back at once: the enable meets the flag that the disable left.
@@ -141,16 +142,40 @@ async fn a_flag_that_outlasts_the_pass_backs_off_and_is_never_parked() {
         ws.write(k, k);
     }
     assert!(ws.sync().await.converged());
-    // Longer than the pass's retries (Workspace: max_retries = 8).
+    // Dify 1.13.3 keeps a lock of up to 600 s after a status change
+    // (`document_<id>_indexing` in Redis, TTL 600): here it outlasts any
+    // reasonable wait.
     fake.world().indexing_flag_requests = 50;
     ws.remove("a.md");
     assert!(ws.sync().await.converged());
+    let disabled_at = kbsync::state::unix_now();
     ws.write("a.md", "a.md");
+    let mark = fake.world().log.len();
     let r = ws.sync().await;
     assert!(!r.converged());
     assert_eq!(parked(&ws), 0, "a wait, not a refusal");
+    // Not 8 refused calls within the lock: a few, then one after it.
+    let tries = fake.world().count_since(mark, "/status/enable");
+    assert!(
+        (1..=3).contains(&tries),
+        "{tries} enable calls: {:?}",
+        fake.world().log[mark..]
+            .iter()
+            .map(|l| format!("{} {} {}", l.method, l.path, l.status))
+            .collect::<Vec<_>>()
+    );
     let s = kbsync::status::read(&ws.config(), &[]).unwrap().unwrap();
-    assert_eq!(s[0].summary.retrying.len(), 1, "{:?}", s[0]);
+    let s = &s[0].summary;
+    assert_eq!(s.retrying.len(), 1, "{s:?}");
+    let next = s.retrying[0].next_attempt_at.unwrap();
+    assert!(
+        (disabled_at + 600..=disabled_at + 620).contains(&next),
+        "next attempt {}s after the disable",
+        next - disabled_at
+    );
+    assert!(s.retrying[0].message.contains("10 minutes"), "{s:?}");
+    // Disabled upstream meanwhile: pending, not in sync.
+    assert_eq!((s.in_sync, s.pending_restore), (2, 1), "{s:?}");
     // The index task ends.
     let id = fake.world().doc_by_name("a.md").unwrap().id.clone();
     fake.world().docs.get_mut(&id).unwrap().being_indexed = 0;

@@ -26,11 +26,11 @@ fn user_version(ws: &Workspace) -> i64 {
 }
 
 /// Turns the state file back into what the kbsync before the last
-/// migration left (migration 9 added this column).
+/// migration left (migration 10 added this column).
 fn make_older(ws: &Workspace) {
     let version = user_version(ws);
     let c = Connection::open(ws.config().state_path).unwrap();
-    c.execute_batch("ALTER TABLE runs DROP COLUMN settled;")
+    c.execute_batch("ALTER TABLE items DROP COLUMN status_at;")
         .unwrap();
     c.pragma_update(None, "user_version", version - 1).unwrap();
 }

@@ -162,7 +162,10 @@ fn items(summaries: &[crate::state::JobSummary]) {
         let set = |name: &'static str, v: u64| gauge!(name, "job" => job.clone()).set(v as f64);
         set("kbsync_items_tracked", s.tracked);
         set("kbsync_items_in_sync", s.in_sync);
-        set("kbsync_items_pending", s.pending_upload + s.pending_removal);
+        set(
+            "kbsync_items_pending",
+            s.pending_upload + s.pending_restore + s.pending_removal,
+        );
         set("kbsync_items_parked", s.failed.len() as u64);
         set("kbsync_outbox_depth", s.queued);
         if let Some(at) = s.last_success {

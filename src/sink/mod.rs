@@ -207,6 +207,8 @@ pub struct Listed {
     pub standing: Option<RemoteStatus>,
     /// The upstream's processing state (Dify's `indexing_status`).
     pub state: Option<String>,
+    /// Why the upstream's processing failed, as it says (Dify's `error`).
+    pub error: Option<String>,
 }
 
 /// A connected upstream. One per job, kept across passes (a key rotated on

@@ -277,7 +277,8 @@ impl State {
             tx.prepare_cached(
                 "UPDATE items SET doc_id = ?3, doc_name = ?4, pushed_hash = ?5, indexing_batch = ?6,
                         pushed_meta = CASE WHEN doc_id IS ?3 THEN pushed_meta ELSE NULL END,
-                        status = 'enabled', settled = 0
+                        status = 'enabled', settled = 0,
+                        error_code = NULL, error_message = NULL, error_at = NULL
                  WHERE job = ?1 AND key = ?2",
             )?
             .execute(params![job, key, doc_id, doc_name, hash, batch])?;
@@ -313,7 +314,9 @@ impl State {
     pub fn clear_doc_id(&self, job: &str, key: &str) -> Result<(), StateError> {
         self.read(|c| {
             c.execute(
-                "UPDATE items SET doc_id = NULL, doc_name = NULL, pushed_meta = NULL, settled = 0 WHERE job = ?1 AND key = ?2",
+                "UPDATE items SET doc_id = NULL, doc_name = NULL, pushed_meta = NULL, settled = 0,
+                        error_code = NULL, error_message = NULL, error_at = NULL
+                 WHERE job = ?1 AND key = ?2",
                 params![job, key],
             )
             .map(drop)
@@ -343,15 +346,16 @@ impl State {
         keys: &[&str],
         status: RemoteStatus,
     ) -> Result<(), StateError> {
+        let now = super::unix_now();
         self.write(|tx| {
             let mut stmt = tx.prepare_cached(
-                "UPDATE items SET status = ?3, settled = 0 WHERE job = ?1 AND key = ?2",
+                "UPDATE items SET status = ?3, status_at = ?4, settled = 0 WHERE job = ?1 AND key = ?2",
             )?;
             let mut done_step = tx.prepare_cached(
                 "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = 'status'",
             )?;
             for key in keys {
-                stmt.execute(params![job, key, status.as_str()])?;
+                stmt.execute(params![job, key, status.as_str(), now])?;
                 done_step.execute(params![job, key])?;
             }
             Ok(())
@@ -533,6 +537,82 @@ impl State {
                 params![job, key, status.as_str()],
             )
             .map(drop)
+        })
+    }
+
+    /// The content of `key`'s record is to be sent again (Dify names a
+    /// document after the uploaded file: a renamed one gets its name back);
+    /// its metadata stands.
+    pub fn forget_pushed_hash(&self, job: &str, key: &str) -> Result<(), StateError> {
+        self.read(|c| {
+            c.execute(
+                "UPDATE items SET pushed_hash = NULL, settled = 0 WHERE job = ?1 AND key = ?2",
+                params![job, key],
+            )
+            .map(drop)
+        })
+    }
+
+    /// What the audit found of records whose processing failed upstream,
+    /// `(key, the upstream's reason)`, replacing what an earlier audit found:
+    /// `status` shows these items failed, not in sync.
+    pub fn record_upstream_errors(
+        &self,
+        job: &str,
+        errors: &[(String, String)],
+    ) -> Result<(), StateError> {
+        let now = super::unix_now();
+        let now_failing: std::collections::HashSet<&str> =
+            errors.iter().map(|(key, _)| key.as_str()).collect();
+        self.write(|tx| {
+            // Those that failed before and no longer do (few: keyed reads).
+            let before: Vec<String> = tx
+                .prepare_cached("SELECT key FROM items WHERE job = ?1 AND error_code IS NOT NULL")?
+                .query_map([job], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut clear = tx.prepare_cached(
+                "UPDATE items SET error_code = NULL, error_message = NULL, error_at = NULL
+                 WHERE job = ?1 AND key = ?2",
+            )?;
+            for key in before.iter().filter(|k| !now_failing.contains(k.as_str())) {
+                clear.execute(params![job, key])?;
+            }
+            let mut set = tx.prepare_cached(
+                "UPDATE items SET error_code = 'indexing_error', error_message = ?3,
+                        error_at = coalesce(error_at, ?4)
+                 WHERE job = ?1 AND key = ?2",
+            )?;
+            for (key, reason) in errors {
+                set.execute(params![job, key, reason, now])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Unix seconds of the last status change kbsync made to `key`'s record.
+    pub fn status_changed_at(&self, job: &str, key: &str) -> Result<Option<i64>, StateError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT status_at FROM items WHERE job = ?1 AND key = ?2",
+                params![job, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
+    /// Whether the audit's finding that `key`'s record failed upstream still
+    /// stands (new content, or a new record, clears it).
+    pub fn failed_upstream(&self, job: &str, key: &str) -> Result<bool, StateError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT error_code IS NOT NULL FROM items WHERE job = ?1 AND key = ?2",
+                params![job, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(false))
         })
     }
 

@@ -36,6 +36,7 @@ impl State {
                      name TEXT NOT NULL,
                      standing TEXT,
                      state TEXT,
+                     error TEXT,
                      claimed INTEGER NOT NULL DEFAULT 0
                  );",
             )
@@ -52,24 +53,26 @@ fn listed(r: &Row) -> rusqlite::Result<Listed> {
             .get::<_, Option<String>>(2)?
             .map(|s| RemoteStatus::parse(&s)),
         state: r.get(3)?,
+        error: r.get(4)?,
     })
 }
 
-const COLUMNS: &str = "id, name, standing, state";
+const COLUMNS: &str = "id, name, standing, state, error";
 
 impl Listing<'_> {
     /// Adds one page, as it came.
     pub fn add(&self, page: &[Listed]) -> Result<(), StateError> {
         self.state.write(|tx| {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO temp.listed (id, name, standing, state) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO temp.listed (id, name, standing, state, error) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for l in page {
                 insert.execute(params![
                     l.id,
                     l.name,
                     l.standing.map(|s| s.as_str()),
-                    l.state
+                    l.state,
+                    l.error
                 ])?;
             }
             Ok(())
@@ -101,7 +104,7 @@ impl Listing<'_> {
     ) -> Result<(), StateError> {
         let mut stmt = self.state.read(|c| {
             c.prepare(
-                "SELECT l.id, l.name, l.standing, l.state, i.key, i.present, i.doc_id, i.status
+                "SELECT l.id, l.name, l.standing, l.state, l.error, i.key, i.present, i.doc_id, i.status
                  FROM main.items i LEFT JOIN temp.listed l ON l.id = i.doc_id
                  WHERE i.job = ?1 ORDER BY i.key",
             )
@@ -110,10 +113,10 @@ impl Listing<'_> {
         let mut rows = stmt.query([job]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
             let item = Tracked {
-                key: r.get(4).map_err(err)?,
-                present: r.get::<_, i64>(5).map_err(err)? != 0,
-                doc_id: r.get(6).map_err(err)?,
-                status: RemoteStatus::parse(&r.get::<_, String>(7).map_err(err)?),
+                key: r.get(5).map_err(err)?,
+                present: r.get::<_, i64>(6).map_err(err)? != 0,
+                doc_id: r.get(7).map_err(err)?,
+                status: RemoteStatus::parse(&r.get::<_, String>(8).map_err(err)?),
             };
             let record = match r.get::<_, Option<String>>(0).map_err(err)? {
                 Some(_) => Some(listed(r).map_err(err)?),
@@ -188,7 +191,7 @@ impl Listing<'_> {
             tx.execute_batch(
                 "DROP TABLE IF EXISTS temp.unclaimed;
                  CREATE TEMP TABLE unclaimed AS
-                     SELECT id, name, standing, state FROM temp.listed WHERE claimed = 0;
+                     SELECT id, name, standing, state, error FROM temp.listed WHERE claimed = 0;
                  CREATE INDEX temp.unclaimed_name ON unclaimed (name);",
             )
         })
@@ -239,6 +242,7 @@ mod tests {
             name: name.into(),
             standing: Some(RemoteStatus::Disabled),
             state: Some("completed".into()),
+            error: None,
         }
     }
 

@@ -140,4 +140,9 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
     UPDATE runs SET settled = converged;
     "#,
+    // 10: when a record's status was last changed: Dify refuses the next
+    // change for up to 10 minutes after one, and the retry is timed by it.
+    r#"
+    ALTER TABLE items ADD COLUMN status_at INTEGER;
+    "#,
 ];

@@ -12,10 +12,14 @@ pub struct JobSummary {
     pub target: Option<String>,
     /// Items present in the source.
     pub tracked: u64,
-    /// Present items whose current content is upstream.
+    /// Present items whose current content is upstream, enabled, and not
+    /// failed there.
     pub in_sync: u64,
     /// Present items whose current content is not upstream yet.
     pub pending_upload: u64,
+    /// Present items whose content is upstream but disabled or archived
+    /// there, waiting to be switched back on.
+    pub pending_restore: u64,
     /// Items gone from the source whose document is still enabled upstream.
     pub pending_removal: u64,
     /// Steps refused for good, waiting for the item to change or `kbsync retry`.
@@ -85,24 +89,32 @@ fn summary(c: &Connection, job: String) -> rusqlite::Result<JobSummary> {
             r.get(0)
         })
         .optional()?;
-    let (tracked, in_sync, pending_upload, pending_removal): (i64, i64, i64, i64) = c
-        .query_row(
-            "SELECT
+    let (tracked, in_sync, pending_upload, pending_restore, pending_removal): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = c.query_row(
+        "SELECT
                 coalesce(sum(present = 1), 0) AS tracked,
-                coalesce(sum(present = 1 AND pushed_hash = hash), 0) AS in_sync,
+                coalesce(sum(present = 1 AND pushed_hash = hash AND status = 'enabled'
+                             AND error_code IS NULL), 0) AS in_sync,
                 coalesce(sum(present = 1 AND (pushed_hash IS NULL OR pushed_hash != hash)), 0) AS pending_upload,
+                coalesce(sum(present = 1 AND pushed_hash = hash AND status != 'enabled'), 0) AS pending_restore,
                 coalesce(sum(present = 0 AND doc_id IS NOT NULL AND status = 'enabled'), 0) AS pending_removal
              FROM items WHERE job = ?1",
-            [&job],
-            |r| {
-                Ok((
-                    r.get("tracked")?,
-                    r.get("in_sync")?,
-                    r.get("pending_upload")?,
-                    r.get("pending_removal")?,
-                ))
-            },
-        )?;
+        [&job],
+        |r| {
+            Ok((
+                r.get("tracked")?,
+                r.get("in_sync")?,
+                r.get("pending_upload")?,
+                r.get("pending_restore")?,
+                r.get("pending_removal")?,
+            ))
+        },
+    )?;
     let problems: Vec<FailedItem> = c.prepare(
         "SELECT key, op, error_status, error_code, coalesce(error_message, '') AS error_message,
                 attempts, last_attempt_at, failed, next_attempt_at
@@ -123,9 +135,10 @@ fn summary(c: &Connection, job: String) -> rusqlite::Result<JobSummary> {
         })
     })?
     .collect::<Result<_, _>>()?;
-    let (failed, retrying) = problems
+    let (mut failed, retrying): (Vec<_>, Vec<_>) = problems
         .into_iter()
         .partition(|p| p.next_attempt_at.is_none());
+    failed.extend(failed_upstream(c, &job)?);
     let queued: i64 = c.query_row("SELECT count(*) FROM outbox WHERE job = ?1", [&job], |r| {
         r.get(0)
     })?;
@@ -159,6 +172,7 @@ fn summary(c: &Connection, job: String) -> rusqlite::Result<JobSummary> {
         tracked: tracked as u64,
         in_sync: in_sync as u64,
         pending_upload: pending_upload as u64,
+        pending_restore: pending_restore as u64,
         pending_removal: pending_removal as u64,
         failed,
         retrying,
@@ -179,4 +193,26 @@ fn settled_column(c: &Connection) -> rusqlite::Result<&'static str> {
         |r| r.get(0),
     )?;
     Ok(if has { "settled" } else { "converged" })
+}
+
+/// Present items whose upstream record failed to process (an audit read
+/// the reason from the listing): nothing is retried until the file changes.
+fn failed_upstream(c: &Connection, job: &str) -> rusqlite::Result<Vec<FailedItem>> {
+    c.prepare(
+        "SELECT key, error_code, coalesce(error_message, '') AS error_message, error_at
+         FROM items WHERE job = ?1 AND present = 1 AND error_code IS NOT NULL ORDER BY key",
+    )?
+    .query_map([job], |r| {
+        Ok(FailedItem {
+            key: r.get("key")?,
+            op: "index".into(),
+            status: None,
+            code: r.get("error_code")?,
+            message: r.get("error_message")?,
+            attempts: 0,
+            since: r.get("error_at")?,
+            next_attempt_at: None,
+        })
+    })?
+    .collect()
 }

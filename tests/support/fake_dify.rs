@@ -56,6 +56,19 @@ pub struct Doc {
     /// Requests until the indexing worker is done with it (see
     /// `World::indexing_ticks`).
     pub ticks_left: u32,
+    /// Why indexing ended in `error` (Dify 1.13.3 lists e.g. "Could not
+    /// detect encoding for /tmp/tmpx/x.txt" for a binary file named .txt).
+    pub error: Option<String>,
+}
+
+impl Doc {
+    /// Indexing failed upstream, as Dify lists it.
+    pub fn fail_indexing(&mut self, reason: &str) {
+        self.indexing_status = "error".into();
+        self.error = Some(reason.into());
+        self.polls_left = 0;
+        self.ticks_left = 0;
+    }
 }
 
 impl Doc {
@@ -88,7 +101,7 @@ impl Doc {
             "created_at": 1_741_267_200,
             "tokens": 0,
             "indexing_status": self.indexing_status,
-            "error": null,
+            "error": self.error,
             "enabled": self.enabled,
             "disabled_at": if self.enabled { Json::Null } else { json!(1_741_267_300) },
             "disabled_by": null,
@@ -485,6 +498,7 @@ impl World {
                 metadata: BTreeMap::new(),
                 being_indexed: 0,
                 ticks_left: 0,
+                error: None,
             },
         );
         id
@@ -1051,6 +1065,7 @@ fn create_by_file(w: &mut World, upload: Option<Upload>) -> Response<Full<Bytes>
         metadata: BTreeMap::new(),
         being_indexed: 0,
         ticks_left: if polls_left > 0 { w.indexing_ticks } else { 0 },
+        error: None,
     };
     let body = json!({"document": doc.to_json(&w.fields), "batch": batch});
     w.docs.insert(id, doc);
@@ -1324,7 +1339,7 @@ fn indexing_status(w: &mut World, batch: &str) -> Response<Full<Bytes>> {
             "splitting_completed_at": null,
             "completed_at": null,
             "paused_at": null,
-            "error": null,
+            "error": d.error,
             "stopped_at": null,
             "completed_segments": 0,
             "total_segments": 0,

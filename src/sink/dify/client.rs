@@ -29,6 +29,9 @@ pub struct RemoteDoc {
     pub enabled: bool,
     #[serde(default)]
     pub archived: bool,
+    /// Why indexing ended in `error` ("Could not detect encoding for …").
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 fn yes() -> bool {

@@ -123,3 +123,35 @@ fn documents(n: usize) -> String {
         format!("{n} documents")
     }
 }
+
+/// How long Dify may refuse a document's status change after the last one:
+/// the index task that an enable or disable queues holds a Redis lock
+/// (`document_<id>_indexing`) with a 600 s expiry, lifted when the task
+/// ends. On an idle worker that takes under a second; behind a queue of
+/// uploads, or for a document archived while queued, the full 600 s.
+pub const STATUS_LOCK: Duration = Duration::from_secs(600);
+
+/// Refusals of a locked document's status change retried within a pass
+/// (with the call backoff): enough for an idle worker to lift the lock.
+pub const LOCK_WAITS: u32 = 2;
+
+/// A status change still refused as "being indexed": retried once, after
+/// the lock's expiry counted from the last status change kbsync made
+/// (`changed`, unix seconds), or from now when that is not the holder.
+pub fn locked(mut refused: SinkError, changed: Option<i64>) -> SinkError {
+    let now = crate::state::unix_now();
+    let lock = STATUS_LOCK.as_secs() as i64;
+    let clears = changed
+        .map(|at| at + lock)
+        .filter(|at| *at > now)
+        .unwrap_or(now + lock);
+    // A few seconds past it: the lock's own clock started after our call.
+    let retry_at = clears + 5;
+    refused.retry_after = Some(Duration::from_secs((retry_at - now).max(1) as u64));
+    refused.message = format!(
+        "{}: Dify locks a document for up to 10 minutes after a status change while it re-indexes; retried after {}",
+        refused.message,
+        crate::metadata::format_rfc3339(retry_at)
+    );
+    refused
+}

@@ -237,6 +237,7 @@ fn listed(d: RemoteDoc) -> Listed {
             RemoteStatus::Disabled
         }),
         state: d.indexing_status,
+        error: d.error,
         id: d.id,
         name: d.name,
     }

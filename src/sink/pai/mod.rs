@@ -122,6 +122,7 @@ impl Sink for PaiSink {
                         name: uri,
                         standing: None,
                         state: None,
+                        error: None,
                     })
                     .collect(),
             ))

@@ -141,6 +141,7 @@ impl SharelySink {
                 Some(Listed {
                     name: k.name()?.to_owned(),
                     state: k.status.as_deref().map(processing_state),
+                    error: None,
                     id: k.id,
                     standing: None,
                 })

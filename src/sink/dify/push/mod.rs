@@ -222,16 +222,24 @@ impl<'a> Pusher<'a> {
                 async move {
                     // Dify refuses status changes while a document indexes
                     // an upload (wait on its batch) or while the index task
-                    // of an earlier enable/disable runs ("being indexed",
-                    // up to 10 minutes: wait with backoff, then leave it to
-                    // a later pass).
+                    // of an earlier enable/disable runs ("being indexed":
+                    // a lock that an idle worker lifts in under a second and
+                    // that can stand 10 minutes; a couple of short waits,
+                    // then the retry is timed after it, see `locked`).
                     let mut waits = client.waits("set_status");
+                    let mut lock_waits = indexing::LOCK_WAITS;
                     let mut batches_waited = false;
                     loop {
                         let mut e = match client.set_status(action, &ids).await {
                             Err(e) if not_ready(&e).is_some() => e,
                             r => return r,
                         };
+                        if not_ready(&e) == Some(NotReady::BeingIndexed) {
+                            if lock_waits == 0 {
+                                return Err(e);
+                            }
+                            lock_waits -= 1;
+                        }
                         let batches: Vec<&str> = chunk
                             .iter()
                             .filter_map(|(key, _)| pending.get(*key).copied())
@@ -279,6 +287,13 @@ impl<'a> Pusher<'a> {
                     continue;
                 }
                 blocked.insert(key.to_owned());
+                let e = match not_ready(&e) {
+                    Some(NotReady::BeingIndexed) => {
+                        let changed = self.state.status_changed_at(&self.job.name, key)?;
+                        indexing::locked(e, changed)
+                    }
+                    _ => e,
+                };
                 self.fail(out, key, action.as_str(), e)?;
             }
             if r.fatal.is_some() {
