@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::config::{DeletePolicy, Duplicates, JobConfig};
 use crate::sink::{ErrorClass, Listed, Sink, SinkError};
-use crate::state::{Listing, RemoteStatus, State, StateError};
+use crate::state::{Listing, RemoteStatus, State, StateError, Tracked};
 
 /// Up to this many records missing from a listing are looked up one by
 /// one; more, and the dataset is listed a second time.
@@ -124,24 +124,89 @@ pub async fn audit(
     }
     listing.loaded()?;
     listing.claim_tracked(&job.name)?;
-    let shared = listing.shared_names()?;
-    let mut report = AuditReport {
-        listed: listing.count()?,
-        ..AuditReport::default()
+    let mut found = Found {
+        report: AuditReport {
+            listed: listing.count()?,
+            ..AuditReport::default()
+        },
+        repairs: Repairs::default(),
     };
+    let compared = compare_tracked(sink, job, &listing, &mut found)?;
+    // Not in the listing: look again before taking it for gone.
+    let found_again = confirm_missing(sink, &compared.unseen).await?;
+    settle_unseen(&listing, compared.unseen, &found_again, &mut found)?;
+    adopt_unbound(sink, state, job, &listing, compared.unbound, &mut found)?;
+    let extra = duplicates(job, &listing, &compared.names, &mut found)?;
+    if write {
+        // The pass adopts what is left as it meets files new to the state
+        // file, and the sink need not list again before its first create.
+        listing.keep_unclaimed()?;
+        state.mark_listed(&job.name)?;
+    }
+    drop(listing);
+    let Found {
+        mut report,
+        repairs,
+    } = found;
+    for f in &report.findings {
+        tracing::warn!(key = %f.key, drift = f.drift.as_str(), "audit: {}", f.detail);
+    }
+    if !write {
+        return Ok(Some(report));
+    }
+    apply(state, &job.name, repairs)?;
+    if !extra.is_empty() {
+        sink.retire(&extra, job.delete_policy)
+            .await
+            .map_err(AuditError::Sink)?;
+        report.retired = extra.len();
+    }
+    Ok(Some(report))
+}
 
-    let mut repairs = Repairs::default();
-    // (key, present, id) of tracked records the listing did not show.
-    let mut unseen: Vec<(String, bool, String)> = Vec::new();
-    // Tracked names under which another record is listed (the only ones
-    // that can hold a duplicate), and present items without a record.
-    let mut names: Vec<(String, String)> = Vec::new();
-    let mut unbound: Vec<String> = Vec::new();
+/// What the audit found so far, and what it will change.
+struct Found {
+    report: AuditReport,
+    repairs: Repairs,
+}
+
+impl Found {
+    fn finding(&mut self, key: &str, drift: Drift, detail: String, remains: bool) {
+        self.report.findings.push(Finding {
+            key: key.to_owned(),
+            drift,
+            detail,
+            remains,
+        });
+    }
+}
+
+/// What the walk over the tracked items leaves for the later steps.
+#[derive(Default)]
+struct Compared {
+    /// (key, present, id) of tracked records the listing did not show.
+    unseen: Vec<(String, bool, String)>,
+    /// Tracked names under which another record is listed (the only ones
+    /// that can hold a duplicate).
+    names: Vec<(String, String)>,
+    /// Present items without a record.
+    unbound: Vec<String>,
+}
+
+/// Every tracked item against the record its id names.
+fn compare_tracked(
+    sink: &dyn Sink,
+    job: &JobConfig,
+    listing: &Listing<'_>,
+    found: &mut Found,
+) -> Result<Compared, StateError> {
+    let shared = listing.shared_names()?;
     let content = job.sink.capabilities().content;
+    let mut out = Compared::default();
     listing.each_tracked(&job.name, |item, listed| {
-        let Some(id) = item.doc_id else {
+        let Some(id) = item.doc_id.clone() else {
             if item.present {
-                unbound.push(item.key);
+                out.unbound.push(item.key);
             }
             return Ok(());
         };
@@ -153,69 +218,68 @@ pub async fn audit(
             _ => listing.by_name(&name)?.iter().any(|l| l.id != id),
         };
         if others {
-            names.push((item.key.clone(), name.clone()));
+            out.names.push((item.key.clone(), name.clone()));
         }
-        let Some(l) = listed else {
-            unseen.push((item.key, item.present, id));
-            return Ok(());
-        };
-        if let Some(standing) = l.standing.filter(|s| *s != item.status) {
-            report.findings.push(Finding {
-                key: item.key.clone(),
-                drift: Drift::Status,
-                detail: format!(
-                    "{} upstream, recorded {}",
-                    status_word(standing),
-                    status_word(item.status)
-                ),
-                remains: false,
-            });
-            repairs.status.push((item.key.clone(), standing));
-        }
-        let errored = l.state.as_deref() == Some("error");
-        // A retired record's name matters to no one; an errored one takes
-        // no upload (it is replaced when the file changes).
-        if l.name != name && item.present && !errored {
-            let resend = content;
-            report.findings.push(Finding {
-                key: item.key.clone(),
-                drift: Drift::Renamed,
-                detail: format!(
-                    "named {:?} upstream, {name:?} expected; {}",
-                    l.name,
-                    if resend {
-                        "its file is uploaded again, which restores the name"
-                    } else {
-                        "left as it is (this target takes no content to rename it by)"
-                    }
-                ),
-                remains: !resend,
-            });
-            if resend {
-                repairs.resend.push(item.key.clone());
-            }
-        }
-        if errored {
-            let reason = l
-                .error
-                .unwrap_or_else(|| "the upstream gave no reason".into());
-            report.findings.push(Finding {
-                key: item.key.clone(),
-                drift: Drift::Errored,
-                detail: format!(
-                    "its processing failed upstream: {reason}; it is replaced when the file changes"
-                ),
-                remains: item.present,
-            });
-            if item.present {
-                repairs.errored.push((item.key, reason));
-            }
+        match listed {
+            Some(l) => compare_record(&item, l, &name, content, found),
+            None => out.unseen.push((item.key, item.present, id)),
         }
         Ok(())
     })?;
+    Ok(out)
+}
 
-    // Not in the listing: look again before taking it for gone.
-    let found_again = confirm_missing(sink, &unseen).await?;
+/// One tracked item against its listed record: status, name, processing.
+fn compare_record(item: &Tracked, l: Listed, name: &str, content: bool, found: &mut Found) {
+    let key = item.key.as_str();
+    if let Some(standing) = l.standing.filter(|s| *s != item.status) {
+        let detail = format!(
+            "{} upstream, recorded {}",
+            status_word(standing),
+            status_word(item.status)
+        );
+        found.finding(key, Drift::Status, detail, false);
+        found.repairs.status.push((key.to_owned(), standing));
+    }
+    let errored = l.state.as_deref() == Some("error");
+    // A retired record's name matters to no one; an errored one takes no
+    // upload (it is replaced when the file changes).
+    if l.name != name && item.present && !errored {
+        let detail = format!(
+            "named {:?} upstream, {name:?} expected; {}",
+            l.name,
+            if content {
+                "its file is uploaded again, which restores the name"
+            } else {
+                "left as it is (this target takes no content to rename it by)"
+            }
+        );
+        found.finding(key, Drift::Renamed, detail, !content);
+        if content {
+            found.repairs.resend.push(key.to_owned());
+        }
+    }
+    if errored {
+        let reason = l
+            .error
+            .unwrap_or_else(|| "the upstream gave no reason".into());
+        let detail = format!(
+            "its processing failed upstream: {reason}; it is replaced when the file changes"
+        );
+        found.finding(key, Drift::Errored, detail, item.present);
+        if item.present {
+            found.repairs.errored.push((key.to_owned(), reason));
+        }
+    }
+}
+
+/// Tracked records the listing did not show, after a second look.
+fn settle_unseen(
+    listing: &Listing<'_>,
+    unseen: Vec<(String, bool, String)>,
+    found_again: &HashMap<String, Listed>,
+    found: &mut Found,
+) -> Result<(), StateError> {
     for (key, present, id) in unseen {
         match found_again.get(&key) {
             // The listing missed it: there after all.
@@ -223,29 +287,36 @@ pub async fn audit(
             Some(l) => {
                 // Found under another id: that record is the item's now.
                 listing.claim(&l.id)?;
-                repairs.adopt.push((key, l.clone()));
+                found.repairs.adopt.push((key, l.clone()));
+            }
+            None if present => {
+                found.finding(
+                    &key,
+                    Drift::Missing,
+                    "gone upstream; uploaded again".into(),
+                    false,
+                );
+                found.repairs.clear.push(key);
             }
             None => {
-                report.findings.push(Finding {
-                    key: key.clone(),
-                    drift: Drift::Missing,
-                    detail: if present {
-                        "gone upstream; uploaded again".into()
-                    } else {
-                        "gone upstream; nothing left to retire".into()
-                    },
-                    remains: false,
-                });
-                if present {
-                    repairs.clear.push(key);
-                } else {
-                    repairs.forget.push(key);
-                }
+                let detail = "gone upstream; nothing left to retire".into();
+                found.finding(&key, Drift::Missing, detail, false);
+                found.repairs.forget.push(key);
             }
         }
     }
+    Ok(())
+}
 
-    // Present items without a record, whose name is held upstream.
+/// Present items without a record, whose name is held upstream: adopted.
+fn adopt_unbound(
+    sink: &dyn Sink,
+    state: &State,
+    job: &JobConfig,
+    listing: &Listing<'_>,
+    unbound: Vec<String>,
+    found: &mut Found,
+) -> Result<(), StateError> {
     for key in unbound {
         let name = sink.record_name(&key);
         let mut free = None;
@@ -263,74 +334,54 @@ pub async fn audit(
             Some("error") => None,
             _ => state.sent_content(&job.name, &key)?,
         };
-        report.findings.push(Finding {
-            key: key.clone(),
-            drift: Drift::Untracked,
-            detail: match sent {
-                Some(_) => format!(
-                    "record {} has its name: the create sent before an interruption; adopted with the content it sent",
-                    l.id
-                ),
-                None => format!("record {} has its name; adopted", l.id),
-            },
-            remains: false,
-        });
+        let detail = match sent {
+            Some(_) => format!(
+                "record {} has its name: the create sent before an interruption; adopted with the content it sent",
+                l.id
+            ),
+            None => format!("record {} has its name; adopted", l.id),
+        };
+        found.finding(&key, Drift::Untracked, detail, false);
         match sent {
-            Some(hash) => repairs.adopt_sent.push((key, l, hash)),
-            None => repairs.adopt.push((key, l)),
+            Some(hash) => found.repairs.adopt_sent.push((key, l, hash)),
+            None => found.repairs.adopt.push((key, l)),
         }
     }
+    Ok(())
+}
 
-    // More records under a tracked name than the tracked one.
+/// More records under a tracked name than the tracked one: the ids to
+/// retire per the delete policy (the others are only reported).
+fn duplicates(
+    job: &JobConfig,
+    listing: &Listing<'_>,
+    names: &[(String, String)],
+    found: &mut Found,
+) -> Result<Vec<String>, StateError> {
+    let retire = job.duplicates == Duplicates::Retire && job.delete_policy != DeletePolicy::Keep;
     let mut extra: Vec<String> = Vec::new();
-    for (key, name) in &names {
+    for (key, name) in names {
         for l in listing.by_name(name)? {
             // Claimed here unless another item owns it already.
             if already_retired(job.delete_policy, l.standing) || !listing.claim(&l.id)? {
                 continue;
             }
-            let retire =
-                job.duplicates == Duplicates::Retire && job.delete_policy != DeletePolicy::Keep;
-            report.findings.push(Finding {
-                key: key.clone(),
-                drift: Drift::Duplicate,
-                detail: format!(
-                    "record {} has the same name; {}",
-                    l.id,
-                    if retire {
-                        "retired per delete_policy"
-                    } else {
-                        "left as it is (duplicates = \"report\", or delete_policy = \"keep\")"
-                    }
-                ),
-                remains: !retire,
-            });
+            let detail = format!(
+                "record {} has the same name; {}",
+                l.id,
+                if retire {
+                    "retired per delete_policy"
+                } else {
+                    "left as it is (duplicates = \"report\", or delete_policy = \"keep\")"
+                }
+            );
+            found.finding(key, Drift::Duplicate, detail, !retire);
             if retire {
                 extra.push(l.id);
             }
         }
     }
-    if write {
-        // The pass adopts what is left as it meets files new to the state
-        // file, and the sink need not list again before its first create.
-        listing.keep_unclaimed()?;
-        state.mark_listed(&job.name)?;
-    }
-    drop(listing);
-    for f in &report.findings {
-        tracing::warn!(key = %f.key, drift = f.drift.as_str(), "audit: {}", f.detail);
-    }
-    if !write {
-        return Ok(Some(report));
-    }
-    apply(state, &job.name, repairs)?;
-    if !extra.is_empty() {
-        sink.retire(&extra, job.delete_policy)
-            .await
-            .map_err(AuditError::Sink)?;
-        report.retired = extra.len();
-    }
-    Ok(Some(report))
+    Ok(extra)
 }
 
 /// After the pass: an errored record the pass replaced (its file had

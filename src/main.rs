@@ -37,166 +37,191 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// One match dispatches the commands; without one, the service runs, or
+/// one pass with `--reconcile` / `--dry-run`.
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
-    // Generated from the CLI definition itself; no config is read.
-    if let Some(Command::Completions { shell }) = &cli.command {
-        let mut cmd = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(*shell, &mut cmd, "kbsync", &mut stdout);
-        return Ok(ExitCode::SUCCESS);
+    match &cli.command {
+        // Generated from the CLI definition itself; no config is read.
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "kbsync", &mut stdout);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Man) => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut stdout)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Status { json }) => show_status(&cli, *json, &mut stdout),
+        Some(Command::Retry {
+            items,
+            allow_deletes,
+        }) => retry(&cli, items, *allow_deletes, &mut stdout),
+        Some(Command::Forget) => forget(&cli, &mut stdout),
+        Some(Command::Check { json }) => check(&cli, *json, &mut stdout),
+        None if cli.reconcile || cli.dry_run => one_pass(&cli, &mut stdout),
+        None => {
+            drop(stdout);
+            serve(&cli)
+        }
     }
-    if let Some(Command::Man) = &cli.command {
-        let cmd = <Cli as clap::CommandFactory>::command();
-        clap_mangen::Man::new(cmd).render(&mut stdout)?;
-        return Ok(ExitCode::SUCCESS);
-    }
+}
 
-    if let Some(Command::Status { json }) = &cli.command {
-        let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MayBeMissing)?;
-        let Some(summaries) = status::read(&config, &cli.jobs)? else {
-            writeln!(
-                stdout,
-                "no state file at {} yet: kbsync has not run with this configuration",
-                config.state_path.display()
-            )?;
-            for (job, problem) in status::unmounted(&config) {
-                writeln!(stdout, "{job}: {problem}")?;
-            }
-            return Ok(ExitCode::SUCCESS);
-        };
-        if *json {
-            writeln!(stdout, "{}", serde_json::to_string_pretty(&summaries)?)?;
-        } else {
-            status::print(&mut stdout, &summaries)?;
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-
-    if let Some(Command::Retry {
-        items,
-        allow_deletes,
-    }) = &cli.command
-    {
-        let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MayBeMissing)?;
-        if !config.state_path.exists() {
-            writeln!(
-                stdout,
-                "nothing to retry: kbsync has not run with this configuration"
-            )?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        // With the lock, the file is opened (and upgraded) as by a pass.
-        // Held by the running service, it is written as it stands: the
-        // service picks the steps up; its schema is never changed under it.
-        let (_lock, state) = match StateLock::acquire(&config.state_path) {
-            Ok(lock) => (Some(lock), State::open(&config.state_path)?),
-            Err(StateError::Busy { .. }) => (None, State::open_held(&config.state_path)?),
-            Err(e) => return Err(e.into()),
-        };
-        let mut n = 0;
-        for job in &config.jobs {
-            n += state.retry_now(Some(&job.name), items)?;
-        }
-        if *allow_deletes {
-            state.allow_deletes(&config.job_names())?;
-            writeln!(
-                stdout,
-                "the next full pass of each job may retire beyond max_delete: the running service starts one within {} s, or run `kbsync --reconcile`",
-                daemon::OUTBOX_CHECK.as_secs()
-            )?;
-        }
+/// `kbsync status`: read-only, also while the service runs.
+fn show_status(cli: &Cli, json: bool, stdout: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MayBeMissing)?;
+    let Some(summaries) = status::read(&config, &cli.jobs)? else {
         writeln!(
             stdout,
-            "{n} step(s) will be tried again: by the running service within {} s, or by the next `kbsync --reconcile`",
-            daemon::OUTBOX_CHECK.as_secs()
+            "no state file at {} yet: kbsync has not run with this configuration",
+            config.state_path.display()
         )?;
         for (job, problem) in status::unmounted(&config) {
-            writeln!(stdout, "{job}: {problem}: its steps wait until it is back")?;
+            writeln!(stdout, "{job}: {problem}")?;
         }
         return Ok(ExitCode::SUCCESS);
+    };
+    if json {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&summaries)?)?;
+    } else {
+        status::print(stdout, &summaries)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
 
-    if let Some(Command::Forget) = &cli.command {
-        if cli.jobs.is_empty() {
-            anyhow::bail!("name the job to forget: kbsync forget --job NAME");
-        }
-        let config = daemon::load_config(&cli.config, &[], Roots::MayBeMissing)?;
-        if let Some(job) = cli
-            .jobs
-            .iter()
-            .find(|j| config.jobs.iter().any(|c| &c.name == *j))
-        {
-            anyhow::bail!(
-                "job {job:?} is still in {}; remove it from the configuration first",
-                cli.config.display()
-            );
-        }
-        if !config.state_path.exists() {
-            writeln!(stdout, "nothing to forget: there is no state file yet")?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        let _lock = StateLock::acquire(&config.state_path)?;
-        let state = State::open(&config.state_path)?;
-        let known = state.jobs()?;
-        if let Some(job) = cli.jobs.iter().find(|j| !known.contains(j)) {
-            anyhow::bail!(
-                "the state file holds no job {job:?} (it holds: {})",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            );
-        }
-        for job in &cli.jobs {
-            let items = state.forget_job(job)?;
-            writeln!(
-                stdout,
-                "forgot job {job:?}: {items} item(s) and their history; its upstream records were left as they are"
-            )?;
-        }
+/// `kbsync retry`: parked and waiting steps are due now.
+fn retry(
+    cli: &Cli,
+    items: &[String],
+    allow_deletes: bool,
+    stdout: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
+    let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MayBeMissing)?;
+    if !config.state_path.exists() {
+        writeln!(
+            stdout,
+            "nothing to retry: kbsync has not run with this configuration"
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
-
-    if let Some(Command::Check { json }) = &cli.command {
-        // A job whose root is missing is still audited (upstream against
-        // the state file); its report says the source was not looked at,
-        // which is a difference: the exit code is not 0.
-        let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MayBeMissing)?;
-        let opts = RunOptions {
-            dry_run: true,
-            audit: true,
-            ..RunOptions::default()
-        };
-        let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
-        let clean = if *json {
-            writeln!(
-                stdout,
-                "{}",
-                serde_json::to_string_pretty(&report::check_json(&reports))?
-            )?;
-            reports.iter().all(report::in_step)
-        } else {
-            report::print_check(&mut stdout, &reports)?
-        };
-        return Ok(if clean {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(EXIT_NOT_CONVERGED)
-        });
+    // With the lock, the file is opened (and upgraded) as by a pass.
+    // Held by the running service, it is written as it stands: the
+    // service picks the steps up; its schema is never changed under it.
+    let (_lock, state) = match StateLock::acquire(&config.state_path) {
+        Ok(lock) => (Some(lock), State::open(&config.state_path)?),
+        Err(StateError::Busy { .. }) => (None, State::open_held(&config.state_path)?),
+        Err(e) => return Err(e.into()),
+    };
+    let mut n = 0;
+    for job in &config.jobs {
+        n += state.retry_now(Some(&job.name), items)?;
     }
+    if allow_deletes {
+        state.allow_deletes(&config.job_names())?;
+        writeln!(
+            stdout,
+            "the next full pass of each job may retire beyond max_delete: the running service starts one within {} s, or run `kbsync --reconcile`",
+            daemon::OUTBOX_CHECK.as_secs()
+        )?;
+    }
+    writeln!(
+        stdout,
+        "{n} step(s) will be tried again: by the running service within {} s, or by the next `kbsync --reconcile`",
+        daemon::OUTBOX_CHECK.as_secs()
+    )?;
+    for (job, problem) in status::unmounted(&config) {
+        writeln!(stdout, "{job}: {problem}: its steps wait until it is back")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
-    if !cli.reconcile && !cli.dry_run {
-        drop(stdout);
-        let rt = runtime()?;
-        let ran = rt.block_on(daemon::run(&cli.config, &cli.jobs));
-        // A blocking task still running (a read that was told to stop, a
-        // slow disk) must not hold the exit past the shutdown timeout.
-        rt.shutdown_timeout(std::time::Duration::from_millis(250));
-        ran?;
+/// `kbsync forget --job NAME`: a job removed from the config leaves the
+/// state file; its upstream records stay.
+fn forget(cli: &Cli, stdout: &mut impl Write) -> anyhow::Result<ExitCode> {
+    if cli.jobs.is_empty() {
+        anyhow::bail!("name the job to forget: kbsync forget --job NAME");
+    }
+    let config = daemon::load_config(&cli.config, &[], Roots::MayBeMissing)?;
+    if let Some(job) = cli
+        .jobs
+        .iter()
+        .find(|j| config.jobs.iter().any(|c| &c.name == *j))
+    {
+        anyhow::bail!(
+            "job {job:?} is still in {}; remove it from the configuration first",
+            cli.config.display()
+        );
+    }
+    if !config.state_path.exists() {
+        writeln!(stdout, "nothing to forget: there is no state file yet")?;
         return Ok(ExitCode::SUCCESS);
     }
+    let _lock = StateLock::acquire(&config.state_path)?;
+    let state = State::open(&config.state_path)?;
+    let known = state.jobs()?;
+    if let Some(job) = cli.jobs.iter().find(|j| !known.contains(j)) {
+        anyhow::bail!(
+            "the state file holds no job {job:?} (it holds: {})",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+    }
+    for job in &cli.jobs {
+        let items = state.forget_job(job)?;
+        writeln!(
+            stdout,
+            "forgot job {job:?}: {items} item(s) and their history; its upstream records were left as they are"
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
+/// `kbsync check`: the dry run with the audit. A job whose root is missing
+/// is still audited (upstream against the state file); its report says the
+/// source was not looked at, which is a difference: the exit code is not 0.
+fn check(cli: &Cli, json: bool, stdout: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MayBeMissing)?;
+    let opts = RunOptions {
+        dry_run: true,
+        audit: true,
+        ..RunOptions::default()
+    };
+    let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
+    let clean = if json {
+        writeln!(
+            stdout,
+            "{}",
+            serde_json::to_string_pretty(&report::check_json(&reports))?
+        )?;
+        reports.iter().all(report::in_step)
+    } else {
+        report::print_check(stdout, &reports)?
+    };
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOT_CONVERGED)
+    })
+}
+
+/// The service: watches and polls until SIGTERM.
+fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let ran = rt.block_on(daemon::run(&cli.config, &cli.jobs));
+    // A blocking task still running (a read that was told to stop, a
+    // slow disk) must not hold the exit past the shutdown timeout.
+    rt.shutdown_timeout(std::time::Duration::from_millis(250));
+    ran?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--reconcile` (one pass, with the audit unless `--no-audit`) or
+/// `--dry-run` (the plan from the state file alone).
+fn one_pass(cli: &Cli, stdout: &mut impl Write) -> anyhow::Result<ExitCode> {
     let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MustExist)?;
     let opts = RunOptions {
         dry_run: cli.dry_run,
@@ -220,31 +245,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         reports
     })?;
-
     if cli.dry_run {
-        if cli.json {
-            writeln!(
-                stdout,
-                "{}",
-                serde_json::to_string_pretty(&report::plan_json(&reports))?
-            )?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        report::print_plan(&mut stdout, &reports, &config)?;
-        for r in &reports {
-            if let Some(e) = &r.error {
-                writeln!(stdout, "error {}: {e}", r.job)?;
-            }
-            if let Some(refusal) = &r.refused {
-                writeln!(stdout, "guard {}: {refusal}", r.job)?;
-            }
-            for s in &r.skipped {
-                writeln!(stdout, "skipped {}: {}", s.path, s.reason)?;
-            }
-        }
+        print_dry_run(cli, &config, &reports, stdout)?;
         return Ok(ExitCode::SUCCESS);
     }
-    report::print_summary(&mut stdout, &reports)?;
+    report::print_summary(stdout, &reports)?;
     // A target or key the upstream refused: the config must change first.
     Ok(if reports.iter().any(|r| r.config_error) {
         ExitCode::from(EXIT_ERROR)
@@ -253,4 +258,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_NOT_CONVERGED)
     })
+}
+
+/// What a dry run would do, as text or JSON.
+fn print_dry_run(
+    cli: &Cli,
+    config: &kbsync::config::Config,
+    reports: &[reconcile::JobReport],
+    stdout: &mut impl Write,
+) -> anyhow::Result<()> {
+    if cli.json {
+        writeln!(
+            stdout,
+            "{}",
+            serde_json::to_string_pretty(&report::plan_json(reports))?
+        )?;
+        return Ok(());
+    }
+    report::print_plan(stdout, reports, config)?;
+    for r in reports {
+        if let Some(e) = &r.error {
+            writeln!(stdout, "error {}: {e}", r.job)?;
+        }
+        if let Some(refusal) = &r.refused {
+            writeln!(stdout, "guard {}: {refusal}", r.job)?;
+        }
+        for s in &r.skipped {
+            writeln!(stdout, "skipped {}: {}", s.path, s.reason)?;
+        }
+    }
+    Ok(())
 }
