@@ -46,6 +46,53 @@ struct Upload<'p> {
     doc_id: Option<&'p str>,
 }
 
+/// One upload's key and operation, for what it ends with.
+struct Attempt<'k> {
+    key: &'k str,
+    op: &'static str,
+}
+
+impl Attempt<'_> {
+    fn failure(&self, error: SinkError) -> Failure {
+        Failure {
+            key: self.key.to_owned(),
+            op: self.op,
+            error,
+        }
+    }
+
+    fn failed(&self, error: SinkError) -> Uploaded {
+        Uploaded::Failed(self.failure(error))
+    }
+
+    /// Refused before anything was sent (unreadable, too large).
+    fn not_sent(&self, error: SinkError) -> Uploaded {
+        Uploaded::NotSent {
+            key: self.key.to_owned(),
+            failure: Some(self.failure(error)),
+        }
+    }
+
+    /// A document adopted as the key's, whose content could not be sent.
+    fn adopted_only(&self, doc_id: &str, name: &str, error: SinkError) -> Uploaded {
+        Uploaded::AdoptedOnly {
+            doc_id: doc_id.to_owned(),
+            name: name.to_owned(),
+            failure: self.failure(error),
+        }
+    }
+}
+
+/// What becomes of a document found under a new file's name.
+enum Taken {
+    /// Removed (its indexing failed): the file is created anew.
+    Replace,
+    /// Adopted: its content is updated.
+    Update(String),
+    /// The upload ends here (adopted as it is, or failed).
+    Ended(Uploaded),
+}
+
 enum Uploaded {
     Done {
         key: String,
@@ -272,29 +319,8 @@ impl<'a> Pusher<'a> {
             *out.status.entry(action.as_str()).or_default() += keys.len();
             for (i, e) in r.failed {
                 let (key, doc) = items[i];
-                // A disable of a document whose indexing failed is refused
-                // for good ("not completed"); it mirrors nothing anyway, so
-                // retiring it means deleting it.
-                let errored = e.code == "indexing_error"
-                    || (not_ready(&e) == Some(NotReady::NotCompleted)
-                        && self.errored(key, doc).await);
-                if action == StatusAction::Disable
-                    && errored
-                    && self.remove_errored(doc).await.is_ok()
-                {
-                    self.state.forget(&self.job.name, key)?;
-                    out.deleted += 1;
-                    continue;
-                }
-                blocked.insert(key.to_owned());
-                let e = match not_ready(&e) {
-                    Some(NotReady::BeingIndexed) => {
-                        let changed = self.state.status_changed_at(&self.job.name, key)?;
-                        indexing::locked(e, changed)
-                    }
-                    _ => e,
-                };
-                self.fail(out, key, action.as_str(), e)?;
+                self.status_failed(action, key, doc, e, out, blocked)
+                    .await?;
             }
             if r.fatal.is_some() {
                 out.fatal = r.fatal;
@@ -302,6 +328,37 @@ impl<'a> Pusher<'a> {
             }
         }
         Ok(false)
+    }
+
+    /// A status change Dify refused for `key` (document `doc`).
+    async fn status_failed(
+        &self,
+        action: StatusAction,
+        key: &str,
+        doc: &str,
+        e: SinkError,
+        out: &mut Outcome,
+        blocked: &mut HashSet<String>,
+    ) -> Result<(), PushError> {
+        // A disable of a document whose indexing failed is refused for
+        // good ("not completed"); it mirrors nothing anyway, so retiring it
+        // means deleting it.
+        let errored = e.code == "indexing_error"
+            || (not_ready(&e) == Some(NotReady::NotCompleted) && self.errored(key, doc).await);
+        if action == StatusAction::Disable && errored && self.remove_errored(doc).await.is_ok() {
+            self.state.forget(&self.job.name, key)?;
+            out.deleted += 1;
+            return Ok(());
+        }
+        blocked.insert(key.to_owned());
+        let e = match not_ready(&e) {
+            Some(NotReady::BeingIndexed) => {
+                let changed = self.state.status_changed_at(&self.job.name, key)?;
+                indexing::locked(e, changed)
+            }
+            _ => e,
+        };
+        self.fail(out, key, action.as_str(), e)
     }
 
     /// Upload batches Dify may still be indexing, per key.
@@ -332,51 +389,17 @@ impl<'a> Pusher<'a> {
         // Later, only creates that may have been applied without an answer
         // need a look: one by one, or by one listing when there are many.
         let creates: Vec<&Upload> = uploads.iter().filter(|u| u.doc_id.is_none()).collect();
-        let unconfirmed = creates
-            .iter()
-            .filter(|u| self.suspects.contains(u.key))
-            .count();
-        let list_all = !creates.is_empty()
-            && (!self.state.listed(&self.job.name)? || unconfirmed > LOOKUP_LIMIT);
-        let existing: Option<HashMap<String, RemoteDoc>> = if list_all {
-            match self.client.list_documents().await {
-                Ok(docs) => {
-                    self.state.mark_listed(&self.job.name)?;
-                    Some(docs.into_iter().map(|d| (d.name.clone(), d)).collect())
-                }
-                Err(e) => {
-                    if e.class == ErrorClass::Fatal {
-                        out.fatal = Some(e);
-                        return Ok(());
-                    }
-                    // Creating blind could duplicate documents: hold the
-                    // creates back until the listing works.
-                    for u in &creates {
-                        blocked.insert(u.key.to_owned());
-                        self.fail(out, u.key, "create", e.clone())?;
-                    }
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let existing = self.existing(&creates, out, blocked).await?;
+        if out.fatal.is_some() {
+            return Ok(());
+        }
 
         let ready: Vec<&Upload> = uploads
             .iter()
             .filter(|u| !blocked.contains(u.key))
             .collect();
-        // What each unconfirmed create sent: a document found under its
-        // name holds those bytes. Read before this
-        // pass marks its own sends.
-        let mut sent: HashMap<&str, String> = HashMap::new();
-        for u in &creates {
-            if self.suspects.contains(u.key) {
-                if let Some(hash) = self.state.sent_content(&self.job.name, u.key)? {
-                    sent.insert(u.key, hash);
-                }
-            }
-        }
+        // Read before this pass marks its own sends.
+        let sent = self.sent_before(&creates)?;
         let blind: Vec<&str> = ready
             .iter()
             .filter(|u| {
@@ -416,70 +439,8 @@ impl<'a> Pusher<'a> {
                 },
             };
             crate::progress::UPLOADING.one_done();
-            match result {
-                Uploaded::Done {
-                    key,
-                    doc,
-                    name,
-                    hash,
-                    batch,
-                    adopted,
-                    created,
-                } => {
-                    self.state.record_content(
-                        &self.job.name,
-                        &key,
-                        &doc.id,
-                        &name,
-                        &hash,
-                        batch.as_deref(),
-                    )?;
-                    if adopted {
-                        out.adopted += 1;
-                    } else if created {
-                        out.created += 1;
-                    } else {
-                        out.updated += 1;
-                    }
-                    meta.uploaded(&key, &doc.id);
-                }
-                Uploaded::NotSent { key, failure } => {
-                    // Marked started with the phase; a create never sent
-                    // must not send the next pass looking for it.
-                    if !self.suspects.contains(&key) {
-                        self.state
-                            .step_not_sent(&self.job.name, &key, StepKind::Content)?;
-                    }
-                    if let Some(Failure { key, op, error }) = failure {
-                        meta.dropped(&key);
-                        blocked.insert(key.clone());
-                        self.fail(out, &key, op, error)?;
-                    }
-                }
-                Uploaded::AdoptedOnly {
-                    doc_id,
-                    name,
-                    failure,
-                } => {
-                    self.state
-                        .record_doc_id(&self.job.name, &failure.key, &doc_id, &name)?;
-                    meta.dropped(&failure.key);
-                    blocked.insert(failure.key.clone());
-                    let Failure { key, op, error } = failure;
-                    self.fail(out, &key, op, error)?;
-                }
-                Uploaded::Failed(f) => {
-                    if f.error.class == ErrorClass::Fatal {
-                        out.fatal = Some(f.error.clone());
-                    }
-                    meta.dropped(&f.key);
-                    blocked.insert(f.key.clone());
-                    let Failure { key, op, error } = f;
-                    self.fail(out, &key, op, error)?;
-                    if out.fatal.is_some() {
-                        break;
-                    }
-                }
+            if self.uploaded(result, meta, out, blocked)? {
+                break;
             }
         }
         // A batch still in flight is waited for, so what it applied is
@@ -489,6 +450,138 @@ impl<'a> Pusher<'a> {
             self.settle_metadata(&ops, r, out)?;
         }
         Ok(())
+    }
+
+    /// Records one upload's result; true when the uploads must stop (a
+    /// fatal answer).
+    fn uploaded(
+        &self,
+        result: Uploaded,
+        meta: &mut MetaQueue<'_>,
+        out: &mut Outcome,
+        blocked: &mut HashSet<String>,
+    ) -> Result<bool, PushError> {
+        match result {
+            Uploaded::Done {
+                key,
+                doc,
+                name,
+                hash,
+                batch,
+                adopted,
+                created,
+            } => {
+                self.state.record_content(
+                    &self.job.name,
+                    &key,
+                    &doc.id,
+                    &name,
+                    &hash,
+                    batch.as_deref(),
+                )?;
+                if adopted {
+                    out.adopted += 1;
+                } else if created {
+                    out.created += 1;
+                } else {
+                    out.updated += 1;
+                }
+                meta.uploaded(&key, &doc.id);
+            }
+            Uploaded::NotSent { key, failure } => {
+                // Marked started with the phase; a create never sent
+                // must not send the next pass looking for it.
+                if !self.suspects.contains(&key) {
+                    self.state
+                        .step_not_sent(&self.job.name, &key, StepKind::Content)?;
+                }
+                if let Some(Failure { key, op, error }) = failure {
+                    meta.dropped(&key);
+                    blocked.insert(key.clone());
+                    self.fail(out, &key, op, error)?;
+                }
+            }
+            Uploaded::AdoptedOnly {
+                doc_id,
+                name,
+                failure,
+            } => {
+                self.state
+                    .record_doc_id(&self.job.name, &failure.key, &doc_id, &name)?;
+                meta.dropped(&failure.key);
+                blocked.insert(failure.key.clone());
+                let Failure { key, op, error } = failure;
+                self.fail(out, &key, op, error)?;
+            }
+            Uploaded::Failed(f) => {
+                if f.error.class == ErrorClass::Fatal {
+                    out.fatal = Some(f.error.clone());
+                }
+                meta.dropped(&f.key);
+                blocked.insert(f.key.clone());
+                let Failure { key, op, error } = f;
+                self.fail(out, &key, op, error)?;
+                return Ok(out.fatal.is_some());
+            }
+        }
+        Ok(false)
+    }
+
+    /// The dataset's documents by name, when creates need them: the first
+    /// time a job creates documents (so documents from a lost state file,
+    /// or made by hand with the same names, are adopted rather than
+    /// duplicated), or when more creates may have been applied without an
+    /// answer than are looked up one by one. A listing that fails holds
+    /// the creates back (creating blind could duplicate documents).
+    async fn existing(
+        &self,
+        creates: &[&Upload<'_>],
+        out: &mut Outcome,
+        blocked: &mut HashSet<String>,
+    ) -> Result<Option<HashMap<String, RemoteDoc>>, PushError> {
+        let unconfirmed = creates
+            .iter()
+            .filter(|u| self.suspects.contains(u.key))
+            .count();
+        let list_all = !creates.is_empty()
+            && (!self.state.listed(&self.job.name)? || unconfirmed > LOOKUP_LIMIT);
+        if !list_all {
+            return Ok(None);
+        }
+        match self.client.list_documents().await {
+            Ok(docs) => {
+                self.state.mark_listed(&self.job.name)?;
+                Ok(Some(
+                    docs.into_iter().map(|d| (d.name.clone(), d)).collect(),
+                ))
+            }
+            Err(e) if e.class == ErrorClass::Fatal => {
+                out.fatal = Some(e);
+                Ok(None)
+            }
+            Err(e) => {
+                for u in creates {
+                    blocked.insert(u.key.to_owned());
+                    self.fail(out, u.key, "create", e.clone())?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// What each unconfirmed create sent: a document found under its name
+    /// holds those bytes.
+    fn sent_before<'u>(
+        &self,
+        creates: &[&Upload<'u>],
+    ) -> Result<HashMap<&'u str, String>, PushError> {
+        let mut sent = HashMap::new();
+        for u in creates.iter().filter(|u| self.suspects.contains(u.key)) {
+            if let Some(hash) = self.state.sent_content(&self.job.name, u.key)? {
+                sent.insert(u.key, hash);
+            }
+        }
+        Ok(sent)
     }
 
     /// `sent`: the content hash of this key's unconfirmed create, if any.
@@ -504,153 +597,47 @@ impl<'a> Pusher<'a> {
                 failure: None,
             };
         }
-        let op = if u.doc_id.is_some() {
-            "update"
-        } else {
-            "create"
+        let at = Attempt {
+            key: u.key,
+            op: if u.doc_id.is_some() {
+                "update"
+            } else {
+                "create"
+            },
         };
-        let failed = |error: SinkError| {
-            Uploaded::Failed(Failure {
-                key: u.key.to_owned(),
-                op,
-                error,
-            })
-        };
-        let not_sent = |error: SinkError| Uploaded::NotSent {
-            key: u.key.to_owned(),
-            failure: Some(Failure {
-                key: u.key.to_owned(),
-                op,
-                error,
-            }),
-        };
-        let bytes = match self.content.read(u.key).await {
+        let bytes = match self.read_for_upload(u.key).await {
             Ok(b) => b,
-            Err(e) => return not_sent(e),
+            Err(e) => return at.not_sent(e),
         };
-        if bytes.len() as u64 > self.job.max_file_size() {
-            return not_sent(SinkError::local(
-                ErrorClass::Permanent,
-                "too_large",
-                format!("{} bytes is over max_file_size", bytes.len()),
-            ));
-        }
         // What is recorded as pushed is what was sent, even if the file
         // changed since the scan; the next scan then sees the difference.
         let hash = crate::source::folder::hash_bytes(&bytes);
         let name = self.dify.document_name(u.key);
-
         let found = match (u.doc_id, existing) {
             (Some(_), _) => None,
             (None, Some(all)) => all.get(&name).cloned(),
             (None, None) if self.suspects.contains(u.key) => {
                 match self.client.find_by_name(&name).await {
                     Ok(doc) => doc,
-                    Err(e) => return failed(e),
+                    Err(e) => return at.failed(e),
                 }
             }
             (None, None) => None,
         };
         let (doc_id, adopted) = match (u.doc_id, found) {
             (Some(id), _) => (Some(id.to_owned()), false),
-            // A document whose indexing failed cannot be updated: replaced.
-            (None, Some(doc)) if doc.indexing_status.as_deref() == Some("error") => {
-                if let Err(e) = self.remove_errored(&doc.id).await {
-                    return failed(e);
-                }
-                (None, false)
-            }
-            // The unconfirmed create's own document, holding these bytes
-            // (Dify would refuse them again while it is queued).
-            (None, Some(doc)) if sent == Some(hash.as_str()) => {
-                if let Err(e) = self.make_available(&doc).await {
-                    return failed(e);
-                }
-                tracing::info!(key = %u.key, document = %doc.id, "the create sent before an interruption was applied: adopted with its content");
-                return Uploaded::Done {
-                    key: u.key.to_owned(),
-                    doc,
-                    name,
-                    hash,
-                    batch: None,
-                    adopted: true,
-                    created: false,
-                };
-            }
-            (None, Some(doc)) => {
-                // Still indexing (created before a crash, say): Dify takes
-                // no update until it is done. Wait for it; past the wait,
-                // keep its id and come back.
-                let waited = match doc.indexing_status.as_deref().filter(|s| indexing::busy(s)) {
-                    Some(_) => {
-                        indexing::wait_document(
-                            self.client,
-                            &name,
-                            &doc.id,
-                            self.dify.indexing_wait,
-                        )
-                        .await
-                    }
-                    None => Ok(()),
-                };
-                if let Err(error) = waited {
-                    return Uploaded::AdoptedOnly {
-                        doc_id: doc.id.clone(),
-                        name,
-                        failure: Failure {
-                            key: u.key.to_owned(),
-                            op,
-                            error,
-                        },
-                    };
-                }
-                if let Err(e) = self.make_available(&doc).await {
-                    return failed(e);
-                }
-                (Some(doc.id.clone()), true)
-            }
             // Marked started with the whole phase, in `uploads`.
             (None, None) => (None, false),
-        };
-        let result = match &doc_id {
-            Some(id) => match self.update(u.key, id, &name, &bytes).await {
-                // Deleted upstream behind our back, or its indexing failed
-                // (it can take no update): create it anew.
-                Err(e) if gone(&e) || e.code == "indexing_error" => {
-                    if e.code == "indexing_error" {
-                        if let Err(e) = self.remove_errored(id).await {
-                            return failed(e);
-                        }
-                    }
-                    if let Err(e) = self.mark_started(u.key) {
-                        return failed(e);
-                    }
-                    self.client
-                        .create_by_file(&name, &bytes, &self.dify.create_data)
-                        .await
-                        .map(|r| (r, true))
-                }
-                // Adopted but not ready for the content: keep its id.
-                Err(e) if adopted => {
-                    return Uploaded::AdoptedOnly {
-                        doc_id: id.clone(),
-                        name,
-                        failure: Failure {
-                            key: u.key.to_owned(),
-                            op,
-                            error: e,
-                        },
-                    }
-                }
-                other => other.map(|r| (r, false)),
+            (None, Some(doc)) => match self.take_found(&at, doc, &name, &hash, sent).await {
+                Taken::Replace => (None, false),
+                Taken::Update(id) => (Some(id), true),
+                Taken::Ended(uploaded) => return uploaded,
             },
-            None => self
-                .client
-                .create_by_file(&name, &bytes, &self.dify.create_data)
-                .await
-                .map(|r| (r, true)),
         };
-        match result {
+        match self
+            .send(&at, doc_id.as_deref(), adopted, &name, &bytes)
+            .await
+        {
             Ok(((doc, batch), created)) => Uploaded::Done {
                 key: u.key.to_owned(),
                 doc,
@@ -660,8 +647,113 @@ impl<'a> Pusher<'a> {
                 adopted,
                 created,
             },
-            Err(e) => failed(e),
+            Err(ended) => ended,
         }
+    }
+
+    /// The file's bytes, if they may be sent.
+    async fn read_for_upload(&self, key: &str) -> Result<bytes::Bytes, SinkError> {
+        let bytes = self.content.read(key).await?;
+        if bytes.len() as u64 > self.job.max_file_size() {
+            return Err(SinkError::local(
+                ErrorClass::Permanent,
+                "too_large",
+                format!("{} bytes is over max_file_size", bytes.len()),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// A document found under the name of a file kbsync has no document
+    /// for: replaced when its indexing failed, taken as the create's
+    /// result when it holds what an unconfirmed create sent, else adopted
+    /// and updated once Dify is done indexing it.
+    async fn take_found(
+        &self,
+        at: &Attempt<'_>,
+        doc: RemoteDoc,
+        name: &str,
+        hash: &str,
+        sent: Option<&str>,
+    ) -> Taken {
+        // A document whose indexing failed cannot be updated: replaced.
+        if doc.indexing_status.as_deref() == Some("error") {
+            return match self.remove_errored(&doc.id).await {
+                Ok(()) => Taken::Replace,
+                Err(e) => Taken::Ended(at.failed(e)),
+            };
+        }
+        // The unconfirmed create's own document, holding these bytes
+        // (Dify would refuse them again while it is queued): no wait.
+        if sent == Some(hash) {
+            if let Err(e) = self.make_available(&doc).await {
+                return Taken::Ended(at.failed(e));
+            }
+            tracing::info!(key = %at.key, document = %doc.id, "the create sent before an interruption was applied: adopted with its content");
+            return Taken::Ended(Uploaded::Done {
+                key: at.key.to_owned(),
+                doc,
+                name: name.to_owned(),
+                hash: hash.to_owned(),
+                batch: None,
+                adopted: true,
+                created: false,
+            });
+        }
+        if let Err(e) = self.wait_if_indexing(&doc, name).await {
+            // Past the wait: keep its id and come back.
+            return Taken::Ended(at.adopted_only(&doc.id, name, e));
+        }
+        if let Err(e) = self.make_available(&doc).await {
+            return Taken::Ended(at.failed(e));
+        }
+        Taken::Update(doc.id)
+    }
+
+    /// Still indexing (created before a crash, say): Dify takes no update
+    /// until it is done, so wait for it (up to `indexing_wait_secs`).
+    async fn wait_if_indexing(&self, doc: &RemoteDoc, name: &str) -> Result<(), SinkError> {
+        if !doc.indexing_status.as_deref().is_some_and(indexing::busy) {
+            return Ok(());
+        }
+        indexing::wait_document(self.client, name, &doc.id, self.dify.indexing_wait).await
+    }
+
+    /// Sends the content: an update of `doc_id`, or a create. The document
+    /// and its upload batch, and whether it was created; `Err` is the
+    /// upload's result when it ended otherwise.
+    async fn send(
+        &self,
+        at: &Attempt<'_>,
+        doc_id: Option<&str>,
+        adopted: bool,
+        name: &str,
+        bytes: &bytes::Bytes,
+    ) -> Result<((RemoteDoc, Option<String>), bool), Uploaded> {
+        let create = || async {
+            self.client
+                .create_by_file(name, bytes, &self.dify.create_data)
+                .await
+                .map(|r| (r, true))
+        };
+        let result = match doc_id {
+            None => create().await,
+            Some(id) => match self.update(at.key, id, name, bytes).await {
+                // Deleted upstream behind our back, or its indexing failed
+                // (it can take no update): create it anew.
+                Err(e) if gone(&e) || e.code == "indexing_error" => {
+                    if e.code == "indexing_error" {
+                        self.remove_errored(id).await.map_err(|e| at.failed(e))?;
+                    }
+                    self.mark_started(at.key).map_err(|e| at.failed(e))?;
+                    create().await
+                }
+                // Adopted but not ready for the content: keep its id.
+                Err(e) if adopted => return Err(at.adopted_only(id, name, e)),
+                other => other.map(|r| (r, false)),
+            },
+        };
+        result.map_err(|e| at.failed(e))
     }
 
     /// Records that a create for `key` is about to be sent: until its
