@@ -5,8 +5,98 @@ use std::io::Write;
 
 use serde_json::json;
 
-use crate::plan::Op;
-use crate::reconcile::JobReport;
+use std::time::Duration;
+
+use crate::audit::AuditReport;
+use crate::guard::Refusal;
+use crate::outbox::Held;
+use crate::plan::{Op, Plan};
+use crate::sink::Outcome;
+use crate::source::Skipped;
+
+/// What one pass of one job did and found: the outcome the summary line,
+/// `check` and the exit code are made from.
+#[derive(Debug)]
+pub struct JobReport {
+    pub job: String,
+    pub scanned: usize,
+    pub hashed_files: usize,
+    /// Files found settled and unchanged: neither read nor planned.
+    pub unchanged: usize,
+    pub skipped: Vec<Skipped>,
+    /// What the pass planned: every step on a dry run; on a pass that
+    /// pushed, the first `KEPT_OPS` (what it did is in `outcome`).
+    pub plan: Plan,
+    /// Planned steps the outbox held back (failed before, see `Held`).
+    pub held: Vec<Held>,
+    pub outcome: Option<Outcome>,
+    pub requests: u64,
+    /// The scan: walk, triage, reading what changed, and (unless dry
+    /// running) recording the facts in the state file.
+    pub scan_elapsed: Duration,
+    pub elapsed: Duration,
+    /// A job-level error (credential, state, fatal upstream answer, a
+    /// source that looks unmounted).
+    pub error: Option<String>,
+    /// The delete guard kept this pass from retiring anything.
+    pub refused: Option<Refusal>,
+    /// What the upstream audit found (and repaired), when it ran.
+    pub audit: Option<AuditReport>,
+    /// The audit could not run: the mirror is not known to be exact.
+    pub audit_error: Option<String>,
+    /// `error` is the config's: the upstream refused the target or the
+    /// credential a setting names (`--reconcile` exits 2; the service does
+    /// not retry it until the config changes).
+    pub config_error: bool,
+    /// The source could not be looked at (`error` says why): nothing was
+    /// scanned, and nothing is known of how it compares.
+    pub unscanned: bool,
+}
+
+impl JobReport {
+    pub(crate) fn new(job: &str) -> JobReport {
+        JobReport {
+            job: job.to_owned(),
+            scanned: 0,
+            hashed_files: 0,
+            unchanged: 0,
+            skipped: Vec::new(),
+            plan: Plan::default(),
+            held: Vec::new(),
+            outcome: None,
+            requests: 0,
+            scan_elapsed: Duration::ZERO,
+            elapsed: Duration::ZERO,
+            error: None,
+            refused: None,
+            audit: None,
+            audit_error: None,
+            config_error: false,
+            unscanned: false,
+        }
+    }
+
+    pub fn converged(&self) -> bool {
+        self.error.is_none()
+            && self.refused.is_none()
+            && self.audit_error.is_none()
+            && self.skipped.is_empty()
+            && self.held.is_empty()
+            && self.audit.as_ref().is_none_or(|a| a.remaining() == 0)
+            && self.outcome.as_ref().is_none_or(Outcome::converged)
+    }
+
+    /// The pass left nothing to retry: whatever did not converge was
+    /// skipped or refused for good (parked until it changes), so it synced
+    /// everything it could. A converged pass is settled too.
+    pub fn settled(&self) -> bool {
+        self.error.is_none()
+            && self.refused.is_none()
+            && self.audit_error.is_none()
+            && self.held.iter().all(|h| h.until.is_none())
+            && self.outcome.as_ref().is_none_or(Outcome::settled)
+    }
+}
 
 /// The plan as a table. Time fields show as ISO dates (`config` says
 /// which fields are times); `--json` keeps the Unix seconds.

@@ -230,6 +230,9 @@ pub struct RetryConfig {
     pub max_wait: Duration,
 }
 
+/// A Retry-After beyond this is treated as this: a pass should not hang.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
+
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
@@ -237,7 +240,7 @@ impl Default for RetryConfig {
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(60),
             // One `Retry-After` at its cap.
-            max_wait: crate::sink::http::MAX_RETRY_AFTER,
+            max_wait: MAX_RETRY_AFTER,
         }
     }
 }

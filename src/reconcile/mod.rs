@@ -6,13 +6,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::Instrument;
 
 use crate::audit::{self, AuditReport};
 use crate::config::{Config, JobConfig};
-use crate::guard::{self, Refusal};
+use crate::guard;
 use crate::outbox::{self, Held};
 use crate::plan::{self, Op, Plan, Rules};
 use crate::sink::{ErrorClass, Outcome, PushContext, PushError, Sink, SinkError};
@@ -49,87 +49,7 @@ pub const SLICE: usize = 2000;
 /// report (the outcome counts them all); a dry run keeps every one.
 const KEPT_OPS: usize = 1000;
 
-#[derive(Debug)]
-pub struct JobReport {
-    pub job: String,
-    pub scanned: usize,
-    pub hashed_files: usize,
-    /// Files found settled and unchanged: neither read nor planned.
-    pub unchanged: usize,
-    pub skipped: Vec<Skipped>,
-    /// What the pass planned: every step on a dry run; on a pass that
-    /// pushed, the first `KEPT_OPS` (what it did is in `outcome`).
-    pub plan: Plan,
-    /// Planned steps the outbox held back (failed before, see `Held`).
-    pub held: Vec<Held>,
-    pub outcome: Option<Outcome>,
-    pub requests: u64,
-    /// The scan: walk, triage, reading what changed, and (unless dry
-    /// running) recording the facts in the state file.
-    pub scan_elapsed: Duration,
-    pub elapsed: Duration,
-    /// A job-level error (credential, state, fatal upstream answer, a
-    /// source that looks unmounted).
-    pub error: Option<String>,
-    /// The delete guard kept this pass from retiring anything.
-    pub refused: Option<Refusal>,
-    /// What the upstream audit found (and repaired), when it ran.
-    pub audit: Option<AuditReport>,
-    /// The audit could not run: the mirror is not known to be exact.
-    pub audit_error: Option<String>,
-    /// `error` is the config's: the upstream refused the target or the
-    /// credential a setting names (`--reconcile` exits 2; the service does
-    /// not retry it until the config changes).
-    pub config_error: bool,
-    /// The source could not be looked at (`error` says why): nothing was
-    /// scanned, and nothing is known of how it compares.
-    pub unscanned: bool,
-}
-
-impl JobReport {
-    fn new(job: &str) -> JobReport {
-        JobReport {
-            job: job.to_owned(),
-            scanned: 0,
-            hashed_files: 0,
-            unchanged: 0,
-            skipped: Vec::new(),
-            plan: Plan::default(),
-            held: Vec::new(),
-            outcome: None,
-            requests: 0,
-            scan_elapsed: Duration::ZERO,
-            elapsed: Duration::ZERO,
-            error: None,
-            refused: None,
-            audit: None,
-            audit_error: None,
-            config_error: false,
-            unscanned: false,
-        }
-    }
-
-    pub fn converged(&self) -> bool {
-        self.error.is_none()
-            && self.refused.is_none()
-            && self.audit_error.is_none()
-            && self.skipped.is_empty()
-            && self.held.is_empty()
-            && self.audit.as_ref().is_none_or(|a| a.remaining() == 0)
-            && self.outcome.as_ref().is_none_or(Outcome::converged)
-    }
-
-    /// The pass left nothing to retry: whatever did not converge was
-    /// skipped or refused for good (parked until it changes), so it synced
-    /// everything it could. A converged pass is settled too.
-    pub fn settled(&self) -> bool {
-        self.error.is_none()
-            && self.refused.is_none()
-            && self.audit_error.is_none()
-            && self.held.iter().all(|h| h.until.is_none())
-            && self.outcome.as_ref().is_none_or(Outcome::settled)
-    }
-}
+pub use crate::report::JobReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {

@@ -443,8 +443,7 @@ pub fn sensitive(value: &str) -> reqwest::header::HeaderValue {
     v
 }
 
-/// A Retry-After beyond this is treated as this: a pass should not hang.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
+pub use crate::config::section::MAX_RETRY_AFTER;
 
 fn client(timeout: Duration) -> Result<reqwest::Client, SinkError> {
     reqwest::Client::builder()
