@@ -6,31 +6,8 @@
 
 use std::fmt;
 
+pub use crate::model::MaxDelete;
 use crate::plan::{Op, Plan, StatusAction};
-
-/// How much one pass may retire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MaxDelete {
-    /// At most this many records.
-    Count(u64),
-    /// At most this share of the job's records, in percent.
-    Percent(u8),
-}
-
-impl Default for MaxDelete {
-    fn default() -> Self {
-        MaxDelete::Percent(50)
-    }
-}
-
-impl fmt::Display for MaxDelete {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MaxDelete::Count(n) => write!(f, "{n}"),
-            MaxDelete::Percent(p) => write!(f, "{p}%"),
-        }
-    }
-}
 
 /// A job with at least this many records never loses all of them in one
 /// pass without `--allow-deletes`, whatever `max_delete` says.

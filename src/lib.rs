@@ -10,6 +10,7 @@ pub mod guard;
 pub mod http_date;
 pub mod logging;
 pub mod metadata;
+pub mod model;
 pub mod monitor;
 pub mod outbox;
 pub mod plan;

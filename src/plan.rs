@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::config::DeletePolicy;
 use crate::metadata::{self, FieldMapping, ItemFacts, MappingWarning, Metadata};
-use crate::sink::Capabilities;
+use crate::model::Capabilities;
+use crate::model::DeletePolicy;
 use crate::source::Observed;
 use crate::state::{CachedItem, RemoteStatus};
 

@@ -15,8 +15,8 @@ use super::locate::{Locator, Span};
 use super::metadata::{self, RawField};
 use super::source::{self, FolderConfig, RawFolder, RawWeb, WebConfig};
 use super::{ConfigError, DeletePolicy, Roots};
-use crate::guard::MaxDelete;
 use crate::metadata::FieldMapping;
+use crate::model::MaxDelete;
 use crate::sink::registry::{RawSink, SECTIONS};
 use crate::sink::SinkConfig;
 

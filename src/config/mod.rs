@@ -26,6 +26,8 @@ use toml::Spanned;
 use job::RawJob;
 use locate::{bounded, Locator};
 
+pub use crate::model::DeletePolicy;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -41,17 +43,6 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DeletePolicy {
-    Delete,
-    #[default]
-    Disable,
-    Archive,
-    /// Leave the upstream item as it is; only forget it locally.
-    Keep,
 }
 
 #[derive(Debug, Clone)]

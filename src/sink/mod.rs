@@ -27,7 +27,9 @@ use std::sync::atomic::AtomicBool;
 
 use futures::future::LocalBoxFuture;
 
-use crate::config::{DeletePolicy, JobConfig};
+use crate::config::JobConfig;
+pub use crate::model::Capabilities;
+use crate::model::DeletePolicy;
 use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::state::{CachedItem, RemoteStatus, State};
@@ -89,22 +91,6 @@ impl SinkError {
             retry_after: None,
         }
     }
-}
-
-/// What an upstream supports. The config is checked against it at load
-/// time and the planner plans nothing a target cannot do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capabilities {
-    /// Uploads, updates and creates documents from content.
-    pub content: bool,
-    /// Several items' metadata per call (else one call per item).
-    pub batch_metadata: bool,
-    /// Enable / disable / archive.
-    pub status: bool,
-    pub delete: bool,
-    /// Without content: an item with no upstream record gets one (looked up,
-    /// else created) by the pusher; otherwise it must be mapped in config.
-    pub create_records: bool,
 }
 
 /// Where the config names the target and its credential: an upstream's

@@ -14,7 +14,7 @@ pub use name::document_name;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
-use crate::config::DeletePolicy;
+use crate::model::DeletePolicy;
 use crate::plan::{Plan, StatusAction};
 use crate::secret::SecretSource;
 use crate::sink::{

@@ -15,7 +15,7 @@ pub use config::{validate, RawSharely, SharelyConfig, DEFAULT_EXTENSIONS, RESERV
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
-use crate::config::DeletePolicy;
+use crate::model::DeletePolicy;
 use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::{
