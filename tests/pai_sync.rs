@@ -253,3 +253,104 @@ async fn a_listing_that_never_ends_is_stopped_and_nothing_acts_on_it() {
     assert_eq!(lists() - before, 2);
     assert_eq!(fake.world().by_uri(&format!("{BASE}a/two.md")).len(), 2);
 }
+
+/// The ids of the records held under `key`'s URI.
+fn ids_of(fake: &FakePai, key: &str) -> Vec<String> {
+    let uri = format!("{BASE}{key}");
+    let w = fake.world();
+    w.records
+        .iter()
+        .filter(|(_, r)| r.uri == uri)
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+fn findings(r: &kbsync::reconcile::JobReport) -> Vec<(String, &'static str)> {
+    let audit = r.audit.as_ref().expect("the audit ran");
+    audit
+        .findings
+        .iter()
+        .map(|f| (f.key.clone(), f.drift.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_deletes_a_duplicate_record_once_and_keeps_the_tracked_one() {
+    let (fake, ws) = setup().await;
+    assert!(ws.reconcile().await.converged());
+    let tracked = ids_of(&fake, "a/two.md");
+    // A second record under the same URI, made by hand or another tool.
+    let extra = fake.world().add_record(&format!("{BASE}a/two.md"));
+
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(findings(&r), [("a/two.md".to_owned(), "duplicate")]);
+    let audit = r.audit.as_ref().unwrap();
+    assert_eq!(audit.retired, 1, "{audit:?}");
+    assert!(
+        audit.findings[0]
+            .detail
+            .contains("retired per delete_policy"),
+        "{audit:?}"
+    );
+    {
+        let w = fake.world();
+        let deletes = w.answered("DeleteDatasetFileMetas");
+        let ids: Vec<_> = deletes
+            .iter()
+            .map(|l| l.params.get("DatasetFileMetaIds").cloned())
+            .collect();
+        assert_eq!(ids, [Some(extra.clone())], "one delete, of the duplicate");
+    }
+    assert_eq!(
+        ids_of(&fake, "a/two.md"),
+        tracked,
+        "the tracked record stays"
+    );
+    assert_eq!(fake.world().records.len(), 3);
+
+    // The next audit finds nothing and deletes nothing more.
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert!(findings(&r).is_empty(), "{r:?}");
+    assert_eq!(fake.world().count("DeleteDatasetFileMetas"), 1);
+}
+
+#[tokio::test]
+async fn a_record_the_listing_skips_is_looked_up_before_it_is_taken_for_gone() {
+    let (fake, ws) = setup().await;
+    assert!(ws.reconcile().await.converged());
+    let id = ids_of(&fake, "a/two.md").remove(0);
+    // The audit's listing leaves the record out, as a listing that pages
+    // while records come and go can.
+    fake.world().skip_once.insert(id.clone());
+    let creates = fake.world().count("CreateDatasetFileMetas");
+
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert!(findings(&r).is_empty(), "{:?}", findings(&r));
+    assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
+    {
+        let w = fake.world();
+        assert!(w.skip_once.is_empty(), "the listing did skip it");
+        let lookups: Vec<_> = w
+            .answered("ListDatasetFileMetas")
+            .into_iter()
+            .filter_map(|l| l.params.get("QueryFileName"))
+            .collect();
+        assert_eq!(lookups, ["two.md"], "one lookup, by the file's name");
+        assert_eq!(w.count("CreateDatasetFileMetas"), creates);
+    }
+    assert_eq!(ids_of(&fake, "a/two.md"), [id.clone()]);
+
+    // Really gone: the lookup does not find it either, and it is created
+    // again.
+    fake.world().records.remove(&id);
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(findings(&r), [("a/two.md".to_owned(), "missing")]);
+    let now = ids_of(&fake, "a/two.md");
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0], id);
+    assert_eq!(attrs(&fake, "a/two.md")["source_path"], json!("a/two.md"));
+}
