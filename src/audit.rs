@@ -235,7 +235,8 @@ pub async fn audit(
     }
 
     // More records under a tracked name than the tracked one.
-    let mut extra: Vec<String> = Vec::new();
+    // (the finding's index, the record's id)
+    let mut extra: Vec<(usize, String)> = Vec::new();
     for (key, name) in &names {
         for l in listing.by_name(name)? {
             // Claimed here unless another item owns it already.
@@ -258,7 +259,7 @@ pub async fn audit(
                 ),
             });
             if retire {
-                extra.push(l.id);
+                extra.push((report.findings.len() - 1, l.id));
             }
         }
     }
@@ -269,20 +270,42 @@ pub async fn audit(
         state.mark_listed(&job.name)?;
     }
     drop(listing);
+    let retired = if write {
+        apply(state, &job.name, repairs)?;
+        retire(sink, job.delete_policy, &extra, &mut report).await
+    } else {
+        Ok(())
+    };
     for f in &report.findings {
         tracing::warn!(key = %f.key, drift = f.drift.as_str(), "audit: {}", f.detail);
     }
-    if !write {
-        return Ok(Some(report));
+    retired.map(|()| Some(report))
+}
+
+/// Retires the duplicates (`extra`: their findings' index and id). A sink
+/// that cannot leaves them, and their findings say so; any other failure
+/// fails the audit.
+async fn retire(
+    sink: &dyn Sink,
+    policy: DeletePolicy,
+    extra: &[(usize, String)],
+    report: &mut AuditReport,
+) -> Result<(), AuditError> {
+    if extra.is_empty() {
+        return Ok(());
     }
-    apply(state, &job.name, repairs)?;
-    if !extra.is_empty() {
-        sink.retire(&extra, job.delete_policy)
-            .await
-            .map_err(AuditError::Sink)?;
-        report.retired = extra.len();
+    let ids: Vec<String> = extra.iter().map(|(_, id)| id.clone()).collect();
+    match sink.retire(&ids, policy).await {
+        Ok(()) => report.retired = ids.len(),
+        Err(e) if e.is_unsupported() => {
+            for (i, id) in extra {
+                report.findings[*i].detail =
+                    format!("record {id} has the same name; not retired: {}", e.message);
+            }
+        }
+        Err(e) => return Err(AuditError::Sink(e)),
     }
-    Ok(Some(report))
+    Ok(())
 }
 
 /// Lists the sink into `listing`; false when it cannot list.

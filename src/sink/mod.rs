@@ -69,6 +69,9 @@ impl fmt::Display for SinkError {
 
 impl std::error::Error for SinkError {}
 
+/// The code of `SinkError::unsupported`.
+const UNSUPPORTED: &str = "unsupported";
+
 impl SinkError {
     pub fn is_transient(&self) -> bool {
         self.class == ErrorClass::Transient
@@ -78,6 +81,18 @@ impl SinkError {
     pub fn is_rate_limit(&self) -> bool {
         self.status == Some(429)
             || (self.status == Some(403) && self.message.to_lowercase().contains("rate limit"))
+    }
+
+    /// The sink cannot do this at all (its API has no such call, or the
+    /// records are not kbsync's): nothing was sent, and nothing is to be
+    /// taken as done. `why` says so to the user.
+    pub fn unsupported(why: impl Into<String>) -> Self {
+        SinkError::local(ErrorClass::Permanent, UNSUPPORTED, why)
+    }
+
+    /// Whether this says the upstream cannot do it at all (`unsupported`).
+    pub fn is_unsupported(&self) -> bool {
+        self.status.is_none() && self.code == UNSUPPORTED
     }
 
     pub fn local(class: ErrorClass, code: &str, message: impl Into<String>) -> Self {
@@ -256,20 +271,22 @@ pub trait Sink: Send + Sync {
     }
 
     /// Looks up the record of `key` by name: the audit checks a record
-    /// that a listing missed before it takes it for gone.
-    fn find<'a>(&'a self, _key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {
-        futures::FutureExt::boxed_local(async { Ok(None) })
-    }
+    /// that a listing missed before it takes it for gone. `Ok(None)` only
+    /// when the upstream said it has none; a sink that cannot look answers
+    /// `SinkError::unsupported`. No default: "not there" unasked would
+    /// make the audit upload again what exists.
+    fn find<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>>;
 
     /// Retires records that are not any item's (duplicates the audit
-    /// found), as `policy` retires vanished files' records.
+    /// found), as `policy` retires vanished files' records. `Ok` only once
+    /// the upstream confirmed it (a record already gone counts); a policy
+    /// the sink cannot apply is `SinkError::unsupported`. No default:
+    /// "done" unasked would report duplicates retired that stay.
     fn retire<'a>(
         &'a self,
-        _ids: &'a [String],
-        _policy: DeletePolicy,
-    ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
-        futures::FutureExt::boxed_local(async { Ok(()) })
-    }
+        ids: &'a [String],
+        policy: DeletePolicy,
+    ) -> LocalBoxFuture<'a, Result<(), SinkError>>;
 
     /// The name `key`'s record has upstream.
     fn record_name(&self, key: &str) -> String {

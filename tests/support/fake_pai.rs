@@ -68,6 +68,9 @@ pub struct World {
     /// Records the next unfiltered listing page that holds them leaves out,
     /// as a listing that pages while records come and go can.
     pub skip_once: HashSet<String>,
+    /// Take a delete's `DatasetFileMetaIds` for one id, commas and all, as
+    /// a server that does not split the list would.
+    pub ids_as_one: bool,
 }
 
 impl World {
@@ -384,7 +387,12 @@ fn route(
                 return error(400, "MissingParameter", "DatasetFileMetaIds is mandatory.");
             };
             let mut failed = Vec::new();
-            for id in ids.split(',') {
+            let ids: Vec<&str> = if w.ids_as_one {
+                vec![ids.as_str()]
+            } else {
+                ids.split(',').collect()
+            };
+            for id in ids {
                 if w.records.remove(id).is_none() {
                     failed.push(json!({"DatasetFileMetaId": id, "Result": "Not Found", "Uri": ""}));
                 }

@@ -14,6 +14,7 @@ pub use config::{validate, PaiConfig, RawPai};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
+use crate::config::DeletePolicy;
 use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::{
@@ -125,6 +126,50 @@ impl Sink for PaiSink {
                     })
                     .collect(),
             ))
+        }
+        .boxed_local()
+    }
+
+    /// By URI, through a listing filtered on the file's name.
+    fn find<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {
+        async move {
+            let uri = self.client.uri_of(key);
+            let id = self.client.find(&uri).await?;
+            Ok(id.map(|id| Listed {
+                id,
+                name: uri,
+                standing: None,
+                state: None,
+            }))
+        }
+        .boxed_local()
+    }
+
+    /// DeleteDatasetFileMetas, in batches. PAI records have no status, so
+    /// there is nothing to disable or archive (the config refuses those
+    /// policies for PAI; a call with one is refused here as well).
+    fn retire<'a>(
+        &'a self,
+        ids: &'a [String],
+        policy: DeletePolicy,
+    ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
+        async move {
+            match policy {
+                DeletePolicy::Delete => {}
+                // Keeping is leaving the records as they are.
+                DeletePolicy::Keep => return Ok(()),
+                DeletePolicy::Disable | DeletePolicy::Archive => {
+                    return Err(SinkError::unsupported(
+                        "PAI records have no status: they cannot be disabled or archived (delete_policy = \"delete\" or \"keep\")",
+                    ))
+                }
+            }
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let deleted = push::delete_records(&self.client, &ids).await;
+            if let Some(e) = deleted.fatal {
+                return Err(e);
+            }
+            deleted.results.into_iter().flatten().collect()
         }
         .boxed_local()
     }

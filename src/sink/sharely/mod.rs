@@ -194,7 +194,11 @@ impl Sink for SharelySink {
     fn find<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {
         async move {
             if !self.cfg.upload {
-                return Ok(None);
+                // Items are named in the config, never looked up by name
+                // (and without a listing the audit does not run).
+                return Err(SinkError::unsupported(
+                    "Sharely items mapped in the config (upload = false) are not looked up by name",
+                ));
             }
             Ok(self.listed().await?.into_iter().find(|l| l.name == key))
         }
@@ -207,8 +211,23 @@ impl Sink for SharelySink {
         policy: DeletePolicy,
     ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
         async move {
-            if policy != DeletePolicy::Delete {
-                return Ok(());
+            match policy {
+                // The config's items are the user's own (`upload = false`):
+                // kbsync only sets their metadata.
+                DeletePolicy::Delete if !self.cfg.upload => {
+                    return Err(SinkError::unsupported(
+                        "the Sharely items [sync.sharely.knowledge] maps (upload = false) are not kbsync's to delete",
+                    ))
+                }
+                DeletePolicy::Delete => {}
+                // Keeping is leaving the items as they are.
+                DeletePolicy::Keep => return Ok(()),
+                // No status in Sharely: the config refuses these policies.
+                DeletePolicy::Disable | DeletePolicy::Archive => {
+                    return Err(SinkError::unsupported(
+                        "Sharely items have no status: they cannot be disabled or archived (delete_policy = \"delete\" or \"keep\")",
+                    ))
+                }
             }
             for id in ids {
                 self.client.delete(id).await?;
