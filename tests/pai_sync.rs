@@ -192,10 +192,8 @@ async fn a_wrong_secret_is_refused_by_the_signature_check_and_stops_the_job() {
     assert_eq!(w.log.len(), 1, "nothing more is tried after the refusal");
 }
 
-#[tokio::test]
-async fn vanished_files_have_their_records_deleted_in_batches() {
-    let (fake, ws) = setup().await;
-    // Every record goes: more than the delete guard's default half.
+/// Lets a pass delete every record (the delete guard's default is half).
+fn allow_deleting_all(ws: &Workspace) {
     let text = std::fs::read_to_string(&ws.config_path).unwrap();
     std::fs::write(
         &ws.config_path,
@@ -205,6 +203,13 @@ async fn vanished_files_have_their_records_deleted_in_batches() {
         ),
     )
     .unwrap();
+}
+
+#[tokio::test]
+async fn vanished_files_have_their_records_deleted_in_batches() {
+    let (fake, ws) = setup().await;
+    // Every record goes: more than the delete guard's default half.
+    allow_deleting_all(&ws);
     assert!(ws.sync().await.converged());
     ws.remove("a/one.md");
     ws.remove("a/two.md");
@@ -234,15 +239,7 @@ async fn vanished_files_have_their_records_deleted_in_batches() {
 #[tokio::test]
 async fn a_server_that_reads_the_id_list_as_one_id_gets_one_id_per_call() {
     let (fake, ws) = setup().await;
-    let text = std::fs::read_to_string(&ws.config_path).unwrap();
-    std::fs::write(
-        &ws.config_path,
-        text.replace(
-            "delete_policy = \"delete\"",
-            "delete_policy = \"delete\"\nmax_delete = \"100%\"",
-        ),
-    )
-    .unwrap();
+    allow_deleting_all(&ws);
     assert!(ws.sync().await.converged());
     // Its "Not Found" names an id that was not asked for ("a,b"): that is
     // never taken for the records being gone.

@@ -320,6 +320,19 @@ pub struct PushContext<'a> {
     pub content: &'a (dyn crate::source::Content + Send + Sync),
 }
 
+/// For a sink without status, retiring under `policy`: whether it asks
+/// for deletion (`keep`: nothing to do), or why it cannot be applied.
+pub fn deletion_asked(sink: &str, policy: DeletePolicy) -> Result<bool, SinkError> {
+    match policy {
+        DeletePolicy::Delete => Ok(true),
+        DeletePolicy::Keep => Ok(false),
+        // The config refuses these policies for such a sink already.
+        DeletePolicy::Disable | DeletePolicy::Archive => Err(SinkError::unsupported(format!(
+            "{sink} records have no status: they cannot be disabled or archived (delete_policy = \"delete\" or \"keep\")"
+        ))),
+    }
+}
+
 /// MIME type by extension: Dify decides by the extension anyway, but a
 /// right Content-Type helps proxies and logs; PAI records it.
 pub fn mime_for(name: &str) -> &'static str {
@@ -356,4 +369,29 @@ pub fn extension(path: &str) -> String {
         .and_then(|name| name.rsplit_once('.'))
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_without_status_deletes_keeps_or_says_it_cannot() {
+        assert_eq!(deletion_asked("PAI", DeletePolicy::Delete), Ok(true));
+        assert_eq!(deletion_asked("PAI", DeletePolicy::Keep), Ok(false));
+        for policy in [DeletePolicy::Disable, DeletePolicy::Archive] {
+            let e = deletion_asked("PAI", policy).unwrap_err();
+            assert!(e.is_unsupported(), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "unsupported: PAI records have no status: they cannot be disabled or archived (delete_policy = \"delete\" or \"keep\")"
+            );
+        }
+        // An upstream's own answer with that code is not "unsupported".
+        let answered = SinkError {
+            status: Some(400),
+            ..SinkError::unsupported("x")
+        };
+        assert!(!answered.is_unsupported());
+    }
 }

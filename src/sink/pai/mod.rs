@@ -18,7 +18,8 @@ use crate::config::DeletePolicy;
 use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::{
-    Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
+    deletion_asked, Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig,
+    SinkError,
 };
 use client::PaiClient;
 
@@ -145,24 +146,16 @@ impl Sink for PaiSink {
         .boxed_local()
     }
 
-    /// DeleteDatasetFileMetas, in batches. PAI records have no status, so
-    /// there is nothing to disable or archive (the config refuses those
-    /// policies for PAI; a call with one is refused here as well).
+    /// DeleteDatasetFileMetas, in batches. PAI records have no status:
+    /// nothing to disable or archive.
     fn retire<'a>(
         &'a self,
         ids: &'a [String],
         policy: DeletePolicy,
     ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
         async move {
-            match policy {
-                DeletePolicy::Delete => {}
-                // Keeping is leaving the records as they are.
-                DeletePolicy::Keep => return Ok(()),
-                DeletePolicy::Disable | DeletePolicy::Archive => {
-                    return Err(SinkError::unsupported(
-                        "PAI records have no status: they cannot be disabled or archived (delete_policy = \"delete\" or \"keep\")",
-                    ))
-                }
+            if !deletion_asked("PAI", policy)? {
+                return Ok(());
             }
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             let deleted = push::delete_records(&self.client, &ids).await;

@@ -19,7 +19,8 @@ use crate::config::DeletePolicy;
 use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::{
-    Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
+    deletion_asked, Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig,
+    SinkError,
 };
 use client::SharelyClient;
 
@@ -211,23 +212,15 @@ impl Sink for SharelySink {
         policy: DeletePolicy,
     ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
         async move {
-            match policy {
-                // The config's items are the user's own (`upload = false`):
-                // kbsync only sets their metadata.
-                DeletePolicy::Delete if !self.cfg.upload => {
-                    return Err(SinkError::unsupported(
-                        "the Sharely items [sync.sharely.knowledge] maps (upload = false) are not kbsync's to delete",
-                    ))
-                }
-                DeletePolicy::Delete => {}
-                // Keeping is leaving the items as they are.
-                DeletePolicy::Keep => return Ok(()),
-                // No status in Sharely: the config refuses these policies.
-                DeletePolicy::Disable | DeletePolicy::Archive => {
-                    return Err(SinkError::unsupported(
-                        "Sharely items have no status: they cannot be disabled or archived (delete_policy = \"delete\" or \"keep\")",
-                    ))
-                }
+            if !deletion_asked("Sharely", policy)? {
+                return Ok(());
+            }
+            if !self.cfg.upload {
+                // The config's items are the user's own: kbsync only sets
+                // their metadata.
+                return Err(SinkError::unsupported(
+                    "the Sharely items [sync.sharely.knowledge] maps (upload = false) are not kbsync's to delete",
+                ));
             }
             for id in ids {
                 self.client.delete(id).await?;
