@@ -148,20 +148,17 @@ pub async fn audit(
         mut report,
         repairs,
     } = found;
+    let retired = if write {
+        apply(state, &job.name, repairs)?;
+        retire(sink, job.delete_policy, &extra, &mut report).await
+    } else {
+        Ok(())
+    };
+    // After the retirement, so the log says what happened.
     for f in &report.findings {
         tracing::warn!(key = %f.key, drift = f.drift.as_str(), "audit: {}", f.detail);
     }
-    if !write {
-        return Ok(Some(report));
-    }
-    apply(state, &job.name, repairs)?;
-    if !extra.is_empty() {
-        sink.retire(&extra, job.delete_policy)
-            .await
-            .map_err(AuditError::Sink)?;
-        report.retired = extra.len();
-    }
-    Ok(Some(report))
+    retired.map(|()| Some(report))
 }
 
 /// What the audit found so far, and what it will change.
@@ -351,15 +348,16 @@ fn adopt_unbound(
 }
 
 /// More records under a tracked name than the tracked one: the ids to
-/// retire per the delete policy (the others are only reported).
+/// retire per the delete policy, with their findings' index (the others
+/// are only reported).
 fn duplicates(
     job: &JobConfig,
     listing: &Listing<'_>,
     names: &[(String, String)],
     found: &mut Found,
-) -> Result<Vec<String>, StateError> {
+) -> Result<Vec<(usize, String)>, StateError> {
     let retire = job.duplicates == Duplicates::Retire && job.delete_policy != DeletePolicy::Keep;
-    let mut extra: Vec<String> = Vec::new();
+    let mut extra: Vec<(usize, String)> = Vec::new();
     for (key, name) in names {
         for l in listing.by_name(name)? {
             // Claimed here unless another item owns it already.
@@ -377,11 +375,38 @@ fn duplicates(
             );
             found.finding(key, Drift::Duplicate, detail, !retire);
             if retire {
-                extra.push(l.id);
+                extra.push((found.report.findings.len() - 1, l.id));
             }
         }
     }
     Ok(extra)
+}
+
+/// Retires the duplicates (`extra`: their findings' index and id). A sink
+/// that cannot leaves them, and their findings say so; any other failure
+/// fails the audit.
+async fn retire(
+    sink: &dyn Sink,
+    policy: DeletePolicy,
+    extra: &[(usize, String)],
+    report: &mut AuditReport,
+) -> Result<(), AuditError> {
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = extra.iter().map(|(_, id)| id.clone()).collect();
+    match sink.retire(&ids, policy).await {
+        Ok(()) => report.retired = ids.len(),
+        Err(e) if e.is_unsupported() => {
+            for (i, id) in extra {
+                let f = &mut report.findings[*i];
+                f.detail = format!("record {id} has the same name; not retired: {}", e.message);
+                f.remains = true;
+            }
+        }
+        Err(e) => return Err(AuditError::Sink(e)),
+    }
+    Ok(())
 }
 
 /// After the pass: an errored record the pass replaced (its file had

@@ -3,6 +3,8 @@
 
 mod support;
 
+use kbsync::config::DeletePolicy;
+use kbsync::sink::{Listed, SinkError};
 use serde_json::json;
 use support::fake_pai::{FakePai, DATASET, KEY_ID, SECRET, WORKSPACE};
 use support::Workspace;
@@ -190,10 +192,8 @@ async fn a_wrong_secret_is_refused_by_the_signature_check_and_stops_the_job() {
     assert_eq!(w.log.len(), 1, "nothing more is tried after the refusal");
 }
 
-#[tokio::test]
-async fn vanished_files_have_their_records_deleted_in_batches() {
-    let (fake, ws) = setup().await;
-    // Every record goes: more than the delete guard's default half.
+/// Lets a pass delete every record (the delete guard's default is half).
+fn allow_deleting_all(ws: &Workspace) {
     let text = std::fs::read_to_string(&ws.config_path).unwrap();
     std::fs::write(
         &ws.config_path,
@@ -203,6 +203,13 @@ async fn vanished_files_have_their_records_deleted_in_batches() {
         ),
     )
     .unwrap();
+}
+
+#[tokio::test]
+async fn vanished_files_have_their_records_deleted_in_batches() {
+    let (fake, ws) = setup().await;
+    // Every record goes: more than the delete guard's default half.
+    allow_deleting_all(&ws);
     assert!(ws.sync().await.converged());
     ws.remove("a/one.md");
     ws.remove("a/two.md");
@@ -223,11 +230,34 @@ async fn vanished_files_have_their_records_deleted_in_batches() {
     assert_eq!(r.outcome.as_ref().unwrap().deleted, 3);
     let w = fake.world();
     assert!(w.records.is_empty());
-    assert_eq!(
-        w.count("DeleteDatasetFileMetas"),
-        3,
-        "one record per call: no list format is documented"
-    );
+    let deletes = w.answered("DeleteDatasetFileMetas");
+    assert_eq!(deletes.len(), 1, "one call for the three records");
+    let ids = deletes[0].params["DatasetFileMetaIds"].split(',').count();
+    assert_eq!(ids, 3);
+}
+
+#[tokio::test]
+async fn a_server_that_reads_the_id_list_as_one_id_gets_one_id_per_call() {
+    let (fake, ws) = setup().await;
+    allow_deleting_all(&ws);
+    assert!(ws.sync().await.converged());
+    // Its "Not Found" names an id that was not asked for ("a,b"): that is
+    // never taken for the records being gone.
+    fake.world().ids_as_one = true;
+    ws.remove("a/one.md");
+    ws.remove("a/two.md");
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().deleted, 2);
+    let w = fake.world();
+    assert_eq!(w.records.len(), 1, "both records really deleted");
+    let sent: Vec<usize> = w
+        .log
+        .iter()
+        .filter(|l| l.action == "DeleteDatasetFileMetas")
+        .map(|l| l.params["DatasetFileMetaIds"].split(',').count())
+        .collect();
+    assert_eq!(sent, [2, 1, 1], "the batch, then one id per call");
 }
 
 #[tokio::test]
@@ -252,4 +282,171 @@ async fn a_listing_that_never_ends_is_stopped_and_nothing_acts_on_it() {
     assert!(!r.converged(), "{r:?}");
     assert_eq!(lists() - before, 2);
     assert_eq!(fake.world().by_uri(&format!("{BASE}a/two.md")).len(), 2);
+}
+
+/// The ids of the records held under `key`'s URI.
+fn ids_of(fake: &FakePai, key: &str) -> Vec<String> {
+    let uri = format!("{BASE}{key}");
+    let w = fake.world();
+    w.records
+        .iter()
+        .filter(|(_, r)| r.uri == uri)
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+fn findings(r: &kbsync::reconcile::JobReport) -> Vec<(String, &'static str)> {
+    let audit = r.audit.as_ref().expect("the audit ran");
+    audit
+        .findings
+        .iter()
+        .map(|f| (f.key.clone(), f.drift.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_deletes_a_duplicate_record_once_and_keeps_the_tracked_one() {
+    let (fake, ws) = setup().await;
+    assert!(ws.reconcile().await.converged());
+    let tracked = ids_of(&fake, "a/two.md");
+    // A second record under the same URI, made by hand or another tool.
+    let extra = fake.world().add_record(&format!("{BASE}a/two.md"));
+
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(findings(&r), [("a/two.md".to_owned(), "duplicate")]);
+    let audit = r.audit.as_ref().unwrap();
+    assert_eq!(audit.retired, 1, "{audit:?}");
+    assert!(
+        audit.findings[0]
+            .detail
+            .contains("retired per delete_policy"),
+        "{audit:?}"
+    );
+    {
+        let w = fake.world();
+        let deletes = w.answered("DeleteDatasetFileMetas");
+        let ids: Vec<_> = deletes
+            .iter()
+            .map(|l| l.params.get("DatasetFileMetaIds").cloned())
+            .collect();
+        assert_eq!(ids, [Some(extra.clone())], "one delete, of the duplicate");
+    }
+    assert_eq!(
+        ids_of(&fake, "a/two.md"),
+        tracked,
+        "the tracked record stays"
+    );
+    assert_eq!(fake.world().records.len(), 3);
+
+    // The next audit finds nothing and deletes nothing more.
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert!(findings(&r).is_empty(), "{r:?}");
+    assert_eq!(fake.world().count("DeleteDatasetFileMetas"), 1);
+}
+
+#[tokio::test]
+async fn a_record_the_listing_skips_is_looked_up_before_it_is_taken_for_gone() {
+    let (fake, ws) = setup().await;
+    assert!(ws.reconcile().await.converged());
+    let id = ids_of(&fake, "a/two.md").remove(0);
+    // The audit's listing leaves the record out, as a listing that pages
+    // while records come and go can.
+    fake.world().skip_once.insert(id.clone());
+    let creates = fake.world().count("CreateDatasetFileMetas");
+
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert!(findings(&r).is_empty(), "{:?}", findings(&r));
+    assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
+    {
+        let w = fake.world();
+        assert!(w.skip_once.is_empty(), "the listing did skip it");
+        let lookups: Vec<_> = w
+            .answered("ListDatasetFileMetas")
+            .into_iter()
+            .filter_map(|l| l.params.get("QueryFileName"))
+            .collect();
+        assert_eq!(lookups, ["two.md"], "one lookup, by the file's name");
+        assert_eq!(w.count("CreateDatasetFileMetas"), creates);
+    }
+    assert_eq!(ids_of(&fake, "a/two.md"), std::slice::from_ref(&id));
+
+    // Really gone: the lookup does not find it either, and it is created
+    // again.
+    fake.world().records.remove(&id);
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(findings(&r), [("a/two.md".to_owned(), "missing")]);
+    let now = ids_of(&fake, "a/two.md");
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0], id);
+    assert_eq!(attrs(&fake, "a/two.md")["source_path"], json!("a/two.md"));
+}
+
+type Boxed<'a, T> = futures::future::LocalBoxFuture<'a, Result<T, SinkError>>;
+
+/// The PAI sink, except that it cannot retire: what a sink whose API has
+/// no such call answers.
+struct CannotRetire(Box<dyn kbsync::sink::Sink>);
+
+impl kbsync::sink::Sink for CannotRetire {
+    fn requests_sent(&self) -> u64 {
+        self.0.requests_sent()
+    }
+    fn claim<'a>(&'a self, mark: &'a str) -> Boxed<'a, Option<String>> {
+        self.0.claim(mark)
+    }
+    fn check_target(&self) -> Boxed<'_, ()> {
+        self.0.check_target()
+    }
+    fn list_pages<'a>(
+        &'a self,
+        each: &'a mut (dyn FnMut(Vec<Listed>) -> Result<(), SinkError> + 'a),
+    ) -> Boxed<'a, bool> {
+        self.0.list_pages(each)
+    }
+    fn find<'a>(&'a self, key: &'a str) -> Boxed<'a, Option<Listed>> {
+        self.0.find(key)
+    }
+    fn retire<'a>(&'a self, _ids: &'a [String], _policy: DeletePolicy) -> Boxed<'a, ()> {
+        Box::pin(async { Err(SinkError::unsupported("this API cannot delete records")) })
+    }
+    fn record_name(&self, key: &str) -> String {
+        self.0.record_name(key)
+    }
+    fn push<'a>(
+        &'a self,
+        ctx: kbsync::sink::PushContext<'a>,
+        plan: &'a kbsync::plan::Plan,
+    ) -> futures::future::LocalBoxFuture<'a, Result<kbsync::sink::Outcome, kbsync::sink::PushError>>
+    {
+        self.0.push(ctx, plan)
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_a_sink_cannot_retire_is_reported_as_staying() {
+    let (fake, ws) = setup().await;
+    assert!(ws.reconcile().await.converged());
+    let extra = fake.world().add_record(&format!("{BASE}a/two.md"));
+    let config = ws.config();
+    let job = &config.jobs[0];
+    let sink = CannotRetire(job.sink.connect().unwrap());
+    let state = kbsync::state::State::open(&config.state_path).unwrap();
+
+    let report = kbsync::audit::audit(&sink, &state, job, true)
+        .await
+        .unwrap()
+        .expect("PAI lists");
+    assert_eq!(report.retired, 0, "{report:?}");
+    assert_eq!(report.findings.len(), 1, "{report:?}");
+    let detail = &report.findings[0].detail;
+    assert_eq!(
+        detail,
+        &format!("record {extra} has the same name; not retired: this API cannot delete records")
+    );
+    assert_eq!(ids_of(&fake, "a/two.md").len(), 2, "both records stay");
+    assert_eq!(fake.world().count("DeleteDatasetFileMetas"), 0);
 }

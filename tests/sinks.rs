@@ -68,6 +68,12 @@ trait Harness: Sized {
     fn inject_faults(&self);
     /// Injected faults not met yet.
     fn faults_left(&self) -> usize;
+    /// Adds a second record under `key`'s name, as by hand: its id, or
+    /// `None` when the sink's records are named in the config (nothing can
+    /// duplicate them).
+    fn add_duplicate(&self, key: &str) -> Option<String>;
+    /// How the record `id` stands, `None` when it is gone.
+    fn standing(&self, id: &str) -> Option<Standing>;
 
     fn caps(&self) -> Capabilities {
         self.ws().config().jobs[0].sink.capabilities()
@@ -207,6 +213,34 @@ async fn retirement_and_revival<H: Harness>() {
     }
 }
 
+/// A sink that declares it can retire (delete, or disable and archive)
+/// has the verb the audit retires with: under each such policy a second
+/// record under an item's name is retired by the audit (not merely
+/// reported so), and the next audit finds nothing.
+async fn audit_retires_duplicates<H: Harness>() {
+    let probe = H::start("keep", "blue").await;
+    let all = policies(probe.caps());
+    drop(probe);
+    for (policy, retired) in all.into_iter().filter(|(p, _)| *p != "keep") {
+        let h = H::start(policy, "blue").await;
+        write_all(h.ws());
+        assert!(h.ws().reconcile().await.converged(), "{policy}");
+        let Some(extra) = h.add_duplicate("d/b.md") else {
+            return;
+        };
+        let r = h.ws().reconcile().await;
+        assert!(r.converged(), "{policy}: {r:?}");
+        let audit = r.audit.as_ref().expect("the audit ran");
+        assert_eq!(audit.retired, 1, "{policy}: {audit:?}");
+        assert_eq!(h.standing(&extra), retired, "{policy}: the duplicate");
+        assert!(h.seen("d/b.md").is_some(), "{policy}: the tracked record");
+        let r = h.ws().reconcile().await;
+        assert!(r.converged(), "{policy}: {r:?}");
+        let audit = r.audit.as_ref().expect("the audit ran");
+        assert!(audit.findings.is_empty(), "{policy}: {audit:?}");
+    }
+}
+
 async fn faults_converge_without_duplicates<H: Harness>() {
     let h = H::start("keep", "blue").await;
     write_all(h.ws());
@@ -317,6 +351,21 @@ max_retries = 3
         let w = self.fake.world();
         w.faults.iter().map(|f| f.remaining as usize).sum()
     }
+
+    fn add_duplicate(&self, key: &str) -> Option<String> {
+        let name = kbsync::sink::dify::document_name(key);
+        Some(self.fake.world().add_doc(&name, b"a second copy"))
+    }
+
+    fn standing(&self, id: &str) -> Option<Standing> {
+        let w = self.fake.world();
+        let doc = w.docs.get(id)?;
+        Some(match (doc.archived, doc.enabled) {
+            (true, _) => Standing::Archived,
+            (false, false) => Standing::Disabled,
+            (false, true) => Standing::Live,
+        })
+    }
 }
 
 // --- PAI ----------------------------------------------------------------
@@ -411,6 +460,15 @@ max_retries = 3
 
     fn faults_left(&self) -> usize {
         self.fake.world().fail_next.len()
+    }
+
+    fn add_duplicate(&self, key: &str) -> Option<String> {
+        Some(self.fake.world().add_record(&format!("{PAI_BASE}{key}")))
+    }
+
+    fn standing(&self, id: &str) -> Option<Standing> {
+        let w = self.fake.world();
+        w.records.contains_key(id).then_some(Standing::Live)
     }
 }
 
@@ -514,6 +572,15 @@ max_retries = 3
     fn faults_left(&self) -> usize {
         self.fake.world().fail_next.len()
     }
+
+    fn add_duplicate(&self, _key: &str) -> Option<String> {
+        None
+    }
+
+    fn standing(&self, id: &str) -> Option<Standing> {
+        let w = self.fake.world();
+        w.items.contains_key(id).then_some(Standing::Live)
+    }
 }
 
 /// Sharely with uploads: items are kbsync's own, titled by path.
@@ -597,6 +664,15 @@ max_retries = 3
         let w = self.fake.world();
         w.upload_faults.len() + w.fail_next.len()
     }
+
+    fn add_duplicate(&self, key: &str) -> Option<String> {
+        Some(self.fake.world().add_file(key, b"a second copy"))
+    }
+
+    fn standing(&self, id: &str) -> Option<Standing> {
+        let w = self.fake.world();
+        w.items.contains_key(id).then_some(Standing::Live)
+    }
 }
 
 /// One test per scenario and sink.
@@ -624,6 +700,11 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn retirement_and_revival() {
                     super::retirement_and_revival::<$harness>().await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn audit_retires_duplicates() {
+                    super::audit_retires_duplicates::<$harness>().await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

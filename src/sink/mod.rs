@@ -71,6 +71,9 @@ impl fmt::Display for SinkError {
 
 impl std::error::Error for SinkError {}
 
+/// The code of `SinkError::unsupported`.
+const UNSUPPORTED: &str = "unsupported";
+
 impl SinkError {
     pub fn is_transient(&self) -> bool {
         self.class == ErrorClass::Transient
@@ -80,6 +83,18 @@ impl SinkError {
     pub fn is_rate_limit(&self) -> bool {
         self.status == Some(429)
             || (self.status == Some(403) && self.message.to_lowercase().contains("rate limit"))
+    }
+
+    /// The sink cannot do this at all (its API has no such call, or the
+    /// records are not kbsync's): nothing was sent, and nothing is to be
+    /// taken as done. `why` says so to the user.
+    pub fn unsupported(why: impl Into<String>) -> Self {
+        SinkError::local(ErrorClass::Permanent, UNSUPPORTED, why)
+    }
+
+    /// Whether this says the upstream cannot do it at all (`unsupported`).
+    pub fn is_unsupported(&self) -> bool {
+        self.status.is_none() && self.code == UNSUPPORTED
     }
 
     pub fn local(class: ErrorClass, code: &str, message: impl Into<String>) -> Self {
@@ -244,20 +259,22 @@ pub trait Sink: Send + Sync {
     }
 
     /// Looks up the record of `key` by name: the audit checks a record
-    /// that a listing missed before it takes it for gone.
-    fn find<'a>(&'a self, _key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {
-        futures::FutureExt::boxed_local(async { Ok(None) })
-    }
+    /// that a listing missed before it takes it for gone. `Ok(None)` only
+    /// when the upstream said it has none; a sink that cannot look answers
+    /// `SinkError::unsupported`. No default: "not there" unasked would
+    /// make the audit upload again what exists.
+    fn find<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>>;
 
     /// Retires records that are not any item's (duplicates the audit
-    /// found), as `policy` retires vanished files' records.
+    /// found), as `policy` retires vanished files' records. `Ok` only once
+    /// the upstream confirmed it (a record already gone counts); a policy
+    /// the sink cannot apply is `SinkError::unsupported`. No default:
+    /// "done" unasked would report duplicates retired that stay.
     fn retire<'a>(
         &'a self,
-        _ids: &'a [String],
-        _policy: DeletePolicy,
-    ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
-        futures::FutureExt::boxed_local(async { Ok(()) })
-    }
+        ids: &'a [String],
+        policy: DeletePolicy,
+    ) -> LocalBoxFuture<'a, Result<(), SinkError>>;
 
     /// The name `key`'s record has upstream.
     fn record_name(&self, key: &str) -> String {
@@ -289,6 +306,19 @@ pub struct PushContext<'a> {
     pub suspects: &'a HashSet<String>,
     /// Reads an item's content from the job's source.
     pub content: &'a (dyn crate::source::Content + Send + Sync),
+}
+
+/// For a sink without status, retiring under `policy`: whether it asks
+/// for deletion (`keep`: nothing to do), or why it cannot be applied.
+pub fn deletion_asked(sink: &str, policy: DeletePolicy) -> Result<bool, SinkError> {
+    match policy {
+        DeletePolicy::Delete => Ok(true),
+        DeletePolicy::Keep => Ok(false),
+        // The config refuses these policies for such a sink already.
+        DeletePolicy::Disable | DeletePolicy::Archive => Err(SinkError::unsupported(format!(
+            "{sink} records have no status: they cannot be disabled or archived (delete_policy = \"delete\" or \"keep\")"
+        ))),
+    }
 }
 
 /// MIME type by extension: Dify decides by the extension anyway, but a
@@ -327,4 +357,29 @@ pub fn extension(path: &str) -> String {
         .and_then(|name| name.rsplit_once('.'))
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_without_status_deletes_keeps_or_says_it_cannot() {
+        assert_eq!(deletion_asked("PAI", DeletePolicy::Delete), Ok(true));
+        assert_eq!(deletion_asked("PAI", DeletePolicy::Keep), Ok(false));
+        for policy in [DeletePolicy::Disable, DeletePolicy::Archive] {
+            let e = deletion_asked("PAI", policy).unwrap_err();
+            assert!(e.is_unsupported(), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "unsupported: PAI records have no status: they cannot be disabled or archived (delete_policy = \"delete\" or \"keep\")"
+            );
+        }
+        // An upstream's own answer with that code is not "unsupported".
+        let answered = SinkError {
+            status: Some(400),
+            ..SinkError::unsupported("x")
+        };
+        assert!(!answered.is_unsupported());
+    }
 }

@@ -5,7 +5,10 @@
 //! or a reused nonce are refused as Alibaba Cloud refuses them), and keeps
 //! records: list with NextToken paging, batch create (SucceedDetails /
 //! FailedDetails), batch update and delete (Status false + FailedDetails
-//! "Not Found").
+//! "Not Found"). A listing filtered by `QueryFileName` holds the records
+//! whose file name contains it (the API's fuzzy match); `DatasetFileMetaIds`
+//! of a delete is a comma-separated list, as the SDK joins that parameter
+//! of the same API family.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -43,6 +46,8 @@ pub struct Logged {
     pub action: String,
     pub status: u16,
     pub body: Json,
+    /// The query parameters, decoded.
+    pub params: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -60,6 +65,12 @@ pub struct World {
     /// A listing that never ends: every page is the first again, with a
     /// NextToken and no TotalCount.
     pub endless_listing: bool,
+    /// Records the next unfiltered listing page that holds them leaves out,
+    /// as a listing that pages while records come and go can.
+    pub skip_once: HashSet<String>,
+    /// Take a delete's `DatasetFileMetaIds` for one id, commas and all, as
+    /// a server that does not split the list would.
+    pub ids_as_one: bool,
 }
 
 impl World {
@@ -84,6 +95,14 @@ impl World {
 
     pub fn count(&self, action: &str) -> usize {
         self.log.iter().filter(|l| l.action == action).count()
+    }
+
+    /// The requests of `action` that were answered 200.
+    pub fn answered(&self, action: &str) -> Vec<&Logged> {
+        self.log
+            .iter()
+            .filter(|l| l.action == action && l.status == 200)
+            .collect()
     }
 }
 
@@ -217,6 +236,14 @@ fn refusal(
     None
 }
 
+fn params(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
 fn decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();
@@ -279,6 +306,7 @@ async fn handle(
         action,
         status: resp.status().as_u16(),
         body: json_body,
+        params: params(&query),
     });
     Ok(resp)
 }
@@ -319,48 +347,13 @@ fn route(
     if path != expected {
         return error(404, "DatasetNotFound", "The dataset does not exist.");
     }
-    let params: BTreeMap<String, String> = query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect();
+    let params = params(query);
     match (method, action) {
         ("GET", "ListDatasetFileMetas") => {
             if params.get("WorkspaceId").map(String::as_str) != Some(WORKSPACE) {
                 return error(400, "InvalidParameter", "WorkspaceId is invalid.");
             }
-            let max: usize = params
-                .get("MaxResults")
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(10)
-                .min(w.page_size_cap);
-            let start: usize = params
-                .get("NextToken")
-                .and_then(|t| t.strip_prefix("tok-"))
-                .and_then(|t| t.parse().ok())
-                .filter(|_| !w.endless_listing)
-                .unwrap_or(0);
-            let all: Vec<(&String, &Record)> = w.records.iter().collect();
-            let page: Vec<Json> = all
-                .iter()
-                .skip(start)
-                .take(max)
-                .map(|(id, r)| {
-                    json!({"DatasetFileMetaId": id, "Uri": r.uri, "FileName": r.file_name,
-                           "MetaAttributes": r.meta_attributes})
-                })
-                .collect();
-            if w.endless_listing {
-                return reply(
-                    200,
-                    json!({"RequestId": "r", "DatasetFileMetas": page, "NextToken": "tok-again"}),
-                );
-            }
-            let next = (start + max < all.len()).then(|| format!("tok-{}", start + max));
-            reply(
-                200,
-                json!({"RequestId": "r", "DatasetFileMetas": page, "TotalCount": all.len(), "NextToken": next}),
-            )
+            list(w, &params)
         }
         ("POST", "CreateDatasetFileMetas") | ("PUT", "UpdateDatasetFileMetas") => {
             if body.get("WorkspaceId").and_then(Json::as_str) != Some(WORKSPACE) {
@@ -394,7 +387,12 @@ fn route(
                 return error(400, "MissingParameter", "DatasetFileMetaIds is mandatory.");
             };
             let mut failed = Vec::new();
-            for id in ids.split(',') {
+            let ids: Vec<&str> = if w.ids_as_one {
+                vec![ids.as_str()]
+            } else {
+                ids.split(',').collect()
+            };
+            for id in ids {
                 if w.records.remove(id).is_none() {
                     failed.push(json!({"DatasetFileMetaId": id, "Result": "Not Found", "Uri": ""}));
                 }
@@ -410,6 +408,51 @@ fn route(
             "The action does not match the request.",
         ),
     }
+}
+
+/// One page of ListDatasetFileMetas.
+fn list(w: &mut World, params: &BTreeMap<String, String>) -> Response<Full<Bytes>> {
+    let max: usize = params
+        .get("MaxResults")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(10)
+        .min(w.page_size_cap);
+    let start: usize = params
+        .get("NextToken")
+        .and_then(|t| t.strip_prefix("tok-"))
+        .and_then(|t| t.parse().ok())
+        .filter(|_| !w.endless_listing)
+        .unwrap_or(0);
+    // Fuzzy, as the API's: a part of the file name matches.
+    let name = params.get("QueryFileName").cloned().unwrap_or_default();
+    let all: Vec<(String, Record)> = w
+        .records
+        .iter()
+        .filter(|(_, r)| r.file_name.contains(&name))
+        .map(|(id, r)| (id.clone(), r.clone()))
+        .collect();
+    let mut held: Vec<&(String, Record)> = all.iter().skip(start).take(max).collect();
+    if name.is_empty() {
+        held.retain(|(id, _)| !w.skip_once.remove(id));
+    }
+    let page: Vec<Json> = held
+        .iter()
+        .map(|(id, r)| {
+            json!({"DatasetFileMetaId": id, "Uri": r.uri, "FileName": r.file_name,
+                   "MetaAttributes": r.meta_attributes})
+        })
+        .collect();
+    if w.endless_listing {
+        return reply(
+            200,
+            json!({"RequestId": "r", "DatasetFileMetas": page, "NextToken": "tok-again"}),
+        );
+    }
+    let next = (start + max < all.len()).then(|| format!("tok-{}", start + max));
+    reply(
+        200,
+        json!({"RequestId": "r", "DatasetFileMetas": page, "TotalCount": all.len(), "NextToken": next}),
+    )
 }
 
 fn create(w: &mut World, metas: &[Json]) -> Response<Full<Bytes>> {

@@ -22,6 +22,10 @@ use crate::sink::{ErrorClass, SinkError};
 
 pub const API_VERSION: &str = "2021-02-04";
 const PAGE_SIZE: usize = 100;
+/// Records per DeleteDatasetFileMetas. No limit is documented; the ids go
+/// in the query, and 50 of 64 characters keep the URL near 3.5 KB, well
+/// under the 8 KB request lines that gateways commonly take.
+pub const DELETE_BATCH: usize = 50;
 
 /// One record's answer in a batch.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +44,17 @@ pub struct BatchAnswer {
     pub failed: Vec<Detail>,
     #[serde(rename = "SucceedDetails", default)]
     pub succeeded: Vec<Detail>,
+}
+
+impl BatchAnswer {
+    /// The records a delete refused, with why: one already gone ("Not
+    /// Found") is what was wanted.
+    pub fn refused_deletes(self) -> impl Iterator<Item = (String, String)> {
+        self.failed
+            .into_iter()
+            .filter_map(|d| Some((d.id?, d.result.unwrap_or_else(|| "refused".into()))))
+            .filter(|(_, result)| !result.eq_ignore_ascii_case("not found"))
+    }
 }
 
 pub struct PaiClient {
@@ -161,14 +176,8 @@ impl PaiClient {
     /// One ListDatasetFileMetas of one record: proves the workspace,
     /// dataset and AccessKey before a job is bound to them.
     pub async fn check(&self) -> Result<(), SinkError> {
-        let query = vec![
-            (
-                "DatasetVersion".to_owned(),
-                self.cfg.dataset_version.clone(),
-            ),
-            ("WorkspaceId".to_owned(), self.cfg.workspace_id.clone()),
-            ("MaxResults".to_owned(), "1".to_owned()),
-        ];
+        let mut query = self.scope();
+        query.push(("MaxResults".to_owned(), "1".to_owned()));
         self.call(Method::GET, "ListDatasetFileMetas", query, None)
             .await
             .map(drop)
@@ -176,6 +185,26 @@ impl PaiClient {
 
     /// ListDatasetFileMetas, every page: (URI, record id).
     pub async fn list(&self) -> Result<Vec<(String, String)>, SinkError> {
+        self.list_where(None).await
+    }
+
+    /// The record under `uri`, looked up by a listing filtered on its file
+    /// name. The API's `QueryFileName` matches parts of names, so the
+    /// answer is a superset: only the exact URI counts.
+    pub async fn find(&self, uri: &str) -> Result<Option<String>, SinkError> {
+        let name = uri.rsplit('/').next().unwrap_or(uri);
+        let records = self.list_where(Some(("QueryFileName", name))).await?;
+        Ok(records
+            .into_iter()
+            .find(|(u, _)| u == uri)
+            .map(|(_, id)| id))
+    }
+
+    /// ListDatasetFileMetas with an optional filter, every page.
+    async fn list_where(
+        &self,
+        filter: Option<(&str, &str)>,
+    ) -> Result<Vec<(String, String)>, SinkError> {
         #[derive(Deserialize)]
         struct Record {
             #[serde(rename = "DatasetFileMetaId")]
@@ -196,27 +225,18 @@ impl PaiClient {
         let mut token: Option<String> = None;
         let mut pages = Pages::new("PAI", "ListDatasetFileMetas", PAGE_SIZE);
         loop {
-            let mut query = vec![
-                (
-                    "DatasetVersion".to_owned(),
-                    self.cfg.dataset_version.clone(),
-                ),
-                ("WorkspaceId".to_owned(), self.cfg.workspace_id.clone()),
-                ("MaxResults".to_owned(), PAGE_SIZE.to_string()),
-            ];
+            let mut query = self.scope();
+            query.push(("MaxResults".to_owned(), PAGE_SIZE.to_string()));
+            if let Some((k, v)) = filter {
+                query.push((k.to_owned(), v.to_owned()));
+            }
             if let Some(t) = &token {
                 query.push(("NextToken".to_owned(), t.clone()));
             }
             let v = self
                 .call(Method::GET, "ListDatasetFileMetas", query, None)
                 .await?;
-            let page: Page = serde_json::from_value(v).map_err(|e| {
-                SinkError::local(
-                    ErrorClass::Transient,
-                    "bad_response",
-                    format!("unexpected ListDatasetFileMetas answer: {e}"),
-                )
-            })?;
+            let page: Page = parse(v, "ListDatasetFileMetas")?;
             pages.took(page.records.iter().map(|r| r.id.as_str()), page.total)?;
             let empty = page.records.is_empty();
             out.extend(page.records.into_iter().map(|r| (r.uri, r.id)));
@@ -227,6 +247,17 @@ impl PaiClient {
             pages.more()?;
         }
         Ok(out)
+    }
+
+    /// The query parameters every call on the dataset carries.
+    fn scope(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "DatasetVersion".to_owned(),
+                self.cfg.dataset_version.clone(),
+            ),
+            ("WorkspaceId".to_owned(), self.cfg.workspace_id.clone()),
+        ]
     }
 
     /// CreateDatasetFileMetas (POST) or UpdateDatasetFileMetas (PUT).
@@ -242,42 +273,53 @@ impl PaiClient {
             "DatasetFileMetas": records,
         });
         let v = self.call(method, action, Vec::new(), Some(body)).await?;
-        serde_json::from_value(v).map_err(|e| {
-            SinkError::local(
-                ErrorClass::Transient,
-                "bad_response",
-                format!("unexpected {action} answer: {e}"),
-            )
-        })
+        parse(v, action)
     }
 }
 
 impl PaiClient {
-    /// DeleteDatasetFileMetas: the ids go in the query, comma-separated.
-    /// DeleteDatasetFileMetas of one record. The parameter's name is plural,
-    /// but neither the API's documents nor its SDK show a list format:
-    /// if the server took "a,b" for one id, its "Not Found" would be taken
-    /// for done while the records stay. One id per call is certain.
-    pub async fn delete(&self, id: &str) -> Result<BatchAnswer, SinkError> {
-        let query = vec![
-            (
-                "DatasetVersion".to_owned(),
-                self.cfg.dataset_version.clone(),
-            ),
-            ("WorkspaceId".to_owned(), self.cfg.workspace_id.clone()),
-            ("DatasetFileMetaIds".to_owned(), id.to_owned()),
-        ];
+    /// DeleteDatasetFileMetas of up to `DELETE_BATCH` records, their ids
+    /// comma-separated in `DatasetFileMetaIds`: the API documents the
+    /// parameter as a string, and its SDK joins the same parameter of
+    /// ListDatasetFileMetas with commas. A server that took the list for
+    /// one id would answer "Not Found" for an id not asked for: such an
+    /// answer is an error, never taken for the records being gone.
+    pub async fn delete(&self, ids: &[&str]) -> Result<BatchAnswer, SinkError> {
+        let mut query = self.scope();
+        query.push(("DatasetFileMetaIds".to_owned(), ids.join(",")));
         let v = self
             .call(Method::DELETE, "DeleteDatasetFileMetas", query, None)
             .await?;
-        serde_json::from_value(v).map_err(|e| {
-            SinkError::local(
-                ErrorClass::Transient,
+        let answer: BatchAnswer = parse(v, "DeleteDatasetFileMetas")?;
+        let stray = answer
+            .failed
+            .iter()
+            .find(|d| d.id.as_deref().is_none_or(|id| !ids.contains(&id)));
+        if let Some(d) = stray {
+            return Err(SinkError::local(
+                ErrorClass::Permanent,
                 "bad_response",
-                format!("unexpected DeleteDatasetFileMetas answer: {e}"),
-            )
-        })
+                format!(
+                    "DeleteDatasetFileMetas answered about record {:?}, which was not asked for ({} asked): the records are not taken for deleted",
+                    d.id.as_deref().unwrap_or(""),
+                    ids.len()
+                ),
+            ));
+        }
+        Ok(answer)
     }
+}
+
+/// An answer's JSON as `T`; a shape not expected is transient (a gateway's
+/// page, say).
+fn parse<T: serde::de::DeserializeOwned>(v: Json, action: &str) -> Result<T, SinkError> {
+    serde_json::from_value(v).map_err(|e| {
+        SinkError::local(
+            ErrorClass::Transient,
+            "bad_response",
+            format!("unexpected {action} answer: {e}"),
+        )
+    })
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`, UTC.

@@ -14,10 +14,12 @@ pub use config::{validate, PaiConfig, RawPai};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
+use crate::config::DeletePolicy;
 use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::{
-    Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
+    deletion_asked, Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig,
+    SinkError,
 };
 use client::PaiClient;
 
@@ -126,6 +128,43 @@ impl Sink for PaiSink {
                     })
                     .collect(),
             ))
+        }
+        .boxed_local()
+    }
+
+    /// By URI, through a listing filtered on the file's name.
+    fn find<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {
+        async move {
+            let uri = self.client.uri_of(key);
+            let id = self.client.find(&uri).await?;
+            Ok(id.map(|id| Listed {
+                id,
+                name: uri,
+                standing: None,
+                state: None,
+                error: None,
+            }))
+        }
+        .boxed_local()
+    }
+
+    /// DeleteDatasetFileMetas, in batches. PAI records have no status:
+    /// nothing to disable or archive.
+    fn retire<'a>(
+        &'a self,
+        ids: &'a [String],
+        policy: DeletePolicy,
+    ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
+        async move {
+            if !deletion_asked("PAI", policy)? {
+                return Ok(());
+            }
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let deleted = push::delete_records(&self.client, &ids).await;
+            if let Some(e) = deleted.fatal {
+                return Err(e);
+            }
+            deleted.results.into_iter().flatten().collect()
         }
         .boxed_local()
     }

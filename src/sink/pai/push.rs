@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use futures::FutureExt;
 use serde_json::{json, Value as Json};
 
-use super::client::{BatchAnswer, PaiClient};
+use super::client::{BatchAnswer, PaiClient, DELETE_BATCH};
 use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
 use crate::sink::bisect::send_in_batches;
@@ -221,8 +221,7 @@ async fn send(
     Ok(())
 }
 
-/// Records of vanished files, under `delete_policy = "delete"`. A record
-/// already gone ("Not Found") is what was wanted.
+/// Records of vanished files, under `delete_policy = "delete"`.
 async fn delete(
     job: &str,
     client: &PaiClient,
@@ -230,12 +229,42 @@ async fn delete(
     out: &mut Outcome,
     items: &[(&str, &str)],
 ) -> Result<(), PushError> {
+    let ids: Vec<&str> = items.iter().map(|(_, id)| *id).collect();
+    let deleted = delete_records(client, &ids).await;
+    for ((key, _), result) in items.iter().zip(deleted.results) {
+        match result {
+            Some(Ok(())) => {
+                state.forget(job, key)?;
+                out.deleted += 1;
+            }
+            Some(Err(e)) => record_failure(state, out, job, key, "delete", e)?,
+            None => {}
+        }
+    }
+    if let Some(e) = deleted.fatal {
+        out.fatal = Some(e);
+    }
+    Ok(())
+}
+
+/// What became of each record a delete was asked for.
+pub(super) struct Deleted {
+    /// Per id, in order: deleted (or already gone), refused, or `None`:
+    /// not sent, a fatal error stopped the work first.
+    pub results: Vec<Option<Result<(), SinkError>>>,
+    pub fatal: Option<SinkError>,
+}
+
+/// Deletes records in batches of `DELETE_BATCH`. A batch refused as a
+/// whole (among them an answer about ids not asked for) is halved until
+/// the refused record stands alone; a record already gone ("Not Found")
+/// is what was wanted.
+pub(super) async fn delete_records(client: &PaiClient, ids: &[&str]) -> Deleted {
     let answers: Mutex<Vec<BatchAnswer>> = Mutex::new(Vec::new());
     let answers_ref = &answers;
-    // One record per call (see `PaiClient::delete`).
-    let r = send_in_batches(items, 1, |chunk| {
+    let r = send_in_batches(ids, DELETE_BATCH, |chunk| {
         async move {
-            let answer = client.delete(chunk[0].1).await?;
+            let answer = client.delete(chunk).await?;
             answers_ref.lock().expect("not poisoned").push(answer);
             Ok(())
         }
@@ -246,34 +275,27 @@ async fn delete(
         .into_inner()
         .expect("not poisoned")
         .into_iter()
-        .flat_map(|a| a.failed)
-        .filter_map(|d| Some((d.id?, d.result.unwrap_or_else(|| "refused".into()))))
-        .filter(|(_, result)| !result.eq_ignore_ascii_case("not found"))
+        .flat_map(BatchAnswer::refused_deletes)
         .collect();
-    for &i in &r.applied {
-        let (key, id) = items[i];
-        match refused.get(id) {
-            Some(result) => {
-                let e = SinkError::local(
-                    ErrorClass::Permanent,
-                    "record_refused",
-                    format!("PAI refused to delete record {id}: {result}"),
-                );
-                record_failure(state, out, job, key, "delete", e)?;
-            }
-            None => {
-                state.forget(job, key)?;
-                out.deleted += 1;
-            }
-        }
+    let mut results: Vec<Option<Result<(), SinkError>>> = vec![None; ids.len()];
+    for i in r.applied {
+        let id = ids[i];
+        results[i] = Some(match refused.get(id) {
+            Some(result) => Err(SinkError::local(
+                ErrorClass::Permanent,
+                "record_refused",
+                format!("PAI refused to delete record {id}: {result}"),
+            )),
+            None => Ok(()),
+        });
     }
     for (i, e) in r.failed {
-        record_failure(state, out, job, items[i].0, "delete", e)?;
+        results[i] = Some(Err(e));
     }
-    if let Some(e) = r.fatal {
-        out.fatal = Some(e);
+    Deleted {
+        results,
+        fatal: r.fatal,
     }
-    Ok(())
 }
 
 /// One record of a batch: `MetaAttributes` is a JSON *string* (as the API

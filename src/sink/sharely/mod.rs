@@ -19,7 +19,8 @@ use crate::model::DeletePolicy;
 use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::{
-    Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
+    deletion_asked, Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig,
+    SinkError,
 };
 use client::SharelyClient;
 
@@ -195,7 +196,11 @@ impl Sink for SharelySink {
     fn find<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>> {
         async move {
             if !self.cfg.upload {
-                return Ok(None);
+                // Items are named in the config, never looked up by name
+                // (and without a listing the audit does not run).
+                return Err(SinkError::unsupported(
+                    "Sharely items mapped in the config (upload = false) are not looked up by name",
+                ));
             }
             Ok(self.listed().await?.into_iter().find(|l| l.name == key))
         }
@@ -208,8 +213,15 @@ impl Sink for SharelySink {
         policy: DeletePolicy,
     ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
         async move {
-            if policy != DeletePolicy::Delete {
+            if !deletion_asked("Sharely", policy)? {
                 return Ok(());
+            }
+            if !self.cfg.upload {
+                // The config's items are the user's own: kbsync only sets
+                // their metadata.
+                return Err(SinkError::unsupported(
+                    "the Sharely items [sync.sharely.knowledge] maps (upload = false) are not kbsync's to delete",
+                ));
             }
             for id in ids {
                 self.client.delete(id).await?;
