@@ -174,138 +174,23 @@ pub fn validate(
     index: usize,
     raw: RawJob,
 ) -> Result<(JobConfig, Span), ConfigError> {
-    let name_span = raw.name.span();
-    let name = raw.name.into_inner();
-    let key = |k: &str| format!("sync[{index}].{k}");
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(loc.error(
-            name_span,
-            &key("name"),
-            "a job name must be non-empty and use only letters, digits, '-', '_' and '.'",
-        ));
-    }
-    let raw_policy_span = raw.delete_policy.as_ref().map(|p| p.span());
-    let source = match (raw.folder, raw.web) {
-        (Some(folder), None) => {
-            SourceConfig::Folder(source::validate_folder(
-                loc,
-                base,
-                roots,
-                index,
-                folder.into_inner(),
-            )?)
-        }
-        (None, Some(web)) => SourceConfig::Web(source::validate_web(loc, index, web)?),
-        (Some(_), Some(web)) => {
-            return Err(loc.error(
-                web.span(),
-                &key("web"),
-                format!("job {name:?} has both [sync.folder] and [sync.web]; a job has one source, so make a second [[sync]] job"),
-            ))
-        }
-        (None, None) => {
-            return Err(loc.error(
-                name_span.clone(),
-                &key("folder"),
-                format!("job {name:?} has no source: add a [sync.folder] or [sync.web] table"),
-            ))
-        }
+    let job = Job {
+        loc,
+        index,
+        name_span: raw.name.span(),
+        name: raw.name.into_inner(),
     };
-    let max_delete = match &raw.max_delete {
-        None => MaxDelete::default(),
-        Some(v) => max_delete(v.get_ref()).ok_or_else(|| {
-            loc.error(
-                v.span(),
-                &key("max_delete"),
-                "expected a number of records (e.g. 100) or a share of the job's records (e.g. \"50%\")",
-            )
-        })?,
-    };
-    let mut sinks = raw.sinks.into_iter();
-    let Some(sink) = sinks.next() else {
-        return Err(loc.error(
-            name_span.clone(),
-            &key(SECTIONS[0]),
-            format!(
-                "job {name:?} has no target: add one of {}",
-                SECTIONS
-                    .iter()
-                    .map(|s| format!("[sync.{s}]"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
-    };
-    if let Some(second) = sinks.next() {
-        return Err(loc.error(
-            second.span(),
-            &key(SECTIONS[0]),
-            format!("job {name:?} has more than one target; a job has one, so make another [[sync]] job"),
-        ));
-    }
-    let sink = sink.validate(loc, base, index)?;
-    let caps = sink.capabilities();
-    let delete_policy = match raw.delete_policy {
-        Some(p) => p.into_inner(),
-        // Without status changes, keeping is the only reversible choice:
-        // deleting stays something to ask for.
-        None if !caps.status => DeletePolicy::Keep,
-        None => DeletePolicy::default(),
-    };
-    let unsupported = match delete_policy {
-        DeletePolicy::Delete => !caps.delete,
-        DeletePolicy::Disable | DeletePolicy::Archive => !caps.status,
-        DeletePolicy::Keep => false,
-    };
-    if unsupported {
-        let at = raw_policy_span.unwrap_or_else(|| name_span.clone());
-        return Err(loc.error(
-            at,
-            &key("delete_policy"),
-            format!(
-                "the {} target cannot {} items (its API offers no such call); use delete_policy = \"keep\"",
-                sink.kind(),
-                match delete_policy {
-                    DeletePolicy::Delete => "delete",
-                    DeletePolicy::Disable => "disable",
-                    _ => "archive",
-                }
-            ),
-        ));
-    }
-    if matches!(source, SourceConfig::Web(_)) && !caps.content {
-        return Err(loc.error(
-            name_span.clone(),
-            &key("web"),
-            format!("the {} target cannot take content, so there is nothing to mirror web pages into; use a [sync.folder] source mapped to existing items", sink.kind()),
-        ));
-    }
-
-    let mut metadata = Vec::new();
-    for (field_name, spec) in raw.metadata {
-        let span = field_name.span();
-        let field_name = field_name.into_inner();
-        let field_key = key(&format!("metadata.{field_name}"));
-        if field_name.is_empty() || field_name.chars().count() > 255 {
-            return Err(loc.error(
-                span,
-                &field_key,
-                "a metadata field name must be 1 to 255 characters",
-            ));
-        }
-        if let Some(why) = sink.refuses_field(&field_name) {
-            return Err(loc.error(span, &field_key, why));
-        }
-        metadata.push(metadata::validate_field(loc, &field_key, field_name, spec)?);
-    }
-
+    job.check_name()?;
+    let policy_span = raw.delete_policy.as_ref().map(|p| p.span());
+    let source = job.source(base, roots, raw.folder, raw.web)?;
+    let max_delete = job.max_delete(raw.max_delete.as_ref())?;
+    let sink = job.sink(base, raw.sinks)?;
+    let delete_policy = job.delete_policy(raw.delete_policy, policy_span, sink.as_ref())?;
+    job.check_web_target(&source, sink.as_ref())?;
+    let metadata = job.metadata(raw.metadata, sink.as_ref())?;
     Ok((
         JobConfig {
-            name,
+            name: job.name,
             delete_policy,
             source,
             sink,
@@ -313,8 +198,203 @@ pub fn validate(
             duplicates: raw.duplicates.map(Spanned::into_inner).unwrap_or_default(),
             metadata,
         },
-        name_span,
+        job.name_span,
     ))
+}
+
+/// The job being validated: what each of its errors names (the file
+/// position through `loc`, the key `sync[index].…`, the job's name).
+struct Job<'a> {
+    loc: &'a Locator<'a>,
+    index: usize,
+    name: String,
+    name_span: Span,
+}
+
+impl Job<'_> {
+    fn key(&self, k: &str) -> String {
+        format!("sync[{}].{k}", self.index)
+    }
+
+    fn error(&self, span: Span, k: &str, message: impl Into<String>) -> ConfigError {
+        self.loc.error(span, &self.key(k), message)
+    }
+
+    fn check_name(&self) -> Result<(), ConfigError> {
+        let name = &self.name;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(self.error(
+                self.name_span.clone(),
+                "name",
+                "a job name must be non-empty and use only letters, digits, '-', '_' and '.'",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Exactly one source: `[sync.folder]` or `[sync.web]`.
+    fn source(
+        &self,
+        base: &Path,
+        roots: Roots,
+        folder: Option<Spanned<RawFolder>>,
+        web: Option<Spanned<RawWeb>>,
+    ) -> Result<SourceConfig, ConfigError> {
+        let name = &self.name;
+        Ok(match (folder, web) {
+            (Some(folder), None) => SourceConfig::Folder(source::validate_folder(
+                self.loc,
+                base,
+                roots,
+                self.index,
+                folder.into_inner(),
+            )?),
+            (None, Some(web)) => SourceConfig::Web(source::validate_web(self.loc, self.index, web)?),
+            (Some(_), Some(web)) => {
+                return Err(self.error(
+                    web.span(),
+                    "web",
+                    format!("job {name:?} has both [sync.folder] and [sync.web]; a job has one source, so make a second [[sync]] job"),
+                ))
+            }
+            (None, None) => {
+                return Err(self.error(
+                    self.name_span.clone(),
+                    "folder",
+                    format!("job {name:?} has no source: add a [sync.folder] or [sync.web] table"),
+                ))
+            }
+        })
+    }
+
+    fn max_delete(&self, raw: Option<&Spanned<toml::Value>>) -> Result<MaxDelete, ConfigError> {
+        match raw {
+            None => Ok(MaxDelete::default()),
+            Some(v) => max_delete(v.get_ref()).ok_or_else(|| {
+                self.error(
+                    v.span(),
+                    "max_delete",
+                    "expected a number of records (e.g. 100) or a share of the job's records (e.g. \"50%\")",
+                )
+            }),
+        }
+    }
+
+    /// Exactly one target section, validated by its sink.
+    fn sink(&self, base: &Path, sinks: Vec<RawSink>) -> Result<Arc<dyn SinkConfig>, ConfigError> {
+        let name = &self.name;
+        let mut sinks = sinks.into_iter();
+        let Some(sink) = sinks.next() else {
+            return Err(self.error(
+                self.name_span.clone(),
+                SECTIONS[0],
+                format!(
+                    "job {name:?} has no target: add one of {}",
+                    SECTIONS
+                        .iter()
+                        .map(|s| format!("[sync.{s}]"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        if let Some(second) = sinks.next() {
+            return Err(self.error(
+                second.span(),
+                SECTIONS[0],
+                format!("job {name:?} has more than one target; a job has one, so make another [[sync]] job"),
+            ));
+        }
+        sink.validate(self.loc, base, self.index)
+    }
+
+    /// The delete policy set (at `span`), or the target's default; one the
+    /// target cannot carry out is refused.
+    fn delete_policy(
+        &self,
+        raw: Option<Spanned<DeletePolicy>>,
+        span: Option<Span>,
+        sink: &dyn SinkConfig,
+    ) -> Result<DeletePolicy, ConfigError> {
+        let caps = sink.capabilities();
+        let delete_policy = match raw {
+            Some(p) => p.into_inner(),
+            // Without status changes, keeping is the only reversible choice:
+            // deleting stays something to ask for.
+            None if !caps.status => DeletePolicy::Keep,
+            None => DeletePolicy::default(),
+        };
+        let unsupported = match delete_policy {
+            DeletePolicy::Delete => !caps.delete,
+            DeletePolicy::Disable | DeletePolicy::Archive => !caps.status,
+            DeletePolicy::Keep => false,
+        };
+        if unsupported {
+            let at = span.unwrap_or_else(|| self.name_span.clone());
+            return Err(self.error(
+                at,
+                "delete_policy",
+                format!(
+                    "the {} target cannot {} items (its API offers no such call); use delete_policy = \"keep\"",
+                    sink.kind(),
+                    match delete_policy {
+                        DeletePolicy::Delete => "delete",
+                        DeletePolicy::Disable => "disable",
+                        _ => "archive",
+                    }
+                ),
+            ));
+        }
+        Ok(delete_policy)
+    }
+
+    /// A web source needs a target that takes content.
+    fn check_web_target(
+        &self,
+        source: &SourceConfig,
+        sink: &dyn SinkConfig,
+    ) -> Result<(), ConfigError> {
+        if matches!(source, SourceConfig::Web(_)) && !sink.capabilities().content {
+            return Err(self.error(
+                self.name_span.clone(),
+                "web",
+                format!("the {} target cannot take content, so there is nothing to mirror web pages into; use a [sync.folder] source mapped to existing items", sink.kind()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `[sync.metadata]` fields, each name one the target accepts.
+    fn metadata(
+        &self,
+        raw: BTreeMap<Spanned<String>, Spanned<RawField>>,
+        sink: &dyn SinkConfig,
+    ) -> Result<Vec<FieldMapping>, ConfigError> {
+        let mut metadata = Vec::new();
+        for (field_name, spec) in raw {
+            let span = field_name.span();
+            let field_name = field_name.into_inner();
+            let field_key = self.key(&format!("metadata.{field_name}"));
+            if field_name.is_empty() || field_name.chars().count() > 255 {
+                return Err(self.loc.error(
+                    span,
+                    &field_key,
+                    "a metadata field name must be 1 to 255 characters",
+                ));
+            }
+            if let Some(why) = sink.refuses_field(&field_name) {
+                return Err(self.loc.error(span, &field_key, why));
+            }
+            metadata.push(metadata::validate_field(
+                self.loc, &field_key, field_name, spec,
+            )?);
+        }
+        Ok(metadata)
+    }
 }
 
 /// `100` (records) or `"50%"` (of the job's records).

@@ -11,6 +11,7 @@
 //! they get metadata, and are never uploaded over or deleted.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
@@ -22,7 +23,7 @@ use crate::plan::{Op, Plan};
 use crate::sink::{
     record_failure, ErrorClass, Failure, Outcome, PushContext, PushError, SinkError,
 };
-use crate::state::StepKind;
+use crate::state::{CachedItem, StepKind};
 
 /// Items by title.
 type Titles = HashMap<String, Vec<Knowledge>>;
@@ -49,83 +50,173 @@ pub async fn push(
     cfg: &SharelyConfig,
     plan: &Plan,
 ) -> Result<Outcome, PushError> {
-    let job = ctx.job.name.as_str();
-    let stop = ctx.stop;
-    let mut out = Outcome::default();
-    let mapped: HashSet<&str> = cfg.knowledge.values().map(String::as_str).collect();
+    let mut push = Push {
+        ctx,
+        client,
+        cfg,
+        plan,
+        out: Outcome::default(),
+    };
+    let uploads = content_uploads(plan);
+    let ControlFlow::Continue(titles) = push.map_titles(&uploads).await? else {
+        return Ok(push.out);
+    };
+    let done = push.upload(&uploads, titles.as_ref()).await?;
+    if push.halted() {
+        return Ok(push.out);
+    }
+    push.send_metadata(&done).await?;
+    if push.halted() {
+        return Ok(push.out);
+    }
+    if push.delete_vanished().await?.is_break() {
+        return Ok(push.out);
+    }
+    push.forget_gone(titles.as_ref()).await?;
+    Ok(push.out)
+}
 
-    // Keys the config maps never come here as content (the planner only
-    // sets their metadata).
-    let mut ids: HashMap<&str, String> = HashMap::new();
-    let uploads: Vec<(&str, Option<&str>)> = plan
-        .ops
+/// The plan's content steps: each key, and the item it replaces (none for
+/// a create). Keys the config maps never come here as content (the
+/// planner only sets their metadata).
+fn content_uploads(plan: &Plan) -> Vec<(&str, Option<&str>)> {
+    plan.ops
         .iter()
         .filter_map(|op| match op {
             Op::Create { key, .. } => Some((key.as_str(), None)),
             Op::UpdateContent { key, doc_id, .. } => Some((key.as_str(), Some(doc_id.as_str()))),
             _ => None,
         })
-        .collect();
+        .collect()
+}
 
-    // A listing maps titles to items: the first time the job creates, and
-    // whenever an earlier upload may have made an item unbeknown.
-    let creates = uploads.iter().any(|(_, old)| old.is_none());
-    let suspect = uploads.iter().any(|(k, _)| ctx.suspects.contains(*k))
-        || plan
-            .ops
-            .iter()
-            .any(|op| matches!(op, Op::Forget { key } if ctx.suspects.contains(key)));
-    let mut titles: Option<Titles> = None;
-    if (creates && !ctx.state.listed(job)?) || suspect {
-        match client.list().await {
+/// What the uploads left for the metadata phase.
+#[derive(Default)]
+struct Uploads<'p> {
+    /// The id each uploaded key ended with.
+    ids: HashMap<&'p str, String>,
+    /// Keys whose upload failed: their metadata waits for their content.
+    blocked: HashSet<String>,
+    /// Keys uploaded as a new item in place of an old one.
+    replaced: Vec<&'p str>,
+}
+
+/// One push: its inputs and the outcome it builds, phase by phase.
+struct Push<'a, 'c> {
+    ctx: PushContext<'c>,
+    client: &'a SharelyClient,
+    cfg: &'a SharelyConfig,
+    plan: &'a Plan,
+    out: Outcome,
+}
+
+impl<'a> Push<'a, '_> {
+    fn job(&self) -> &str {
+        self.ctx.job.name.as_str()
+    }
+
+    fn stopping(&self) -> bool {
+        self.ctx.stop.load(Ordering::SeqCst)
+    }
+
+    /// Whether the push ends here: a fatal error, or shutdown.
+    fn halted(&mut self) -> bool {
+        let stopping = self.stopping();
+        self.out.interrupted |= stopping;
+        self.out.fatal.is_some() || stopping
+    }
+
+    /// A listing maps titles to items: the first time the job creates, and
+    /// whenever an earlier upload may have made an item unbeknown. Breaks
+    /// when that listing fails, the uploads recorded as failed.
+    async fn map_titles(
+        &mut self,
+        uploads: &[(&str, Option<&str>)],
+    ) -> Result<ControlFlow<(), Option<Titles>>, PushError> {
+        let creates = uploads.iter().any(|(_, old)| old.is_none());
+        let suspects = self.ctx.suspects;
+        let suspect = uploads.iter().any(|(k, _)| suspects.contains(*k))
+            || self
+                .plan
+                .ops
+                .iter()
+                .any(|op| matches!(op, Op::Forget { key } if suspects.contains(key)));
+        if !((creates && !self.ctx.state.listed(self.job())?) || suspect) {
+            return Ok(ControlFlow::Continue(None));
+        }
+        match self.client.list().await {
             Ok(items) => {
-                ctx.state.mark_listed(job)?;
-                let mut t = Titles::new();
-                for item in items
-                    .into_iter()
-                    .filter(|i| !mapped.contains(i.id.as_str()))
-                {
-                    if let Some(name) = item.name() {
-                        t.entry(name.to_owned()).or_default().push(item);
-                    }
-                }
-                titles = Some(t);
+                self.ctx.state.mark_listed(self.job())?;
+                Ok(ControlFlow::Continue(Some(self.titles(items))))
             }
             Err(e) => {
                 // Uploading blind could duplicate items: wait for a listing.
-                for (key, _) in &uploads {
-                    record_failure(ctx.state, &mut out, job, key, "create", e.clone())?;
+                let job = self.ctx.job.name.as_str();
+                for (key, _) in uploads {
+                    record_failure(self.ctx.state, &mut self.out, job, key, "create", e.clone())?;
                 }
                 if e.class == ErrorClass::Fatal {
-                    out.fatal = Some(e);
+                    self.out.fatal = Some(e);
                 }
-                return Ok(out);
+                Ok(ControlFlow::Break(()))
             }
         }
     }
 
-    let uploader = Uploader {
-        ctx: &ctx,
-        client,
-        titles: titles.as_ref(),
-    };
-    let keys: Vec<&str> = uploads.iter().map(|(k, _)| *k).collect();
-    ctx.state.steps_started(job, &keys, StepKind::Content)?;
-    let mut blocked: HashSet<String> = HashSet::new();
-    let mut replaced: Vec<&str> = Vec::new();
-    crate::progress::UPLOADING.add(uploads.len());
-    let results: Vec<Uploaded<'_>> = futures::stream::iter(uploads.iter().map(|(key, old)| {
-        let one = uploader.upload_one(key, *old);
-        async move {
-            let r = one.await;
-            crate::progress::UPLOADING.one_done();
-            r
+    /// The listed items by title, but for those the config maps by hand.
+    fn titles(&self, items: Vec<Knowledge>) -> Titles {
+        let mapped: HashSet<&str> = self.cfg.knowledge.values().map(String::as_str).collect();
+        let mut titles = Titles::new();
+        for item in items
+            .into_iter()
+            .filter(|i| !mapped.contains(i.id.as_str()))
+        {
+            if let Some(name) = item.name() {
+                titles.entry(name.to_owned()).or_default().push(item);
+            }
         }
-    }))
-    .buffer_unordered(cfg.concurrency)
-    .collect()
-    .await;
-    for r in results {
+        titles
+    }
+
+    /// Uploads every file (`concurrency` at a time), each marked started
+    /// before it is sent, and records what each upload ended with.
+    async fn upload(
+        &mut self,
+        uploads: &[(&'a str, Option<&'a str>)],
+        titles: Option<&Titles>,
+    ) -> Result<Uploads<'a>, PushError> {
+        let keys: Vec<&str> = uploads.iter().map(|(k, _)| *k).collect();
+        self.ctx
+            .state
+            .steps_started(self.job(), &keys, StepKind::Content)?;
+        crate::progress::UPLOADING.add(uploads.len());
+        let uploader = Uploader {
+            ctx: &self.ctx,
+            client: self.client,
+            titles,
+        };
+        let results: Vec<Uploaded<'a>> = futures::stream::iter(uploads.iter().map(|(key, old)| {
+            let one = uploader.upload_one(key, *old);
+            async move {
+                let r = one.await;
+                crate::progress::UPLOADING.one_done();
+                r
+            }
+        }))
+        .buffer_unordered(self.cfg.concurrency)
+        .collect()
+        .await;
+        let mut done = Uploads::default();
+        for r in results {
+            self.record(r, &mut done)?;
+        }
+        Ok(done)
+    }
+
+    /// Records one upload's result in the state file and the outcome.
+    fn record(&mut self, r: Uploaded<'a>, done: &mut Uploads<'a>) -> Result<(), PushError> {
+        let job = self.ctx.job.name.as_str();
+        let state = &*self.ctx.state;
         match r {
             Uploaded::Done {
                 key,
@@ -134,49 +225,134 @@ pub async fn push(
                 adopted,
                 created,
             } => {
-                ctx.state.record_content(job, key, &id, key, &hash, None)?;
+                state.record_content(job, key, &id, key, &hash, None)?;
                 if adopted {
-                    out.adopted += 1;
+                    self.out.adopted += 1;
                 } else if created {
-                    out.created += 1;
+                    self.out.created += 1;
                 } else {
-                    out.updated += 1;
+                    self.out.updated += 1;
                 }
                 if !created {
-                    replaced.push(key);
+                    done.replaced.push(key);
                 }
-                ids.insert(key, id);
+                done.ids.insert(key, id);
             }
             Uploaded::Failed(f) => {
                 if f.error.class == ErrorClass::Fatal {
-                    out.fatal = Some(f.error.clone());
+                    self.out.fatal = Some(f.error.clone());
                 }
-                blocked.insert(f.key.clone());
-                record_failure(ctx.state, &mut out, job, &f.key, f.op, f.error)?;
+                done.blocked.insert(f.key.clone());
+                record_failure(state, &mut self.out, job, &f.key, f.op, f.error)?;
             }
             Uploaded::NotSent { key, failure } => {
                 // Marked started with the others, never sent: the next
                 // pass need not look for it.
-                if !ctx.suspects.contains(key) {
-                    ctx.state.step_not_sent(job, key, StepKind::Content)?;
+                if !self.ctx.suspects.contains(key) {
+                    state.step_not_sent(job, key, StepKind::Content)?;
                 }
                 match failure {
                     Some(f) => {
-                        blocked.insert(f.key.clone());
-                        record_failure(ctx.state, &mut out, job, &f.key, f.op, f.error)?;
+                        done.blocked.insert(f.key.clone());
+                        record_failure(state, &mut self.out, job, &f.key, f.op, f.error)?;
                     }
-                    None => out.interrupted = true,
+                    None => self.out.interrupted = true,
                 }
             }
         }
-    }
-    if out.fatal.is_some() || stop.load(Ordering::SeqCst) {
-        out.interrupted |= stop.load(Ordering::SeqCst);
-        return Ok(out);
+        Ok(())
     }
 
-    // Metadata: to the id the upload ended with. A replacing item starts
-    // with none, so what the old one had goes to it too.
+    /// Metadata, to the id each upload ended with.
+    async fn send_metadata(&mut self, done: &Uploads<'a>) -> Result<(), PushError> {
+        let meta = metadata_updates(self.plan, self.ctx.cached, done);
+        let sender = Sender {
+            job: self.ctx.job.name.as_str(),
+            client: self.client,
+            cached: self.ctx.cached,
+            stop: self.ctx.stop,
+            concurrency: self.cfg.concurrency,
+            uploaded: Some(&self.cfg.knowledge),
+        };
+        sender.send(self.ctx.state, &meta, &mut self.out).await
+    }
+
+    /// Deletes the items of vanished files (delete_policy = "delete").
+    /// Breaks on shutdown or a fatal error.
+    async fn delete_vanished(&mut self) -> Result<ControlFlow<()>, PushError> {
+        let job = self.ctx.job.name.as_str();
+        for (key, id) in self.plan.deletes() {
+            if self.stopping() {
+                self.out.interrupted = true;
+                return Ok(ControlFlow::Break(()));
+            }
+            match self.client.delete(id).await {
+                Ok(()) => {
+                    self.ctx.state.forget(job, key)?;
+                    self.out.deleted += 1;
+                }
+                Err(e) => {
+                    let fatal = e.class == ErrorClass::Fatal;
+                    record_failure(self.ctx.state, &mut self.out, job, key, "delete", e.clone())?;
+                    if fatal {
+                        self.out.fatal = Some(e);
+                        return Ok(ControlFlow::Break(()));
+                    }
+                }
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Forgets the keys the plan forgets. One gone while its upload was
+    /// unconfirmed first loses the items listed under its title: an item
+    /// the upload made would mirror nothing now. Stops at a fatal error.
+    async fn forget_gone(&mut self, titles: Option<&Titles>) -> Result<(), PushError> {
+        let job = self.ctx.job.name.as_str();
+        for op in &self.plan.ops {
+            let Op::Forget { key } = op else { continue };
+            let orphans: Vec<&Knowledge> = match (titles, self.ctx.suspects.contains(key)) {
+                (Some(t), true) => t.get(key.as_str()).into_iter().flatten().collect(),
+                _ => Vec::new(),
+            };
+            match self.delete_orphans(key, orphans).await {
+                Some(e) => {
+                    let fatal = e.class == ErrorClass::Fatal;
+                    record_failure(self.ctx.state, &mut self.out, job, key, "create", e.clone())?;
+                    if fatal {
+                        self.out.fatal = Some(e);
+                        return Ok(());
+                    }
+                }
+                None => {
+                    self.ctx.state.forget(job, key)?;
+                    self.out.forgotten += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the given items of a gone key; the first error ends it.
+    async fn delete_orphans(&self, key: &str, orphans: Vec<&Knowledge>) -> Option<SinkError> {
+        for item in orphans {
+            tracing::info!(%key, item = %item.id, "deleting the item of an unconfirmed upload whose file is gone");
+            if let Err(e) = self.client.delete(&item.id).await {
+                return Some(e);
+            }
+        }
+        None
+    }
+}
+
+/// The metadata to send after the uploads: the plan's, to the id the
+/// upload ended with (none for a key whose upload failed). A replacing
+/// item starts with none, so what the old one had goes to it too.
+fn metadata_updates<'p>(
+    plan: &'p Plan,
+    cached: &'p HashMap<String, CachedItem>,
+    done: &Uploads<'p>,
+) -> Vec<MetaUpdate<'p>> {
     let mut meta: Vec<MetaUpdate> = plan
         .ops
         .iter()
@@ -185,96 +361,33 @@ pub async fn push(
                 key,
                 doc_id,
                 metadata,
-            } if !blocked.contains(key) => Some(MetaUpdate {
+            } if !done.blocked.contains(key) => Some(MetaUpdate {
                 key,
-                id: ids.get(key.as_str()).cloned().or_else(|| doc_id.clone())?,
+                id: done
+                    .ids
+                    .get(key.as_str())
+                    .cloned()
+                    .or_else(|| doc_id.clone())?,
                 metadata,
             }),
             _ => None,
         })
         .collect();
-    for key in replaced {
+    for &key in &done.replaced {
         if meta.iter().any(|m| m.key == key) {
             continue;
         }
-        if let Some(pushed) = ctx.cached.get(key).and_then(|c| c.pushed_meta.as_ref()) {
+        if let Some(pushed) = cached.get(key).and_then(|c| c.pushed_meta.as_ref()) {
             if !pushed.is_empty() {
                 meta.push(MetaUpdate {
                     key,
-                    id: ids[key].clone(),
+                    id: done.ids[key].clone(),
                     metadata: pushed,
                 });
             }
         }
     }
-    let sender = Sender {
-        job,
-        client,
-        cached: ctx.cached,
-        stop,
-        concurrency: cfg.concurrency,
-        uploaded: Some(&cfg.knowledge),
-    };
-    sender.send(ctx.state, &meta, &mut out).await?;
-    if out.fatal.is_some() || stop.load(Ordering::SeqCst) {
-        out.interrupted |= stop.load(Ordering::SeqCst);
-        return Ok(out);
-    }
-
-    // Items of vanished files (delete_policy = "delete").
-    for (key, id) in plan.deletes() {
-        if stop.load(Ordering::SeqCst) {
-            out.interrupted = true;
-            return Ok(out);
-        }
-        match client.delete(id).await {
-            Ok(()) => {
-                ctx.state.forget(job, key)?;
-                out.deleted += 1;
-            }
-            Err(e) => {
-                let fatal = e.class == ErrorClass::Fatal;
-                record_failure(ctx.state, &mut out, job, key, "delete", e.clone())?;
-                if fatal {
-                    out.fatal = Some(e);
-                    return Ok(out);
-                }
-            }
-        }
-    }
-
-    for op in &plan.ops {
-        let Op::Forget { key } = op else { continue };
-        // Gone while its upload was unconfirmed: an item the upload made
-        // would mirror nothing now.
-        let orphans: Vec<&Knowledge> = match (&titles, ctx.suspects.contains(key)) {
-            (Some(t), true) => t.get(key.as_str()).into_iter().flatten().collect(),
-            _ => Vec::new(),
-        };
-        let mut failed = None;
-        for item in orphans {
-            tracing::info!(%key, item = %item.id, "deleting the item of an unconfirmed upload whose file is gone");
-            if let Err(e) = client.delete(&item.id).await {
-                failed = Some(e);
-                break;
-            }
-        }
-        match failed {
-            Some(e) => {
-                let fatal = e.class == ErrorClass::Fatal;
-                record_failure(ctx.state, &mut out, job, key, "create", e.clone())?;
-                if fatal {
-                    out.fatal = Some(e);
-                    return Ok(out);
-                }
-            }
-            None => {
-                ctx.state.forget(job, key)?;
-                out.forgotten += 1;
-            }
-        }
-    }
-    Ok(out)
+    meta
 }
 
 struct Uploader<'a, 'c> {
