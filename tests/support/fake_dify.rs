@@ -53,6 +53,10 @@ pub struct Doc {
     /// Status requests still refused with "being indexed" (Dify keeps a
     /// Redis flag while the index task that enable/disable started runs).
     pub being_indexed: u32,
+    /// Until when status requests are refused with "being indexed": the
+    /// Redis lock as it lasts in time, lifted when the index task ends
+    /// (see `World::indexing_lock_for`).
+    pub locked_until: Option<std::time::Instant>,
     /// Requests until the indexing worker is done with it (see
     /// `World::indexing_ticks`).
     pub ticks_left: u32,
@@ -378,6 +382,10 @@ pub struct World {
     /// indexed" after each enable or disable of it (0: the index task ends
     /// at once).
     pub indexing_flag_requests: u32,
+    /// How long, in time, the index task of an enable or disable holds
+    /// its lock (zero: not at all). Dify 1.13.3 on an idle worker lifted
+    /// it about 1.8 s after a disable; behind a queue, about 12 s.
+    pub indexing_lock_for: std::time::Duration,
     /// Time passing, counted in requests: a document still indexing is
     /// done after this many more requests arrive, polled or not, as Dify's
     /// worker finishes whether anyone asks (0: only polls finish it).
@@ -437,6 +445,7 @@ impl World {
             faults: Vec::new(),
             polls_to_complete: 0,
             indexing_flag_requests: 0,
+            indexing_lock_for: std::time::Duration::ZERO,
             indexing_ticks: 0,
             patch_route: false,
             reuse_same_name: false,
@@ -497,6 +506,7 @@ impl World {
                 position,
                 metadata: BTreeMap::new(),
                 being_indexed: 0,
+                locked_until: None,
                 ticks_left: 0,
                 error: None,
             },
@@ -1064,6 +1074,7 @@ fn create_by_file(w: &mut World, upload: Option<Upload>) -> Response<Full<Bytes>
         position,
         metadata: BTreeMap::new(),
         being_indexed: 0,
+        locked_until: None,
         ticks_left: if polls_left > 0 { w.indexing_ticks } else { 0 },
         error: None,
     };
@@ -1279,8 +1290,11 @@ fn batch_status(w: &mut World, action: &str, body: &[u8]) -> Response<Full<Bytes
     // Dify's batch_update_document_status.
     for id in &ids {
         if let Some(d) = w.docs.get_mut(id) {
-            if d.being_indexed > 0 {
-                d.being_indexed -= 1;
+            let held = d
+                .locked_until
+                .is_some_and(|t| std::time::Instant::now() < t);
+            if d.being_indexed > 0 || held {
+                d.being_indexed = d.being_indexed.saturating_sub(1);
                 return error(
                     400,
                     "invalid_action",
@@ -1300,6 +1314,8 @@ fn batch_status(w: &mut World, action: &str, body: &[u8]) -> Response<Full<Bytes
         }
     }
     let flag = w.indexing_flag_requests;
+    let lock =
+        (!w.indexing_lock_for.is_zero()).then(|| std::time::Instant::now() + w.indexing_lock_for);
     for id in &ids {
         // Unknown ids are skipped, as Dify does.
         if let Some(d) = w.docs.get_mut(id) {
@@ -1307,10 +1323,12 @@ fn batch_status(w: &mut World, action: &str, body: &[u8]) -> Response<Full<Bytes
                 "enable" if !d.enabled => {
                     d.enabled = true;
                     d.being_indexed = flag;
+                    d.locked_until = lock;
                 }
                 "disable" if d.enabled => {
                     d.enabled = false;
                     d.being_indexed = flag;
+                    d.locked_until = lock;
                 }
                 "archive" => d.archived = true,
                 "un_archive" => d.archived = false,

@@ -131,9 +131,36 @@ fn documents(n: usize) -> String {
 /// uploads, or for a document archived while queued, the full 600 s.
 pub const STATUS_LOCK: Duration = Duration::from_secs(600);
 
-/// Refusals of a locked document's status change retried within a pass
-/// (with the call backoff): enough for an idle worker to lift the lock.
-pub const LOCK_WAITS: u32 = 2;
+/// Pauses before a status change refused as "being indexed" is sent
+/// again within a pass, as multiples of the call backoff's first delay
+/// (`retry_min_delay_ms`): 2, 5 and 10 s by default, 17 s in all. Dify
+/// 1.13.3 lifted the lock about 1.8 s after a disable on an idle worker
+/// and about 12 s behind a queue; three tries a second apart all met it,
+/// and the item then waited out the whole 600 s.
+const LOCK_PAUSES: [u32; 3] = [4, 10, 20];
+
+/// The lock pauses of one status phase, shared by all its batches: a
+/// lock that outlasts them outlasts the pass, and the next batch or half
+/// batch it holds up is not waited on again (see `locked`).
+pub struct LockWaits {
+    base: Duration,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl LockWaits {
+    pub fn new(base: Duration) -> LockWaits {
+        LockWaits {
+            base,
+            used: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The next pause, or `None` when the phase has used them all.
+    pub fn next(&self) -> Option<Duration> {
+        let i = self.used.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LOCK_PAUSES.get(i).map(|&times| self.base * times)
+    }
+}
 
 /// A status change still refused as "being indexed": retried once, after
 /// the lock's expiry counted from the last status change kbsync made

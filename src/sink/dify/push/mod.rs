@@ -263,6 +263,8 @@ impl<'a> Pusher<'a> {
             let client = self.client;
             let pending = self.pending_batches();
             let wait_limit = self.dify.indexing_wait;
+            let lock_waits = indexing::LockWaits::new(self.dify.calls.retry.min_delay);
+            let lock_waits = &lock_waits;
             let r = send_in_batches(&items, self.dify.batch_size, |chunk| {
                 let ids: Vec<&str> = chunk.iter().map(|(_, d)| *d).collect();
                 let pending = &pending;
@@ -271,21 +273,26 @@ impl<'a> Pusher<'a> {
                     // an upload (wait on its batch) or while the index task
                     // of an earlier enable/disable runs ("being indexed":
                     // a lock that an idle worker lifts in under a second and
-                    // that can stand 10 minutes; a couple of short waits,
+                    // that can stand 10 minutes; waits of some seconds,
                     // then the retry is timed after it, see `locked`).
                     let mut waits = client.waits("set_status");
-                    let mut lock_waits = indexing::LOCK_WAITS;
                     let mut batches_waited = false;
                     loop {
                         let mut e = match client.set_status(action, &ids).await {
                             Err(e) if not_ready(&e).is_some() => e,
                             r => return r,
                         };
+                        // The whole batch waits: the documents a retire
+                        // and revive locked were changed together.
                         if not_ready(&e) == Some(NotReady::BeingIndexed) {
-                            if lock_waits == 0 {
-                                return Err(e);
+                            match lock_waits.next() {
+                                Some(pause) => {
+                                    tracing::debug!(action = action.as_str(), pause_secs = pause.as_secs_f64(), "status change locked upstream while Dify re-indexes; waiting");
+                                    tokio::time::sleep(pause).await;
+                                    continue;
+                                }
+                                None => return Err(e),
                             }
-                            lock_waits -= 1;
                         }
                         let batches: Vec<&str> = chunk
                             .iter()
