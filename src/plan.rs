@@ -183,134 +183,148 @@ pub fn plan<'o>(
     let observed = observed.into_iter();
     let mut out = Plan::default();
     let mut seen = std::collections::HashSet::with_capacity(observed.size_hint().0);
-
     for item in observed {
         seen.insert(item.key.as_str());
-        let (desired, warnings) = metadata::evaluate(
-            rules.mappings,
-            &ItemFacts {
-                key: &item.key,
-                size: item.size,
-                mtime_ns: item.mtime_ns,
-                hash: &item.hash,
-                front_matter: item.front_matter.as_ref(),
-            },
-        );
-        out.warnings
-            .extend(warnings.into_iter().map(|w| (item.key.clone(), w)));
-        let cache = cached.get(&item.key);
-        let pushed_meta = cache.and_then(|c| c.pushed_meta.as_ref());
-        let meta_differs = pushed_meta.map_or(!desired.is_empty(), |p| *p != desired);
-
-        // Metadata only, onto an item that exists upstream already: all a
-        // sink without content does, and all a content sink does for an
-        // item the config binds by hand (it is the user's, not an upload).
-        if !rules.caps.content || (rules.bind)(&item.key).is_some() {
-            let cached_id = cache.and_then(|c| c.doc_id.clone());
-            let Some(id) = (rules.bind)(&item.key).or(cached_id.clone()) else {
-                if rules.caps.create_records {
-                    // The pusher finds its record, or creates one.
-                    out.ops.push(Op::SetMetadata {
-                        key: item.key.clone(),
-                        doc_id: None,
-                        metadata: desired,
-                    });
-                }
-                continue;
-            };
-            // Bound to another item now: what was pushed is not there.
-            let rebound = cached_id.as_deref() != Some(id.as_str());
-            if (rebound && !desired.is_empty()) || (!rebound && meta_differs) {
-                out.ops.push(Op::SetMetadata {
-                    key: item.key.clone(),
-                    doc_id: Some(id),
-                    metadata: desired,
-                });
-            }
-            continue;
-        }
-        match cache.and_then(|c| c.doc_id.as_ref().map(|id| (c, id))) {
-            None => {
-                out.ops.push(Op::Create {
-                    key: item.key.clone(),
-                    size: item.size,
-                    hash: item.hash.clone(),
-                });
-                if !desired.is_empty() {
-                    out.ops.push(Op::SetMetadata {
-                        key: item.key.clone(),
-                        doc_id: None,
-                        metadata: desired,
-                    });
-                }
-            }
-            Some((c, doc_id)) => {
-                match c.status {
-                    RemoteStatus::Enabled => {}
-                    RemoteStatus::Disabled => {
-                        out.ops.push(status(item, doc_id, StatusAction::Enable))
-                    }
-                    RemoteStatus::Archived => {
-                        out.ops.push(status(item, doc_id, StatusAction::UnArchive))
-                    }
-                }
-                if c.pushed_hash.as_deref() != Some(item.hash.as_str()) {
-                    out.ops.push(Op::UpdateContent {
-                        key: item.key.clone(),
-                        doc_id: doc_id.clone(),
-                        size: item.size,
-                        hash: item.hash.clone(),
-                    });
-                }
-                if meta_differs {
-                    out.ops.push(Op::SetMetadata {
-                        key: item.key.clone(),
-                        doc_id: Some(doc_id.clone()),
-                        metadata: desired,
-                    });
-                }
-            }
-        }
+        plan_present(item, cached.get(&item.key), rules, &mut out);
     }
-
     let mut vanished: Vec<&CachedItem> = cached
         .values()
         .filter(|c| !seen.contains(c.key.as_str()) && !protected(&c.key))
         .collect();
     vanished.sort_by(|a, b| a.key.cmp(&b.key));
     for c in vanished {
-        let Some(doc_id) = &c.doc_id else {
-            out.ops.push(Op::Forget { key: c.key.clone() });
-            continue;
-        };
-        if rules.caps.content && (rules.bind)(&c.key).is_some() {
-            // A bound item is never retired: it was there before kbsync.
-            out.ops.push(Op::Forget { key: c.key.clone() });
-            continue;
-        }
-        // `keep`: the upstream item stays as it is, and so does its record
-        // here, so a file that comes back is matched to it again.
-        let action = match (rules.delete_policy, c.status) {
-            (DeletePolicy::Delete, _) => {
-                out.ops.push(Op::Delete {
-                    key: c.key.clone(),
-                    doc_id: doc_id.clone(),
-                });
-                continue;
-            }
-            (DeletePolicy::Disable, RemoteStatus::Enabled) => StatusAction::Disable,
-            (DeletePolicy::Archive, RemoteStatus::Enabled | RemoteStatus::Disabled) => {
-                StatusAction::Archive
-            }
-            _ => continue,
-        };
-        out.ops.push(Op::SetStatus {
-            key: c.key.clone(),
-            doc_id: doc_id.clone(),
-            action,
-        });
+        plan_vanished(c, rules, &mut out);
     }
     out
+}
+
+/// The ops of an item the source has: its metadata evaluated, then what
+/// its row says is missing upstream.
+fn plan_present(item: &Observed, cache: Option<&CachedItem>, rules: &Rules, out: &mut Plan) {
+    let (desired, warnings) = metadata::evaluate(
+        rules.mappings,
+        &ItemFacts {
+            key: &item.key,
+            size: item.size,
+            mtime_ns: item.mtime_ns,
+            hash: &item.hash,
+            front_matter: item.front_matter.as_ref(),
+        },
+    );
+    out.warnings
+        .extend(warnings.into_iter().map(|w| (item.key.clone(), w)));
+    let pushed_meta = cache.and_then(|c| c.pushed_meta.as_ref());
+    let meta_differs = pushed_meta.map_or(!desired.is_empty(), |p| *p != desired);
+
+    // Metadata only, onto an item that exists upstream already: all a
+    // sink without content does, and all a content sink does for an
+    // item the config binds by hand (it is the user's, not an upload).
+    if !rules.caps.content || (rules.bind)(&item.key).is_some() {
+        plan_metadata_only(item, cache, rules, desired, meta_differs, out);
+        return;
+    }
+    let Some((c, doc_id)) = cache.and_then(|c| c.doc_id.as_ref().map(|id| (c, id))) else {
+        out.ops.push(Op::Create {
+            key: item.key.clone(),
+            size: item.size,
+            hash: item.hash.clone(),
+        });
+        if !desired.is_empty() {
+            out.ops.push(Op::SetMetadata {
+                key: item.key.clone(),
+                doc_id: None,
+                metadata: desired,
+            });
+        }
+        return;
+    };
+    match c.status {
+        RemoteStatus::Enabled => {}
+        RemoteStatus::Disabled => out.ops.push(status(item, doc_id, StatusAction::Enable)),
+        RemoteStatus::Archived => out.ops.push(status(item, doc_id, StatusAction::UnArchive)),
+    }
+    if c.pushed_hash.as_deref() != Some(item.hash.as_str()) {
+        out.ops.push(Op::UpdateContent {
+            key: item.key.clone(),
+            doc_id: doc_id.clone(),
+            size: item.size,
+            hash: item.hash.clone(),
+        });
+    }
+    if meta_differs {
+        out.ops.push(Op::SetMetadata {
+            key: item.key.clone(),
+            doc_id: Some(doc_id.clone()),
+            metadata: desired,
+        });
+    }
+}
+
+/// Metadata onto the record the item is bound to (by the config, or by
+/// its row), or onto one the pusher finds or creates.
+fn plan_metadata_only(
+    item: &Observed,
+    cache: Option<&CachedItem>,
+    rules: &Rules,
+    desired: Metadata,
+    meta_differs: bool,
+    out: &mut Plan,
+) {
+    let cached_id = cache.and_then(|c| c.doc_id.clone());
+    let Some(id) = (rules.bind)(&item.key).or(cached_id.clone()) else {
+        if rules.caps.create_records {
+            out.ops.push(Op::SetMetadata {
+                key: item.key.clone(),
+                doc_id: None,
+                metadata: desired,
+            });
+        }
+        return;
+    };
+    // Bound to another item now: what was pushed is not there.
+    let rebound = cached_id.as_deref() != Some(id.as_str());
+    if (rebound && !desired.is_empty()) || (!rebound && meta_differs) {
+        out.ops.push(Op::SetMetadata {
+            key: item.key.clone(),
+            doc_id: Some(id),
+            metadata: desired,
+        });
+    }
+}
+
+/// The op that retires an item the source no longer has, per the delete
+/// policy; or forgets it, when there is nothing upstream of ours.
+fn plan_vanished(c: &CachedItem, rules: &Rules, out: &mut Plan) {
+    let Some(doc_id) = &c.doc_id else {
+        out.ops.push(Op::Forget { key: c.key.clone() });
+        return;
+    };
+    if rules.caps.content && (rules.bind)(&c.key).is_some() {
+        // A bound item is never retired: it was there before kbsync.
+        out.ops.push(Op::Forget { key: c.key.clone() });
+        return;
+    }
+    // `keep`: the upstream item stays as it is, and so does its record
+    // here, so a file that comes back is matched to it again.
+    let action = match (rules.delete_policy, c.status) {
+        (DeletePolicy::Delete, _) => {
+            out.ops.push(Op::Delete {
+                key: c.key.clone(),
+                doc_id: doc_id.clone(),
+            });
+            return;
+        }
+        (DeletePolicy::Disable, RemoteStatus::Enabled) => StatusAction::Disable,
+        (DeletePolicy::Archive, RemoteStatus::Enabled | RemoteStatus::Disabled) => {
+            StatusAction::Archive
+        }
+        _ => return,
+    };
+    out.ops.push(Op::SetStatus {
+        key: c.key.clone(),
+        doc_id: doc_id.clone(),
+        action,
+    });
 }
 
 fn status(item: &Observed, doc_id: &str, action: StatusAction) -> Op {
@@ -402,111 +416,128 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn table() {
+    /// (what, observed, cached rows, delete policy, the ops wanted)
+    type Case<'a> = (
+        &'a str,
+        Vec<Observed>,
+        Vec<CachedItem>,
+        DeletePolicy,
+        &'a [&'a str],
+    );
+
+    fn check(cases: &[Case]) {
         let maps = size_mapping();
-        let s = 1_000_000_000;
-        struct Case {
-            name: &'static str,
-            observed: Vec<Observed>,
-            cache: Vec<CachedItem>,
-            policy: DeletePolicy,
-            want: Vec<&'static str>,
-        }
-        let cases = vec![
-            Case {
-                name: "new file: create then metadata",
-                observed: vec![obs("a.md", "h1", s)],
-                cache: vec![],
-                policy: DeletePolicy::Disable,
-                want: vec!["create a.md", "metadata a.md"],
-            },
-            Case {
-                name: "unchanged: nothing",
-                observed: vec![obs("a.md", "h1", s)],
-                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
-                policy: DeletePolicy::Disable,
-                want: vec![],
-            },
-            Case {
-                name: "touched only: metadata, no upload",
-                observed: vec![obs("a.md", "h1", 2 * s)],
-                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
-                policy: DeletePolicy::Disable,
-                want: vec!["metadata a.md"],
-            },
-            Case {
-                name: "content changed",
-                observed: vec![obs("a.md", "h2", s)],
-                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
-                policy: DeletePolicy::Disable,
-                want: vec!["update a.md"],
-            },
-            Case {
-                name: "vanished under each policy",
-                observed: vec![],
-                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
-                policy: DeletePolicy::Delete,
-                want: vec!["delete a.md"],
-            },
-            Case {
-                name: "vanished, disable",
-                observed: vec![],
-                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
-                policy: DeletePolicy::Disable,
-                want: vec!["disable a.md"],
-            },
-            Case {
-                name: "vanished, archive",
-                observed: vec![],
-                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
-                policy: DeletePolicy::Archive,
-                want: vec!["archive a.md"],
-            },
-            Case {
-                name: "already disabled: nothing more",
-                observed: vec![],
-                cache: vec![cached("a.md", "h1", RemoteStatus::Disabled, Some(meta(1)))],
-                policy: DeletePolicy::Disable,
-                want: vec![],
-            },
-            Case {
-                name: "re-added unchanged: re-enable, no upload",
-                observed: vec![obs("a.md", "h1", s)],
-                cache: vec![cached("a.md", "h1", RemoteStatus::Disabled, Some(meta(1)))],
-                policy: DeletePolicy::Disable,
-                want: vec!["enable a.md"],
-            },
-            Case {
-                name: "re-added changed after archive: un_archive then update",
-                observed: vec![obs("a.md", "h9", s)],
-                cache: vec![cached("a.md", "h1", RemoteStatus::Archived, Some(meta(1)))],
-                policy: DeletePolicy::Archive,
-                want: vec!["un_archive a.md", "update a.md"],
-            },
-            Case {
-                name: "protected key is left alone",
-                observed: vec![],
-                cache: vec![cached("locked/a.md", "h1", RemoteStatus::Enabled, None)],
-                policy: DeletePolicy::Delete,
-                want: vec![],
-            },
-            Case {
-                name: "rename: create new, policy for old",
-                observed: vec![obs("b.md", "h1", s)],
-                cache: vec![cached("a.md", "h1", RemoteStatus::Enabled, Some(meta(1)))],
-                policy: DeletePolicy::Delete,
-                want: vec!["create b.md", "metadata b.md", "delete a.md"],
-            },
-        ];
-        for c in cases {
+        for (name, observed, cache, policy, want) in cases {
             assert_eq!(
-                run(&c.observed, c.cache, c.policy, &maps),
-                c.want,
-                "{}",
-                c.name
+                run(observed, cache.clone(), *policy, &maps),
+                *want,
+                "{name}"
             );
         }
+    }
+
+    fn on(key: &str, hash: &str) -> CachedItem {
+        cached(key, hash, RemoteStatus::Enabled, Some(meta(1)))
+    }
+
+    #[test]
+    fn table_of_files_present() {
+        // Files the source has: new, unchanged, touched, changed, re-added.
+        let s = 1_000_000_000;
+        check(&[
+            (
+                "new file: create then metadata",
+                vec![obs("a.md", "h1", s)],
+                vec![],
+                DeletePolicy::Disable,
+                &["create a.md", "metadata a.md"],
+            ),
+            (
+                "unchanged: nothing",
+                vec![obs("a.md", "h1", s)],
+                vec![on("a.md", "h1")],
+                DeletePolicy::Disable,
+                &[],
+            ),
+            (
+                "touched only: metadata, no upload",
+                vec![obs("a.md", "h1", 2 * s)],
+                vec![on("a.md", "h1")],
+                DeletePolicy::Disable,
+                &["metadata a.md"],
+            ),
+            (
+                "content changed",
+                vec![obs("a.md", "h2", s)],
+                vec![on("a.md", "h1")],
+                DeletePolicy::Disable,
+                &["update a.md"],
+            ),
+            (
+                "re-added unchanged: re-enable, no upload",
+                vec![obs("a.md", "h1", s)],
+                vec![cached("a.md", "h1", RemoteStatus::Disabled, Some(meta(1)))],
+                DeletePolicy::Disable,
+                &["enable a.md"],
+            ),
+            (
+                "re-added changed after archive: un_archive then update",
+                vec![obs("a.md", "h9", s)],
+                vec![cached("a.md", "h1", RemoteStatus::Archived, Some(meta(1)))],
+                DeletePolicy::Archive,
+                &["un_archive a.md", "update a.md"],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn table_of_files_gone() {
+        // Files the source no longer has, under each delete policy.
+        let s = 1_000_000_000;
+        check(&[
+            (
+                "vanished under each policy",
+                vec![],
+                vec![on("a.md", "h1")],
+                DeletePolicy::Delete,
+                &["delete a.md"],
+            ),
+            (
+                "vanished, disable",
+                vec![],
+                vec![on("a.md", "h1")],
+                DeletePolicy::Disable,
+                &["disable a.md"],
+            ),
+            (
+                "vanished, archive",
+                vec![],
+                vec![on("a.md", "h1")],
+                DeletePolicy::Archive,
+                &["archive a.md"],
+            ),
+            (
+                "already disabled: nothing more",
+                vec![],
+                vec![cached("a.md", "h1", RemoteStatus::Disabled, Some(meta(1)))],
+                DeletePolicy::Disable,
+                &[],
+            ),
+            (
+                "protected key is left alone",
+                vec![],
+                vec![cached("locked/a.md", "h1", RemoteStatus::Enabled, None)],
+                DeletePolicy::Delete,
+                &[],
+            ),
+            (
+                "rename: create new, policy for old",
+                vec![obs("b.md", "h1", s)],
+                vec![on("a.md", "h1")],
+                DeletePolicy::Delete,
+                &["create b.md", "metadata b.md", "delete a.md"],
+            ),
+        ]);
     }
 
     #[test]
