@@ -176,6 +176,20 @@ impl Found {
             remains,
         });
     }
+
+    /// A finding the pass repairs (`repaired`, saying how) or leaves as it
+    /// is (saying why).
+    fn repaired_or_left(
+        &mut self,
+        (key, drift): (&str, Drift),
+        what: String,
+        repaired: bool,
+        how: &str,
+        why_left: &str,
+    ) {
+        let then = if repaired { how } else { why_left };
+        self.finding(key, drift, format!("{what}; {then}"), !repaired);
+    }
 }
 
 /// What the walk over the tracked items leaves for the later steps.
@@ -242,16 +256,13 @@ fn compare_record(item: &Tracked, l: Listed, name: &str, content: bool, found: &
     // A retired record's name matters to no one; an errored one takes no
     // upload (it is replaced when the file changes).
     if l.name != name && item.present && !errored {
-        let detail = format!(
-            "named {:?} upstream, {name:?} expected; {}",
-            l.name,
-            if content {
-                "its file is uploaded again, which restores the name"
-            } else {
-                "left as it is (this target takes no content to rename it by)"
-            }
+        found.repaired_or_left(
+            (key, Drift::Renamed),
+            format!("named {:?} upstream, {name:?} expected", l.name),
+            content,
+            "its file is uploaded again, which restores the name",
+            "left as it is (this target takes no content to rename it by)",
         );
-        found.finding(key, Drift::Renamed, detail, !content);
         if content {
             found.repairs.resend.push(key.to_owned());
         }
@@ -364,16 +375,13 @@ fn duplicates(
             if already_retired(job.delete_policy, l.standing) || !listing.claim(&l.id)? {
                 continue;
             }
-            let detail = format!(
-                "record {} has the same name; {}",
-                l.id,
-                if retire {
-                    "retired per delete_policy"
-                } else {
-                    "left as it is (duplicates = \"report\", or delete_policy = \"keep\")"
-                }
+            found.repaired_or_left(
+                (key, Drift::Duplicate),
+                format!("record {} has the same name", l.id),
+                retire,
+                "retired per delete_policy",
+                "left as it is (duplicates = \"report\", or delete_policy = \"keep\")",
             );
-            found.finding(key, Drift::Duplicate, detail, !retire);
             if retire {
                 extra.push((found.report.findings.len() - 1, l.id));
             }

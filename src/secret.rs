@@ -109,21 +109,22 @@ mod tests {
         assert!(!format!("{s:?}").contains("abc123"));
     }
 
-    #[test]
-    fn file_secret_is_trimmed() {
+    /// Loads a key file that holds `text`.
+    fn load_file(text: &str) -> Result<Secret, SecretError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("key");
-        std::fs::write(&p, "dataset-xyz\n").unwrap();
-        let s = SecretSource::File(p).load().unwrap();
-        assert_eq!(s.expose(), "dataset-xyz");
+        std::fs::write(&p, text).unwrap();
+        SecretSource::File(p).load()
+    }
+
+    #[test]
+    fn file_secret_is_trimmed() {
+        assert_eq!(load_file("dataset-xyz\n").unwrap().expose(), "dataset-xyz");
     }
 
     #[test]
     fn empty_file_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("key");
-        std::fs::write(&p, "\n").unwrap();
-        let err = SecretSource::File(p).load().unwrap_err();
+        let err = load_file("\n").unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
     }
 }

@@ -261,28 +261,15 @@ mod tests {
         fm.insert("date".into(), Json::from("2024-02-29"));
         fm.insert("pages".into(), Json::from("12"));
         fm.insert("rating".into(), Json::from("high"));
-        let maps = vec![
-            mapping(
-                "date",
-                FieldSource::FrontMatter("date".into()),
-                FieldType::Time,
-            ),
-            mapping(
-                "pages",
-                FieldSource::FrontMatter("pages".into()),
-                FieldType::Number,
-            ),
-            mapping(
-                "rating",
-                FieldSource::FrontMatter("rating".into()),
-                FieldType::Number,
-            ),
-            mapping(
-                "absent",
-                FieldSource::FrontMatter("nope".into()),
-                FieldType::String,
-            ),
-        ];
+        let maps: Vec<FieldMapping> = [
+            ("date", "date", FieldType::Time),
+            ("pages", "pages", FieldType::Number),
+            ("rating", "rating", FieldType::Number),
+            ("absent", "nope", FieldType::String),
+        ]
+        .into_iter()
+        .map(|(name, key, kind)| mapping(name, FieldSource::FrontMatter(key.into()), kind))
+        .collect();
         let (m, w) = evaluate(&maps, &facts("a.md", Some(&fm)));
         assert_eq!(m["date"], 1_709_164_800);
         assert_eq!(m["pages"], 12);

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension, ToSql};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, OptionalExtension, ToSql};
 
+use super::outbox::StepKind;
 use super::{now_secs, State, StateError};
 use crate::metadata::{FieldType, Metadata};
 use crate::source::{KnownFacts, Observed, Scope};
@@ -312,32 +314,24 @@ impl State {
     /// The upstream record of `key` is gone: forget its id and what was
     /// pushed to it, so the next pass finds or creates it again.
     pub fn clear_doc_id(&self, job: &str, key: &str) -> Result<(), StateError> {
-        self.read(|c| {
-            c.execute(
-                "UPDATE items SET doc_id = NULL, doc_name = NULL, pushed_meta = NULL, settled = 0,
-                        error_code = NULL, error_message = NULL, error_at = NULL
-                 WHERE job = ?1 AND key = ?2",
-                params![job, key],
-            )
-            .map(drop)
-        })
+        self.unset(
+            job,
+            key,
+            "doc_id = NULL, doc_name = NULL, pushed_meta = NULL,
+             error_code = NULL, error_message = NULL, error_at = NULL",
+        )
     }
 
     pub fn record_metadata(&self, job: &str, done: &[(&str, &Metadata)]) -> Result<(), StateError> {
-        self.write(|tx| {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE items SET pushed_meta = ?3, settled = 0 WHERE job = ?1 AND key = ?2",
-            )?;
-            let mut done_step = tx.prepare_cached(
-                "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = 'metadata'",
-            )?;
-            for (key, meta) in done {
-                let text = serde_json::to_string(meta).unwrap_or_default();
-                stmt.execute(params![job, key, text])?;
-                done_step.execute(params![job, key])?;
-            }
-            Ok(())
-        })
+        let rows = done
+            .iter()
+            .map(|(key, meta)| (*key, serde_json::to_string(meta).unwrap_or_default()));
+        self.record_done(
+            job,
+            "UPDATE items SET pushed_meta = ?3, settled = 0 WHERE job = ?1 AND key = ?2",
+            StepKind::Metadata,
+            rows.map(|(key, text)| (key, [Value::Text(text)])),
+        )
     }
 
     pub fn record_status(
@@ -347,16 +341,33 @@ impl State {
         status: RemoteStatus,
     ) -> Result<(), StateError> {
         let now = super::unix_now();
+        let values = || [Value::Text(status.as_str().into()), Value::Integer(now)];
+        self.record_done(
+            job,
+            "UPDATE items SET status = ?3, status_at = ?4, settled = 0 WHERE job = ?1 AND key = ?2",
+            StepKind::Status,
+            keys.iter().map(|key| (*key, values())),
+        )
+    }
+
+    /// Records what one kind of step did for each key (`update`, with the
+    /// job, the key and then the row's values), and drops the step from the
+    /// outbox in the same transaction.
+    fn record_done<'k, const N: usize>(
+        &self,
+        job: &str,
+        update: &str,
+        kind: StepKind,
+        rows: impl Iterator<Item = (&'k str, [Value; N])>,
+    ) -> Result<(), StateError> {
         self.write(|tx| {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE items SET status = ?3, status_at = ?4, settled = 0 WHERE job = ?1 AND key = ?2",
-            )?;
-            let mut done_step = tx.prepare_cached(
-                "DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = 'status'",
-            )?;
-            for key in keys {
-                stmt.execute(params![job, key, status.as_str(), now])?;
-                done_step.execute(params![job, key])?;
+            let mut stmt = tx.prepare_cached(update)?;
+            let mut done_step =
+                tx.prepare_cached("DELETE FROM outbox WHERE job = ?1 AND key = ?2 AND kind = ?3")?;
+            for (key, values) in rows {
+                let head = [Value::Text(job.into()), Value::Text(key.into())];
+                stmt.execute(params_from_iter(head.into_iter().chain(values)))?;
+                done_step.execute(params![job, key, kind.as_str()])?;
             }
             Ok(())
         })
@@ -544,13 +555,7 @@ impl State {
     /// document after the uploaded file: a renamed one gets its name back);
     /// its metadata stands.
     pub fn forget_pushed_hash(&self, job: &str, key: &str) -> Result<(), StateError> {
-        self.read(|c| {
-            c.execute(
-                "UPDATE items SET pushed_hash = NULL, settled = 0 WHERE job = ?1 AND key = ?2",
-                params![job, key],
-            )
-            .map(drop)
-        })
+        self.unset(job, key, "pushed_hash = NULL")
     }
 
     /// What the audit found of records whose processing failed upstream,
@@ -591,40 +596,40 @@ impl State {
 
     /// Unix seconds of the last status change kbsync made to `key`'s record.
     pub fn status_changed_at(&self, job: &str, key: &str) -> Result<Option<i64>, StateError> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT status_at FROM items WHERE job = ?1 AND key = ?2",
-                params![job, key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(Option::flatten)
-        })
+        Ok(self.column(job, key, "status_at")?.flatten())
     }
 
     /// Whether the audit's finding that `key`'s record failed upstream still
     /// stands (new content, or a new record, clears it).
     pub fn failed_upstream(&self, job: &str, key: &str) -> Result<bool, StateError> {
+        Ok(self
+            .column(job, key, "error_code IS NOT NULL")?
+            .unwrap_or(false))
+    }
+
+    /// `what` of `key`'s row; `None` when there is no row.
+    fn column<T: rusqlite::types::FromSql>(
+        &self,
+        job: &str,
+        key: &str,
+        what: &str,
+    ) -> Result<Option<T>, StateError> {
+        let sql = format!("SELECT {what} FROM items WHERE job = ?1 AND key = ?2");
         self.read(|c| {
-            c.query_row(
-                "SELECT error_code IS NOT NULL FROM items WHERE job = ?1 AND key = ?2",
-                params![job, key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(|v| v.unwrap_or(false))
+            c.query_row(&sql, params![job, key], |r| r.get(0))
+                .optional()
         })
     }
 
     /// What was pushed to `key`'s record is not known (an adopted record):
     /// its content and metadata are sent again.
     pub fn forget_pushed_content(&self, job: &str, key: &str) -> Result<(), StateError> {
-        self.read(|c| {
-            c.execute(
-                "UPDATE items SET pushed_hash = NULL, pushed_meta = NULL, settled = 0 WHERE job = ?1 AND key = ?2",
-                params![job, key],
-            )
-            .map(drop)
-        })
+        self.unset(job, key, "pushed_hash = NULL, pushed_meta = NULL")
+    }
+
+    /// Clears what `set` names of `key`'s row; the item is planned again.
+    fn unset(&self, job: &str, key: &str, set: &str) -> Result<(), StateError> {
+        let sql = format!("UPDATE items SET {set}, settled = 0 WHERE job = ?1 AND key = ?2");
+        self.read(|c| c.execute(&sql, params![job, key]).map(drop))
     }
 }
