@@ -74,6 +74,9 @@ trait Harness: Sized {
     fn add_duplicate(&self, key: &str) -> Option<String>;
     /// How the record `id` stands, `None` when it is gone.
     fn standing(&self, id: &str) -> Option<Standing>;
+    /// Deletes `key`'s record, as by hand in the upstream's UI; false when
+    /// the sink's records are named in the config (kbsync cannot make one).
+    fn delete_by_hand(&self, key: &str) -> bool;
 
     fn caps(&self) -> Capabilities {
         self.ws().config().jobs[0].sink.capabilities()
@@ -241,6 +244,36 @@ async fn audit_retires_duplicates<H: Harness>() {
     }
 }
 
+/// A record deleted by hand is found missing by the audit, made again in
+/// the same pass, and the next audit finds nothing.
+async fn audit_repairs_a_record_deleted_by_hand<H: Harness>() {
+    let h = H::start("keep", "blue").await;
+    write_all(h.ws());
+    assert!(h.ws().reconcile().await.converged());
+    if !h.delete_by_hand("d/b.md") {
+        return;
+    }
+    assert!(h.seen("d/b.md").is_none(), "deleted");
+    let r = h.ws().reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    let audit = r.audit.as_ref().expect("the audit ran");
+    let missing: Vec<&str> = audit
+        .findings
+        .iter()
+        .filter(|f| f.drift == kbsync::audit::Drift::Missing)
+        .map(|f| f.key.as_str())
+        .collect();
+    assert_eq!(missing, ["d/b.md"], "{audit:?}");
+    for key in KEYS {
+        assert_mirrors(&h, key, "ana", "blue");
+    }
+    assert!(h.duplicates().is_empty(), "{:?}", h.duplicates());
+    let r = h.ws().reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    let audit = r.audit.as_ref().expect("the audit ran");
+    assert!(audit.findings.is_empty(), "{audit:?}");
+}
+
 async fn faults_converge_without_duplicates<H: Harness>() {
     let h = H::start("keep", "blue").await;
     write_all(h.ws());
@@ -357,6 +390,13 @@ max_retries = 3
         Some(self.fake.world().add_doc(&name, b"a second copy"))
     }
 
+    fn delete_by_hand(&self, key: &str) -> bool {
+        let name = kbsync::sink::dify::document_name(key);
+        let mut w = self.fake.world();
+        w.docs.retain(|_, d| d.name != name);
+        true
+    }
+
     fn standing(&self, id: &str) -> Option<Standing> {
         let w = self.fake.world();
         let doc = w.docs.get(id)?;
@@ -464,6 +504,12 @@ max_retries = 3
 
     fn add_duplicate(&self, key: &str) -> Option<String> {
         Some(self.fake.world().add_record(&format!("{PAI_BASE}{key}")))
+    }
+
+    fn delete_by_hand(&self, key: &str) -> bool {
+        let uri = format!("{PAI_BASE}{key}");
+        self.fake.world().records.retain(|_, r| r.uri != uri);
+        true
     }
 
     fn standing(&self, id: &str) -> Option<Standing> {
@@ -577,6 +623,11 @@ max_retries = 3
         None
     }
 
+    /// The items are the config's: gone, there is nothing kbsync may make.
+    fn delete_by_hand(&self, _key: &str) -> bool {
+        false
+    }
+
     fn standing(&self, id: &str) -> Option<Standing> {
         let w = self.fake.world();
         w.items.contains_key(id).then_some(Standing::Live)
@@ -669,6 +720,19 @@ max_retries = 3
         Some(self.fake.world().add_file(key, b"a second copy"))
     }
 
+    fn delete_by_hand(&self, key: &str) -> bool {
+        let mut w = self.fake.world();
+        let ids: Vec<String> = w
+            .titled(key)
+            .into_iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            w.items.remove(&id);
+        }
+        true
+    }
+
     fn standing(&self, id: &str) -> Option<Standing> {
         let w = self.fake.world();
         w.items.contains_key(id).then_some(Standing::Live)
@@ -705,6 +769,11 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn audit_retires_duplicates() {
                     super::audit_retires_duplicates::<$harness>().await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn audit_repairs_a_record_deleted_by_hand() {
+                    super::audit_repairs_a_record_deleted_by_hand::<$harness>().await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
