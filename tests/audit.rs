@@ -371,9 +371,23 @@ async fn a_document_whose_indexing_failed_is_shown_with_difys_reason_and_not_in_
     assert_eq!(s.failed[0].key, "d/000.md");
     assert!(s.failed[0].message.contains(reason), "{s:?}");
 
-    // A fixed file replaces it; nothing is left failed.
+    // A fixed file replaces it; nothing is left failed. Dify 1.13.3
+    // refuses an update of an errored document ("not available") yet keeps
+    // the uploaded file: an orphan upload and three calls wasted. The
+    // audit knows it errored, so it is deleted and created, not updated.
     ws.write("d/000.md", "document 0, fixed");
+    let mark = fake.world().log.len();
     assert!(ws.reconcile().await.converged());
+    let w = fake.world();
+    assert_eq!(
+        w.count_since(mark, "update-by-file"),
+        0,
+        "no update of an errored document"
+    );
+    assert_eq!(w.count_since(mark, "create-by-file"), 1);
+    assert_eq!(w.docs.len(), 2);
+    assert!(!w.docs.contains_key(&id), "the errored document is gone");
+    drop(w);
     let s = kbsync::status::read(&ws.config(), &[]).unwrap().unwrap();
     assert_eq!((s[0].summary.in_sync, s[0].summary.failed.len()), (2, 0));
 }

@@ -745,6 +745,13 @@ impl<'a> Pusher<'a> {
         };
         let result = match doc_id {
             None => create().await,
+            // The audit found its indexing failed: Dify would refuse the
+            // update ("not available") yet keep the uploaded file.
+            Some(id) if self.failed_upstream(at.key) => {
+                self.remove_errored(id).await.map_err(|e| at.failed(e))?;
+                self.mark_started(at.key).map_err(|e| at.failed(e))?;
+                create().await
+            }
             Some(id) => match self.update(at.key, id, name, bytes).await {
                 // Deleted upstream behind our back, or its indexing failed
                 // (it can take no update): create it anew.
@@ -769,6 +776,14 @@ impl<'a> Pusher<'a> {
         self.state
             .steps_started(&self.job.name, &[key], StepKind::Content)
             .map_err(|e| SinkError::local(ErrorClass::Fatal, "state", e.to_string()))
+    }
+
+    /// Whether the audit found that `key`'s document failed to index (a
+    /// state file that cannot say is taken as no).
+    fn failed_upstream(&self, key: &str) -> bool {
+        self.state
+            .failed_upstream(&self.job.name, key)
+            .unwrap_or(false)
     }
 
     /// Whether `key`'s document `doc_id` is one whose indexing failed.
