@@ -73,13 +73,14 @@ pub fn print(out: &mut impl Write, jobs: &[JobStatus]) -> std::io::Result<()> {
         }
         writeln!(
             out,
-            "  items: {} tracked, {} in sync, {} pending upload, {} pending restore, {} pending removal, {} failed",
+            "  items: {} tracked, {} in sync, {} pending upload, {} pending restore, {} pending removal, {} failed, {} skipped",
             s.tracked,
             s.in_sync,
             s.pending_upload,
             s.pending_restore,
             s.pending_removal,
-            s.failed.len()
+            s.failed.len(),
+            s.skipped.len()
         )?;
         writeln!(
             out,
@@ -116,6 +117,15 @@ pub fn print(out: &mut impl Write, jobs: &[JobStatus]) -> std::io::Result<()> {
                 } else {
                     "retried when the file changes, or `kbsync retry`"
                 }
+            )?;
+        }
+        for k in &s.skipped {
+            writeln!(
+                out,
+                "  skipped {}: {} (since {}; until it changes or goes)",
+                k.key,
+                k.reason,
+                format_rfc3339(k.since)
             )?;
         }
         for f in &s.retrying {

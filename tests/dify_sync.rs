@@ -807,3 +807,59 @@ async fn metadata_batches_go_out_while_uploads_still_run() {
         assert!(w.metadata_of(&d.name).contains_key("section"), "{}", d.name);
     }
 }
+
+/// A file skipped (a type Dify does not take) keeps the job from
+/// converging; `status` names it and why until it goes, and a scoped pass
+/// elsewhere does not drop it from the list.
+#[tokio::test]
+async fn skipped_files_are_listed_by_status_until_they_go() {
+    let (_fake, ws) = setup("disable").await;
+    ws.write("a.md", "alpha");
+    ws.write("tool.exe", "a program");
+    ws.write("d/setup.exe", "another");
+    let r = ws.sync().await;
+    assert!(!r.converged(), "{r:?}");
+    let skipped = || {
+        let s = kbsync::status::read(&ws.config(), &[]).unwrap().unwrap();
+        s[0].summary
+            .skipped
+            .iter()
+            .map(|s| (s.key.clone(), s.reason.clone()))
+            .collect::<Vec<_>>()
+    };
+    let listed = skipped();
+    let keys: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["d/setup.exe", "tool.exe"]);
+    assert!(
+        listed[1].1.contains("does not take .exe files"),
+        "{listed:?}"
+    );
+    let (code, out, err) = support::run_binary(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kbsync")),
+        &ws.config_path,
+        &["status"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 skipped"), "{out}");
+    assert!(
+        out.contains("skipped tool.exe: Dify does not take .exe files"),
+        "{out}"
+    );
+
+    // A pass scoped to another file leaves the list as it is.
+    ws.write("a.md", "alpha, again");
+    let mut runner = kbsync::reconcile::Runner::open(ws.config(), Default::default()).unwrap();
+    let scope = kbsync::source::Scope::of(["a.md"]).unwrap();
+    assert!(runner.run_job("docs", &scope).await.unwrap().converged());
+    drop(runner);
+    assert_eq!(skipped().len(), 2);
+
+    // Gone, or allowed: no longer listed.
+    ws.remove("d/setup.exe");
+    let r = ws.sync().await;
+    assert!(!r.converged());
+    assert_eq!(skipped().len(), 1);
+    ws.remove("tool.exe");
+    assert!(ws.sync().await.converged());
+    assert!(skipped().is_empty());
+}

@@ -301,6 +301,7 @@ async fn a_file_refused_for_good_does_not_hide_when_the_job_last_settled() {
     let m = scrape(&get(port, "/metrics").await.1);
     let job = |name: &str| format!("{name}{{job=\"docs\"}}");
     assert_eq!(number(&m, &job("kbsync_items_parked")), 1.0);
+    assert_eq!(number(&m, &job("kbsync_items_skipped")), 1.0, "tool.exe");
     assert!(
         !m.contains_key(&job("kbsync_last_success_timestamp_seconds")),
         "nothing converged: {:#?}",

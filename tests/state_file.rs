@@ -30,8 +30,7 @@ fn user_version(ws: &Workspace) -> i64 {
 fn make_older(ws: &Workspace) {
     let version = user_version(ws);
     let c = Connection::open(ws.config().state_path).unwrap();
-    c.execute_batch("ALTER TABLE items DROP COLUMN status_at;")
-        .unwrap();
+    c.execute_batch("DROP TABLE skipped;").unwrap();
     c.pragma_update(None, "user_version", version - 1).unwrap();
 }
 

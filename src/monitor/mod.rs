@@ -59,6 +59,10 @@ fn describe() {
         "kbsync_items_parked",
         "Items whose step failed for good; they wait for a change or `kbsync retry`."
     );
+    describe_gauge!(
+        "kbsync_items_skipped",
+        "Files the passes skipped (unreadable, too large, a type the upstream does not take)."
+    );
     describe_gauge!("kbsync_outbox_depth", "Steps queued in the outbox.");
     describe_gauge!(
         "kbsync_last_success_timestamp_seconds",
@@ -167,6 +171,7 @@ fn items(summaries: &[crate::state::JobSummary]) {
             s.pending_upload + s.pending_restore + s.pending_removal,
         );
         set("kbsync_items_parked", s.failed.len() as u64);
+        set("kbsync_items_skipped", s.skipped.len() as u64);
         set("kbsync_outbox_depth", s.queued);
         if let Some(at) = s.last_success {
             gauge!("kbsync_last_success_timestamp_seconds", "job" => job.clone()).set(at as f64);

@@ -756,6 +756,7 @@ fn log_run(
     started_at: i64,
     report: &JobReport,
 ) -> Result<(), StateError> {
+    state.record_skipped(&report.job, scope, &report.skipped)?;
     if scope.is_all() || !report.plan.ops.is_empty() || !report.converged() {
         let summary = crate::report::summary_line(report);
         let outcome = (report.converged(), report.settled());

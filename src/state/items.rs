@@ -390,7 +390,7 @@ impl State {
     pub fn forget_job(&self, job: &str) -> Result<usize, StateError> {
         self.write(|tx| {
             let items = tx.execute("DELETE FROM items WHERE job = ?1", params![job])?;
-            for table in ["outbox", "runs", "fields", "jobs"] {
+            for table in ["outbox", "runs", "fields", "jobs", "skipped"] {
                 tx.execute(&format!("DELETE FROM {table} WHERE job = ?1"), params![job])?;
             }
             Ok(items)

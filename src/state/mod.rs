@@ -29,6 +29,7 @@ mod lock;
 mod outbox;
 mod schema;
 mod settled;
+mod skipped;
 mod summary;
 
 pub use items::{CachedItem, RemoteStatus};
@@ -36,6 +37,7 @@ pub use listing::{Listing, Tracked};
 pub use lock::{lock_path, StateLock};
 pub use outbox::{OutboxRow, Queued, RowError, Setback, StepKind};
 pub use settled::CacheRow;
+pub use skipped::SkippedItem;
 pub use summary::{FailedItem, JobSummary, RunSummary};
 
 use std::path::{Path, PathBuf};

@@ -145,4 +145,15 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE items ADD COLUMN status_at INTEGER;
     "#,
+    // 11: the files the last passes skipped (unreadable, too large, a type
+    // the upstream does not take), so `status` can say which and why.
+    r#"
+    CREATE TABLE skipped (
+        job    TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        since  INTEGER NOT NULL,
+        PRIMARY KEY (job, key)
+    ) WITHOUT ROWID;
+    "#,
 ];

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{State, StateError};
+use super::{SkippedItem, State, StateError};
 
 /// What `kbsync status` shows of one job.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -26,6 +26,9 @@ pub struct JobSummary {
     pub failed: Vec<FailedItem>,
     /// Steps that failed transiently, with their next attempt.
     pub retrying: Vec<FailedItem>,
+    /// Files the passes skipped (unreadable, too large, a type the
+    /// upstream does not take): the job cannot converge while they stand.
+    pub skipped: Vec<SkippedItem>,
     /// Upstream steps planned and not yet confirmed (the outbox).
     pub queued: u64,
     pub last_run: Option<RunSummary>,
@@ -166,6 +169,7 @@ fn summary(c: &Connection, job: String) -> rusqlite::Result<JobSummary> {
         [&job],
         |r| Ok((r.get("success")?, r.get("settled")?)),
     )?;
+    let skipped = super::skipped::skipped(c, &job)?;
     Ok(JobSummary {
         job,
         target,
@@ -176,6 +180,7 @@ fn summary(c: &Connection, job: String) -> rusqlite::Result<JobSummary> {
         pending_removal: pending_removal as u64,
         failed,
         retrying,
+        skipped,
         queued: queued as u64,
         last_run,
         last_success,
