@@ -77,6 +77,11 @@ trait Harness: Sized {
     /// Deletes `key`'s record, as by hand in the upstream's UI; false when
     /// the sink's records are named in the config (kbsync cannot make one).
     fn delete_by_hand(&self, key: &str) -> bool;
+    /// The next listing leaves `key`'s record out, once (a page read
+    /// while the records moved); false where the audit does not list.
+    fn skip_once(&self, key: &str) -> bool;
+    /// Records `skip_once` left to leave out.
+    fn skips_left(&self) -> usize;
 
     fn caps(&self) -> Capabilities {
         self.ws().config().jobs[0].sink.capabilities()
@@ -274,6 +279,30 @@ async fn audit_repairs_a_record_deleted_by_hand<H: Harness>() {
     assert!(audit.findings.is_empty(), "{audit:?}");
 }
 
+/// A record a listing misses is looked up again before it is taken for
+/// gone: nothing is made again, and no finding stands.
+async fn audit_looks_again_before_taking_a_record_for_gone<H: Harness>() {
+    let h = H::start("keep", "blue").await;
+    write_all(h.ws());
+    assert!(h.ws().reconcile().await.converged());
+    if !h.skip_once("d/b.md") {
+        return;
+    }
+    let before = h.requests();
+    let r = h.ws().reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    let audit = r.audit.as_ref().expect("the audit ran");
+    assert!(audit.findings.is_empty(), "{audit:?}");
+    let outcome = r.outcome.as_ref().unwrap();
+    assert_eq!(outcome.created + outcome.updated, 0, "{outcome:?}");
+    assert!(h.duplicates().is_empty(), "{:?}", h.duplicates());
+    assert_eq!(h.skips_left(), 0, "the listing did miss it");
+    assert!(h.requests() > before + 1, "the record was looked up again");
+    for key in KEYS {
+        assert_mirrors(&h, key, "ana", "blue");
+    }
+}
+
 async fn faults_converge_without_duplicates<H: Harness>() {
     let h = H::start("keep", "blue").await;
     write_all(h.ws());
@@ -397,6 +426,18 @@ max_retries = 3
         true
     }
 
+    fn skip_once(&self, key: &str) -> bool {
+        let name = kbsync::sink::dify::document_name(key);
+        let mut w = self.fake.world();
+        let id = w.doc_by_name(&name).expect("mirrored").id.clone();
+        w.skip_once.insert(id);
+        true
+    }
+
+    fn skips_left(&self) -> usize {
+        self.fake.world().skip_once.len()
+    }
+
     fn standing(&self, id: &str) -> Option<Standing> {
         let w = self.fake.world();
         let doc = w.docs.get(id)?;
@@ -510,6 +551,23 @@ max_retries = 3
         let uri = format!("{PAI_BASE}{key}");
         self.fake.world().records.retain(|_, r| r.uri != uri);
         true
+    }
+
+    fn skip_once(&self, key: &str) -> bool {
+        let uri = format!("{PAI_BASE}{key}");
+        let mut w = self.fake.world();
+        let ids: Vec<String> = w
+            .records
+            .iter()
+            .filter(|(_, r)| r.uri == uri)
+            .map(|(id, _)| id.clone())
+            .collect();
+        w.skip_once.extend(ids);
+        true
+    }
+
+    fn skips_left(&self) -> usize {
+        self.fake.world().skip_once.len()
     }
 
     fn standing(&self, id: &str) -> Option<Standing> {
@@ -628,6 +686,15 @@ max_retries = 3
         false
     }
 
+    /// Mapped items are not listed by the audit.
+    fn skip_once(&self, _key: &str) -> bool {
+        false
+    }
+
+    fn skips_left(&self) -> usize {
+        0
+    }
+
     fn standing(&self, id: &str) -> Option<Standing> {
         let w = self.fake.world();
         w.items.contains_key(id).then_some(Standing::Live)
@@ -733,6 +800,21 @@ max_retries = 3
         true
     }
 
+    fn skip_once(&self, key: &str) -> bool {
+        let mut w = self.fake.world();
+        let ids: Vec<String> = w
+            .titled(key)
+            .into_iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        w.skip_once.extend(ids);
+        true
+    }
+
+    fn skips_left(&self) -> usize {
+        self.fake.world().skip_once.len()
+    }
+
     fn standing(&self, id: &str) -> Option<Standing> {
         let w = self.fake.world();
         w.items.contains_key(id).then_some(Standing::Live)
@@ -774,6 +856,11 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn audit_repairs_a_record_deleted_by_hand() {
                     super::audit_repairs_a_record_deleted_by_hand::<$harness>().await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn audit_looks_again_before_taking_a_record_for_gone() {
+                    super::audit_looks_again_before_taking_a_record_for_gone::<$harness>().await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

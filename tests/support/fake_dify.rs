@@ -386,6 +386,8 @@ pub struct World {
     /// its lock (zero: not at all). Dify 1.13.3 on an idle worker lifted
     /// it about 1.8 s after a disable; behind a queue, about 12 s.
     pub indexing_lock_for: std::time::Duration,
+    /// Documents the next unfiltered listing leaves out, once each.
+    pub skip_once: std::collections::HashSet<String>,
     /// Time passing, counted in requests: a document still indexing is
     /// done after this many more requests arrive, polled or not, as Dify's
     /// worker finishes whether anyone asks (0: only polls finish it).
@@ -446,6 +448,7 @@ impl World {
             polls_to_complete: 0,
             indexing_flag_requests: 0,
             indexing_lock_for: std::time::Duration::ZERO,
+            skip_once: Default::default(),
             indexing_ticks: 0,
             patch_route: false,
             reuse_same_name: false,
@@ -1177,10 +1180,22 @@ fn list_documents(w: &mut World, query: &str) -> Response<Full<Bytes>> {
         }
         return reply(200, answer);
     } else {
-        let ids = order.iter().skip((page - 1) * limit).take(limit);
+        let total = order.len();
+        let ids: Vec<String> = order
+            .iter()
+            .skip((page - 1) * limit)
+            .take(limit)
+            .cloned()
+            .collect();
+        // A listing that misses a document (a page read while another
+        // moved the order): a later listing has it again.
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !w.skip_once.remove(id))
+            .collect();
         (
-            order.len(),
-            ids.map(|id| w.docs[id].to_json(&w.fields)).collect(),
+            total,
+            ids.iter().map(|id| w.docs[id].to_json(&w.fields)).collect(),
         )
     };
     reply(

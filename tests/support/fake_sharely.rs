@@ -64,6 +64,8 @@ pub enum Fault {
 #[derive(Default)]
 pub struct World {
     pub items: BTreeMap<String, Item>,
+    /// Items the next listing leaves out, once each.
+    pub skip_once: std::collections::HashSet<String>,
     pub log: Vec<Logged>,
     valid_tokens: Vec<String>,
     issued: usize,
@@ -453,7 +455,7 @@ fn view(id: &str, item: &Item) -> Json {
     })
 }
 
-fn list(w: &World, query: &str) -> Response<Full<Bytes>> {
+fn list(w: &mut World, query: &str) -> Response<Full<Bytes>> {
     let param = |name: &str| {
         query
             .split('&')
@@ -475,11 +477,14 @@ fn list(w: &World, query: &str) -> Response<Full<Bytes>> {
             json!({"knowledge": page, "total": 1_000_000_000_000u64}),
         );
     }
-    let page: Vec<Json> = w
-        .items
+    let World {
+        items, skip_once, ..
+    } = w;
+    let page: Vec<Json> = items
         .iter()
         .skip(offset)
         .take(limit)
+        .filter(|(id, _)| !skip_once.remove(*id))
         .map(|(id, i)| view(id, i))
         .collect();
     reply(200, json!({"knowledge": page, "total": w.items.len()}))
