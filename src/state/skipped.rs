@@ -1,9 +1,9 @@
 //! The files a job's passes skipped, and why: a skipped file keeps the
 //! job from converging, and `status` names it until it goes or is taken.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
 use super::items::scope_filter;
 use super::{now_secs, State, StateError};
@@ -24,48 +24,73 @@ pub struct SkippedItem {
 
 impl State {
     /// Replaces what the state file says was skipped within `scope` with
-    /// what this pass skipped there; skips outside it stand.
+    /// what this pass skipped there; skips outside it stand. Nothing is
+    /// written when nothing changed: a no-op pass stays read-only.
     pub fn record_skipped(
         &self,
         job: &str,
         scope: &Scope,
         skipped: &[Skipped],
     ) -> Result<(), StateError> {
+        let known = self.read(|c| skipped_in(c, job, scope))?;
+        let now_listed: HashMap<&str, &str> = skipped
+            .iter()
+            .take(KEPT)
+            .map(|s| (s.path.as_str(), s.reason.as_str()))
+            .collect();
+        let stale: Vec<&String> = known
+            .keys()
+            .filter(|k| !now_listed.contains_key(k.as_str()))
+            .collect();
+        let fresh: Vec<(&str, &str)> = now_listed
+            .iter()
+            .filter(|(k, r)| known.get(**k).map(String::as_str) != Some(**r))
+            .map(|(k, r)| (*k, *r))
+            .collect();
+        if stale.is_empty() && fresh.is_empty() {
+            return Ok(());
+        }
         let now = now_secs();
-        let keep: HashSet<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
-        let (filter, binds) = scope_filter(scope);
         self.write(|tx| {
-            let mut stale = Vec::new();
-            for b in &binds {
-                let sql = format!("SELECT key FROM skipped WHERE job = ?1{filter}");
-                let mut stmt = tx.prepare(&sql)?;
-                let args: Vec<&dyn rusqlite::ToSql> = std::iter::once(&job as &dyn rusqlite::ToSql)
-                    .chain(b.iter().copied())
-                    .collect();
-                let keys = stmt.query_map(args.as_slice(), |r| r.get::<_, String>(0))?;
-                for key in keys {
-                    let key = key?;
-                    if !keep.contains(key.as_str()) {
-                        stale.push(key);
-                    }
-                }
-            }
             let mut drop_row =
                 tx.prepare_cached("DELETE FROM skipped WHERE job = ?1 AND key = ?2")?;
             for key in stale {
                 drop_row.execute(params![job, key])?;
             }
+            // A new reason starts a new `since`.
             let mut upsert = tx.prepare_cached(
-                "INSERT INTO skipped (job, key, reason, since) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (job, key) DO UPDATE SET reason = excluded.reason,
-                     since = CASE WHEN reason = excluded.reason THEN since ELSE excluded.since END",
+                "INSERT OR REPLACE INTO skipped (job, key, reason, since) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for s in skipped.iter().take(KEPT) {
-                upsert.execute(params![job, s.path, s.reason, now])?;
+            for (key, reason) in fresh {
+                upsert.execute(params![job, key, reason, now])?;
             }
             Ok(())
         })
     }
+}
+
+/// The skips listed within `scope`, key → reason.
+fn skipped_in(
+    c: &Connection,
+    job: &str,
+    scope: &Scope,
+) -> rusqlite::Result<HashMap<String, String>> {
+    let (filter, binds) = scope_filter(scope);
+    let mut stmt = c.prepare(&format!(
+        "SELECT key, reason FROM skipped WHERE job = ?1{filter}"
+    ))?;
+    let mut out = HashMap::new();
+    for b in &binds {
+        let args: Vec<&dyn ToSql> = std::iter::once(&job as &dyn ToSql)
+            .chain(b.iter().copied())
+            .collect();
+        let rows = stmt.query_map(args.as_slice(), |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for row in rows {
+            let (key, reason) = row?;
+            out.insert(key, reason);
+        }
+    }
+    Ok(out)
 }
 
 /// What the state file lists as skipped for `job`, by key (none from a
