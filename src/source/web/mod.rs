@@ -3,6 +3,12 @@
 //! downloaded and hashed; `404`/`410` means it is gone. Any other failure
 //! protects the page's upstream copy until a later poll succeeds.
 
+mod config;
+mod reach;
+mod seam;
+
+pub use config::{RawWeb, WebConfig};
+
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
@@ -11,10 +17,9 @@ use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
-use super::web_reach::Reach;
 use super::{front_matter, KnownFacts, Observed, ScanResult, Skipped};
-use crate::config::WebConfig;
 use crate::sink::http::read_body;
+use reach::Reach;
 
 /// A scan of a web job: what was observed, and the bodies downloaded for
 /// the pages that changed (the pusher uploads from these).
