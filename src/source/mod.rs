@@ -17,7 +17,7 @@ pub mod web;
 pub use content::{Content, Downloaded, FolderContent};
 pub use fence::OwnFiles;
 pub use scope::Scope;
-pub use seam::{ScanInput, Scanned, Source, SourceConfig, Survey};
+pub use seam::{ScanInput, Scanned, Slices, Source, SourceConfig, Survey};
 pub use trigger::{Trigger, WatchSpec};
 
 use crate::metadata::Metadata;

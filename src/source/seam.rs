@@ -11,7 +11,6 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::fence::OwnFiles;
-use super::folder::FolderSlices;
 use super::trigger::Trigger;
 use super::{Content, KnownFacts, ScanResult, Scope};
 use crate::model::Capabilities;
@@ -101,7 +100,32 @@ pub trait Source: Send + Sync {
 pub enum Survey {
     /// Scanned in one go (a web job): the one slice.
     Whole(Option<Box<(Scope, Scanned)>>),
-    Folder(Box<FolderSlices>),
+    /// Read a slice at a time, as the pass asks for them (a folder).
+    Sliced(Box<dyn Slices>),
+}
+
+/// A scan that reads its items a slice of keys at a time: what it found
+/// (walked, listed) is known before any slice is read.
+pub trait Slices: Send {
+    /// The cached rows of items the scan no longer finds (and could read
+    /// where they were).
+    fn gone(&self) -> HashMap<String, CachedItem>;
+
+    /// Pairs each cached item the scan no longer finds with a new key that
+    /// is the same name spelled otherwise; the cached row moves to the new
+    /// key. Returns the (old, new) pairs for the state file.
+    fn pair_respellings(&mut self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// Reading every item was due and every slice was read whole.
+    fn rehashed(&self) -> bool {
+        false
+    }
+
+    /// The next slice of at most `size` keys: its scope and what was found
+    /// in it; `None` when every slice was handed out.
+    fn next(&mut self, size: usize) -> BoxFuture<'_, Option<(Scope, Scanned)>>;
 }
 
 impl Survey {
@@ -125,24 +149,24 @@ impl Survey {
                     .map(|c| (c.key.clone(), c.clone()))
                     .collect()
             }
-            Survey::Folder(f) => f.gone(),
+            Survey::Sliced(f) => f.gone(),
         }
     }
 
     /// Pairs each cached item the scan no longer finds with a new key
     /// that is the same path spelled otherwise (see
-    /// `FolderSlices::pair_respellings`); returns the (old, new) pairs for
-    /// the state file.
+    /// `Slices::pair_respellings`); returns the (old, new) pairs for the
+    /// state file.
     pub fn pair_respellings(&mut self) -> Vec<(String, String)> {
         match self {
             Survey::Whole(_) => Vec::new(),
-            Survey::Folder(f) => f.pair_respellings(),
+            Survey::Sliced(f) => f.pair_respellings(),
         }
     }
 
     /// Reading every file was due and every slice was read whole.
     pub fn rehashed(&self) -> bool {
-        matches!(self, Survey::Folder(f) if f.rehashed())
+        matches!(self, Survey::Sliced(f) if f.rehashed())
     }
 
     /// The next slice: its scope (a key range, or the pass's own scope)
@@ -150,7 +174,7 @@ impl Survey {
     pub async fn next(&mut self, size: usize) -> Option<(Scope, Scanned)> {
         match self {
             Survey::Whole(whole) => whole.take().map(|w| *w),
-            Survey::Folder(f) => f.next(size).await,
+            Survey::Sliced(f) => f.next(size).await,
         }
     }
 }

@@ -7,7 +7,6 @@ mod seam;
 mod slices;
 
 pub use config::{FolderConfig, RawFolder};
-pub use slices::FolderSlices;
 
 use std::collections::HashMap;
 use std::fs::File;

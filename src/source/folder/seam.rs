@@ -136,7 +136,7 @@ impl Source for FolderSource {
                 unchanged: t.unchanged,
                 rehashed,
             };
-            Ok(Survey::Folder(Box::new(slices)))
+            Ok(Survey::Sliced(Box::new(slices)))
         }
         .boxed()
     }

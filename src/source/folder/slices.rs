@@ -6,10 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
 use super::config::FolderConfig;
 use crate::source::fence::Fence;
 use crate::source::seam::known_facts;
-use crate::source::{FolderContent, Scanned, Scope};
+use crate::source::{FolderContent, Scanned, Scope, Slices};
 use crate::state::CachedItem;
 
 /// A pass over a folder (all of it, or the paths the watcher reported):
@@ -35,10 +38,10 @@ pub struct FolderSlices {
     pub(super) rehashed: bool,
 }
 
-impl FolderSlices {
+impl Slices for FolderSlices {
     /// The cached rows the walk no longer finds (and could read where
     /// they were).
-    pub fn gone(&self) -> HashMap<String, CachedItem> {
+    fn gone(&self) -> HashMap<String, CachedItem> {
         let f = self;
         let files = f.files.as_slice();
         f.cached
@@ -58,7 +61,7 @@ impl FolderSlices {
     /// then plans as a change of that item rather than a create beside a
     /// retirement of the same document. Returns the (old, new) pairs for
     /// the state file.
-    pub fn pair_respellings(&mut self) -> Vec<(String, String)> {
+    fn pair_respellings(&mut self) -> Vec<(String, String)> {
         let f = self;
         // Only non-ASCII keys can be respelled: few, even in a large tree.
         let new: HashMap<String, &str> = f
@@ -94,13 +97,19 @@ impl FolderSlices {
         pairs
     }
 
-    pub fn rehashed(&self) -> bool {
+    fn rehashed(&self) -> bool {
         self.rehashed
     }
 
-    /// The next slice: its scope (a key range, or the pass's own scope)
-    /// and what was found in it; `None` when every slice was handed out.
-    pub async fn next(&mut self, size: usize) -> Option<(Scope, Scanned)> {
+    /// The next slice: a key range of the pass's scope, with what was
+    /// found in it (what changed is read now).
+    fn next(&mut self, size: usize) -> BoxFuture<'_, Option<(Scope, Scanned)>> {
+        self.read_next(size).boxed()
+    }
+}
+
+impl FolderSlices {
+    async fn read_next(&mut self, size: usize) -> Option<(Scope, Scanned)> {
         let f = self;
         let from = f.from.take()?;
         let walked = super::Walked::take_front(&mut f.files, size.max(1), &mut f.rest);
