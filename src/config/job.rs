@@ -1,30 +1,34 @@
 //! One `[[sync]]` job: its name, source, sink, metadata mapping and
-//! delete policy. The sink's own section is read and validated by the sink
-//! (through `sink::registry`); this file knows none of them by name.
+//! delete policy. The source's and the sink's own sections are read and
+//! validated by their kind (through `source::registry` and
+//! `sink::registry`); this file knows none of them by name.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
-use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use toml::de::DeValue;
 use toml::Spanned;
 
 use super::locate::{Locator, Span};
 use super::metadata::{self, RawField};
-use super::source::{self, FolderConfig, RawFolder, RawWeb, WebConfig};
 use super::{ConfigError, DeletePolicy, Roots};
 use crate::metadata::FieldMapping;
 use crate::model::MaxDelete;
 use crate::sink::registry::{RawSink, SECTIONS};
 use crate::sink::SinkConfig;
+use crate::source::registry::{At, RawSource, KINDS};
+use crate::source::SourceConfig;
 
 #[derive(Debug, Clone)]
 pub struct JobConfig {
     pub name: String,
     pub delete_policy: DeletePolicy,
-    pub source: SourceConfig,
+    /// Where items come from, as its own section validated it.
+    pub source: Arc<dyn SourceConfig>,
     /// The upstream, as its own section validated it.
     pub sink: Arc<dyn SinkConfig>,
     /// How much one pass may retire before the delete guard refuses.
@@ -34,32 +38,15 @@ pub struct JobConfig {
     pub metadata: Vec<FieldMapping>,
 }
 
-/// Where a job's items come from: exactly one per job.
-#[derive(Debug, Clone)]
-pub enum SourceConfig {
-    Folder(FolderConfig),
-    Web(WebConfig),
-}
-
 impl JobConfig {
-    pub fn folder(&self) -> Option<&FolderConfig> {
-        match &self.source {
-            SourceConfig::Folder(f) => Some(f),
-            SourceConfig::Web(_) => None,
-        }
-    }
-
     /// Why the job's source cannot be looked at now: a folder whose root
     /// is missing or looks unmounted.
     pub fn unmounted(&self) -> Option<String> {
-        self.folder().and_then(FolderConfig::unmounted)
+        self.source.unavailable()
     }
 
     pub fn max_file_size(&self) -> u64 {
-        match &self.source {
-            SourceConfig::Folder(f) => f.max_file_size,
-            SourceConfig::Web(w) => w.max_file_size,
-        }
+        self.source.max_file_size()
     }
 }
 
@@ -75,33 +62,33 @@ pub enum Duplicates {
     Report,
 }
 
-/// A `[[sync]]` table as read. Its sink sections are whatever the registry
-/// knows; any other key is refused with its position, as
+/// A `[[sync]]` table as read. Its source and sink sections are whatever
+/// the registries know; any other key is refused with its position, as
 /// `deny_unknown_fields` would.
 pub struct RawJob {
     name: Spanned<String>,
     delete_policy: Option<Spanned<DeletePolicy>>,
     max_delete: Option<Spanned<toml::Value>>,
     duplicates: Option<Spanned<Duplicates>>,
-    folder: Option<Spanned<RawFolder>>,
-    web: Option<Spanned<RawWeb>>,
+    /// The source sections, read by `read_sources` (in `KINDS` order).
+    sources: Vec<(&'static str, Box<dyn RawSource>)>,
     sinks: Vec<RawSink>,
     metadata: BTreeMap<Spanned<String>, Spanned<RawField>>,
 }
 
-const JOB_KEYS: &[&str] = &[
-    "name",
-    "delete_policy",
-    "max_delete",
-    "duplicates",
-    "folder",
-    "web",
-    "metadata",
-];
+const JOB_KEYS: &[&str] = &["name", "delete_policy", "max_delete", "duplicates"];
 
 /// Every key a job may have, for the "expected one of" message.
-static ALL_KEYS: LazyLock<Vec<&'static str>> =
-    LazyLock::new(|| JOB_KEYS.iter().chain(SECTIONS).copied().collect());
+static ALL_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let kinds = KINDS.iter().map(|(key, _)| key);
+    JOB_KEYS
+        .iter()
+        .chain(kinds)
+        .chain(&["metadata"])
+        .chain(SECTIONS)
+        .copied()
+        .collect()
+});
 
 impl<'de> Deserialize<'de> for RawJob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawJob, D::Error> {
@@ -125,8 +112,7 @@ impl<'de> Visitor<'de> for JobVisitor {
             delete_policy: None,
             max_delete: None,
             duplicates: None,
-            folder: None,
-            web: None,
+            sources: Vec::new(),
             sinks: Vec::new(),
             metadata: BTreeMap::new(),
         };
@@ -136,9 +122,11 @@ impl<'de> Visitor<'de> for JobVisitor {
                 "delete_policy" => job.delete_policy = Some(map.next_value()?),
                 "max_delete" => job.max_delete = Some(map.next_value()?),
                 "duplicates" => job.duplicates = Some(map.next_value()?),
-                "folder" => job.folder = Some(map.next_value()?),
-                "web" => job.web = Some(map.next_value()?),
                 "metadata" => job.metadata = map.next_value()?,
+                // Read by its kind once the whole file parsed (`read_sources`).
+                source if KINDS.iter().any(|(k, _)| *k == source) => {
+                    map.next_value::<IgnoredAny>()?;
+                }
                 sink => match RawSink::next_value(sink, &mut map)? {
                     Some(s) => job.sinks.push(s),
                     None => return Err(de::Error::unknown_field(sink, ALL_KEYS.as_slice())),
@@ -167,6 +155,24 @@ impl<'de> DeserializeSeed<'de> for JobKey {
     }
 }
 
+/// Reads each job's source sections, through the kind that `KINDS` names
+/// for their key. `doc` is the whole file, parsed again with positions kept,
+/// so a section's errors point into it as a first read's would.
+pub fn read_sources(loc: &Locator, doc: &DeValue, jobs: &mut [RawJob]) -> Result<(), ConfigError> {
+    for (i, job) in jobs.iter_mut().enumerate() {
+        let Some(table) = doc.get("sync").and_then(|s| s.get_ref().get(i)) else {
+            continue;
+        };
+        for (key, read) in KINDS {
+            if let Some(section) = table.get_ref().get(*key) {
+                let raw = read(section.clone()).map_err(|e| loc.parse_error(e))?;
+                job.sources.push((key, raw));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn validate(
     loc: &Locator,
     base: &Path,
@@ -182,11 +188,17 @@ pub fn validate(
     };
     job.check_name()?;
     let policy_span = raw.delete_policy.as_ref().map(|p| p.span());
-    let source = job.source(base, roots, raw.folder, raw.web)?;
+    let at = At {
+        loc,
+        base,
+        roots,
+        index,
+    };
+    let source = job.source(&at, raw.sources)?;
     let max_delete = job.max_delete(raw.max_delete.as_ref())?;
     let sink = job.sink(base, raw.sinks)?;
     let delete_policy = job.delete_policy(raw.delete_policy, policy_span, sink.as_ref())?;
-    job.check_web_target(&source, sink.as_ref())?;
+    job.check_source_target(source.as_ref(), sink.as_ref())?;
     let metadata = job.metadata(raw.metadata, sink.as_ref())?;
     Ok((
         JobConfig {
@@ -236,39 +248,34 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Exactly one source: `[sync.folder]` or `[sync.web]`.
+    /// Exactly one source section, validated by its kind.
     fn source(
         &self,
-        base: &Path,
-        roots: Roots,
-        folder: Option<Spanned<RawFolder>>,
-        web: Option<Spanned<RawWeb>>,
-    ) -> Result<SourceConfig, ConfigError> {
+        at: &At,
+        sources: Vec<(&'static str, Box<dyn RawSource>)>,
+    ) -> Result<Arc<dyn SourceConfig>, ConfigError> {
         let name = &self.name;
-        Ok(match (folder, web) {
-            (Some(folder), None) => SourceConfig::Folder(source::validate_folder(
-                self.loc,
-                base,
-                roots,
-                self.index,
-                folder.into_inner(),
-            )?),
-            (None, Some(web)) => SourceConfig::Web(source::validate_web(self.loc, self.index, web)?),
-            (Some(_), Some(web)) => {
-                return Err(self.error(
-                    web.span(),
-                    "web",
-                    format!("job {name:?} has both [sync.folder] and [sync.web]; a job has one source, so make a second [[sync]] job"),
-                ))
-            }
-            (None, None) => {
-                return Err(self.error(
-                    self.name_span.clone(),
-                    "folder",
-                    format!("job {name:?} has no source: add a [sync.folder] or [sync.web] table"),
-                ))
-            }
-        })
+        let mut sources = sources.into_iter();
+        let Some((first, source)) = sources.next() else {
+            let tables = KINDS
+                .iter()
+                .map(|(key, _)| format!("[sync.{key}]"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            return Err(self.error(
+                self.name_span.clone(),
+                KINDS[0].0,
+                format!("job {name:?} has no source: add a {tables} table"),
+            ));
+        };
+        if let Some((second, raw)) = sources.next() {
+            return Err(self.error(
+                raw.span(),
+                second,
+                format!("job {name:?} has both [sync.{first}] and [sync.{second}]; a job has one source, so make a second [[sync]] job"),
+            ));
+        }
+        source.validate(at)
     }
 
     fn max_delete(&self, raw: Option<&Spanned<toml::Value>>) -> Result<MaxDelete, ConfigError> {
@@ -352,20 +359,17 @@ impl Job<'_> {
         Ok(delete_policy)
     }
 
-    /// A web source needs a target that takes content.
-    fn check_web_target(
+    /// A source the target cannot mirror (web pages into a target that
+    /// takes no content) is refused, naming the source's section.
+    fn check_source_target(
         &self,
-        source: &SourceConfig,
+        source: &dyn SourceConfig,
         sink: &dyn SinkConfig,
     ) -> Result<(), ConfigError> {
-        if matches!(source, SourceConfig::Web(_)) && !sink.capabilities().content {
-            return Err(self.error(
-                self.name_span.clone(),
-                "web",
-                format!("the {} target cannot take content, so there is nothing to mirror web pages into; use a [sync.folder] source mapped to existing items", sink.kind()),
-            ));
+        match source.refuses_target(sink.capabilities(), sink.kind()) {
+            Some(why) => Err(self.error(self.name_span.clone(), source.kind(), why)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The `[sync.metadata]` fields, each name one the target accepts.

@@ -9,11 +9,11 @@ pub mod locate;
 mod metadata;
 mod pasted_keys;
 pub mod section;
-mod source;
+pub mod size;
 
-pub use job::{Duplicates, JobConfig, SourceConfig};
+pub use job::{Duplicates, JobConfig};
 pub use section::{Calls, RetryConfig};
-pub use source::{parse_size, FolderConfig, WebConfig, DEFAULT_MAX_FILE_SIZE};
+pub use size::{parse_size, DEFAULT_MAX_FILE_SIZE};
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -62,7 +62,7 @@ pub enum Roots {
     MustExist,
     /// `status`, `retry`, `check`, `forget`: an operator needs them most
     /// while a share is unmounted, so a missing root loads, and each job
-    /// says so (`FolderConfig::unmounted`).
+    /// says so (`SourceConfig::unavailable`).
     MayBeMissing,
 }
 
@@ -160,7 +160,13 @@ impl Config {
     pub fn parse_with(path: &Path, text: &str, roots: Roots) -> Result<Config, ConfigError> {
         let loc = Locator { path, text };
         pasted_keys::refuse(&loc, text)?;
-        let raw: RawConfig = toml::from_str(text).map_err(|e| loc.parse_error(e))?;
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| loc.parse_error(e))?;
+        let doc = toml::de::DeTable::parse(text).map_err(|e| loc.parse_error(e))?;
+        job::read_sources(
+            &loc,
+            &toml::de::DeValue::Table(doc.into_inner()),
+            &mut raw.sync,
+        )?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

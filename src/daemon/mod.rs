@@ -19,10 +19,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{Instant, Interval};
 
-use crate::config::{Config, Roots, SourceConfig};
+use crate::config::{Config, Roots};
 use crate::monitor::{self, Health};
 use crate::reconcile::{JobReport, ReconcileError, RunOptions, Runner};
-use crate::source::Scope;
+use crate::source::{Scope, Trigger};
 use sd_notify::Notifier;
 use watch::Shared;
 
@@ -103,8 +103,8 @@ struct Daemon {
     notifier: Arc<Notifier>,
     signals: Signals,
     next_full: Option<Instant>,
-    /// Web jobs: when each is polled next.
-    next_poll: HashMap<String, Instant>,
+    /// Polled jobs (`Trigger::Poll`): when each is polled next, and how often.
+    next_poll: HashMap<String, (Instant, Duration)>,
     retries: HashMap<String, Retry>,
     /// Per job: when the outbox's earliest backed-off step is due.
     outbox_due: HashMap<String, Instant>,
@@ -233,9 +233,9 @@ impl Daemon {
             .config
             .jobs
             .iter()
-            .filter_map(|j| match &j.source {
-                SourceConfig::Web(w) => Some((j.name.clone(), Instant::now() + w.poll_interval)),
-                SourceConfig::Folder(_) => None,
+            .filter_map(|j| match j.source.trigger() {
+                Trigger::Poll(every) => Some((j.name.clone(), (Instant::now() + every, every))),
+                Trigger::Watch(_) | Trigger::PassesOnly => None,
             })
             .collect();
         let every = self.runner.config.daemon.network_reconcile;
@@ -245,8 +245,7 @@ impl Daemon {
             .jobs
             .iter()
             .filter(|j| {
-                j.folder()
-                    .is_some_and(|f| watch::network_fs(&f.root).is_some())
+                matches!(j.source.trigger(), Trigger::Watch(w) if watch::network_fs(&w.root).is_some())
             })
             .map(|j| (j.name.clone(), Instant::now() + every))
             .collect();
@@ -277,6 +276,7 @@ impl Daemon {
             let poll = self
                 .next_poll
                 .values()
+                .map(|(at, _)| at)
                 .chain(self.network.values())
                 .min()
                 .copied();
@@ -352,12 +352,10 @@ impl Daemon {
                 }
             }
             for job in &self.runner.config.jobs {
-                if let (SourceConfig::Web(w), Some(at)) =
-                    (&job.source, self.next_poll.get_mut(&job.name))
-                {
+                if let Some((at, every)) = self.next_poll.get_mut(&job.name) {
                     if *at <= now {
                         pending.rescan_now(&job.name, now.into_std());
-                        *at = now + w.poll_interval;
+                        *at = now + *every;
                     }
                 }
             }

@@ -26,10 +26,10 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::Notify;
 
 use super::pending::Pending;
-use crate::config::{Config, FolderConfig};
+use crate::config::Config;
 use crate::source::fence::{Fence, Resolved};
-use crate::source::folder::walk_builder;
 use crate::source::scope::key_under;
+use crate::source::{Trigger, WatchSpec};
 
 /// What the watcher task and the daemon loop share.
 #[derive(Default)]
@@ -65,10 +65,10 @@ const PARENT_MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::MOVED_TO)
     .union(WatchMask::ONLYDIR);
 
-/// One folder job's root as it was armed.
+/// One watched job's root as it was armed.
 struct Root {
     job: String,
-    cfg: FolderConfig,
+    spec: WatchSpec,
     /// The file (device, inode) the root path led to: when it leads to
     /// another, the root was replaced.
     armed_on: Option<(u64, u64)>,
@@ -122,12 +122,13 @@ pub fn start(config: &Config, avoid: &[PathBuf], shared: Arc<Shared>) -> Option<
     let roots = config
         .jobs
         .iter()
-        .filter_map(|j| {
-            Some(Root {
+        .filter_map(|j| match j.source.trigger() {
+            Trigger::Watch(spec) => Some(Root {
                 job: j.name.clone(),
-                cfg: j.folder()?.clone(),
+                spec,
                 armed_on: None,
-            })
+            }),
+            Trigger::Poll(_) | Trigger::PassesOnly => None,
         })
         .collect();
     let table = Arc::new(Mutex::new(Table {
@@ -196,7 +197,7 @@ impl Watcher {
             let (job, armed_on, now_on) = {
                 let t = self.table.lock().unwrap_or_else(|p| p.into_inner());
                 let r = &t.roots[i];
-                (r.job.clone(), r.armed_on, identity(&r.cfg.root))
+                (r.job.clone(), r.armed_on, identity(&r.spec.root))
             };
             if armed_on != now_on {
                 tracing::warn!(%job, "the folder's root was replaced; watching the new one");
@@ -222,7 +223,7 @@ impl Watcher {
             &mut watches,
             |w| matches!(w, Watched::Folder { root, .. } | Watched::Parent { root } if *root == i),
         );
-        let root_path = t.roots[i].cfg.root.clone();
+        let root_path = t.roots[i].spec.root.clone();
         let job = t.roots[i].job.clone();
         t.roots[i].armed_on = identity(&root_path);
         if let Some(parent) = root_path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -244,14 +245,14 @@ impl Watcher {
 /// Watches `dir` and the folders under it that the scan would enter.
 /// Returns how many watches were added.
 fn add_tree(t: &mut Table, watches: &mut Watches, root: usize, dir: &Path) -> usize {
-    let cfg = t.roots[root].cfg.clone();
+    let spec = t.roots[root].spec.clone();
     let job = t.roots[root].job.clone();
     let mut added = 0;
     // A followed link to a folder outside the root is not entered by the
     // scan: neither it nor anything under it is watched.
-    let fence = Fence::new(&cfg.root, Resolved::default());
+    let fence = Fence::new(&spec.root, Resolved::default());
     let mut outside: Vec<PathBuf> = Vec::new();
-    for entry in walk_builder(&cfg, dir).build() {
+    for entry in spec.walk_from(dir).build() {
         let Ok(entry) = entry else { continue };
         // The start may be a symlink to a folder (a root such as
         // `current -> releases/v2`): watched as the folder it leads to.
@@ -332,7 +333,7 @@ fn on_event(
     match watched {
         Watched::Parent { root } => {
             let r = &t.roots[root];
-            if name.is_some_and(|n| Some(n) == r.cfg.root.file_name()) {
+            if name.is_some_and(|n| Some(n) == r.spec.root.file_name()) {
                 tracing::info!(job = %r.job, "the folder's root itself changed; it is checked at once");
                 let job = r.job.clone();
                 rearm_if_replaced(t, watches, shared, root, &job, now);
@@ -340,7 +341,7 @@ fn on_event(
         }
         Watched::Folder { root, path } => {
             let job = t.roots[root].job.clone();
-            let root_path = t.roots[root].cfg.root.clone();
+            let root_path = t.roots[root].spec.root.clone();
             if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
                 if path == root_path {
                     rearm_if_replaced(t, watches, shared, root, &job, now);
@@ -383,7 +384,7 @@ fn rearm_if_replaced(
     job: &str,
     now: Instant,
 ) {
-    let path = t.roots[root].cfg.root.clone();
+    let path = t.roots[root].spec.root.clone();
     let now_on = identity(&path);
     if now_on != t.roots[root].armed_on {
         unwatch(

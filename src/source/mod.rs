@@ -1,20 +1,24 @@
 //! Sources produce the observed state of a job's items: a folder, or web
-//! pages. The pass sees them through `seam::Source`.
+//! pages, each kind in its own folder. The pass sees them through
+//! `seam::Source`, the config and the service through `seam::SourceConfig`;
+//! `registry.rs` is the one list of kinds.
 
 mod content;
 pub mod fence;
 pub mod folder;
 pub mod front_matter;
+pub mod registry;
 pub mod scope;
 mod seam;
 mod triage;
+mod trigger;
 pub mod web;
-mod web_reach;
 
 pub use content::{Content, Downloaded, FolderContent};
 pub use fence::OwnFiles;
 pub use scope::Scope;
-pub use seam::{ScanInput, Scanned, Source, Survey};
+pub use seam::{ScanInput, Scanned, Slices, Source, SourceConfig, Survey};
+pub use trigger::{Trigger, WatchSpec};
 
 use crate::metadata::Metadata;
 

@@ -3,6 +3,12 @@
 //! downloaded and hashed; `404`/`410` means it is gone. Any other failure
 //! protects the page's upstream copy until a later poll succeeds.
 
+mod config;
+mod reach;
+mod seam;
+
+pub use config::{RawWeb, WebConfig};
+
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
@@ -11,10 +17,9 @@ use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
-use super::web_reach::Reach;
 use super::{front_matter, KnownFacts, Observed, ScanResult, Skipped};
-use crate::config::WebConfig;
 use crate::sink::http::read_body;
+use reach::Reach;
 
 /// A scan of a web job: what was observed, and the bodies downloaded for
 /// the pages that changed (the pusher uploads from these).
@@ -80,60 +85,9 @@ pub async fn scan(
 ) -> Fetched {
     let mut out = Fetched::default();
     let reach = Reach::of(cfg);
-    let mut urls = cfg.urls.clone();
-    if let Some(sitemap) = &cfg.sitemap {
-        let listed = match sitemap_urls(client, cfg, &reach, sitemap).await {
-            Ok(found) if found.is_empty() => Err(
-                "the sitemap lists no page (no <loc>): a broken site looks like that, so no page is taken for gone".to_owned(),
-            ),
-            other => other,
-        };
-        match listed {
-            Ok(found) => urls.extend(found),
-            Err(reason) => {
-                // Without the sitemap, absent pages prove nothing.
-                out.scan.protected.push(String::new());
-                out.scan.skipped.push(Skipped {
-                    path: sitemap.to_string(),
-                    reason,
-                });
-            }
-        }
-    }
-    // Off-limits pages are reported, never fetched (not even by a dry run),
-    // and protected: a page mirrored before its host was allowed is not
-    // retired for not being read.
-    // A page the sink would refuse (its type) is not fetched either.
-    urls.retain(
-        |url| match reach.refuses(url).or_else(|| refuses(&key_of(url))) {
-            None => true,
-            Some(reason) => {
-                out.scan.protected.push(key_of(url));
-                out.scan.skipped.push(Skipped {
-                    path: url.to_string(),
-                    reason,
-                });
-                false
-            }
-        },
-    );
-    let mut seen = HashMap::new();
-    let mut pages = Vec::new();
-    for url in urls {
-        let key = key_of(&url);
-        match seen.get(&key) {
-            Some(first) if first == &url => {}
-            Some(first) => out.scan.skipped.push(Skipped {
-                path: url.to_string(),
-                reason: format!("maps to the same document name as {first}; listed once"),
-            }),
-            None => {
-                seen.insert(key.clone(), url.clone());
-                pages.push((key, url));
-            }
-        }
-    }
-
+    let urls = listed_urls(client, cfg, &reach, &mut out.scan).await;
+    let urls = reachable(urls, &reach, refuses, &mut out.scan);
+    let pages = one_per_key(urls, &mut out.scan);
     let fetches = pages.into_iter().map(|(key, url)| {
         let cached = known.get(&key).filter(|_| in_sync.contains(&key));
         async move {
@@ -143,10 +97,107 @@ pub async fn scan(
     });
     let mut stream = futures::stream::iter(fetches).buffer_unordered(cfg.concurrency);
     while let Some((key, url, r)) = stream.next().await {
-        match r {
+        out.record(known, key, &url, r);
+    }
+    out.scan.items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    out.scan.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// The configured URLs and the sitemap's. A sitemap that cannot be read
+/// (or lists no page) is reported, and protects every page: without it,
+/// absent pages prove nothing.
+async fn listed_urls(
+    client: &reqwest::Client,
+    cfg: &WebConfig,
+    reach: &Reach,
+    scan: &mut ScanResult,
+) -> Vec<Url> {
+    let mut urls = cfg.urls.clone();
+    let Some(sitemap) = &cfg.sitemap else {
+        return urls;
+    };
+    let listed = match sitemap_urls(client, cfg, reach, sitemap).await {
+        Ok(found) if found.is_empty() => Err(
+            "the sitemap lists no page (no <loc>): a broken site looks like that, so no page is taken for gone".to_owned(),
+        ),
+        other => other,
+    };
+    match listed {
+        Ok(found) => urls.extend(found),
+        Err(reason) => {
+            scan.protected.push(String::new());
+            scan.skipped.push(Skipped {
+                path: sitemap.to_string(),
+                reason,
+            });
+        }
+    }
+    urls
+}
+
+/// The URLs that may be fetched. Off-limits pages are reported, never
+/// fetched (not even by a dry run), and protected: a page mirrored before
+/// its host was allowed is not retired for not being read. A page the sink
+/// would refuse (its type) is not fetched either.
+fn reachable(
+    mut urls: Vec<Url>,
+    reach: &Reach,
+    refuses: &(dyn Fn(&str) -> Option<String> + Sync),
+    scan: &mut ScanResult,
+) -> Vec<Url> {
+    urls.retain(
+        |url| match reach.refuses(url).or_else(|| refuses(&key_of(url))) {
+            None => true,
+            Some(reason) => {
+                scan.protected.push(key_of(url));
+                scan.skipped.push(Skipped {
+                    path: url.to_string(),
+                    reason,
+                });
+                false
+            }
+        },
+    );
+    urls
+}
+
+/// Each page under its key, once: a second URL that maps to the same
+/// document name is reported and left out.
+fn one_per_key(urls: Vec<Url>, scan: &mut ScanResult) -> Vec<(String, Url)> {
+    let mut seen = HashMap::new();
+    let mut pages = Vec::new();
+    for url in urls {
+        let key = key_of(&url);
+        match seen.get(&key) {
+            Some(first) if first == &url => {}
+            Some(first) => scan.skipped.push(Skipped {
+                path: url.to_string(),
+                reason: format!("maps to the same document name as {first}; listed once"),
+            }),
+            None => {
+                seen.insert(key.clone(), url.clone());
+                pages.push((key, url));
+            }
+        }
+    }
+    pages
+}
+
+impl Fetched {
+    /// What one fetch found: the cached facts again (`304`), nothing (gone),
+    /// the new page and its body, or a failure that protects the page.
+    fn record(
+        &mut self,
+        known: &HashMap<String, KnownFacts>,
+        key: String,
+        url: &Url,
+        fetched: Result<Page, String>,
+    ) {
+        match fetched {
             Ok(Page::Unchanged) => {
                 let k = &known[&key];
-                out.scan.items.push(Observed {
+                self.scan.items.push(Observed {
                     key,
                     size: k.size,
                     mtime_ns: k.mtime_ns,
@@ -166,24 +217,21 @@ pub async fn scan(
                     // Same bytes: keep the time they were first seen.
                     item.mtime_ns = item.mtime_ns.min(k.mtime_ns);
                 }
-                out.scan.hashed_files += 1;
-                out.scan.hashed_bytes += item.size;
-                out.bodies.insert(key, body);
-                out.scan.items.push(item);
+                self.scan.hashed_files += 1;
+                self.scan.hashed_bytes += item.size;
+                self.bodies.insert(key, body);
+                self.scan.items.push(item);
             }
             Err(reason) => {
                 tracing::warn!(%url, %reason, "skipped");
-                out.scan.protected.push(key.clone());
-                out.scan.skipped.push(Skipped {
+                self.scan.protected.push(key);
+                self.scan.skipped.push(Skipped {
                     path: url.to_string(),
                     reason,
                 });
             }
         }
     }
-    out.scan.items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    out.scan.skipped.sort_by(|a, b| a.path.cmp(&b.path));
-    out
 }
 
 enum Page {

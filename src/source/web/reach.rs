@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{redirect, Url};
 
-use crate::config::WebConfig;
+use super::WebConfig;
 
 #[derive(Debug, Clone)]
 pub struct Reach {

@@ -2,6 +2,12 @@
 //! as in git) that stats every file and hashes only those whose size or
 //! modification time moved since the last scan.
 
+mod config;
+mod seam;
+mod slices;
+
+pub use config::{FolderConfig, RawFolder};
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
@@ -15,7 +21,6 @@ use ignore::{WalkBuilder, WalkState};
 use super::fence::Fence;
 use super::scope::key_under;
 use super::{front_matter, KnownFacts, Observed, ScanResult, Scope, Skipped};
-use crate::config::FolderConfig;
 
 /// Timestamp granularity to allow for: about a jiffy on Linux local file
 /// systems, 1 s on some network shares, 2 s on FAT.
