@@ -28,9 +28,10 @@ use std::sync::atomic::AtomicBool;
 use futures::future::LocalBoxFuture;
 
 use crate::config::JobConfig;
+use crate::metadata::Metadata;
 pub use crate::model::Capabilities;
 use crate::model::DeletePolicy;
-use crate::plan::Plan;
+use crate::plan::{Op, Plan};
 use crate::secret::SecretSource;
 use crate::state::{CachedItem, RemoteStatus, State};
 use std::fmt;
@@ -290,6 +291,19 @@ pub trait Sink: Send + Sync {
         ctx: PushContext<'a>,
         plan: &'a Plan,
     ) -> LocalBoxFuture<'a, Result<Outcome, PushError>>;
+}
+
+/// The plan's metadata steps: each key, the record it is bound to (if
+/// any) and its metadata.
+pub fn metadata_ops(plan: &Plan) -> impl Iterator<Item = (&str, Option<&String>, &Metadata)> {
+    plan.ops.iter().filter_map(|op| match op {
+        Op::SetMetadata {
+            key,
+            doc_id,
+            metadata,
+        } => Some((key.as_str(), doc_id.as_ref(), metadata)),
+        _ => None,
+    })
 }
 
 /// What a push works with besides the plan.
