@@ -216,12 +216,17 @@ pub struct Listed {
 /// A connected upstream. One per job, kept across passes (a key rotated on
 /// disk is read again on reload).
 pub trait Sink: Send + Sync {
+    /// The transport every call of the sink goes through.
+    fn transport(&self) -> &http::Transport;
+
     /// HTTP requests sent so far, retries included.
-    fn requests_sent(&self) -> u64;
+    fn requests_sent(&self) -> u64 {
+        self.transport().requests_sent()
+    }
 
     /// Until when no request is sent because the upstream looked down.
     fn resting_until(&self) -> Option<std::time::Instant> {
-        None
+        self.transport().resting_until()
     }
 
     /// Marks the target as this mirror's and says which other mirror's
@@ -304,6 +309,13 @@ pub fn metadata_ops(plan: &Plan) -> impl Iterator<Item = (&str, Option<&String>,
         } => Some((key.as_str(), doc_id.as_ref(), metadata)),
         _ => None,
     })
+}
+
+/// `Sink::claim` of a sink with no place for a mark that would not show
+/// up among the records: two mirrors are not detected there (see README,
+/// Limits).
+pub fn no_place_for_a_mark<'a>() -> LocalBoxFuture<'a, Result<Option<String>, SinkError>> {
+    futures::FutureExt::boxed_local(async { Ok(None) })
 }
 
 /// What a push works with besides the plan.

@@ -17,6 +17,7 @@ use futures::FutureExt;
 use crate::model::DeletePolicy;
 use crate::plan::{Plan, StatusAction};
 use crate::secret::SecretSource;
+use crate::sink::http::Transport;
 use crate::sink::{
     Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
 };
@@ -112,12 +113,8 @@ struct DifySink {
 }
 
 impl Sink for DifySink {
-    fn requests_sent(&self) -> u64 {
-        self.client.requests_sent()
-    }
-
-    fn resting_until(&self) -> Option<std::time::Instant> {
-        self.client.resting_until()
+    fn transport(&self) -> &Transport {
+        self.client.transport()
     }
 
     fn claim<'a>(&'a self, mark: &'a str) -> LocalBoxFuture<'a, Result<Option<String>, SinkError>> {
