@@ -41,8 +41,17 @@ pub struct KeyFields<'a> {
     pub credential: &'a Option<Spanned<String>>,
 }
 
-/// `KeyFields` of a raw section's fields `stem`, `stem_env`, …
+/// `KeyFields` of a raw section's fields `stem`, `stem_env`, … (`api_key`
+/// alone names the usual four).
 macro_rules! key_fields {
+    ($raw:ident . api_key) => {
+        $crate::config::section::key_fields!(
+            $raw.api_key,
+            api_key_env,
+            api_key_file,
+            api_key_credential
+        )
+    };
     ($raw:ident . $stem:ident, $env:ident, $file:ident, $credential:ident) => {
         $crate::config::section::KeyFields {
             name: stringify!($stem),

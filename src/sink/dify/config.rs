@@ -88,12 +88,7 @@ pub struct RawDify {
 }
 
 pub fn validate(s: &Section, raw: RawDify) -> Result<DifyConfig, ConfigError> {
-    let (api_key, credential) = s.secret(key_fields!(
-        raw.api_key,
-        api_key_env,
-        api_key_file,
-        api_key_credential
-    ))?;
+    let (api_key, credential) = s.secret(key_fields!(raw.api_key))?;
     let base_url = s.url(&raw.base_url, raw.allow_insecure_http)?;
     let dataset_id = s.id(
         &raw.dataset_id,

@@ -86,12 +86,7 @@ pub const DEFAULT_EXTENSIONS: &[&str] = &[
 pub const RESERVED_FIELDS: &[&str] = &["title", "language"];
 
 pub fn validate(s: &Section, raw: RawSharely) -> Result<SharelyConfig, ConfigError> {
-    let (api_key, credential) = s.secret(key_fields!(
-        raw.api_key,
-        api_key_env,
-        api_key_file,
-        api_key_credential
-    ))?;
+    let (api_key, credential) = s.secret(key_fields!(raw.api_key))?;
     let base_url = s.url(&raw.base_url, raw.allow_insecure_http)?;
     let id = |v: &Spanned<String>, name: &str| s.id(v, name, "expected an id (a UUID)");
     let workspace_id = id(&raw.workspace_id, "workspace_id")?;
