@@ -170,6 +170,6 @@ impl Sink for PaiSink {
         ctx: PushContext<'a>,
         plan: &'a Plan,
     ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
-        push::push(ctx, &self.client, self.batch_size, plan).boxed_local()
+        push::push(ctx, self, plan).boxed_local()
     }
 }

@@ -12,6 +12,7 @@ use futures::FutureExt;
 use serde_json::{json, Value as Json};
 
 use super::client::{BatchAnswer, PaiClient, DELETE_BATCH};
+use super::PaiSink;
 use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
 use crate::sink::bisect::send_in_batches;
@@ -29,13 +30,9 @@ struct Item<'p> {
     facts: Option<KnownFacts>,
 }
 
-pub async fn push(
-    ctx: PushContext<'_>,
-    client: &PaiClient,
-    batch_size: usize,
-    plan: &Plan,
-) -> Result<Outcome, PushError> {
+pub async fn push(ctx: PushContext<'_>, sink: &PaiSink, plan: &Plan) -> Result<Outcome, PushError> {
     let (job, state, stop) = (ctx.job.name.as_str(), ctx.state, ctx.stop);
+    let (client, batch_size) = (&sink.client, sink.batch_size);
     let mut out = Outcome::default();
     let mut items = items(job, state, plan)?;
     // Records kbsync does not know yet: one listing maps URIs to ids.
