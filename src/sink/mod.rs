@@ -349,6 +349,16 @@ pub fn deletion_asked(sink: &str, policy: DeletePolicy) -> Result<bool, SinkErro
 
 /// MIME type by extension: Dify decides by the extension anyway, but a
 /// right Content-Type helps proxies and logs; PAI records it.
+/// How a refusal names a file type the upstream does not take: `.pdf`,
+/// or `extension-less`.
+pub fn file_type(ext: &str) -> String {
+    if ext.is_empty() {
+        "extension-less".to_owned()
+    } else {
+        format!(".{ext}")
+    }
+}
+
 pub fn mime_for(name: &str) -> &'static str {
     match extension(name).as_str() {
         "md" | "markdown" | "mdx" => "text/markdown",
@@ -388,6 +398,12 @@ pub fn extension(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_file_type_is_named_by_its_extension_or_its_lack() {
+        assert_eq!(file_type(&extension("a/notes.PDF")), ".pdf");
+        assert_eq!(file_type(&extension("a/Makefile")), "extension-less");
+    }
 
     #[test]
     fn a_sink_without_status_deletes_keeps_or_says_it_cannot() {

@@ -68,7 +68,7 @@ impl SinkConfig for DifyConfig {
         (!taken).then(|| {
             format!(
                 "Dify does not take {} files (allowed_extensions: {}); add the extension there if your Dify does (an ETL such as Unstructured), list it in send_as_text if it is text, or exclude the file",
-                if ext.is_empty() { "extension-less".to_owned() } else { format!(".{ext}") },
+                crate::sink::file_type(&ext),
                 self.allowed_extensions.join(", ")
             )
         })

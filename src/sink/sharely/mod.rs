@@ -79,7 +79,7 @@ impl SinkConfig for SharelyConfig {
         (!self.allowed_extensions.contains(&ext)).then(|| {
             format!(
                 "Sharely's upload does not take {} files (allowed_extensions: {}); add the extension there if yours does, or exclude the file",
-                if ext.is_empty() { "extension-less".to_owned() } else { format!(".{ext}") },
+                crate::sink::file_type(&ext),
                 self.allowed_extensions.join(", ")
             )
         })
