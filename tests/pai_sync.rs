@@ -392,8 +392,8 @@ type Boxed<'a, T> = futures::future::LocalBoxFuture<'a, Result<T, SinkError>>;
 struct CannotRetire(Box<dyn kbsync::sink::Sink>);
 
 impl kbsync::sink::Sink for CannotRetire {
-    fn requests_sent(&self) -> u64 {
-        self.0.requests_sent()
+    fn transport(&self) -> &kbsync::sink::http::Transport {
+        self.0.transport()
     }
     fn claim<'a>(&'a self, mark: &'a str) -> Boxed<'a, Option<String>> {
         self.0.claim(mark)

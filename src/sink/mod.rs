@@ -28,9 +28,10 @@ use std::sync::atomic::AtomicBool;
 use futures::future::LocalBoxFuture;
 
 use crate::config::JobConfig;
+use crate::metadata::Metadata;
 pub use crate::model::Capabilities;
 use crate::model::DeletePolicy;
-use crate::plan::Plan;
+use crate::plan::{Op, Plan};
 use crate::secret::SecretSource;
 use crate::state::{CachedItem, RemoteStatus, State};
 use std::fmt;
@@ -215,12 +216,17 @@ pub struct Listed {
 /// A connected upstream. One per job, kept across passes (a key rotated on
 /// disk is read again on reload).
 pub trait Sink: Send + Sync {
+    /// The transport every call of the sink goes through.
+    fn transport(&self) -> &http::Transport;
+
     /// HTTP requests sent so far, retries included.
-    fn requests_sent(&self) -> u64;
+    fn requests_sent(&self) -> u64 {
+        self.transport().requests_sent()
+    }
 
     /// Until when no request is sent because the upstream looked down.
     fn resting_until(&self) -> Option<std::time::Instant> {
-        None
+        self.transport().resting_until()
     }
 
     /// Marks the target as this mirror's and says which other mirror's
@@ -292,6 +298,26 @@ pub trait Sink: Send + Sync {
     ) -> LocalBoxFuture<'a, Result<Outcome, PushError>>;
 }
 
+/// The plan's metadata steps: each key, the record it is bound to (if
+/// any) and its metadata.
+pub fn metadata_ops(plan: &Plan) -> impl Iterator<Item = (&str, Option<&String>, &Metadata)> {
+    plan.ops.iter().filter_map(|op| match op {
+        Op::SetMetadata {
+            key,
+            doc_id,
+            metadata,
+        } => Some((key.as_str(), doc_id.as_ref(), metadata)),
+        _ => None,
+    })
+}
+
+/// `Sink::claim` of a sink with no place for a mark that would not show
+/// up among the records: two mirrors are not detected there (see README,
+/// Limits).
+pub fn no_place_for_a_mark<'a>() -> LocalBoxFuture<'a, Result<Option<String>, SinkError>> {
+    futures::FutureExt::boxed_local(async { Ok(None) })
+}
+
 /// What a push works with besides the plan.
 pub struct PushContext<'a> {
     pub job: &'a JobConfig,
@@ -323,6 +349,16 @@ pub fn deletion_asked(sink: &str, policy: DeletePolicy) -> Result<bool, SinkErro
 
 /// MIME type by extension: Dify decides by the extension anyway, but a
 /// right Content-Type helps proxies and logs; PAI records it.
+/// How a refusal names a file type the upstream does not take: `.pdf`,
+/// or `extension-less`.
+pub fn file_type(ext: &str) -> String {
+    if ext.is_empty() {
+        "extension-less".to_owned()
+    } else {
+        format!(".{ext}")
+    }
+}
+
 pub fn mime_for(name: &str) -> &'static str {
     match extension(name).as_str() {
         "md" | "markdown" | "mdx" => "text/markdown",
@@ -362,6 +398,12 @@ pub fn extension(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_file_type_is_named_by_its_extension_or_its_lack() {
+        assert_eq!(file_type(&extension("a/notes.PDF")), ".pdf");
+        assert_eq!(file_type(&extension("a/Makefile")), "extension-less");
+    }
 
     #[test]
     fn a_sink_without_status_deletes_keeps_or_says_it_cannot() {

@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::{dify, pai, sharely, SinkConfig};
 use crate::config::locate::{Locator, Span};
+use crate::config::section::Section;
 use crate::config::ConfigError;
 
 /// The section names, as a `[[sync]]` job spells them.
@@ -54,10 +55,14 @@ impl RawSink {
         base: &Path,
         index: usize,
     ) -> Result<Arc<dyn SinkConfig>, ConfigError> {
+        let span = self.span();
+        let section = |kind| Section::new(loc, base, index, kind, span);
         Ok(match self {
-            RawSink::Dify(r) => Arc::new(dify::validate(loc, base, index, *r)?),
-            RawSink::Pai(r) => Arc::new(pai::validate(loc, base, index, *r)?),
-            RawSink::Sharely(r) => Arc::new(sharely::validate(loc, base, index, *r)?),
+            RawSink::Dify(r) => Arc::new(dify::validate(&section("dify"), r.into_inner())?),
+            RawSink::Pai(r) => Arc::new(pai::validate(&section("pai"), r.into_inner())?),
+            RawSink::Sharely(r) => {
+                Arc::new(sharely::validate(&section("sharely"), r.into_inner())?)
+            }
         })
     }
 }

@@ -38,6 +38,17 @@ fn yes() -> bool {
     true
 }
 
+/// A page of the dataset's documents, as a listing or a search by name
+/// answers.
+#[derive(Deserialize)]
+struct Page {
+    data: Vec<RemoteDoc>,
+    #[serde(default)]
+    has_more: bool,
+    #[serde(default)]
+    total: Option<u64>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct RemoteField {
     pub id: String,
@@ -91,14 +102,9 @@ impl DifyClient {
         self.transport.waits(call, None)
     }
 
-    /// HTTP requests sent so far, retries included.
-    pub fn requests_sent(&self) -> u64 {
-        self.transport.requests_sent()
-    }
-
-    /// Until when the upstream rests after answering "down" too often.
-    pub fn resting_until(&self) -> Option<std::time::Instant> {
-        self.transport.resting_until()
+    /// The transport the client's calls go through (request count, rest).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     fn url(&self, tail: &str) -> Url {
@@ -153,14 +159,6 @@ impl DifyClient {
         &self,
         page: u64,
     ) -> Result<(Vec<RemoteDoc>, bool, Option<u64>), SinkError> {
-        #[derive(Deserialize)]
-        struct Page {
-            data: Vec<RemoteDoc>,
-            #[serde(default)]
-            has_more: bool,
-            #[serde(default)]
-            total: Option<u64>,
-        }
         let resp = self
             .call("list_documents", || {
                 self.request(Method::GET, "documents")
@@ -292,14 +290,6 @@ impl DifyClient {
     /// The document named exactly `name`, if any (Dify's keyword filter is
     /// a substring match, so the exact name is checked here).
     pub async fn find_by_name(&self, name: &str) -> Result<Option<RemoteDoc>, SinkError> {
-        #[derive(Deserialize)]
-        struct Page {
-            data: Vec<RemoteDoc>,
-            #[serde(default)]
-            has_more: bool,
-            #[serde(default)]
-            total: Option<u64>,
-        }
         let mut pages = Pages::new("Dify", "find_document", PAGE_SIZE);
         for page in 1.. {
             let resp = self

@@ -1,16 +1,12 @@
 //! The `[sync.dify]` section.
 
-use std::path::Path;
 use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::locate::{bounded, Locator};
-use crate::config::section::{
-    calls, extensions, https_url, key_place, key_source, plain_id, Calls, KeyFields, RawCalls,
-};
+use crate::config::section::{key_fields, raw_calls, Calls, Section};
 use crate::config::ConfigError;
 use crate::secret::SecretSource;
 
@@ -91,53 +87,19 @@ pub struct RawDify {
     create_data: Option<toml::Table>,
 }
 
-pub fn validate(
-    loc: &Locator,
-    base: &Path,
-    index: usize,
-    raw: Spanned<RawDify>,
-) -> Result<DifyConfig, ConfigError> {
-    let table_span = raw.span();
-    let raw = raw.into_inner();
-    let key = |k: &str| format!("sync[{index}].dify.{k}");
-
-    let fields = KeyFields {
-        name: "api_key",
-        inline: &raw.api_key,
-        env: &raw.api_key_env,
-        file: &raw.api_key_file,
-        credential: &raw.api_key_credential,
-    };
-    let credential_place = key_place(loc, &key, table_span.clone(), &fields);
-    let api_key = key_source(loc, base, &key, table_span.clone(), fields)?;
-    let base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
-
-    let dataset_id = plain_id(
-        loc,
-        &key("dataset_id"),
+pub fn validate(s: &Section, raw: RawDify) -> Result<DifyConfig, ConfigError> {
+    let (api_key, credential) = s.secret(key_fields!(raw.api_key))?;
+    let base_url = s.url(&raw.base_url, raw.allow_insecure_http)?;
+    let dataset_id = s.id(
         &raw.dataset_id,
+        "dataset_id",
         "expected the knowledge base (dataset) id, e.g. the UUID in its URL",
     )?;
-
-    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
-        bounded(loc, v, &key(name), lo, hi, default)
-    };
-    let calls = calls(
-        loc,
-        &key,
-        RawCalls {
-            timeout_secs: &raw.timeout_secs,
-            max_retries: &raw.max_retries,
-            retry_min_delay_ms: &raw.retry_min_delay_ms,
-            retry_max_delay_secs: &raw.retry_max_delay_secs,
-            max_retry_wait_secs: &raw.max_retry_wait_secs,
-            requests_per_minute: &raw.requests_per_minute,
-        },
-        120,
-    )?;
+    let calls = s.calls(raw_calls!(raw), 120)?;
     let create_data = match raw.create_data {
-        Some(t) => serde_json::to_value(t)
-            .map_err(|e| loc.error(table_span.clone(), &key("create_data"), e.to_string()))?,
+        Some(t) => {
+            serde_json::to_value(t).map_err(|e| s.table_error("create_data", e.to_string()))?
+        }
         None => serde_json::json!({
             "indexing_technique": "high_quality",
             "process_rule": { "mode": "automatic" }
@@ -146,45 +108,38 @@ pub fn validate(
     let name_prefix = match &raw.name_prefix {
         None => String::new(),
         Some(p) if p.get_ref().trim().is_empty() || p.get_ref().chars().count() > 50 => {
-            return Err(loc.error(
+            return Err(s.error(
                 p.span(),
-                &key("name_prefix"),
+                "name_prefix",
                 "expected a short prefix for this job's document names, e.g. \"handbook/\" (1 to 50 characters)",
             ))
         }
         Some(p) => p.get_ref().clone(),
     };
-    let allowed_extensions = match &raw.allowed_extensions {
-        None => DEFAULT_EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
-        Some(list) => extensions(loc, &key("allowed_extensions"), list)?,
-    };
-    let send_as_text = match &raw.send_as_text {
-        None => Vec::new(),
-        Some(list) => extensions(loc, &key("send_as_text"), list)?,
-    };
-    let places = crate::sink::Places {
-        target: loc.place(raw.dataset_id.span(), &key("dataset_id")),
-        credential: credential_place,
-    };
+    // Checked in the order of the fields: the first problem is reported.
     Ok(DifyConfig {
-        places,
-        base_url,
-        dataset_id,
-        name_prefix,
-        allowed_extensions,
-        send_as_text,
-        api_key,
-        batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
-        upload_concurrency: int(&raw.upload_concurrency, "upload_concurrency", 1, 64, 4)? as usize,
-        calls,
-        create_data,
-        indexing_wait: Duration::from_secs(int(
+        allowed_extensions: s.extensions(
+            "allowed_extensions",
+            &raw.allowed_extensions,
+            DEFAULT_EXTENSIONS,
+        )?,
+        send_as_text: s.extensions("send_as_text", &raw.send_as_text, &[])?,
+        batch_size: s.int(&raw.batch_size, "batch_size", 1..=1000, 100)? as usize,
+        upload_concurrency: s.int(&raw.upload_concurrency, "upload_concurrency", 1..=64, 4)?
+            as usize,
+        indexing_wait: Duration::from_secs(s.int(
             &raw.indexing_wait_secs,
             "indexing_wait_secs",
-            0,
-            86_400,
+            0..=86_400,
             600,
         )? as u64),
+        places: s.places(&raw.dataset_id, "dataset_id", credential),
+        api_key,
+        base_url,
+        dataset_id,
+        calls,
+        create_data,
+        name_prefix,
     })
 }
 

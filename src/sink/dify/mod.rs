@@ -17,6 +17,7 @@ use futures::FutureExt;
 use crate::model::DeletePolicy;
 use crate::plan::{Plan, StatusAction};
 use crate::secret::SecretSource;
+use crate::sink::http::Transport;
 use crate::sink::{
     Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
 };
@@ -67,7 +68,7 @@ impl SinkConfig for DifyConfig {
         (!taken).then(|| {
             format!(
                 "Dify does not take {} files (allowed_extensions: {}); add the extension there if your Dify does (an ETL such as Unstructured), list it in send_as_text if it is text, or exclude the file",
-                if ext.is_empty() { "extension-less".to_owned() } else { format!(".{ext}") },
+                crate::sink::file_type(&ext),
                 self.allowed_extensions.join(", ")
             )
         })
@@ -112,12 +113,8 @@ struct DifySink {
 }
 
 impl Sink for DifySink {
-    fn requests_sent(&self) -> u64 {
-        self.client.requests_sent()
-    }
-
-    fn resting_until(&self) -> Option<std::time::Instant> {
-        self.client.resting_until()
+    fn transport(&self) -> &Transport {
+        self.client.transport()
     }
 
     fn claim<'a>(&'a self, mark: &'a str) -> LocalBoxFuture<'a, Result<Option<String>, SinkError>> {

@@ -1,15 +1,10 @@
 //! The `[sync.pai]` section.
 
-use std::path::Path;
-
 use reqwest::Url;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::locate::{bounded, Locator};
-use crate::config::section::{
-    calls, https_url, key_place, key_source, plain_id, Calls, KeyFields, RawCalls,
-};
+use crate::config::section::{key_fields, raw_calls, Calls, Section};
 use crate::config::ConfigError;
 use crate::secret::SecretSource;
 
@@ -60,84 +55,24 @@ pub struct RawPai {
     requests_per_minute: Option<Spanned<i64>>,
 }
 
-pub fn validate(
-    loc: &Locator,
-    base: &Path,
-    index: usize,
-    raw: Spanned<RawPai>,
-) -> Result<PaiConfig, ConfigError> {
-    let table_span = raw.span();
-    let raw = raw.into_inner();
-    let key = |k: &str| format!("sync[{index}].pai.{k}");
-    let fields = KeyFields {
-        name: "access_key_id",
-        inline: &raw.access_key_id,
-        env: &raw.access_key_id_env,
-        file: &raw.access_key_id_file,
-        credential: &raw.access_key_id_credential,
-    };
-    let credential_place = key_place(loc, &key, table_span.clone(), &fields);
-    let access_key_id = key_source(loc, base, &key, table_span.clone(), fields)?;
-    let access_key_secret = key_source(
-        loc,
-        base,
-        &key,
-        table_span.clone(),
-        KeyFields {
-            name: "access_key_secret",
-            inline: &raw.access_key_secret,
-            env: &raw.access_key_secret_env,
-            file: &raw.access_key_secret_file,
-            credential: &raw.access_key_secret_credential,
-        },
-    )?;
-    let endpoint_text = match (&raw.endpoint, &raw.region) {
-        (Some(e), _) => e.clone(),
-        (None, Some(r)) => {
-            let region = r.get_ref().trim();
-            let valid = !region.is_empty()
-                && region
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !valid {
-                return Err(loc.error(
-                    r.span(),
-                    &key("region"),
-                    "expected a region id such as \"cn-hangzhou\"",
-                ));
-            }
-            Spanned::new(r.span(), format!("https://{}", endpoint_host(region)))
-        }
-        (None, None) => {
-            return Err(loc.error(
-                table_span,
-                &key("region"),
-                "set region (e.g. \"cn-hangzhou\") or endpoint",
-            ))
-        }
-    };
-    let endpoint = https_url(loc, &key, &endpoint_text, raw.allow_insecure_http)?;
-    // Ids go into the signed path: anything RFC 3986 would escape is
-    // refused rather than risk a path signed one way and sent another.
-    let id = |v: &Spanned<String>, name: &str| {
-        let id = plain_id(loc, &key(name), v, "expected an id")?;
-        if id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
-        {
-            Ok(id)
-        } else {
-            Err(loc.error(
-                v.span(),
-                &key(name),
-                "expected an id of letters, digits, '-', '_', '.' or '~' (as PAI's ids are)",
-            ))
-        }
-    };
-    let workspace_id = id(&raw.workspace_id, "workspace_id")?;
-    let dataset_id = id(&raw.dataset_id, "dataset_id")?;
+pub fn validate(s: &Section, raw: RawPai) -> Result<PaiConfig, ConfigError> {
+    let (access_key_id, credential) = s.secret(key_fields!(
+        raw.access_key_id,
+        access_key_id_env,
+        access_key_id_file,
+        access_key_id_credential
+    ))?;
+    let (access_key_secret, _) = s.secret(key_fields!(
+        raw.access_key_secret,
+        access_key_secret_env,
+        access_key_secret_file,
+        access_key_secret_credential
+    ))?;
+    let endpoint = s.url(&endpoint(s, &raw)?, raw.allow_insecure_http)?;
+    let workspace_id = id(s, &raw.workspace_id, "workspace_id")?;
+    let dataset_id = id(s, &raw.dataset_id, "dataset_id")?;
     let dataset_version = match &raw.dataset_version {
-        Some(v) => id(v, "dataset_version")?,
+        Some(v) => id(s, v, "dataset_version")?,
         None => "v1".to_owned(),
     };
     let uri_base = raw.uri_base.get_ref().trim().to_owned();
@@ -145,34 +80,16 @@ pub fn validate(
         .iter()
         .any(|p| uri_base.len() > p.len() && uri_base.starts_with(p));
     if !scheme_ok || !uri_base.ends_with('/') {
-        return Err(loc.error(
+        return Err(s.error(
             raw.uri_base.span(),
-            &key("uri_base"),
+            "uri_base",
             "expected the dataset location the folder corresponds to, as oss://bucket/prefix/ or nas://filesystem-id/prefix/ (ending in '/')",
         ));
     }
-    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
-        bounded(loc, v, &key(name), lo, hi, default)
-    };
-    let calls = calls(
-        loc,
-        &key,
-        RawCalls {
-            timeout_secs: &raw.timeout_secs,
-            max_retries: &raw.max_retries,
-            retry_min_delay_ms: &raw.retry_min_delay_ms,
-            retry_max_delay_secs: &raw.retry_max_delay_secs,
-            max_retry_wait_secs: &raw.max_retry_wait_secs,
-            requests_per_minute: &raw.requests_per_minute,
-        },
-        60,
-    )?;
-    let places = crate::sink::Places {
-        target: loc.place(raw.dataset_id.span(), &key("dataset_id")),
-        credential: credential_place,
-    };
     Ok(PaiConfig {
-        places,
+        calls: s.calls(raw_calls!(raw), 60)?,
+        batch_size: s.int(&raw.batch_size, "batch_size", 1..=1000, 100)? as usize,
+        places: s.places(&raw.dataset_id, "dataset_id", credential),
         endpoint,
         workspace_id,
         dataset_id,
@@ -180,9 +97,55 @@ pub fn validate(
         uri_base,
         access_key_id,
         access_key_secret,
-        batch_size: int(&raw.batch_size, "batch_size", 1, 1000, 100)? as usize,
-        calls,
     })
+}
+
+/// The API's URL as the section sets it: `endpoint`, or the host of
+/// `region`. Its errors name `base_url`, as every sink's URL errors do.
+fn endpoint(s: &Section, raw: &RawPai) -> Result<Spanned<String>, ConfigError> {
+    match (&raw.endpoint, &raw.region) {
+        (Some(e), _) => Ok(e.clone()),
+        (None, Some(r)) => {
+            let region = r.get_ref().trim();
+            let valid = !region.is_empty()
+                && region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                return Err(s.error(
+                    r.span(),
+                    "region",
+                    "expected a region id such as \"cn-hangzhou\"",
+                ));
+            }
+            Ok(Spanned::new(
+                r.span(),
+                format!("https://{}", endpoint_host(region)),
+            ))
+        }
+        (None, None) => {
+            Err(s.table_error("region", "set region (e.g. \"cn-hangzhou\") or endpoint"))
+        }
+    }
+}
+
+/// An id of the setting `name`. Ids go into the signed path: anything
+/// RFC 3986 would escape is refused rather than risk a path signed one way
+/// and sent another.
+fn id(s: &Section, v: &Spanned<String>, name: &str) -> Result<String, ConfigError> {
+    let id = s.id(v, name, "expected an id")?;
+    if id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+    {
+        Ok(id)
+    } else {
+        Err(s.error(
+            v.span(),
+            name,
+            "expected an id of letters, digits, '-', '_', '.' or '~' (as PAI's ids are)",
+        ))
+    }
 }
 
 /// Regions whose AIWorkSpace API is not at `aiworkspace.<region>.aliyuncs.com`,

@@ -17,9 +17,10 @@ use futures::FutureExt;
 use crate::config::DeletePolicy;
 use crate::plan::Plan;
 use crate::secret::SecretSource;
+use crate::sink::http::Transport;
 use crate::sink::{
-    deletion_asked, Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig,
-    SinkError,
+    deletion_asked, no_place_for_a_mark, Capabilities, Listed, Outcome, PushContext, PushError,
+    Sink, SinkConfig, SinkError,
 };
 use client::PaiClient;
 
@@ -92,21 +93,12 @@ struct PaiSink {
 }
 
 impl Sink for PaiSink {
-    fn requests_sent(&self) -> u64 {
-        self.client.requests_sent()
+    fn transport(&self) -> &Transport {
+        self.client.transport()
     }
 
-    fn resting_until(&self) -> Option<std::time::Instant> {
-        self.client.resting_until()
-    }
-
-    fn claim<'a>(
-        &'a self,
-        _mark: &'a str,
-    ) -> LocalBoxFuture<'a, Result<Option<String>, SinkError>> {
-        // No place for a mark that would not show up among the records:
-        // two mirrors are not detected here (see README, Limits).
-        async { Ok(None) }.boxed_local()
+    fn claim<'a>(&'a self, _: &'a str) -> LocalBoxFuture<'a, Result<Option<String>, SinkError>> {
+        no_place_for_a_mark()
     }
 
     fn check_target(&self) -> LocalBoxFuture<'_, Result<(), SinkError>> {
@@ -178,6 +170,6 @@ impl Sink for PaiSink {
         ctx: PushContext<'a>,
         plan: &'a Plan,
     ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
-        push::push(ctx, &self.client, self.batch_size, plan).boxed_local()
+        push::push(ctx, self, plan).boxed_local()
     }
 }

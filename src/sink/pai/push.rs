@@ -12,10 +12,13 @@ use futures::FutureExt;
 use serde_json::{json, Value as Json};
 
 use super::client::{BatchAnswer, PaiClient, DELETE_BATCH};
+use super::PaiSink;
 use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
 use crate::sink::bisect::send_in_batches;
-use crate::sink::{record_failure, ErrorClass, Outcome, PushContext, PushError, SinkError};
+use crate::sink::{
+    metadata_ops, record_failure, ErrorClass, Outcome, PushContext, PushError, SinkError,
+};
 use crate::source::KnownFacts;
 use crate::state::State;
 
@@ -27,65 +30,16 @@ struct Item<'p> {
     facts: Option<KnownFacts>,
 }
 
-pub async fn push(
-    ctx: PushContext<'_>,
-    client: &PaiClient,
-    batch_size: usize,
-    plan: &Plan,
-) -> Result<Outcome, PushError> {
+pub async fn push(ctx: PushContext<'_>, sink: &PaiSink, plan: &Plan) -> Result<Outcome, PushError> {
     let (job, state, stop) = (ctx.job.name.as_str(), ctx.state, ctx.stop);
+    let (client, batch_size) = (&sink.client, sink.batch_size);
     let mut out = Outcome::default();
-    let mut items: Vec<Item> = plan
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::SetMetadata {
-                key,
-                doc_id,
-                metadata,
-            } => Some(Item {
-                key,
-                id: doc_id.clone(),
-                metadata,
-                facts: None,
-            }),
-            _ => None,
-        })
-        .collect();
-    // The facts this pass recorded (the scan's rows were read before it).
-    let mut rows = state.load_keys(job, items.iter().map(|i| i.key))?;
-    for item in &mut items {
-        item.facts = rows.remove(item.key).and_then(|c| c.facts);
-    }
-
+    let mut items = items(job, state, plan)?;
     // Records kbsync does not know yet: one listing maps URIs to ids.
     if items.iter().any(|i| i.id.is_none()) && !stop.load(Ordering::SeqCst) {
-        match client.list().await {
-            Ok(records) => {
-                let by_uri: HashMap<String, String> = records.into_iter().collect();
-                for item in items.iter_mut().filter(|i| i.id.is_none()) {
-                    if let Some(id) = by_uri.get(&client.uri_of(item.key)) {
-                        state.record_doc_id(job, item.key, id, item.key)?;
-                        item.id = Some(id.clone());
-                    }
-                }
-            }
-            Err(e) => {
-                // Creating blind could duplicate records: wait for a listing.
-                let blind: Vec<&str> = items
-                    .iter()
-                    .filter(|i| i.id.is_none())
-                    .map(|i| i.key)
-                    .collect();
-                for key in blind {
-                    record_failure(state, &mut out, job, key, "metadata", e.clone())?;
-                }
-                if e.class == ErrorClass::Fatal {
-                    out.fatal = Some(e);
-                    return Ok(out);
-                }
-                items.retain(|i| i.id.is_some());
-            }
+        bind_by_listing(job, client, state, &mut out, &mut items).await?;
+        if out.fatal.is_some() {
+            return Ok(out);
         }
     }
 
@@ -117,6 +71,58 @@ pub async fn push(
     Ok(out)
 }
 
+/// The plan's metadata steps, with the facts this pass recorded (the
+/// scan's rows were read before it).
+fn items<'p>(job: &str, state: &mut State, plan: &'p Plan) -> Result<Vec<Item<'p>>, PushError> {
+    let mut items: Vec<Item> = metadata_ops(plan)
+        .map(|(key, id, metadata)| Item {
+            key,
+            id: id.cloned(),
+            metadata,
+            facts: None,
+        })
+        .collect();
+    let mut rows = state.load_keys(job, items.iter().map(|i| i.key))?;
+    for item in &mut items {
+        item.facts = rows.remove(item.key).and_then(|c| c.facts);
+    }
+    Ok(items)
+}
+
+/// Binds the items without an id to the records a listing of the dataset
+/// shows under their URIs. Without a listing, they are failures of this
+/// pass and leave `items`: creating blind could duplicate records.
+async fn bind_by_listing(
+    job: &str,
+    client: &PaiClient,
+    state: &mut State,
+    out: &mut Outcome,
+    items: &mut Vec<Item<'_>>,
+) -> Result<(), PushError> {
+    let e = match client.list().await {
+        Ok(records) => {
+            let by_uri: HashMap<String, String> = records.into_iter().collect();
+            for item in items.iter_mut().filter(|i| i.id.is_none()) {
+                if let Some(id) = by_uri.get(&client.uri_of(item.key)) {
+                    state.record_doc_id(job, item.key, id, item.key)?;
+                    item.id = Some(id.clone());
+                }
+            }
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    for item in items.iter().filter(|i| i.id.is_none()) {
+        record_failure(state, out, job, item.key, "metadata", e.clone())?;
+    }
+    if e.class == ErrorClass::Fatal {
+        out.fatal = Some(e);
+    } else {
+        items.retain(|i| i.id.is_some());
+    }
+    Ok(())
+}
+
 async fn send(
     job: &str,
     client: &PaiClient,
@@ -139,77 +145,28 @@ async fn send(
         .boxed()
     })
     .await;
-
-    let answers = answers.into_inner().expect("not poisoned");
-    let refused: HashMap<String, String> = answers
-        .iter()
-        .flat_map(|a| a.failed.iter())
-        .filter_map(|d| {
-            let result = d.result.clone().unwrap_or_else(|| "refused".into());
-            if create {
-                d.uri.clone().map(|u| (u, result))
-            } else {
-                d.id.clone().map(|i| (i, result))
-            }
-        })
-        .collect();
-    let created: HashMap<String, String> = answers
-        .iter()
-        .flat_map(|a| a.succeeded.iter())
-        .filter_map(|d| Some((d.uri.clone()?, d.id.clone()?)))
-        .collect();
-
+    let answers = Answers::of(&answers.into_inner().expect("not poisoned"), create);
     for &i in &r.applied {
         let item = &items[i];
+        // Per-record answers are by URI for creates, by record id else.
         let handle = if create {
             client.uri_of(item.key)
         } else {
             item.id.clone().unwrap_or_default()
         };
-        if let Some(result) = refused.get(&handle) {
-            let gone = result.eq_ignore_ascii_case("not found");
-            let e = SinkError::local(
-                if gone {
-                    ErrorClass::Transient
-                } else {
-                    ErrorClass::Permanent
-                },
-                "record_refused",
-                if gone {
-                    format!("record {handle} is gone from the dataset (Not Found); the next pass looks it up or creates it again")
-                } else {
-                    format!("PAI refused the record for {handle}: {result}")
-                },
-            );
-            if gone {
-                state.clear_doc_id(job, item.key)?;
+        match answers.outcome(handle, create) {
+            Ok(id) => {
+                state.record_doc_id(job, item.key, &id, item.key)?;
+                state.record_metadata(job, &[(item.key, item.metadata)])?;
+                out.metadata += 1;
+                out.created += usize::from(create);
             }
-            record_failure(state, out, job, item.key, "metadata", e)?;
-            continue;
-        }
-        let id = if create {
-            match created.get(&handle) {
-                Some(id) => id.clone(),
-                None => {
-                    // Applied without an id in the answer: the next pass's
-                    // listing binds it.
-                    let e = SinkError::local(
-                        ErrorClass::Transient,
-                        "no_record_id",
-                        format!("PAI created {handle} without returning its record id; the next pass finds it by URI"),
-                    );
-                    record_failure(state, out, job, item.key, "metadata", e)?;
-                    continue;
+            Err((gone, e)) => {
+                if gone {
+                    state.clear_doc_id(job, item.key)?;
                 }
+                record_failure(state, out, job, item.key, "metadata", e)?;
             }
-        } else {
-            handle
-        };
-        state.record_doc_id(job, item.key, &id, item.key)?;
-        state.record_metadata(job, &[(item.key, item.metadata)])?;
-        out.metadata += 1;
-        if create {
-            out.created += 1;
         }
     }
     for (i, e) in r.failed {
@@ -219,6 +176,76 @@ async fn send(
         out.fatal = Some(e);
     }
     Ok(())
+}
+
+/// What the answers of a create or update's batches said per record.
+struct Answers {
+    /// Refused records (by URI or id) and why.
+    refused: HashMap<String, String>,
+    /// URI → id of the records created.
+    created: HashMap<String, String>,
+}
+
+impl Answers {
+    fn of(answers: &[BatchAnswer], create: bool) -> Answers {
+        let refused = answers
+            .iter()
+            .flat_map(|a| a.failed.iter())
+            .filter_map(|d| {
+                let result = d.result.clone().unwrap_or_else(|| "refused".into());
+                if create {
+                    d.uri.clone().map(|u| (u, result))
+                } else {
+                    d.id.clone().map(|i| (i, result))
+                }
+            })
+            .collect();
+        let created = answers
+            .iter()
+            .flat_map(|a| a.succeeded.iter())
+            .filter_map(|d| Some((d.uri.clone()?, d.id.clone()?)))
+            .collect();
+        Answers { refused, created }
+    }
+
+    /// The record id of an applied item (`handle`: its URI or id), or its
+    /// failure, with whether the record is gone from the dataset.
+    fn outcome(&self, handle: String, create: bool) -> Result<String, (bool, SinkError)> {
+        if let Some(result) = self.refused.get(&handle) {
+            let gone = result.eq_ignore_ascii_case("not found");
+            return Err((
+                gone,
+                if gone {
+                    SinkError::local(
+                        ErrorClass::Transient,
+                        "record_refused",
+                        format!("record {handle} is gone from the dataset (Not Found); the next pass looks it up or creates it again"),
+                    )
+                } else {
+                    SinkError::local(
+                        ErrorClass::Permanent,
+                        "record_refused",
+                        format!("PAI refused the record for {handle}: {result}"),
+                    )
+                },
+            ));
+        }
+        if !create {
+            return Ok(handle);
+        }
+        // Applied without an id in the answer: the next pass's listing
+        // binds it.
+        self.created.get(&handle).cloned().ok_or_else(|| {
+            (
+                false,
+                SinkError::local(
+                    ErrorClass::Transient,
+                    "no_record_id",
+                    format!("PAI created {handle} without returning its record id; the next pass finds it by URI"),
+                ),
+            )
+        })
+    }
 }
 
 /// Records of vanished files, under `delete_policy = "delete"`.

@@ -103,13 +103,9 @@ impl SharelyClient {
         })
     }
 
-    pub fn requests_sent(&self) -> u64 {
-        self.transport.requests_sent()
-    }
-
-    /// Until when the upstream rests after answering "down" too often.
-    pub fn resting_until(&self) -> Option<std::time::Instant> {
-        self.transport.resting_until()
+    /// The transport the client's calls go through (request count, rest).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     fn url(&self, tail: &str) -> Url {

@@ -1,16 +1,12 @@
 //! The `[sync.sharely]` section.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use reqwest::Url;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::locate::{bounded, Locator};
-use crate::config::section::{
-    calls, extensions, https_url, key_place, key_source, plain_id, Calls, KeyFields, RawCalls,
-};
+use crate::config::section::{key_fields, raw_calls, Calls, Section};
 use crate::config::ConfigError;
 use crate::secret::SecretSource;
 
@@ -89,89 +85,61 @@ pub const DEFAULT_EXTENSIONS: &[&str] = &[
 /// Fields Sharely's metadata endpoint refuses to set.
 pub const RESERVED_FIELDS: &[&str] = &["title", "language"];
 
-pub fn validate(
-    loc: &Locator,
-    base: &Path,
-    index: usize,
-    raw: Spanned<RawSharely>,
-) -> Result<SharelyConfig, ConfigError> {
-    let table_span = raw.span();
-    let raw = raw.into_inner();
-    let key = |k: &str| format!("sync[{index}].sharely.{k}");
-    let fields = KeyFields {
-        name: "api_key",
-        inline: &raw.api_key,
-        env: &raw.api_key_env,
-        file: &raw.api_key_file,
-        credential: &raw.api_key_credential,
-    };
-    let credential_place = key_place(loc, &key, table_span.clone(), &fields);
-    let api_key = key_source(loc, base, &key, table_span.clone(), fields)?;
-    let base_url = https_url(loc, &key, &raw.base_url, raw.allow_insecure_http)?;
-    let id =
-        |v: &Spanned<String>, name: &str| plain_id(loc, &key(name), v, "expected an id (a UUID)");
+pub fn validate(s: &Section, raw: RawSharely) -> Result<SharelyConfig, ConfigError> {
+    let (api_key, credential) = s.secret(key_fields!(raw.api_key))?;
+    let base_url = s.url(&raw.base_url, raw.allow_insecure_http)?;
+    let id = |v: &Spanned<String>, name: &str| s.id(v, name, "expected an id (a UUID)");
     let workspace_id = id(&raw.workspace_id, "workspace_id")?;
     let organization_id = id(&raw.organization_id, "organization_id")?;
     let knowledge_type = match &raw.knowledge_type {
         None => None,
         Some(t) if TYPES.contains(&t.get_ref().as_str()) => Some(t.get_ref().clone()),
         Some(t) => {
-            return Err(loc.error(
+            return Err(s.error(
                 t.span(),
-                &key("knowledge_type"),
+                "knowledge_type",
                 format!("expected one of {}", TYPES.join(", ")),
             ))
         }
     };
+    Ok(SharelyConfig {
+        knowledge: knowledge(s, &raw.knowledge)?,
+        calls: s.calls(raw_calls!(raw), 60)?,
+        allowed_extensions: s.extensions(
+            "allowed_extensions",
+            &raw.allowed_extensions,
+            DEFAULT_EXTENSIONS,
+        )?,
+        concurrency: s.int(&raw.concurrency, "concurrency", 1..=64, 4)? as usize,
+        places: s.places(&raw.workspace_id, "workspace_id", credential),
+        upload: raw.upload.is_none_or(Spanned::into_inner),
+        base_url,
+        workspace_id,
+        organization_id,
+        api_key,
+        knowledge_type,
+    })
+}
+
+/// `[sync.sharely.knowledge]`: a path relative to the root → the id of the
+/// user's own item.
+fn knowledge(
+    s: &Section,
+    raw: &BTreeMap<String, Spanned<String>>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut knowledge = BTreeMap::new();
-    for (path, kid) in &raw.knowledge {
-        let item_key = key(&format!("knowledge.{path:?}"));
-        let kid_t = plain_id(loc, &item_key, kid, "expected a knowledge id (a UUID)")?;
+    for (path, kid) in raw {
+        let item = format!("knowledge.{path:?}");
+        let kid_t = s.id(kid, &item, "expected a knowledge id (a UUID)")?;
         let path = path.trim_start_matches("./").to_owned();
         if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..") {
-            return Err(loc.error(
+            return Err(s.error(
                 kid.span(),
-                &item_key,
+                &item,
                 "expected a path relative to the folder's root, e.g. \"guides/intro.md\"",
             ));
         }
         knowledge.insert(path, kid_t);
     }
-    let int = |v: &Option<Spanned<i64>>, name: &str, lo: i64, hi: i64, default: i64| {
-        bounded(loc, v, &key(name), lo, hi, default)
-    };
-    let calls = calls(
-        loc,
-        &key,
-        RawCalls {
-            timeout_secs: &raw.timeout_secs,
-            max_retries: &raw.max_retries,
-            retry_min_delay_ms: &raw.retry_min_delay_ms,
-            retry_max_delay_secs: &raw.retry_max_delay_secs,
-            max_retry_wait_secs: &raw.max_retry_wait_secs,
-            requests_per_minute: &raw.requests_per_minute,
-        },
-        60,
-    )?;
-    let allowed_extensions = match &raw.allowed_extensions {
-        None => DEFAULT_EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
-        Some(list) => extensions(loc, &key("allowed_extensions"), list)?,
-    };
-    let places = crate::sink::Places {
-        target: loc.place(raw.workspace_id.span(), &key("workspace_id")),
-        credential: credential_place,
-    };
-    Ok(SharelyConfig {
-        places,
-        base_url,
-        workspace_id,
-        organization_id,
-        api_key,
-        upload: raw.upload.is_none_or(Spanned::into_inner),
-        allowed_extensions,
-        knowledge_type,
-        knowledge,
-        concurrency: int(&raw.concurrency, "concurrency", 1, 64, 4)? as usize,
-        calls,
-    })
+    Ok(knowledge)
 }

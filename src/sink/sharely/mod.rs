@@ -18,9 +18,10 @@ use futures::FutureExt;
 use crate::model::DeletePolicy;
 use crate::plan::Plan;
 use crate::secret::SecretSource;
+use crate::sink::http::Transport;
 use crate::sink::{
-    deletion_asked, Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig,
-    SinkError,
+    deletion_asked, no_place_for_a_mark, Capabilities, Listed, Outcome, PushContext, PushError,
+    Sink, SinkConfig, SinkError,
 };
 use client::SharelyClient;
 
@@ -78,7 +79,7 @@ impl SinkConfig for SharelyConfig {
         (!self.allowed_extensions.contains(&ext)).then(|| {
             format!(
                 "Sharely's upload does not take {} files (allowed_extensions: {}); add the extension there if yours does, or exclude the file",
-                if ext.is_empty() { "extension-less".to_owned() } else { format!(".{ext}") },
+                crate::sink::file_type(&ext),
                 self.allowed_extensions.join(", ")
             )
         })
@@ -160,21 +161,12 @@ fn processing_state(status: &str) -> String {
 }
 
 impl Sink for SharelySink {
-    fn requests_sent(&self) -> u64 {
-        self.client.requests_sent()
+    fn transport(&self) -> &Transport {
+        self.client.transport()
     }
 
-    fn resting_until(&self) -> Option<std::time::Instant> {
-        self.client.resting_until()
-    }
-
-    fn claim<'a>(
-        &'a self,
-        _mark: &'a str,
-    ) -> LocalBoxFuture<'a, Result<Option<String>, SinkError>> {
-        // No place for a mark that would not show up among the records:
-        // two mirrors are not detected here (see README, Limits).
-        async { Ok(None) }.boxed_local()
+    fn claim<'a>(&'a self, _: &'a str) -> LocalBoxFuture<'a, Result<Option<String>, SinkError>> {
+        no_place_for_a_mark()
     }
 
     fn check_target(&self) -> LocalBoxFuture<'_, Result<(), SinkError>> {

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use super::client::{check_values, SharelyClient};
 use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
-use crate::sink::{record_failure, ErrorClass, Outcome, PushContext, PushError};
+use crate::sink::{metadata_ops, record_failure, ErrorClass, Outcome, PushContext, PushError};
 use crate::state::{CachedItem, State};
 
 /// One item's metadata and the id it goes to.
@@ -29,20 +29,10 @@ pub async fn push(
 ) -> Result<Outcome, PushError> {
     let job = ctx.job.name.as_str();
     let mut out = Outcome::default();
-    let updates: Vec<MetaUpdate> = plan
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::SetMetadata {
-                key,
-                doc_id: Some(id),
-                metadata,
-            } => Some(MetaUpdate {
-                key,
-                id: id.clone(),
-                metadata,
-            }),
-            _ => None,
+    let updates: Vec<MetaUpdate> = metadata_ops(plan)
+        .filter_map(|(key, id, metadata)| {
+            let id = id?.clone();
+            Some(MetaUpdate { key, id, metadata })
         })
         .collect();
     let sender = Sender {

@@ -21,7 +21,7 @@ use super::push::{MetaUpdate, Sender};
 use super::SharelyConfig;
 use crate::plan::{Op, Plan};
 use crate::sink::{
-    record_failure, ErrorClass, Failure, Outcome, PushContext, PushError, SinkError,
+    metadata_ops, record_failure, ErrorClass, Failure, Outcome, PushContext, PushError, SinkError,
 };
 use crate::state::{CachedItem, StepKind};
 
@@ -353,24 +353,11 @@ fn metadata_updates<'p>(
     cached: &'p HashMap<String, CachedItem>,
     done: &Uploads<'p>,
 ) -> Vec<MetaUpdate<'p>> {
-    let mut meta: Vec<MetaUpdate> = plan
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::SetMetadata {
-                key,
-                doc_id,
-                metadata,
-            } if !done.blocked.contains(key) => Some(MetaUpdate {
-                key,
-                id: done
-                    .ids
-                    .get(key.as_str())
-                    .cloned()
-                    .or_else(|| doc_id.clone())?,
-                metadata,
-            }),
-            _ => None,
+    let mut meta: Vec<MetaUpdate> = metadata_ops(plan)
+        .filter(|(key, ..)| !done.blocked.contains(*key))
+        .filter_map(|(key, doc_id, metadata)| {
+            let id = done.ids.get(key).or(doc_id).cloned()?;
+            Some(MetaUpdate { key, id, metadata })
         })
         .collect();
     for &key in &done.replaced {

@@ -94,15 +94,7 @@ enum Taken {
 }
 
 enum Uploaded {
-    Done {
-        key: String,
-        doc: RemoteDoc,
-        name: String,
-        hash: String,
-        batch: Option<String>,
-        adopted: bool,
-        created: bool,
-    },
+    Done(Done),
     Failed(Failure),
     /// A document was adopted but could not take the content yet (still
     /// indexing, not available): its id is kept, so the next pass updates
@@ -118,6 +110,18 @@ enum Uploaded {
         key: String,
         failure: Option<Failure>,
     },
+}
+
+/// A document that took its content.
+struct Done {
+    key: String,
+    doc: RemoteDoc,
+    name: String,
+    hash: String,
+    /// Dify's indexing batch, when the upload started one.
+    batch: Option<String>,
+    adopted: bool,
+    created: bool,
 }
 
 impl<'a> Pusher<'a> {
@@ -469,31 +473,23 @@ impl<'a> Pusher<'a> {
         blocked: &mut HashSet<String>,
     ) -> Result<bool, PushError> {
         match result {
-            Uploaded::Done {
-                key,
-                doc,
-                name,
-                hash,
-                batch,
-                adopted,
-                created,
-            } => {
+            Uploaded::Done(d) => {
                 self.state.record_content(
                     &self.job.name,
-                    &key,
-                    &doc.id,
-                    &name,
-                    &hash,
-                    batch.as_deref(),
+                    &d.key,
+                    &d.doc.id,
+                    &d.name,
+                    &d.hash,
+                    d.batch.as_deref(),
                 )?;
-                if adopted {
+                if d.adopted {
                     out.adopted += 1;
-                } else if created {
+                } else if d.created {
                     out.created += 1;
                 } else {
                     out.updated += 1;
                 }
-                meta.uploaded(&key, &doc.id);
+                meta.uploaded(&d.key, &d.doc.id);
             }
             Uploaded::NotSent { key, failure } => {
                 // Marked started with the phase; a create never sent
@@ -645,7 +641,7 @@ impl<'a> Pusher<'a> {
             .send(&at, doc_id.as_deref(), adopted, &name, &bytes)
             .await
         {
-            Ok(((doc, batch), created)) => Uploaded::Done {
+            Ok(((doc, batch), created)) => Uploaded::Done(Done {
                 key: u.key.to_owned(),
                 doc,
                 name,
@@ -653,7 +649,7 @@ impl<'a> Pusher<'a> {
                 batch,
                 adopted,
                 created,
-            },
+            }),
             Err(ended) => ended,
         }
     }
@@ -697,7 +693,7 @@ impl<'a> Pusher<'a> {
                 return Taken::Ended(at.failed(e));
             }
             tracing::info!(key = %at.key, document = %doc.id, "the create sent before an interruption was applied: adopted with its content");
-            return Taken::Ended(Uploaded::Done {
+            return Taken::Ended(Uploaded::Done(Done {
                 key: at.key.to_owned(),
                 doc,
                 name: name.to_owned(),
@@ -705,7 +701,7 @@ impl<'a> Pusher<'a> {
                 batch: None,
                 adopted: true,
                 created: false,
-            });
+            }));
         }
         if let Err(e) = self.wait_if_indexing(&doc, name).await {
             // Past the wait: keep its id and come back.
