@@ -118,57 +118,11 @@ fn summary(c: &Connection, job: String) -> rusqlite::Result<JobSummary> {
             ))
         },
     )?;
-    let problems: Vec<FailedItem> = c.prepare(
-        "SELECT key, op, error_status, error_code, coalesce(error_message, '') AS error_message,
-                attempts, last_attempt_at, failed, next_attempt_at
-         FROM outbox WHERE job = ?1 AND error_code IS NOT NULL ORDER BY key, kind",
-    )?
-    .query_map([&job], |r| {
-        Ok(FailedItem {
-            key: r.get("key")?,
-            op: r.get("op")?,
-            status: r.get::<_, Option<i64>>("error_status")?.map(|s| s as u16),
-            code: r.get("error_code")?,
-            message: r.get("error_message")?,
-            attempts: r.get::<_, i64>("attempts")?.max(0) as u32,
-            since: r.get("last_attempt_at")?,
-            next_attempt_at: (r.get::<_, i64>("failed")? == 0)
-                .then(|| r.get("next_attempt_at"))
-                .transpose()?,
-        })
-    })?
-    .collect::<Result<_, _>>()?;
-    let (mut failed, retrying): (Vec<_>, Vec<_>) = problems
-        .into_iter()
-        .partition(|p| p.next_attempt_at.is_none());
-    failed.extend(failed_upstream(c, &job)?);
+    let (failed, retrying) = outbox_problems(c, &job)?;
     let queued: i64 = c.query_row("SELECT count(*) FROM outbox WHERE job = ?1", [&job], |r| {
         r.get(0)
     })?;
-    let settled = settled_column(c)?;
-    let last_run = c
-        .query_row(
-            &format!("SELECT finished_at, converged, {settled} AS settled, summary FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1"),
-            [&job],
-            |r| {
-                Ok(RunSummary {
-                    finished_at: r.get("finished_at")?,
-                    converged: r.get::<_, i64>("converged")? != 0,
-                    settled: r.get::<_, i64>("settled")? != 0,
-                    summary: r.get("summary")?,
-                })
-            },
-        )
-        .optional()?;
-    let (last_success, last_settled) = c.query_row(
-        &format!(
-            "SELECT max(CASE WHEN converged = 1 THEN finished_at END) AS success,
-                    max(CASE WHEN {settled} = 1 THEN finished_at END) AS settled
-             FROM runs WHERE job = ?1"
-        ),
-        [&job],
-        |r| Ok((r.get("success")?, r.get("settled")?)),
-    )?;
+    let (last_run, last_success, last_settled) = runs(c, &job)?;
     let skipped = super::skipped::skipped(c, &job)?;
     Ok(JobSummary {
         job,
@@ -186,6 +140,71 @@ fn summary(c: &Connection, job: String) -> rusqlite::Result<JobSummary> {
         last_success,
         last_settled,
     })
+}
+
+/// Steps refused for good (with the records the upstream failed to
+/// process), and steps waiting for their next attempt.
+fn outbox_problems(
+    c: &Connection,
+    job: &str,
+) -> rusqlite::Result<(Vec<FailedItem>, Vec<FailedItem>)> {
+    let problems: Vec<FailedItem> = c
+        .prepare(
+            "SELECT key, op, error_status, error_code, coalesce(error_message, '') AS error_message,
+                attempts, last_attempt_at, failed, next_attempt_at
+         FROM outbox WHERE job = ?1 AND error_code IS NOT NULL ORDER BY key, kind",
+        )?
+        .query_map([job], |r| {
+            Ok(FailedItem {
+                key: r.get("key")?,
+                op: r.get("op")?,
+                status: r.get::<_, Option<i64>>("error_status")?.map(|s| s as u16),
+                code: r.get("error_code")?,
+                message: r.get("error_message")?,
+                attempts: r.get::<_, i64>("attempts")?.max(0) as u32,
+                since: r.get("last_attempt_at")?,
+                next_attempt_at: (r.get::<_, i64>("failed")? == 0)
+                    .then(|| r.get("next_attempt_at"))
+                    .transpose()?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let (mut failed, retrying): (Vec<_>, Vec<_>) = problems
+        .into_iter()
+        .partition(|p| p.next_attempt_at.is_none());
+    failed.extend(failed_upstream(c, job)?);
+    Ok((failed, retrying))
+}
+
+/// The last pass, and when a pass last converged and last settled.
+type Runs = (Option<RunSummary>, Option<i64>, Option<i64>);
+
+fn runs(c: &Connection, job: &str) -> rusqlite::Result<Runs> {
+    let settled = settled_column(c)?;
+    let last_run = c
+        .query_row(
+            &format!("SELECT finished_at, converged, {settled} AS settled, summary FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1"),
+            [job],
+            |r| {
+                Ok(RunSummary {
+                    finished_at: r.get("finished_at")?,
+                    converged: r.get::<_, i64>("converged")? != 0,
+                    settled: r.get::<_, i64>("settled")? != 0,
+                    summary: r.get("summary")?,
+                })
+            },
+        )
+        .optional()?;
+    let (last_success, last_settled) = c.query_row(
+        &format!(
+            "SELECT max(CASE WHEN converged = 1 THEN finished_at END) AS success,
+                    max(CASE WHEN {settled} = 1 THEN finished_at END) AS settled
+             FROM runs WHERE job = ?1"
+        ),
+        [job],
+        |r| Ok((r.get("success")?, r.get("settled")?)),
+    )?;
+    Ok((last_run, last_success, last_settled))
 }
 
 /// The runs' `settled` column; a state file of a kbsync before it (read,
