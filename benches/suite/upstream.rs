@@ -12,10 +12,10 @@ modified = { fact = "modified" }
 "#;
 
 fn batch_size(ws: &Workspace) -> usize {
-    ws.config().jobs[0]
-        .sink
-        .as_any()
-        .downcast_ref::<kbsync::sink::dify::DifyConfig>()
+    let config = ws.config();
+    // Upcast: a sink section is `Any`, for code that knows which it is.
+    let sink: &dyn std::any::Any = &*config.jobs[0].sink;
+    sink.downcast_ref::<kbsync::sink::dify::DifyConfig>()
         .expect("the workspace mirrors into Dify")
         .batch_size
 }

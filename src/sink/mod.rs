@@ -135,7 +135,9 @@ impl Places {
 
 /// A validated `[sync.X]` section: everything the pass needs to know about
 /// an upstream before talking to it. Built by `registry::validate`.
-pub trait SinkConfig: std::fmt::Debug + Send + Sync {
+/// `Any`, so code that knows which sink it configured (benches) can
+/// downcast it.
+pub trait SinkConfig: std::any::Any + std::fmt::Debug + Send + Sync {
     /// The section's name (`dify`, `pai`, …), for messages.
     fn kind(&self) -> &'static str;
 
@@ -188,9 +190,6 @@ pub trait SinkConfig: std::fmt::Debug + Send + Sync {
     /// settings' stem (`api_key` for `api_key_file`, …): the files among
     /// them are kbsync's own, never mirrored by any job.
     fn credentials(&self) -> Vec<(&'static str, &SecretSource)>;
-
-    /// For code that knows which sink it configured (tests, benches).
-    fn as_any(&self) -> &dyn std::any::Any;
 
     /// Loads the credentials and builds the client. The sink keeps its own
     /// config, so a client is never paired with another upstream's section.

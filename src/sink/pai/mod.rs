@@ -61,10 +61,6 @@ impl SinkConfig for PaiConfig {
         ]
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn namespace(&self) -> Option<(String, String, &'static str)> {
         Some((
             format!(

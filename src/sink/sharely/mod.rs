@@ -110,10 +110,6 @@ impl SinkConfig for SharelyConfig {
         vec![("api_key", &self.api_key)]
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn connect(&self) -> Result<Box<dyn Sink>, String> {
         let key = self.api_key.load().map_err(|e| e.to_string())?;
         let client = SharelyClient::new(self, key).map_err(|e| e.to_string())?;
