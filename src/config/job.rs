@@ -73,7 +73,7 @@ pub struct RawJob {
     /// The source sections, read by `read_sections` (in `KINDS` order).
     sources: Vec<(&'static str, Box<dyn RawSource>)>,
     /// The sink sections, read by `read_sections` (in `SINKS` order).
-    sinks: Vec<(&'static str, Box<dyn RawSink>)>,
+    sinks: Vec<(&'static str, RawSink)>,
     metadata: BTreeMap<Spanned<String>, Spanned<RawField>>,
 }
 
@@ -306,7 +306,7 @@ impl Job<'_> {
     fn sink(
         &self,
         base: &Path,
-        sinks: Vec<(&'static str, Box<dyn RawSink>)>,
+        sinks: Vec<(&'static str, RawSink)>,
     ) -> Result<Arc<dyn SinkConfig>, ConfigError> {
         let name = &self.name;
         let mut sinks = sinks.into_iter();
@@ -326,7 +326,7 @@ impl Job<'_> {
         };
         if let Some((_, second)) = sinks.next() {
             return Err(self.error(
-                second.span(),
+                second.span,
                 SINKS[0].0,
                 format!("job {name:?} has more than one target; a job has one, so make another [[sync]] job"),
             ));

@@ -16,56 +16,55 @@ use crate::config::section::Section;
 use crate::config::ConfigError;
 
 /// Reads a job's section of one upstream, as written (shape and types only).
-pub type Read = fn(Spanned<DeValue<'_>>) -> Result<Box<dyn RawSink>, toml::de::Error>;
+pub type Read = fn(Spanned<DeValue<'_>>) -> Result<RawSink, toml::de::Error>;
 
-/// The upstreams, by the section name a `[[sync]]` job spells.
+/// The upstreams, by the section name a `[[sync]]` job spells, each with
+/// the validation of its raw section (`deny_unknown_fields`).
 pub const SINKS: &[(&str, Read)] = &[
-    ("dify", read::<dify::RawDify>),
-    ("pai", read::<pai::RawPai>),
-    ("sharely", read::<sharely::RawSharely>),
+    ("dify", |v| read(v, dify::validate)),
+    ("pai", |v| read(v, pai::validate)),
+    ("sharely", |v| read(v, sharely::validate)),
 ];
 
-/// An upstream's raw section (`deny_unknown_fields`), checked into its
-/// `SinkConfig` through a `Section`, which names `sync[N].KIND.key` and
-/// the position in every error.
-pub trait Validate: DeserializeOwned + 'static {
-    fn validate(self, section: &Section) -> Result<Arc<dyn SinkConfig>, ConfigError>;
-}
+/// Checks a raw section through a `Section`, which names
+/// `sync[N].KIND.key` and the position in every error.
+type Check = Box<dyn FnOnce(&Section) -> Result<Arc<dyn SinkConfig>, ConfigError>>;
 
 /// A sink section as read, before validation.
-pub trait RawSink {
+pub struct RawSink {
     /// Where the section is in the config file.
-    fn span(&self) -> Span;
-
-    /// The section of job number `index`, checked; relative paths in it
-    /// resolve against `base`.
-    fn validate(
-        self: Box<Self>,
-        kind: &'static str,
-        loc: &Locator,
-        base: &Path,
-        index: usize,
-    ) -> Result<Arc<dyn SinkConfig>, ConfigError>;
+    pub span: Span,
+    check: Check,
 }
 
-impl<T: Validate> RawSink for Spanned<T> {
-    fn span(&self) -> Span {
-        Spanned::span(self)
-    }
-
-    fn validate(
-        self: Box<Self>,
-        kind: &'static str,
+impl RawSink {
+    /// The section `kind` of job number `index`, checked; relative paths
+    /// in it resolve against `base`.
+    pub fn validate(
+        self,
+        kind: &str,
         loc: &Locator,
         base: &Path,
         index: usize,
     ) -> Result<Arc<dyn SinkConfig>, ConfigError> {
-        let section = Section::new(loc, base, index, kind, Spanned::span(&self));
-        (*self).into_inner().validate(&section)
+        let section = Section::new(loc, base, index, kind, self.span);
+        (self.check)(&section)
     }
 }
 
-fn read<T: Validate>(value: Spanned<DeValue<'_>>) -> Result<Box<dyn RawSink>, toml::de::Error> {
-    let raw: Spanned<T> = Spanned::<T>::deserialize(ValueDeserializer::from(value))?;
-    Ok(Box::new(raw))
+fn read<T, C>(
+    value: Spanned<DeValue<'_>>,
+    validate: fn(&Section, T) -> Result<C, ConfigError>,
+) -> Result<RawSink, toml::de::Error>
+where
+    T: DeserializeOwned + 'static,
+    C: SinkConfig,
+{
+    let raw = Spanned::<T>::deserialize(ValueDeserializer::from(value))?;
+    let span = raw.span();
+    let raw = raw.into_inner();
+    Ok(RawSink {
+        span,
+        check: Box::new(move |section| Ok(Arc::new(validate(section, raw)?))),
+    })
 }

@@ -32,15 +32,6 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     create_records: false,
 };
 
-impl crate::sink::registry::Validate for RawDify {
-    fn validate(
-        self,
-        section: &crate::config::section::Section,
-    ) -> Result<std::sync::Arc<dyn SinkConfig>, crate::config::ConfigError> {
-        Ok(std::sync::Arc::new(validate(section, self)?))
-    }
-}
-
 impl SinkConfig for DifyConfig {
     fn kind(&self) -> &'static str {
         "dify"

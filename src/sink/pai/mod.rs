@@ -34,15 +34,6 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     create_records: true,
 };
 
-impl crate::sink::registry::Validate for RawPai {
-    fn validate(
-        self,
-        section: &crate::config::section::Section,
-    ) -> Result<std::sync::Arc<dyn SinkConfig>, crate::config::ConfigError> {
-        Ok(std::sync::Arc::new(validate(section, self)?))
-    }
-}
-
 impl SinkConfig for PaiConfig {
     fn kind(&self) -> &'static str {
         "pai"

@@ -44,15 +44,6 @@ pub const METADATA_ONLY: Capabilities = Capabilities {
     create_records: false,
 };
 
-impl crate::sink::registry::Validate for RawSharely {
-    fn validate(
-        self,
-        section: &crate::config::section::Section,
-    ) -> Result<std::sync::Arc<dyn SinkConfig>, crate::config::ConfigError> {
-        Ok(std::sync::Arc::new(validate(section, self)?))
-    }
-}
-
 impl SinkConfig for SharelyConfig {
     fn kind(&self) -> &'static str {
         "sharely"
