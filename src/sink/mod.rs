@@ -280,9 +280,11 @@ pub trait Sink: Send + Sync {
     }
 
     /// Carries out `plan` (what the outbox did not hold back), recording
-    /// each confirmed step in the state file as it goes. The future is not
-    /// `Send`: it writes through the state file's connection, and the pass
-    /// runs on one task.
+    /// each confirmed step in the state file as it goes. A sink without
+    /// content hands it to `execute::without_content`; the content sinks
+    /// run their own uploads, with the executor's delete and metadata
+    /// phases. The future is not `Send`: it writes through the state
+    /// file's connection, and the pass runs on one task.
     fn push<'a>(
         &'a self,
         ctx: PushContext<'a>,

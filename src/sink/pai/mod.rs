@@ -6,7 +6,6 @@
 pub mod acs3;
 mod client;
 mod config;
-mod push;
 mod verbs;
 
 pub use client::{acs_date, API_VERSION};
@@ -155,6 +154,6 @@ impl Sink for PaiSink {
         ctx: PushContext<'a>,
         plan: &'a Plan,
     ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
-        push::push(ctx, self, plan).boxed_local()
+        crate::execute::without_content(self, ctx, plan).boxed_local()
     }
 }

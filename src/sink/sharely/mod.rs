@@ -1,11 +1,11 @@
 //! Sharely.ai knowledge. With `upload` (the default) files become FILE
 //! items titled by their path (`upload.rs`); without it, kbsync only sets
-//! metadata on the items the config maps (`push.rs`). Sharely has no
-//! enable/disable/archive and no batch call.
+//! metadata on the items the config maps, through the executor
+//! (`execute::without_content`). Sharely has no enable/disable/archive
+//! and no batch call.
 
 mod client;
 mod config;
-mod push;
 mod token;
 mod upload;
 mod verbs;
@@ -216,7 +216,7 @@ impl Sink for SharelySink {
         if self.cfg.upload {
             upload::push(ctx, self, plan).boxed_local()
         } else {
-            push::push(ctx, self, plan).boxed_local()
+            crate::execute::without_content(self, ctx, plan).boxed_local()
         }
     }
 }
