@@ -11,7 +11,7 @@ use super::batches::{send_answered, stopped, ByKey};
 use crate::config::JobConfig;
 use crate::metadata::Metadata as Values;
 use crate::sink::bisect::BatchResult;
-use crate::sink::verbs::{MetaSet, NewRecord, Records, Refused, SetMetadata};
+use crate::sink::verbs::{MetaSet, NewRecord, Prepare, Records, Refused, SetMetadata};
 use crate::sink::{record_failure, ErrorClass, Outcome, PushError, SinkError};
 use crate::source::KnownFacts;
 use crate::state::{CachedItem, State};
@@ -117,7 +117,12 @@ pub async fn set_metadata(
     }
     let wanted: Vec<(Option<&str>, &Values)> =
         sets.iter().map(|m| (Some(m.id), m.values)).collect();
-    if let Err(e) = verb.prepare(at.job, at.state, &wanted).await {
+    let p = Prepare {
+        job: at.job,
+        state: at.state,
+        wanted: &wanted,
+    };
+    if let Err(e) = verb.prepare(p).await {
         return fail_all(at, out, sets.iter().map(|m| m.key), e);
     }
     let calls = sets

@@ -8,6 +8,7 @@
 //! Each verb is one kind of call: the pusher decides what to send and
 //! when, and records the answers in the state file.
 
+use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 
 use super::SinkError;
@@ -47,6 +48,16 @@ pub struct MetaSet<'a> {
     pub facts: Option<&'a KnownFacts>,
 }
 
+/// What `SetMetadata::prepare` readies for.
+#[derive(Clone, Copy)]
+pub struct Prepare<'a> {
+    pub job: &'a JobConfig,
+    /// Where ids learnt before are kept (Dify's field ids).
+    pub state: &'a State,
+    /// Each item's record id when known, and its values.
+    pub wanted: &'a [(Option<&'a str>, &'a Values)],
+}
+
 /// Sets metadata onto existing records. Every upstream has it.
 pub trait SetMetadata {
     /// Whether the API sets several items' metadata in one call.
@@ -59,16 +70,10 @@ pub trait SetMetadata {
     /// How many calls may be in flight at once.
     fn concurrency(&self) -> usize;
 
-    /// Readies the upstream for the values about to be set: `wanted` is
-    /// each item's record id when known, and its values (Dify: the
+    /// Readies the upstream for the values about to be set (Dify: the
     /// dataset's fields, created where missing; Sharely: the items'
     /// types). `Err` fails every item of the pass with it.
-    fn prepare<'a>(
-        &'a self,
-        job: &'a JobConfig,
-        state: &'a State,
-        wanted: &'a [(Option<&'a str>, &'a Values)],
-    ) -> Call<'a, ()>;
+    fn prepare<'a>(&'a self, p: Prepare<'a>) -> Call<'a, ()>;
 
     /// Sets one batch (at most `batch_size` items). `Err`: the call was
     /// refused as a whole (a batch is then halved to find the refused
@@ -92,16 +97,11 @@ pub trait Content {
     fn concurrency(&self) -> usize;
 
     /// A new record for `key` holding `bytes`.
-    fn create<'a>(&'a self, key: &'a str, bytes: &'a bytes::Bytes) -> Call<'a, Stored>;
+    fn create<'a>(&'a self, key: &'a str, bytes: &'a Bytes) -> Call<'a, Stored>;
 
     /// `bytes` in place of record `id`'s content. The record that holds
     /// them may be a new one (Sharely uploads anew, then deletes `id`).
-    fn replace<'a>(
-        &'a self,
-        key: &'a str,
-        id: &'a str,
-        bytes: &'a bytes::Bytes,
-    ) -> Call<'a, Stored>;
+    fn replace<'a>(&'a self, key: &'a str, id: &'a str, bytes: &'a Bytes) -> Call<'a, Stored>;
 }
 
 /// A record to create with its metadata, without content (PAI: a record

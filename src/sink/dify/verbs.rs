@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use bytes::Bytes;
 use futures::FutureExt;
 
 use super::client::{gone, MetadataUpdate};
@@ -11,7 +12,9 @@ use super::DifySink;
 use crate::config::JobConfig;
 use crate::metadata::{FieldType, Metadata as Values};
 use crate::plan::StatusAction;
-use crate::sink::verbs::{Answers, Call, Content, Delete, MetaSet, SetMetadata, Status, Stored};
+use crate::sink::verbs::{
+    Answers, Call, Content, Delete, MetaSet, Prepare, SetMetadata, Status, Stored,
+};
 use crate::sink::{ErrorClass, SinkError};
 use crate::state::{State, StateError};
 
@@ -89,17 +92,12 @@ impl SetMetadata for DifySink {
 
     /// The fields the values need, created where missing: a document's
     /// metadata names each field by its id.
-    fn prepare<'a>(
-        &'a self,
-        job: &'a JobConfig,
-        state: &'a State,
-        wanted: &'a [(Option<&'a str>, &'a Values)],
-    ) -> Call<'a, ()> {
+    fn prepare<'a>(&'a self, p: Prepare<'a>) -> Call<'a, ()> {
         async move {
-            let ids = if wanted.is_empty() {
+            let ids = if p.wanted.is_empty() {
                 HashMap::new()
             } else {
-                self.ensure_fields(job, state, wanted).await?
+                self.ensure_fields(p.job, p.state, p.wanted).await?
             };
             *self.fields.lock().expect("not poisoned") = ids;
             Ok(())
@@ -151,7 +149,7 @@ impl Content for DifySink {
         self.cfg.upload_concurrency
     }
 
-    fn create<'a>(&'a self, key: &'a str, bytes: &'a bytes::Bytes) -> Call<'a, Stored> {
+    fn create<'a>(&'a self, key: &'a str, bytes: &'a Bytes) -> Call<'a, Stored> {
         async move {
             let name = self.cfg.document_name(key);
             let (doc, batch) = self
@@ -167,12 +165,7 @@ impl Content for DifySink {
         .boxed_local()
     }
 
-    fn replace<'a>(
-        &'a self,
-        key: &'a str,
-        id: &'a str,
-        bytes: &'a bytes::Bytes,
-    ) -> Call<'a, Stored> {
+    fn replace<'a>(&'a self, key: &'a str, id: &'a str, bytes: &'a Bytes) -> Call<'a, Stored> {
         async move {
             let name = self.cfg.document_name(key);
             let (doc, batch) = self.client.update_by_file(id, &name, bytes).await?;

@@ -10,14 +10,12 @@ use serde_json::{json, Value as Json};
 
 use super::client::{BatchAnswer, DELETE_BATCH};
 use super::PaiSink;
-use crate::config::JobConfig;
 use crate::metadata::Metadata as Values;
 use crate::sink::verbs::{
-    Answers, Call, Delete, MetaSet, NewRecord, Records, Refused, SetMetadata,
+    Answers, Call, Delete, MetaSet, NewRecord, Prepare, Records, Refused, SetMetadata,
 };
 use crate::sink::{ErrorClass, SinkError};
 use crate::source::KnownFacts;
-use crate::state::State;
 
 impl SetMetadata for PaiSink {
     fn batches(&self) -> bool {
@@ -33,12 +31,7 @@ impl SetMetadata for PaiSink {
     }
 
     /// Records take their metadata as they are: nothing to ready.
-    fn prepare<'a>(
-        &'a self,
-        _job: &'a JobConfig,
-        _state: &'a State,
-        _wanted: &'a [(Option<&'a str>, &'a Values)],
-    ) -> Call<'a, ()> {
+    fn prepare<'a>(&'a self, _: Prepare<'a>) -> Call<'a, ()> {
         futures::future::ready(Ok(())).boxed_local()
     }
 

@@ -2,15 +2,15 @@
 //! (a new FILE item titled by the path; a replace uploads anew, then
 //! deletes the old item) and deletes one item per call.
 
+use bytes::Bytes;
 use futures::FutureExt;
 
 use super::client::check_values;
 use super::SharelySink;
-use crate::config::JobConfig;
-use crate::metadata::Metadata as Values;
-use crate::sink::verbs::{Answers, Call, Content, Delete, MetaSet, Refused, SetMetadata, Stored};
+use crate::sink::verbs::{
+    Answers, Call, Content, Delete, MetaSet, Prepare, Refused, SetMetadata, Stored,
+};
 use crate::sink::{ErrorClass, SinkError};
-use crate::state::State;
 
 impl SetMetadata for SharelySink {
     fn batches(&self) -> bool {
@@ -27,14 +27,9 @@ impl SetMetadata for SharelySink {
 
     /// Each call names the item's type: learnt by one listing when any
     /// item's is unknown, rather than read item by item.
-    fn prepare<'a>(
-        &'a self,
-        _job: &'a JobConfig,
-        _state: &'a State,
-        wanted: &'a [(Option<&'a str>, &'a Values)],
-    ) -> Call<'a, ()> {
+    fn prepare<'a>(&'a self, p: Prepare<'a>) -> Call<'a, ()> {
         async move {
-            let ids: Vec<&str> = wanted.iter().filter_map(|(id, _)| *id).collect();
+            let ids: Vec<&str> = p.wanted.iter().filter_map(|(id, _)| *id).collect();
             self.client.learn_kinds(&ids).await;
             Ok(())
         }
@@ -97,7 +92,7 @@ impl Content for SharelySink {
         self.cfg.concurrency
     }
 
-    fn create<'a>(&'a self, key: &'a str, bytes: &'a bytes::Bytes) -> Call<'a, Stored> {
+    fn create<'a>(&'a self, key: &'a str, bytes: &'a Bytes) -> Call<'a, Stored> {
         async move {
             let file_name = key.rsplit('/').next().unwrap_or(key);
             let item = self.client.upload(key, file_name, bytes).await?;
@@ -113,12 +108,7 @@ impl Content for SharelySink {
     /// The API cannot replace an item's file: the new item goes up first,
     /// then the old one is deleted, so the knowledge base never lacks the
     /// document.
-    fn replace<'a>(
-        &'a self,
-        key: &'a str,
-        id: &'a str,
-        bytes: &'a bytes::Bytes,
-    ) -> Call<'a, Stored> {
+    fn replace<'a>(&'a self, key: &'a str, id: &'a str, bytes: &'a Bytes) -> Call<'a, Stored> {
         async move {
             let stored = self.create(key, bytes).await?;
             self.client

@@ -14,7 +14,7 @@ use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
 use crate::sink::bisect::{send_in_batches, BatchResult};
 use crate::sink::dify::DifySink;
-use crate::sink::verbs::{MetaSet, SetMetadata};
+use crate::sink::verbs::{MetaSet, Prepare, SetMetadata};
 use crate::sink::{ErrorClass, Outcome, PushError, SinkError};
 use crate::state::CachedItem;
 
@@ -150,7 +150,12 @@ impl<'a> Pusher<'a> {
             return Some(Ok(()));
         }
         let wanted: Vec<(Option<&str>, &Metadata)> = queue.all().map(|m| (None, m)).collect();
-        match self.sink.prepare(self.job, self.state, &wanted).await {
+        let p = Prepare {
+            job: self.job,
+            state: self.state,
+            wanted: &wanted,
+        };
+        match self.sink.prepare(p).await {
             Err(e) if e.class == ErrorClass::Fatal => {
                 out.fatal = Some(e);
                 None
