@@ -150,7 +150,7 @@ pub async fn audit(
     } = found;
     let retired = if write {
         apply(state, &job.name, repairs)?;
-        retire(sink, job.delete_policy, &extra, &mut report).await
+        retire(sink, job, &extra, &mut report).await
     } else {
         Ok(())
     };
@@ -395,7 +395,7 @@ fn duplicates(
 /// fails the audit.
 async fn retire(
     sink: &dyn Sink,
-    policy: DeletePolicy,
+    job: &JobConfig,
     extra: &[(usize, String)],
     report: &mut AuditReport,
 ) -> Result<(), AuditError> {
@@ -403,7 +403,8 @@ async fn retire(
         return Ok(());
     }
     let ids: Vec<String> = extra.iter().map(|(_, id)| id.clone()).collect();
-    match sink.retire(&ids, policy).await {
+    let retired = crate::execute::retire(sink.verbs(), job.sink.kind(), &ids, job.delete_policy);
+    match retired.await {
         Ok(()) => report.retired = ids.len(),
         Err(e) if e.is_unsupported() => {
             for (i, id) in extra {

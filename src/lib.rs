@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod execute;
 pub mod guard;
 pub mod http_date;
 pub mod logging;

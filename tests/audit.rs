@@ -130,6 +130,24 @@ async fn duplicates_under_an_owned_name_are_retired_per_policy() {
     }
 }
 
+/// Dify deletes no archived document: an archived duplicate is
+/// un-archived first, as the push does for a vanished file's document
+/// (both delete through the same verb).
+#[tokio::test]
+async fn an_archived_duplicate_is_deleted_under_the_delete_policy() {
+    let (fake, ws) = mirrored("delete", 1).await;
+    let extra = fake
+        .world()
+        .add_doc(&document_name("d/000.md"), b"a second copy");
+    fake.world().docs.get_mut(&extra).unwrap().archived = true;
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.audit.as_ref().expect("the audit ran").retired, 1);
+    let w = fake.world();
+    assert!(!w.docs.contains_key(&extra), "the duplicate is gone");
+    assert_eq!(w.docs.len(), 1, "the tracked one stays");
+}
+
 #[tokio::test]
 async fn a_lost_state_file_adopts_what_is_there() {
     let (fake, ws) = mirrored("disable", 3).await;

@@ -410,11 +410,15 @@ impl kbsync::sink::Sink for CannotRetire {
     fn find<'a>(&'a self, key: &'a str) -> Boxed<'a, Option<Listed>> {
         self.0.find(key)
     }
-    fn retire<'a>(&'a self, _ids: &'a [String], _policy: DeletePolicy) -> Boxed<'a, ()> {
-        Box::pin(async { Err(SinkError::unsupported("this API cannot delete records")) })
-    }
     fn record_name(&self, key: &str) -> String {
         self.0.record_name(key)
+    }
+    /// Everything but the Delete verb.
+    fn verbs(&self) -> kbsync::sink::verbs::Verbs<'_> {
+        kbsync::sink::verbs::Verbs {
+            delete: None,
+            ..self.0.verbs()
+        }
     }
     fn push<'a>(
         &'a self,
@@ -424,6 +428,33 @@ impl kbsync::sink::Sink for CannotRetire {
     {
         self.0.push(ctx, plan)
     }
+}
+
+/// Retiring through the verbs PAI has: records are deleted (or kept),
+/// never disabled or archived, and a policy it cannot serve sends nothing.
+#[tokio::test]
+async fn a_sink_without_status_deletes_keeps_or_says_it_cannot() {
+    let (fake, ws) = setup().await;
+    assert!(ws.reconcile().await.converged());
+    let config = ws.config();
+    let sink = config.jobs[0].sink.connect().unwrap();
+    let ids = ids_of(&fake, "a/two.md");
+    assert_eq!(ids.len(), 1);
+    let retire = |policy| kbsync::execute::retire(sink.verbs(), "PAI", &ids, policy);
+    assert_eq!(retire(DeletePolicy::Keep).await, Ok(()));
+    for policy in [DeletePolicy::Disable, DeletePolicy::Archive] {
+        let e = retire(policy).await.unwrap_err();
+        assert!(e.is_unsupported(), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "unsupported: PAI records have no status: they cannot be disabled or archived (delete_policy = \"delete\" or \"keep\")"
+        );
+    }
+    assert_eq!(fake.world().count("DeleteDatasetFileMetas"), 0);
+    assert_eq!(ids_of(&fake, "a/two.md").len(), 1, "kept");
+    assert_eq!(retire(DeletePolicy::Delete).await, Ok(()));
+    assert_eq!(fake.world().count("DeleteDatasetFileMetas"), 1);
+    assert!(ids_of(&fake, "a/two.md").is_empty(), "deleted");
 }
 
 #[tokio::test]

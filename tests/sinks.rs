@@ -179,6 +179,15 @@ async fn metadata_only_change<H: Harness>() {
     assert_rests(&h).await;
 }
 
+/// A declared capability has its verb, and a verb its capability: what
+/// the config tells the planner is what the connected sink can do.
+async fn declared_capabilities_are_its_verbs<H: Harness>() {
+    let h = H::start("keep", "blue").await;
+    let config = h.ws().config();
+    let sink = config.jobs[0].sink.connect().unwrap();
+    assert_eq!(sink.verbs().capabilities(), h.caps());
+}
+
 /// The policies a sink can serve, with what a retired record looks like
 /// (`None`: gone).
 fn policies(caps: Capabilities) -> Vec<(&'static str, Option<Standing>)> {
@@ -841,6 +850,11 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn metadata_only_change() {
                     super::metadata_only_change::<$harness>().await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn declared_capabilities_are_its_verbs() {
+                    super::declared_capabilities_are_its_verbs::<$harness>().await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use super::metadata::{self, RawField};
 use super::{ConfigError, DeletePolicy, Roots};
 use crate::metadata::FieldMapping;
 use crate::model::MaxDelete;
-use crate::sink::registry::{RawSink, SECTIONS};
+use crate::sink::registry::{RawSink, SINKS};
 use crate::sink::SinkConfig;
 use crate::source::registry::{At, RawSource, KINDS};
 use crate::source::SourceConfig;
@@ -70,9 +70,10 @@ pub struct RawJob {
     delete_policy: Option<Spanned<DeletePolicy>>,
     max_delete: Option<Spanned<toml::Value>>,
     duplicates: Option<Spanned<Duplicates>>,
-    /// The source sections, read by `read_sources` (in `KINDS` order).
+    /// The source sections, read by `read_sections` (in `KINDS` order).
     sources: Vec<(&'static str, Box<dyn RawSource>)>,
-    sinks: Vec<RawSink>,
+    /// The sink sections, read by `read_sections` (in `SINKS` order).
+    sinks: Vec<(&'static str, RawSink)>,
     metadata: BTreeMap<Spanned<String>, Spanned<RawField>>,
 }
 
@@ -85,7 +86,7 @@ static ALL_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         .iter()
         .chain(kinds)
         .chain(&["metadata"])
-        .chain(SECTIONS)
+        .chain(SINKS.iter().map(|(key, _)| key))
         .copied()
         .collect()
 });
@@ -123,14 +124,11 @@ impl<'de> Visitor<'de> for JobVisitor {
                 "max_delete" => job.max_delete = Some(map.next_value()?),
                 "duplicates" => job.duplicates = Some(map.next_value()?),
                 "metadata" => job.metadata = map.next_value()?,
-                // Read by its kind once the whole file parsed (`read_sources`).
-                source if KINDS.iter().any(|(k, _)| *k == source) => {
+                // Read by its kind once the whole file parsed (`read_sections`).
+                section if is_section(section) => {
                     map.next_value::<IgnoredAny>()?;
                 }
-                sink => match RawSink::next_value(sink, &mut map)? {
-                    Some(s) => job.sinks.push(s),
-                    None => return Err(de::Error::unknown_field(sink, ALL_KEYS.as_slice())),
-                },
+                other => return Err(de::Error::unknown_field(other, ALL_KEYS.as_slice())),
             }
         }
         job.name = name.ok_or_else(|| de::Error::missing_field("name"))?;
@@ -155,18 +153,31 @@ impl<'de> DeserializeSeed<'de> for JobKey {
     }
 }
 
-/// Reads each job's source sections, through the kind that `KINDS` names
-/// for their key. `doc` is the whole file, parsed again with positions kept,
-/// so a section's errors point into it as a first read's would.
-pub fn read_sources(loc: &Locator, doc: &DeValue, jobs: &mut [RawJob]) -> Result<(), ConfigError> {
+/// Whether `key` is a source's or a sink's section.
+fn is_section(key: &str) -> bool {
+    KINDS.iter().any(|(k, _)| *k == key) || SINKS.iter().any(|(k, _)| *k == key)
+}
+
+/// Reads each job's source and sink sections, through the kind that
+/// `KINDS` or `SINKS` names for their key. `doc` is the whole file, parsed
+/// again with positions kept, so a section's errors point into it as a
+/// first read's would.
+pub fn read_sections(loc: &Locator, doc: &DeValue, jobs: &mut [RawJob]) -> Result<(), ConfigError> {
     for (i, job) in jobs.iter_mut().enumerate() {
         let Some(table) = doc.get("sync").and_then(|s| s.get_ref().get(i)) else {
             continue;
         };
+        let section = |key: &str| table.get_ref().get(key).cloned();
         for (key, read) in KINDS {
-            if let Some(section) = table.get_ref().get(*key) {
-                let raw = read(section.clone()).map_err(|e| loc.parse_error(e))?;
+            if let Some(value) = section(key) {
+                let raw = read(value).map_err(|e| loc.parse_error(e))?;
                 job.sources.push((key, raw));
+            }
+        }
+        for (key, read) in SINKS {
+            if let Some(value) = section(key) {
+                let raw = read(value).map_err(|e| loc.parse_error(e))?;
+                job.sinks.push((key, raw));
             }
         }
     }
@@ -292,31 +303,35 @@ impl Job<'_> {
     }
 
     /// Exactly one target section, validated by its sink.
-    fn sink(&self, base: &Path, sinks: Vec<RawSink>) -> Result<Arc<dyn SinkConfig>, ConfigError> {
+    fn sink(
+        &self,
+        base: &Path,
+        sinks: Vec<(&'static str, RawSink)>,
+    ) -> Result<Arc<dyn SinkConfig>, ConfigError> {
         let name = &self.name;
         let mut sinks = sinks.into_iter();
-        let Some(sink) = sinks.next() else {
+        let Some((kind, sink)) = sinks.next() else {
             return Err(self.error(
                 self.name_span.clone(),
-                SECTIONS[0],
+                SINKS[0].0,
                 format!(
                     "job {name:?} has no target: add one of {}",
-                    SECTIONS
+                    SINKS
                         .iter()
-                        .map(|s| format!("[sync.{s}]"))
+                        .map(|(s, _)| format!("[sync.{s}]"))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
             ));
         };
-        if let Some(second) = sinks.next() {
+        if let Some((_, second)) = sinks.next() {
             return Err(self.error(
-                second.span(),
-                SECTIONS[0],
+                second.span,
+                SINKS[0].0,
                 format!("job {name:?} has more than one target; a job has one, so make another [[sync]] job"),
             ));
         }
-        sink.validate(self.loc, base, self.index)
+        sink.validate(kind, self.loc, base, self.index)
     }
 
     /// The delete policy set (at `span`), or the target's default; one the

@@ -162,7 +162,7 @@ impl Config {
         pasted_keys::refuse(&loc, text)?;
         let mut raw: RawConfig = toml::from_str(text).map_err(|e| loc.parse_error(e))?;
         let doc = toml::de::DeTable::parse(text).map_err(|e| loc.parse_error(e))?;
-        job::read_sources(
+        job::read_sections(
             &loc,
             &toml::de::DeValue::Table(doc.into_inner()),
             &mut raw.sync,

@@ -680,12 +680,7 @@ async fn push(sink: &dyn Sink, ctx: PushContext<'_>, plan: &Plan) -> Result<Push
 /// A plan with nothing for the upstream: only local bookkeeping.
 fn forget_only(state: &State, job: &str, plan: &Plan) -> Result<Outcome, StateError> {
     let mut outcome = Outcome::default();
-    for op in &plan.ops {
-        if let Op::Forget { key } = op {
-            state.forget(job, key)?;
-            outcome.forgotten += 1;
-        }
-    }
+    crate::execute::forget(state, job, plan, &mut outcome)?;
     Ok(outcome)
 }
 

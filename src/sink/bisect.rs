@@ -3,8 +3,6 @@
 //! batch); halving the batch until the refused documents stand alone costs
 //! O(bad · log n) extra calls and lets every good item through.
 
-use futures::future::BoxFuture;
-
 use crate::sink::{ErrorClass, SinkError};
 
 pub struct BatchResult {
@@ -31,9 +29,14 @@ fn refused_as_a_batch(e: &SinkError) -> bool {
     }
 }
 
-pub async fn send_in_batches<T, F>(items: &[T], batch_size: usize, send: F) -> BatchResult
+pub async fn send_in_batches<'a, T, F, Fut>(
+    items: &'a [T],
+    batch_size: usize,
+    send: F,
+) -> BatchResult
 where
-    F: for<'b> Fn(&'b [T]) -> BoxFuture<'b, Result<(), SinkError>>,
+    F: Fn(&'a [T]) -> Fut,
+    Fut: std::future::Future<Output = Result<(), SinkError>>,
 {
     let mut result = BatchResult {
         applied: Vec::new(),

@@ -19,6 +19,7 @@ pub mod rate;
 pub mod redact;
 pub mod registry;
 pub mod sharely;
+pub mod verbs;
 
 pub use outcome::{record_failure, Failure, Outcome, PushError};
 
@@ -30,7 +31,6 @@ use futures::future::LocalBoxFuture;
 use crate::config::JobConfig;
 use crate::metadata::Metadata;
 pub use crate::model::Capabilities;
-use crate::model::DeletePolicy;
 use crate::plan::{Op, Plan};
 use crate::secret::SecretSource;
 use crate::state::{CachedItem, RemoteStatus, State};
@@ -270,16 +270,9 @@ pub trait Sink: Send + Sync {
     /// make the audit upload again what exists.
     fn find<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Listed>, SinkError>>;
 
-    /// Retires records that are not any item's (duplicates the audit
-    /// found), as `policy` retires vanished files' records. `Ok` only once
-    /// the upstream confirmed it (a record already gone counts); a policy
-    /// the sink cannot apply is `SinkError::unsupported`. No default:
-    /// "done" unasked would report duplicates retired that stay.
-    fn retire<'a>(
-        &'a self,
-        ids: &'a [String],
-        policy: DeletePolicy,
-    ) -> LocalBoxFuture<'a, Result<(), SinkError>>;
+    /// What the upstream can do, verb by verb: its capabilities are
+    /// these verbs (`Verbs::capabilities`).
+    fn verbs(&self) -> verbs::Verbs<'_>;
 
     /// The name `key`'s record has upstream.
     fn record_name(&self, key: &str) -> String {
@@ -287,9 +280,11 @@ pub trait Sink: Send + Sync {
     }
 
     /// Carries out `plan` (what the outbox did not hold back), recording
-    /// each confirmed step in the state file as it goes. The future is not
-    /// `Send`: it writes through the state file's connection, and the pass
-    /// runs on one task.
+    /// each confirmed step in the state file as it goes. A sink without
+    /// content hands it to `execute::without_content`; the content sinks
+    /// run their own uploads, with the executor's delete and metadata
+    /// phases. The future is not `Send`: it writes through the state
+    /// file's connection, and the pass runs on one task.
     fn push<'a>(
         &'a self,
         ctx: PushContext<'a>,
@@ -331,19 +326,6 @@ pub struct PushContext<'a> {
     pub suspects: &'a HashSet<String>,
     /// Reads an item's content from the job's source.
     pub content: &'a (dyn crate::source::Content + Send + Sync),
-}
-
-/// For a sink without status, retiring under `policy`: whether it asks
-/// for deletion (`keep`: nothing to do), or why it cannot be applied.
-pub fn deletion_asked(sink: &str, policy: DeletePolicy) -> Result<bool, SinkError> {
-    match policy {
-        DeletePolicy::Delete => Ok(true),
-        DeletePolicy::Keep => Ok(false),
-        // The config refuses these policies for such a sink already.
-        DeletePolicy::Disable | DeletePolicy::Archive => Err(SinkError::unsupported(format!(
-            "{sink} records have no status: they cannot be disabled or archived (delete_policy = \"delete\" or \"keep\")"
-        ))),
-    }
 }
 
 /// MIME type by extension: Dify decides by the extension anyway, but a
@@ -405,17 +387,8 @@ mod tests {
     }
 
     #[test]
-    fn a_sink_without_status_deletes_keeps_or_says_it_cannot() {
-        assert_eq!(deletion_asked("PAI", DeletePolicy::Delete), Ok(true));
-        assert_eq!(deletion_asked("PAI", DeletePolicy::Keep), Ok(false));
-        for policy in [DeletePolicy::Disable, DeletePolicy::Archive] {
-            let e = deletion_asked("PAI", policy).unwrap_err();
-            assert!(e.is_unsupported(), "{e:?}");
-            assert_eq!(
-                e.to_string(),
-                "unsupported: PAI records have no status: they cannot be disabled or archived (delete_policy = \"delete\" or \"keep\")"
-            );
-        }
+    fn only_kbsync_itself_says_unsupported() {
+        assert!(SinkError::unsupported("x").is_unsupported());
         // An upstream's own answer with that code is not "unsupported".
         let answered = SinkError {
             status: Some(400),

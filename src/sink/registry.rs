@@ -1,11 +1,13 @@
 //! The one place that names every upstream: which `[sync.X]` tables are
-//! sinks, and how each becomes a `SinkConfig`. Adding an upstream means its
-//! folder under `src/sink/` and one variant here with its match arms.
+//! sinks, and how each is read. Adding an upstream means its folder under
+//! `src/sink/` and one line in `SINKS`.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::de::MapAccess;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use toml::de::{DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::{dify, pai, sharely, SinkConfig};
@@ -13,56 +15,56 @@ use crate::config::locate::{Locator, Span};
 use crate::config::section::Section;
 use crate::config::ConfigError;
 
-/// The section names, as a `[[sync]]` job spells them.
-pub const SECTIONS: &[&str] = &["dify", "pai", "sharely"];
+/// Reads a job's section of one upstream, as written (shape and types only).
+pub type Read = fn(Spanned<DeValue<'_>>) -> Result<RawSink, toml::de::Error>;
 
-/// A sink's section as read from TOML, before validation (boxed: the
-/// sections differ much in size).
-pub enum RawSink {
-    Dify(Box<Spanned<dify::RawDify>>),
-    Pai(Box<Spanned<pai::RawPai>>),
-    Sharely(Box<Spanned<sharely::RawSharely>>),
+/// The upstreams, by the section name a `[[sync]]` job spells, each with
+/// the validation of its raw section (`deny_unknown_fields`).
+pub const SINKS: &[(&str, Read)] = &[
+    ("dify", |v| read(v, dify::validate)),
+    ("pai", |v| read(v, pai::validate)),
+    ("sharely", |v| read(v, sharely::validate)),
+];
+
+/// Checks a raw section through a `Section`, which names
+/// `sync[N].KIND.key` and the position in every error.
+type Check = Box<dyn FnOnce(&Section) -> Result<Arc<dyn SinkConfig>, ConfigError>>;
+
+/// A sink section as read, before validation.
+pub struct RawSink {
+    /// Where the section is in the config file.
+    pub span: Span,
+    check: Check,
 }
 
 impl RawSink {
-    /// Reads the value of the job's key `name` as that sink's section;
-    /// `None` when `name` names no sink.
-    pub fn next_value<'de, A: MapAccess<'de>>(
-        name: &str,
-        map: &mut A,
-    ) -> Result<Option<RawSink>, A::Error> {
-        Ok(Some(match name {
-            "dify" => RawSink::Dify(map.next_value()?),
-            "pai" => RawSink::Pai(map.next_value()?),
-            "sharely" => RawSink::Sharely(map.next_value()?),
-            _ => return Ok(None),
-        }))
-    }
-
-    pub fn span(&self) -> Span {
-        match self {
-            RawSink::Dify(r) => r.span(),
-            RawSink::Pai(r) => r.span(),
-            RawSink::Sharely(r) => r.span(),
-        }
-    }
-
-    /// Validates the section of job number `index`; relative paths in it
-    /// resolve against `base`.
+    /// The section `kind` of job number `index`, checked; relative paths
+    /// in it resolve against `base`.
     pub fn validate(
         self,
+        kind: &str,
         loc: &Locator,
         base: &Path,
         index: usize,
     ) -> Result<Arc<dyn SinkConfig>, ConfigError> {
-        let span = self.span();
-        let section = |kind| Section::new(loc, base, index, kind, span);
-        Ok(match self {
-            RawSink::Dify(r) => Arc::new(dify::validate(&section("dify"), r.into_inner())?),
-            RawSink::Pai(r) => Arc::new(pai::validate(&section("pai"), r.into_inner())?),
-            RawSink::Sharely(r) => {
-                Arc::new(sharely::validate(&section("sharely"), r.into_inner())?)
-            }
-        })
+        let section = Section::new(loc, base, index, kind, self.span);
+        (self.check)(&section)
     }
+}
+
+fn read<T, C>(
+    value: Spanned<DeValue<'_>>,
+    validate: fn(&Section, T) -> Result<C, ConfigError>,
+) -> Result<RawSink, toml::de::Error>
+where
+    T: DeserializeOwned + 'static,
+    C: SinkConfig,
+{
+    let raw = Spanned::<T>::deserialize(ValueDeserializer::from(value))?;
+    let span = raw.span();
+    let raw = raw.into_inner();
+    Ok(RawSink {
+        span,
+        check: Box::new(move |section| Ok(Arc::new(validate(section, raw)?))),
+    })
 }

@@ -7,6 +7,7 @@ mod config;
 mod indexing;
 mod name;
 mod push;
+mod verbs;
 
 pub use config::{validate, DifyConfig, RawDify, BUILT_IN_FIELDS};
 pub use name::document_name;
@@ -14,8 +15,7 @@ pub use name::document_name;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
-use crate::model::DeletePolicy;
-use crate::plan::{Plan, StatusAction};
+use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::http::Transport;
 use crate::sink::{
@@ -93,6 +93,7 @@ impl SinkConfig for DifyConfig {
         Ok(Box::new(DifySink {
             cfg: self.clone(),
             client,
+            fields: Default::default(),
         }))
     }
 }
@@ -106,6 +107,8 @@ fn owner_scope(mark: &str) -> &str {
 struct DifySink {
     cfg: DifyConfig,
     client: DifyClient,
+    /// Field name → id of the fields the last `prepare` readied.
+    fields: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Sink for DifySink {
@@ -177,33 +180,14 @@ impl Sink for DifySink {
         self.cfg.document_name(key)
     }
 
-    fn retire<'a>(
-        &'a self,
-        ids: &'a [String],
-        policy: DeletePolicy,
-    ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
-        async move {
-            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let action = match policy {
-                DeletePolicy::Keep => return Ok(()),
-                DeletePolicy::Delete => {
-                    for id in &refs {
-                        match self.client.delete_document(id).await {
-                            Err(e) if !client::gone(&e) => return Err(e),
-                            _ => {}
-                        }
-                    }
-                    return Ok(());
-                }
-                DeletePolicy::Disable => StatusAction::Disable,
-                DeletePolicy::Archive => StatusAction::Archive,
-            };
-            for chunk in refs.chunks(self.cfg.batch_size.max(1)) {
-                self.client.set_status(action, chunk).await?;
-            }
-            Ok(())
+    fn verbs(&self) -> crate::sink::verbs::Verbs<'_> {
+        crate::sink::verbs::Verbs {
+            metadata: self,
+            content: Some(self),
+            records: None,
+            status: Some(self),
+            delete: Some(self),
         }
-        .boxed_local()
     }
 
     fn push<'a>(
@@ -211,12 +195,7 @@ impl Sink for DifySink {
         ctx: PushContext<'a>,
         plan: &'a Plan,
     ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
-        async move {
-            push::Pusher::new(ctx, &self.cfg, &self.client)
-                .run(plan)
-                .await
-        }
-        .boxed_local()
+        async move { push::Pusher::new(ctx, self).run(plan).await }.boxed_local()
     }
 }
 

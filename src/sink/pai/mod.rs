@@ -6,7 +6,7 @@
 pub mod acs3;
 mod client;
 mod config;
-mod push;
+mod verbs;
 
 pub use client::{acs_date, API_VERSION};
 pub use config::{validate, PaiConfig, RawPai};
@@ -14,13 +14,12 @@ pub use config::{validate, PaiConfig, RawPai};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
-use crate::config::DeletePolicy;
 use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::http::Transport;
 use crate::sink::{
-    deletion_asked, no_place_for_a_mark, Capabilities, Listed, Outcome, PushContext, PushError,
-    Sink, SinkConfig, SinkError,
+    no_place_for_a_mark, Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig,
+    SinkError,
 };
 use client::PaiClient;
 
@@ -136,29 +135,18 @@ impl Sink for PaiSink {
         .boxed_local()
     }
 
-    /// DeleteDatasetFileMetas, in batches. PAI records have no status:
-    /// nothing to disable or archive.
-    fn retire<'a>(
-        &'a self,
-        ids: &'a [String],
-        policy: DeletePolicy,
-    ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
-        async move {
-            if !deletion_asked("PAI", policy)? {
-                return Ok(());
-            }
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let deleted = push::delete_records(&self.client, &ids).await;
-            if let Some(e) = deleted.fatal {
-                return Err(e);
-            }
-            deleted.results.into_iter().flatten().collect()
-        }
-        .boxed_local()
-    }
-
     fn record_name(&self, key: &str) -> String {
         self.client.uri_of(key)
+    }
+
+    fn verbs(&self) -> crate::sink::verbs::Verbs<'_> {
+        crate::sink::verbs::Verbs {
+            metadata: self,
+            content: None,
+            records: Some(self),
+            status: None,
+            delete: Some(self),
+        }
     }
 
     fn push<'a>(
@@ -166,6 +154,6 @@ impl Sink for PaiSink {
         ctx: PushContext<'a>,
         plan: &'a Plan,
     ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
-        push::push(ctx, self, plan).boxed_local()
+        crate::execute::without_content(self, ctx, plan).boxed_local()
     }
 }

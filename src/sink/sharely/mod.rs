@@ -1,13 +1,14 @@
 //! Sharely.ai knowledge. With `upload` (the default) files become FILE
 //! items titled by their path (`upload.rs`); without it, kbsync only sets
-//! metadata on the items the config maps (`push.rs`). Sharely has no
-//! enable/disable/archive and no batch call.
+//! metadata on the items the config maps, through the executor
+//! (`execute::without_content`). Sharely has no enable/disable/archive
+//! and no batch call.
 
 mod client;
 mod config;
-mod push;
 mod token;
 mod upload;
+mod verbs;
 
 pub use client::check_values;
 pub use config::{validate, RawSharely, SharelyConfig, DEFAULT_EXTENSIONS, RESERVED_FIELDS};
@@ -15,13 +16,13 @@ pub use config::{validate, RawSharely, SharelyConfig, DEFAULT_EXTENSIONS, RESERV
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
-use crate::model::DeletePolicy;
 use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::http::Transport;
+use crate::sink::verbs::{Content, Delete, Verbs};
 use crate::sink::{
-    deletion_asked, no_place_for_a_mark, Capabilities, Listed, Outcome, PushContext, PushError,
-    Sink, SinkConfig, SinkError,
+    no_place_for_a_mark, Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig,
+    SinkError,
 };
 use client::SharelyClient;
 
@@ -195,28 +196,16 @@ impl Sink for SharelySink {
         .boxed_local()
     }
 
-    fn retire<'a>(
-        &'a self,
-        ids: &'a [String],
-        policy: DeletePolicy,
-    ) -> LocalBoxFuture<'a, Result<(), SinkError>> {
-        async move {
-            if !deletion_asked("Sharely", policy)? {
-                return Ok(());
-            }
-            if !self.cfg.upload {
-                // The config's items are the user's own: kbsync only sets
-                // their metadata.
-                return Err(SinkError::unsupported(
-                    "the Sharely items [sync.sharely.knowledge] maps (upload = false) are not kbsync's to delete",
-                ));
-            }
-            for id in ids {
-                self.client.delete(id).await?;
-            }
-            Ok(())
+    /// Content and deletes only for the items kbsync uploads: those the
+    /// config maps are the user's own.
+    fn verbs(&self) -> Verbs<'_> {
+        Verbs {
+            metadata: self,
+            content: self.cfg.upload.then_some(self as &dyn Content),
+            records: None,
+            status: None,
+            delete: self.cfg.upload.then_some(self as &dyn Delete),
         }
-        .boxed_local()
     }
 
     fn push<'a>(
@@ -225,9 +214,9 @@ impl Sink for SharelySink {
         plan: &'a Plan,
     ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
         if self.cfg.upload {
-            upload::push(ctx, &self.client, &self.cfg, plan).boxed_local()
+            upload::push(ctx, self, plan).boxed_local()
         } else {
-            push::push(ctx, &self.client, self.cfg.concurrency, plan).boxed_local()
+            crate::execute::without_content(self, ctx, plan).boxed_local()
         }
     }
 }

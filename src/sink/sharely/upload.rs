@@ -17,9 +17,11 @@ use std::sync::atomic::Ordering;
 use futures::StreamExt;
 
 use super::client::{Knowledge, SharelyClient};
-use super::push::{MetaUpdate, Sender};
-use super::SharelyConfig;
+use super::verbs::replaced_but_kept;
+use super::{SharelyConfig, SharelySink};
+use crate::execute::{set_metadata, MetaItem, Phase};
 use crate::plan::{Op, Plan};
+use crate::sink::verbs::Content;
 use crate::sink::{
     metadata_ops, record_failure, ErrorClass, Failure, Outcome, PushContext, PushError, SinkError,
 };
@@ -44,16 +46,16 @@ enum Uploaded<'p> {
     },
 }
 
-pub async fn push(
+pub(super) async fn push(
     ctx: PushContext<'_>,
-    client: &SharelyClient,
-    cfg: &SharelyConfig,
+    sink: &SharelySink,
     plan: &Plan,
 ) -> Result<Outcome, PushError> {
     let mut push = Push {
         ctx,
-        client,
-        cfg,
+        sink,
+        client: &sink.client,
+        cfg: &sink.cfg,
         plan,
         out: Outcome::default(),
     };
@@ -69,7 +71,11 @@ pub async fn push(
     if push.halted() {
         return Ok(push.out);
     }
-    if push.delete_vanished().await?.is_break() {
+    let deletes = plan.deletes();
+    let job = push.ctx.job.name.as_str();
+    let (state, stop) = (&*push.ctx.state, push.ctx.stop);
+    crate::execute::deletes(sink, job, state, stop, &deletes, &mut push.out).await?;
+    if push.halted() {
         return Ok(push.out);
     }
     push.forget_gone(titles.as_ref()).await?;
@@ -104,6 +110,7 @@ struct Uploads<'p> {
 /// One push: its inputs and the outcome it builds, phase by phase.
 struct Push<'a, 'c> {
     ctx: PushContext<'c>,
+    sink: &'a SharelySink,
     client: &'a SharelyClient,
     cfg: &'a SharelyConfig,
     plan: &'a Plan,
@@ -192,7 +199,7 @@ impl<'a> Push<'a, '_> {
         crate::progress::UPLOADING.add(uploads.len());
         let uploader = Uploader {
             ctx: &self.ctx,
-            client: self.client,
+            sink: self.sink,
             titles,
         };
         let results: Vec<Uploaded<'a>> = futures::stream::iter(uploads.iter().map(|(key, old)| {
@@ -203,7 +210,7 @@ impl<'a> Push<'a, '_> {
                 r
             }
         }))
-        .buffer_unordered(self.cfg.concurrency)
+        .buffer_unordered(Content::concurrency(self.sink))
         .collect()
         .await;
         let mut done = Uploads::default();
@@ -265,43 +272,14 @@ impl<'a> Push<'a, '_> {
 
     /// Metadata, to the id each upload ended with.
     async fn send_metadata(&mut self, done: &Uploads<'a>) -> Result<(), PushError> {
-        let meta = metadata_updates(self.plan, self.ctx.cached, done);
-        let sender = Sender {
-            job: self.ctx.job.name.as_str(),
-            client: self.client,
+        let items = metadata_items(self.plan, self.ctx.cached, done);
+        let at = Phase {
+            job: self.ctx.job,
+            state: self.ctx.state,
             cached: self.ctx.cached,
             stop: self.ctx.stop,
-            concurrency: self.cfg.concurrency,
-            uploaded: Some(&self.cfg.knowledge),
         };
-        sender.send(self.ctx.state, &meta, &mut self.out).await
-    }
-
-    /// Deletes the items of vanished files (delete_policy = "delete").
-    /// Breaks on shutdown or a fatal error.
-    async fn delete_vanished(&mut self) -> Result<ControlFlow<()>, PushError> {
-        let job = self.ctx.job.name.as_str();
-        for (key, id) in self.plan.deletes() {
-            if self.stopping() {
-                self.out.interrupted = true;
-                return Ok(ControlFlow::Break(()));
-            }
-            match self.client.delete(id).await {
-                Ok(()) => {
-                    self.ctx.state.forget(job, key)?;
-                    self.out.deleted += 1;
-                }
-                Err(e) => {
-                    let fatal = e.class == ErrorClass::Fatal;
-                    record_failure(self.ctx.state, &mut self.out, job, key, "delete", e.clone())?;
-                    if fatal {
-                        self.out.fatal = Some(e);
-                        return Ok(ControlFlow::Break(()));
-                    }
-                }
-            }
-        }
-        Ok(ControlFlow::Continue(()))
+        set_metadata(self.sink, &at, &items, &mut self.out).await
     }
 
     /// Forgets the keys the plan forgets. One gone while its upload was
@@ -348,16 +326,21 @@ impl<'a> Push<'a, '_> {
 /// The metadata to send after the uploads: the plan's, to the id the
 /// upload ended with (none for a key whose upload failed). A replacing
 /// item starts with none, so what the old one had goes to it too.
-fn metadata_updates<'p>(
+fn metadata_items<'p>(
     plan: &'p Plan,
     cached: &'p HashMap<String, CachedItem>,
     done: &Uploads<'p>,
-) -> Vec<MetaUpdate<'p>> {
-    let mut meta: Vec<MetaUpdate> = metadata_ops(plan)
+) -> Vec<MetaItem<'p>> {
+    let mut meta: Vec<MetaItem> = metadata_ops(plan)
         .filter(|(key, ..)| !done.blocked.contains(*key))
-        .filter_map(|(key, doc_id, metadata)| {
+        .filter_map(|(key, doc_id, values)| {
             let id = done.ids.get(key).or(doc_id).cloned()?;
-            Some(MetaUpdate { key, id, metadata })
+            Some(MetaItem {
+                key,
+                id: Some(id),
+                values,
+                facts: None,
+            })
         })
         .collect();
     for &key in &done.replaced {
@@ -366,10 +349,11 @@ fn metadata_updates<'p>(
         }
         if let Some(pushed) = cached.get(key).and_then(|c| c.pushed_meta.as_ref()) {
             if !pushed.is_empty() {
-                meta.push(MetaUpdate {
+                meta.push(MetaItem {
                     key,
-                    id: done.ids[key].clone(),
-                    metadata: pushed,
+                    id: Some(done.ids[key].clone()),
+                    values: pushed,
+                    facts: None,
                 });
             }
         }
@@ -379,7 +363,7 @@ fn metadata_updates<'p>(
 
 struct Uploader<'a, 'c> {
     ctx: &'a PushContext<'c>,
-    client: &'a SharelyClient,
+    sink: &'a SharelySink,
     titles: Option<&'a Titles>,
 }
 
@@ -430,22 +414,17 @@ impl Uploader<'_, '_> {
         stale.extend(found.iter().filter(|id| Some(**id) != old));
         let adopted = old.is_none() && !found.is_empty();
 
-        let file_name = key.rsplit('/').next().unwrap_or(key);
-        let item = match self.client.upload(key, file_name, &bytes).await {
+        // Uploaded anew, then every stale item deleted: what a replace
+        // does, for all the items the title had.
+        let item = match self.sink.create(key, &bytes).await {
             Ok(item) => item,
             Err(e) => return failed(e),
         };
         for id in stale {
-            if let Err(e) = self.client.delete(id).await {
+            if let Err(e) = self.sink.client.delete(id).await {
                 // The new item stays; the step stays started, so the next
                 // pass finds both under the title and sorts them out.
-                return failed(SinkError {
-                    message: format!(
-                        "uploaded as item {}, but the item it replaces ({id}) could not be deleted: {}",
-                        item.id, e.message
-                    ),
-                    ..e
-                });
+                return failed(replaced_but_kept(&item.id, id, e));
             }
         }
         Uploaded::Done {

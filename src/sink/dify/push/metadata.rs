@@ -5,24 +5,25 @@
 //! each upload takes a while, a metadata phase after all uploads would
 //! leave those slots idle.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use futures::FutureExt;
 
 use super::{Pusher, Upload};
-use crate::metadata::{FieldType, Metadata};
+use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
 use crate::sink::bisect::{send_in_batches, BatchResult};
-use crate::sink::dify::client::{DifyClient, MetadataUpdate};
+use crate::sink::dify::DifySink;
+use crate::sink::verbs::{MetaSet, Prepare, SetMetadata};
 use crate::sink::{ErrorClass, Outcome, PushError, SinkError};
-use crate::state::{CachedItem, StateError};
+use crate::state::CachedItem;
 
 /// (key, document id, metadata) of one update.
 pub(super) type MetaOp<'p> = (&'p str, String, &'p Metadata);
 
-/// Field name → upstream field id; or why the fields could not be had, so
-/// that each update fails with that error as it comes due.
-pub(super) type Fields = Result<HashMap<String, String>, SinkError>;
+/// Whether the fields are ready; or why they could not be had, so that
+/// each update fails with that error as it comes due.
+pub(super) type Fields = Result<(), SinkError>;
 
 /// The pass's metadata updates, in the order they become sendable.
 pub(super) struct MetaQueue<'p> {
@@ -117,26 +118,25 @@ impl<'p> MetaQueue<'p> {
 /// Sends `ops` in batches (halving a refused batch down to the document
 /// refused); gives them back with what was applied.
 pub(super) async fn send<'o>(
-    client: &DifyClient,
-    batch_size: usize,
-    fields: &HashMap<String, String>,
+    sink: &DifySink,
     ops: Vec<MetaOp<'o>>,
 ) -> (Vec<MetaOp<'o>>, BatchResult) {
-    let r = send_in_batches(&ops, batch_size, |chunk| {
+    let r = send_in_batches(&ops, sink.batch_size(), |chunk| {
         async move {
-            let updates: Vec<MetadataUpdate> = chunk
+            let sets: Vec<MetaSet> = chunk
                 .iter()
-                .map(|(_, doc_id, meta)| MetadataUpdate {
-                    doc_id,
-                    values: meta
-                        .iter()
-                        .map(|(name, value)| (fields[name].as_str(), name.as_str(), value))
-                        .collect(),
+                .map(|(key, id, values)| MetaSet {
+                    key,
+                    id,
+                    values,
+                    before: None,
+                    facts: None,
                 })
                 .collect();
-            client.update_metadata(&updates).await
+            // Dify takes or refuses a batch whole: no answer per document.
+            sink.set(&sets).await.map(drop)
         }
-        .boxed()
+        .boxed_local()
     })
     .await;
     (ops, r)
@@ -147,9 +147,15 @@ impl<'a> Pusher<'a> {
     /// when a fatal error (kept in `out`) stops the pass.
     pub(super) async fn fields(&self, queue: &MetaQueue<'_>, out: &mut Outcome) -> Option<Fields> {
         if queue.all().next().is_none() {
-            return Some(Ok(HashMap::new()));
+            return Some(Ok(()));
         }
-        match self.ensure_fields(queue.all()).await {
+        let wanted: Vec<(Option<&str>, &Metadata)> = queue.all().map(|m| (None, m)).collect();
+        let p = Prepare {
+            job: self.job,
+            state: self.state,
+            wanted: &wanted,
+        };
+        match self.sink.prepare(p).await {
             Err(e) if e.class == ErrorClass::Fatal => {
                 out.fatal = Some(e);
                 None
@@ -184,18 +190,15 @@ impl<'a> Pusher<'a> {
         fields: &Fields,
         out: &mut Outcome,
     ) -> Result<bool, PushError> {
-        let fields = match fields {
-            Ok(f) => f,
-            Err(e) => {
-                self.fail_ready(queue, e, out)?;
-                return Ok(false);
-            }
-        };
+        if let Err(e) = fields {
+            self.fail_ready(queue, e, out)?;
+            return Ok(false);
+        }
         let rest = std::mem::take(&mut queue.ready);
         if rest.is_empty() {
             return Ok(false);
         }
-        let (ops, r) = send(self.client, self.dify.batch_size, fields, rest).await;
+        let (ops, r) = send(self.sink, rest).await;
         self.settle_metadata(&ops, r, out)
     }
 
@@ -236,59 +239,5 @@ impl<'a> Pusher<'a> {
             return Ok(true);
         }
         Ok(false)
-    }
-
-    /// Field name → upstream field id, creating missing fields with the
-    /// type the mapping declares.
-    async fn ensure_fields(
-        &self,
-        metadata: impl Iterator<Item = &Metadata>,
-    ) -> Result<HashMap<String, String>, SinkError> {
-        let wanted: BTreeMap<&str, FieldType> = metadata
-            .flat_map(|m| m.keys())
-            .map(|name| {
-                let kind = self
-                    .job
-                    .metadata
-                    .iter()
-                    .find(|f| &f.name == name)
-                    .map_or(FieldType::String, |f| f.kind);
-                (name.as_str(), kind)
-            })
-            .collect();
-        let state_err = |e: StateError| SinkError::local(ErrorClass::Fatal, "state", e.to_string());
-        let cached = self.state.fields(&self.job.name).map_err(state_err)?;
-        let mut ids: HashMap<String, String> = HashMap::new();
-        let mut missing = Vec::new();
-        for (name, kind) in &wanted {
-            match cached.get(*name) {
-                Some((id, k)) if k == kind => {
-                    ids.insert((*name).to_owned(), id.clone());
-                }
-                _ => missing.push((*name, *kind)),
-            }
-        }
-        if missing.is_empty() {
-            return Ok(ids);
-        }
-        let remote = self.client.list_fields().await?;
-        for (name, kind) in missing {
-            let id = match remote.iter().find(|f| f.name == name) {
-                Some(f) if f.kind == kind.to_string() => f.id.clone(),
-                Some(f) => {
-                    return Err(SinkError::local(
-                        ErrorClass::Permanent,
-                        "field_type_mismatch",
-                        format!("metadata field {name:?} exists in the dataset with type {} but the config maps it as {kind}; change `type` in the config or rename the field", f.kind),
-                    ))
-                }
-                None => self.client.create_field(name, kind).await?.id,
-            };
-            self.state
-                .save_field(&self.job.name, name, &id, kind)
-                .map_err(state_err)?;
-            ids.insert(name.to_owned(), id);
-        }
-        Ok(ids)
     }
 }

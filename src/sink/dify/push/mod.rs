@@ -14,10 +14,11 @@ mod metadata;
 
 use super::client::{gone, not_ready, DifyClient, NotReady, RemoteDoc};
 use super::indexing;
-use super::DifyConfig;
+use super::{DifyConfig, DifySink};
 use crate::config::JobConfig;
 use crate::plan::{Op, Plan, StatusAction};
 use crate::sink::bisect::send_in_batches;
+use crate::sink::verbs::{self, Status, Stored};
 use crate::sink::{
     record_failure, ErrorClass, Failure, Outcome, PushContext, PushError, SinkError,
 };
@@ -27,6 +28,7 @@ use metadata::{Fields, MetaQueue};
 
 pub(super) struct Pusher<'a> {
     job: &'a JobConfig,
+    sink: &'a DifySink,
     dify: &'a DifyConfig,
     client: &'a DifyClient,
     state: &'a mut State,
@@ -115,7 +117,7 @@ enum Uploaded {
 /// A document that took its content.
 struct Done {
     key: String,
-    doc: RemoteDoc,
+    id: String,
     name: String,
     hash: String,
     /// Dify's indexing batch, when the upload started one.
@@ -125,11 +127,12 @@ struct Done {
 }
 
 impl<'a> Pusher<'a> {
-    pub fn new(ctx: PushContext<'a>, dify: &'a DifyConfig, client: &'a DifyClient) -> Self {
+    pub fn new(ctx: PushContext<'a>, sink: &'a DifySink) -> Self {
         Pusher {
             job: ctx.job,
-            dify,
-            client,
+            sink,
+            dify: &sink.cfg,
+            client: &sink.client,
             state: ctx.state,
             cached: ctx.cached,
             stop: ctx.stop,
@@ -264,6 +267,7 @@ impl<'a> Pusher<'a> {
             by_action.entry(*action).or_default().push((key, doc));
         }
         for (action, items) in by_action {
+            let sink = self.sink;
             let client = self.client;
             let pending = self.pending_batches();
             let wait_limit = self.dify.indexing_wait;
@@ -282,7 +286,7 @@ impl<'a> Pusher<'a> {
                     let mut waits = client.waits("set_status");
                     let mut batches_waited = false;
                     loop {
-                        let mut e = match client.set_status(action, &ids).await {
+                        let mut e = match Status::set(sink, action, &ids).await {
                             Err(e) if not_ready(&e).is_some() => e,
                             r => return r,
                         };
@@ -321,7 +325,7 @@ impl<'a> Pusher<'a> {
                         }
                     }
                 }
-                .boxed()
+                .boxed_local()
             })
             .await;
             let keys: Vec<&str> = r.applied.iter().map(|&i| items[i].0).collect();
@@ -432,8 +436,8 @@ impl<'a> Pusher<'a> {
         let mut sending = None;
         loop {
             if sending.is_none() && out.fatal.is_none() {
-                if let (Some(batch), Ok(fields)) = (self.due(meta, fields, size, out)?, fields) {
-                    sending = Some(Box::pin(metadata::send(self.client, size, fields, batch)));
+                if let (Some(batch), Ok(())) = (self.due(meta, fields, size, out)?, fields) {
+                    sending = Some(Box::pin(metadata::send(self.sink, batch)));
                 }
             }
             let result = tokio::select! {
@@ -477,7 +481,7 @@ impl<'a> Pusher<'a> {
                 self.state.record_content(
                     &self.job.name,
                     &d.key,
-                    &d.doc.id,
+                    &d.id,
                     &d.name,
                     &d.hash,
                     d.batch.as_deref(),
@@ -489,7 +493,7 @@ impl<'a> Pusher<'a> {
                 } else {
                     out.updated += 1;
                 }
-                meta.uploaded(&d.key, &d.doc.id);
+                meta.uploaded(&d.key, &d.id);
             }
             Uploaded::NotSent { key, failure } => {
                 // Marked started with the phase; a create never sent
@@ -641,12 +645,12 @@ impl<'a> Pusher<'a> {
             .send(&at, doc_id.as_deref(), adopted, &name, &bytes)
             .await
         {
-            Ok(((doc, batch), created)) => Uploaded::Done(Done {
+            Ok((stored, created)) => Uploaded::Done(Done {
                 key: u.key.to_owned(),
-                doc,
+                id: stored.id,
                 name,
                 hash,
-                batch,
+                batch: stored.batch,
                 adopted,
                 created,
             }),
@@ -695,7 +699,7 @@ impl<'a> Pusher<'a> {
             tracing::info!(key = %at.key, document = %doc.id, "the create sent before an interruption was applied: adopted with its content");
             return Taken::Ended(Uploaded::Done(Done {
                 key: at.key.to_owned(),
-                doc,
+                id: doc.id,
                 name: name.to_owned(),
                 hash: hash.to_owned(),
                 batch: None,
@@ -732,10 +736,9 @@ impl<'a> Pusher<'a> {
         adopted: bool,
         name: &str,
         bytes: &bytes::Bytes,
-    ) -> Result<((RemoteDoc, Option<String>), bool), Uploaded> {
+    ) -> Result<(Stored, bool), Uploaded> {
         let create = || async {
-            self.client
-                .create_by_file(name, bytes, &self.dify.create_data)
+            verbs::Content::create(self.sink, at.key, bytes)
                 .await
                 .map(|r| (r, true))
         };
@@ -812,8 +815,8 @@ impl<'a> Pusher<'a> {
         doc_id: &str,
         name: &str,
         bytes: &bytes::Bytes,
-    ) -> Result<(RemoteDoc, Option<String>), SinkError> {
-        let e = match self.client.update_by_file(doc_id, name, bytes).await {
+    ) -> Result<Stored, SinkError> {
+        let e = match verbs::Content::replace(self.sink, key, doc_id, bytes).await {
             Err(e) if not_ready(&e) == Some(NotReady::Unavailable) => e,
             other => return other,
         };
@@ -847,7 +850,7 @@ impl<'a> Pusher<'a> {
             }
             _ => {}
         }
-        self.client.update_by_file(doc_id, name, bytes).await
+        verbs::Content::replace(self.sink, key, doc_id, bytes).await
     }
 
     /// An adopted document may be archived or disabled; Dify only updates
@@ -870,49 +873,13 @@ impl<'a> Pusher<'a> {
         let Some(refused) = self.unarchive_for_delete(ops, out).await? else {
             return Ok(());
         };
-        let client = self.client;
-        let stop = self.stop;
-        let ops: Vec<&(&str, &str)> = ops.iter().filter(|(k, _)| !refused.contains(k)).collect();
-        let jobs = ops.into_iter().map(|(key, doc)| async move {
-            if stop.load(Ordering::SeqCst) {
-                return (*key, None);
-            }
-            let r = match client.delete_document(doc).await {
-                // Already gone is what we wanted.
-                Err(e) if e.status == Some(404) => Ok(()),
-                // Archived behind kbsync's back (what the state file knew
-                // to be archived was un-archived above).
-                Err(e) if e.code == "archived_document_immutable" => {
-                    match client.set_status(StatusAction::UnArchive, &[doc]).await {
-                        Ok(()) => client.delete_document(doc).await,
-                        Err(e) => Err(e),
-                    }
-                }
-                other => other,
-            };
-            (*key, Some(r))
-        });
-        let mut stream = futures::stream::iter(jobs).buffer_unordered(self.dify.upload_concurrency);
-        while let Some((key, r)) = stream.next().await {
-            let Some(r) = r else { continue };
-            match r {
-                Ok(()) => {
-                    self.state.forget(&self.job.name, key)?;
-                    out.deleted += 1;
-                }
-                Err(e) => {
-                    let fatal = e.class == ErrorClass::Fatal;
-                    if fatal {
-                        out.fatal = Some(e.clone());
-                    }
-                    self.fail(out, key, "delete", e)?;
-                    if fatal {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(())
+        let ops: Vec<(&str, &str)> = ops
+            .iter()
+            .filter(|(k, _)| !refused.contains(k))
+            .copied()
+            .collect();
+        let job = &self.job.name;
+        crate::execute::deletes(self.sink, job, self.state, self.stop, &ops, out).await
     }
 
     /// Dify refuses to delete an archived document (403
@@ -941,7 +908,7 @@ impl<'a> Pusher<'a> {
         let client = self.client;
         let r = send_in_batches(&archived, self.dify.batch_size, |chunk| {
             let ids: Vec<&str> = chunk.iter().map(|(_, d)| *d).collect();
-            async move { client.set_status(StatusAction::UnArchive, &ids).await }.boxed()
+            async move { client.set_status(StatusAction::UnArchive, &ids).await }.boxed_local()
         })
         .await;
         let keys: Vec<&str> = r.applied.iter().map(|&i| archived[i].0).collect();

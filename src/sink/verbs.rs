@@ -1,0 +1,167 @@
+//! What an upstream can do, one trait per verb. Every upstream lists,
+//! finds (on `Sink`) and sets metadata; content, records, status and
+//! delete are traits of their own that a sink implements only when its
+//! API has the call. A sink's capabilities are read from the verbs it
+//! hands out (`Verbs::capabilities`), so no sink can claim a verb it
+//! lacks, and no verb has a default that answers "done" unasked.
+//!
+//! Each verb is one kind of call: the pusher decides what to send and
+//! when, and records the answers in the state file.
+
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+
+use super::SinkError;
+use crate::config::JobConfig;
+use crate::metadata::Metadata as Values;
+use crate::model::Capabilities;
+use crate::plan::StatusAction;
+use crate::source::KnownFacts;
+use crate::state::State;
+
+/// One upstream call's future.
+pub type Call<'a, T> = LocalBoxFuture<'a, Result<T, SinkError>>;
+
+/// What the upstream said about one item of a batch it took: the batch
+/// went through, this item did not.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub error: SinkError,
+    /// The record is gone upstream: its id means nothing any more, and
+    /// the next pass finds or creates it again.
+    pub gone: bool,
+}
+
+/// Each item's answer inside a batch the upstream took, in the batch's
+/// order.
+pub type Answers<T> = Vec<Result<T, Refused>>;
+
+/// One item's metadata and the record it goes to.
+pub struct MetaSet<'a> {
+    pub key: &'a str,
+    pub id: &'a str,
+    pub values: &'a Values,
+    /// What kbsync last set on this same record (upstreams that merge
+    /// metadata remove what is no longer mapped).
+    pub before: Option<&'a Values>,
+    /// The file as the pass recorded it (size, mtime, content hash).
+    pub facts: Option<&'a KnownFacts>,
+}
+
+/// What `SetMetadata::prepare` readies for.
+#[derive(Clone, Copy)]
+pub struct Prepare<'a> {
+    pub job: &'a JobConfig,
+    /// Where ids learnt before are kept (Dify's field ids).
+    pub state: &'a State,
+    /// Each item's record id when known, and its values.
+    pub wanted: &'a [(Option<&'a str>, &'a Values)],
+}
+
+/// Sets metadata onto existing records. Every upstream has it.
+pub trait SetMetadata {
+    /// Whether the API sets several items' metadata in one call.
+    fn batches(&self) -> bool;
+
+    /// How many items one call takes (1 without `batches`; a batch size
+    /// of 1 may be configured where it has them).
+    fn batch_size(&self) -> usize;
+
+    /// How many calls may be in flight at once.
+    fn concurrency(&self) -> usize;
+
+    /// Readies the upstream for the values about to be set (Dify: the
+    /// dataset's fields, created where missing; Sharely: the items'
+    /// types). `Err` fails every item of the pass with it.
+    fn prepare<'a>(&'a self, p: Prepare<'a>) -> Call<'a, ()>;
+
+    /// Sets one batch (at most `batch_size` items). `Err`: the call was
+    /// refused as a whole (a batch is then halved to find the refused
+    /// item).
+    fn set<'a>(&'a self, batch: &'a [MetaSet<'a>]) -> Call<'a, Answers<()>>;
+}
+
+/// A record that took content.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub id: String,
+    /// Its name upstream.
+    pub name: String,
+    /// The upstream's processing job for it, to wait on (Dify's batch).
+    pub batch: Option<String>,
+}
+
+/// Uploads content as records.
+pub trait Content {
+    /// How many uploads may be in flight at once.
+    fn concurrency(&self) -> usize;
+
+    /// A new record for `key` holding `bytes`.
+    fn create<'a>(&'a self, key: &'a str, bytes: &'a Bytes) -> Call<'a, Stored>;
+
+    /// `bytes` in place of record `id`'s content. The record that holds
+    /// them may be a new one (Sharely uploads anew, then deletes `id`).
+    fn replace<'a>(&'a self, key: &'a str, id: &'a str, bytes: &'a Bytes) -> Call<'a, Stored>;
+}
+
+/// A record to create with its metadata, without content (PAI: a record
+/// of a file already in storage, by URI).
+pub struct NewRecord<'a> {
+    pub key: &'a str,
+    pub values: &'a Values,
+    pub facts: Option<&'a KnownFacts>,
+}
+
+/// Creates records by name, without content.
+pub trait Records {
+    fn batch_size(&self) -> usize;
+
+    /// Creates one batch; each applied item answers its new record's id.
+    /// Sent once per pass: a create is never replayed blind.
+    fn create<'a>(&'a self, batch: &'a [NewRecord<'a>]) -> Call<'a, Answers<String>>;
+}
+
+/// Enables, disables, archives or un-archives records.
+pub trait Status {
+    fn batch_size(&self) -> usize;
+
+    /// Applies `action` to every record of `ids` (at most `batch_size`);
+    /// the upstream takes or refuses the batch whole.
+    fn set<'a>(&'a self, action: StatusAction, ids: &'a [&'a str]) -> Call<'a, ()>;
+}
+
+/// Deletes records.
+pub trait Delete {
+    /// How many ids one call takes.
+    fn batch_size(&self) -> usize;
+
+    /// How many calls may be in flight at once.
+    fn concurrency(&self) -> usize;
+
+    /// Deletes `ids` (at most `batch_size`); a record already gone counts
+    /// as deleted. `Err`: the call was refused as a whole.
+    fn delete<'a>(&'a self, ids: &'a [&'a str]) -> Call<'a, Answers<()>>;
+}
+
+/// The verbs one connected sink has.
+#[derive(Clone, Copy)]
+pub struct Verbs<'a> {
+    pub metadata: &'a dyn SetMetadata,
+    pub content: Option<&'a dyn Content>,
+    pub records: Option<&'a dyn Records>,
+    pub status: Option<&'a dyn Status>,
+    pub delete: Option<&'a dyn Delete>,
+}
+
+impl Verbs<'_> {
+    /// What these verbs can do, in the planner's words.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            content: self.content.is_some(),
+            batch_metadata: self.metadata.batches(),
+            status: self.status.is_some(),
+            delete: self.delete.is_some(),
+            create_records: self.records.is_some(),
+        }
+    }
+}
