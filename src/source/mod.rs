@@ -86,7 +86,7 @@ pub struct ScanResult {
     pub protected: Vec<String>,
     pub hashed_files: usize,
     pub hashed_bytes: u64,
-    /// Files left out of `items` as settled and unchanged (see `triage`).
+    /// Entries left out of `items` as settled and unchanged (see `triage`).
     pub unchanged: usize,
 }
 
