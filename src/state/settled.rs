@@ -3,9 +3,9 @@
 //! capabilities, bindings). While such a row's entry keeps its stamp (a
 //! file's size, mtime and identity; see `source::stamp`), the pass neither
 //! reads nor plans it: a no-op pass over a large tree costs a walk and one
-//! ordered read of the cache. Every write to a
-//! row clears its flag (see the `settled = 0` in each UPDATE), and a new
-//! fingerprint clears them all.
+//! ordered read of the cache. Every write to a row clears its flag (see
+//! the `settled = 0` in each UPDATE), and a new fingerprint clears them
+//! all.
 
 use std::collections::HashMap;
 
@@ -13,10 +13,9 @@ use rusqlite::{params, OptionalExtension};
 
 use super::items::{cached_item, col, scope_filter, select_items};
 use super::{CachedItem, State, StateError};
-use crate::source::Scope;
-use crate::source::{Recorded, Stamped};
+use crate::source::{Recorded, Scope, Stamped};
 
-/// One cached row, read lazily: comparing a file with it touches only
+/// One cached row, read lazily: comparing an entry with it touches only
 /// the few columns that decide whether it is settled.
 pub struct CacheRow<'r> {
     row: &'r rusqlite::Row<'r>,
