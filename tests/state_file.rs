@@ -269,3 +269,23 @@ async fn a_malformed_state_file_gets_the_move_aside_hint() {
         }
     }
 }
+
+/// The stamps a state file holds (a file's size, mtime and identity) keep
+/// their meaning across an upgrade: the kbsync that migrates the file of a
+/// settled tree reads none of it again.
+#[tokio::test]
+async fn an_upgraded_state_file_keeps_its_settled_tree_unread() {
+    let (_fake, ws) = with_fake("keep", "").await;
+    for i in 0..20 {
+        let key = format!("d/{i:02}.md");
+        ws.write(&key, &format!("file {i}"));
+        support::set_mtime(&ws.path(&key), 1_600_000_000 + i);
+    }
+    assert!(ws.sync().await.converged());
+    let current = user_version(&ws);
+    make_older(&ws);
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(user_version(&ws), current, "migrated");
+    assert_eq!((r.hashed_files, r.unchanged), (0, 20), "{r:?}");
+}

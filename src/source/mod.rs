@@ -7,17 +7,23 @@ mod content;
 pub mod fence;
 pub mod folder;
 pub mod front_matter;
+mod listed;
 pub mod registry;
 pub mod scope;
 mod seam;
+mod slices;
+mod stamp;
 mod triage;
 mod trigger;
 pub mod web;
 
 pub use content::{Content, Downloaded, FolderContent};
 pub use fence::OwnFiles;
+pub use listed::Listed;
 pub use scope::Scope;
 pub use seam::{ScanInput, Scanned, Slices, Source, SourceConfig, Survey};
+pub use slices::{sliced, ReadChanged, Trust};
+pub use stamp::{unchanged, Recorded, Stamped};
 pub use trigger::{Trigger, WatchSpec};
 
 use crate::metadata::Metadata;
@@ -80,7 +86,7 @@ pub struct ScanResult {
     pub protected: Vec<String>,
     pub hashed_files: usize,
     pub hashed_bytes: u64,
-    /// Files left out of `items` as settled and unchanged (see `triage`).
+    /// Entries left out of `items` as settled and unchanged (see `triage`).
     pub unchanged: usize,
 }
 

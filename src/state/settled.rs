@@ -1,10 +1,11 @@
 //! Settled items: rows a full evaluation found in sync with the upstream,
 //! under the job's plan fingerprint (its mapping, delete policy, target
-//! capabilities, bindings). While such a row's file keeps its size and
-//! mtime, the pass neither reads nor plans it: a no-op pass over a large
-//! tree costs a walk and one ordered read of the cache. Every write to a
-//! row clears its flag (see the `settled = 0` in each UPDATE), and a new
-//! fingerprint clears them all.
+//! capabilities, bindings). While such a row's entry keeps its stamp (a
+//! file's size, mtime and identity; see `source::stamp`), the pass neither
+//! reads nor plans it: a no-op pass over a large tree costs a walk and one
+//! ordered read of the cache. Every write to a row clears its flag (see
+//! the `settled = 0` in each UPDATE), and a new fingerprint clears them
+//! all.
 
 use std::collections::HashMap;
 
@@ -12,10 +13,9 @@ use rusqlite::{params, OptionalExtension};
 
 use super::items::{cached_item, col, scope_filter, select_items};
 use super::{CachedItem, State, StateError};
-use crate::source::folder::Stat;
-use crate::source::Scope;
+use crate::source::{Recorded, Scope, Stamped};
 
-/// One cached row, read lazily: comparing a file with it touches only
+/// One cached row, read lazily: comparing an entry with it touches only
 /// the few columns that decide whether it is settled.
 pub struct CacheRow<'r> {
     row: &'r rusqlite::Row<'r>,
@@ -45,15 +45,10 @@ impl CacheRow<'_> {
         self.trust_settled && self.int(col::SETTLED) == Some(1)
     }
 
-    /// Settled, present, and recorded with this very size, mtime and
-    /// identity (and not racy): nothing to read, nothing to plan.
-    pub fn settled_as(&self, file: &Stat) -> bool {
-        self.settled()
-            && self.int(col::PRESENT) == Some(1)
-            && self.int(col::RACY) == Some(0)
-            && self.int(col::SIZE) == Some(file.size as i64)
-            && self.int(col::MTIME_NS) == Some(file.mtime_ns)
-            && self.int(col::IDENTITY) == Some(file.identity)
+    /// Settled, present, and recorded with this very stamp (and not
+    /// racy): nothing to read, nothing to plan.
+    pub fn settled_as(&self, entry: &impl Stamped) -> bool {
+        self.settled() && self.int(col::PRESENT) == Some(1) && crate::source::unchanged(entry, self)
     }
 
     /// Settled and gone from the source (already disabled, archived or
@@ -64,6 +59,32 @@ impl CacheRow<'_> {
 
     pub fn item(&self) -> Result<CachedItem, StateError> {
         cached_item(self.row).map_err(|e| super::sqlite_err(self.path, e))
+    }
+}
+
+/// The row's stamp columns, each read only when the kind compares it.
+impl Recorded for CacheRow<'_> {
+    fn size(&self) -> Option<u64> {
+        self.int(col::SIZE).map(|v| v as u64)
+    }
+
+    fn mtime_ns(&self) -> Option<i64> {
+        self.int(col::MTIME_NS)
+    }
+
+    fn identity(&self) -> Option<i64> {
+        self.int(col::IDENTITY)
+    }
+
+    fn tag(&self) -> Option<&str> {
+        self.row
+            .get_ref(col::VALIDATOR)
+            .ok()
+            .and_then(|v| v.as_str_or_null().ok().flatten())
+    }
+
+    fn racy(&self) -> bool {
+        self.int(col::RACY) != Some(0)
     }
 }
 

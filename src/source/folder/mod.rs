@@ -4,11 +4,9 @@
 
 mod config;
 mod seam;
-mod slices;
 
 pub use config::{FolderConfig, RawFolder};
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -20,7 +18,7 @@ use ignore::{WalkBuilder, WalkState};
 
 use super::fence::Fence;
 use super::scope::key_under;
-use super::{front_matter, KnownFacts, Observed, ScanResult, Scope, Skipped};
+use super::{front_matter, Listed, Observed, Recorded, ScanResult, Scope, Skipped, Stamped};
 
 /// Timestamp granularity to allow for: about a jiffy on Linux local file
 /// systems, 1 s on some network shares, 2 s on FAT.
@@ -38,6 +36,21 @@ pub struct Stat {
     pub size: u64,
     pub mtime_ns: i64,
     pub identity: i64,
+}
+
+/// A file's stamp: size, mtime and identity. (Whether one recorded too
+/// close to its scan is trusted is the folder's racy rule, recorded with
+/// the read: see `read_one`.)
+impl Stamped for Stat {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn stamped_as(&self, recorded: &impl Recorded) -> bool {
+        recorded.size() == Some(self.size)
+            && recorded.mtime_ns() == Some(self.mtime_ns)
+            && recorded.identity() == Some(self.identity)
+    }
 }
 
 /// Which file a path names, beyond its size and mtime: device, inode and
@@ -68,13 +81,10 @@ fn splitmix(x: u64) -> u64 {
 
 /// The walk's result: what exists, before anything is read.
 pub struct Walked {
-    /// Sorted by key.
-    pub files: Vec<Stat>,
-    skipped: Vec<Skipped>,
-    protected: Vec<String>,
+    pub listed: Listed<Stat>,
     /// When the walk began: files modified after this minus the racy
     /// window are hashed again next time.
-    started_ns: i64,
+    pub started_ns: i64,
 }
 
 /// What one walker thread found; handed over when the thread is done.
@@ -213,156 +223,31 @@ pub fn walk(cfg: &FolderConfig, fence: &Fence, scope: &Scope) -> Walked {
         fence,
         done: &done,
     });
-    let mut walked = Walked {
-        files: Vec::new(),
-        skipped: Vec::new(),
-        protected: Vec::new(),
-        started_ns,
-    };
+    let mut listed = Listed::default();
     for found in done.into_inner().unwrap_or_default() {
         // Appending moves no key: a large vector grows in place.
-        walked.files.extend(found.files);
+        listed.entries.extend(found.files);
         for (s, protect) in found.skipped {
-            walked.protected.extend(protect);
-            walked.skipped.push(s);
+            listed.protected.extend(protect);
+            listed.skipped.push(s);
         }
     }
     // The stable sort finds the threads' sorted runs and only merges them.
-    walked.files.sort_by(|a, b| a.key.cmp(&b.key));
-    walked.drop_unicode_twins();
-    walked
+    listed.entries.sort_by(|a: &Stat, b| a.key.cmp(&b.key));
+    listed.drop_unicode_twins();
+    Walked { listed, started_ns }
 }
 
-impl Walked {
-    /// The first `n` files (at most) as a walk of their own, for a pass
-    /// that reads and pushes a large tree a slice at a time. What the walk
-    /// could not read goes with the first part only (it is reported
-    /// once); what it protects goes with every part.
-    pub fn take_front(files: &mut std::vec::IntoIter<Stat>, n: usize, rest: &mut Walked) -> Walked {
-        Walked {
-            files: files.by_ref().take(n).collect(),
-            skipped: std::mem::take(&mut rest.skipped),
-            protected: rest.protected.clone(),
-            started_ns: rest.started_ns,
-        }
-    }
-
-    /// Protected keys and prefixes (see `ScanResult::protected`).
-    pub fn protected(&self) -> &[String] {
-        &self.protected
-    }
-
-    /// Two files whose names are one once Unicode-normalized (NFC), such
-    /// as "é" typed on macOS (decomposed) and elsewhere (composed), would
-    /// be one document upstream: the first by key is mirrored, the other
-    /// reported and protected, never uploaded as a second copy.
-    fn drop_unicode_twins(&mut self) {
-        let mut first: HashMap<String, usize> = HashMap::new();
-        let mut twins: Vec<(usize, String)> = Vec::new();
-        for (i, f) in self.files.iter().enumerate() {
-            // ASCII is its own normal form, and most keys are ASCII.
-            if f.key.is_ascii() {
-                continue;
-            }
-            let nfc = super::composed(&f.key);
-            let ascii_twin = nfc.is_ascii()
-                && self
-                    .files
-                    .binary_search_by(|g| (*g.key).cmp(nfc.as_str()))
-                    .is_ok();
-            if ascii_twin {
-                twins.push((i, nfc));
-                continue;
-            }
-            match first.entry(nfc) {
-                std::collections::hash_map::Entry::Occupied(e) => {
-                    twins.push((i, self.files[*e.get()].key.to_string()))
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(i);
-                }
-            }
-        }
-        if twins.is_empty() {
-            return;
-        }
-        let mut keep = vec![true; self.files.len()];
-        for (i, other) in twins {
-            let key = self.files[i].key.to_string();
-            self.skipped.push(Skipped {
-                path: key.clone(),
-                reason: format!("the same name as {other:?} once Unicode-normalized (NFC): both would be one document upstream; rename one of them"),
-            });
-            self.protected.push(key);
-            keep[i] = false;
-        }
-        self.retain_files(&keep);
-    }
-
-    /// Takes out the files `refuses` gives a reason for (a file type the
-    /// sink does not take) before anything reads them: each is reported
-    /// with that reason and protected, so what was sent of it before stays.
-    pub fn refuse(&mut self, refuses: &dyn Fn(&str) -> Option<String>) {
-        let mut keep = vec![true; self.files.len()];
-        for (i, f) in self.files.iter().enumerate() {
-            if let Some(reason) = refuses(&f.key) {
-                self.skipped.push(Skipped {
-                    path: f.key.to_string(),
-                    reason,
-                });
-                self.protected.push(f.key.to_string());
-                keep[i] = false;
-            }
-        }
-        if keep.contains(&false) {
-            self.retain_files(&keep);
-        }
-    }
-
-    /// Keeps only the files `keep` says yes to (by position).
-    pub fn retain_files(&mut self, keep: &[bool]) {
-        let mut i = 0;
-        self.files.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
-    }
-}
-
-/// Turns a walk into observed items: a file whose size and mtime match
-/// what `known` says (and was not recorded racy) keeps its known hash;
-/// every other file is read and hashed, several at a time.
+/// Reads and hashes `to_read` (files the cache could not vouch for),
+/// several at a time; `walk_started_ns` tells which were modified too
+/// close to the walk to be trusted next time.
 pub fn read_changed(
     cfg: &FolderConfig,
-    walked: Walked,
-    known: &HashMap<String, KnownFacts>,
-    checksum: bool,
+    to_read: Vec<Stat>,
+    walk_started_ns: i64,
     stop: &AtomicBool,
 ) -> ScanResult {
-    let mut result = ScanResult {
-        skipped: walked.skipped,
-        protected: walked.protected,
-        ..ScanResult::default()
-    };
-    let mut to_read = Vec::new();
-    for stat in walked.files {
-        match known.get(&*stat.key) {
-            Some(k) if !checksum && same_file(k, &stat) => {
-                result.items.push(Observed {
-                    size: stat.size,
-                    mtime_ns: stat.mtime_ns,
-                    identity: stat.identity,
-                    hash: k.hash.clone(),
-                    front_matter: k.front_matter.clone(),
-                    rehashed: false,
-                    racy: false,
-                    validator: None,
-                    key: stat.key.into(),
-                });
-            }
-            _ => to_read.push(stat),
-        }
-    }
+    let mut result = ScanResult::default();
     crate::progress::READING.add(to_read.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let read: std::sync::Mutex<Vec<Hashed>> = std::sync::Mutex::new(Vec::new());
@@ -373,7 +258,7 @@ pub fn read_changed(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(stat) = to_read.get(i) else { break };
-                    mine.push(read_one(cfg, stat, walked.started_ns, stop));
+                    mine.push(read_one(cfg, stat, walk_started_ns, stop));
                     crate::progress::READING.one_done();
                 }
                 read.lock().expect("no panics while held").extend(mine);
@@ -393,11 +278,6 @@ pub fn read_changed(
             }
         }
     }
-    for s in &result.skipped {
-        tracing::warn!(path = %s.path, reason = %s.reason, "skipped");
-    }
-    result.items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    result.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     result
 }
 
@@ -665,15 +545,6 @@ fn kind_of(ft: &std::fs::FileType) -> &'static str {
     } else {
         "special file"
     }
-}
-
-/// Whether the file the walk saw is the one `known` was read from: same
-/// size, mtime and identity, and not recorded racy.
-fn same_file(known: &KnownFacts, stat: &Stat) -> bool {
-    known.size == stat.size
-        && known.mtime_ns == stat.mtime_ns
-        && known.identity == stat.identity
-        && !known.racy
 }
 
 fn mtime_ns_of(meta: &std::fs::Metadata) -> i64 {

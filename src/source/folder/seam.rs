@@ -1,6 +1,8 @@
-//! The folder kind as the pass and the service see it: its `Source`
-//! (walk, triage, slices) and what its config section declares.
+//! The folder kind as the pass and the service see it: its `Source` (a
+//! walk, then the slices of `source::sliced`, read by `FolderReader`) and
+//! what its config section declares.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -8,14 +10,16 @@ use futures::FutureExt;
 use toml::Spanned;
 
 use super::config::{validate, FolderConfig, RawFolder};
-use super::slices::FolderSlices;
+use super::Stat;
 use crate::config::locate::Span;
 use crate::config::ConfigError;
 use crate::source::fence::Fence;
 use crate::source::registry::{At, RawSource};
-use crate::source::triage::triage;
 use crate::source::trigger::{Trigger, WatchSpec};
-use crate::source::{ScanInput, Scope, Source, SourceConfig, Survey};
+use crate::source::{
+    sliced, Content, FolderContent, ReadChanged, ScanInput, ScanResult, Scope, Source,
+    SourceConfig, Survey, Trust,
+};
 use crate::state::{State, StateError};
 
 impl RawSource for Spanned<RawFolder> {
@@ -117,27 +121,50 @@ impl Source for FolderSource {
             if deep {
                 tracing::info!("reading every file (checksum pass)");
             }
-            let (mut walked, fence) = walking.await.expect("the walk thread does not panic");
-            walked.refuse(input.refuses);
-            let t = triage(input.state, input.job, input.scope, trust && !deep, walked)?;
-            let rehashed = deep && input.scope.is_all() && input.record_fingerprint;
-            let mut rest = t.walked;
-            let files = std::mem::take(&mut rest.files).into_iter();
-            let slices = FolderSlices {
+            let (walked, fence) = walking.await.expect("the walk thread does not panic");
+            let reader = FolderReader {
                 cfg: self.cfg.clone(),
                 fence,
-                scope: input.scope.clone(),
-                files,
-                rest,
-                cached: t.cached.into_iter().collect(),
-                from: Some(String::new()),
-                deep,
+                walk_started_ns: walked.started_ns,
                 stop: input.stop.clone(),
-                unchanged: t.unchanged,
-                rehashed,
             };
-            Ok(Survey::Sliced(Box::new(slices)))
+            let trust = Trust {
+                settled: trust,
+                deep,
+            };
+            sliced(&input, trust, walked.listed, reader)
         }
         .boxed()
+    }
+}
+
+/// Reads what changed in a slice of the walk: hashes it, on all cores.
+struct FolderReader {
+    cfg: FolderConfig,
+    /// What the walk kept out; every upload is held to it again.
+    fence: Arc<Fence>,
+    walk_started_ns: i64,
+    stop: Arc<AtomicBool>,
+}
+
+impl ReadChanged for FolderReader {
+    type Entry = Stat;
+
+    fn read(&self, entries: Vec<Stat>) -> BoxFuture<'static, ScanResult> {
+        let (cfg, stop, started) = (self.cfg.clone(), self.stop.clone(), self.walk_started_ns);
+        async move {
+            tokio::task::spawn_blocking(move || super::read_changed(&cfg, entries, started, &stop))
+                .await
+                .expect("the hashing threads do not panic")
+        }
+        .boxed()
+    }
+
+    fn content(&self) -> Box<dyn Content + Send + Sync> {
+        Box::new(FolderContent {
+            root: self.cfg.root.clone(),
+            fence: self.fence.clone(),
+            max_file_size: self.cfg.max_file_size,
+        })
     }
 }
