@@ -1,0 +1,63 @@
+//! The OpenDAL operator for a section: rooted at the prefix, signing with
+//! the configured key pair (or not at all, for a public bucket), and
+//! never reading credentials from anywhere else (no `AWS_*` variables,
+//! profile files or instance metadata).
+
+use opendal::services::S3;
+use opendal::Operator;
+
+use super::config::S3Config;
+use crate::secret::Secret;
+
+/// The operator, with the secrets it signs with (to keep them out of
+/// messages).
+#[derive(Clone)]
+pub struct Client {
+    pub op: Operator,
+    pub secrets: Vec<Secret>,
+}
+
+pub fn connect(cfg: &S3Config) -> Result<Client, String> {
+    let mut builder = S3::default()
+        .bucket(&cfg.bucket)
+        .root(&format!("/{}", cfg.prefix))
+        .region(&cfg.region)
+        .disable_config_load()
+        .disable_ec2_metadata();
+    if let Some(endpoint) = &cfg.endpoint {
+        builder = builder.endpoint(endpoint.as_str().trim_end_matches('/'));
+    }
+    if !cfg.path_style {
+        builder = builder.enable_virtual_host_style();
+    }
+    let mut secrets = Vec::new();
+    match &cfg.credentials {
+        None => builder = builder.skip_signature(),
+        Some(c) => {
+            let load = |s: &crate::secret::SecretSource| {
+                s.load()
+                    .map_err(|e| format!("{e} ({})", cfg.places.credential))
+            };
+            let (id, key) = (load(&c.access_key_id)?, load(&c.secret_access_key)?);
+            builder = builder
+                .access_key_id(id.expose())
+                .secret_access_key(key.expose());
+            secrets = vec![id, key];
+        }
+    }
+    let op = Operator::new(builder)
+        .map_err(|e| format!("s3://{}: {}", cfg.bucket, super::listing::short(&e)))?
+        .finish();
+    Ok(Client { op, secrets })
+}
+
+impl Client {
+    /// `text` with every secret the client signs with blanked out (an
+    /// S3 error body may name the access key id it refused).
+    pub fn scrub(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .filter(|s| s.expose().len() >= 4)
+            .fold(text.to_owned(), |t, s| t.replace(s.expose(), "[redacted]"))
+    }
+}
