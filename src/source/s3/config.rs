@@ -226,3 +226,94 @@ fn globs(
         .map(Some)
         .map_err(|e| s.error(first.span(), name, format!("cannot be compiled: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::locate::Locator;
+    use crate::config::{Config, ConfigError, Roots};
+    use crate::source::registry::At;
+    use crate::source::s3::S3Config;
+
+    const SINK: &str = "[sync.dify]\nbase_url = \"https://dify.example.com/v1\"\ndataset_id = \"abc\"\napi_key_env = \"K\"\n";
+
+    fn load(section: &str) -> Result<Config, ConfigError> {
+        let text = format!("[[sync]]\nname = \"j\"\n[sync.s3]\n{section}\n{SINK}");
+        Config::parse_with(
+            std::path::Path::new("/etc/kbsync/kbsync.toml"),
+            &text,
+            Roots::MustExist,
+        )
+    }
+
+    /// The section alone, validated as job 0's.
+    fn s3(section: &str) -> S3Config {
+        let path = std::path::Path::new("/etc/kbsync/kbsync.toml");
+        let loc = Locator {
+            path,
+            text: section,
+        };
+        let at = At {
+            loc: &loc,
+            base: path.parent().unwrap(),
+            roots: Roots::MustExist,
+            index: 0,
+        };
+        super::validate(&at, toml::from_str(section).unwrap()).unwrap()
+    }
+
+    fn refused(section: &str) -> String {
+        load(section).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_section_with_a_key_pair_from_files() {
+        let c = s3("bucket = \"docs\"\nprefix = \"/team/handbook\"\naccess_key_id_file = \"s3.id\"\nsecret_access_key_env = \"S3_SECRET\"\ninclude = [\"**/*.md\"]\nmax_file_size = \"1MB\"");
+        assert_eq!(c.prefix, "team/handbook/");
+        assert_eq!((c.region.as_str(), c.path_style), ("us-east-1", false));
+        assert_eq!(c.poll_interval.as_secs(), 300);
+        assert_eq!(c.max_file_size, 1_000_000);
+        assert!(c.selects("a/b.md") && !c.selects("a/b.pdf"));
+        assert_eq!(
+            c.places.bucket,
+            "/etc/kbsync/kbsync.toml:1:10: `sync[0].s3.bucket`"
+        );
+        assert_eq!(
+            c.places.credential,
+            "/etc/kbsync/kbsync.toml:3:22: `sync[0].s3.access_key_id_file`"
+        );
+    }
+
+    #[test]
+    fn an_endpoint_is_path_style_and_plain_http_only_on_loopback() {
+        let c = s3("bucket = \"b\"\nanonymous = true\nendpoint = \"http://127.0.0.1:8333\"");
+        assert!(c.path_style && c.credentials.is_none());
+        let e = refused("bucket = \"b\"\nanonymous = true\nendpoint = \"http://minio.lan:9000\"");
+        assert!(
+            e.contains("sync[0].s3.endpoint") && e.contains("plain http"),
+            "{e}"
+        );
+        s3("bucket = \"b\"\nanonymous = true\nendpoint = \"http://minio.lan:9000\"\nallow_insecure_http = true");
+    }
+
+    #[test]
+    fn credentials_are_never_inline_and_never_missing() {
+        let e =
+            refused("bucket = \"b\"\naccess_key_id = \"AKIA0000\"\nsecret_access_key_env = \"S\"");
+        assert!(
+            e.contains("sync[0].s3.access_key_id") && e.contains("not accepted inline"),
+            "{e}"
+        );
+        assert!(!e.contains("AKIA0000"), "{e}");
+        let e = refused("bucket = \"b\"");
+        assert!(e.contains("anonymous = true"), "{e}");
+        let e = refused("bucket = \"b\"\nanonymous = true\naccess_key_id_env = \"A\"");
+        assert!(e.contains("sync[0].s3.anonymous"), "{e}");
+        let e = refused("bucket = \"b\"\naccess_key_id_env = \"A\"");
+        assert!(e.contains("secret_access_key_env"), "{e}");
+        let e = refused("bucket = \"docs/team\"\nanonymous = true");
+        assert!(
+            e.contains("sync[0].s3.bucket") && e.contains("prefix"),
+            "{e}"
+        );
+    }
+}

@@ -108,7 +108,8 @@ pub async fn list(op: &Operator, cfg: &S3Config) -> Listing {
 fn failure(cfg: &S3Config, e: &opendal::Error) -> Failure {
     let at = format!("s3://{}/{}", cfg.bucket, cfg.prefix);
     match e.kind() {
-        ErrorKind::NotFound => Failure::Unavailable(format!(
+        // OpenDAL gives S3's NoSuchBucket as ConfigInvalid.
+        ErrorKind::NotFound | ErrorKind::ConfigInvalid => Failure::Unavailable(format!(
             "bucket {:?} was not found at the endpoint ({}); nothing is taken for deleted",
             cfg.bucket, cfg.places.bucket
         )),
@@ -123,13 +124,13 @@ fn failure(cfg: &S3Config, e: &opendal::Error) -> Failure {
     }
 }
 
-/// An OpenDAL error in one line, without its request context.
+/// An OpenDAL error in one line: its kind and message, without the
+/// request and answer it carries as context.
 pub fn short(e: &opendal::Error) -> String {
-    let text = e.to_string();
-    text.lines()
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .take(300)
-        .collect()
+    let message: String = e.message().chars().take(300).collect();
+    format!(
+        "{}: {}",
+        e.kind(),
+        message.lines().next().unwrap_or_default()
+    )
 }
