@@ -266,3 +266,52 @@ async fn wrong_credentials_protect_and_name_the_setting_never_the_key() {
         );
     }
 }
+
+/// An object's facts and user metadata can be mapped, and a Markdown
+/// object's front matter read, as a file's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_facts_user_metadata_and_front_matter_are_mapped() {
+    let mapping = r#"
+[sync.metadata]
+key = { fact = "path" }
+size = { fact = "size" }
+modified = { fact = "modified" }
+etag = { fact = "etag" }
+content_type = { fact = "content_type" }
+bucket = { fact = "bucket" }
+author = { object_metadata = "author" }
+title = { front_matter = "title" }
+"#;
+    let job = Job::start(Auth::Keys, mapping).await;
+    let body = "---\ntitle: Leave policy\n---\nTwenty days.\n";
+    job.op
+        .write_with("hr/leave.md", body.to_owned())
+        .content_type("text/markdown")
+        .user_metadata([("Author".to_owned(), "Ann".to_owned())])
+        .await
+        .unwrap();
+    let listed = job.op.stat("hr/leave.md").await.unwrap();
+    let r = job.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let meta = job.dify.world().metadata_of(&document_name("hr/leave.md"));
+    let etag = listed.etag().unwrap().trim_matches('"').to_owned();
+    let modified = listed.last_modified().unwrap().into_inner().as_second();
+    let expected = [
+        ("key", serde_json::json!("hr/leave.md")),
+        ("size", serde_json::json!(body.len())),
+        ("modified", serde_json::json!(modified)),
+        ("etag", serde_json::json!(etag)),
+        ("content_type", serde_json::json!("text/markdown")),
+        ("bucket", serde_json::json!(BUCKET)),
+        ("author", serde_json::json!("Ann")),
+        ("title", serde_json::json!("Leave policy")),
+    ];
+    for (name, value) in expected {
+        assert_eq!(meta.get(name), Some(&value), "{name} in {meta:?}");
+    }
+    // Unmoved, the object is not read again and its facts stand.
+    let asked = job.asked();
+    let r = job.sync().await;
+    assert!(r.converged() && r.plan.ops.is_empty(), "{r:?}");
+    assert_eq!(job.asked_since(asked)[1], 0, "no GET");
+}

@@ -3,17 +3,28 @@
 //! never reading credentials from anywhere else (no `AWS_*` variables,
 //! profile files or instance metadata).
 
+use std::time::Duration;
+
+use opendal::raw::{Access, HttpClient};
 use opendal::services::S3;
 use opendal::Operator;
 
 use super::config::S3Config;
 use crate::secret::Secret;
 
+/// A server that takes longer to accept a connection, or pauses longer
+/// within an answer, has failed this request (a listing then protects
+/// everything, a GET its object).
+const CONNECT_WITHIN: Duration = Duration::from_secs(15);
+const READ_WITHIN: Duration = Duration::from_secs(120);
+
 /// The operator, with the secrets it signs with (to keep them out of
 /// messages).
 #[derive(Clone)]
 pub struct Client {
     pub op: Operator,
+    /// Sends the GETs OpenDAL signs (see `object::get`).
+    pub http: reqwest::Client,
     pub secrets: Vec<Secret>,
 }
 
@@ -48,7 +59,19 @@ pub fn connect(cfg: &S3Config) -> Result<Client, String> {
     let op = Operator::new(builder)
         .map_err(|e| format!("s3://{}: {}", cfg.bucket, super::listing::short(&e)))?
         .finish();
-    Ok(Client { op, secrets })
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_WITHIN)
+        .read_timeout(READ_WITHIN)
+        .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("s3://{}: {e}", cfg.bucket))?;
+    // One client for the listing and the GETs, and neither waits forever
+    // on a server that stopped answering.
+    op.inner()
+        .info()
+        .update_http_client(|_| HttpClient::with(http.clone()));
+    Ok(Client { op, http, secrets })
 }
 
 impl Client {

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Bytes, BytesMut};
-use futures::TryStreamExt;
-use opendal::Operator;
+use std::time::Duration;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::client::Client;
 use super::listing::{short, Stamp};
+use crate::sink::http::{network_error, read_body};
 
 /// What an item row keeps of an object (its `validator`): the listing's
 /// stamp, which decides whether the object is read again, and the facts
@@ -43,43 +45,61 @@ pub struct Object {
     pub meta: BTreeMap<String, String>,
 }
 
-/// Reads `key` (below the operator's root) in one GET; an object over
-/// `max` bytes is refused as soon as that is known.
-pub async fn get(op: &Operator, key: &str, max: u64) -> Result<Object, String> {
-    let failed = |e: opendal::Error| format!("cannot read: {}", short(&e));
-    let reader = op.reader(key).await.map_err(failed)?;
-    let mut stream = reader.into_bytes_stream(..).await.map_err(failed)?;
-    let answered = stream.metadata().await.ok();
-    let announced = answered.as_ref().map_or(0, |m| m.content_length());
-    if announced > max {
+/// How long a signed GET stays valid: it is sent at once.
+const SIGNED_FOR: Duration = Duration::from_secs(300);
+
+/// Reads `key` (below the prefix) in one GET, signed by OpenDAL and sent
+/// here, so that the answer's headers (OpenDAL's own read drops the user
+/// metadata) come with the bytes; an object over `max` bytes is refused
+/// as soon as that is known.
+pub async fn get(client: &Client, key: &str, max: u64) -> Result<Object, String> {
+    let signed = client
+        .op
+        .presign_read(key, SIGNED_FOR)
+        .await
+        .map_err(|e| format!("cannot sign the GET: {}", short(&e)))?;
+    let mut resp = client
+        .http
+        .request(signed.method().clone(), signed.uri().to_string())
+        .headers(signed.header().clone())
+        .send()
+        .await
+        .map_err(|e| format!("cannot read: {}", network_error(e).message))?;
+    let status = resp.status();
+    if !status.is_success() {
         return Err(format!(
-            "{announced} bytes is over max_file_size ({max} bytes)"
+            "GET answered HTTP {status}; kept as it was, read again next poll"
         ));
     }
-    let mut body = BytesMut::with_capacity(announced as usize);
-    while let Some(chunk) = stream
-        .try_next()
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header("content-type");
+    let meta = resp
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = name.as_str().strip_prefix(USER_METADATA)?;
+            Some((name.to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let announced = resp.content_length();
+    let body = read_body(&mut resp, max)
         .await
-        .map_err(|e| format!("download failed: {e}"))?
-    {
-        if (body.len() + chunk.len()) as u64 > max {
-            return Err(format!("over max_file_size ({max} bytes)"));
-        }
-        body.extend_from_slice(&chunk);
-    }
+        .map_err(|e| format!("download failed: {}", network_error(e).message))?
+        .ok_or_else(|| match announced {
+            Some(n) => format!("{n} bytes is over max_file_size ({max} bytes)"),
+            None => format!("over max_file_size ({max} bytes)"),
+        })?;
     Ok(Object {
-        body: body.freeze(),
-        content_type: answered
-            .as_ref()
-            .and_then(|m| m.content_type().map(str::to_owned)),
-        meta: answered
-            .as_ref()
-            .and_then(|m| m.user_metadata())
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        body: Bytes::from(body),
+        content_type,
+        meta,
     })
 }
+
+/// The header prefix of an object's user metadata (names come lower case).
+const USER_METADATA: &str = "x-amz-meta-";

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use opendal::Operator;
 
+use super::client::Client;
 use super::config::S3Config;
 use super::listing::{Failure, Listed, Listing};
 use super::object::{get, Object, Recorded};
@@ -33,7 +33,7 @@ pub struct Against<'a> {
     pub refuses: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
 }
 
-pub async fn poll(op: &Operator, cfg: &S3Config, listing: Listing, with: Against<'_>) -> Polled {
+pub async fn poll(client: &Client, cfg: &S3Config, listing: Listing, with: Against<'_>) -> Polled {
     let mut out = Polled::default();
     if let Some(failure) = &listing.failure {
         protect_all(&mut out.scan, cfg, failure);
@@ -57,7 +57,7 @@ pub async fn poll(op: &Operator, cfg: &S3Config, listing: Listing, with: Against
         }
     }
     let reads = to_read.into_iter().map(|listed| async move {
-        let read = get(op, &listed.key, cfg.max_file_size).await;
+        let read = get(client, &listed.key, cfg.max_file_size).await;
         (listed, read)
     });
     let mut reads = futures::stream::iter(reads).buffer_unordered(READS);

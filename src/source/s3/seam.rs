@@ -84,7 +84,7 @@ impl Source for S3Source {
                 checksum: input.checksum,
                 refuses: input.refuses,
             };
-            let mut polled = poll(&self.client.op, &self.cfg, listing, against).await;
+            let mut polled = poll(&self.client, &self.cfg, listing, against).await;
             for s in &mut polled.scan.skipped {
                 s.reason = self.client.scrub(&s.reason);
             }
@@ -121,7 +121,7 @@ impl Content for Objects {
             if let Some(body) = self.bodies.get(key) {
                 return Ok(body.clone());
             }
-            super::object::get(&self.client.op, key, self.max)
+            super::object::get(&self.client, key, self.max)
                 .await
                 .map(|o| o.body)
                 .map_err(|reason| {
