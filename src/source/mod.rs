@@ -14,6 +14,7 @@ mod seam;
 mod triage;
 mod trigger;
 pub mod web;
+pub mod webdav;
 
 pub use content::{Content, Downloaded, FolderContent};
 pub use fence::OwnFiles;

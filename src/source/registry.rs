@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use super::{folder, s3, web, SourceConfig};
+use super::{folder, s3, web, webdav, SourceConfig};
 use crate::config::locate::{Locator, Span};
 use crate::config::{ConfigError, Roots};
 
@@ -21,6 +21,7 @@ pub const KINDS: &[(&str, Read)] = &[
     ("folder", read::<Spanned<folder::RawFolder>>),
     ("web", read::<Spanned<web::RawWeb>>),
     ("s3", read::<Spanned<s3::RawS3>>),
+    ("webdav", read::<Spanned<webdav::RawWebdav>>),
 ];
 
 /// A source section as read, before validation.
@@ -95,7 +96,7 @@ mod tests {
                         .collect();
                     assert_eq!(walked, std::slice::from_ref(&spec.root));
                 }
-                ("web" | "s3", Trigger::Poll(every)) => {
+                ("web" | "s3" | "webdav", Trigger::Poll(every)) => {
                     assert_eq!(every, Duration::from_secs(42))
                 }
                 (key, _) => panic!("{key}: not the trigger its kind declares"),

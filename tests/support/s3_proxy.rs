@@ -1,4 +1,4 @@
-//! A recording proxy in front of a real S3 server: it forwards every
+//! A recording proxy in front of a real S3 (or WebDAV) server: it forwards every
 //! request as it came (the Host header kept, so signatures still match),
 //! logs what was asked (a listing, an object GET, …), and can make the
 //! server look hostile: a listing page answered 500, or (for unsigned
@@ -30,6 +30,8 @@ pub struct Proxied {
     pub fail_lists_after: Option<usize>,
     /// `max-keys` forced on unsigned listings.
     pub page_size: Option<u32>,
+    /// A WebDAV server behind: PROPFIND lists, every GET reads a file.
+    pub dav: bool,
     lists: usize,
 }
 
@@ -62,10 +64,11 @@ impl S3Proxy {
     }
 }
 
-fn asked(req: &Request<Incoming>) -> Asked {
+fn asked(req: &Request<Incoming>, dav: bool) -> Asked {
     let path = req.uri().path().trim_start_matches('/');
     let key = path.split_once('/').map_or("", |(_, k)| k);
-    match (req.method().as_str(), key.is_empty()) {
+    match (req.method().as_str(), key.is_empty() && !dav) {
+        ("PROPFIND", _) => Asked::List,
         ("GET", true) => Asked::List,
         ("GET", false) => Asked::Get,
         ("HEAD", _) => Asked::Head,
@@ -88,7 +91,7 @@ async fn forward(
     world: Arc<Mutex<Proxied>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let what = asked(&req);
+    let what = asked(&req, world.lock().unwrap().dav);
     let signed = req.headers().contains_key("authorization");
     let mut query = req.uri().query().unwrap_or("").to_owned();
     let (upstream, fail) = {

@@ -59,19 +59,24 @@ pub fn connect(cfg: &S3Config) -> Result<Client, String> {
     let op = Operator::new(builder)
         .map_err(|e| format!("s3://{}: {}", cfg.bucket, super::listing::short(&e)))?
         .finish();
+    let http = one_client(&op).map_err(|e| format!("s3://{}: {e}", cfg.bucket))?;
+    Ok(Client { op, http, secrets })
+}
+
+/// The HTTP client `op` lists with from now on, and its kind's GETs go
+/// through: one client, and none waits forever on a server that stopped
+/// answering.
+pub(crate) fn one_client(op: &Operator) -> reqwest::Result<reqwest::Client> {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_WITHIN)
         .read_timeout(READ_WITHIN)
         .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("s3://{}: {e}", cfg.bucket))?;
-    // One client for the listing and the GETs, and neither waits forever
-    // on a server that stopped answering.
+        .build()?;
     op.inner()
         .info()
         .update_http_client(|_| HttpClient::with(http.clone()));
-    Ok(Client { op, http, secrets })
+    Ok(http)
 }
 
 impl Client {

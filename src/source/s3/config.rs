@@ -28,8 +28,7 @@ pub struct S3Config {
     /// `None`: anonymous (a public bucket), requests are not signed.
     pub credentials: Option<Credentials>,
     pub poll_interval: Duration,
-    pub include: Option<GlobSet>,
-    pub exclude: Option<GlobSet>,
+    pub filter: Filter,
     pub max_file_size: u64,
     /// Where the settings are, for messages about what the server said.
     pub places: Places,
@@ -102,8 +101,7 @@ pub fn validate(at: &At, raw: Spanned<RawS3>) -> Result<S3Config, ConfigError> {
             1..=30 * 86_400,
             300,
         )? as u64),
-        include: globs(&s, "include", &raw.include)?,
-        exclude: globs(&s, "exclude", &raw.exclude)?,
+        filter: Filter::read(&s, &raw.include, &raw.exclude)?,
         max_file_size: size_limit(at.loc, &s.key("max_file_size"), &raw.max_file_size)?,
         places: Places {
             bucket: places.target,
@@ -112,8 +110,26 @@ pub fn validate(at: &At, raw: Spanned<RawS3>) -> Result<S3Config, ConfigError> {
     })
 }
 
-impl S3Config {
-    /// Whether the key (below the prefix) is one to mirror.
+/// The `include` and `exclude` globs of a remote source, on its keys.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+impl Filter {
+    pub fn read(
+        s: &Section,
+        include: &[Spanned<String>],
+        exclude: &[Spanned<String>],
+    ) -> Result<Filter, ConfigError> {
+        Ok(Filter {
+            include: globs(s, "include", include)?,
+            exclude: globs(s, "exclude", exclude)?,
+        })
+    }
+
+    /// Whether the key is one to mirror.
     pub fn selects(&self, key: &str) -> bool {
         !self.exclude.as_ref().is_some_and(|x| x.is_match(key))
             && self.include.as_ref().is_none_or(|i| i.is_match(key))
@@ -272,7 +288,7 @@ mod tests {
         assert_eq!((c.region.as_str(), c.path_style), ("us-east-1", false));
         assert_eq!(c.poll_interval.as_secs(), 300);
         assert_eq!(c.max_file_size, 1_000_000);
-        assert!(c.selects("a/b.md") && !c.selects("a/b.pdf"));
+        assert!(c.filter.selects("a/b.md") && !c.filter.selects("a/b.pdf"));
         assert_eq!(
             c.places.bucket,
             "/etc/kbsync/kbsync.toml:1:10: `sync[0].s3.bucket`"

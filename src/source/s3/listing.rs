@@ -67,9 +67,10 @@ impl Failure {
     }
 }
 
-/// Lists every object below the prefix. Folder markers (keys ending in
-/// `/`) are no objects.
-pub async fn list(op: &Operator, cfg: &S3Config) -> Listing {
+/// Lists every object below the operator's root (recursively: a WebDAV
+/// share folder by folder). Folder markers (keys ending in `/`) are no
+/// objects; `failed` says what an error means for this kind.
+pub async fn list(op: &Operator, failed: impl Fn(&opendal::Error) -> Failure) -> Listing {
     let mut listing = Listing::default();
     let listed = async {
         let mut lister = op.lister_with("").recursive(true).await?;
@@ -92,10 +93,10 @@ pub async fn list(op: &Operator, cfg: &S3Config) -> Listing {
     }
     .await;
     if let Err(e) = listed {
-        listing.failure = Some(failure(cfg, &e));
+        listing.failure = Some(failed(&e));
     }
-    // ListObjectsV2 lists in key order; a server that does not must not
-    // cost a wrong merge.
+    // ListObjectsV2 lists in key order; a server that does not (a folder
+    // by folder walk) must not cost a wrong merge.
     if !listing.entries.is_sorted_by(|a, b| a.key < b.key) {
         listing.entries.sort_by(|a, b| a.key.cmp(&b.key));
         listing.entries.dedup_by(|a, b| a.key == b.key);
@@ -103,9 +104,9 @@ pub async fn list(op: &Operator, cfg: &S3Config) -> Listing {
     listing
 }
 
-/// What a failed listing means, in words that name the setting to look
-/// at (never a credential's value: OpenDAL's errors carry none).
-fn failure(cfg: &S3Config, e: &opendal::Error) -> Failure {
+/// What a failed bucket listing means, in words that name the setting to
+/// look at (never a credential's value: OpenDAL's errors carry none).
+pub fn bucket_failure(cfg: &S3Config, e: &opendal::Error) -> Failure {
     let at = format!("s3://{}/{}", cfg.bucket, cfg.prefix);
     match e.kind() {
         // OpenDAL gives S3's NoSuchBucket as ConfigInvalid.

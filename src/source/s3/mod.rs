@@ -4,11 +4,11 @@
 //! move costs no GET, a moved one costs one GET and a BLAKE3 hash. A
 //! listing that fails or stops part-way protects every record.
 
-mod client;
-mod config;
-mod listing;
-mod object;
-mod scan;
+pub(crate) mod client;
+pub(crate) mod config;
+pub(crate) mod listing;
+pub(crate) mod object;
+pub(crate) mod scan;
 mod seam;
 
 pub use config::{RawS3, S3Config};

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use super::client::Client;
@@ -22,7 +24,8 @@ pub struct Recorded {
     pub stamp: Stamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
-    pub bucket: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
     /// `x-amz-meta-*` without the prefix, names in lower case.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
@@ -47,6 +50,14 @@ pub struct Object {
 
 /// How long a signed GET stays valid: it is sent at once.
 const SIGNED_FOR: Duration = Duration::from_secs(300);
+
+impl super::scan::Fetch for Client {
+    fn get<'a>(&'a self, key: &'a str, max: u64) -> BoxFuture<'a, Result<Object, String>> {
+        get(self, key, max)
+            .map(|read| read.map_err(|reason| self.scrub(&reason)))
+            .boxed()
+    }
+}
 
 /// Reads `key` (below the prefix) in one GET, signed by OpenDAL and sent
 /// here, so that the answer's headers (OpenDAL's own read drops the user

@@ -6,14 +6,18 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use opendal::Operator;
 
-use super::client::Client;
-use super::config::S3Config;
+use super::config::Filter;
 use super::listing::{Failure, Listed, Listing};
-use super::object::{get, Object, Recorded};
-use crate::source::{front_matter, KnownFacts, Observed, ScanResult, Skipped};
-use crate::state::CachedItem;
+use super::object::{Object, Recorded};
+use crate::sink::{ErrorClass, SinkError};
+use crate::source::{
+    front_matter, Content, KnownFacts, Observed, ScanInput, ScanResult, Scanned, Skipped, Survey,
+};
+use crate::state::{CachedItem, StateError};
 
 /// GETs in flight at once.
 const READS: usize = 8;
@@ -25,6 +29,20 @@ pub struct Polled {
     pub bodies: HashMap<String, Bytes>,
 }
 
+/// How a kind reads one object (or file) in one request.
+pub trait Fetch: Sync {
+    fn get<'a>(&'a self, key: &'a str, max: u64) -> BoxFuture<'a, Result<Object, String>>;
+}
+
+/// What is polled: how messages name it, the bucket (where there is
+/// one), which keys are mirrored and how large they may be.
+pub struct Place<'a> {
+    pub label: String,
+    pub bucket: Option<&'a str>,
+    pub filter: &'a Filter,
+    pub max_file_size: u64,
+}
+
 /// What the pass asks of the poll besides the listing.
 pub struct Against<'a> {
     pub cached: &'a HashMap<String, CachedItem>,
@@ -33,14 +51,19 @@ pub struct Against<'a> {
     pub refuses: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
 }
 
-pub async fn poll(client: &Client, cfg: &S3Config, listing: Listing, with: Against<'_>) -> Polled {
+pub async fn poll(
+    fetch: &dyn Fetch,
+    cfg: &Place<'_>,
+    listing: Listing,
+    with: Against<'_>,
+) -> Polled {
     let mut out = Polled::default();
     if let Some(failure) = &listing.failure {
         protect_all(&mut out.scan, cfg, failure);
     }
     let mut to_read = Vec::new();
     for listed in listing.entries {
-        if !cfg.selects(&listed.key) {
+        if !cfg.filter.selects(&listed.key) {
             continue;
         }
         if let Some(reason) = refused(cfg, &listed, with.refuses) {
@@ -57,7 +80,7 @@ pub async fn poll(client: &Client, cfg: &S3Config, listing: Listing, with: Again
         }
     }
     let reads = to_read.into_iter().map(|listed| async move {
-        let read = get(client, &listed.key, cfg.max_file_size).await;
+        let read = fetch.get(&listed.key, cfg.max_file_size).await;
         (listed, read)
     });
     let mut reads = futures::stream::iter(reads).buffer_unordered(READS);
@@ -71,18 +94,18 @@ pub async fn poll(client: &Client, cfg: &S3Config, listing: Listing, with: Again
 
 /// A listing that is not the whole bucket protects every record: absent
 /// keys prove nothing.
-fn protect_all(scan: &mut ScanResult, cfg: &S3Config, failure: &Failure) {
-    tracing::warn!(bucket = %cfg.bucket, "{}", failure.message());
+fn protect_all(scan: &mut ScanResult, cfg: &Place, failure: &Failure) {
+    tracing::warn!(source = %cfg.label, "{}", failure.message());
     scan.protected.push(String::new());
     scan.skipped.push(Skipped {
-        path: format!("s3://{}/{}", cfg.bucket, cfg.prefix),
+        path: cfg.label.clone(),
         reason: failure.message().to_owned(),
     });
 }
 
 /// Why an object is not read: too large, or of a type the sink refuses.
 fn refused(
-    cfg: &S3Config,
+    cfg: &Place,
     listed: &Listed,
     refuses: &(dyn Fn(&str) -> Option<String> + Send + Sync),
 ) -> Option<String> {
@@ -108,7 +131,7 @@ impl Polled {
     /// target does not hold these bytes), or a failure that protects it.
     fn read(
         &mut self,
-        cfg: &S3Config,
+        cfg: &Place,
         cached: &HashMap<String, CachedItem>,
         listed: Listed,
         read: Result<Object, String>,
@@ -130,7 +153,7 @@ impl Polled {
         let recorded = Recorded {
             stamp: listed.stamp,
             content_type: object.content_type,
-            bucket: cfg.bucket.clone(),
+            bucket: cfg.bucket.map(str::to_owned),
             meta: object.meta,
         };
         self.scan.hashed_files += 1;
@@ -155,5 +178,75 @@ impl Polled {
             validator: Some(recorded.to_json()),
             key,
         });
+    }
+}
+
+/// A whole poll as the pass takes it, for a kind whose items an
+/// OpenDAL listing names: the cached rows, the listing (`failed` says
+/// what its error means) merged with them, and the bodies to upload, as
+/// one slice. `scrub` cleans what the report repeats of a server's words.
+pub async fn survey<F: Fetch + Clone + Send + 'static>(
+    input: ScanInput<'_>,
+    op: &Operator,
+    failed: impl Fn(&opendal::Error) -> Failure,
+    fetch: &F,
+    place: Place<'_>,
+    scrub: impl Fn(&str) -> String,
+) -> Result<Survey, StateError> {
+    let cached = input.state.load_items_in(input.job, input.scope)?;
+    let listing = super::listing::list(op, failed).await;
+    let against = Against {
+        cached: &cached,
+        checksum: input.checksum,
+        refuses: input.refuses,
+    };
+    let max = place.max_file_size;
+    let mut polled = poll(fetch, &place, listing, against).await;
+    for s in &mut polled.scan.skipped {
+        s.reason = scrub(&s.reason);
+    }
+    let content = Box::new(Bodies {
+        fetch: fetch.clone(),
+        bodies: polled.bodies,
+        max,
+    });
+    let scanned = Scanned {
+        scan: polled.scan,
+        cached,
+        content,
+    };
+    Ok(Survey::Whole(Some(Box::new((
+        input.scope.clone(),
+        scanned,
+    )))))
+}
+
+/// What a push uploads: the bytes this poll read, or (an upload owed from
+/// an earlier poll, whose object did not move since) one GET now.
+pub struct Bodies<F> {
+    pub fetch: F,
+    pub bodies: HashMap<String, Bytes>,
+    pub max: u64,
+}
+
+impl<F: Fetch> Content for Bodies<F> {
+    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, SinkError>> {
+        async move {
+            if let Some(body) = self.bodies.get(key) {
+                return Ok(body.clone());
+            }
+            self.fetch
+                .get(key, self.max)
+                .await
+                .map(|o| o.body)
+                .map_err(|reason| {
+                    SinkError::local(
+                        ErrorClass::Transient,
+                        "unreadable",
+                        format!("{key}: {reason}; the next poll reads it again"),
+                    )
+                })
+        }
+        .boxed()
     }
 }

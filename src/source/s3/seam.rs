@@ -1,25 +1,23 @@
 //! The S3 kind as the pass and the service see it: its `Source` (one poll
 //! of the bucket, a single slice for now) and what its section declares.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use toml::Spanned;
 
 use super::client::{connect, Client};
 use super::config::{validate, RawS3, S3Config};
-use super::scan::{poll, Against};
+use super::listing::bucket_failure;
+use super::scan::{survey, Place};
 use crate::config::locate::Span;
 use crate::config::ConfigError;
 use crate::model::Capabilities;
-use crate::sink::{ErrorClass, SinkError};
 use crate::source::registry::{At, RawSource};
 use crate::source::seam::needs_content;
 use crate::source::trigger::Trigger;
-use crate::source::{Content, ScanInput, Scanned, Scope, Source, SourceConfig, Survey};
+use crate::source::{ScanInput, Scope, Source, SourceConfig, Survey};
 use crate::state::StateError;
 
 impl RawSource for Spanned<RawS3> {
@@ -76,63 +74,18 @@ impl Source for S3Source {
     }
 
     fn survey<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Survey, StateError>> {
-        async move {
-            let cached = input.state.load_items_in(input.job, input.scope)?;
-            let listing = super::listing::list(&self.client.op, &self.cfg).await;
-            let against = Against {
-                cached: &cached,
-                checksum: input.checksum,
-                refuses: input.refuses,
-            };
-            let mut polled = poll(&self.client, &self.cfg, listing, against).await;
-            for s in &mut polled.scan.skipped {
-                s.reason = self.client.scrub(&s.reason);
-            }
-            let content = Box::new(Objects {
-                client: self.client.clone(),
-                bodies: polled.bodies,
-                max: self.cfg.max_file_size,
-            });
-            let scanned = Scanned {
-                scan: polled.scan,
-                cached,
-                content,
-            };
-            Ok(Survey::Whole(Some(Box::new((
-                input.scope.clone(),
-                scanned,
-            )))))
-        }
-        .boxed()
-    }
-}
-
-/// What a push uploads: the bytes this poll read, or (an upload owed from
-/// an earlier poll, whose object did not move since) one GET now.
-struct Objects {
-    client: Client,
-    bodies: HashMap<String, Bytes>,
-    max: u64,
-}
-
-impl Content for Objects {
-    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, SinkError>> {
-        async move {
-            if let Some(body) = self.bodies.get(key) {
-                return Ok(body.clone());
-            }
-            super::object::get(&self.client, key, self.max)
-                .await
-                .map(|o| o.body)
-                .map_err(|reason| {
-                    let reason = self.client.scrub(&reason);
-                    SinkError::local(
-                        ErrorClass::Transient,
-                        "unreadable",
-                        format!("{key}: {reason}; the next poll reads it again"),
-                    )
-                })
-        }
+        let cfg = &self.cfg;
+        let place = Place {
+            label: format!("s3://{}/{}", cfg.bucket, cfg.prefix),
+            bucket: Some(&cfg.bucket),
+            filter: &cfg.filter,
+            max_file_size: cfg.max_file_size,
+        };
+        let client = &self.client;
+        let failed = |e: &opendal::Error| bucket_failure(cfg, e);
+        survey(input, &client.op, failed, client, place, |t| {
+            client.scrub(t)
+        })
         .boxed()
     }
 }
