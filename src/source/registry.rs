@@ -74,6 +74,10 @@ mod tests {
                 "s3",
                 "bucket = \"docs\"\nanonymous = true\npoll_interval_secs = 42\n",
             ),
+            (
+                "webdav",
+                "url = \"https://cloud.example.com/dav/docs\"\npoll_interval_secs = 42\n",
+            ),
         ];
         assert_eq!(
             super::KINDS.len(),
