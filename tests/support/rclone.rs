@@ -43,7 +43,8 @@ impl RcloneDav {
             .process_group(0)
             .spawn()
             .expect("rclone starts");
-        wait_for_port(&mut child, SocketAddr::from(([127, 0, 0, 1], port)), &log);
+        wait_for_port(&mut child, SocketAddr::from(([127, 0, 0, 1], port)), &log)
+            .unwrap_or_else(|e| panic!("{e}"));
         RcloneDav {
             child,
             dir,

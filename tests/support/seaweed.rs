@@ -6,7 +6,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,21 +45,67 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until `addr` accepts a connection, or the child exits.
-pub fn wait_for_port(child: &mut Child, addr: SocketAddr, log: &Path) {
+/// Waits until `addr` accepts a connection; `Err` (with the server's log)
+/// when the server exits first.
+pub fn wait_for_port(child: &mut Child, addr: SocketAddr, log: &Path) -> Result<(), String> {
     let began = Instant::now();
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
+            return Err(format!(
                 "server exited ({status}) before {addr} answered:\n{}",
                 std::fs::read_to_string(log).unwrap_or_default()
-            );
+            ));
         }
         assert!(
             began.elapsed() < READY_WITHIN,
             "{addr} did not answer within {READY_WITHIN:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Starts a server on ports `free_port` picked: another test may take one
+/// of them before the server binds it, so a server that exits while
+/// starting is started again on new ones (at most three times).
+fn start_on_free_ports(
+    start: impl Fn(&[u16]) -> (Child, Vec<SocketAddr>, PathBuf),
+    count: usize,
+) -> (Child, Vec<u16>) {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let (mut child, ready, log) = start(&ports);
+        match ready
+            .iter()
+            .try_for_each(|addr| wait_for_port(&mut child, *addr, &log))
+        {
+            Ok(()) => return (child, ports),
+            Err(e) => {
+                kill_group(&mut child);
+                remove_sockets(&ports);
+                last = e;
+            }
+        }
+    }
+    panic!("the server did not start in three tries: {last}");
+}
+
+fn kill_group(child: &mut Child) {
+    unsafe {
+        libc::killpg(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+/// The sockets `weed` leaves in /tmp, named by port.
+fn remove_sockets(ports: &[u16]) {
+    for port in ports {
+        for kind in ["master", "volume", "filer", "s3"] {
+            for grpc in ["", "-grpc"] {
+                let _ = std::fs::remove_file(format!("/tmp/seaweedfs-{kind}{grpc}-{port}.sock"));
+            }
+        }
     }
 }
 
@@ -74,48 +120,54 @@ impl SeaweedFs {
             ),
         )
         .unwrap();
-        let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
-        let [master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc] = ports[..]
-        else {
-            unreachable!()
-        };
+        let config = dir.path().join("s3.json");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
         let log = dir.path().join("weed.log");
-        let mut child = Command::new("weed")
-            .arg("server")
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-            .arg(format!("-dir={}", data.display()))
-            .arg(format!("-master.port={master}"))
-            .arg(format!("-master.port.grpc={master_grpc}"))
-            .arg(format!("-volume.port={volume}"))
-            .arg(format!("-volume.port.grpc={volume_grpc}"))
-            .arg("-filer")
-            .arg(format!("-filer.port={filer}"))
-            .arg(format!("-filer.port.grpc={filer_grpc}"))
-            .arg("-s3")
-            .arg(format!("-s3.port={s3}"))
-            .arg(format!("-s3.port.grpc={s3_grpc}"))
-            .arg(format!(
-                "-s3.config={}",
-                dir.path().join("s3.json").display()
-            ))
-            // No fixed ports beside ours, and room for a few buckets
-            // (each takes volumes of its own).
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0"])
-            .args(["-volume.max=16", "-master.volumeSizeLimitMB=16"])
-            .env("TMPDIR", dir.path())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::from(
-                std::fs::File::options().append(true).open(&log).unwrap(),
-            ))
-            .process_group(0)
-            .spawn()
-            .expect("weed starts");
-        for port in [s3, filer, volume] {
-            wait_for_port(&mut child, SocketAddr::from(([127, 0, 0, 1], port)), &log);
-        }
+        let tmp = dir.path().to_owned();
+        let (child, ports) = start_on_free_ports(
+            |ports| {
+                let [master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc] =
+                    ports[..]
+                else {
+                    unreachable!()
+                };
+                let child = Command::new("weed")
+                    .arg("server")
+                    .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+                    .arg(format!("-dir={}", data.display()))
+                    .arg(format!("-master.port={master}"))
+                    .arg(format!("-master.port.grpc={master_grpc}"))
+                    .arg(format!("-volume.port={volume}"))
+                    .arg(format!("-volume.port.grpc={volume_grpc}"))
+                    .arg("-filer")
+                    .arg(format!("-filer.port={filer}"))
+                    .arg(format!("-filer.port.grpc={filer_grpc}"))
+                    .arg("-s3")
+                    .arg(format!("-s3.port={s3}"))
+                    .arg(format!("-s3.port.grpc={s3_grpc}"))
+                    .arg(format!("-s3.config={}", config.display()))
+                    // No fixed ports beside ours, and room for a few
+                    // buckets (each takes volumes of its own).
+                    .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0"])
+                    .args(["-volume.max=16", "-master.volumeSizeLimitMB=16"])
+                    .env("TMPDIR", &tmp)
+                    .stdin(Stdio::null())
+                    .stdout(std::fs::File::create(&log).unwrap())
+                    .stderr(Stdio::from(
+                        std::fs::File::options().append(true).open(&log).unwrap(),
+                    ))
+                    .process_group(0)
+                    .spawn()
+                    .expect("weed starts");
+                let ready = [s3, filer, volume]
+                    .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+                    .to_vec();
+                (child, ready, log.clone())
+            },
+            8,
+        );
+        let (s3, filer) = (ports[6], ports[4]);
         SeaweedFs {
             child,
             dir,
@@ -176,17 +228,7 @@ impl Drop for SeaweedFs {
     /// `weed` ignores SIGTERM: killed outright, and the sockets it leaves
     /// in /tmp (named by port) removed.
     fn drop(&mut self) {
-        unsafe {
-            libc::killpg(self.child.id() as i32, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-        for port in &self.ports {
-            for kind in ["master", "volume", "filer", "s3"] {
-                for grpc in ["", "-grpc"] {
-                    let _ =
-                        std::fs::remove_file(format!("/tmp/seaweedfs-{kind}{grpc}-{port}.sock"));
-                }
-            }
-        }
+        kill_group(&mut self.child);
+        remove_sockets(&self.ports);
     }
 }
