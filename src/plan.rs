@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::metadata::{self, FieldMapping, ItemFacts, MappingWarning, Metadata};
+use crate::metadata::{self, FieldMapping, ItemFacts, MappingWarning, Metadata, SourceFacts};
 use crate::model::Capabilities;
 use crate::model::DeletePolicy;
 use crate::source::Observed;
@@ -201,6 +201,7 @@ pub fn plan<'o>(
 /// The ops of an item the source has: its metadata evaluated, then what
 /// its row says is missing upstream.
 fn plan_present(item: &Observed, cache: Option<&CachedItem>, rules: &Rules, out: &mut Plan) {
+    let source = item.validator.as_deref().and_then(SourceFacts::parse);
     let (desired, warnings) = metadata::evaluate(
         rules.mappings,
         &ItemFacts {
@@ -209,6 +210,7 @@ fn plan_present(item: &Observed, cache: Option<&CachedItem>, rules: &Rules, out:
             mtime_ns: item.mtime_ns,
             hash: &item.hash,
             front_matter: item.front_matter.as_ref(),
+            source: source.as_ref(),
         },
     );
     out.warnings

@@ -1,7 +1,9 @@
 //! One behaviour suite for every source kind, as `sinks.rs` is for the
 //! upstreams: the scenarios that hold for any source are written once
 //! against `Harness` and run against each kind (a real folder in a temp
-//! dir; pages on an in-process web server), mirrored into the fake Dify.
+//! dir; pages on an in-process web server; a bucket on a real SeaweedFS;
+//! a share on a real `rclone serve webdav`),
+//! mirrored into the fake Dify.
 //! A kind added later gets them by adding a harness and one line to
 //! `suite!` at the bottom.
 
@@ -12,6 +14,9 @@ use kbsync::sink::dify::document_name;
 use kbsync::source::Scope;
 use support::fake_dify::{FakeDify, DATASET};
 use support::fake_web::FakeWeb;
+use support::rclone::{self, RcloneDav};
+use support::s3_proxy::{Asked, S3Proxy};
+use support::seaweed::{self, SeaweedFs};
 use support::Workspace;
 
 /// The items every scenario starts from, by the name the harness gives
@@ -332,6 +337,148 @@ impl Harness for Web {
     }
 }
 
+// --- an S3 bucket ------------------------------------------------------
+
+struct Bucket {
+    /// Declared before the server: dropped first.
+    ws: Workspace,
+    proxy: S3Proxy,
+    op: opendal::Operator,
+    _server: SeaweedFs,
+}
+
+/// Runs `f` to completion from a test's synchronous step.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+impl Harness for Bucket {
+    async fn start(dify: &FakeDify) -> Bucket {
+        let server = SeaweedFs::start();
+        server.create_bucket("suite").await;
+        let proxy = S3Proxy::start(&server.endpoint).await;
+        let ws = workspace(
+            dify,
+            &format!(
+                "[sync.s3]\nbucket = \"suite\"\nendpoint = \"{}\"\naccess_key_id_file = \"s3.id\"\nsecret_access_key_file = \"s3.key\"",
+                proxy.endpoint()
+            ),
+        );
+        support::write_key(&ws.dir.path().join("s3.id"), seaweed::ACCESS_KEY_ID);
+        support::write_key(&ws.dir.path().join("s3.key"), seaweed::SECRET_ACCESS_KEY);
+        Bucket {
+            ws,
+            proxy,
+            op: server.operator("suite"),
+            _server: server,
+        }
+    }
+
+    fn ws(&self) -> &Workspace {
+        &self.ws
+    }
+
+    fn put(&self, name: &str, body: &str) {
+        block_on(self.op.write(name, body.to_owned())).unwrap();
+    }
+
+    /// Deleted: the listing no longer has it.
+    fn remove(&self, name: &str) {
+        block_on(self.op.delete(name)).unwrap();
+    }
+
+    /// Over `max_file_size`: listed, not read.
+    fn make_unreadable(&self, name: &str) {
+        self.put(name, &"x".repeat(MAX + 1));
+    }
+
+    fn make_readable(&self, name: &str, body: &str) {
+        self.put(name, body);
+    }
+
+    fn key(&self, name: &str) -> String {
+        name.to_owned()
+    }
+
+    /// Object GETs (the listing's own requests are not reads).
+    fn reads(&self, _r: &JobReport, mark: usize) -> usize {
+        self.proxy.count(Asked::Get) - mark
+    }
+
+    fn mark(&self) -> usize {
+        self.proxy.count(Asked::Get)
+    }
+}
+
+// --- a WebDAV share ----------------------------------------------------
+
+struct Share {
+    ws: Workspace,
+    proxy: S3Proxy,
+    server: RcloneDav,
+    /// Puts so far: each sets an mtime of its own (the server stamps
+    /// files by size and whole-second mtime), as the folder harness does.
+    puts: std::cell::Cell<i64>,
+}
+
+impl Harness for Share {
+    async fn start(dify: &FakeDify) -> Share {
+        let server = RcloneDav::start();
+        let proxy = S3Proxy::start(server.url.trim_end_matches('/')).await;
+        proxy.world().dav = true;
+        let ws = workspace(
+            dify,
+            &format!(
+                "[sync.webdav]\nurl = \"{}/\"\nusername = \"{}\"\npassword_file = \"dav.pass\"",
+                proxy.endpoint(),
+                rclone::USER
+            ),
+        );
+        support::write_key(&ws.dir.path().join("dav.pass"), rclone::PASSWORD);
+        Share {
+            ws,
+            proxy,
+            server,
+            puts: std::cell::Cell::new(0),
+        }
+    }
+
+    fn ws(&self) -> &Workspace {
+        &self.ws
+    }
+
+    fn put(&self, name: &str, body: &str) {
+        self.server.write(name, body);
+        self.puts.set(self.puts.get() + 1);
+        support::set_mtime(&self.server.path(name), 1_600_000_000 + self.puts.get());
+    }
+
+    fn remove(&self, name: &str) {
+        std::fs::remove_file(self.server.path(name)).unwrap();
+    }
+
+    /// Over `max_file_size`: listed, not read.
+    fn make_unreadable(&self, name: &str) {
+        self.put(name, &"x".repeat(MAX + 1));
+    }
+
+    fn make_readable(&self, name: &str, body: &str) {
+        self.put(name, body);
+    }
+
+    fn key(&self, name: &str) -> String {
+        name.to_owned()
+    }
+
+    fn reads(&self, _r: &JobReport, mark: usize) -> usize {
+        self.proxy.count(Asked::Get) - mark
+    }
+
+    fn mark(&self) -> usize {
+        self.proxy.count(Asked::Get)
+    }
+}
+
 /// One test per scenario and kind.
 macro_rules! suite {
     ($($kind:ident: $harness:ty),* $(,)?) => {
@@ -373,4 +520,4 @@ macro_rules! suite {
     };
 }
 
-suite!(folder: Folder, web: Web);
+suite!(folder: Folder, web: Web, s3: Bucket, webdav: Share);

@@ -14,6 +14,7 @@ pub struct RawField {
     path_segment: Option<i64>,
     fact: Option<Fact>,
     front_matter: Option<String>,
+    object_metadata: Option<String>,
     #[serde(rename = "type")]
     kind: Option<FieldType>,
 }
@@ -39,11 +40,14 @@ pub fn validate_field(
     if let Some(k) = raw.front_matter {
         sources.push(FieldSource::FrontMatter(k));
     }
+    if let Some(k) = raw.object_metadata {
+        sources.push(FieldSource::ObjectMetadata(k));
+    }
     if sources.len() != 1 {
         return Err(loc.error(
             span,
             key,
-            "a metadata field needs exactly one of `value`, `path_segment`, `fact` or `front_matter`",
+            "a metadata field needs exactly one of `value`, `path_segment`, `fact`, `front_matter` or `object_metadata`",
         ));
     }
     let source = sources.remove(0);

@@ -199,23 +199,33 @@ impl<'a> Section<'a> {
         raw: &Spanned<String>,
         allow_insecure_http: bool,
     ) -> Result<Url, ConfigError> {
+        self.url_named(raw, "base_url", allow_insecure_http)
+    }
+
+    /// `url`'s rule for the setting `name` (a source's `endpoint`).
+    pub fn url_named(
+        &self,
+        raw: &Spanned<String>,
+        name: &str,
+        allow_insecure_http: bool,
+    ) -> Result<Url, ConfigError> {
         let span = raw.span();
         let mut url = Url::parse(raw.get_ref())
-            .map_err(|e| self.error(span.clone(), "base_url", format!("not a URL: {e}")))?;
+            .map_err(|e| self.error(span.clone(), name, format!("not a URL: {e}")))?;
         match url.scheme() {
             "https" => {}
             "http" if allow_insecure_http || is_loopback(&url) => {}
             "http" => {
                 return Err(self.error(
                     span,
-                    "base_url",
+                    name,
                     "plain http would send the API key in clear text; use https, or set allow_insecure_http = true if the network is trusted",
                 ))
             }
             other => {
                 return Err(self.error(
                     span,
-                    "base_url",
+                    name,
                     format!("unsupported scheme {other:?}; use https"),
                 ))
             }

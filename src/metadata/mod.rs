@@ -27,6 +27,12 @@ pub enum Fact {
     Size,
     Modified,
     Blake3,
+    /// What a source records beside (`SourceFacts`): an object's or a
+    /// page's ETag (without its quotes), an object's content type and
+    /// bucket. Unset where the source has none.
+    Etag,
+    ContentType,
+    Bucket,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Hash)]
@@ -56,6 +62,8 @@ pub enum FieldSource {
     PathSegment(i64),
     Fact(Fact),
     FrontMatter(String),
+    /// An object's user metadata (S3's `x-amz-meta-NAME`), by `NAME`.
+    ObjectMetadata(String),
 }
 
 impl FieldSource {
@@ -83,6 +91,34 @@ pub struct ItemFacts<'a> {
     pub mtime_ns: i64,
     pub hash: &'a str,
     pub front_matter: Option<&'a Metadata>,
+    pub source: Option<&'a SourceFacts>,
+}
+
+/// What a source records of an item beyond its path, size and time, read
+/// from the row's `validator` (an S3 object's stamp and facts, a web
+/// page's validators): the facts a mapping may name besides those.
+#[derive(Debug, Default, Deserialize)]
+pub struct SourceFacts {
+    etag: Option<String>,
+    content_type: Option<String>,
+    bucket: Option<String>,
+    #[serde(default)]
+    meta: std::collections::BTreeMap<String, String>,
+}
+
+impl SourceFacts {
+    pub fn parse(validator: &str) -> Option<SourceFacts> {
+        serde_json::from_str(validator).ok()
+    }
+
+    fn fact(&self, f: Fact) -> Option<&str> {
+        match f {
+            Fact::Etag => self.etag.as_deref().map(|e| e.trim_matches('"')),
+            Fact::ContentType => self.content_type.as_deref(),
+            Fact::Bucket => self.bucket.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// A value the mapping could not convert; reported per item, never hidden.
@@ -100,10 +136,14 @@ pub fn evaluate(mappings: &[FieldMapping], item: &ItemFacts) -> (Metadata, Vec<M
             FieldSource::Static(v) => Some(v.clone()),
             FieldSource::PathSegment(i) => path_segment(item.key, *i).map(Json::from),
             FieldSource::FrontMatter(k) => item.front_matter.and_then(|fm| fm.get(k)).cloned(),
+            FieldSource::ObjectMetadata(k) => item
+                .source
+                .and_then(|s| s.meta.get(&k.to_ascii_lowercase()))
+                .map(|v| Json::from(v.as_str())),
             FieldSource::Fact(Fact::Modified) if m.kind == FieldType::String => Some(Json::from(
                 format_rfc3339(item.mtime_ns.div_euclid(1_000_000_000)),
             )),
-            FieldSource::Fact(f) => Some(fact(*f, item)),
+            FieldSource::Fact(f) => fact(*f, item),
         };
         // A missing value (no such front matter key, a path not that deep)
         // leaves the field unset rather than sending an empty string.
@@ -121,12 +161,12 @@ pub fn evaluate(mappings: &[FieldMapping], item: &ItemFacts) -> (Metadata, Vec<M
     (out, warnings)
 }
 
-fn fact(f: Fact, item: &ItemFacts) -> Json {
+fn fact(f: Fact, item: &ItemFacts) -> Option<Json> {
     let (folder, file_name) = match item.key.rsplit_once('/') {
         Some((d, f)) => (d, f),
         None => ("", item.key),
     };
-    match f {
+    Some(match f {
         Fact::Path => Json::from(item.key),
         Fact::FileName => Json::from(file_name),
         Fact::Extension => Json::from(
@@ -139,7 +179,10 @@ fn fact(f: Fact, item: &ItemFacts) -> Json {
         Fact::Size => Json::from(item.size),
         Fact::Modified => Json::from(item.mtime_ns.div_euclid(1_000_000_000)),
         Fact::Blake3 => Json::from(item.hash),
-    }
+        Fact::Etag | Fact::ContentType | Fact::Bucket => {
+            return item.source.and_then(|s| s.fact(f)).map(Json::from)
+        }
+    })
 }
 
 fn path_segment(key: &str, index: i64) -> Option<&str> {
@@ -218,6 +261,7 @@ mod tests {
             mtime_ns: 1_700_000_000_123_456_789,
             hash: "abc",
             front_matter: fm,
+            source: None,
         }
     }
 
@@ -276,6 +320,37 @@ mod tests {
         assert!(!m.contains_key("rating") && !m.contains_key("absent"));
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].field, "rating");
+    }
+
+    #[test]
+    fn source_facts_are_read_from_the_validator_and_unset_elsewhere() {
+        let recorded = SourceFacts::parse(
+            r#"{"etag":"\"9a0364b9\"","size":3,"content_type":"text/plain","bucket":"docs","meta":{"author":"Ann"}}"#,
+        );
+        let maps = vec![
+            mapping("etag", FieldSource::Fact(Fact::Etag), FieldType::String),
+            mapping(
+                "type",
+                FieldSource::Fact(Fact::ContentType),
+                FieldType::String,
+            ),
+            mapping("bucket", FieldSource::Fact(Fact::Bucket), FieldType::String),
+            mapping(
+                "by",
+                FieldSource::ObjectMetadata("Author".into()),
+                FieldType::String,
+            ),
+        ];
+        let mut item = facts("a.txt", None);
+        item.source = recorded.as_ref();
+        let (m, w) = evaluate(&maps, &item);
+        assert!(w.is_empty());
+        assert_eq!(m["etag"], "9a0364b9");
+        assert_eq!(m["type"], "text/plain");
+        assert_eq!(m["bucket"], "docs");
+        assert_eq!(m["by"], "Ann");
+        let (m, _) = evaluate(&maps, &facts("a.txt", None));
+        assert!(m.is_empty(), "a file has none of these: {m:?}");
     }
 
     #[test]

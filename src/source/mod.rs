@@ -9,6 +9,7 @@ pub mod folder;
 pub mod front_matter;
 mod listed;
 pub mod registry;
+pub mod s3;
 pub mod scope;
 mod seam;
 mod slices;
@@ -16,6 +17,7 @@ mod stamp;
 mod triage;
 mod trigger;
 pub mod web;
+pub mod webdav;
 
 pub use content::{Content, Downloaded, FolderContent};
 pub use fence::OwnFiles;
@@ -65,6 +67,24 @@ pub struct KnownFacts {
     /// Recorded as racy: size and mtime prove nothing, hash again.
     pub racy: bool,
     pub validator: Option<String>,
+}
+
+impl KnownFacts {
+    /// The item as recorded, seen again unchanged under `key` (a page
+    /// answered 304, an object whose stamp did not move).
+    pub fn observed_again(&self, key: String) -> Observed {
+        Observed {
+            key,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            identity: 0,
+            hash: self.hash.clone(),
+            front_matter: self.front_matter.clone(),
+            rehashed: false,
+            racy: false,
+            validator: self.validator.clone(),
+        }
+    }
 }
 
 /// An entry that could not be mirrored this time, and why. Never dropped

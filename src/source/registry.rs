@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use super::{folder, web, SourceConfig};
+use super::{folder, s3, web, webdav, SourceConfig};
 use crate::config::locate::{Locator, Span};
 use crate::config::{ConfigError, Roots};
 
@@ -20,6 +20,8 @@ pub type Read = fn(Spanned<DeValue<'_>>) -> Result<Box<dyn RawSource>, toml::de:
 pub const KINDS: &[(&str, Read)] = &[
     ("folder", read::<Spanned<folder::RawFolder>>),
     ("web", read::<Spanned<web::RawWeb>>),
+    ("s3", read::<Spanned<s3::RawS3>>),
+    ("webdav", read::<Spanned<webdav::RawWebdav>>),
 ];
 
 /// A source section as read, before validation.
@@ -68,6 +70,14 @@ mod tests {
                 "web",
                 "urls = [\"https://docs.example.com/a.md\"]\npoll_interval_secs = 42\n",
             ),
+            (
+                "s3",
+                "bucket = \"docs\"\nanonymous = true\npoll_interval_secs = 42\n",
+            ),
+            (
+                "webdav",
+                "url = \"https://cloud.example.com/dav/docs\"\npoll_interval_secs = 42\n",
+            ),
         ];
         assert_eq!(
             super::KINDS.len(),
@@ -90,7 +100,9 @@ mod tests {
                         .collect();
                     assert_eq!(walked, std::slice::from_ref(&spec.root));
                 }
-                ("web", Trigger::Poll(every)) => assert_eq!(every, Duration::from_secs(42)),
+                ("web" | "s3" | "webdav", Trigger::Poll(every)) => {
+                    assert_eq!(every, Duration::from_secs(42))
+                }
                 (key, _) => panic!("{key}: not the trigger its kind declares"),
             }
         }

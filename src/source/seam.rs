@@ -179,6 +179,14 @@ impl Survey {
     }
 }
 
+/// The refusal of a target that takes no content, by a source whose items
+/// (`what`) exist nowhere upstream until uploaded.
+pub(super) fn needs_content(caps: Capabilities, target: &str, what: &str) -> Option<String> {
+    (!caps.content).then(|| {
+        format!("the {target} target cannot take content, so there is nothing to mirror {what} into; use a [sync.folder] source mapped to existing items")
+    })
+}
+
 pub(super) fn known_facts(cached: &HashMap<String, CachedItem>) -> HashMap<String, KnownFacts> {
     cached
         .iter()

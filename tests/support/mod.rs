@@ -6,6 +6,9 @@ pub mod fake_dify;
 pub mod fake_pai;
 pub mod fake_sharely;
 pub mod fake_web;
+pub mod rclone;
+pub mod s3_proxy;
+pub mod seaweed;
 pub mod serve;
 pub mod service;
 

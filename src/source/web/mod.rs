@@ -196,18 +196,8 @@ impl Fetched {
     ) {
         match fetched {
             Ok(Page::Unchanged) => {
-                let k = &known[&key];
-                self.scan.items.push(Observed {
-                    key,
-                    size: k.size,
-                    mtime_ns: k.mtime_ns,
-                    identity: 0,
-                    hash: k.hash.clone(),
-                    front_matter: k.front_matter.clone(),
-                    rehashed: false,
-                    racy: false,
-                    validator: k.validator.clone(),
-                });
+                let again = known[&key].observed_again(key);
+                self.scan.items.push(again);
             }
             Ok(Page::Gone(status)) => {
                 tracing::info!(%url, %status, "page gone");

@@ -13,7 +13,7 @@ use crate::config::locate::Span;
 use crate::config::ConfigError;
 use crate::model::Capabilities;
 use crate::source::registry::{At, RawSource};
-use crate::source::seam::known_facts;
+use crate::source::seam::{known_facts, needs_content};
 use crate::source::trigger::Trigger;
 use crate::source::{Downloaded, ScanInput, Scanned, Scope, Source, SourceConfig, Survey};
 use crate::state::StateError;
@@ -50,9 +50,7 @@ impl SourceConfig for WebConfig {
     }
 
     fn refuses_target(&self, caps: Capabilities, target: &str) -> Option<String> {
-        (!caps.content).then(|| {
-            format!("the {target} target cannot take content, so there is nothing to mirror web pages into; use a [sync.folder] source mapped to existing items")
-        })
+        needs_content(caps, target, "web pages")
     }
 }
 

@@ -1,0 +1,137 @@
+//! `[sync.webdav]` end to end: a folder served by a real `rclone serve
+//! webdav` (behind a proxy that counts and can break its answers)
+//! mirrored into the fake Dify.
+
+mod support;
+
+use kbsync::reconcile::JobReport;
+use kbsync::sink::dify::document_name;
+use support::fake_dify::{FakeDify, DATASET};
+use support::rclone::{self, RcloneDav};
+use support::s3_proxy::{Asked, S3Proxy};
+use support::Workspace;
+
+struct Job {
+    dify: FakeDify,
+    ws: Workspace,
+    proxy: S3Proxy,
+    server: RcloneDav,
+}
+
+impl Job {
+    async fn start(password: &str) -> Job {
+        let server = RcloneDav::start();
+        let proxy = S3Proxy::start(server.url.trim_end_matches('/')).await;
+        proxy.world().dav = true;
+        let dify = FakeDify::start().await;
+        let ws = Workspace::raw(&format!(
+            r#"
+[state]
+path = "state/kbsync.db"
+
+[[sync]]
+name = "share"
+delete_policy = "delete"
+
+[sync.webdav]
+url = "{}/handbook/"
+username = "{}"
+password_file = "dav.pass"
+
+[sync.dify]
+base_url = "{}"
+dataset_id = "{DATASET}"
+api_key_file = "api.key"
+retry_min_delay_ms = 1
+retry_max_delay_secs = 1
+"#,
+            proxy.endpoint(),
+            rclone::USER,
+            dify.base_url()
+        ));
+        support::write_key(&ws.dir.path().join("dav.pass"), password);
+        std::fs::create_dir(server.path("handbook")).unwrap();
+        Job {
+            dify,
+            ws,
+            proxy,
+            server,
+        }
+    }
+
+    async fn sync(&self) -> JobReport {
+        self.ws.sync().await
+    }
+
+    fn asked_since(&self, from: usize, what: Asked) -> usize {
+        self.proxy.world().log[from..]
+            .iter()
+            .filter(|(a, _)| *a == what)
+            .count()
+    }
+
+    fn asked(&self) -> usize {
+        self.proxy.world().log.len()
+    }
+}
+
+/// A first sync mirrors the folder's files; a no-op poll costs one
+/// PROPFIND per folder and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_op_poll_costs_one_propfind_per_folder() {
+    let job = Job::start(rclone::PASSWORD).await;
+    job.server.write("handbook/a.md", "# A\n");
+    job.server.write("handbook/guides/b.txt", "b\n");
+    job.server.write("handbook/guides/deep/c.md", "c\n");
+    job.server.write("elsewhere.md", "outside the folder\n");
+    let r = job.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().created, 3);
+    {
+        let w = job.dify.world();
+        let doc = w.doc_by_name(&document_name("guides/deep/c.md")).unwrap();
+        assert_eq!(doc.content, b"c\n");
+    }
+
+    let (asked, sent) = (job.asked(), job.dify.requests());
+    let r = job.sync().await;
+    assert!(r.converged() && r.plan.ops.is_empty(), "{r:?}");
+    assert_eq!(job.asked_since(asked, Asked::List), 3, "three folders");
+    assert_eq!(job.asked(), asked + 3, "nothing but the listing");
+    assert_eq!(job.dify.requests(), sent, "nothing upstream");
+}
+
+/// A listing that fails in a subfolder protects every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_fails_part_way_protects_everything() {
+    let job = Job::start(rclone::PASSWORD).await;
+    job.server.write("handbook/a.md", "a\n");
+    job.server.write("handbook/sub/b.md", "b\n");
+    assert!(job.sync().await.converged());
+    std::fs::remove_file(job.server.path("handbook/a.md")).unwrap();
+    job.proxy.world().fail_lists_after = Some(job.proxy.count(Asked::List) + 1);
+    let r = job.sync().await;
+    assert!(!r.converged());
+    assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
+    assert!(
+        r.skipped[0].reason.contains("stopped part-way"),
+        "{:?}",
+        r.skipped
+    );
+    assert_eq!(job.dify.world().docs.len(), 2, "nothing retired");
+}
+
+/// A password the server refuses retires nothing, and the message names
+/// the setting, never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_protects_and_names_the_setting() {
+    let job = Job::start("notThePasswordTheServerKnows").await;
+    job.server.write("handbook/a.md", "a\n");
+    let r = job.sync().await;
+    assert!(!r.converged());
+    assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
+    let why = &r.skipped[0].reason;
+    assert!(why.contains("refused"), "{why}");
+    assert!(why.contains("`sync[0].webdav.password_file`"), "{why}");
+    assert!(!format!("{r:?}").contains("notThePasswordTheServerKnows"));
+}
