@@ -146,7 +146,7 @@ async fn first_sync_then_a_no_op_poll_costs_only_the_listing() {
     let r = job.sync().await;
     assert!(r.converged(), "{r:?}");
     assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
-    assert_eq!(r.hashed_files, 0);
+    assert_eq!((r.hashed_files, r.unchanged), (0, 2), "settled: skipped");
     assert_eq!(job.asked_since(asked), [1, 0, 0, 0], "one listing page");
     assert_eq!(job.dify.requests(), sent, "nothing upstream");
 }
@@ -176,6 +176,39 @@ async fn change_by_stamp_and_the_same_bytes_again() {
     assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
     assert_eq!(job.asked_since(asked)[1], 1, "one GET");
     assert_eq!(job.dify.requests(), sent, "same bytes: nothing upstream");
+}
+
+/// A bucket larger than a slice is read, pushed and settled a slice of
+/// keys at a time (here 3: one metadata batch a slice), each object read
+/// once; the next poll skips every one as settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_larger_than_a_slice_is_read_in_slices() {
+    let mapping = "[sync.metadata]\nkey = { fact = \"path\" }\n";
+    let job = Job::start(Auth::Keys, mapping).await;
+    for i in 0..10 {
+        job.put(&format!("n{i:02}.md"), &format!("{i}\n")).await;
+    }
+    let (asked, mark) = (job.asked(), job.dify.requests());
+    let r = job.ws.sync_in_slices(3).await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().created, 10);
+    assert_eq!(job.asked_since(asked), [1, 10, 0, 0], "one GET an object");
+    {
+        let w = job.dify.world();
+        // 3 + 3 + 3 + 1.
+        assert_eq!(w.count_since(mark, "documents/metadata"), 4);
+        assert!(w.duplicate_names().is_empty(), "{:?}", w.duplicate_names());
+    }
+    for i in 0..10 {
+        assert_eq!(job.doc(&format!("n{i:02}.md")), Some(format!("{i}\n")));
+    }
+
+    let (asked, sent) = (job.asked(), job.dify.requests());
+    let r = job.ws.sync_in_slices(3).await;
+    assert!(r.converged() && r.plan.ops.is_empty(), "{r:?}");
+    assert_eq!((r.hashed_files, r.unchanged), (0, 10));
+    assert_eq!(job.asked_since(asked), [1, 0, 0, 0], "the listing only");
+    assert_eq!(job.dify.requests(), sent, "nothing upstream");
 }
 
 /// A deleted object's document is retired; an emptied bucket goes

@@ -96,6 +96,7 @@ async fn a_no_op_poll_costs_one_propfind_per_folder() {
     let (asked, sent) = (job.asked(), job.dify.requests());
     let r = job.sync().await;
     assert!(r.converged() && r.plan.ops.is_empty(), "{r:?}");
+    assert_eq!((r.hashed_files, r.unchanged), (0, 3), "settled: skipped");
     assert_eq!(job.asked_since(asked, Asked::List), 3, "three folders");
     assert_eq!(job.asked(), asked + 3, "nothing but the listing");
     assert_eq!(job.dify.requests(), sent, "nothing upstream");

@@ -37,7 +37,7 @@ impl Stamp {
 
 /// One object below the prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
+pub struct Entry {
     /// The object's path below the prefix.
     pub key: String,
     pub stamp: Stamp,
@@ -46,7 +46,7 @@ pub struct Listed {
 /// A bucket's objects in key order, and why the listing ended early.
 #[derive(Debug, Default)]
 pub struct Listing {
-    pub entries: Vec<Listed>,
+    pub entries: Vec<Entry>,
     pub failure: Option<Failure>,
 }
 
@@ -79,7 +79,7 @@ pub async fn list(op: &Operator, failed: impl Fn(&opendal::Error) -> Failure) ->
             if meta.is_dir() || entry.path().ends_with('/') || entry.path().is_empty() {
                 continue;
             }
-            listing.entries.push(Listed {
+            listing.entries.push(Entry {
                 key: entry.path().to_owned(),
                 stamp: Stamp {
                     etag: meta.etag().map(str::to_owned),

@@ -12,4 +12,4 @@ pub(crate) mod scan;
 mod seam;
 
 pub use config::{RawS3, S3Config};
-pub use listing::{Listed, Listing, Stamp};
+pub use listing::{Entry, Listing, Stamp};

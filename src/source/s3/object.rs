@@ -19,7 +19,7 @@ use crate::sink::http::{network_error, read_body};
 /// stamp, which decides whether the object is read again, and the facts
 /// the metadata mapping may name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recorded {
+pub struct Kept {
     #[serde(flatten)]
     pub stamp: Stamp,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,8 +31,8 @@ pub struct Recorded {
     pub meta: BTreeMap<String, String>,
 }
 
-impl Recorded {
-    pub fn parse(validator: Option<&str>) -> Option<Recorded> {
+impl Kept {
+    pub fn parse(validator: Option<&str>) -> Option<Kept> {
         serde_json::from_str(validator?).ok()
     }
 

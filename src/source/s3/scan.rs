@@ -1,9 +1,11 @@
-//! One poll of a bucket: the listing merged with what the state file
-//! recorded. An object whose stamp did not move is observed as recorded
-//! (no GET); one whose stamp moved is read once and hashed, and only the
-//! bytes that differ from what the target holds are kept for the push.
+//! One poll of a bucket, through the generic seam: the listing as
+//! `source::Listed` (each object stamped), triage and slices from
+//! `source::sliced`, and `ObjectReader`, which GETs and hashes what a
+//! slice's stamps cannot vouch for. An object whose stamp did not move
+//! costs no GET; the bytes read are kept for that slice's push.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -11,23 +13,17 @@ use futures::{FutureExt, StreamExt};
 use opendal::Operator;
 
 use super::config::Filter;
-use super::listing::{Failure, Listed, Listing};
-use super::object::{Object, Recorded};
+use super::listing::{Entry, Failure, Listing};
+use super::object::{Kept, Object};
 use crate::sink::{ErrorClass, SinkError};
 use crate::source::{
-    front_matter, Content, KnownFacts, Observed, ScanInput, ScanResult, Scanned, Skipped, Survey,
+    front_matter, sliced, Content, Listed, Observed, ReadChanged, Recorded, ScanInput, ScanResult,
+    Skipped, Stamped, Survey, Trust,
 };
-use crate::state::{CachedItem, StateError};
+use crate::state::StateError;
 
 /// GETs in flight at once.
 const READS: usize = 8;
-
-/// A poll's findings and the bodies to upload.
-#[derive(Default)]
-pub struct Polled {
-    pub scan: ScanResult,
-    pub bodies: HashMap<String, Bytes>,
-}
 
 /// How a kind reads one object (or file) in one request.
 pub trait Fetch: Sync {
@@ -43,148 +39,143 @@ pub struct Place<'a> {
     pub max_file_size: u64,
 }
 
-/// What the pass asks of the poll besides the listing.
-pub struct Against<'a> {
-    pub cached: &'a HashMap<String, CachedItem>,
-    /// Read every object, trusting no stamp (`--checksum`).
-    pub checksum: bool,
-    pub refuses: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
+impl Stamped for Entry {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The row keeps the stamp as JSON in its `validator`: a row without
+    /// one (or another kind's) is no stamp of this object.
+    fn stamped_as(&self, recorded: &impl Recorded) -> bool {
+        Kept::parse(recorded.tag()).is_some_and(|kept| kept.stamp == self.stamp)
+    }
 }
 
-pub async fn poll(
-    fetch: &dyn Fetch,
-    cfg: &Place<'_>,
-    listing: Listing,
-    with: Against<'_>,
-) -> Polled {
-    let mut out = Polled::default();
+/// The listing as the seam takes it: the selected objects, those over
+/// `max_file_size` left out (and protected), and a listing that is not
+/// the whole bucket protecting every record, since absent keys then prove
+/// nothing. `scrub` cleans what the report repeats of a server's words.
+fn listed(place: &Place, listing: Listing, scrub: impl Fn(&str) -> String) -> Listed<Entry> {
+    let mut listed = Listed::default();
     if let Some(failure) = &listing.failure {
-        protect_all(&mut out.scan, cfg, failure);
-    }
-    let mut to_read = Vec::new();
-    for listed in listing.entries {
-        if !cfg.filter.selects(&listed.key) {
-            continue;
-        }
-        if let Some(reason) = refused(cfg, &listed, with.refuses) {
-            out.scan.protected.push(listed.key.clone());
-            out.scan.skipped.push(Skipped {
-                path: listed.key,
-                reason,
-            });
-            continue;
-        }
-        match unmoved(with.cached.get(&listed.key), &listed).filter(|_| !with.checksum) {
-            Some(known) => out.scan.items.push(known.observed_again(listed.key)),
-            None => to_read.push(listed),
-        }
-    }
-    let reads = to_read.into_iter().map(|listed| async move {
-        let read = fetch.get(&listed.key, cfg.max_file_size).await;
-        (listed, read)
-    });
-    let mut reads = futures::stream::iter(reads).buffer_unordered(READS);
-    while let Some((listed, read)) = reads.next().await {
-        out.read(cfg, with.cached, listed, read);
-    }
-    out.scan.items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    out.scan.skipped.sort_by(|a, b| a.path.cmp(&b.path));
-    out
-}
-
-/// A listing that is not the whole bucket protects every record: absent
-/// keys prove nothing.
-fn protect_all(scan: &mut ScanResult, cfg: &Place, failure: &Failure) {
-    tracing::warn!(source = %cfg.label, "{}", failure.message());
-    scan.protected.push(String::new());
-    scan.skipped.push(Skipped {
-        path: cfg.label.clone(),
-        reason: failure.message().to_owned(),
-    });
-}
-
-/// Why an object is not read: too large, or of a type the sink refuses.
-fn refused(
-    cfg: &Place,
-    listed: &Listed,
-    refuses: &(dyn Fn(&str) -> Option<String> + Send + Sync),
-) -> Option<String> {
-    if listed.stamp.size > cfg.max_file_size {
-        return Some(format!(
-            "{} bytes is over max_file_size ({} bytes)",
-            listed.stamp.size, cfg.max_file_size
-        ));
-    }
-    refuses(&listed.key)
-}
-
-/// The recorded facts of an object whose stamp is the one recorded.
-fn unmoved<'c>(cached: Option<&'c CachedItem>, listed: &Listed) -> Option<&'c KnownFacts> {
-    let c = cached.filter(|c| c.present)?;
-    let known = c.facts.as_ref()?;
-    let recorded = Recorded::parse(known.validator.as_deref())?;
-    (recorded.stamp == listed.stamp).then_some(known)
-}
-
-impl Polled {
-    /// What one GET found: the object observed (its body kept when the
-    /// target does not hold these bytes), or a failure that protects it.
-    fn read(
-        &mut self,
-        cfg: &Place,
-        cached: &HashMap<String, CachedItem>,
-        listed: Listed,
-        read: Result<Object, String>,
-    ) {
-        let object = match read {
-            Ok(object) => object,
-            Err(reason) => {
-                tracing::warn!(key = %listed.key, %reason, "skipped");
-                self.scan.protected.push(listed.key.clone());
-                self.scan.skipped.push(Skipped {
-                    path: listed.key,
-                    reason,
-                });
-                return;
-            }
-        };
-        let hash = crate::source::folder::hash_bytes(&object.body);
-        let key = listed.key;
-        let recorded = Recorded {
-            stamp: listed.stamp,
-            content_type: object.content_type,
-            bucket: cfg.bucket.map(str::to_owned),
-            meta: object.meta,
-        };
-        self.scan.hashed_files += 1;
-        self.scan.hashed_bytes += object.body.len() as u64;
-        let pushed = cached.get(&key).and_then(|c| c.pushed_hash.as_ref());
-        if pushed != Some(&hash) {
-            self.bodies.insert(key.clone(), object.body.clone());
-        }
-        self.scan.items.push(Observed {
-            size: object.body.len() as u64,
-            mtime_ns: recorded.stamp.mtime_ns(),
-            identity: 0,
-            hash,
-            front_matter: if front_matter::is_markdown(&key) {
-                let head = &object.body[..object.body.len().min(front_matter::HEAD_BYTES)];
-                front_matter::read(&key, head)
-            } else {
-                None
-            },
-            rehashed: true,
-            racy: false,
-            validator: Some(recorded.to_json()),
-            key,
+        let reason = scrub(failure.message());
+        tracing::warn!(source = %place.label, "{reason}");
+        listed.protected.push(String::new());
+        listed.skipped.push(Skipped {
+            path: place.label.clone(),
+            reason,
         });
     }
+    for entry in listing.entries {
+        if !place.filter.selects(&entry.key) {
+            continue;
+        }
+        if entry.stamp.size > place.max_file_size {
+            let reason = format!(
+                "{} bytes is over max_file_size ({} bytes)",
+                entry.stamp.size, place.max_file_size
+            );
+            listed.skip(&entry.key, reason);
+            continue;
+        }
+        listed.entries.push(entry);
+    }
+    listed
 }
 
-/// A whole poll as the pass takes it, for a kind whose items an
-/// OpenDAL listing names: the cached rows, the listing (`failed` says
-/// what its error means) merged with them, and the bodies to upload, as
-/// one slice. `scrub` cleans what the report repeats of a server's words.
+/// Reads a slice's objects: one GET each, `READS` at a time, hashed; the
+/// bodies wait in `bodies` for that slice's push.
+struct ObjectReader<F> {
+    fetch: F,
+    bucket: Option<String>,
+    max: u64,
+    /// The bytes of the slice last read, taken by its `content`.
+    bodies: Arc<Mutex<HashMap<String, Bytes>>>,
+}
+
+impl<F: Fetch + Clone + Send + 'static> ReadChanged for ObjectReader<F> {
+    type Entry = Entry;
+
+    fn read(&self, entries: Vec<Entry>) -> BoxFuture<'static, ScanResult> {
+        let (fetch, bucket, max) = (self.fetch.clone(), self.bucket.clone(), self.max);
+        let bodies = self.bodies.clone();
+        async move {
+            let fetch = &fetch;
+            let reads = entries.into_iter().map(|entry| async move {
+                let read = fetch.get(&entry.key, max).await;
+                (entry, read)
+            });
+            let mut reads = futures::stream::iter(reads).buffer_unordered(READS);
+            let mut scan = ScanResult::default();
+            let mut read = HashMap::new();
+            while let Some((entry, got)) = reads.next().await {
+                match got {
+                    Ok(object) => {
+                        let observed = observe(&mut scan, bucket.as_deref(), entry, &object);
+                        read.insert(observed.key.clone(), object.body);
+                        scan.items.push(observed);
+                    }
+                    Err(reason) => {
+                        tracing::warn!(key = %entry.key, %reason, "skipped");
+                        scan.protected.push(entry.key.clone());
+                        scan.skipped.push(Skipped {
+                            path: entry.key,
+                            reason,
+                        });
+                    }
+                }
+            }
+            *bodies.lock().expect("no reader panics") = read;
+            scan
+        }
+        .boxed()
+    }
+
+    fn content(&self) -> Box<dyn Content + Send + Sync> {
+        Box::new(Bodies {
+            fetch: self.fetch.clone(),
+            bodies: std::mem::take(&mut *self.bodies.lock().expect("no reader panics")),
+            max: self.max,
+        })
+    }
+}
+
+/// What one GET found: the object observed, its stamp and the facts the
+/// metadata mapping may name kept in the row's `validator`.
+fn observe(scan: &mut ScanResult, bucket: Option<&str>, entry: Entry, object: &Object) -> Observed {
+    let hash = crate::source::folder::hash_bytes(&object.body);
+    let key = entry.key;
+    let kept = Kept {
+        stamp: entry.stamp,
+        content_type: object.content_type.clone(),
+        bucket: bucket.map(str::to_owned),
+        meta: object.meta.clone(),
+    };
+    scan.hashed_files += 1;
+    scan.hashed_bytes += object.body.len() as u64;
+    Observed {
+        size: object.body.len() as u64,
+        mtime_ns: kept.stamp.mtime_ns(),
+        identity: 0,
+        hash,
+        front_matter: if front_matter::is_markdown(&key) {
+            let head = &object.body[..object.body.len().min(front_matter::HEAD_BYTES)];
+            front_matter::read(&key, head)
+        } else {
+            None
+        },
+        rehashed: true,
+        racy: false,
+        validator: Some(kept.to_json()),
+        key,
+    }
+}
+
+/// A whole poll as the pass takes it, for a kind whose items an OpenDAL
+/// listing names: the listing (`failed` says what its error means), then
+/// `source::sliced` (triage against the cached rows, the settled skip,
+/// slices read by `ObjectReader`). `scrub` cleans what the report
+/// repeats of a server's words.
 pub async fn survey<F: Fetch + Clone + Send + 'static>(
     input: ScanInput<'_>,
     op: &Operator,
@@ -193,35 +184,26 @@ pub async fn survey<F: Fetch + Clone + Send + 'static>(
     place: Place<'_>,
     scrub: impl Fn(&str) -> String,
 ) -> Result<Survey, StateError> {
-    let cached = input.state.load_items_in(input.job, input.scope)?;
+    let settled =
+        input
+            .state
+            .plan_fingerprint(input.job, input.fingerprint, input.record_fingerprint)?;
     let listing = super::listing::list(op, failed).await;
-    let against = Against {
-        cached: &cached,
-        checksum: input.checksum,
-        refuses: input.refuses,
-    };
-    let max = place.max_file_size;
-    let mut polled = poll(fetch, &place, listing, against).await;
-    for s in &mut polled.scan.skipped {
-        s.reason = scrub(&s.reason);
-    }
-    let content = Box::new(Bodies {
+    let listed = listed(&place, listing, scrub);
+    let reader = ObjectReader {
         fetch: fetch.clone(),
-        bodies: polled.bodies,
-        max,
-    });
-    let scanned = Scanned {
-        scan: polled.scan,
-        cached,
-        content,
+        bucket: place.bucket.map(str::to_owned),
+        max: place.max_file_size,
+        bodies: Arc::default(),
     };
-    Ok(Survey::Whole(Some(Box::new((
-        input.scope.clone(),
-        scanned,
-    )))))
+    let trust = Trust {
+        settled,
+        deep: input.checksum,
+    };
+    sliced(&input, trust, listed, reader)
 }
 
-/// What a push uploads: the bytes this poll read, or (an upload owed from
+/// What a push uploads: the bytes its slice read, or (an upload owed from
 /// an earlier poll, whose object did not move since) one GET now.
 pub struct Bodies<F> {
     pub fetch: F,

@@ -1,5 +1,5 @@
 //! The S3 kind as the pass and the service see it: its `Source` (one poll
-//! of the bucket, a single slice for now) and what its section declares.
+//! of the bucket, read in slices of keys) and what its section declares.
 
 use std::sync::Arc;
 
@@ -67,10 +67,9 @@ impl Source for S3Source {
         Scope::All
     }
 
-    /// Every listed object is planned again (until the triage is generic
-    /// over stamps).
+    /// An object found in sync is skipped while its stamp holds.
     fn settles(&self) -> bool {
-        false
+        true
     }
 
     fn survey<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Survey, StateError>> {

@@ -1,5 +1,5 @@
 //! The WebDAV kind as the pass and the service see it: its `Source` (one
-//! poll of the share, a single slice, as the S3 kind's) and what its
+//! poll of the share, read in slices as the S3 kind's) and what its
 //! section declares.
 
 use std::sync::Arc;
@@ -66,8 +66,9 @@ impl Source for WebdavSource {
         Scope::All
     }
 
+    /// An object found in sync is skipped while its stamp holds.
     fn settles(&self) -> bool {
-        false
+        true
     }
 
     fn survey<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Survey, StateError>> {
