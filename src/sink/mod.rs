@@ -324,6 +324,10 @@ pub struct PushContext<'a> {
     /// Keys whose create was sent in an earlier pass and never confirmed:
     /// the record may exist, so it is looked up before anything else.
     pub suspects: &'a HashSet<String>,
+    /// The audit listed the upstream at this pass's start and adopted the
+    /// records it found under the suspects' names: that listing was the
+    /// pass's look for them, and none is looked up again.
+    pub audited: bool,
     /// Reads an item's content from the job's source.
     pub content: &'a (dyn crate::source::Content + Send + Sync),
 }

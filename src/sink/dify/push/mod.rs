@@ -35,8 +35,13 @@ pub(super) struct Pusher<'a> {
     cached: &'a HashMap<String, CachedItem>,
     stop: &'a AtomicBool,
     suspects: &'a HashSet<String>,
+    audited: bool,
     content: &'a (dyn Content + Send + Sync),
 }
+
+/// Why a document whose indexing failed is deleted, for the log.
+const RECREATED: &str = "to create it again";
+const RETIRED: &str = "as its file is retired";
 
 /// Up to this many unconfirmed creates are looked up one by one; more
 /// than that, and one listing of the whole dataset is cheaper.
@@ -137,6 +142,7 @@ impl<'a> Pusher<'a> {
             cached: ctx.cached,
             stop: ctx.stop,
             suspects: ctx.suspects,
+            audited: ctx.audited,
             content: ctx.content,
         }
     }
@@ -214,13 +220,19 @@ impl<'a> Pusher<'a> {
     /// An item that vanished while its create was unconfirmed: if the
     /// create was applied after all, that document mirrors nothing now.
     async fn remove_orphan(&self, key: &str) -> Result<(), SinkError> {
-        if let Some(doc) = self
-            .client
-            .find_by_name(&self.dify.document_name(key))
-            .await?
-        {
-            tracing::info!(%key, document = %doc.id, "removing the document of an unconfirmed create whose file is gone");
-            match self.client.delete_document(&doc.id).await {
+        let name = self.dify.document_name(key);
+        let found = if self.audited {
+            // In the audit's listing, among the records no item claimed.
+            self.state
+                .take_unclaimed(&name)
+                .map_err(|e| SinkError::local(ErrorClass::Fatal, "state", e.to_string()))?
+                .map(|l| l.id)
+        } else {
+            self.client.find_by_name(&name).await?.map(|d| d.id)
+        };
+        if let Some(id) = found {
+            tracing::info!(%key, document = %id, "removing the document of an unconfirmed create whose file is gone");
+            match self.client.delete_document(&id).await {
                 Err(e) if e.status != Some(404) => return Err(e),
                 _ => {}
             }
@@ -264,6 +276,13 @@ impl<'a> Pusher<'a> {
     ) -> Result<bool, PushError> {
         let mut by_action: BTreeMap<StatusAction, Vec<(&str, &str)>> = BTreeMap::new();
         for (key, doc, action) in ops {
+            // Dify refuses to disable a document whose indexing failed
+            // ("not completed"); one the audit found errored is removed
+            // outright, without the refusal first.
+            if *action == StatusAction::Disable && self.failed_upstream(key) {
+                self.remove_errored_item(key, doc, out, blocked).await?;
+                continue;
+            }
             by_action.entry(*action).or_default().push((key, doc));
         }
         for (action, items) in by_action {
@@ -360,7 +379,10 @@ impl<'a> Pusher<'a> {
         // means deleting it.
         let errored = e.code == "indexing_error"
             || (not_ready(&e) == Some(NotReady::NotCompleted) && self.errored(key, doc).await);
-        if action == StatusAction::Disable && errored && self.remove_errored(doc).await.is_ok() {
+        if action == StatusAction::Disable
+            && errored
+            && self.remove_errored(doc, RETIRED).await.is_ok()
+        {
             self.state.forget(&self.job.name, key)?;
             out.deleted += 1;
             return Ok(());
@@ -374,6 +396,29 @@ impl<'a> Pusher<'a> {
             _ => e,
         };
         self.fail(out, key, action.as_str(), e)
+    }
+
+    /// Retires `key`, whose document `doc` failed to index, by deleting
+    /// it: such a document can be neither disabled nor updated, and it
+    /// mirrors nothing.
+    async fn remove_errored_item(
+        &self,
+        key: &str,
+        doc: &str,
+        out: &mut Outcome,
+        blocked: &mut HashSet<String>,
+    ) -> Result<(), PushError> {
+        match self.remove_errored(doc, RETIRED).await {
+            Err(e) => {
+                blocked.insert(key.to_owned());
+                self.fail(out, key, StatusAction::Disable.as_str(), e)
+            }
+            Ok(()) => {
+                self.state.forget(&self.job.name, key)?;
+                out.deleted += 1;
+                Ok(())
+            }
+        }
     }
 
     /// Upload batches Dify may still be indexing, per key.
@@ -550,7 +595,9 @@ impl<'a> Pusher<'a> {
             .iter()
             .filter(|u| self.suspects.contains(u.key))
             .count();
+        // After this pass's audit, its listing was the look.
         let list_all = !creates.is_empty()
+            && !self.audited
             && (!self.state.listed(&self.job.name)? || unconfirmed > LOOKUP_LIMIT);
         if !list_all {
             return Ok(None);
@@ -623,7 +670,7 @@ impl<'a> Pusher<'a> {
         let found = match (u.doc_id, existing) {
             (Some(_), _) => None,
             (None, Some(all)) => all.get(&name).cloned(),
-            (None, None) if self.suspects.contains(u.key) => {
+            (None, None) if self.suspects.contains(u.key) && !self.audited => {
                 match self.client.find_by_name(&name).await {
                     Ok(doc) => doc,
                     Err(e) => return at.failed(e),
@@ -685,7 +732,7 @@ impl<'a> Pusher<'a> {
     ) -> Taken {
         // A document whose indexing failed cannot be updated: replaced.
         if doc.indexing_status.as_deref() == Some("error") {
-            return match self.remove_errored(&doc.id).await {
+            return match self.remove_errored(&doc.id, RECREATED).await {
                 Ok(()) => Taken::Replace,
                 Err(e) => Taken::Ended(at.failed(e)),
             };
@@ -747,7 +794,9 @@ impl<'a> Pusher<'a> {
             // The audit found its indexing failed: Dify would refuse the
             // update ("not available") yet keep the uploaded file.
             Some(id) if self.failed_upstream(at.key) => {
-                self.remove_errored(id).await.map_err(|e| at.failed(e))?;
+                self.remove_errored(id, RECREATED)
+                    .await
+                    .map_err(|e| at.failed(e))?;
                 self.mark_started(at.key).map_err(|e| at.failed(e))?;
                 create().await
             }
@@ -756,7 +805,9 @@ impl<'a> Pusher<'a> {
                 // (it can take no update): create it anew.
                 Err(e) if gone(&e) || e.code == "indexing_error" => {
                     if e.code == "indexing_error" {
-                        self.remove_errored(id).await.map_err(|e| at.failed(e))?;
+                        self.remove_errored(id, RECREATED)
+                            .await
+                            .map_err(|e| at.failed(e))?;
                     }
                     self.mark_started(at.key).map_err(|e| at.failed(e))?;
                     create().await
@@ -794,9 +845,10 @@ impl<'a> Pusher<'a> {
     }
 
     /// A document whose indexing ended in `error` can be neither updated
-    /// nor disabled: it is deleted, to be created again from the file.
-    async fn remove_errored(&self, doc_id: &str) -> Result<(), SinkError> {
-        tracing::info!(document = %doc_id, "deleting a document whose indexing failed, to create it again");
+    /// nor disabled: it is deleted (`why`: to create it again from the
+    /// file, or because its file is retired).
+    async fn remove_errored(&self, doc_id: &str, why: &str) -> Result<(), SinkError> {
+        tracing::info!(document = %doc_id, "deleting a document whose indexing failed, {why}");
         match self.client.delete_document(doc_id).await {
             Err(e) if !gone(&e) => Err(e),
             _ => Ok(()),
