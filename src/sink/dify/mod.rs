@@ -4,9 +4,9 @@
 
 mod client;
 mod config;
+mod hooks;
 mod indexing;
 mod name;
-mod push;
 mod verbs;
 
 pub use config::{validate, DifyConfig, RawDify, BUILT_IN_FIELDS};
@@ -195,7 +195,7 @@ impl Sink for DifySink {
         ctx: PushContext<'a>,
         plan: &'a Plan,
     ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
-        async move { push::Pusher::new(ctx, self).run(plan).await }.boxed_local()
+        crate::execute::push(self, ctx, plan).boxed_local()
     }
 }
 

@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering;
 use futures::StreamExt;
 
 use super::client::{Knowledge, SharelyClient};
-use super::verbs::replaced_but_kept;
 use super::{SharelyConfig, SharelySink};
+use crate::execute::replaced_but_kept;
 use crate::execute::{set_metadata, MetaItem, Phase};
 use crate::plan::{Op, Plan};
 use crate::sink::verbs::Content;
@@ -278,6 +278,8 @@ impl<'a> Push<'a, '_> {
             state: self.ctx.state,
             cached: self.ctx.cached,
             stop: self.ctx.stop,
+            gone: &|_| false,
+            binds: true,
         };
         set_metadata(self.sink, &at, &items, &mut self.out).await
     }
