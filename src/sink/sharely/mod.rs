@@ -7,7 +7,6 @@
 mod client;
 mod config;
 mod token;
-mod upload;
 mod verbs;
 
 pub use client::check_values;
@@ -213,10 +212,6 @@ impl Sink for SharelySink {
         ctx: PushContext<'a>,
         plan: &'a Plan,
     ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
-        if self.cfg.upload {
-            upload::push(ctx, self, plan).boxed_local()
-        } else {
-            crate::execute::without_content(self, ctx, plan).boxed_local()
-        }
+        crate::execute::push(self, ctx, plan).boxed_local()
     }
 }
