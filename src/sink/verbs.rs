@@ -5,8 +5,8 @@
 //! hands out (`Verbs::capabilities`), so no sink can claim a verb it
 //! lacks, and no verb has a default that answers "done" unasked.
 //!
-//! Each verb is one kind of call: the pusher decides what to send and
-//! when, and records the answers in the state file.
+//! Each verb is one kind of call: the executor (`execute`) decides what
+//! to send and when, and records the answers in the state file.
 
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
