@@ -32,6 +32,9 @@ use crate::config::{DeletePolicy, Duplicates, JobConfig};
 use crate::sink::{ErrorClass, Listed, Sink, SinkError};
 use crate::state::{Listing, RemoteStatus, State, StateError, Tracked};
 
+/// What an errored record's finding says of its future.
+const REPLACED_LATER: &str = "; it is replaced when the file changes";
+
 /// Up to this many records missing from a listing are looked up one by
 /// one; more, and the dataset is listed a second time.
 const LOOKUPS: usize = 20;
@@ -271,9 +274,7 @@ fn compare_record(item: &Tracked, l: Listed, name: &str, content: bool, found: &
         let reason = l
             .error
             .unwrap_or_else(|| "the upstream gave no reason".into());
-        let detail = format!(
-            "its processing failed upstream: {reason}; it is replaced when the file changes"
-        );
+        let detail = format!("its processing failed upstream: {reason}{REPLACED_LATER}");
         found.finding(key, Drift::Errored, detail, item.present);
         if item.present {
             found.repairs.errored.push((key.to_owned(), reason));
@@ -419,12 +420,17 @@ async fn retire(
 }
 
 /// After the pass: an errored record the pass replaced (its file had
-/// changed) no longer remains.
+/// changed) or removed (its file is gone) no longer remains.
 pub fn settle(report: &mut AuditReport, state: &State, job: &str) -> Result<(), StateError> {
     for f in report.findings.iter_mut() {
         if f.remains && f.drift == Drift::Errored && !state.failed_upstream(job, &f.key)? {
             f.remains = false;
-            f.detail.push_str(" (replaced by this pass)");
+            if state.tracks(job, &f.key)? {
+                f.detail.push_str(" (replaced by this pass)");
+            } else {
+                // Its file is gone: nothing replaces it.
+                f.detail = f.detail.replace(REPLACED_LATER, "; removed by this pass");
+            }
         }
     }
     Ok(())

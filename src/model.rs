@@ -17,7 +17,7 @@ pub struct Capabilities {
     pub status: bool,
     pub delete: bool,
     /// Without content: an item with no upstream record gets one (looked up,
-    /// else created) by the pusher; otherwise it must be mapped in config.
+    /// else created) by the executor; otherwise it must be mapped in config.
     pub create_records: bool,
 }
 

@@ -5,7 +5,7 @@
 //! "scanned" and the summary.
 //!
 //! One set of counters per process: kbsync runs one pass at a time, and
-//! the scan's hashing threads and the pushers update it without being
+//! the scan's hashing threads and the uploads update it without being
 //! handed anything.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -409,3 +409,31 @@ async fn a_document_whose_indexing_failed_is_shown_with_difys_reason_and_not_in_
     let s = kbsync::status::read(&ws.config(), &[]).unwrap().unwrap();
     assert_eq!((s[0].summary.in_sync, s[0].summary.failed.len()), (2, 0));
 }
+
+#[tokio::test]
+async fn a_document_whose_indexing_failed_is_removed_with_one_delete_when_its_file_goes() {
+    // Dify 1.13.3 refuses to disable it ("is not completed"); the audit
+    // knows it errored, so the pass deletes it and sends nothing else.
+    let (fake, ws) = mirrored("disable", 2).await;
+    let id = doc_id(&fake, "d/000.md");
+    fake.world()
+        .docs
+        .get_mut(&id)
+        .unwrap()
+        .fail_indexing("Could not detect encoding");
+    ws.remove("d/000.md");
+    let mark = fake.world().log.len();
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.outcome.as_ref().unwrap().deleted, 1);
+    let w = fake.world();
+    assert!(!w.docs.contains_key(&id), "the errored document is gone");
+    assert_eq!(w.count_since(mark, "/status/"), 0, "no disable tried");
+    assert_eq!(w.count_since(mark, "indexing-status"), 0);
+    assert_eq!(w.count_since(mark, "DELETE"), 1);
+    drop(w);
+    let f = &r.audit.as_ref().unwrap().findings[0];
+    assert_eq!((f.key.as_str(), f.drift.as_str()), ("d/000.md", "errored"));
+    assert!(f.detail.contains("removed by this pass"), "{}", f.detail);
+    assert!(!f.detail.contains("replaced"), "{}", f.detail);
+}

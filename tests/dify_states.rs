@@ -621,3 +621,37 @@ async fn concurrent_updates_probe_the_patch_route_once() {
     assert_eq!(patched.len(), 1, "{patched:#?}");
     assert_eq!(w.count_since(mark, "update-by-file"), keys.len());
 }
+
+/// A restart after kill -9 in the middle of the creates: every create of
+/// the phase was marked started, more than are looked up one by one. The
+/// audit's listing is the pass's one listing: the pusher does not list the
+/// same page again to look for them.
+#[tokio::test]
+async fn a_restart_after_a_kill_mid_create_lists_the_documents_once() {
+    let (fake, ws) = with_fake("disable", META).await;
+    for i in 0..25 {
+        ws.write(&format!("n{i:02}.md"), &note("ana", &format!("N{i}")));
+    }
+    fake.world().inject(None, "create-by-file", Fault::Drop, 25);
+    let r = ws.sync().await;
+    assert!(!r.converged(), "every create unconfirmed: {r:?}");
+    // A few of them were applied before the process died.
+    for i in 0..3 {
+        let key = format!("n{i:02}.md");
+        fake.world()
+            .add_doc(&key, note("ana", &format!("N{i}")).as_bytes());
+    }
+    fake.world().faults.clear();
+    let mark = fake.world().log.len();
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    let w = fake.world();
+    let listings: Vec<String> = w.log[mark..]
+        .iter()
+        .filter(|l| l.method == "GET" && l.path.contains("/documents?"))
+        .map(|l| l.path.clone())
+        .collect();
+    assert_eq!(listings.len(), 1, "one listing: {listings:#?}");
+    assert_eq!(w.docs.len(), 25, "adopted, not duplicated");
+    assert!(w.duplicate_names().is_empty());
+}

@@ -352,3 +352,23 @@ async fn a_file_refused_for_good_does_not_hide_when_the_job_last_settled() {
     assert_eq!(v[0]["last_run"]["settled"], false, "{out}");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_status_change_retried_on_difys_indexing_lock_is_counted_as_a_retry() {
+    let (fake, ws, port) = setup().await;
+    ws.write("a.md", "alpha");
+    ws.write("b.md", "beta");
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    d.notified("last sync").await;
+    // The next status call finds the document locked ("being indexed");
+    // the one after goes through.
+    let id = fake.world().doc_by_name("a.md").unwrap().id.clone();
+    fake.world().docs.get_mut(&id).unwrap().being_indexed = 1;
+    ws.remove("a.md");
+    d.notified("last sync").await;
+    assert!(!fake.world().docs[&id].enabled, "disabled after the wait");
+    let m = scrape(&get(port, "/metrics").await.1);
+    assert_eq!(number(&m, "kbsync_retries_total{upstream=\"dify\"}"), 1.0);
+    d.stop().await;
+}

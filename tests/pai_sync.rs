@@ -420,14 +420,6 @@ impl kbsync::sink::Sink for CannotRetire {
             ..self.0.verbs()
         }
     }
-    fn push<'a>(
-        &'a self,
-        ctx: kbsync::sink::PushContext<'a>,
-        plan: &'a kbsync::plan::Plan,
-    ) -> futures::future::LocalBoxFuture<'a, Result<kbsync::sink::Outcome, kbsync::sink::PushError>>
-    {
-        self.0.push(ctx, plan)
-    }
 }
 
 /// Retiring through the verbs PAI has: records are deleted (or kept),

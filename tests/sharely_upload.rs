@@ -295,3 +295,30 @@ async fn a_listing_that_never_ends_is_stopped_and_nothing_acts_on_it() {
     fake.world().endless_listing = false;
     assert_eq!(content_of(&fake, "a.md").len(), 2, "the copy was retired");
 }
+
+#[tokio::test]
+async fn an_audited_pass_after_a_lost_upload_answer_lists_the_workspace_once() {
+    // The audit's listing finds the item the unanswered upload made and
+    // adopts it; the uploads do not list the same items again.
+    let (fake, ws) = setup("keep", "").await;
+    ws.write("guide.md", "v1");
+    fake.world().upload_faults = vec![Fault::ApplyThen500];
+    assert!(!ws.sync().await.converged());
+    let listings = || {
+        let w = fake.world();
+        w.log
+            .iter()
+            .filter(|l| l.method == "GET" && l.path.ends_with("/knowledge"))
+            .count()
+    };
+    let before = listings();
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(listings() - before, 1, "the audit's listing alone");
+    assert_eq!(content_of(&fake, "guide.md"), ["v1"]);
+    assert_eq!(
+        fake.world().count("POST", "/knowledge/file"),
+        1,
+        "not sent again"
+    );
+}

@@ -23,6 +23,12 @@ pub struct Phase<'a> {
     /// The rows the plan was made from.
     pub cached: &'a HashMap<String, CachedItem>,
     pub stop: &'a AtomicBool,
+    /// Whether a refusal says the record is gone upstream
+    /// (`ContentHooks::gone`; a sink without content says so per item).
+    pub gone: &'a dyn Fn(&SinkError) -> bool,
+    /// Whether a metadata answer binds its record to the key (records
+    /// made without content); an upload binds its own.
+    pub binds: bool,
 }
 
 /// One item's values, and the record they go to (none: to create).
@@ -51,11 +57,31 @@ impl Phase<'_> {
     /// Records `key`'s values set on record `id`.
     fn done(&self, key: &str, id: &str, values: &Values) -> Result<(), PushError> {
         let known = self.cached.get(key).and_then(|c| c.doc_id.as_deref());
-        if known != Some(id) {
+        if self.binds && known != Some(id) {
             self.state.record_doc_id(self.job(), key, id, key)?;
         }
         self.state.record_metadata(self.job(), &[(key, values)])?;
         Ok(())
+    }
+
+    /// A step of `key` that failed. A record gone upstream (deleted by
+    /// hand) is forgotten, so the next pass creates it again; never parked.
+    pub fn fail(
+        &self,
+        out: &mut Outcome,
+        key: &str,
+        op: &'static str,
+        mut error: SinkError,
+    ) -> Result<(), PushError> {
+        if op != "delete" && (self.gone)(&error) {
+            self.state.clear_doc_id(self.job(), key)?;
+            error.class = ErrorClass::Transient;
+            error.message = format!(
+                "{} (the record is gone upstream; the next pass creates it again)",
+                error.message
+            );
+        }
+        record_failure(self.state, out, self.job(), key, op, error)
     }
 
     /// A refusal of `key`'s values; a record gone upstream is forgotten,
@@ -64,7 +90,7 @@ impl Phase<'_> {
         if r.gone {
             self.state.clear_doc_id(self.job(), key)?;
         }
-        record_failure(self.state, out, self.job(), key, "metadata", r.error)
+        self.fail(out, key, "metadata", r.error)
     }
 
     /// What a batch did not apply: its failures, and the items a fatal
@@ -75,18 +101,93 @@ impl Phase<'_> {
         keys: &[&str],
         r: &BatchResult,
     ) -> Result<bool, PushError> {
+        if !r.failed.is_empty() {
+            // What `prepare` learnt may be stale (a field removed upstream
+            // by hand fails the batch): learnt again next time.
+            self.state.forget_fields(self.job())?;
+        }
         for (i, e) in &r.failed {
-            record_failure(self.state, out, self.job(), keys[*i], "metadata", e.clone())?;
+            self.fail(out, keys[*i], "metadata", e.clone())?;
         }
         let Some(e) = r.fatal.clone() else {
             return Ok(false);
         };
         for i in stopped(r, keys.len()) {
-            record_failure(self.state, out, self.job(), keys[i], "metadata", e.clone())?;
+            self.fail(out, keys[i], "metadata", e.clone())?;
         }
         out.fatal = Some(e);
         Ok(true)
     }
+
+    /// What kbsync last set on record `id` of `key`, for a `MetaSet`.
+    pub fn set_of<'m>(&'m self, key: &'m str, id: &'m str, values: &'m Values) -> MetaSet<'m> {
+        MetaSet {
+            key,
+            id,
+            values,
+            before: self.before(key, id),
+            facts: None,
+        }
+    }
+
+    /// Records what one batch's call did: each applied item's answer,
+    /// its failures. True when the phase stops (a fatal answer).
+    pub fn settle(
+        &self,
+        out: &mut Outcome,
+        chunk: &[MetaSet<'_>],
+        (r, answers): (BatchResult, ByKey<()>),
+    ) -> Result<bool, PushError> {
+        let keys: Vec<&str> = chunk.iter().map(|m| m.key).collect();
+        for (i, answer) in applied(&r, &keys, answers) {
+            let m = &chunk[i];
+            match answer {
+                Ok(()) => {
+                    self.done(m.key, m.id, m.values)?;
+                    out.metadata += 1;
+                }
+                Err(refused) => self.refused(out, m.key, refused)?,
+            }
+        }
+        self.unapplied(out, &keys, &r)
+    }
+}
+
+/// Sends one batch (halving it if refused whole).
+pub async fn send_batch<'a>(
+    verb: &dyn SetMetadata,
+    chunk: &'a [MetaSet<'a>],
+) -> (BatchResult, ByKey<()>) {
+    send_answered(chunk, |m| m.key, |part| verb.set(part).boxed_local()).await
+}
+
+/// Sends `sets` in the verb's batches, as many in flight as it takes.
+/// Shutdown sends nothing more; a fatal answer stops the phase.
+pub async fn send_sets(
+    verb: &dyn SetMetadata,
+    at: &Phase<'_>,
+    sets: &[MetaSet<'_>],
+    out: &mut Outcome,
+) -> Result<(), PushError> {
+    let calls = sets
+        .chunks(verb.batch_size().max(1))
+        .map(|chunk| async move {
+            if at.stop.load(Ordering::SeqCst) {
+                return (chunk, None);
+            }
+            (chunk, Some(send_batch(verb, chunk).await))
+        });
+    let mut calls = futures::stream::iter(calls).buffer_unordered(verb.concurrency().max(1));
+    while let Some((chunk, sent)) = calls.next().await {
+        let Some(sent) = sent else {
+            out.interrupted = true;
+            continue;
+        };
+        if at.settle(out, chunk, sent)? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Sets each item's values onto its record (items without one are
@@ -104,11 +205,8 @@ pub async fn set_metadata(
         .filter_map(|i| {
             let id = i.id.as_deref()?;
             Some(MetaSet {
-                key: i.key,
-                id,
-                values: i.values,
-                before: at.before(i.key, id),
                 facts: i.facts.as_ref(),
+                ..at.set_of(i.key, id, i.values)
             })
         })
         .collect();
@@ -125,38 +223,7 @@ pub async fn set_metadata(
     if let Err(e) = verb.prepare(p).await {
         return fail_all(at, out, sets.iter().map(|m| m.key), e);
     }
-    let calls = sets
-        .chunks(verb.batch_size().max(1))
-        .map(|chunk| async move {
-            if at.stop.load(Ordering::SeqCst) {
-                return (chunk, None);
-            }
-            let sent = send_answered(chunk, |m| m.key, |part| verb.set(part).boxed_local());
-            (chunk, Some(sent.await))
-        });
-    let mut calls = futures::stream::iter(calls).buffer_unordered(verb.concurrency().max(1));
-    while let Some((chunk, sent)) = calls.next().await {
-        let Some((r, answers)) = sent else {
-            out.interrupted = true;
-            continue;
-        };
-        let keys: Vec<&str> = chunk.iter().map(|m| m.key).collect();
-        let answered = applied(&r, &keys, answers);
-        for (i, answer) in answered {
-            let m = &chunk[i];
-            match answer {
-                Ok(()) => {
-                    at.done(m.key, m.id, m.values)?;
-                    out.metadata += 1;
-                }
-                Err(refused) => at.refused(out, m.key, refused)?,
-            }
-        }
-        if at.unapplied(out, &keys, &r)? {
-            break;
-        }
-    }
-    Ok(())
+    send_sets(verb, at, &sets, out).await
 }
 
 /// Creates a record with its values for each item, in the verb's batches,

@@ -37,6 +37,8 @@ pub async fn without_content(
         state,
         cached: ctx.cached,
         stop,
+        gone: &|_| false,
+        binds: true,
     };
     set_metadata(verbs.metadata, &at, &known, &mut out).await?;
     if let Some(records) = verbs.records {

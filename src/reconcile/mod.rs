@@ -668,9 +668,11 @@ struct Pushed {
 
 async fn push(sink: &dyn Sink, ctx: PushContext<'_>, plan: &Plan) -> Result<Pushed, StateError> {
     let before = sink.requests_sent();
-    let outcome = sink.push(ctx, plan).await.map_err(|e| match e {
-        PushError::State(s) => s,
-    })?;
+    let outcome = crate::execute::push(sink, ctx, plan)
+        .await
+        .map_err(|e| match e {
+            PushError::State(s) => s,
+        })?;
     Ok(Pushed {
         outcome,
         requests: sink.requests_sent() - before,

@@ -334,6 +334,7 @@ impl Runner {
                     cached: &scanned.cached,
                     stop: &self.stop,
                     suspects: &queued.suspects,
+                    audited: report.audit.is_some(),
                     content: scanned.content.as_ref(),
                 };
                 Ok(Some(push(sink, ctx, to_push).await?))

@@ -1,10 +1,11 @@
 //! Sinks: the upstreams kbsync mirrors into. Each lives in its own folder
 //! (`dify/`, `pai/`, `sharely/`) with its config section, its client and
-//! its push logic; what they share stays here: the HTTP transport
-//! (`http.rs`: client, rate limit, retries, reading an answer within a
-//! cap), bounds on listings that page (`paging.rs`), bisection of refused
-//! batches, the outcome of a push, and the typed
-//! errors that say whether to retry.
+//! its verbs (`verbs.rs`), and its hooks where it takes content; the
+//! executor (`execute::push`) carries a plan out through them. What they
+//! share stays here: the HTTP transport (`http.rs`: client, rate limit,
+//! retries, reading an answer within a cap), bounds on listings that page
+//! (`paging.rs`), bisection of refused batches, the outcome of a push,
+//! and the typed errors that say whether to retry.
 //!
 //! A `[sync.X]` table becomes a `SinkConfig` in `registry.rs`, the only
 //! place that names every upstream; the pass sees nothing but the traits.
@@ -278,18 +279,6 @@ pub trait Sink: Send + Sync {
     fn record_name(&self, key: &str) -> String {
         key.to_owned()
     }
-
-    /// Carries out `plan` (what the outbox did not hold back), recording
-    /// each confirmed step in the state file as it goes. A sink without
-    /// content hands it to `execute::without_content`; the content sinks
-    /// run their own uploads, with the executor's delete and metadata
-    /// phases. The future is not `Send`: it writes through the state
-    /// file's connection, and the pass runs on one task.
-    fn push<'a>(
-        &'a self,
-        ctx: PushContext<'a>,
-        plan: &'a Plan,
-    ) -> LocalBoxFuture<'a, Result<Outcome, PushError>>;
 }
 
 /// The plan's metadata steps: each key, the record it is bound to (if
@@ -324,6 +313,10 @@ pub struct PushContext<'a> {
     /// Keys whose create was sent in an earlier pass and never confirmed:
     /// the record may exist, so it is looked up before anything else.
     pub suspects: &'a HashSet<String>,
+    /// The audit listed the upstream at this pass's start and adopted the
+    /// records it found under the suspects' names: that listing was the
+    /// pass's look for them, and none is looked up again.
+    pub audited: bool,
     /// Reads an item's content from the job's source.
     pub content: &'a (dyn crate::source::Content + Send + Sync),
 }

@@ -5,8 +5,8 @@
 //! hands out (`Verbs::capabilities`), so no sink can claim a verb it
 //! lacks, and no verb has a default that answers "done" unasked.
 //!
-//! Each verb is one kind of call: the pusher decides what to send and
-//! when, and records the answers in the state file.
+//! Each verb is one kind of call: the executor (`execute`) decides what
+//! to send and when, and records the answers in the state file.
 
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
@@ -91,8 +91,10 @@ pub struct Stored {
     pub batch: Option<String>,
 }
 
-/// Uploads content as records.
-pub trait Content {
+/// Uploads content as records. The executor (`execute::with_content`)
+/// decides what to upload and when; the hooks (`ContentHooks`) say where
+/// this upstream differs.
+pub trait Content: ContentHooks {
     /// How many uploads may be in flight at once.
     fn concurrency(&self) -> usize;
 
@@ -101,7 +103,117 @@ pub trait Content {
 
     /// `bytes` in place of record `id`'s content. The record that holds
     /// them may be a new one (Sharely uploads anew, then deletes `id`).
-    fn replace<'a>(&'a self, key: &'a str, id: &'a str, bytes: &'a Bytes) -> Call<'a, Stored>;
+    /// `pending`: the upstream's processing job the record may still be
+    /// in (`Stored::batch` of its last upload).
+    fn replace<'a>(&'a self, r: Replace<'a>) -> Call<'a, Stored>;
+}
+
+/// What `Content::replace` replaces.
+#[derive(Clone, Copy)]
+pub struct Replace<'a> {
+    pub key: &'a str,
+    pub id: &'a str,
+    pub bytes: &'a Bytes,
+    pub pending: Option<&'a str>,
+}
+
+/// The records found under the name of a key being uploaded (a lookup
+/// after an unconfirmed create, or the listing of a first create).
+pub struct Found<'a> {
+    pub key: &'a str,
+    /// The record kbsync knows for the key, if any.
+    pub known: Option<&'a str>,
+    pub records: Vec<super::Listed>,
+    /// The content hash of what is about to be uploaded.
+    pub hash: &'a str,
+    /// What an unconfirmed create of this key sent, if one did.
+    pub sent: Option<&'a str>,
+}
+
+/// What becomes of the records found under a key's name.
+pub enum Taken {
+    /// None is kept: the content goes to a new record.
+    Create,
+    /// The content goes to record `id` (`adopted`: one kbsync did not
+    /// know), and the records `stale` are deleted once it is stored.
+    Update {
+        id: String,
+        adopted: bool,
+        stale: Vec<String>,
+    },
+    /// The record holds the content already (an unconfirmed create's
+    /// own): adopted as it is.
+    Holds(Stored),
+    /// Adopted, but it cannot take the content yet: its id is kept and
+    /// the upload fails for now.
+    Waits {
+        id: String,
+        error: SinkError,
+    },
+    Failed(SinkError),
+}
+
+/// One item of a status batch.
+pub struct StatusItem<'a> {
+    pub key: &'a str,
+    pub id: &'a str,
+    /// The upstream's processing job the record may still be in.
+    pub pending: Option<&'a str>,
+}
+
+/// One status action's batches, sharing the waits they may make.
+pub trait StatusPhase {
+    /// Applies the action to `batch` (at most `Status::batch_size`),
+    /// waiting where the upstream asks to; `Err` refuses it whole.
+    fn set<'a>(&'a self, batch: &'a [StatusItem<'a>]) -> Call<'a, ()>;
+}
+
+/// A status change the upstream refused for one record.
+pub struct Refusal<'a> {
+    pub action: StatusAction,
+    pub item: &'a StatusItem<'a>,
+    pub error: SinkError,
+    /// Unix seconds of kbsync's last status change to the record.
+    pub changed_at: Option<i64>,
+}
+
+/// What a status change refused for one record means.
+pub enum StatusRefused {
+    /// The record failed processing and takes no such change: it is
+    /// retired by deleting it (`SinkError`: the refusal, should the
+    /// delete fail too).
+    Errored(SinkError),
+    Failed(SinkError),
+}
+
+/// Where one content upstream differs from another. None has a default:
+/// each upstream says what it does.
+pub trait ContentHooks {
+    /// Unconfirmed creates looked up one by one, up to this many; more
+    /// are found by one listing (0: always a listing).
+    fn lookups(&self) -> usize;
+
+    /// Whether every upload makes a new record (a replace too): then
+    /// every upload, not only a create, is marked started before it is
+    /// sent.
+    fn uploads_create(&self) -> bool;
+
+    /// What becomes of the records found under a key's name.
+    fn take_found<'a>(&'a self, found: Found<'a>) -> LocalBoxFuture<'a, Taken>;
+
+    /// Whether `e` says the record is gone upstream (its id means nothing
+    /// any more: the next pass creates it again).
+    fn gone(&self, e: &SinkError) -> bool;
+
+    /// Whether `e` says the record failed processing and takes no content
+    /// until it is removed.
+    fn errored(&self, e: &SinkError) -> bool;
+
+    /// The batches of one status action.
+    fn status_phase(&self, action: StatusAction) -> Box<dyn StatusPhase + '_>;
+
+    /// What a status change refused for one record means.
+    fn status_refused<'a>(&'a self, r: Refusal<'a>) -> LocalBoxFuture<'a, StatusRefused>;
 }
 
 /// A record to create with its metadata, without content (PAI: a record

@@ -607,6 +607,11 @@ impl State {
             .unwrap_or(false))
     }
 
+    /// Whether the state file has a row for `key`.
+    pub fn tracks(&self, job: &str, key: &str) -> Result<bool, StateError> {
+        Ok(self.column::<i64>(job, key, "1")?.is_some())
+    }
+
     /// `what` of `key`'s row; `None` when there is no row.
     fn column<T: rusqlite::types::FromSql>(
         &self,

@@ -97,7 +97,7 @@ impl DifyClient {
         })
     }
 
-    /// The waits of a call the pusher retries itself.
+    /// The waits of a call the executor's hooks retry themselves.
     pub fn waits<'c>(&'c self, call: &'c str) -> Waits<'c> {
         self.transport.waits(call, None)
     }
@@ -127,7 +127,7 @@ impl DifyClient {
     where
         F: Fn() -> RequestBuilder,
     {
-        // A document that is not ready is waited for by the pusher (on its
+        // A document that is not ready is waited for by the content hooks (on its
         // indexing batch, or across passes), not by re-sending blindly.
         self.transport
             .retrying_when(

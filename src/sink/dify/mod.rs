@@ -4,9 +4,9 @@
 
 mod client;
 mod config;
+mod hooks;
 mod indexing;
 mod name;
-mod push;
 mod verbs;
 
 pub use config::{validate, DifyConfig, RawDify, BUILT_IN_FIELDS};
@@ -15,12 +15,9 @@ pub use name::document_name;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
-use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::http::Transport;
-use crate::sink::{
-    Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig, SinkError,
-};
+use crate::sink::{Capabilities, Listed, Sink, SinkConfig, SinkError};
 use crate::state::RemoteStatus;
 use client::{DifyClient, RemoteDoc};
 
@@ -188,14 +185,6 @@ impl Sink for DifySink {
             status: Some(self),
             delete: Some(self),
         }
-    }
-
-    fn push<'a>(
-        &'a self,
-        ctx: PushContext<'a>,
-        plan: &'a Plan,
-    ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
-        async move { push::Pusher::new(ctx, self).run(plan).await }.boxed_local()
     }
 }
 

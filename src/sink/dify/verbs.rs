@@ -13,7 +13,7 @@ use crate::config::JobConfig;
 use crate::metadata::{FieldType, Metadata as Values};
 use crate::plan::StatusAction;
 use crate::sink::verbs::{
-    Answers, Call, Content, Delete, MetaSet, Prepare, SetMetadata, Status, Stored,
+    Answers, Call, Content, Delete, MetaSet, Prepare, Replace, SetMetadata, Status, Stored,
 };
 use crate::sink::{ErrorClass, SinkError};
 use crate::state::{State, StateError};
@@ -165,17 +165,28 @@ impl Content for DifySink {
         .boxed_local()
     }
 
-    fn replace<'a>(&'a self, key: &'a str, id: &'a str, bytes: &'a Bytes) -> Call<'a, Stored> {
-        async move {
-            let name = self.cfg.document_name(key);
-            let (doc, batch) = self.client.update_by_file(id, &name, bytes).await?;
-            Ok(Stored {
-                id: doc.id,
-                name,
-                batch,
-            })
-        }
-        .boxed_local()
+    /// Waits for indexing, or makes the document available, where Dify
+    /// refuses the update until then (`replace_when_ready`).
+    fn replace<'a>(&'a self, r: Replace<'a>) -> Call<'a, Stored> {
+        self.replace_when_ready(r).boxed_local()
+    }
+}
+
+impl DifySink {
+    /// One update of document `id`'s file.
+    pub(super) async fn update_by_file(
+        &self,
+        key: &str,
+        id: &str,
+        bytes: &Bytes,
+    ) -> Result<Stored, SinkError> {
+        let name = self.cfg.document_name(key);
+        let (doc, batch) = self.client.update_by_file(id, &name, bytes).await?;
+        Ok(Stored {
+            id: doc.id,
+            name,
+            batch,
+        })
     }
 }
 

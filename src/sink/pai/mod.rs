@@ -14,13 +14,9 @@ pub use config::{validate, PaiConfig, RawPai};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
-use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::http::Transport;
-use crate::sink::{
-    no_place_for_a_mark, Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig,
-    SinkError,
-};
+use crate::sink::{no_place_for_a_mark, Capabilities, Listed, Sink, SinkConfig, SinkError};
 use client::PaiClient;
 
 /// Metadata records only. Records can be deleted (DeleteDatasetFileMetas),
@@ -147,13 +143,5 @@ impl Sink for PaiSink {
             status: None,
             delete: Some(self),
         }
-    }
-
-    fn push<'a>(
-        &'a self,
-        ctx: PushContext<'a>,
-        plan: &'a Plan,
-    ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
-        crate::execute::without_content(self, ctx, plan).boxed_local()
     }
 }

@@ -1,13 +1,12 @@
 //! Sharely.ai knowledge. With `upload` (the default) files become FILE
-//! items titled by their path (`upload.rs`); without it, kbsync only sets
-//! metadata on the items the config maps, through the executor
-//! (`execute::without_content`). Sharely has no enable/disable/archive
-//! and no batch call.
+//! items titled by their path (the Content verb and its hooks in
+//! `verbs.rs`); without it, kbsync only sets metadata on the items the
+//! config maps. The executor carries out both. Sharely has no
+//! enable/disable/archive and no batch call.
 
 mod client;
 mod config;
 mod token;
-mod upload;
 mod verbs;
 
 pub use client::check_values;
@@ -16,14 +15,10 @@ pub use config::{validate, RawSharely, SharelyConfig, DEFAULT_EXTENSIONS, RESERV
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
-use crate::plan::Plan;
 use crate::secret::SecretSource;
 use crate::sink::http::Transport;
 use crate::sink::verbs::{Content, Delete, Verbs};
-use crate::sink::{
-    no_place_for_a_mark, Capabilities, Listed, Outcome, PushContext, PushError, Sink, SinkConfig,
-    SinkError,
-};
+use crate::sink::{no_place_for_a_mark, Capabilities, Listed, Sink, SinkConfig, SinkError};
 use client::SharelyClient;
 
 /// Uploads, metadata and deletes, one item per call; no status.
@@ -205,18 +200,6 @@ impl Sink for SharelySink {
             records: None,
             status: None,
             delete: self.cfg.upload.then_some(self as &dyn Delete),
-        }
-    }
-
-    fn push<'a>(
-        &'a self,
-        ctx: PushContext<'a>,
-        plan: &'a Plan,
-    ) -> LocalBoxFuture<'a, Result<Outcome, PushError>> {
-        if self.cfg.upload {
-            upload::push(ctx, self, plan).boxed_local()
-        } else {
-            crate::execute::without_content(self, ctx, plan).boxed_local()
         }
     }
 }

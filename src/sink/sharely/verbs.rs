@@ -3,12 +3,16 @@
 //! deletes the old item) and deletes one item per call.
 
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use super::client::check_values;
 use super::SharelySink;
+use crate::execute::replaced_but_kept;
+use crate::plan::StatusAction;
 use crate::sink::verbs::{
-    Answers, Call, Content, Delete, MetaSet, Prepare, Refused, SetMetadata, Stored,
+    Answers, Call, Content, ContentHooks, Delete, Found, MetaSet, Prepare, Refusal, Refused,
+    Replace, SetMetadata, StatusItem, StatusPhase, StatusRefused, Stored, Taken,
 };
 use crate::sink::{ErrorClass, SinkError};
 
@@ -108,29 +112,82 @@ impl Content for SharelySink {
     /// The API cannot replace an item's file: the new item goes up first,
     /// then the old one is deleted, so the knowledge base never lacks the
     /// document.
-    fn replace<'a>(&'a self, key: &'a str, id: &'a str, bytes: &'a Bytes) -> Call<'a, Stored> {
+    fn replace<'a>(&'a self, r: Replace<'a>) -> Call<'a, Stored> {
         async move {
-            let stored = self.create(key, bytes).await?;
+            let stored = self.create(r.key, r.bytes).await?;
             self.client
-                .delete(id)
+                .delete(r.id)
                 .await
-                .map_err(|e| replaced_but_kept(&stored.id, id, e))?;
+                .map_err(|e| replaced_but_kept(&stored.id, r.id, e))?;
             Ok(stored)
         }
         .boxed_local()
     }
 }
 
-/// An upload that went up as item `new`, while the item it replaces
-/// (`old`) could not be deleted: the new item stays, and the step stays
-/// started, so the next pass finds both under the title.
-pub(super) fn replaced_but_kept(new: &str, old: &str, e: SinkError) -> SinkError {
-    SinkError {
-        message: format!(
-            "uploaded as item {new}, but the item it replaces ({old}) could not be deleted: {}",
-            e.message
-        ),
-        ..e
+/// Items are titled by their path and every upload makes one: the items
+/// under a file's title are all kbsync's, and all but the new one go.
+impl ContentHooks for SharelySink {
+    /// The API's title search matches parts of titles: always a listing.
+    fn lookups(&self) -> usize {
+        0
+    }
+
+    fn uploads_create(&self) -> bool {
+        true
+    }
+
+    /// The known item (else the first found) is replaced, and every other
+    /// item under the title deleted once the new one is up.
+    fn take_found<'a>(&'a self, found: Found<'a>) -> LocalBoxFuture<'a, Taken> {
+        let mut ids: Vec<String> = found.records.into_iter().map(|l| l.id).collect();
+        let taken = match found.known {
+            Some(known) => {
+                ids.retain(|id| id != known);
+                Taken::Update {
+                    id: known.to_owned(),
+                    adopted: false,
+                    stale: ids,
+                }
+            }
+            None => Taken::Update {
+                id: ids.remove(0),
+                adopted: true,
+                stale: ids,
+            },
+        };
+        futures::future::ready(taken).boxed_local()
+    }
+
+    /// A gone item is found by its metadata call (`refusal`); an upload
+    /// makes a new one anyway.
+    fn gone(&self, _: &SinkError) -> bool {
+        false
+    }
+
+    /// Sharely processes items without refusing an upload meanwhile.
+    fn errored(&self, _: &SinkError) -> bool {
+        false
+    }
+
+    fn status_phase(&self, _: StatusAction) -> Box<dyn StatusPhase + '_> {
+        Box::new(NoStatus)
+    }
+
+    fn status_refused<'a>(&'a self, r: Refusal<'a>) -> LocalBoxFuture<'a, StatusRefused> {
+        futures::future::ready(StatusRefused::Failed(r.error)).boxed_local()
+    }
+}
+
+/// Sharely items have no status.
+struct NoStatus;
+
+impl StatusPhase for NoStatus {
+    fn set<'a>(&'a self, _: &'a [StatusItem<'a>]) -> Call<'a, ()> {
+        futures::future::ready(Err(SinkError::unsupported(
+            "Sharely items have no status: they cannot be enabled, disabled or archived",
+        )))
+        .boxed_local()
     }
 }
 

@@ -22,7 +22,7 @@ use crate::sink::http::read_body;
 use reach::Reach;
 
 /// A scan of a web job: what was observed, and the bodies downloaded for
-/// the pages that changed (the pusher uploads from these).
+/// the pages that changed (the executor uploads from these).
 #[derive(Debug, Default)]
 pub struct Fetched {
     pub scan: ScanResult,

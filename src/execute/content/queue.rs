@@ -1,29 +1,29 @@
-//! Batched metadata, sent alongside the uploads. A document's metadata
-//! waits only for its own upload (which names the document, perhaps a new
-//! one), so a batch goes out as soon as enough updates are ready while
-//! the other uploads keep every upload slot busy: against a server where
-//! each upload takes a while, a metadata phase after all uploads would
-//! leave those slots idle.
+//! Metadata sent alongside the uploads. A record's metadata waits only
+//! for its own upload (which names the record, perhaps a new one), so a
+//! batch goes out as soon as enough updates are ready while the other
+//! uploads keep every upload slot busy: against a server where each
+//! upload takes a while, a metadata phase after all uploads would leave
+//! those slots idle.
 
 use std::collections::{HashMap, HashSet};
 
-use futures::FutureExt;
-
-use super::{Pusher, Upload};
+use super::upload::Upload;
+use super::Push;
+use crate::execute::batches::ByKey;
+use crate::execute::metadata::{send_batch, send_sets};
 use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
-use crate::sink::bisect::{send_in_batches, BatchResult};
-use crate::sink::dify::DifySink;
-use crate::sink::verbs::{MetaSet, Prepare, SetMetadata};
+use crate::sink::bisect::BatchResult;
+use crate::sink::verbs::{MetaSet, Prepare};
 use crate::sink::{ErrorClass, Outcome, PushError, SinkError};
 use crate::state::CachedItem;
 
 /// (key, document id, metadata) of one update.
 pub(super) type MetaOp<'p> = (&'p str, String, &'p Metadata);
 
-/// Whether the fields are ready; or why they could not be had, so that
-/// each update fails with that error as it comes due.
-pub(super) type Fields = Result<(), SinkError>;
+/// Whether `SetMetadata::prepare` readied the upstream; or why not, so
+/// that each update fails with that error as it comes due.
+pub(super) type Prepared = Result<(), SinkError>;
 
 /// The pass's metadata updates, in the order they become sendable.
 pub(super) struct MetaQueue<'p> {
@@ -83,12 +83,13 @@ impl<'p> MetaQueue<'p> {
         queue
     }
 
-    /// Every mapping the updates may send, for the fields they need.
-    fn all(&self) -> impl Iterator<Item = &'p Metadata> + '_ {
-        let ready = self.ready.iter().map(|(_, _, m)| *m);
-        let after = self.after_upload.values().copied();
-        let repush = self.repush.values().map(|(_, m)| *m);
-        ready.chain(after).chain(repush)
+    /// Every mapping the updates may send, with its record when known
+    /// (an upload names the others' records).
+    fn wanted(&self) -> Vec<(Option<&str>, &'p Metadata)> {
+        let ready = self.ready.iter().map(|(_, id, m)| (Some(id.as_str()), *m));
+        let after = self.after_upload.values().map(|m| (None, *m));
+        let repush = self.repush.values().map(|(_, m)| (None, *m));
+        ready.chain(after).chain(repush).collect()
     }
 
     /// `key`'s upload ended with document `id`.
@@ -115,47 +116,44 @@ impl<'p> MetaQueue<'p> {
     }
 }
 
-/// Sends `ops` in batches (halving a refused batch down to the document
-/// refused); gives them back with what was applied.
+/// Sends one batch; gives its updates back with what the call did.
 pub(super) async fn send<'o>(
-    sink: &DifySink,
+    push: &Push<'_>,
     ops: Vec<MetaOp<'o>>,
-) -> (Vec<MetaOp<'o>>, BatchResult) {
-    let r = send_in_batches(&ops, sink.batch_size(), |chunk| {
-        async move {
-            let sets: Vec<MetaSet> = chunk
-                .iter()
-                .map(|(key, id, values)| MetaSet {
-                    key,
-                    id,
-                    values,
-                    before: None,
-                    facts: None,
-                })
-                .collect();
-            // Dify takes or refuses a batch whole: no answer per document.
-            sink.set(&sets).await.map(drop)
-        }
-        .boxed_local()
-    })
-    .await;
-    (ops, r)
+) -> (Vec<MetaOp<'o>>, (BatchResult, ByKey<()>)) {
+    let at = push.phase();
+    let sent = {
+        let sets = sets_of(&at, &ops);
+        send_batch(push.verbs.metadata, &sets).await
+    };
+    (ops, sent)
 }
 
-impl<'a> Pusher<'a> {
-    /// The fields the queued updates need, created where missing. `None`
-    /// when a fatal error (kept in `out`) stops the pass.
-    pub(super) async fn fields(&self, queue: &MetaQueue<'_>, out: &mut Outcome) -> Option<Fields> {
-        if queue.all().next().is_none() {
+fn sets_of<'s>(at: &'s crate::execute::Phase<'_>, ops: &'s [MetaOp<'_>]) -> Vec<MetaSet<'s>> {
+    ops.iter()
+        .map(|(key, id, values)| at.set_of(key, id, values))
+        .collect()
+}
+
+impl Push<'_> {
+    /// Readies the upstream for the queued updates (Dify: the fields they
+    /// need, created where missing). `None` when a fatal error (kept in
+    /// `out`) stops the pass.
+    pub(super) async fn prepare(
+        &self,
+        queue: &MetaQueue<'_>,
+        out: &mut Outcome,
+    ) -> Option<Prepared> {
+        let wanted = queue.wanted();
+        if wanted.is_empty() {
             return Some(Ok(()));
         }
-        let wanted: Vec<(Option<&str>, &Metadata)> = queue.all().map(|m| (None, m)).collect();
         let p = Prepare {
             job: self.job,
             state: self.state,
             wanted: &wanted,
         };
-        match self.sink.prepare(p).await {
+        match self.verbs.metadata.prepare(p).await {
             Err(e) if e.class == ErrorClass::Fatal => {
                 out.fatal = Some(e);
                 None
@@ -165,16 +163,15 @@ impl<'a> Pusher<'a> {
     }
 
     /// The next batch to send while uploads run, if a full one is ready.
-    /// With no fields to send, the ready updates fail now.
+    /// When the upstream could not be readied, the ready updates fail now.
     pub(super) fn due<'p>(
         &self,
         queue: &mut MetaQueue<'p>,
-        fields: &Fields,
-        size: usize,
+        prepared: &Prepared,
         out: &mut Outcome,
     ) -> Result<Option<Vec<MetaOp<'p>>>, PushError> {
-        match fields {
-            Ok(_) => Ok(queue.full_batch(size)),
+        match prepared {
+            Ok(()) => Ok(queue.full_batch(self.verbs.metadata.batch_size().max(1))),
             Err(e) => {
                 self.fail_ready(queue, e, out)?;
                 Ok(None)
@@ -187,10 +184,10 @@ impl<'a> Pusher<'a> {
     pub(super) async fn flush_metadata(
         &self,
         queue: &mut MetaQueue<'_>,
-        fields: &Fields,
+        prepared: &Prepared,
         out: &mut Outcome,
     ) -> Result<bool, PushError> {
-        if let Err(e) = fields {
+        if let Err(e) = prepared {
             self.fail_ready(queue, e, out)?;
             return Ok(false);
         }
@@ -198,8 +195,10 @@ impl<'a> Pusher<'a> {
         if rest.is_empty() {
             return Ok(false);
         }
-        let (ops, r) = send(self.sink, rest).await;
-        self.settle_metadata(&ops, r, out)
+        let at = self.phase();
+        let sets = sets_of(&at, &rest);
+        send_sets(self.verbs.metadata, &at, &sets, out).await?;
+        Ok(out.fatal.is_some())
     }
 
     fn fail_ready(
@@ -214,30 +213,16 @@ impl<'a> Pusher<'a> {
         Ok(())
     }
 
-    /// Records what a metadata send applied and what it failed. Returns
-    /// true on a fatal error.
+    /// Records what a batch sent beside the uploads did. Returns true on
+    /// a fatal error.
     pub(super) fn settle_metadata(
         &self,
         ops: &[MetaOp<'_>],
-        r: BatchResult,
+        sent: (BatchResult, ByKey<()>),
         out: &mut Outcome,
     ) -> Result<bool, PushError> {
-        let done: Vec<(&str, &Metadata)> =
-            r.applied.iter().map(|&i| (ops[i].0, ops[i].2)).collect();
-        self.state.record_metadata(&self.job.name, &done)?;
-        out.metadata += done.len();
-        if !r.failed.is_empty() {
-            // A field removed upstream by hand makes the batch fail; re-read
-            // the fields next time.
-            self.state.forget_fields(&self.job.name)?;
-        }
-        for (i, e) in r.failed {
-            self.fail(out, ops[i].0, "metadata", e)?;
-        }
-        if r.fatal.is_some() {
-            out.fatal = r.fatal;
-            return Ok(true);
-        }
-        Ok(false)
+        let at = self.phase();
+        let sets = sets_of(&at, ops);
+        at.settle(out, &sets, sent)
     }
 }
