@@ -136,3 +136,21 @@ async fn a_refused_login_protects_and_names_the_setting() {
     assert!(why.contains("`sync[0].webdav.password_file`"), "{why}");
     assert!(!format!("{r:?}").contains("notThePasswordTheServerKnows"));
 }
+
+/// A GET the server refuses is a file skipped (and protected), never an
+/// empty file uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_get_uploads_nothing() {
+    let job = Job::start(rclone::PASSWORD).await;
+    job.server.write("handbook/a.md", "a\n");
+    job.proxy.world().echo = Some((Asked::Get, 403));
+    let r = job.sync().await;
+    assert!(!r.converged());
+    assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
+    assert!(
+        r.skipped[0].reason.contains("cannot read"),
+        "{:?}",
+        r.skipped
+    );
+    assert!(job.dify.world().docs.is_empty(), "no empty document");
+}

@@ -69,7 +69,12 @@ impl Fetch for Dav {
             let failed = |e: opendal::Error| format!("cannot read: {}", short(&e));
             let reader = self.op.reader(key).await.map_err(failed)?;
             let mut stream = reader.into_bytes_stream(..).await.map_err(failed)?;
-            let answered = stream.metadata().await.ok();
+            // The GET is sent here: its refusal is no empty file.
+            let answered = match stream.metadata().await {
+                Ok(meta) => Some(meta),
+                Err(e) if e.kind() == ErrorKind::Unsupported => None,
+                Err(e) => return Err(failed(e)),
+            };
             let mut body = BytesMut::new();
             while let Some(chunk) = stream
                 .try_next()
