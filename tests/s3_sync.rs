@@ -8,6 +8,7 @@ use kbsync::sink::dify::document_name;
 use support::fake_dify::{FakeDify, DATASET};
 use support::s3_proxy::{Asked, S3Proxy};
 use support::seaweed::{self, SeaweedFs};
+use support::shown::{assert_never_shown_nor_stored, reconcile_and_status};
 use support::Workspace;
 
 const BUCKET: &str = "docs";
@@ -298,6 +299,22 @@ async fn wrong_credentials_protect_and_name_the_setting_never_the_key() {
             "{secret} in the state file"
         );
     }
+}
+
+/// A server (or a proxy in front of it) that repeats the request's
+/// credentials in its error answers, as sent, JSON-escaped or
+/// URL-encoded: neither the key id nor the secret is printed, logged,
+/// shown by `status` nor stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_echoed_in_error_answers_are_never_shown_nor_stored() {
+    let job = Job::start(Auth::Keys, "").await;
+    job.put("a.md", "a\n").await;
+    job.proxy.world().echo = Some((Asked::List, 500));
+    let texts = reconcile_and_status(&job.ws).await;
+    assert_never_shown_nor_stored(
+        &texts,
+        &[seaweed::ACCESS_KEY_ID, seaweed::SECRET_ACCESS_KEY],
+    );
 }
 
 /// An object's facts and user metadata can be mapped, and a Markdown

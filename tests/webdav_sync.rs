@@ -9,6 +9,7 @@ use kbsync::sink::dify::document_name;
 use support::fake_dify::{FakeDify, DATASET};
 use support::rclone::{self, RcloneDav};
 use support::s3_proxy::{Asked, S3Proxy};
+use support::shown::{assert_never_shown_nor_stored, reconcile_and_status};
 use support::Workspace;
 
 struct Job {
@@ -153,4 +154,29 @@ async fn a_refused_get_uploads_nothing() {
         r.skipped
     );
     assert!(job.dify.world().docs.is_empty(), "no empty document");
+}
+
+/// A server (or a proxy in front of it) that repeats the request's Basic
+/// credentials in its error answers (the header, and `user:password`
+/// decoded): neither the password nor its base64 form is printed,
+/// logged, shown by `status` nor stored, whether a GET or the listing
+/// was answered so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_echoed_in_error_answers_are_never_shown_nor_stored() {
+    use base64::Engine;
+    let job = Job::start(rclone::PASSWORD).await;
+    job.server.write("handbook/a.md", "a\n");
+    job.server.write("handbook/sub/b.md", "b\n");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        rclone::USER,
+        rclone::PASSWORD
+    ));
+    let secrets = [rclone::PASSWORD, basic.as_str()];
+    job.proxy.world().echo = Some((Asked::Get, 403));
+    let texts = reconcile_and_status(&job.ws).await;
+    assert_never_shown_nor_stored(&texts, &secrets);
+    job.proxy.world().echo = Some((Asked::List, 500));
+    let texts = reconcile_and_status(&job.ws).await;
+    assert_never_shown_nor_stored(&texts, &secrets);
 }

@@ -3,6 +3,7 @@
 //! never reading credentials from anywhere else (no `AWS_*` variables,
 //! profile files or instance metadata).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use opendal::raw::{Access, HttpClient};
@@ -10,7 +11,7 @@ use opendal::services::S3;
 use opendal::Operator;
 
 use super::config::S3Config;
-use crate::secret::Secret;
+use crate::sink::redact::Redactor;
 
 /// A server that takes longer to accept a connection, or pauses longer
 /// within an answer, has failed this request (a listing then protects
@@ -18,14 +19,15 @@ use crate::secret::Secret;
 const CONNECT_WITHIN: Duration = Duration::from_secs(15);
 const READ_WITHIN: Duration = Duration::from_secs(120);
 
-/// The operator, with the secrets it signs with (to keep them out of
-/// messages).
+/// The operator, and what keeps its secrets out of messages.
 #[derive(Clone)]
 pub struct Client {
     pub op: Operator,
     /// Sends the GETs OpenDAL signs (see `object::get`).
     pub http: reqwest::Client,
-    pub secrets: Vec<Secret>,
+    /// The key pair, as an S3 error body may repeat it (the access key id
+    /// it refused).
+    pub redact: Arc<Redactor>,
 }
 
 pub fn connect(cfg: &S3Config) -> Result<Client, String> {
@@ -41,7 +43,7 @@ pub fn connect(cfg: &S3Config) -> Result<Client, String> {
     if !cfg.path_style {
         builder = builder.enable_virtual_host_style();
     }
-    let mut secrets = Vec::new();
+    let mut redact = Redactor::new(&[]);
     match &cfg.credentials {
         None => builder = builder.skip_signature(),
         Some(c) => {
@@ -53,14 +55,18 @@ pub fn connect(cfg: &S3Config) -> Result<Client, String> {
             builder = builder
                 .access_key_id(id.expose())
                 .secret_access_key(key.expose());
-            secrets = vec![id, key];
+            redact = Redactor::new(&[&id, &key]);
         }
     }
     let op = Operator::new(builder)
         .map_err(|e| format!("s3://{}: {}", cfg.bucket, super::listing::short(&e)))?
         .finish();
     let http = one_client(&op).map_err(|e| format!("s3://{}: {e}", cfg.bucket))?;
-    Ok(Client { op, http, secrets })
+    Ok(Client {
+        op,
+        http,
+        redact: Arc::new(redact),
+    })
 }
 
 /// The HTTP client `op` lists with from now on, and its kind's GETs go
@@ -77,15 +83,4 @@ pub(crate) fn one_client(op: &Operator) -> reqwest::Result<reqwest::Client> {
         .info()
         .update_http_client(|_| HttpClient::with(http.clone()));
     Ok(http)
-}
-
-impl Client {
-    /// `text` with every secret the client signs with blanked out (an
-    /// S3 error body may name the access key id it refused).
-    pub fn scrub(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .filter(|s| s.expose().len() >= 4)
-            .fold(text.to_owned(), |t, s| t.replace(s.expose(), "[redacted]"))
-    }
 }

@@ -15,6 +15,7 @@ use opendal::Operator;
 use super::config::Filter;
 use super::listing::{Entry, Failure, Listing};
 use super::object::{Kept, Object};
+use crate::sink::redact::Redactor;
 use crate::sink::{ErrorClass, SinkError};
 use crate::source::{
     front_matter, sliced, Content, Listed, Observed, ReadChanged, Recorded, ScanInput, ScanResult,
@@ -54,11 +55,11 @@ impl Stamped for Entry {
 /// The listing as the seam takes it: the selected objects, those over
 /// `max_file_size` left out (and protected), and a listing that is not
 /// the whole bucket protecting every record, since absent keys then prove
-/// nothing. `scrub` cleans what the report repeats of a server's words.
-fn listed(place: &Place, listing: Listing, scrub: impl Fn(&str) -> String) -> Listed<Entry> {
+/// nothing. `redact` cleans what the report repeats of a server's words.
+fn listed(place: &Place, listing: Listing, redact: &Redactor) -> Listed<Entry> {
     let mut listed = Listed::default();
     if let Some(failure) = &listing.failure {
-        let reason = scrub(failure.message());
+        let reason = redact.text(failure.message());
         tracing::warn!(source = %place.label, "{reason}");
         listed.protected.push(String::new());
         listed.skipped.push(Skipped {
@@ -89,6 +90,7 @@ struct ObjectReader<F> {
     fetch: F,
     bucket: Option<String>,
     max: u64,
+    redact: Arc<Redactor>,
     /// The bytes of the slice last read, taken by its `content`.
     bodies: Arc<Mutex<HashMap<String, Bytes>>>,
 }
@@ -98,7 +100,7 @@ impl<F: Fetch + Clone + Send + 'static> ReadChanged for ObjectReader<F> {
 
     fn read(&self, entries: Vec<Entry>) -> BoxFuture<'static, ScanResult> {
         let (fetch, bucket, max) = (self.fetch.clone(), self.bucket.clone(), self.max);
-        let bodies = self.bodies.clone();
+        let (bodies, redact) = (self.bodies.clone(), self.redact.clone());
         async move {
             let fetch = &fetch;
             let reads = entries.into_iter().map(|entry| async move {
@@ -116,6 +118,7 @@ impl<F: Fetch + Clone + Send + 'static> ReadChanged for ObjectReader<F> {
                         scan.items.push(observed);
                     }
                     Err(reason) => {
+                        let reason = redact.text(&reason);
                         tracing::warn!(key = %entry.key, %reason, "skipped");
                         scan.protected.push(entry.key.clone());
                         scan.skipped.push(Skipped {
@@ -136,6 +139,7 @@ impl<F: Fetch + Clone + Send + 'static> ReadChanged for ObjectReader<F> {
             fetch: self.fetch.clone(),
             bodies: std::mem::take(&mut *self.bodies.lock().expect("no reader panics")),
             max: self.max,
+            redact: self.redact.clone(),
         })
     }
 }
@@ -174,7 +178,7 @@ fn observe(scan: &mut ScanResult, bucket: Option<&str>, entry: Entry, object: &O
 /// A whole poll as the pass takes it, for a kind whose items an OpenDAL
 /// listing names: the listing (`failed` says what its error means), then
 /// `source::sliced` (triage against the cached rows, the settled skip,
-/// slices read by `ObjectReader`). `scrub` cleans what the report
+/// slices read by `ObjectReader`). `redact` cleans what the report
 /// repeats of a server's words.
 pub async fn survey<F: Fetch + Clone + Send + 'static>(
     input: ScanInput<'_>,
@@ -182,18 +186,19 @@ pub async fn survey<F: Fetch + Clone + Send + 'static>(
     failed: impl Fn(&opendal::Error) -> Failure,
     fetch: &F,
     place: Place<'_>,
-    scrub: impl Fn(&str) -> String,
+    redact: &Arc<Redactor>,
 ) -> Result<Survey, StateError> {
     let settled =
         input
             .state
             .plan_fingerprint(input.job, input.fingerprint, input.record_fingerprint)?;
     let listing = super::listing::list(op, failed).await;
-    let listed = listed(&place, listing, scrub);
+    let listed = listed(&place, listing, redact);
     let reader = ObjectReader {
         fetch: fetch.clone(),
         bucket: place.bucket.map(str::to_owned),
         max: place.max_file_size,
+        redact: redact.clone(),
         bodies: Arc::default(),
     };
     let trust = Trust {
@@ -209,6 +214,7 @@ pub struct Bodies<F> {
     pub fetch: F,
     pub bodies: HashMap<String, Bytes>,
     pub max: u64,
+    pub redact: Arc<Redactor>,
 }
 
 impl<F: Fetch> Content for Bodies<F> {
@@ -225,7 +231,10 @@ impl<F: Fetch> Content for Bodies<F> {
                     SinkError::local(
                         ErrorClass::Transient,
                         "unreadable",
-                        format!("{key}: {reason}; the next poll reads it again"),
+                        format!(
+                            "{key}: {}; the next poll reads it again",
+                            self.redact.text(&reason)
+                        ),
                     )
                 })
         }

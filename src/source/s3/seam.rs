@@ -82,9 +82,6 @@ impl Source for S3Source {
         };
         let client = &self.client;
         let failed = |e: &opendal::Error| bucket_failure(cfg, e);
-        survey(input, &client.op, failed, client, place, |t| {
-            client.scrub(t)
-        })
-        .boxed()
+        survey(input, &client.op, failed, client, place, &client.redact).boxed()
     }
 }

@@ -1,6 +1,9 @@
 //! The OpenDAL operator for a share, rooted at the configured folder, on
 //! one HTTP client with timeouts; and a file read in one GET.
 
+use std::sync::Arc;
+
+use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
@@ -8,14 +11,20 @@ use opendal::services::Webdav;
 use opendal::{ErrorKind, Operator};
 
 use super::config::WebdavConfig;
+use crate::secret::Secret;
+use crate::sink::redact::Redactor;
 use crate::source::s3::client::one_client;
 use crate::source::s3::listing::{short, Failure};
 use crate::source::s3::object::Object;
 use crate::source::s3::scan::Fetch;
 
+/// The operator, and what keeps the login out of messages.
 #[derive(Clone)]
 pub struct Dav {
     pub op: Operator,
+    /// The password, and the Basic credentials every request carries
+    /// (base64 of `user:password`), as an error page may repeat them.
+    pub redact: Arc<Redactor>,
 }
 
 pub fn connect(cfg: &WebdavConfig) -> Result<Dav, String> {
@@ -25,6 +34,7 @@ pub fn connect(cfg: &WebdavConfig) -> Result<Dav, String> {
         .endpoint(&origin)
         .root(url.path())
         .disable_create_dir(true);
+    let mut redact = Redactor::new(&[]);
     if let Some(login) = &cfg.login {
         let password = login
             .password
@@ -33,12 +43,21 @@ pub fn connect(cfg: &WebdavConfig) -> Result<Dav, String> {
         builder = builder
             .username(&login.username)
             .password(password.expose());
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            login.username,
+            password.expose()
+        ));
+        redact = Redactor::new(&[&password, &Secret::new(basic)]);
     }
     let op = Operator::new(builder)
         .map_err(|e| format!("{url}: {}", short(&e)))?
         .finish();
     one_client(&op).map_err(|e| format!("{url}: {e}"))?;
-    Ok(Dav { op })
+    Ok(Dav {
+        op,
+        redact: Arc::new(redact),
+    })
 }
 
 /// What a failed listing of the share means, naming the setting to check.

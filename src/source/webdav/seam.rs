@@ -80,6 +80,7 @@ impl Source for WebdavSource {
             max_file_size: cfg.max_file_size,
         };
         let failed = |e: &opendal::Error| share_failure(cfg, e);
-        survey(input, &self.dav.op, failed, &self.dav, place, str::to_owned).boxed()
+        let dav = &self.dav;
+        survey(input, &dav.op, failed, dav, place, &dav.redact).boxed()
     }
 }
