@@ -317,6 +317,33 @@ async fn credentials_echoed_in_error_answers_are_never_shown_nor_stored() {
     );
 }
 
+/// A listing that never ends (every page truncated, its continuation
+/// token coming round again) is stopped at the first token it was given
+/// before: nothing is retired and the report says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_never_ends_is_stopped_and_protects_everything() {
+    let job = Job::start(Auth::Keys, "").await;
+    job.put("a.md", "a\n").await;
+    job.put("b.md", "b\n").await;
+    assert!(job.sync().await.converged());
+    job.proxy.world().endless = true;
+    let asked = job.asked();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(120), job.sync())
+        .await
+        .expect("the listing is stopped");
+    assert!(!r.converged());
+    assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
+    let why = &r.skipped[0].reason;
+    assert!(why.contains("does not end"), "{why}");
+    assert!(why.contains("nothing is taken for deleted"), "{why}");
+    assert_eq!(
+        job.asked_since(asked),
+        [3, 0, 0, 0],
+        "no page asked for twice"
+    );
+    assert_eq!(job.dify.world().docs.len(), 2, "nothing retired");
+}
+
 /// An object's facts and user metadata can be mapped, and a Markdown
 /// object's front matter read, as a file's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,14 +103,21 @@ async fn a_no_op_poll_costs_one_propfind_per_folder() {
     assert_eq!(job.dify.requests(), sent, "nothing upstream");
 }
 
-/// A listing that fails in a subfolder protects every record.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listing_that_fails_part_way_protects_everything() {
+/// A share of `a.md` and `sub/b.md` mirrored, then `a.md` removed: a pass
+/// that took a broken listing for whole would retire its document.
+async fn synced_then_one_removed() -> Job {
     let job = Job::start(rclone::PASSWORD).await;
     job.server.write("handbook/a.md", "a\n");
     job.server.write("handbook/sub/b.md", "b\n");
     assert!(job.sync().await.converged());
     std::fs::remove_file(job.server.path("handbook/a.md")).unwrap();
+    job
+}
+
+/// A listing that fails in a subfolder protects every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_fails_part_way_protects_everything() {
+    let job = synced_then_one_removed().await;
     job.proxy.world().fail_lists_after = Some(job.proxy.count(Asked::List) + 1);
     let r = job.sync().await;
     assert!(!r.converged());
@@ -136,6 +143,48 @@ async fn a_refused_login_protects_and_names_the_setting() {
     assert!(why.contains("refused"), "{why}");
     assert!(why.contains("`sync[0].webdav.password_file`"), "{why}");
     assert!(!format!("{r:?}").contains("notThePasswordTheServerKnows"));
+}
+
+/// A pass over a share made hostile: it retires nothing (`docs` stay
+/// upstream), plans nothing, does not converge, and says why.
+async fn protected(job: &Job, docs: usize) -> String {
+    let r = job.sync().await;
+    assert!(!r.converged());
+    assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
+    assert_eq!(job.dify.world().docs.len(), docs, "nothing retired");
+    r.skipped[0].reason.clone()
+}
+
+/// A subfolder the server refuses to list (ownCloud answers 403 for a
+/// locked folder) or says is not there while its parent names it is a
+/// listing that stopped part-way: the files below it are not taken for
+/// deleted (OpenDAL's lister takes such a folder for an empty one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subfolder_refused_or_lost_protects_everything() {
+    let job = Job::start(rclone::PASSWORD).await;
+    for key in ["a.md", "b.md", "c.md", "sub/d.md"] {
+        job.server.write(&format!("handbook/{key}"), key);
+    }
+    assert!(job.sync().await.converged());
+    for status in [403, 404] {
+        job.proxy.world().refuse_folder = Some(("/handbook/sub/".into(), status));
+        let why = protected(&job, 4).await;
+        assert!(why.contains("stopped part-way"), "{why}");
+        assert!(why.contains(&format!("answered HTTP {status}")), "{why}");
+    }
+}
+
+/// A folder listing that names a subfolder twice (a listing that repeats
+/// or cycles) is stopped at the folder it would list again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_listed_again_is_stopped_and_protects_everything() {
+    let job = synced_then_one_removed().await;
+    job.proxy.world().twice = Some("/handbook/sub/".into());
+    let asked = job.asked();
+    let why = protected(&job, 2).await;
+    assert!(why.contains("does not end"), "{why}");
+    assert!(why.contains("the folder /handbook/sub/ again"), "{why}");
+    assert_eq!(job.asked_since(asked, Asked::List), 2, "each folder once");
 }
 
 /// A GET the server refuses is a file skipped (and protected), never an

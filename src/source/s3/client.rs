@@ -4,22 +4,20 @@
 //! profile files or instance metadata).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use opendal::raw::{Access, HttpClient};
 use opendal::services::S3;
-use opendal::Operator;
+use opendal::{Buffer, Operator};
 
 use super::config::S3Config;
 use crate::sink::redact::Redactor;
+use crate::source::remote::{one_client, Bound, MAX_LISTED};
 
-/// A server that takes longer to accept a connection, or pauses longer
-/// within an answer, has failed this request (a listing then protects
-/// everything, a GET its object).
-const CONNECT_WITHIN: Duration = Duration::from_secs(15);
-const READ_WITHIN: Duration = Duration::from_secs(120);
+/// Objects on a ListObjectsV2 page: the most a server gives, and what it
+/// gives unless asked for fewer.
+const PAGE: u64 = 1000;
 
-/// The operator, and what keeps its secrets out of messages.
+/// The operator, and what keeps its secrets out of messages and its
+/// listing within bounds.
 #[derive(Clone)]
 pub struct Client {
     pub op: Operator,
@@ -28,6 +26,7 @@ pub struct Client {
     /// The key pair, as an S3 error body may repeat it (the access key id
     /// it refused).
     pub redact: Arc<Redactor>,
+    pub bound: Bound,
 }
 
 pub fn connect(cfg: &S3Config) -> Result<Client, String> {
@@ -61,26 +60,28 @@ pub fn connect(cfg: &S3Config) -> Result<Client, String> {
     let op = Operator::new(builder)
         .map_err(|e| format!("s3://{}: {}", cfg.bucket, super::listing::short(&e)))?
         .finish();
-    let http = one_client(&op).map_err(|e| format!("s3://{}: {e}", cfg.bucket))?;
+    let bound = Bound::new(MAX_LISTED.div_ceil(PAGE), page);
+    let http = one_client(&op, &bound).map_err(|e| format!("s3://{}: {e}", cfg.bucket))?;
     Ok(Client {
         op,
         http,
         redact: Arc::new(redact),
+        bound,
     })
 }
 
-/// The HTTP client `op` lists with from now on, and its kind's GETs go
-/// through: one client, and none waits forever on a server that stopped
-/// answering.
-pub(crate) fn one_client(op: &Operator) -> reqwest::Result<reqwest::Client> {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_WITHIN)
-        .read_timeout(READ_WITHIN)
-        .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
-        .build()?;
-    op.inner()
-        .info()
-        .update_http_client(|_| HttpClient::with(http.clone()));
-    Ok(http)
+/// A ListObjectsV2 request, named by the continuation token it asks with.
+fn page(req: &hyper::Request<Buffer>) -> Option<String> {
+    let query = req.uri().query()?;
+    let mut pairs = url::form_urlencoded::parse(query.as_bytes());
+    if req.method() != "GET" || !pairs.any(|(k, v)| k == "list-type" && v == "2") {
+        return None;
+    }
+    let token = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "continuation-token")
+        .map(|(_, v)| v.chars().take(80).collect::<String>());
+    Some(match token {
+        Some(t) => format!("the page after continuation token {t:?}"),
+        None => "the first page".to_owned(),
+    })
 }

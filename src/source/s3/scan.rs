@@ -17,6 +17,7 @@ use super::listing::{Entry, Failure, Listing};
 use super::object::{Kept, Object};
 use crate::sink::redact::Redactor;
 use crate::sink::{ErrorClass, SinkError};
+use crate::source::remote::Bound;
 use crate::source::{
     front_matter, sliced, Content, Listed, Observed, ReadChanged, Recorded, ScanInput, ScanResult,
     Skipped, Stamped, Survey, Trust,
@@ -176,13 +177,15 @@ fn observe(scan: &mut ScanResult, bucket: Option<&str>, entry: Entry, object: &O
 }
 
 /// A whole poll as the pass takes it, for a kind whose items an OpenDAL
-/// listing names: the listing (`failed` says what its error means), then
+/// listing names: the listing within `bound` (`failed` says what its
+/// error means), then
 /// `source::sliced` (triage against the cached rows, the settled skip,
 /// slices read by `ObjectReader`). `redact` cleans what the report
 /// repeats of a server's words.
 pub async fn survey<F: Fetch + Clone + Send + 'static>(
     input: ScanInput<'_>,
     op: &Operator,
+    bound: &Bound,
     failed: impl Fn(&opendal::Error) -> Failure,
     fetch: &F,
     place: Place<'_>,
@@ -192,7 +195,7 @@ pub async fn survey<F: Fetch + Clone + Send + 'static>(
         input
             .state
             .plan_fingerprint(input.job, input.fingerprint, input.record_fingerprint)?;
-    let listing = super::listing::list(op, failed).await;
+    let listing = super::listing::list(op, bound, &place.label, failed).await;
     let listed = listed(&place, listing, redact);
     let reader = ObjectReader {
         fetch: fetch.clone(),

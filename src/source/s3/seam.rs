@@ -82,6 +82,16 @@ impl Source for S3Source {
         };
         let client = &self.client;
         let failed = |e: &opendal::Error| bucket_failure(cfg, e);
-        survey(input, &client.op, failed, client, place, &client.redact).boxed()
+        let op = &client.op;
+        survey(
+            input,
+            op,
+            &client.bound,
+            failed,
+            client,
+            place,
+            &client.redact,
+        )
+        .boxed()
     }
 }

@@ -8,23 +8,25 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use opendal::services::Webdav;
-use opendal::{ErrorKind, Operator};
+use opendal::{Buffer, ErrorKind, Operator};
 
 use super::config::WebdavConfig;
 use crate::secret::Secret;
 use crate::sink::redact::Redactor;
-use crate::source::s3::client::one_client;
+use crate::source::remote::{one_client, Bound, MAX_LISTED};
 use crate::source::s3::listing::{short, Failure};
 use crate::source::s3::object::Object;
 use crate::source::s3::scan::Fetch;
 
-/// The operator, and what keeps the login out of messages.
+/// The operator, and what keeps the login out of messages and the
+/// listing within bounds.
 #[derive(Clone)]
 pub struct Dav {
     pub op: Operator,
     /// The password, and the Basic credentials every request carries
     /// (base64 of `user:password`), as an error page may repeat them.
     pub redact: Arc<Redactor>,
+    pub bound: Bound,
 }
 
 pub fn connect(cfg: &WebdavConfig) -> Result<Dav, String> {
@@ -53,11 +55,20 @@ pub fn connect(cfg: &WebdavConfig) -> Result<Dav, String> {
     let op = Operator::new(builder)
         .map_err(|e| format!("{url}: {}", short(&e)))?
         .finish();
-    one_client(&op).map_err(|e| format!("{url}: {e}"))?;
+    // Each folder is an entry of its parent: the entries' ceiling bounds
+    // the folders too.
+    let bound = Bound::new(MAX_LISTED, folder);
+    one_client(&op, &bound).map_err(|e| format!("{url}: {e}"))?;
     Ok(Dav {
         op,
         redact: Arc::new(redact),
+        bound,
     })
+}
+
+/// A PROPFIND, named by the folder it lists.
+fn folder(req: &hyper::Request<Buffer>) -> Option<String> {
+    (req.method() == "PROPFIND").then(|| format!("the folder {}", req.uri().path()))
 }
 
 /// What a failed listing of the share means, naming the setting to check.

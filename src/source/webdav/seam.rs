@@ -81,6 +81,6 @@ impl Source for WebdavSource {
         };
         let failed = |e: &opendal::Error| share_failure(cfg, e);
         let dav = &self.dav;
-        survey(input, &dav.op, failed, dav, place, &dav.redact).boxed()
+        survey(input, &dav.op, &dav.bound, failed, dav, place, &dav.redact).boxed()
     }
 }
