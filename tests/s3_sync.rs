@@ -262,32 +262,42 @@ async fn a_listing_that_fails_part_way_protects_everything() {
     assert_eq!(job.dify.world().docs.len(), 5, "nothing retired");
 }
 
-/// A bucket that is gone, or credentials the server refuses, retire
-/// nothing, and the message names the setting, file and line.
+/// A bucket that is gone, or credentials the server refuses, make the
+/// job unavailable, as a missing folder root does: nothing is read or
+/// retired, and the message names the setting, file and line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_bucket_protects_and_names_the_setting() {
+async fn a_missing_bucket_makes_the_job_unavailable_and_names_the_setting() {
     let job = Job::start(Auth::Keys, "").await;
     job.put("a.md", "a\n").await;
     assert!(job.sync().await.converged());
     job.server.delete_bucket(BUCKET).await;
+    let asked = job.asked();
     let r = job.sync().await;
     assert!(!r.converged());
+    assert!(r.unscanned, "{r:?}");
+    assert!(r.skipped.is_empty(), "no failed items: {:?}", r.skipped);
     assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
-    let why = &r.skipped[0].reason;
+    let why = r.error.as_deref().unwrap_or_default();
     assert!(why.contains("was not found"), "{why}");
     assert!(why.contains("kbsync.toml:10:"), "{why}");
     assert!(why.contains("`sync[0].s3.bucket`"), "{why}");
+    assert!(
+        why.contains("nothing was scanned, nothing retired"),
+        "{why}"
+    );
+    assert_eq!(job.asked_since(asked), [1, 0, 0, 0], "the listing only");
     assert_eq!(job.dify.world().docs.len(), 1, "nothing retired");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_credentials_protect_and_name_the_setting_never_the_key() {
+async fn wrong_credentials_make_the_job_unavailable_and_name_the_setting_never_the_key() {
     let job = Job::start(Auth::WrongSecret, "").await;
     job.put("a.md", "a\n").await;
     let r = job.sync().await;
     assert!(!r.converged());
+    assert!(r.unscanned && r.skipped.is_empty(), "{r:?}");
     assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
-    let why = &r.skipped[0].reason;
+    let why = r.error.as_deref().unwrap_or_default();
     assert!(why.contains("refused (403"), "{why}");
     assert!(why.contains("`sync[0].s3.access_key_id_file`"), "{why}");
     let everything = format!("{r:?}");

@@ -130,19 +130,39 @@ async fn a_listing_that_fails_part_way_protects_everything() {
     assert_eq!(job.dify.world().docs.len(), 2, "nothing retired");
 }
 
-/// A password the server refuses retires nothing, and the message names
-/// the setting, never the password.
+/// A password the server refuses makes the job unavailable: nothing is
+/// read or retired, and the message names the setting, never the
+/// password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_login_protects_and_names_the_setting() {
+async fn a_refused_login_makes_the_job_unavailable_and_names_the_setting() {
     let job = Job::start("notThePasswordTheServerKnows").await;
     job.server.write("handbook/a.md", "a\n");
     let r = job.sync().await;
     assert!(!r.converged());
+    assert!(r.unscanned && r.skipped.is_empty(), "{r:?}");
     assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
-    let why = &r.skipped[0].reason;
+    let why = r.error.as_deref().unwrap_or_default();
     assert!(why.contains("refused"), "{why}");
     assert!(why.contains("`sync[0].webdav.password_file`"), "{why}");
     assert!(!format!("{r:?}").contains("notThePasswordTheServerKnows"));
+}
+
+/// A folder that is gone from the share makes the job unavailable, as a
+/// missing folder root does: its records are not taken for deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_folder_makes_the_job_unavailable_and_names_the_setting() {
+    let job = Job::start(rclone::PASSWORD).await;
+    job.server.write("handbook/a.md", "a\n");
+    assert!(job.sync().await.converged());
+    std::fs::remove_dir_all(job.server.path("handbook")).unwrap();
+    let r = job.sync().await;
+    assert!(!r.converged());
+    assert!(r.unscanned && r.skipped.is_empty(), "{r:?}");
+    assert!(r.refused.is_none() && r.plan.ops.is_empty(), "{r:?}");
+    let why = r.error.as_deref().unwrap_or_default();
+    assert!(why.contains("was not found"), "{why}");
+    assert!(why.contains("`sync[0].webdav.url`"), "{why}");
+    assert_eq!(job.dify.world().docs.len(), 1, "nothing retired");
 }
 
 /// A pass over a share made hostile: it retires nothing (`docs` stay

@@ -7,22 +7,19 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
-use opendal::Operator;
-
 use super::config::Filter;
-use super::listing::{Entry, Failure, Listing};
+use super::listing::{Entry, Listing};
 use super::object::{Kept, Object};
 use crate::sink::redact::Redactor;
 use crate::sink::{ErrorClass, SinkError};
-use crate::source::remote::Bound;
 use crate::source::{
     front_matter, sliced, Content, Listed, Observed, ReadChanged, Recorded, ScanInput, ScanResult,
     Skipped, Stamped, Survey, Trust,
 };
 use crate::state::StateError;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 
 /// GETs in flight at once.
 const READS: usize = 8;
@@ -34,10 +31,10 @@ pub trait Fetch: Sync {
 
 /// What is polled: how messages name it, the bucket (where there is
 /// one), which keys are mirrored and how large they may be.
-pub struct Place<'a> {
+pub struct Place {
     pub label: String,
-    pub bucket: Option<&'a str>,
-    pub filter: &'a Filter,
+    pub bucket: Option<String>,
+    pub filter: Filter,
     pub max_file_size: u64,
 }
 
@@ -177,29 +174,24 @@ fn observe(scan: &mut ScanResult, bucket: Option<&str>, entry: Entry, object: &O
 }
 
 /// A whole poll as the pass takes it, for a kind whose items an OpenDAL
-/// listing names: the listing within `bound` (`failed` says what its
-/// error means), then
-/// `source::sliced` (triage against the cached rows, the settled skip,
-/// slices read by `ObjectReader`). `redact` cleans what the report
-/// repeats of a server's words.
+/// listing names: the listing, then `source::sliced` (triage against the
+/// cached rows, the settled skip, slices read by `ObjectReader`).
+/// `redact` cleans what the report repeats of a server's words.
 pub async fn survey<F: Fetch + Clone + Send + 'static>(
     input: ScanInput<'_>,
-    op: &Operator,
-    bound: &Bound,
-    failed: impl Fn(&opendal::Error) -> Failure,
+    listing: Listing,
     fetch: &F,
-    place: Place<'_>,
+    place: &Place,
     redact: &Arc<Redactor>,
 ) -> Result<Survey, StateError> {
     let settled =
         input
             .state
             .plan_fingerprint(input.job, input.fingerprint, input.record_fingerprint)?;
-    let listing = super::listing::list(op, bound, &place.label, failed).await;
-    let listed = listed(&place, listing, redact);
+    let listed = listed(place, listing, redact);
     let reader = ObjectReader {
         fetch: fetch.clone(),
-        bucket: place.bucket.map(str::to_owned),
+        bucket: place.bucket.clone(),
         max: place.max_file_size,
         redact: redact.clone(),
         bodies: Arc::default(),
