@@ -354,6 +354,51 @@ async fn a_listing_that_never_ends_is_stopped_and_protects_everything() {
     assert_eq!(job.dify.world().docs.len(), 2, "nothing retired");
 }
 
+/// An object key respelled between NFC and NFD (as macOS clients upload
+/// it) is the same document: its record moves to the new key, and the
+/// change is one update, never an upload beside a retirement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_respelled_nfd_is_the_same_document() {
+    const COMPOSED: &str = "caf\u{e9}.md";
+    const DECOMPOSED: &str = "cafe\u{301}.md";
+    let job = Job::start(Auth::Keys, "").await;
+    job.put(COMPOSED, "menu\n").await;
+    job.put("plain.md", "plain\n").await;
+    assert!(job.sync().await.converged());
+    let id = job.dify.world().doc_by_name(COMPOSED).unwrap().id.clone();
+
+    job.op.delete(COMPOSED).await.unwrap();
+    job.put(DECOMPOSED, "menu, renamed on a Mac\n").await;
+    let listed: Vec<String> = job
+        .op
+        .list("")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.path().to_owned())
+        .collect();
+    assert_eq!(
+        listed,
+        [DECOMPOSED, "plain.md"],
+        "the server keeps the new spelling"
+    );
+    let r = job.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let done = r.outcome.as_ref().unwrap();
+    assert_eq!(
+        (done.created, done.deleted, done.updated),
+        (0, 0, 1),
+        "{done:?}"
+    );
+    let w = job.dify.world();
+    assert_eq!(w.docs.len(), 2);
+    let doc = w.doc_by_name(COMPOSED).unwrap();
+    assert_eq!(
+        (doc.id.as_str(), doc.content.as_slice()),
+        (id.as_str(), &b"menu, renamed on a Mac\n"[..])
+    );
+}
+
 /// An object's facts and user metadata can be mapped, and a Markdown
 /// object's front matter read, as a file's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
