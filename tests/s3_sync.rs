@@ -8,6 +8,7 @@ use kbsync::sink::dify::document_name;
 use support::fake_dify::{FakeDify, DATASET};
 use support::s3_proxy::{Asked, S3Proxy};
 use support::seaweed::{self, SeaweedFs};
+use support::shown::{assert_never_shown_nor_stored, reconcile_and_status};
 use support::Workspace;
 
 const BUCKET: &str = "docs";
@@ -261,32 +262,42 @@ async fn a_listing_that_fails_part_way_protects_everything() {
     assert_eq!(job.dify.world().docs.len(), 5, "nothing retired");
 }
 
-/// A bucket that is gone, or credentials the server refuses, retire
-/// nothing, and the message names the setting, file and line.
+/// A bucket that is gone, or credentials the server refuses, make the
+/// job unavailable, as a missing folder root does: nothing is read or
+/// retired, and the message names the setting, file and line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_bucket_protects_and_names_the_setting() {
+async fn a_missing_bucket_makes_the_job_unavailable_and_names_the_setting() {
     let job = Job::start(Auth::Keys, "").await;
     job.put("a.md", "a\n").await;
     assert!(job.sync().await.converged());
     job.server.delete_bucket(BUCKET).await;
+    let asked = job.asked();
     let r = job.sync().await;
     assert!(!r.converged());
+    assert!(r.unscanned, "{r:?}");
+    assert!(r.skipped.is_empty(), "no failed items: {:?}", r.skipped);
     assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
-    let why = &r.skipped[0].reason;
+    let why = r.error.as_deref().unwrap_or_default();
     assert!(why.contains("was not found"), "{why}");
     assert!(why.contains("kbsync.toml:10:"), "{why}");
     assert!(why.contains("`sync[0].s3.bucket`"), "{why}");
+    assert!(
+        why.contains("nothing was scanned, nothing retired"),
+        "{why}"
+    );
+    assert_eq!(job.asked_since(asked), [1, 0, 0, 0], "the listing only");
     assert_eq!(job.dify.world().docs.len(), 1, "nothing retired");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_credentials_protect_and_name_the_setting_never_the_key() {
+async fn wrong_credentials_make_the_job_unavailable_and_name_the_setting_never_the_key() {
     let job = Job::start(Auth::WrongSecret, "").await;
     job.put("a.md", "a\n").await;
     let r = job.sync().await;
     assert!(!r.converged());
+    assert!(r.unscanned && r.skipped.is_empty(), "{r:?}");
     assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
-    let why = &r.skipped[0].reason;
+    let why = r.error.as_deref().unwrap_or_default();
     assert!(why.contains("refused (403"), "{why}");
     assert!(why.contains("`sync[0].s3.access_key_id_file`"), "{why}");
     let everything = format!("{r:?}");
@@ -298,6 +309,94 @@ async fn wrong_credentials_protect_and_name_the_setting_never_the_key() {
             "{secret} in the state file"
         );
     }
+}
+
+/// A server (or a proxy in front of it) that repeats the request's
+/// credentials in its error answers, as sent, JSON-escaped or
+/// URL-encoded: neither the key id nor the secret is printed, logged,
+/// shown by `status` nor stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_echoed_in_error_answers_are_never_shown_nor_stored() {
+    let job = Job::start(Auth::Keys, "").await;
+    job.put("a.md", "a\n").await;
+    job.proxy.world().echo = Some((Asked::List, 500));
+    let texts = reconcile_and_status(&job.ws).await;
+    assert_never_shown_nor_stored(
+        &texts,
+        &[seaweed::ACCESS_KEY_ID, seaweed::SECRET_ACCESS_KEY],
+    );
+}
+
+/// A listing that never ends (every page truncated, its continuation
+/// token coming round again) is stopped at the first token it was given
+/// before: nothing is retired and the report says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_never_ends_is_stopped_and_protects_everything() {
+    let job = Job::start(Auth::Keys, "").await;
+    job.put("a.md", "a\n").await;
+    job.put("b.md", "b\n").await;
+    assert!(job.sync().await.converged());
+    job.proxy.world().endless = true;
+    let asked = job.asked();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(120), job.sync())
+        .await
+        .expect("the listing is stopped");
+    assert!(!r.converged());
+    assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
+    let why = &r.skipped[0].reason;
+    assert!(why.contains("does not end"), "{why}");
+    assert!(why.contains("nothing is taken for deleted"), "{why}");
+    assert_eq!(
+        job.asked_since(asked),
+        [3, 0, 0, 0],
+        "no page asked for twice"
+    );
+    assert_eq!(job.dify.world().docs.len(), 2, "nothing retired");
+}
+
+/// An object key respelled between NFC and NFD (as macOS clients upload
+/// it) is the same document: its record moves to the new key, and the
+/// change is one update, never an upload beside a retirement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_respelled_nfd_is_the_same_document() {
+    const COMPOSED: &str = "caf\u{e9}.md";
+    const DECOMPOSED: &str = "cafe\u{301}.md";
+    let job = Job::start(Auth::Keys, "").await;
+    job.put(COMPOSED, "menu\n").await;
+    job.put("plain.md", "plain\n").await;
+    assert!(job.sync().await.converged());
+    let id = job.dify.world().doc_by_name(COMPOSED).unwrap().id.clone();
+
+    job.op.delete(COMPOSED).await.unwrap();
+    job.put(DECOMPOSED, "menu, renamed on a Mac\n").await;
+    let listed: Vec<String> = job
+        .op
+        .list("")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.path().to_owned())
+        .collect();
+    assert_eq!(
+        listed,
+        [DECOMPOSED, "plain.md"],
+        "the server keeps the new spelling"
+    );
+    let r = job.sync().await;
+    assert!(r.converged(), "{r:?}");
+    let done = r.outcome.as_ref().unwrap();
+    assert_eq!(
+        (done.created, done.deleted, done.updated),
+        (0, 0, 1),
+        "{done:?}"
+    );
+    let w = job.dify.world();
+    assert_eq!(w.docs.len(), 2);
+    let doc = w.doc_by_name(COMPOSED).unwrap();
+    assert_eq!(
+        (doc.id.as_str(), doc.content.as_slice()),
+        (id.as_str(), &b"menu, renamed on a Mac\n"[..])
+    );
 }
 
 /// An object's facts and user metadata can be mapped, and a Markdown

@@ -19,6 +19,7 @@ use support::fake_dify::{self, FakeDify};
 use support::fake_pai::{self, FakePai};
 use support::fake_sharely::{self, FakeSharely};
 use support::serve::{Echo, EchoAs};
+use support::shown::{assert_never_shown_nor_stored, reconcile_and_status};
 use support::Workspace;
 
 const KEY: &str = "dataset-0Jx3kQm7vT9pLw2RzA5bNc8d";
@@ -427,55 +428,6 @@ async fn a_file_swapped_for_a_link_after_the_scan_is_not_uploaded() {
 // An upstream (or a proxy in front of it) that repeats the request's
 // credentials in its error answers: the key and the tokens are never
 // printed, logged, nor stored.
-
-/// `kbsync ARGS` through the binary, beside the fake's runtime.
-async fn binary(config: &std::path::Path, args: &'static [&'static str]) -> (i32, String, String) {
-    let config = config.to_owned();
-    tokio::task::spawn_blocking(move || {
-        support::run_binary(Command::new(env!("CARGO_BIN_EXE_kbsync")), &config, args)
-    })
-    .await
-    .unwrap()
-}
-
-/// Runs `--reconcile` and then `status`: what they printed and logged,
-/// and the state file's bytes (the database and its logs, read raw).
-async fn reconcile_and_status(ws: &Workspace) -> Vec<(&'static str, String)> {
-    let (code, out, err) = binary(&ws.config_path, &["--reconcile"]).await;
-    assert_eq!(code, 1, "{out}{err}");
-    let (_, status, status_err) = binary(&ws.config_path, &["status"]).await;
-    let mut stored = Vec::new();
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let path = ws.dir.path().join(format!("state/kbsync.db{suffix}"));
-        stored.extend(std::fs::read(path).unwrap_or_default());
-    }
-    vec![
-        ("--reconcile's output", out),
-        ("--reconcile's log", err),
-        ("status", status),
-        ("status's log", status_err),
-        (
-            "the state file",
-            String::from_utf8_lossy(&stored).into_owned(),
-        ),
-    ]
-}
-
-/// None of `secrets` is in `texts`, while the echoed errors were kept,
-/// redacted, in all but the quiet `status`'s log.
-fn assert_never_shown_nor_stored(texts: &[(&str, String)], secrets: &[&str]) {
-    for (what, text) in texts {
-        for secret in secrets {
-            assert!(!text.contains(secret), "{what} shows a secret:\n{text}");
-        }
-        if *what != "status's log" {
-            assert!(
-                text.contains("[redacted]"),
-                "{what} lost the error:\n{text}"
-            );
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dify_key_echoed_in_error_answers_is_never_shown_nor_stored() {

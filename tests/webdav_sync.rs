@@ -9,6 +9,7 @@ use kbsync::sink::dify::document_name;
 use support::fake_dify::{FakeDify, DATASET};
 use support::rclone::{self, RcloneDav};
 use support::s3_proxy::{Asked, S3Proxy};
+use support::shown::{assert_never_shown_nor_stored, reconcile_and_status};
 use support::Workspace;
 
 struct Job {
@@ -102,14 +103,21 @@ async fn a_no_op_poll_costs_one_propfind_per_folder() {
     assert_eq!(job.dify.requests(), sent, "nothing upstream");
 }
 
-/// A listing that fails in a subfolder protects every record.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listing_that_fails_part_way_protects_everything() {
+/// A share of `a.md` and `sub/b.md` mirrored, then `a.md` removed: a pass
+/// that took a broken listing for whole would retire its document.
+async fn synced_then_one_removed() -> Job {
     let job = Job::start(rclone::PASSWORD).await;
     job.server.write("handbook/a.md", "a\n");
     job.server.write("handbook/sub/b.md", "b\n");
     assert!(job.sync().await.converged());
     std::fs::remove_file(job.server.path("handbook/a.md")).unwrap();
+    job
+}
+
+/// A listing that fails in a subfolder protects every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_fails_part_way_protects_everything() {
+    let job = synced_then_one_removed().await;
     job.proxy.world().fail_lists_after = Some(job.proxy.count(Asked::List) + 1);
     let r = job.sync().await;
     assert!(!r.converged());
@@ -122,17 +130,122 @@ async fn a_listing_that_fails_part_way_protects_everything() {
     assert_eq!(job.dify.world().docs.len(), 2, "nothing retired");
 }
 
-/// A password the server refuses retires nothing, and the message names
-/// the setting, never the password.
+/// A password the server refuses makes the job unavailable: nothing is
+/// read or retired, and the message names the setting, never the
+/// password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_login_protects_and_names_the_setting() {
+async fn a_refused_login_makes_the_job_unavailable_and_names_the_setting() {
     let job = Job::start("notThePasswordTheServerKnows").await;
     job.server.write("handbook/a.md", "a\n");
     let r = job.sync().await;
     assert!(!r.converged());
+    assert!(r.unscanned && r.skipped.is_empty(), "{r:?}");
     assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
-    let why = &r.skipped[0].reason;
+    let why = r.error.as_deref().unwrap_or_default();
     assert!(why.contains("refused"), "{why}");
     assert!(why.contains("`sync[0].webdav.password_file`"), "{why}");
     assert!(!format!("{r:?}").contains("notThePasswordTheServerKnows"));
+}
+
+/// A folder that is gone from the share makes the job unavailable, as a
+/// missing folder root does: its records are not taken for deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_folder_makes_the_job_unavailable_and_names_the_setting() {
+    let job = Job::start(rclone::PASSWORD).await;
+    job.server.write("handbook/a.md", "a\n");
+    assert!(job.sync().await.converged());
+    std::fs::remove_dir_all(job.server.path("handbook")).unwrap();
+    let r = job.sync().await;
+    assert!(!r.converged());
+    assert!(r.unscanned && r.skipped.is_empty(), "{r:?}");
+    assert!(r.refused.is_none() && r.plan.ops.is_empty(), "{r:?}");
+    let why = r.error.as_deref().unwrap_or_default();
+    assert!(why.contains("was not found"), "{why}");
+    assert!(why.contains("`sync[0].webdav.url`"), "{why}");
+    assert_eq!(job.dify.world().docs.len(), 1, "nothing retired");
+}
+
+/// A pass over a share made hostile: it retires nothing (`docs` stay
+/// upstream), plans nothing, does not converge, and says why.
+async fn protected(job: &Job, docs: usize) -> String {
+    let r = job.sync().await;
+    assert!(!r.converged());
+    assert!(r.plan.ops.is_empty(), "{:?}", r.plan.ops);
+    assert_eq!(job.dify.world().docs.len(), docs, "nothing retired");
+    r.skipped[0].reason.clone()
+}
+
+/// A subfolder the server refuses to list (ownCloud answers 403 for a
+/// locked folder) or says is not there while its parent names it is a
+/// listing that stopped part-way: the files below it are not taken for
+/// deleted (OpenDAL's lister takes such a folder for an empty one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subfolder_refused_or_lost_protects_everything() {
+    let job = Job::start(rclone::PASSWORD).await;
+    for key in ["a.md", "b.md", "c.md", "sub/d.md"] {
+        job.server.write(&format!("handbook/{key}"), key);
+    }
+    assert!(job.sync().await.converged());
+    for status in [403, 404] {
+        job.proxy.world().refuse_folder = Some(("/handbook/sub/".into(), status));
+        let why = protected(&job, 4).await;
+        assert!(why.contains("stopped part-way"), "{why}");
+        assert!(why.contains(&format!("answered HTTP {status}")), "{why}");
+    }
+}
+
+/// A folder listing that names a subfolder twice (a listing that repeats
+/// or cycles) is stopped at the folder it would list again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_listed_again_is_stopped_and_protects_everything() {
+    let job = synced_then_one_removed().await;
+    job.proxy.world().twice = Some("/handbook/sub/".into());
+    let asked = job.asked();
+    let why = protected(&job, 2).await;
+    assert!(why.contains("does not end"), "{why}");
+    assert!(why.contains("the folder /handbook/sub/ again"), "{why}");
+    assert_eq!(job.asked_since(asked, Asked::List), 2, "each folder once");
+}
+
+/// A GET the server refuses is a file skipped (and protected), never an
+/// empty file uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_get_uploads_nothing() {
+    let job = Job::start(rclone::PASSWORD).await;
+    job.server.write("handbook/a.md", "a\n");
+    job.proxy.world().echo = Some((Asked::Get, 403));
+    let r = job.sync().await;
+    assert!(!r.converged());
+    assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
+    assert!(
+        r.skipped[0].reason.contains("cannot read"),
+        "{:?}",
+        r.skipped
+    );
+    assert!(job.dify.world().docs.is_empty(), "no empty document");
+}
+
+/// A server (or a proxy in front of it) that repeats the request's Basic
+/// credentials in its error answers (the header, and `user:password`
+/// decoded): neither the password nor its base64 form is printed,
+/// logged, shown by `status` nor stored, whether a GET or the listing
+/// was answered so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_echoed_in_error_answers_are_never_shown_nor_stored() {
+    use base64::Engine;
+    let job = Job::start(rclone::PASSWORD).await;
+    job.server.write("handbook/a.md", "a\n");
+    job.server.write("handbook/sub/b.md", "b\n");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        rclone::USER,
+        rclone::PASSWORD
+    ));
+    let secrets = [rclone::PASSWORD, basic.as_str()];
+    job.proxy.world().echo = Some((Asked::Get, 403));
+    let texts = reconcile_and_status(&job.ws).await;
+    assert_never_shown_nor_stored(&texts, &secrets);
+    job.proxy.world().echo = Some((Asked::List, 500));
+    let texts = reconcile_and_status(&job.ws).await;
+    assert_never_shown_nor_stored(&texts, &secrets);
 }

@@ -59,7 +59,7 @@ impl Runner {
             bind: &bind,
         };
         let scope = &self.open_source(job, scope)?;
-        if let Some(why) = self.sources[&job.name].unavailable() {
+        if let Some(why) = self.sources[&job.name].unavailable().await {
             return self.unscanned(job, scope, why, began).await;
         }
         let bound = match self.bind_and_audit(job, scope).await? {

@@ -9,6 +9,7 @@ pub mod folder;
 pub mod front_matter;
 mod listed;
 pub mod registry;
+mod remote;
 pub mod s3;
 pub mod scope;
 mod seam;

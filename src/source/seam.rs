@@ -82,10 +82,10 @@ pub trait Source: Send + Sync {
     /// later scans can skip them without reading (see `triage`).
     fn settles(&self) -> bool;
 
-    /// Why the source cannot be scanned at all (it looks unmounted): the
-    /// job then does nothing.
-    fn unavailable(&self) -> Option<String> {
-        None
+    /// Why the source cannot be scanned at all (a folder that looks
+    /// unmounted, a bucket that is not there): the job then does nothing.
+    fn unavailable(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(std::future::ready(None))
     }
 
     /// Scans what `input.scope` selects: whole, or (a full pass over a

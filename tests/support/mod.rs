@@ -11,6 +11,7 @@ pub mod s3_proxy;
 pub mod seaweed;
 pub mod serve;
 pub mod service;
+pub mod shown;
 
 use std::path::{Path, PathBuf};
 

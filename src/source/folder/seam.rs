@@ -96,8 +96,8 @@ impl Source for FolderSource {
         true
     }
 
-    fn unavailable(&self) -> Option<String> {
-        self.cfg.unmounted()
+    fn unavailable(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(std::future::ready(self.cfg.unmounted()))
     }
 
     fn survey<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Survey, StateError>> {

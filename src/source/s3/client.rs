@@ -3,29 +3,30 @@
 //! never reading credentials from anywhere else (no `AWS_*` variables,
 //! profile files or instance metadata).
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use opendal::raw::{Access, HttpClient};
 use opendal::services::S3;
-use opendal::Operator;
+use opendal::{Buffer, Operator};
 
 use super::config::S3Config;
-use crate::secret::Secret;
+use crate::sink::redact::Redactor;
+use crate::source::remote::{one_client, Bound, MAX_LISTED};
 
-/// A server that takes longer to accept a connection, or pauses longer
-/// within an answer, has failed this request (a listing then protects
-/// everything, a GET its object).
-const CONNECT_WITHIN: Duration = Duration::from_secs(15);
-const READ_WITHIN: Duration = Duration::from_secs(120);
+/// Objects on a ListObjectsV2 page: the most a server gives, and what it
+/// gives unless asked for fewer.
+const PAGE: u64 = 1000;
 
-/// The operator, with the secrets it signs with (to keep them out of
-/// messages).
+/// The operator, and what keeps its secrets out of messages and its
+/// listing within bounds.
 #[derive(Clone)]
 pub struct Client {
     pub op: Operator,
     /// Sends the GETs OpenDAL signs (see `object::get`).
     pub http: reqwest::Client,
-    pub secrets: Vec<Secret>,
+    /// The key pair, as an S3 error body may repeat it (the access key id
+    /// it refused).
+    pub redact: Arc<Redactor>,
+    pub bound: Bound,
 }
 
 pub fn connect(cfg: &S3Config) -> Result<Client, String> {
@@ -41,7 +42,7 @@ pub fn connect(cfg: &S3Config) -> Result<Client, String> {
     if !cfg.path_style {
         builder = builder.enable_virtual_host_style();
     }
-    let mut secrets = Vec::new();
+    let mut redact = Redactor::new(&[]);
     match &cfg.credentials {
         None => builder = builder.skip_signature(),
         Some(c) => {
@@ -53,39 +54,34 @@ pub fn connect(cfg: &S3Config) -> Result<Client, String> {
             builder = builder
                 .access_key_id(id.expose())
                 .secret_access_key(key.expose());
-            secrets = vec![id, key];
+            redact = Redactor::new(&[&id, &key]);
         }
     }
     let op = Operator::new(builder)
         .map_err(|e| format!("s3://{}: {}", cfg.bucket, super::listing::short(&e)))?
         .finish();
-    let http = one_client(&op).map_err(|e| format!("s3://{}: {e}", cfg.bucket))?;
-    Ok(Client { op, http, secrets })
+    let bound = Bound::new(MAX_LISTED.div_ceil(PAGE), page);
+    let http = one_client(&op, &bound).map_err(|e| format!("s3://{}: {e}", cfg.bucket))?;
+    Ok(Client {
+        op,
+        http,
+        redact: Arc::new(redact),
+        bound,
+    })
 }
 
-/// The HTTP client `op` lists with from now on, and its kind's GETs go
-/// through: one client, and none waits forever on a server that stopped
-/// answering.
-pub(crate) fn one_client(op: &Operator) -> reqwest::Result<reqwest::Client> {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_WITHIN)
-        .read_timeout(READ_WITHIN)
-        .user_agent(concat!("kbsync/", env!("CARGO_PKG_VERSION")))
-        .build()?;
-    op.inner()
-        .info()
-        .update_http_client(|_| HttpClient::with(http.clone()));
-    Ok(http)
-}
-
-impl Client {
-    /// `text` with every secret the client signs with blanked out (an
-    /// S3 error body may name the access key id it refused).
-    pub fn scrub(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .filter(|s| s.expose().len() >= 4)
-            .fold(text.to_owned(), |t, s| t.replace(s.expose(), "[redacted]"))
+/// A ListObjectsV2 request, named by the continuation token it asks with.
+fn page(req: &hyper::Request<Buffer>) -> Option<String> {
+    let query = req.uri().query()?;
+    let mut pairs = url::form_urlencoded::parse(query.as_bytes());
+    if req.method() != "GET" || !pairs.any(|(k, v)| k == "list-type" && v == "2") {
+        return None;
     }
+    let token = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "continuation-token")
+        .map(|(_, v)| v.chars().take(80).collect::<String>());
+    Some(match token {
+        Some(t) => format!("the page after continuation token {t:?}"),
+        None => "the first page".to_owned(),
+    })
 }

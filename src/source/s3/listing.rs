@@ -8,6 +8,7 @@ use opendal::{ErrorKind, Operator};
 use serde::{Deserialize, Serialize};
 
 use super::config::S3Config;
+use crate::source::remote::{Bound, Ended, MAX_LISTED};
 
 /// What the listing says of an object: when any part moves, the object
 /// is read again; while none does, it costs no GET.
@@ -68,13 +69,26 @@ impl Failure {
 }
 
 /// Lists every object below the operator's root (recursively: a WebDAV
-/// share folder by folder). Folder markers (keys ending in `/`) are no
-/// objects; `failed` says what an error means for this kind.
-pub async fn list(op: &Operator, failed: impl Fn(&opendal::Error) -> Failure) -> Listing {
+/// share folder by folder), within `bound`. Folder markers (keys ending in
+/// `/`) are no objects; `failed` says what an error means for this kind,
+/// and `label` names the store in messages.
+pub async fn list(
+    op: &Operator,
+    bound: &Bound,
+    label: &str,
+    failed: impl Fn(&opendal::Error) -> Failure,
+) -> Listing {
     let mut listing = Listing::default();
+    bound.begin();
+    let mut named = 0;
     let listed = async {
         let mut lister = op.lister_with("").recursive(true).await?;
         while let Some(entry) = lister.try_next().await? {
+            named += 1;
+            if named > MAX_LISTED {
+                bound.too_many();
+                break;
+            }
             let meta = entry.metadata();
             if meta.is_dir() || entry.path().ends_with('/') || entry.path().is_empty() {
                 continue;
@@ -92,9 +106,7 @@ pub async fn list(op: &Operator, failed: impl Fn(&opendal::Error) -> Failure) ->
         Ok::<_, opendal::Error>(())
     }
     .await;
-    if let Err(e) = listed {
-        listing.failure = Some(failed(&e));
-    }
+    listing.failure = ended(label, listed.err(), bound.ended(), failed);
     // ListObjectsV2 lists in key order; a server that does not (a folder
     // by folder walk) must not cost a wrong merge.
     if !listing.entries.is_sorted_by(|a, b| a.key < b.key) {
@@ -102,6 +114,43 @@ pub async fn list(op: &Operator, failed: impl Fn(&opendal::Error) -> Failure) ->
         listing.entries.dedup_by(|a, b| a.key == b.key);
     }
     listing
+}
+
+/// Why a listing is not the whole store, if it is not: its bound first,
+/// then a page the server refused after the first (the listing stopped
+/// part-way, whatever the answer says of the credentials), then what the
+/// error (or the first page's refusal, which OpenDAL may have taken for an
+/// empty folder) means for the kind.
+fn ended(
+    label: &str,
+    error: Option<opendal::Error>,
+    ended: Option<Ended>,
+    failed: impl Fn(&opendal::Error) -> Failure,
+) -> Option<Failure> {
+    let part_way = |what: String| {
+        Failure::Stopped(format!(
+            "listing {label} stopped part-way ({what}); nothing is taken for deleted until a listing completes"
+        ))
+    };
+    match (ended, error) {
+        (Some(Ended::Endless(why)), _) => Some(Failure::Stopped(format!(
+            "listing {label} does not end: {why}; it was stopped there and nothing is taken for deleted until a listing completes"
+        ))),
+        (Some(Ended::Refused { page, status, first: false }), e) => Some(part_way(match e {
+            Some(e) => format!("{page} answered HTTP {status}: {}", short(&e)),
+            None => format!("{page} answered HTTP {status}"),
+        })),
+        (_, Some(e)) => Some(failed(&e)),
+        (Some(Ended::Refused { status, .. }), None) => {
+            let kind = match status {
+                404 => ErrorKind::NotFound,
+                401 | 403 => ErrorKind::PermissionDenied,
+                _ => ErrorKind::Unexpected,
+            };
+            Some(failed(&opendal::Error::new(kind, format!("status: {status}"))))
+        }
+        (None, None) => None,
+    }
 }
 
 /// What a failed bucket listing means, in words that name the setting to

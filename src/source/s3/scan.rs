@@ -7,20 +7,19 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
-use opendal::Operator;
-
 use super::config::Filter;
-use super::listing::{Entry, Failure, Listing};
+use super::listing::{Entry, Listing};
 use super::object::{Kept, Object};
+use crate::sink::redact::Redactor;
 use crate::sink::{ErrorClass, SinkError};
 use crate::source::{
     front_matter, sliced, Content, Listed, Observed, ReadChanged, Recorded, ScanInput, ScanResult,
     Skipped, Stamped, Survey, Trust,
 };
 use crate::state::StateError;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 
 /// GETs in flight at once.
 const READS: usize = 8;
@@ -32,10 +31,10 @@ pub trait Fetch: Sync {
 
 /// What is polled: how messages name it, the bucket (where there is
 /// one), which keys are mirrored and how large they may be.
-pub struct Place<'a> {
+pub struct Place {
     pub label: String,
-    pub bucket: Option<&'a str>,
-    pub filter: &'a Filter,
+    pub bucket: Option<String>,
+    pub filter: Filter,
     pub max_file_size: u64,
 }
 
@@ -54,11 +53,11 @@ impl Stamped for Entry {
 /// The listing as the seam takes it: the selected objects, those over
 /// `max_file_size` left out (and protected), and a listing that is not
 /// the whole bucket protecting every record, since absent keys then prove
-/// nothing. `scrub` cleans what the report repeats of a server's words.
-fn listed(place: &Place, listing: Listing, scrub: impl Fn(&str) -> String) -> Listed<Entry> {
+/// nothing. `redact` cleans what the report repeats of a server's words.
+fn listed(place: &Place, listing: Listing, redact: &Redactor) -> Listed<Entry> {
     let mut listed = Listed::default();
     if let Some(failure) = &listing.failure {
-        let reason = scrub(failure.message());
+        let reason = redact.text(failure.message());
         tracing::warn!(source = %place.label, "{reason}");
         listed.protected.push(String::new());
         listed.skipped.push(Skipped {
@@ -89,6 +88,7 @@ struct ObjectReader<F> {
     fetch: F,
     bucket: Option<String>,
     max: u64,
+    redact: Arc<Redactor>,
     /// The bytes of the slice last read, taken by its `content`.
     bodies: Arc<Mutex<HashMap<String, Bytes>>>,
 }
@@ -98,7 +98,7 @@ impl<F: Fetch + Clone + Send + 'static> ReadChanged for ObjectReader<F> {
 
     fn read(&self, entries: Vec<Entry>) -> BoxFuture<'static, ScanResult> {
         let (fetch, bucket, max) = (self.fetch.clone(), self.bucket.clone(), self.max);
-        let bodies = self.bodies.clone();
+        let (bodies, redact) = (self.bodies.clone(), self.redact.clone());
         async move {
             let fetch = &fetch;
             let reads = entries.into_iter().map(|entry| async move {
@@ -116,6 +116,7 @@ impl<F: Fetch + Clone + Send + 'static> ReadChanged for ObjectReader<F> {
                         scan.items.push(observed);
                     }
                     Err(reason) => {
+                        let reason = redact.text(&reason);
                         tracing::warn!(key = %entry.key, %reason, "skipped");
                         scan.protected.push(entry.key.clone());
                         scan.skipped.push(Skipped {
@@ -136,6 +137,7 @@ impl<F: Fetch + Clone + Send + 'static> ReadChanged for ObjectReader<F> {
             fetch: self.fetch.clone(),
             bodies: std::mem::take(&mut *self.bodies.lock().expect("no reader panics")),
             max: self.max,
+            redact: self.redact.clone(),
         })
     }
 }
@@ -172,28 +174,26 @@ fn observe(scan: &mut ScanResult, bucket: Option<&str>, entry: Entry, object: &O
 }
 
 /// A whole poll as the pass takes it, for a kind whose items an OpenDAL
-/// listing names: the listing (`failed` says what its error means), then
-/// `source::sliced` (triage against the cached rows, the settled skip,
-/// slices read by `ObjectReader`). `scrub` cleans what the report
-/// repeats of a server's words.
+/// listing names: the listing, then `source::sliced` (triage against the
+/// cached rows, the settled skip, slices read by `ObjectReader`).
+/// `redact` cleans what the report repeats of a server's words.
 pub async fn survey<F: Fetch + Clone + Send + 'static>(
     input: ScanInput<'_>,
-    op: &Operator,
-    failed: impl Fn(&opendal::Error) -> Failure,
+    listing: Listing,
     fetch: &F,
-    place: Place<'_>,
-    scrub: impl Fn(&str) -> String,
+    place: &Place,
+    redact: &Arc<Redactor>,
 ) -> Result<Survey, StateError> {
     let settled =
         input
             .state
             .plan_fingerprint(input.job, input.fingerprint, input.record_fingerprint)?;
-    let listing = super::listing::list(op, failed).await;
-    let listed = listed(&place, listing, scrub);
+    let listed = listed(place, listing, redact);
     let reader = ObjectReader {
         fetch: fetch.clone(),
-        bucket: place.bucket.map(str::to_owned),
+        bucket: place.bucket.clone(),
         max: place.max_file_size,
+        redact: redact.clone(),
         bodies: Arc::default(),
     };
     let trust = Trust {
@@ -209,6 +209,7 @@ pub struct Bodies<F> {
     pub fetch: F,
     pub bodies: HashMap<String, Bytes>,
     pub max: u64,
+    pub redact: Arc<Redactor>,
 }
 
 impl<F: Fetch> Content for Bodies<F> {
@@ -225,7 +226,10 @@ impl<F: Fetch> Content for Bodies<F> {
                     SinkError::local(
                         ErrorClass::Transient,
                         "unreadable",
-                        format!("{key}: {reason}; the next poll reads it again"),
+                        format!(
+                            "{key}: {}; the next poll reads it again",
+                            self.redact.text(&reason)
+                        ),
                     )
                 })
         }

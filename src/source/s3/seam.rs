@@ -1,24 +1,23 @@
 //! The S3 kind as the pass and the service see it: its `Source` (one poll
-//! of the bucket, read in slices of keys) and what its section declares.
+//! of the bucket, read in slices of keys: `source::remote`) and what its
+//! section declares.
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use toml::Spanned;
 
-use super::client::{connect, Client};
+use super::client::connect;
 use super::config::{validate, RawS3, S3Config};
 use super::listing::bucket_failure;
-use super::scan::{survey, Place};
+use super::scan::Place;
 use crate::config::locate::Span;
 use crate::config::ConfigError;
 use crate::model::Capabilities;
 use crate::source::registry::{At, RawSource};
+use crate::source::remote::{polled, Remote};
 use crate::source::seam::needs_content;
 use crate::source::trigger::Trigger;
-use crate::source::{ScanInput, Scope, Source, SourceConfig, Survey};
-use crate::state::StateError;
+use crate::source::{Source, SourceConfig};
 
 impl RawSource for Spanned<RawS3> {
     fn span(&self) -> Span {
@@ -36,9 +35,20 @@ impl SourceConfig for S3Config {
     }
 
     fn open(&self) -> Result<Box<dyn Source>, String> {
-        Ok(Box::new(S3Source {
-            client: connect(self)?,
-            cfg: self.clone(),
+        let client = connect(self)?;
+        let cfg = self.clone();
+        Ok(polled(Remote {
+            op: client.op.clone(),
+            place: Place {
+                label: format!("s3://{}/{}", cfg.bucket, cfg.prefix),
+                bucket: Some(cfg.bucket.clone()),
+                filter: cfg.filter.clone(),
+                max_file_size: cfg.max_file_size,
+            },
+            redact: client.redact.clone(),
+            bound: client.bound.clone(),
+            fetch: client,
+            failed: Box::new(move |e| bucket_failure(&cfg, e)),
         }))
     }
 
@@ -53,38 +63,5 @@ impl SourceConfig for S3Config {
 
     fn refuses_target(&self, caps: Capabilities, target: &str) -> Option<String> {
         needs_content(caps, target, "a bucket")
-    }
-}
-
-struct S3Source {
-    cfg: S3Config,
-    client: Client,
-}
-
-impl Source for S3Source {
-    /// A listing is of the whole prefix.
-    fn scope(&self, _asked: &Scope) -> Scope {
-        Scope::All
-    }
-
-    /// An object found in sync is skipped while its stamp holds.
-    fn settles(&self) -> bool {
-        true
-    }
-
-    fn survey<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Survey, StateError>> {
-        let cfg = &self.cfg;
-        let place = Place {
-            label: format!("s3://{}/{}", cfg.bucket, cfg.prefix),
-            bucket: Some(&cfg.bucket),
-            filter: &cfg.filter,
-            max_file_size: cfg.max_file_size,
-        };
-        let client = &self.client;
-        let failed = |e: &opendal::Error| bucket_failure(cfg, e);
-        survey(input, &client.op, failed, client, place, |t| {
-            client.scrub(t)
-        })
-        .boxed()
     }
 }

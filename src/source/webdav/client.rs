@@ -1,21 +1,32 @@
 //! The OpenDAL operator for a share, rooted at the configured folder, on
 //! one HTTP client with timeouts; and a file read in one GET.
 
+use std::sync::Arc;
+
+use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use opendal::services::Webdav;
-use opendal::{ErrorKind, Operator};
+use opendal::{Buffer, ErrorKind, Operator};
 
 use super::config::WebdavConfig;
-use crate::source::s3::client::one_client;
+use crate::secret::Secret;
+use crate::sink::redact::Redactor;
+use crate::source::remote::{one_client, Bound, MAX_LISTED};
 use crate::source::s3::listing::{short, Failure};
 use crate::source::s3::object::Object;
 use crate::source::s3::scan::Fetch;
 
+/// The operator, and what keeps the login out of messages and the
+/// listing within bounds.
 #[derive(Clone)]
 pub struct Dav {
     pub op: Operator,
+    /// The password, and the Basic credentials every request carries
+    /// (base64 of `user:password`), as an error page may repeat them.
+    pub redact: Arc<Redactor>,
+    pub bound: Bound,
 }
 
 pub fn connect(cfg: &WebdavConfig) -> Result<Dav, String> {
@@ -25,6 +36,7 @@ pub fn connect(cfg: &WebdavConfig) -> Result<Dav, String> {
         .endpoint(&origin)
         .root(url.path())
         .disable_create_dir(true);
+    let mut redact = Redactor::new(&[]);
     if let Some(login) = &cfg.login {
         let password = login
             .password
@@ -33,12 +45,30 @@ pub fn connect(cfg: &WebdavConfig) -> Result<Dav, String> {
         builder = builder
             .username(&login.username)
             .password(password.expose());
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            login.username,
+            password.expose()
+        ));
+        redact = Redactor::new(&[&password, &Secret::new(basic)]);
     }
     let op = Operator::new(builder)
         .map_err(|e| format!("{url}: {}", short(&e)))?
         .finish();
-    one_client(&op).map_err(|e| format!("{url}: {e}"))?;
-    Ok(Dav { op })
+    // Each folder is an entry of its parent: the entries' ceiling bounds
+    // the folders too.
+    let bound = Bound::new(MAX_LISTED, folder);
+    one_client(&op, &bound).map_err(|e| format!("{url}: {e}"))?;
+    Ok(Dav {
+        op,
+        redact: Arc::new(redact),
+        bound,
+    })
+}
+
+/// A PROPFIND, named by the folder it lists.
+fn folder(req: &hyper::Request<Buffer>) -> Option<String> {
+    (req.method() == "PROPFIND").then(|| format!("the folder {}", req.uri().path()))
 }
 
 /// What a failed listing of the share means, naming the setting to check.
@@ -69,7 +99,12 @@ impl Fetch for Dav {
             let failed = |e: opendal::Error| format!("cannot read: {}", short(&e));
             let reader = self.op.reader(key).await.map_err(failed)?;
             let mut stream = reader.into_bytes_stream(..).await.map_err(failed)?;
-            let answered = stream.metadata().await.ok();
+            // The GET is sent here: its refusal is no empty file.
+            let answered = match stream.metadata().await {
+                Ok(meta) => Some(meta),
+                Err(e) if e.kind() == ErrorKind::Unsupported => None,
+                Err(e) => return Err(failed(e)),
+            };
             let mut body = BytesMut::new();
             while let Some(chunk) = stream
                 .try_next()

@@ -1,24 +1,22 @@
 //! The WebDAV kind as the pass and the service see it: its `Source` (one
-//! poll of the share, read in slices as the S3 kind's) and what its
-//! section declares.
+//! poll of the share, read in slices as the S3 kind's: `source::remote`)
+//! and what its section declares.
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use toml::Spanned;
 
-use super::client::{connect, share_failure, Dav};
+use super::client::{connect, share_failure};
 use super::config::{validate, RawWebdav, WebdavConfig};
 use crate::config::locate::Span;
 use crate::config::ConfigError;
 use crate::model::Capabilities;
 use crate::source::registry::{At, RawSource};
-use crate::source::s3::scan::{survey, Place};
+use crate::source::remote::{polled, Remote};
+use crate::source::s3::scan::Place;
 use crate::source::seam::needs_content;
 use crate::source::trigger::Trigger;
-use crate::source::{ScanInput, Scope, Source, SourceConfig, Survey};
-use crate::state::StateError;
+use crate::source::{Source, SourceConfig};
 
 impl RawSource for Spanned<RawWebdav> {
     fn span(&self) -> Span {
@@ -36,9 +34,20 @@ impl SourceConfig for WebdavConfig {
     }
 
     fn open(&self) -> Result<Box<dyn Source>, String> {
-        Ok(Box::new(WebdavSource {
-            dav: connect(self)?,
-            cfg: self.clone(),
+        let dav = connect(self)?;
+        let cfg = self.clone();
+        Ok(polled(Remote {
+            op: dav.op.clone(),
+            place: Place {
+                label: cfg.url.to_string(),
+                bucket: None,
+                filter: cfg.filter.clone(),
+                max_file_size: cfg.max_file_size,
+            },
+            redact: dav.redact.clone(),
+            bound: dav.bound.clone(),
+            fetch: dav,
+            failed: Box::new(move |e| share_failure(&cfg, e)),
         }))
     }
 
@@ -53,33 +62,5 @@ impl SourceConfig for WebdavConfig {
 
     fn refuses_target(&self, caps: Capabilities, target: &str) -> Option<String> {
         needs_content(caps, target, "a WebDAV share")
-    }
-}
-
-struct WebdavSource {
-    cfg: WebdavConfig,
-    dav: Dav,
-}
-
-impl Source for WebdavSource {
-    fn scope(&self, _asked: &Scope) -> Scope {
-        Scope::All
-    }
-
-    /// An object found in sync is skipped while its stamp holds.
-    fn settles(&self) -> bool {
-        true
-    }
-
-    fn survey<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Survey, StateError>> {
-        let cfg = &self.cfg;
-        let place = Place {
-            label: cfg.url.to_string(),
-            bucket: None,
-            filter: &cfg.filter,
-            max_file_size: cfg.max_file_size,
-        };
-        let failed = |e: &opendal::Error| share_failure(cfg, e);
-        survey(input, &self.dav.op, failed, &self.dav, place, str::to_owned).boxed()
     }
 }
