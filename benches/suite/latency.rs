@@ -12,7 +12,7 @@ use crate::Row;
 const WAIT: Duration = Duration::from_secs(600);
 
 /// Starts the service and waits for its READY=1 (sd_notify).
-async fn spawn(ws: &Workspace) -> Child {
+pub(crate) async fn spawn(ws: &Workspace) -> Child {
     let (child, notify) = crate::measure::service(ws);
     let mut buf = [0u8; 1024];
     loop {

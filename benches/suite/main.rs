@@ -6,7 +6,7 @@
 //! Exits 1 when a target is missed.
 //!
 //! Options (defaults are the published targets' sizes):
-//!   --only noop,million,index,upstream,audit,rate,latency,throughput,service   parts to run (all)
+//!   --only noop,million,index,upstream,audit,rate,latency,throughput,service,s3,webdav   parts to run (all)
 //!   --files N          no-op and first-index tree (100000)
 //!   --million N        the large no-op tree (1000000)
 //!   --runs N           timed runs per side, median reported (11)
@@ -21,6 +21,11 @@
 //!   --slow-small N     the same at concurrency 1, 4 and 16 (500)
 //!   --service-files N  the service over a tree of N files (1000000)
 //!   --per-folder N     files per folder in that tree (10)
+//!   --objects N        objects in the S3 bucket (100000; SeaweedFS's `weed`)
+//!   --poll-secs N      the S3 job's poll interval for the change timing (10)
+//!   --changes N        object changes timed under the service (5)
+//!   --dav-files N      files behind `rclone serve webdav` (100000)
+//!   --dav-folders N    folders they are spread over (1100)
 //!
 //! `KBSYNC_BENCH_BIN=PATH` measures another build of the binary (an older
 //! one, for before/after numbers on the same machine).
@@ -30,6 +35,7 @@ mod support;
 
 mod latency;
 mod measure;
+mod objects;
 mod scan;
 mod service;
 mod throughput;
@@ -112,6 +118,27 @@ async fn suite() {
             service::rows(
                 arg("--service-files", 1_000_000) as usize,
                 arg("--per-folder", 10) as usize,
+            )
+            .await,
+        );
+    }
+    if selected("s3") {
+        rows.extend(
+            objects::s3_rows(
+                arg("--objects", 100_000) as usize,
+                runs,
+                arg("--poll-secs", 10),
+                arg("--changes", 5) as usize,
+            )
+            .await,
+        );
+    }
+    if selected("webdav") {
+        rows.extend(
+            objects::webdav_rows(
+                arg("--dav-files", 100_000) as usize,
+                arg("--dav-folders", 1100) as usize,
+                runs,
             )
             .await,
         );
