@@ -231,7 +231,9 @@ async fn change_to_upload(
 }
 
 pub async fn webdav_rows(n: usize, folders: usize, runs: usize) -> Vec<Row> {
-    let dav = RcloneDav::start();
+    // Files are written before the server lists them, and never after:
+    // cached listings are faithful here.
+    let dav = RcloneDav::start_caching("1h");
     let per_folder = n.div_ceil(folders);
     eprintln!("writing {n} files in {folders} folders behind rclone serve webdav…");
     for i in 0..n {
