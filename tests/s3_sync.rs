@@ -447,3 +447,29 @@ title = { front_matter = "title" }
     assert!(r.converged() && r.plan.ops.is_empty(), "{r:?}");
     assert_eq!(job.asked_since(asked)[1], 0, "no GET");
 }
+
+/// A library's debug line must not carry a credential either: the S3
+/// signing library prints its credential provider, secret included, at
+/// debug level. Every log format, at the most verbose level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_verbose_log_never_shows_the_secret() {
+    let job = Job::start(Auth::Keys, "").await;
+    job.put("a.md", "a\n").await;
+    for format in ["plain", "json"] {
+        let (_, out, err) = support::run_binary(
+            std::process::Command::new(env!("CARGO_BIN_EXE_kbsync")),
+            &job.ws.config_path,
+            &["--dry-run", "--log", "trace", "--log-format", format],
+        );
+        assert!(
+            err.contains("reqsign"),
+            "the signing library logged nothing at trace: {err}"
+        );
+        for secret in [seaweed::SECRET_ACCESS_KEY, seaweed::ACCESS_KEY_ID] {
+            assert!(
+                !out.contains(secret) && !err.contains(secret),
+                "{format}: {secret} in the log"
+            );
+        }
+    }
+}
