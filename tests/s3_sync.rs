@@ -300,6 +300,9 @@ async fn wrong_credentials_make_the_job_unavailable_and_name_the_setting_never_t
     let why = r.error.as_deref().unwrap_or_default();
     assert!(why.contains("refused (403"), "{why}");
     assert!(why.contains("`sync[0].s3.access_key_id_file`"), "{why}");
+    // The server refused the secret (SignatureDoesNotMatch): its setting
+    // is named too, not only the key id's.
+    assert!(why.contains("`sync[0].s3.secret_access_key_file`"), "{why}");
     let everything = format!("{r:?}");
     let state = std::fs::read(job.ws.dir.path().join("state/kbsync.db")).unwrap();
     for secret in [seaweed::ACCESS_KEY_ID, "notTheSecretTheServerKnows"] {
