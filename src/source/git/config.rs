@@ -215,7 +215,7 @@ fn url(
         other => return Err(err(&format!("unsupported scheme {other:?}; use https, ssh, git or a local path"))),
     };
     let credential =
-        parsed.password().is_some() || (reach == Reach::Https && !parsed.username().is_empty());
+        parsed.password().is_some() || (reach != Reach::Ssh && !parsed.username().is_empty());
     if credential {
         return Err(err(
             "a credential inside the URL is refused (it would be logged and stored); use token_env, token_file or token_credential (and username)",
@@ -224,14 +224,16 @@ fn url(
     Ok((text.to_owned(), reach))
 }
 
-/// `user@host:path` (scp-like ssh): the user part, and the rest.
+/// `user@host:path` (scp-like ssh): the user part, and the rest. The
+/// user part may hold a `:` (a password pasted in), which is refused.
 fn scp_like(text: &str) -> Option<(&str, &str)> {
-    if text.contains("://") {
+    if text.contains("://") || text.starts_with('/') || text.starts_with('.') {
         return None;
     }
-    let (before, after) = text.split_once(':')?;
-    let (user, host) = before.rsplit_once('@')?;
-    (!host.is_empty() && !host.contains('/') && !after.is_empty()).then_some((user, after))
+    let (user, rest) = text.split_once('@')?;
+    let (host, path) = rest.split_once(':')?;
+    (!user.contains('/') && !host.is_empty() && !host.contains('/') && !path.is_empty())
+        .then_some((user, path))
 }
 
 fn local(base: &Path, text: &str) -> String {
@@ -306,11 +308,20 @@ fn auth(s: &Section, raw: &RawGit, reach: Reach) -> Result<(Auth, String), Confi
         token_file,
         token_credential
     ))?;
-    if reach != Reach::Https {
-        return Err(s.table_error(
-            "token_env",
-            "a token is sent to an https server; an ssh URL takes ssh_key_file",
-        ));
+    match reach {
+        Reach::Https => {}
+        Reach::Plain => {
+            return Err(s.table_error(
+                "token_env",
+                "a token is sent only over https, never in clear text over http or git://",
+            ))
+        }
+        _ => {
+            return Err(s.table_error(
+                "token_env",
+                "a token is sent to an https server; an ssh URL takes ssh_key_file",
+            ))
+        }
     }
     let username = raw
         .username
