@@ -256,7 +256,7 @@ async fn a_login_the_server_refuses_makes_the_job_unavailable() {
     assert!(r.unscanned && !r.converged(), "{r:?}");
     let why = r.error.as_deref().unwrap_or_default();
     assert!(
-        why.contains("`sync[0].git.url`") && why.contains("HTTP 401"),
+        why.contains("`sync[0].git.token_env`") && why.contains("HTTP 401"),
         "{why}"
     );
     assert!(why.contains("token_file"), "{why}");
@@ -390,4 +390,25 @@ async fn an_emptied_tree_is_refused_by_the_delete_guard() {
     for i in 0..10 {
         assert!(job.doc(&format!("f{i}.md")).is_some(), "f{i}.md retired");
     }
+}
+
+/// A `path` that is not in the tree (mistyped, or moved away) makes the
+/// job unavailable, naming `path`: never an emptied folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_not_in_the_tree_makes_the_job_unavailable() {
+    let job = Job::local("path = \"docs\"").await;
+    job.remote.write("docs/a.md", "a\n");
+    job.remote.commit("first");
+    assert!(job.sync().await.converged());
+    job.remote.rename("docs/a.md", "handbook/a.md");
+    job.remote.commit("moved");
+    let r = job.sync().await;
+    assert!(r.unscanned && !r.converged(), "{r:?}");
+    let why = r.error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("the folder \"docs\" is not in the tree"),
+        "{why}"
+    );
+    assert!(why.contains("`sync[0].git.path`"), "{why}");
+    assert_eq!(job.names(), [document_name("a.md")], "nothing retired");
 }

@@ -42,6 +42,7 @@ pub struct Places {
     pub url: String,
     pub follow: String,
     pub credential: String,
+    pub path: String,
 }
 
 /// What the job follows in the repository.
@@ -103,8 +104,7 @@ pub struct RawGit {
     url: Spanned<String>,
     branch: Option<Spanned<String>>,
     tag: Option<Spanned<String>>,
-    #[serde(default)]
-    path: String,
+    path: Option<Spanned<String>>,
     username: Option<String>,
     token: Option<Spanned<toml::Value>>,
     token_env: Option<Spanned<String>>,
@@ -148,7 +148,7 @@ pub fn validate(at: &At, raw: Spanned<RawGit>) -> Result<GitConfig, ConfigError>
         cache: cache_for(at.state, &url),
         url,
         follow,
-        path: folder(&raw.path),
+        path: folder(raw.path.as_ref().map_or("", |p| p.get_ref())),
         auth,
         poll_interval: Duration::from_secs(s.int(
             &raw.poll_interval_secs,
@@ -163,6 +163,10 @@ pub fn validate(at: &At, raw: Spanned<RawGit>) -> Result<GitConfig, ConfigError>
             url: at.loc.place(raw.url.span(), &s.key("url")),
             follow: follow_place,
             credential,
+            path: match &raw.path {
+                Some(p) => at.loc.place(p.span(), &s.key("path")),
+                None => format!("`{}`", s.key("path")),
+            },
         },
     })
 }

@@ -77,6 +77,10 @@ impl GitSource {
         done.map_err(|why| {
             let place = if why.starts_with("the remote has no") {
                 &self.cfg.places.follow
+            } else if why.starts_with("the folder") {
+                &self.cfg.places.path
+            } else if why.contains("HTTP 401") {
+                &self.cfg.places.credential
             } else {
                 &self.cfg.places.url
             };
@@ -88,9 +92,9 @@ impl GitSource {
                 .take(300)
                 .collect();
             self.redact.text(&format!(
-                "fetching {} of {} failed: {why} ({place}); nothing is taken for deleted",
-                self.cfg.follow.shown(),
-                self.cfg.url
+                "{} ({}) cannot be read: {why} ({place}); nothing is taken for deleted",
+                self.cfg.url,
+                self.cfg.follow.shown()
             ))
         })
     }
