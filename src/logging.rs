@@ -31,7 +31,7 @@ pub fn init(filter: EnvFilter, format: LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| Scrubbed);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Journald => builder
@@ -46,6 +46,23 @@ pub fn init(filter: EnvFilter, format: LogFormat) {
             .init(),
         LogFormat::Plain => builder.with_ansi(false).init(),
         _ => builder.with_ansi(true).init(),
+    }
+}
+
+/// stderr, with every secret a client holds taken out of each line: a
+/// library may log what kbsync's own messages never would (its
+/// credentials, at debug level). A formatted event comes in one write.
+struct Scrubbed;
+
+impl std::io::Write for Scrubbed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let clean = crate::sink::redact::logged().body(bytes::Bytes::copy_from_slice(buf));
+        std::io::stderr().write_all(&clean)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

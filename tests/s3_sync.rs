@@ -300,6 +300,9 @@ async fn wrong_credentials_make_the_job_unavailable_and_name_the_setting_never_t
     let why = r.error.as_deref().unwrap_or_default();
     assert!(why.contains("refused (403"), "{why}");
     assert!(why.contains("`sync[0].s3.access_key_id_file`"), "{why}");
+    // The server refused the secret (SignatureDoesNotMatch): its setting
+    // is named too, not only the key id's.
+    assert!(why.contains("`sync[0].s3.secret_access_key_file`"), "{why}");
     let everything = format!("{r:?}");
     let state = std::fs::read(job.ws.dir.path().join("state/kbsync.db")).unwrap();
     for secret in [seaweed::ACCESS_KEY_ID, "notTheSecretTheServerKnows"] {
@@ -446,4 +449,30 @@ title = { front_matter = "title" }
     let r = job.sync().await;
     assert!(r.converged() && r.plan.ops.is_empty(), "{r:?}");
     assert_eq!(job.asked_since(asked)[1], 0, "no GET");
+}
+
+/// A library's debug line must not carry a credential either: the S3
+/// signing library prints its credential provider, secret included, at
+/// debug level. Every log format, at the most verbose level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_verbose_log_never_shows_the_secret() {
+    let job = Job::start(Auth::Keys, "").await;
+    job.put("a.md", "a\n").await;
+    for format in ["plain", "json"] {
+        let (_, out, err) = support::run_binary(
+            std::process::Command::new(env!("CARGO_BIN_EXE_kbsync")),
+            &job.ws.config_path,
+            &["--dry-run", "--log", "trace", "--log-format", format],
+        );
+        assert!(
+            err.contains("reqsign"),
+            "the signing library logged nothing at trace: {err}"
+        );
+        for secret in [seaweed::SECRET_ACCESS_KEY, seaweed::ACCESS_KEY_ID] {
+            assert!(
+                !out.contains(secret) && !err.contains(secret),
+                "{format}: {secret} in the log"
+            );
+        }
+    }
 }

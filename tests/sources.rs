@@ -2,7 +2,8 @@
 //! upstreams: the scenarios that hold for any source are written once
 //! against `Harness` and run against each kind (a real folder in a temp
 //! dir; pages on an in-process web server; a bucket on a real SeaweedFS;
-//! a share on a real `rclone serve webdav`),
+//! a share on a real `rclone serve webdav`; a repository made with `git`
+//! and served by `git daemon`),
 //! mirrored into the fake Dify.
 //! A kind added later gets them by adding a harness and one line to
 //! `suite!` at the bottom.
@@ -14,6 +15,7 @@ use kbsync::sink::dify::document_name;
 use kbsync::source::Scope;
 use support::fake_dify::{FakeDify, DATASET};
 use support::fake_web::FakeWeb;
+use support::git::{GitDaemon, Remote};
 use support::rclone::{self, RcloneDav};
 use support::s3_proxy::{Asked, S3Proxy};
 use support::seaweed::{self, SeaweedFs};
@@ -479,6 +481,71 @@ impl Harness for Share {
     }
 }
 
+// --- a git repository ----------------------------------------------------
+
+struct Repo {
+    ws: Workspace,
+    remote: Remote,
+    _daemon: GitDaemon,
+}
+
+impl Repo {
+    fn commit(&self, what: &str) {
+        self.remote.commit(what);
+    }
+}
+
+impl Harness for Repo {
+    async fn start(dify: &FakeDify) -> Repo {
+        let remote = Remote::new();
+        let daemon = GitDaemon::start(&remote);
+        let ws = workspace(
+            dify,
+            &format!("[sync.git]\nurl = \"{}\"\nbranch = \"main\"", daemon.url),
+        );
+        Repo {
+            ws,
+            remote,
+            _daemon: daemon,
+        }
+    }
+
+    fn ws(&self) -> &Workspace {
+        &self.ws
+    }
+
+    fn put(&self, name: &str, body: &str) {
+        self.remote.write(name, body);
+        self.commit(name);
+    }
+
+    fn remove(&self, name: &str) {
+        self.remote.remove(name);
+        self.commit(name);
+    }
+
+    /// Over `max_file_size`: listed, its blob never inflated.
+    fn make_unreadable(&self, name: &str) {
+        self.put(name, &"x".repeat(MAX + 1));
+    }
+
+    fn make_readable(&self, name: &str, body: &str) {
+        self.put(name, body);
+    }
+
+    fn key(&self, name: &str) -> String {
+        name.to_owned()
+    }
+
+    fn reads(&self, r: &JobReport, _mark: usize) -> usize {
+        r.hashed_files
+    }
+
+    fn mark(&self) -> usize {
+        0
+    }
+}
+
 /// One test per scenario and kind.
 macro_rules! suite {
     ($($kind:ident: $harness:ty),* $(,)?) => {
@@ -520,4 +587,4 @@ macro_rules! suite {
     };
 }
 
-suite!(folder: Folder, web: Web, s3: Bucket, webdav: Share);
+suite!(folder: Folder, web: Web, s3: Bucket, webdav: Share, git: Repo);

@@ -26,11 +26,14 @@ fn user_version(ws: &Workspace) -> i64 {
 }
 
 /// Turns the state file back into what the kbsync before the last
-/// migration left (migration 10 added this column).
+/// migration left (migration 12 added these columns).
 fn make_older(ws: &Workspace) {
     let version = user_version(ws);
     let c = Connection::open(ws.config().state_path).unwrap();
-    c.execute_batch("DROP TABLE skipped;").unwrap();
+    c.execute_batch(
+        "ALTER TABLE jobs DROP COLUMN source_mark; ALTER TABLE jobs DROP COLUMN source_mark_run;",
+    )
+    .unwrap();
     c.pragma_update(None, "user_version", version - 1).unwrap();
 }
 

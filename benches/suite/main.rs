@@ -6,7 +6,7 @@
 //! Exits 1 when a target is missed.
 //!
 //! Options (defaults are the published targets' sizes):
-//!   --only noop,million,index,upstream,audit,rate,latency,throughput,service,s3,webdav   parts to run (all)
+//!   --only noop,million,index,upstream,audit,rate,latency,throughput,service,s3,webdav,git   parts to run (all)
 //!   --files N          no-op and first-index tree (100000)
 //!   --million N        the large no-op tree (1000000)
 //!   --runs N           timed runs per side, median reported (11)
@@ -26,6 +26,8 @@
 //!   --changes N        object changes timed under the service (5)
 //!   --dav-files N      files behind `rclone serve webdav` (100000)
 //!   --dav-folders N    folders they are spread over (1100)
+//!   --git-files N      files in the repository `git daemon` serves (100000)
+//!   --git-changes N    files one later commit changes (10)
 //!
 //! `KBSYNC_BENCH_BIN=PATH` measures another build of the binary (an older
 //! one, for before/after numbers on the same machine).
@@ -33,6 +35,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod git;
 mod latency;
 mod measure;
 mod objects;
@@ -129,6 +132,16 @@ async fn suite() {
                 runs,
                 arg("--poll-secs", 10),
                 arg("--changes", 5) as usize,
+            )
+            .await,
+        );
+    }
+    if selected("git") {
+        rows.extend(
+            git::rows(
+                arg("--git-files", 100_000) as usize,
+                runs,
+                arg("--git-changes", 10) as usize,
             )
             .await,
         );

@@ -19,14 +19,21 @@ pub struct Measured {
 /// is started by a fresh, small copy of this binary (`--measure-child`),
 /// which reaps it with wait4 and prints its wall time and peak memory.
 pub fn run(cmd: &mut Command) -> Measured {
-    let out = Command::new(std::env::current_exe().unwrap())
+    let mut helper = Command::new(std::env::current_exe().unwrap());
+    helper
         .arg("--measure-child")
         .arg(cmd.get_program())
         .args(cmd.get_args())
-        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("spawn the measuring helper");
+        .stderr(Stdio::inherit());
+    // The command's own environment, removals included (rclone 1.60
+    // refuses to start with AWS_CA_BUNDLE set).
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => helper.env(k, v),
+            None => helper.env_remove(k),
+        };
+    }
+    let out = helper.output().expect("spawn the measuring helper");
     assert!(out.status.success(), "{cmd:?} failed");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap());

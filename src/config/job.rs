@@ -189,6 +189,7 @@ pub fn validate(
     base: &Path,
     roots: Roots,
     index: usize,
+    state: &Path,
     raw: RawJob,
 ) -> Result<(JobConfig, Span), ConfigError> {
     let job = Job {
@@ -204,6 +205,7 @@ pub fn validate(
         base,
         roots,
         index,
+        state,
     };
     let source = job.source(&at, raw.sources)?;
     let max_delete = job.max_delete(raw.max_delete.as_ref())?;

@@ -200,7 +200,7 @@ impl Config {
         let mut names = HashSet::new();
         let mut jobs = Vec::new();
         for (i, job) in raw.sync.into_iter().enumerate() {
-            let job = job::validate(&loc, base, roots, i, job)?;
+            let job = job::validate(&loc, base, roots, i, &state_path, job)?;
             jobs.push(job);
         }
         check_namespaces(&loc, &jobs)?;

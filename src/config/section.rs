@@ -95,6 +95,21 @@ impl<'a> Section<'a> {
         format!("{}.{name}", self.prefix)
     }
 
+    /// Where the setting `name` (at `span`) is: "file:line:column: `key`".
+    pub fn place_of(&self, span: Span, name: &str) -> String {
+        self.loc.place(span, &self.key(name))
+    }
+
+    /// The whole table's span.
+    pub fn span(&self) -> Span {
+        self.span.clone()
+    }
+
+    /// The folder relative paths resolve against.
+    pub fn base(&self) -> &Path {
+        self.base
+    }
+
     /// An error about the setting `name`, at `span`.
     pub fn error(&self, span: Span, name: &str, message: impl Into<String>) -> ConfigError {
         self.loc.error(span, &self.key(name), message)

@@ -33,6 +33,14 @@ pub enum Fact {
     Etag,
     ContentType,
     Bucket,
+    /// A git file's: the commit it was read at (40 hex), that commit's
+    /// time, its author's name, the ref followed, and the job's `web_url`
+    /// filled in for it.
+    Commit,
+    CommitTime,
+    Author,
+    Ref,
+    WebUrl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Hash)]
@@ -71,7 +79,7 @@ impl FieldSource {
         match self {
             FieldSource::Static(Json::Number(_)) => FieldType::Number,
             FieldSource::Fact(Fact::Size) => FieldType::Number,
-            FieldSource::Fact(Fact::Modified) => FieldType::Time,
+            FieldSource::Fact(Fact::Modified | Fact::CommitTime) => FieldType::Time,
             _ => FieldType::String,
         }
     }
@@ -104,6 +112,12 @@ pub struct SourceFacts {
     bucket: Option<String>,
     #[serde(default)]
     meta: std::collections::BTreeMap<String, String>,
+    commit: Option<String>,
+    commit_time: Option<i64>,
+    author: Option<String>,
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    web_url: Option<String>,
 }
 
 impl SourceFacts {
@@ -116,6 +130,10 @@ impl SourceFacts {
             Fact::Etag => self.etag.as_deref().map(|e| e.trim_matches('"')),
             Fact::ContentType => self.content_type.as_deref(),
             Fact::Bucket => self.bucket.as_deref(),
+            Fact::Commit => self.commit.as_deref(),
+            Fact::Author => self.author.as_deref(),
+            Fact::Ref => self.git_ref.as_deref(),
+            Fact::WebUrl => self.web_url.as_deref(),
             _ => None,
         }
     }
@@ -179,9 +197,14 @@ fn fact(f: Fact, item: &ItemFacts) -> Option<Json> {
         Fact::Size => Json::from(item.size),
         Fact::Modified => Json::from(item.mtime_ns.div_euclid(1_000_000_000)),
         Fact::Blake3 => Json::from(item.hash),
-        Fact::Etag | Fact::ContentType | Fact::Bucket => {
-            return item.source.and_then(|s| s.fact(f)).map(Json::from)
-        }
+        Fact::CommitTime => return item.source.and_then(|s| s.commit_time).map(Json::from),
+        Fact::Etag
+        | Fact::ContentType
+        | Fact::Bucket
+        | Fact::Commit
+        | Fact::Author
+        | Fact::Ref
+        | Fact::WebUrl => return item.source.and_then(|s| s.fact(f)).map(Json::from),
     })
 }
 

@@ -7,6 +7,7 @@ mod content;
 pub mod fence;
 pub mod folder;
 pub mod front_matter;
+pub mod git;
 mod listed;
 pub mod registry;
 mod remote;

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use super::{folder, s3, web, webdav, SourceConfig};
+use super::{folder, git, s3, web, webdav, SourceConfig};
 use crate::config::locate::{Locator, Span};
 use crate::config::{ConfigError, Roots};
 
@@ -22,6 +22,7 @@ pub const KINDS: &[(&str, Read)] = &[
     ("web", read::<Spanned<web::RawWeb>>),
     ("s3", read::<Spanned<s3::RawS3>>),
     ("webdav", read::<Spanned<webdav::RawWebdav>>),
+    ("git", read::<Spanned<git::RawGit>>),
 ];
 
 /// A source section as read, before validation.
@@ -41,6 +42,8 @@ pub struct At<'a> {
     pub base: &'a Path,
     pub roots: Roots,
     pub index: usize,
+    /// The state file: a source that keeps a cache keeps it beside.
+    pub state: &'a Path,
 }
 
 fn read<T: RawSource + DeserializeOwned + 'static>(
@@ -78,6 +81,10 @@ mod tests {
                 "webdav",
                 "url = \"https://cloud.example.com/dav/docs\"\npoll_interval_secs = 42\n",
             ),
+            (
+                "git",
+                "url = \"https://git.example.com/docs.git\"\npoll_interval_secs = 42\n",
+            ),
         ];
         assert_eq!(
             super::KINDS.len(),
@@ -100,7 +107,7 @@ mod tests {
                         .collect();
                     assert_eq!(walked, std::slice::from_ref(&spec.root));
                 }
-                ("web" | "s3" | "webdav", Trigger::Poll(every)) => {
+                ("web" | "s3" | "webdav" | "git", Trigger::Poll(every)) => {
                     assert_eq!(every, Duration::from_secs(42))
                 }
                 (key, _) => panic!("{key}: not the trigger its kind declares"),

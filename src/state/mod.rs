@@ -26,6 +26,7 @@ macro_rules! columns {
 mod items;
 mod listing;
 mod lock;
+mod mark;
 mod outbox;
 mod schema;
 mod settled;

@@ -156,4 +156,11 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job, key)
     ) WITHOUT ROWID;
     "#,
+    // 12: what a polled source was last listed whole at (a git commit),
+    // and the last run logged before that listing: a later run that
+    // converged proves the upstream matches the source at that mark.
+    r#"
+    ALTER TABLE jobs ADD COLUMN source_mark TEXT;
+    ALTER TABLE jobs ADD COLUMN source_mark_run INTEGER;
+    "#,
 ];

@@ -372,6 +372,13 @@ pub struct FaultRule {
 
 pub struct World {
     pub docs: BTreeMap<String, Doc>,
+    /// Documents the indexing worker still works on, so that a request's
+    /// tick touches those, not every document (a million documents would
+    /// make a first sync quadratic).
+    ticking: std::collections::BTreeSet<String>,
+    /// A test had the world (it may have set a document's `ticks_left`):
+    /// the next tick looks at every document once.
+    rescan: bool,
     pub fields: Vec<Field>,
     pub log: Vec<Logged>,
     pub faults: Vec<FaultRule>,
@@ -442,6 +449,8 @@ impl World {
     fn new() -> World {
         World {
             docs: BTreeMap::new(),
+            ticking: Default::default(),
+            rescan: false,
             fields: Vec::new(),
             log: Vec::new(),
             faults: Vec::new(),
@@ -480,14 +489,35 @@ impl World {
 
     /// One request's worth of time for the indexing worker.
     fn tick_indexing(&mut self) {
-        for d in self.docs.values_mut() {
+        if std::mem::take(&mut self.rescan) {
+            self.ticking = self
+                .docs
+                .values()
+                .filter(|d| d.ticks_left > 0)
+                .map(|d| d.id.clone())
+                .collect();
+        }
+        let docs = &mut self.docs;
+        self.ticking.retain(|id| {
+            let Some(d) = docs.get_mut(id).filter(|d| d.ticks_left > 0) else {
+                return false;
+            };
+            d.ticks_left -= 1;
             if d.ticks_left > 0 {
-                d.ticks_left -= 1;
-                if d.ticks_left == 0 && d.indexing_status != "error" {
-                    d.indexing_status = "completed".into();
-                    d.polls_left = 0;
-                }
+                return true;
             }
+            if d.indexing_status != "error" {
+                d.indexing_status = "completed".into();
+                d.polls_left = 0;
+            }
+            false
+        });
+    }
+
+    /// The worker picks `id` up (its `ticks_left` was just set).
+    fn indexes(&mut self, id: &str) {
+        if self.docs.get(id).is_some_and(|d| d.ticks_left > 0) {
+            self.ticking.insert(id.to_owned());
         }
     }
 
@@ -595,7 +625,9 @@ impl FakeDify {
     }
 
     pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
-        self.world.lock().unwrap()
+        let mut w = self.world.lock().unwrap();
+        w.rescan = true;
+        w
     }
 
     pub fn requests(&self) -> usize {
@@ -1055,10 +1087,9 @@ fn create_by_file(w: &mut World, upload: Option<Upload>) -> Response<Full<Bytes>
         doc.polls_left = polls_left;
         doc.ticks_left = if polls_left > 0 { ticks } else { 0 };
         doc.batch = batch.clone();
-        return reply(
-            200,
-            json!({"document": doc.to_json(&fields), "batch": batch}),
-        );
+        let body = json!({"document": doc.to_json(&fields), "batch": batch});
+        w.indexes(&id);
+        return reply(200, body);
     }
     let id = w.next("doc-");
     let (indexing_status, polls_left, batch) = new_indexing(w);
@@ -1082,7 +1113,8 @@ fn create_by_file(w: &mut World, upload: Option<Upload>) -> Response<Full<Bytes>
         error: None,
     };
     let body = json!({"document": doc.to_json(&w.fields), "batch": batch});
-    w.docs.insert(id, doc);
+    w.docs.insert(id.clone(), doc);
+    w.indexes(&id);
     reply(200, body)
 }
 
@@ -1110,10 +1142,9 @@ fn update_by_file(w: &mut World, doc_id: &str, upload: Option<Upload>) -> Respon
     doc.polls_left = polls_left;
     doc.ticks_left = if polls_left > 0 { ticks } else { 0 };
     doc.batch = batch.clone();
-    reply(
-        200,
-        json!({"document": doc.to_json(&fields), "batch": batch}),
-    )
+    let body = json!({"document": doc.to_json(&fields), "batch": batch});
+    w.indexes(doc_id);
+    reply(200, body)
 }
 
 fn delete_document(w: &mut World, doc_id: &str) -> Response<Full<Bytes>> {

@@ -6,6 +6,7 @@ pub mod fake_dify;
 pub mod fake_pai;
 pub mod fake_sharely;
 pub mod fake_web;
+pub mod git;
 pub mod rclone;
 pub mod s3_proxy;
 pub mod seaweed;

@@ -195,18 +195,19 @@ fn credentials(s: &Section, raw: &RawS3) -> Result<(Option<Credentials>, String)
         access_key_id_file,
         access_key_id_credential
     ))?;
-    let (secret_access_key, _) = s.secret(key_fields!(
+    let (secret_access_key, secret_place) = s.secret(key_fields!(
         raw.secret_access_key,
         secret_access_key_env,
         secret_access_key_file,
         secret_access_key_credential
     ))?;
+    // S3 says which half it refused only in its error code: name both.
     Ok((
         Some(Credentials {
             access_key_id,
             secret_access_key,
         }),
-        place,
+        format!("{place} and {secret_place}"),
     ))
 }
 
@@ -273,6 +274,7 @@ mod tests {
             base: path.parent().unwrap(),
             roots: Roots::MustExist,
             index: 0,
+            state: std::path::Path::new("/var/lib/kbsync/kbsync.db"),
         };
         super::validate(&at, toml::from_str(section).unwrap()).unwrap()
     }
@@ -295,7 +297,7 @@ mod tests {
         );
         assert_eq!(
             c.places.credential,
-            "/etc/kbsync/kbsync.toml:3:22: `sync[0].s3.access_key_id_file`"
+            "/etc/kbsync/kbsync.toml:3:22: `sync[0].s3.access_key_id_file` and /etc/kbsync/kbsync.toml:4:25: `sync[0].s3.secret_access_key_env`"
         );
     }
 

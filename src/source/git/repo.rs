@@ -1,0 +1,255 @@
+//! The repository, through gitoxide in-process: a bare cache fetched into
+//! (the followed ref only, no tags, into kbsync's own ref), the tree of
+//! the fetched commit listed as (path, blob id), and blobs read from the
+//! object database. No working tree and no `git` program. Every call
+//! here blocks: the source runs them on tokio's blocking threads.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use gix::bstr::ByteSlice;
+use gix::ObjectId;
+
+use super::config::{Auth, GitConfig};
+
+/// The commit a fetch found for the followed ref.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub commit: ObjectId,
+    /// Unix seconds of the commit.
+    pub time: i64,
+    pub author: String,
+}
+
+/// One entry of the listed tree, below the job's folder.
+#[derive(Debug, Clone)]
+pub struct TreeEntry {
+    pub key: String,
+    pub blob: ObjectId,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    /// A symbolic link: its target is text in the repository, never
+    /// followed.
+    Link,
+    /// A submodule: a commit of another repository.
+    Submodule,
+}
+
+/// Opens the cache, making it when missing. A cache that cannot be
+/// opened holds nothing that is not upstream: it is made anew.
+pub fn cache(cfg: &GitConfig) -> Result<gix::ThreadSafeRepository, String> {
+    let options = || {
+        let mut overrides = vec![
+            // The cache is kbsync's own: no hooks, no reflogs, no gc.
+            "core.logAllRefUpdates=false".to_owned(),
+            "gc.auto=0".to_owned(),
+            "committer.name=kbsync".to_owned(),
+            "committer.email=kbsync@localhost".to_owned(),
+        ];
+        if let Auth::SshKey(key) = &cfg.auth {
+            overrides.push(format!(
+                "core.sshCommand=ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes",
+                key.display()
+            ));
+        }
+        gix::open::Options::isolated().config_overrides(overrides)
+    };
+    match gix::ThreadSafeRepository::open_opts(&cfg.cache, options()) {
+        Ok(repo) => return Ok(repo),
+        Err(e) if cfg.cache.exists() => {
+            tracing::warn!(cache = %cfg.cache.display(), error = %e, "the git cache cannot be opened: making it anew");
+            std::fs::remove_dir_all(&cfg.cache)
+                .map_err(|e| format!("{}: {e}", cfg.cache.display()))?;
+        }
+        Err(_) => {}
+    }
+    make(&cfg.cache)?;
+    gix::ThreadSafeRepository::open_opts(&cfg.cache, options())
+        .map_err(|e| format!("the git cache {}: {e}", cfg.cache.display()))
+}
+
+fn make(path: &Path) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    gix::ThreadSafeRepository::init(
+        path,
+        gix::create::Kind::Bare,
+        gix::create::Options::default(),
+    )
+    .map(drop)
+    .map_err(|e| format!("the git cache {}: {e}", path.display()))
+}
+
+/// Fetches the followed ref into the cache and peels it to its commit.
+/// `Err`: the remote could not be reached or read, or does not have the
+/// ref (a branch deleted is never an empty tree).
+pub fn fetch(
+    repo: &gix::Repository,
+    cfg: &GitConfig,
+    token: Option<&str>,
+    stop: &AtomicBool,
+) -> Result<Fetched, String> {
+    let (remote_ref, local_ref) = (cfg.follow.remote(), cfg.follow.local());
+    let spec = format!("+{remote_ref}:{local_ref}");
+    let remote = repo
+        .remote_at(cfg.url.as_str())
+        .and_then(|r| r.with_refspecs([spec.as_str()], gix::remote::Direction::Fetch))
+        .map_err(chain)?
+        .with_fetch_tags(gix::remote::fetch::Tags::None);
+    let mut connection = remote
+        .connect(gix::remote::Direction::Fetch)
+        .map_err(chain)?;
+    // Only the configured token is ever offered: never a helper, and
+    // never a prompt (a service has no terminal to ask on).
+    let login = match (token, &cfg.auth) {
+        (Some(token), Auth::Token { username, .. }) => Some((username.clone(), token.to_owned())),
+        _ => None,
+    };
+    {
+        connection.set_credentials(move |action| {
+            Ok(match (action, &login) {
+                (gix::credentials::helper::Action::Get(ctx), Some((username, password))) => {
+                    Some(gix::credentials::protocol::Outcome {
+                        credentials: gix::sec::identity::Credentials::UsernamePassword {
+                            username: username.clone(),
+                            password: password.clone(),
+                            oauth_refresh_token: None,
+                        },
+                        next: ctx.into(),
+                    })
+                }
+                _ => None,
+            })
+        });
+    }
+    let outcome = connection
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(|e| {
+            let why = chain(e);
+            gone(&why, cfg).unwrap_or(why)
+        })?
+        .receive(gix::progress::Discard, stop)
+        .map_err(|e| {
+            let why = chain(e);
+            gone(&why, cfg).unwrap_or(why)
+        })?;
+    let advertised = outcome
+        .ref_map
+        .mappings
+        .iter()
+        .find_map(|m| m.remote.as_id().map(ObjectId::from))
+        .ok_or_else(|| format!("the remote has no {}", cfg.follow.shown()))?;
+    let commit = repo
+        .find_object(advertised)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| format!("{} does not lead to a commit: {e}", cfg.follow.shown()))?;
+    let time = commit.time().map(|t| t.seconds).unwrap_or(0);
+    let author = commit
+        .author()
+        .map(|a| a.name.to_str_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Fetched {
+        commit: commit.id,
+        time,
+        author,
+    })
+}
+
+/// Every entry of `commit`'s tree below `folder` (`""` or ending in `/`),
+/// keyed by its path below it, in key order. `Err` when the folder is not
+/// in the tree.
+pub fn list(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    folder: &str,
+) -> Result<Vec<TreeEntry>, String> {
+    let commit = repo.find_commit(commit).map_err(chain)?;
+    let mut tree = commit.tree().map_err(chain)?;
+    if !folder.is_empty() {
+        let below = folder.trim_end_matches('/');
+        let entry = tree
+            .lookup_entry_by_path(below)
+            .map_err(chain)?
+            .filter(|e| e.mode().is_tree())
+            .ok_or_else(|| format!("the folder {below:?} is not in the tree"))?;
+        tree = entry
+            .object()
+            .map_err(chain)?
+            .peel_to_tree()
+            .map_err(chain)?;
+    }
+    let mut recorder = gix::traverse::tree::Recorder::default();
+    tree.traverse().breadthfirst(&mut recorder).map_err(chain)?;
+    let mut entries: Vec<TreeEntry> = recorder
+        .records
+        .into_iter()
+        .filter_map(|r| {
+            let kind = if r.mode.is_blob() {
+                EntryKind::File
+            } else if r.mode.is_link() {
+                EntryKind::Link
+            } else if r.mode.is_commit() {
+                EntryKind::Submodule
+            } else {
+                return None;
+            };
+            Some(TreeEntry {
+                key: r.filepath.to_str_lossy().into_owned(),
+                blob: r.oid,
+                kind,
+            })
+        })
+        .collect();
+    entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    Ok(entries)
+}
+
+/// A blob's bytes, refused past `max` bytes before it is inflated.
+pub fn read(repo: &gix::Repository, blob: ObjectId, max: u64) -> Result<Vec<u8>, String> {
+    let header = repo.find_header(blob).map_err(chain)?;
+    if header.size() > max {
+        return Err(format!(
+            "{} bytes is over max_file_size ({max} bytes)",
+            header.size()
+        ));
+    }
+    let mut object = repo.find_blob(blob).map_err(chain)?;
+    Ok(object.take_data())
+}
+
+/// An error with its causes, outermost first: gitoxide's outer messages
+/// ("Transport handshake failed") say little without them.
+fn chain(e: impl std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The server lists only the refs the refspec asks for: none means the
+/// branch or tag is gone (never an empty tree).
+/// A login asked for and not given (HTTP 401) is said as such.
+fn gone(why: &str, cfg: &GitConfig) -> Option<String> {
+    if why.contains("None of the refspec") {
+        return Some(format!("the remote has no {}", cfg.follow.shown()));
+    }
+    why.contains("No credentials were returned").then(|| {
+        match cfg.auth {
+            Auth::Token { .. } => "the server refused the token (HTTP 401)",
+            _ => "the server asks for a login (HTTP 401): set token_env, token_file or token_credential (https only)",
+        }
+        .to_owned()
+    })
+}

@@ -1,0 +1,483 @@
+//! One poll of a repository, through the generic seam: fetch (first, in
+//! `unavailable`, so that a remote that cannot be read or a ref that
+//! vanished makes the job unavailable before anything else is done), then
+//! either nothing (the ref stands where the last converged pass left it)
+//! or the tree listed as (path, blob id) and handed to `source::sliced`,
+//! which reads only the blobs whose id is not the one recorded.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use gix::ObjectId;
+use serde::{Deserialize, Serialize};
+
+use super::config::{Auth, GitConfig};
+use super::repo::{self, EntryKind, Fetched, TreeEntry};
+use crate::secret::Secret;
+use crate::sink::redact::Redactor;
+use crate::sink::{ErrorClass, SinkError};
+use crate::source::{
+    front_matter, sliced, Content, Listed, Observed, ReadChanged, Recorded, ScanInput, ScanResult,
+    Scanned, Scope, Skipped, Source, Stamped, Survey, Trust,
+};
+use crate::state::StateError;
+
+/// The kind's `Source`, with the cache opened and the token read.
+pub fn open(cfg: &GitConfig) -> Result<Box<dyn Source>, String> {
+    let token = match &cfg.auth {
+        Auth::Token { token, .. } => Some(
+            token
+                .load()
+                .map_err(|e| format!("{e} ({})", cfg.places.credential))?,
+        ),
+        _ => None,
+    };
+    let redact = Arc::new(match &token {
+        Some(t) => Redactor::new(&[t]),
+        None => Redactor::new(&[]),
+    });
+    let repo = Arc::new(repo::cache(cfg)?);
+    Ok(Box::new(GitSource {
+        cfg: Arc::new(cfg.clone()),
+        token,
+        redact,
+        repo,
+        fetched: Mutex::default(),
+    }))
+}
+
+struct GitSource {
+    cfg: Arc<GitConfig>,
+    token: Option<Secret>,
+    redact: Arc<Redactor>,
+    repo: Arc<gix::ThreadSafeRepository>,
+    /// What `unavailable` fetched, for the survey that follows it.
+    fetched: Mutex<Option<Fetched>>,
+}
+
+impl GitSource {
+    /// Fetches the followed ref; `Err` says why the job is unavailable,
+    /// naming the setting and where it is.
+    async fn fetch(&self) -> Result<Fetched, String> {
+        let (repo, cfg) = (self.repo.clone(), self.cfg.clone());
+        let token = self.token.as_ref().map(|t| t.expose().to_owned());
+        let done = tokio::task::spawn_blocking(move || {
+            let repo = repo.to_thread_local();
+            let fetched = repo::fetch(&repo, &cfg, token.as_deref(), &AtomicBool::new(false))?;
+            // A folder that is not in the tree is a mistyped `path` or one
+            // moved away: never an emptied folder.
+            repo::list(&repo, fetched.commit, &cfg.path).map(|_| fetched)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the fetch stopped: {e}")));
+        done.map_err(|why| {
+            let place = if why.starts_with("the remote has no") {
+                &self.cfg.places.follow
+            } else if why.starts_with("the folder") {
+                &self.cfg.places.path
+            } else if why.contains("HTTP 401") {
+                &self.cfg.places.credential
+            } else {
+                &self.cfg.places.url
+            };
+            let why: String = why
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect();
+            self.redact.text(&format!(
+                "{} ({}) cannot be read: {why} ({place}); nothing is taken for deleted",
+                self.cfg.url,
+                self.cfg.follow.shown()
+            ))
+        })
+    }
+
+    fn fetched(&self) -> std::sync::MutexGuard<'_, Option<Fetched>> {
+        self.fetched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The tree of `at` below the job's folder.
+    async fn list(&self, at: ObjectId) -> Result<Vec<TreeEntry>, String> {
+        let (repo, folder) = (self.repo.clone(), self.cfg.path.clone());
+        tokio::task::spawn_blocking(move || repo::list(&repo.to_thread_local(), at, &folder))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    }
+}
+
+impl Source for GitSource {
+    /// A commit is read whole.
+    fn scope(&self, _asked: &Scope) -> Scope {
+        Scope::All
+    }
+
+    /// A file found in sync is skipped while its blob id holds.
+    fn settles(&self) -> bool {
+        true
+    }
+
+    fn unavailable(&self) -> BoxFuture<'_, Option<String>> {
+        async move {
+            match self.fetch().await {
+                Ok(fetched) => {
+                    *self.fetched() = Some(fetched);
+                    None
+                }
+                Err(why) => Some(why),
+            }
+        }
+        .boxed()
+    }
+
+    fn survey<'a>(&'a self, input: ScanInput<'a>) -> BoxFuture<'a, Result<Survey, StateError>> {
+        async move {
+            let taken = self.fetched().take();
+            let fetched = match taken {
+                Some(f) => f,
+                None => match self.fetch().await {
+                    Ok(f) => f,
+                    Err(why) => return Ok(unlisted(&input, why, self.nothing())),
+                },
+            };
+            let commit = fetched.commit.to_string();
+            let settled =
+                input
+                    .state
+                    .plan_fingerprint(input.job, input.fingerprint, input.record_fingerprint)?;
+            if settled && !input.checksum && input.state.converged_at_mark(input.job, &commit)? {
+                tracing::debug!(job = input.job, %commit, "the ref did not move since the last converged pass");
+                return still(&input, self.nothing());
+            }
+            let entries = match self.list(fetched.commit).await {
+                Ok(entries) => entries,
+                Err(why) => {
+                    let why = self.redact.text(&format!("{}: {why}", self.cfg.url));
+                    return Ok(unlisted(&input, why, self.nothing()));
+                }
+            };
+            if input.record_fingerprint {
+                input.state.record_source_mark(input.job, &commit)?;
+            }
+            let (listed, blobs) = listed(&self.cfg, entries);
+            let reader = BlobReader {
+                repo: self.repo.clone(),
+                facts: Arc::new(Facts::of(&self.cfg, &fetched)),
+                max: self.cfg.max_file_size,
+                redact: self.redact.clone(),
+                blobs: Arc::new(blobs),
+                bodies: Arc::default(),
+            };
+            let trust = Trust {
+                settled,
+                deep: input.checksum,
+            };
+            sliced(&input, trust, listed, reader)
+        }
+        .boxed()
+    }
+}
+
+impl GitSource {
+    /// Content for a poll that lists nothing: it has nothing to upload.
+    fn nothing(&self) -> Box<dyn Content + Send + Sync> {
+        Box::new(Blobs {
+            repo: self.repo.clone(),
+            blobs: Arc::default(),
+            bodies: HashMap::new(),
+            max: self.cfg.max_file_size,
+        })
+    }
+}
+
+/// A poll whose ref stands where the last converged pass left it: the
+/// tree is not listed, every record stands, nothing is planned.
+fn still(input: &ScanInput, content: Box<dyn Content + Send + Sync>) -> Result<Survey, StateError> {
+    let tracked = input.state.tracked_records(input.job)? as usize;
+    Ok(Survey::Whole(Some(Box::new((
+        Scope::All,
+        Scanned {
+            scan: ScanResult {
+                unchanged: tracked,
+                ..ScanResult::default()
+            },
+            cached: HashMap::new(),
+            content,
+        },
+    )))))
+}
+
+/// A poll that could not list the tree: reported, and every record
+/// protected.
+fn unlisted(input: &ScanInput, why: String, content: Box<dyn Content + Send + Sync>) -> Survey {
+    tracing::warn!(job = input.job, "{why}");
+    Survey::Whole(Some(Box::new((
+        Scope::All,
+        Scanned {
+            scan: ScanResult {
+                skipped: vec![Skipped {
+                    path: String::new(),
+                    reason: why,
+                }],
+                protected: vec![String::new()],
+                ..ScanResult::default()
+            },
+            cached: HashMap::new(),
+            content,
+        },
+    ))))
+}
+
+/// One file of the tree as the seam takes it.
+pub struct GitEntry {
+    key: String,
+    blob: ObjectId,
+}
+
+impl Stamped for GitEntry {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The row keeps the blob id in its `validator`, beside the facts.
+    fn stamped_as(&self, recorded: &impl Recorded) -> bool {
+        Kept::parse(recorded.tag())
+            .and_then(|kept| ObjectId::from_hex(kept.blob.as_bytes()).ok())
+            .is_some_and(|blob| blob == self.blob)
+    }
+}
+
+/// The entries the job mirrors, and each key's blob for a later read:
+/// links and submodules left out and reported (a link is never followed),
+/// as are paths the filters leave out silently.
+fn listed(
+    cfg: &GitConfig,
+    entries: Vec<TreeEntry>,
+) -> (Listed<GitEntry>, HashMap<String, ObjectId>) {
+    let mut listed = Listed::default();
+    let mut blobs = HashMap::new();
+    for entry in entries {
+        if !cfg.filter.selects(&entry.key) {
+            continue;
+        }
+        match entry.kind {
+            EntryKind::File => {
+                blobs.insert(entry.key.clone(), entry.blob);
+                listed.entries.push(GitEntry {
+                    key: entry.key,
+                    blob: entry.blob,
+                });
+            }
+            EntryKind::Link => listed.skip(
+                &entry.key,
+                "a symbolic link in the repository: never followed; exclude it to silence this"
+                    .to_owned(),
+            ),
+            EntryKind::Submodule => listed.skip(
+                &entry.key,
+                "a submodule (another repository): not mirrored; exclude it to silence this"
+                    .to_owned(),
+            ),
+        }
+    }
+    listed.drop_unicode_twins();
+    (listed, blobs)
+}
+
+/// What a read of a blob records beside its hash (the row's `validator`):
+/// its id, the stamp, and the facts the metadata mapping may name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Kept {
+    blob: String,
+    commit: String,
+    commit_time: i64,
+    author: String,
+    #[serde(rename = "ref")]
+    git_ref: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    web_url: Option<String>,
+}
+
+impl Kept {
+    fn parse(tag: Option<&str>) -> Option<Kept> {
+        serde_json::from_str(tag?).ok()
+    }
+}
+
+/// The facts of the commit this poll read at.
+struct Facts {
+    commit: String,
+    time: i64,
+    author: String,
+    git_ref: String,
+    web_url: Option<String>,
+    /// The job's folder in the repository, for `{path}`.
+    folder: String,
+}
+
+impl Facts {
+    fn of(cfg: &GitConfig, fetched: &Fetched) -> Facts {
+        Facts {
+            commit: fetched.commit.to_string(),
+            time: fetched.time,
+            author: fetched.author.clone(),
+            git_ref: cfg.follow.remote(),
+            web_url: cfg.web_url.clone(),
+            folder: cfg.path.clone(),
+        }
+    }
+
+    fn kept(&self, key: &str, blob: ObjectId) -> Kept {
+        Kept {
+            blob: blob.to_string(),
+            commit: self.commit.clone(),
+            commit_time: self.time,
+            author: self.author.clone(),
+            git_ref: self.git_ref.clone(),
+            web_url: self.web_url.as_ref().map(|t| {
+                t.replace("{commit}", &self.commit)
+                    .replace("{path}", &format!("{}{key}", self.folder))
+            }),
+        }
+    }
+}
+
+/// Reads a slice's changed blobs from the cache, hashed; the bytes wait
+/// in `bodies` for that slice's push.
+struct BlobReader {
+    repo: Arc<gix::ThreadSafeRepository>,
+    facts: Arc<Facts>,
+    max: u64,
+    redact: Arc<Redactor>,
+    /// Every listed key's blob: an upload owed from an earlier poll reads
+    /// the blob the key has now.
+    blobs: Arc<HashMap<String, ObjectId>>,
+    bodies: Arc<Mutex<HashMap<String, Bytes>>>,
+}
+
+impl ReadChanged for BlobReader {
+    type Entry = GitEntry;
+
+    fn read(&self, entries: Vec<GitEntry>) -> BoxFuture<'static, ScanResult> {
+        let (repo, facts, max) = (self.repo.clone(), self.facts.clone(), self.max);
+        let (bodies, redact) = (self.bodies.clone(), self.redact.clone());
+        async move {
+            let read = tokio::task::spawn_blocking(move || {
+                let repo = repo.to_thread_local();
+                let mut scan = ScanResult::default();
+                let mut read = HashMap::new();
+                for entry in entries {
+                    match repo::read(&repo, entry.blob, max) {
+                        Ok(body) => {
+                            let observed = observe(&mut scan, &facts, &entry, &body);
+                            read.insert(entry.key, Bytes::from(body));
+                            scan.items.push(observed);
+                        }
+                        Err(reason) => {
+                            let reason = redact.text(&reason);
+                            tracing::warn!(key = %entry.key, %reason, "skipped");
+                            scan.protected.push(entry.key.clone());
+                            scan.skipped.push(Skipped {
+                                path: entry.key,
+                                reason,
+                            });
+                        }
+                    }
+                }
+                (scan, read)
+            })
+            .await;
+            match read {
+                Ok((scan, read)) => {
+                    *bodies.lock().unwrap_or_else(|p| p.into_inner()) = read;
+                    scan
+                }
+                Err(e) => ScanResult {
+                    skipped: vec![Skipped {
+                        path: String::new(),
+                        reason: format!("reading the repository stopped: {e}"),
+                    }],
+                    protected: vec![String::new()],
+                    ..ScanResult::default()
+                },
+            }
+        }
+        .boxed()
+    }
+
+    fn content(&self) -> Box<dyn Content + Send + Sync> {
+        Box::new(Blobs {
+            repo: self.repo.clone(),
+            blobs: self.blobs.clone(),
+            bodies: std::mem::take(&mut *self.bodies.lock().unwrap_or_else(|p| p.into_inner())),
+            max: self.max,
+        })
+    }
+}
+
+/// What one read found: the file observed, with its blob and facts kept.
+fn observe(scan: &mut ScanResult, facts: &Facts, entry: &GitEntry, body: &[u8]) -> Observed {
+    scan.hashed_files += 1;
+    scan.hashed_bytes += body.len() as u64;
+    let kept = facts.kept(&entry.key, entry.blob);
+    Observed {
+        key: entry.key.clone(),
+        size: body.len() as u64,
+        mtime_ns: facts.time.saturating_mul(1_000_000_000),
+        identity: 0,
+        hash: crate::source::folder::hash_bytes(body),
+        front_matter: front_matter::is_markdown(&entry.key)
+            .then(|| {
+                front_matter::read(
+                    &entry.key,
+                    &body[..body.len().min(front_matter::HEAD_BYTES)],
+                )
+            })
+            .flatten(),
+        rehashed: true,
+        racy: false,
+        validator: serde_json::to_string(&kept).ok(),
+    }
+}
+
+/// What a push uploads: the bytes its slice read, or (an upload owed from
+/// an earlier poll, whose blob did not move since) the blob read now.
+struct Blobs {
+    repo: Arc<gix::ThreadSafeRepository>,
+    blobs: Arc<HashMap<String, ObjectId>>,
+    bodies: HashMap<String, Bytes>,
+    max: u64,
+}
+
+impl Content for Blobs {
+    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, SinkError>> {
+        async move {
+            if let Some(body) = self.bodies.get(key) {
+                return Ok(body.clone());
+            }
+            let unreadable = |why: String| {
+                SinkError::local(
+                    ErrorClass::Transient,
+                    "unreadable",
+                    format!("{key}: {why}; the next poll reads it again"),
+                )
+            };
+            let Some(blob) = self.blobs.get(key).copied() else {
+                return Err(unreadable("not in the tree this poll listed".to_owned()));
+            };
+            let (repo, max) = (self.repo.clone(), self.max);
+            tokio::task::spawn_blocking(move || repo::read(&repo.to_thread_local(), blob, max))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map(Bytes::from)
+                .map_err(unreadable)
+        }
+        .boxed()
+    }
+}
