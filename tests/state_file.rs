@@ -31,7 +31,7 @@ fn make_older(ws: &Workspace) {
     let version = user_version(ws);
     let c = Connection::open(ws.config().state_path).unwrap();
     c.execute_batch(
-        "ALTER TABLE jobs DROP COLUMN source_mark; ALTER TABLE jobs DROP COLUMN source_mark_run;",
+        "DROP INDEX items_unsettled; ALTER TABLE jobs DROP COLUMN source_mark; ALTER TABLE jobs DROP COLUMN source_mark_run;",
     )
     .unwrap();
     c.pragma_update(None, "user_version", version - 1).unwrap();

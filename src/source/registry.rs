@@ -52,6 +52,55 @@ fn read<T: RawSource + DeserializeOwned + 'static>(
     Ok(Box::new(T::deserialize(ValueDeserializer::from(value))?))
 }
 
+/// What the kinds' section tests share: a section validated alone as
+/// job 0's in `/etc/kbsync/kbsync.toml`, or in a whole config.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+
+    use serde::de::DeserializeOwned;
+    use toml::Spanned;
+
+    use super::At;
+    use crate::config::locate::Locator;
+    use crate::config::{Config, ConfigError, Roots};
+
+    const SINK: &str = "[sync.dify]\nbase_url = \"https://dify.example.com/v1\"\ndataset_id = \"abc\"\napi_key_env = \"K\"\n";
+    const PATH: &str = "/etc/kbsync/kbsync.toml";
+
+    /// A config whose one job reads `section` as `[sync.KIND]`.
+    pub fn load(kind: &str, section: &str) -> Result<Config, ConfigError> {
+        let text = format!("[[sync]]\nname = \"j\"\n[sync.{kind}]\n{section}\n{SINK}");
+        Config::parse_with(Path::new(PATH), &text, Roots::MustExist)
+    }
+
+    /// Why that config is refused.
+    pub fn refused(kind: &str, section: &str) -> String {
+        load(kind, section).unwrap_err().to_string()
+    }
+
+    /// The section alone, validated by `validate` as job 0's, the state
+    /// file at `/etc/kbsync/kbsync.db`.
+    pub fn alone<R: DeserializeOwned, T>(
+        section: &str,
+        validate: fn(&At, Spanned<R>) -> Result<T, ConfigError>,
+    ) -> T {
+        let path = Path::new(PATH);
+        let loc = Locator {
+            path,
+            text: section,
+        };
+        let at = At {
+            loc: &loc,
+            base: path.parent().unwrap(),
+            roots: Roots::MustExist,
+            index: 0,
+            state: Path::new("/etc/kbsync/kbsync.db"),
+        };
+        validate(&at, toml::from_str(section).unwrap()).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

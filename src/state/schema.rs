@@ -162,5 +162,6 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE jobs ADD COLUMN source_mark TEXT;
     ALTER TABLE jobs ADD COLUMN source_mark_run INTEGER;
+    CREATE INDEX items_unsettled ON items (job) WHERE present = 1 AND settled = 0;
     "#,
 ];

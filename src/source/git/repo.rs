@@ -209,6 +209,19 @@ pub fn list(
     Ok(entries)
 }
 
+/// The blob at `path` in `commit`'s tree.
+pub fn find(repo: &gix::Repository, commit: ObjectId, path: &str) -> Result<ObjectId, String> {
+    let tree = repo
+        .find_commit(commit)
+        .and_then(|c| c.tree())
+        .map_err(chain)?;
+    tree.lookup_entry_by_path(path)
+        .map_err(chain)?
+        .filter(|e| e.mode().is_blob())
+        .map(|e| e.object_id())
+        .ok_or_else(|| format!("{path} is not in the tree"))
+}
+
 /// A blob's bytes, refused past `max` bytes before it is inflated.
 pub fn read(repo: &gix::Repository, blob: ObjectId, max: u64) -> Result<Vec<u8>, String> {
     let header = repo.find_header(blob).map_err(chain)?;

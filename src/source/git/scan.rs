@@ -165,13 +165,13 @@ impl Source for GitSource {
             if input.record_fingerprint {
                 input.state.record_source_mark(input.job, &commit)?;
             }
-            let (listed, blobs) = listed(&self.cfg, entries);
+            let listed = listed(&self.cfg, entries);
             let reader = BlobReader {
                 repo: self.repo.clone(),
                 facts: Arc::new(Facts::of(&self.cfg, &fetched)),
                 max: self.cfg.max_file_size,
                 redact: self.redact.clone(),
-                blobs: Arc::new(blobs),
+                at: Some(Arc::new((fetched.commit, self.cfg.path.clone()))),
                 bodies: Arc::default(),
             };
             let trust = Trust {
@@ -189,7 +189,7 @@ impl GitSource {
     fn nothing(&self) -> Box<dyn Content + Send + Sync> {
         Box::new(Blobs {
             repo: self.repo.clone(),
-            blobs: Arc::default(),
+            at: None,
             bodies: HashMap::new(),
             max: self.cfg.max_file_size,
         })
@@ -253,22 +253,16 @@ impl Stamped for GitEntry {
     }
 }
 
-/// The entries the job mirrors, and each key's blob for a later read:
-/// links and submodules left out and reported (a link is never followed),
+/// The entries the job mirrors: links and submodules left out and reported (a link is never followed),
 /// as are paths the filters leave out silently.
-fn listed(
-    cfg: &GitConfig,
-    entries: Vec<TreeEntry>,
-) -> (Listed<GitEntry>, HashMap<String, ObjectId>) {
+fn listed(cfg: &GitConfig, entries: Vec<TreeEntry>) -> Listed<GitEntry> {
     let mut listed = Listed::default();
-    let mut blobs = HashMap::new();
     for entry in entries {
         if !cfg.filter.selects(&entry.key) {
             continue;
         }
         match entry.kind {
             EntryKind::File => {
-                blobs.insert(entry.key.clone(), entry.blob);
                 listed.entries.push(GitEntry {
                     key: entry.key,
                     blob: entry.blob,
@@ -287,7 +281,7 @@ fn listed(
         }
     }
     listed.drop_unicode_twins();
-    (listed, blobs)
+    listed
 }
 
 /// What a read of a blob records beside its hash (the row's `validator`):
@@ -355,9 +349,9 @@ struct BlobReader {
     facts: Arc<Facts>,
     max: u64,
     redact: Arc<Redactor>,
-    /// Every listed key's blob: an upload owed from an earlier poll reads
-    /// the blob the key has now.
-    blobs: Arc<HashMap<String, ObjectId>>,
+    /// The commit listed and the job's folder: an upload owed from an
+    /// earlier poll reads the blob its key has there now.
+    at: Option<Arc<(ObjectId, String)>>,
     bodies: Arc<Mutex<HashMap<String, Bytes>>>,
 }
 
@@ -414,7 +408,7 @@ impl ReadChanged for BlobReader {
     fn content(&self) -> Box<dyn Content + Send + Sync> {
         Box::new(Blobs {
             repo: self.repo.clone(),
-            blobs: self.blobs.clone(),
+            at: self.at.clone(),
             bodies: std::mem::take(&mut *self.bodies.lock().unwrap_or_else(|p| p.into_inner())),
             max: self.max,
         })
@@ -450,7 +444,8 @@ fn observe(scan: &mut ScanResult, facts: &Facts, entry: &GitEntry, body: &[u8]) 
 /// an earlier poll, whose blob did not move since) the blob read now.
 struct Blobs {
     repo: Arc<gix::ThreadSafeRepository>,
-    blobs: Arc<HashMap<String, ObjectId>>,
+    /// As `BlobReader::at`; `None` when the poll listed nothing.
+    at: Option<Arc<(ObjectId, String)>>,
     bodies: HashMap<String, Bytes>,
     max: u64,
 }
@@ -468,15 +463,19 @@ impl Content for Blobs {
                     format!("{key}: {why}; the next poll reads it again"),
                 )
             };
-            let Some(blob) = self.blobs.get(key).copied() else {
-                return Err(unreadable("not in the tree this poll listed".to_owned()));
+            let Some(at) = self.at.clone() else {
+                return Err(unreadable("this poll listed no tree".to_owned()));
             };
-            let (repo, max) = (self.repo.clone(), self.max);
-            tokio::task::spawn_blocking(move || repo::read(&repo.to_thread_local(), blob, max))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-                .map(Bytes::from)
-                .map_err(unreadable)
+            let (repo, max, key) = (self.repo.clone(), self.max, key.to_owned());
+            tokio::task::spawn_blocking(move || {
+                let repo = repo.to_thread_local();
+                let blob = repo::find(&repo, at.0, &format!("{}{key}", at.1))?;
+                repo::read(&repo, blob, max)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map(Bytes::from)
+            .map_err(unreadable)
         }
         .boxed()
     }

@@ -246,41 +246,15 @@ fn globs(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::locate::Locator;
-    use crate::config::{Config, ConfigError, Roots};
-    use crate::source::registry::At;
+    use crate::source::registry::testing;
     use crate::source::s3::S3Config;
 
-    const SINK: &str = "[sync.dify]\nbase_url = \"https://dify.example.com/v1\"\ndataset_id = \"abc\"\napi_key_env = \"K\"\n";
-
-    fn load(section: &str) -> Result<Config, ConfigError> {
-        let text = format!("[[sync]]\nname = \"j\"\n[sync.s3]\n{section}\n{SINK}");
-        Config::parse_with(
-            std::path::Path::new("/etc/kbsync/kbsync.toml"),
-            &text,
-            Roots::MustExist,
-        )
-    }
-
-    /// The section alone, validated as job 0's.
     fn s3(section: &str) -> S3Config {
-        let path = std::path::Path::new("/etc/kbsync/kbsync.toml");
-        let loc = Locator {
-            path,
-            text: section,
-        };
-        let at = At {
-            loc: &loc,
-            base: path.parent().unwrap(),
-            roots: Roots::MustExist,
-            index: 0,
-            state: std::path::Path::new("/var/lib/kbsync/kbsync.db"),
-        };
-        super::validate(&at, toml::from_str(section).unwrap()).unwrap()
+        testing::alone(section, super::validate)
     }
 
     fn refused(section: &str) -> String {
-        load(section).unwrap_err().to_string()
+        testing::refused("s3", section)
     }
 
     #[test]
