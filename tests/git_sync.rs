@@ -412,3 +412,27 @@ async fn a_path_not_in_the_tree_makes_the_job_unavailable() {
     assert!(why.contains("`sync[0].git.path`"), "{why}");
     assert_eq!(job.names(), [document_name("a.md")], "nothing retired");
 }
+
+/// The shortcut for an unmoved branch holds only for the settings it was
+/// listed under: a job whose `include` (or `path`, `max_file_size`,
+/// `web_url`) changed lists the tree again at the same commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_filter_lists_the_tree_again_though_the_branch_did_not_move() {
+    let job = Job::local("include = [\"*.md\"]").await;
+    job.remote.write("a.md", "a\n");
+    job.remote.write("b.txt", "b\n");
+    job.remote.commit("first");
+    assert!(job.sync().await.converged());
+    assert_eq!(job.names(), [document_name("a.md")]);
+    let config = std::fs::read_to_string(&job.ws.config_path)
+        .unwrap()
+        .replace("include = [\"*.md\"]", "include = [\"*.md\", \"*.txt\"]");
+    std::fs::write(&job.ws.config_path, config).unwrap();
+    let r = job.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(
+        job.doc("b.txt").as_deref(),
+        Some("b\n"),
+        "the new filter applied"
+    );
+}

@@ -41,7 +41,23 @@ pub fn open(cfg: &GitConfig) -> Result<Box<dyn Source>, String> {
         None => Redactor::new(&[]),
     });
     let repo = Arc::new(repo::cache(cfg)?);
+    let listing_settings = blake3::hash(
+        format!(
+            "{:?}",
+            (
+                &cfg.follow,
+                &cfg.path,
+                cfg.filter.patterns(),
+                cfg.max_file_size,
+                &cfg.web_url
+            )
+        )
+        .as_bytes(),
+    )
+    .to_hex()[..16]
+        .to_owned();
     Ok(Box::new(GitSource {
+        listing_settings,
         cfg: Arc::new(cfg.clone()),
         token,
         redact,
@@ -52,6 +68,9 @@ pub fn open(cfg: &GitConfig) -> Result<Box<dyn Source>, String> {
 
 struct GitSource {
     cfg: Arc<GitConfig>,
+    /// A digest of the settings a listing depends on, recorded with the
+    /// commit: a commit listed under other settings proves nothing.
+    listing_settings: String,
     token: Option<Secret>,
     redact: Arc<Redactor>,
     repo: Arc<gix::ThreadSafeRepository>,
@@ -147,11 +166,14 @@ impl Source for GitSource {
                 },
             };
             let commit = fetched.commit.to_string();
+            // What a listing at this commit depends on besides the commit:
+            // other settings list (or stamp) other entries.
+            let mark = format!("{commit} {}", self.listing_settings);
             let settled =
                 input
                     .state
                     .plan_fingerprint(input.job, input.fingerprint, input.record_fingerprint)?;
-            if settled && !input.checksum && input.state.converged_at_mark(input.job, &commit)? {
+            if settled && !input.checksum && input.state.converged_at_mark(input.job, &mark)? {
                 tracing::debug!(job = input.job, %commit, "the ref did not move since the last converged pass");
                 return still(&input, self.nothing());
             }
@@ -163,7 +185,7 @@ impl Source for GitSource {
                 }
             };
             if input.record_fingerprint {
-                input.state.record_source_mark(input.job, &commit)?;
+                input.state.record_source_mark(input.job, &mark)?;
             }
             let listed = listed(&self.cfg, entries);
             let reader = BlobReader {

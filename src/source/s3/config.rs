@@ -115,6 +115,9 @@ pub fn validate(at: &At, raw: Spanned<RawS3>) -> Result<S3Config, ConfigError> {
 pub struct Filter {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
+    /// The patterns as written: what the filter is, for a digest of the
+    /// settings a listing depends on (a `GlobSet` does not say).
+    patterns: String,
 }
 
 impl Filter {
@@ -123,10 +126,19 @@ impl Filter {
         include: &[Spanned<String>],
         exclude: &[Spanned<String>],
     ) -> Result<Filter, ConfigError> {
+        fn written(list: &[Spanned<String>]) -> Vec<&str> {
+            list.iter().map(|g| g.get_ref().as_str()).collect()
+        }
         Ok(Filter {
             include: globs(s, "include", include)?,
             exclude: globs(s, "exclude", exclude)?,
+            patterns: format!("{:?} {:?}", written(include), written(exclude)),
         })
+    }
+
+    /// The include and exclude patterns as written.
+    pub fn patterns(&self) -> &str {
+        &self.patterns
     }
 
     /// Whether the key is one to mirror.
