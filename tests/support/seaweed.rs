@@ -207,6 +207,8 @@ impl SeaweedFs {
     }
 
     /// A client with the key pair, for the test to write objects with.
+    /// It retries the 500s the server answers while it grows a fresh
+    /// bucket's volumes under load, as any S3 client would.
     pub fn operator(&self, bucket: &str) -> opendal::Operator {
         let builder = opendal::services::S3::default()
             .bucket(bucket)
@@ -216,7 +218,15 @@ impl SeaweedFs {
             .secret_access_key(SECRET_ACCESS_KEY)
             .disable_config_load()
             .disable_ec2_metadata();
-        opendal::Operator::new(builder).unwrap().finish()
+        opendal::Operator::new(builder)
+            .unwrap()
+            .layer(
+                opendal::layers::RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(8)
+                    .with_max_delay(Duration::from_secs(2)),
+            )
+            .finish()
     }
 
     pub fn log(&self) -> String {
