@@ -19,6 +19,10 @@ pub struct Capabilities {
     /// Without content: an item with no upstream record gets one (looked up,
     /// else created) by the executor; otherwise it must be mapped in config.
     pub create_records: bool,
+    /// Metadata travels only with an upload (Open WebUI keeps what the
+    /// upload carried and has no call to change it): new metadata means
+    /// the content goes up again with it.
+    pub metadata_with_content: bool,
 }
 
 /// What becomes of an upstream record whose source item is gone.

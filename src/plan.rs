@@ -245,7 +245,10 @@ fn plan_present(item: &Observed, cache: Option<&CachedItem>, rules: &Rules, out:
         RemoteStatus::Disabled => out.ops.push(status(item, doc_id, StatusAction::Enable)),
         RemoteStatus::Archived => out.ops.push(status(item, doc_id, StatusAction::UnArchive)),
     }
-    if c.pushed_hash.as_deref() != Some(item.hash.as_str()) {
+    // An upstream that takes metadata only with an upload gets the
+    // content again to carry new metadata.
+    let reupload = rules.caps.metadata_with_content && meta_differs;
+    if c.pushed_hash.as_deref() != Some(item.hash.as_str()) || reupload {
         out.ops.push(Op::UpdateContent {
             key: item.key.clone(),
             doc_id: doc_id.clone(),
@@ -408,6 +411,7 @@ mod tests {
                 status: true,
                 delete: true,
                 create_records: false,
+                metadata_with_content: false,
             },
             bind: &|_| None,
         };
@@ -540,6 +544,40 @@ mod tests {
                 &["create b.md", "metadata b.md", "delete a.md"],
             ),
         ]);
+    }
+
+    #[test]
+    fn metadata_that_travels_with_content_sends_the_content_again() {
+        // Open WebUI keeps what an upload carried: a touched file (new
+        // `modified`) goes up again, an unchanged one does not.
+        let maps = size_mapping();
+        let rules = |caps| Rules {
+            mappings: &maps,
+            delete_policy: DeletePolicy::Delete,
+            caps,
+            bind: &|_| None,
+        };
+        let caps = Capabilities {
+            content: true,
+            batch_metadata: false,
+            status: false,
+            delete: true,
+            create_records: false,
+            metadata_with_content: true,
+        };
+        let s = 1_000_000_000;
+        let cache: HashMap<_, _> = [("a.md".to_owned(), on("a.md", "h1"))].into();
+        let ops = |mtime| {
+            plan(&[obs("a.md", "h1", mtime)], &cache, &rules(caps), &|_| {
+                false
+            })
+            .ops
+            .iter()
+            .map(|o| o.name())
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(ops(2 * s), ["update", "metadata"]);
+        assert_eq!(ops(s), Vec::<&str>::new());
     }
 
     #[test]

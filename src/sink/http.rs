@@ -518,6 +518,19 @@ impl ErrorAnswer {
         }
     }
 
+    /// An answer of `status` with `body`, for the sinks' classification
+    /// tests.
+    #[cfg(test)]
+    pub fn for_test(status: u16, body: &str) -> ErrorAnswer {
+        ErrorAnswer {
+            status: StatusCode::from_u16(status).expect("a status code"),
+            retry_after: None,
+            headers: reqwest::header::HeaderMap::new(),
+            body: body.as_bytes().to_vec(),
+            json: serde_json::from_str(body).ok(),
+        }
+    }
+
     /// The first of `fields` the JSON body holds as a string.
     pub fn field(&self, fields: &[&str]) -> Option<String> {
         let obj = self.json.as_ref()?.as_object()?;

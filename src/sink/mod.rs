@@ -13,6 +13,7 @@
 pub mod bisect;
 pub mod dify;
 pub mod http;
+pub mod openwebui;
 mod outcome;
 pub mod paging;
 pub mod pai;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::de::{DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use super::{dify, pai, sharely, SinkConfig};
+use super::{dify, openwebui, pai, sharely, SinkConfig};
 use crate::config::locate::{Locator, Span};
 use crate::config::section::Section;
 use crate::config::ConfigError;
@@ -24,6 +24,7 @@ pub const SINKS: &[(&str, Read)] = &[
     ("dify", |v| read(v, dify::validate)),
     ("pai", |v| read(v, pai::validate)),
     ("sharely", |v| read(v, sharely::validate)),
+    ("openwebui", |v| read(v, openwebui::validate)),
 ];
 
 /// Checks a raw section through a `Section`, which names

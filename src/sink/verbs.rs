@@ -98,14 +98,29 @@ pub trait Content: ContentHooks {
     /// How many uploads may be in flight at once.
     fn concurrency(&self) -> usize;
 
-    /// A new record for `key` holding `bytes`.
-    fn create<'a>(&'a self, key: &'a str, bytes: &'a Bytes) -> Call<'a, Stored>;
+    /// Whether the record's metadata can be given only with its content
+    /// (then `New::values` and `Replace::values` carry it, and no
+    /// `SetMetadata` call follows the upload).
+    fn metadata_with_content(&self) -> bool;
+
+    /// A new record holding `n.bytes`.
+    fn create<'a>(&'a self, n: New<'a>) -> Call<'a, Stored>;
 
     /// `bytes` in place of record `id`'s content. The record that holds
     /// them may be a new one (Sharely uploads anew, then deletes `id`).
     /// `pending`: the upstream's processing job the record may still be
     /// in (`Stored::batch` of its last upload).
     fn replace<'a>(&'a self, r: Replace<'a>) -> Call<'a, Stored>;
+}
+
+/// What `Content::create` uploads.
+#[derive(Clone, Copy)]
+pub struct New<'a> {
+    pub key: &'a str,
+    pub bytes: &'a Bytes,
+    /// The record's metadata, for an upstream that takes it only with
+    /// the content (`Content::metadata_with_content`); else `None`.
+    pub values: Option<&'a Values>,
 }
 
 /// What `Content::replace` replaces.
@@ -115,6 +130,21 @@ pub struct Replace<'a> {
     pub id: &'a str,
     pub bytes: &'a Bytes,
     pub pending: Option<&'a str>,
+    /// As `New::values`.
+    pub values: Option<&'a Values>,
+    /// The record holds these bytes already: only the metadata changes.
+    pub unchanged: bool,
+}
+
+impl<'a> Replace<'a> {
+    /// The same content as a new record.
+    pub fn as_new(&self) -> New<'a> {
+        New {
+            key: self.key,
+            bytes: self.bytes,
+            values: self.values,
+        }
+    }
 }
 
 /// The records found under the name of a key being uploaded (a lookup
@@ -274,6 +304,7 @@ impl Verbs<'_> {
             status: self.status.is_some(),
             delete: self.delete.is_some(),
             create_records: self.records.is_some(),
+            metadata_with_content: self.content.is_some_and(|c| c.metadata_with_content()),
         }
     }
 }

@@ -103,6 +103,25 @@ impl<'p> MetaQueue<'p> {
         }
     }
 
+    /// The metadata `key`'s upload carries, for an upstream that takes
+    /// it only with the content: the plan's, else what the record held.
+    pub fn carried_by_upload(&self, key: &str) -> Option<&'p Metadata> {
+        self.after_upload
+            .get(key)
+            .copied()
+            .or_else(|| self.repush.get(key).map(|(_, m)| *m))
+    }
+
+    /// `key`'s upload carried its metadata (`carried_by_upload`): nothing
+    /// is left to send for it. The values, and whether the plan asked
+    /// for them (not only kept them).
+    pub fn went_with_upload(&mut self, key: &str) -> Option<(&'p Metadata, bool)> {
+        if let Some(m) = self.after_upload.remove(key) {
+            return Some((m, true));
+        }
+        self.repush.remove(key).map(|(_, m)| (m, false))
+    }
+
     /// `key`'s upload failed: its document is not in the state its
     /// metadata was planned for, so the update waits for a later pass.
     pub fn dropped(&mut self, key: &str) {

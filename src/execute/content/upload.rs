@@ -11,8 +11,9 @@ use futures::StreamExt;
 use super::lookup::Titles;
 use super::queue::{self, MetaQueue, Prepared};
 use super::{Push, RECREATED};
+use crate::metadata::Metadata;
 use crate::plan::{Op, Plan};
-use crate::sink::verbs::{Found, Replace, Stored, Taken};
+use crate::sink::verbs::{Found, New, Replace, Stored, Taken};
 use crate::sink::{ErrorClass, Failure, Outcome, PushError, SinkError};
 use crate::state::StepKind;
 
@@ -103,6 +104,16 @@ struct Done {
     created: bool,
 }
 
+/// What one upload sends: the record's name, the bytes, the metadata
+/// they carry where they must, and whether the record holds them already.
+#[derive(Clone, Copy)]
+struct Sending<'s> {
+    name: &'s str,
+    bytes: &'s bytes::Bytes,
+    values: Option<&'s Metadata>,
+    unchanged: bool,
+}
+
 /// Where an upload's content goes, once the records found are taken.
 struct Target {
     id: Option<String>,
@@ -134,9 +145,18 @@ impl Push<'_> {
         let sent = self.sent_before(&ready)?;
         self.mark_blind(&ready, titles)?;
         crate::progress::UPLOADING.add(ready.len());
-        let jobs = ready
-            .into_iter()
-            .map(|u| self.upload_one(u, titles, sent.get(u.key).map(String::as_str)));
+        let with_content = self.content.metadata_with_content();
+        let carried: Vec<Option<&'p Metadata>> = ready
+            .iter()
+            .map(|u| {
+                with_content
+                    .then(|| meta.carried_by_upload(u.key))
+                    .flatten()
+            })
+            .collect();
+        let jobs = ready.into_iter().zip(carried).map(|(u, values)| {
+            self.upload_one(u, titles, sent.get(u.key).map(String::as_str), values)
+        });
         let mut stream =
             futures::stream::iter(jobs).buffer_unordered(self.content.concurrency().max(1));
         let mut sending = None;
@@ -217,7 +237,13 @@ impl Push<'_> {
                 } else {
                     out.updated += 1;
                 }
-                meta.uploaded(&d.key, &s.id);
+                if !self.content.metadata_with_content() {
+                    meta.uploaded(&d.key, &s.id);
+                } else if let Some((values, planned)) = meta.went_with_upload(&d.key) {
+                    self.state
+                        .record_metadata(self.job_name(), &[(d.key.as_str(), values)])?;
+                    out.metadata += usize::from(planned);
+                }
                 return Ok(false);
             }
             Uploaded::NotSent { key, failure } => {
@@ -255,12 +281,14 @@ impl Push<'_> {
         Ok(out.fatal.is_some())
     }
 
-    /// `sent`: the content hash of this key's unconfirmed create, if any.
+    /// `sent`: the content hash of this key's unconfirmed create, if any;
+    /// `values`: the metadata the upload carries, where it must.
     async fn upload_one(
         &self,
         u: &Upload<'_>,
         titles: Option<&Titles>,
         sent: Option<&str>,
+        values: Option<&Metadata>,
     ) -> Uploaded {
         if self.stop.load(Ordering::SeqCst) {
             return Uploaded::NotSent {
@@ -325,7 +353,18 @@ impl Push<'_> {
                 Taken::Failed(e) => return at.failed(e),
             }
         };
-        let (stored, created) = match self.send(&at, &target, &name, &bytes).await {
+        let unchanged = self
+            .cached
+            .get(u.key)
+            .and_then(|c| c.pushed_hash.as_deref())
+            == Some(hash.as_str());
+        let sending = Sending {
+            name: &name,
+            bytes: &bytes,
+            values,
+            unchanged,
+        };
+        let (stored, created) = match self.send(&at, &target, sending).await {
             Ok(sent) => sent,
             Err(ended) => return ended,
         };
@@ -365,10 +404,20 @@ impl Push<'_> {
         &self,
         at: &Attempt<'_>,
         target: &Target,
-        name: &str,
-        bytes: &bytes::Bytes,
+        s: Sending<'_>,
     ) -> Result<(Stored, bool), Uploaded> {
-        let create = || async { self.content.create(at.key, bytes).await.map(|r| (r, true)) };
+        let Sending {
+            name,
+            bytes,
+            values,
+            unchanged,
+        } = s;
+        let new = New {
+            key: at.key,
+            bytes,
+            values,
+        };
+        let create = || async { self.content.create(new).await.map(|r| (r, true)) };
         let result = match target.id.as_deref() {
             None => create().await,
             // The audit found its processing failed: the upstream would
@@ -390,6 +439,8 @@ impl Push<'_> {
                     id,
                     bytes,
                     pending,
+                    values,
+                    unchanged,
                 };
                 match self.content.replace(r).await {
                     // Deleted upstream behind our back, or its processing

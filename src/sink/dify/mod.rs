@@ -27,6 +27,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     status: true,
     delete: true,
     create_records: false,
+    metadata_with_content: false,
 };
 
 impl SinkConfig for DifyConfig {

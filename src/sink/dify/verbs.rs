@@ -13,7 +13,7 @@ use crate::config::JobConfig;
 use crate::metadata::{FieldType, Metadata as Values};
 use crate::plan::StatusAction;
 use crate::sink::verbs::{
-    Answers, Call, Content, Delete, MetaSet, Prepare, Replace, SetMetadata, Status, Stored,
+    Answers, Call, Content, Delete, MetaSet, New, Prepare, Replace, SetMetadata, Status, Stored,
 };
 use crate::sink::{ErrorClass, SinkError};
 use crate::state::{State, StateError};
@@ -149,12 +149,17 @@ impl Content for DifySink {
         self.cfg.upload_concurrency
     }
 
-    fn create<'a>(&'a self, key: &'a str, bytes: &'a Bytes) -> Call<'a, Stored> {
+    /// Metadata goes onto the dataset's fields by its own batch call.
+    fn metadata_with_content(&self) -> bool {
+        false
+    }
+
+    fn create<'a>(&'a self, n: New<'a>) -> Call<'a, Stored> {
         async move {
-            let name = self.cfg.document_name(key);
+            let name = self.cfg.document_name(n.key);
             let (doc, batch) = self
                 .client
-                .create_by_file(&name, bytes, &self.cfg.create_data)
+                .create_by_file(&name, n.bytes, &self.cfg.create_data)
                 .await?;
             Ok(Stored {
                 id: doc.id,

@@ -27,6 +27,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     status: false,
     delete: true,
     create_records: true,
+    metadata_with_content: false,
 };
 
 impl SinkConfig for PaiConfig {

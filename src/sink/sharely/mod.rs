@@ -28,6 +28,7 @@ pub const UPLOADING: Capabilities = Capabilities {
     status: false,
     delete: true,
     create_records: false,
+    metadata_with_content: false,
 };
 
 /// Metadata onto mapped items only.
@@ -37,6 +38,7 @@ pub const METADATA_ONLY: Capabilities = Capabilities {
     status: false,
     delete: false,
     create_records: false,
+    metadata_with_content: false,
 };
 
 impl SinkConfig for SharelyConfig {

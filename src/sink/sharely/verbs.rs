@@ -2,7 +2,6 @@
 //! (a new FILE item titled by the path; a replace uploads anew, then
 //! deletes the old item) and deletes one item per call.
 
-use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
@@ -11,7 +10,7 @@ use super::SharelySink;
 use crate::execute::replaced_but_kept;
 use crate::plan::StatusAction;
 use crate::sink::verbs::{
-    Answers, Call, Content, ContentHooks, Delete, Found, MetaSet, Prepare, Refusal, Refused,
+    Answers, Call, Content, ContentHooks, Delete, Found, MetaSet, New, Prepare, Refusal, Refused,
     Replace, SetMetadata, StatusItem, StatusPhase, StatusRefused, Stored, Taken,
 };
 use crate::sink::{ErrorClass, SinkError};
@@ -96,13 +95,18 @@ impl Content for SharelySink {
         self.cfg.concurrency
     }
 
-    fn create<'a>(&'a self, key: &'a str, bytes: &'a Bytes) -> Call<'a, Stored> {
+    /// Metadata is set by its own call, one item at a time.
+    fn metadata_with_content(&self) -> bool {
+        false
+    }
+
+    fn create<'a>(&'a self, n: New<'a>) -> Call<'a, Stored> {
         async move {
-            let file_name = key.rsplit('/').next().unwrap_or(key);
-            let item = self.client.upload(key, file_name, bytes).await?;
+            let file_name = n.key.rsplit('/').next().unwrap_or(n.key);
+            let item = self.client.upload(n.key, file_name, n.bytes).await?;
             Ok(Stored {
                 id: item.id,
-                name: key.to_owned(),
+                name: n.key.to_owned(),
                 batch: None,
             })
         }
@@ -114,7 +118,7 @@ impl Content for SharelySink {
     /// document.
     fn replace<'a>(&'a self, r: Replace<'a>) -> Call<'a, Stored> {
         async move {
-            let stored = self.create(r.key, r.bytes).await?;
+            let stored = self.create(r.as_new()).await?;
             self.client
                 .delete(r.id)
                 .await
