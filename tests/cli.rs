@@ -279,6 +279,30 @@ fn the_bundled_sharely_config_uploads_files_and_only_sets_metadata_on_mapped_one
 }
 
 #[test]
+fn the_bundled_openwebui_config_uploads_each_file_with_its_metadata() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/openwebui.toml");
+    let (code, out, err) = kbsync(Path::new(config), &["--dry-run", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ops: Vec<(&str, &str)> = v[0]["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["op"].as_str().unwrap(), o["key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("create", "handbook/time-off.md"),
+            ("set_metadata", "handbook/time-off.md"),
+            ("create", "handbook/welcome.md"),
+            ("set_metadata", "handbook/welcome.md"),
+        ],
+        "{out}"
+    );
+}
+
+#[test]
 fn the_bundled_pai_config_plans_a_record_per_file_and_pai_limits_are_enforced() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pai.toml");
     let (code, out, err) = kbsync(Path::new(config), &["--dry-run", "--json"]);

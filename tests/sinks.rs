@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use kbsync::sink::Capabilities;
 use serde_json::{json, Value as Json};
 use support::fake_dify::{self, FakeDify, Fault};
+use support::fake_openwebui::{self, FakeOpenWebUi};
 use support::fake_pai::{self, FakePai};
 use support::fake_sharely::{self, FakeSharely};
 use support::Workspace;
@@ -158,17 +159,24 @@ async fn metadata_only_change<H: Harness>() {
     let r = h.ws().sync().await;
     assert!(r.converged(), "{r:?}");
     let outcome = r.outcome.as_ref().unwrap();
-    assert_eq!(
-        outcome.created + outcome.updated,
-        0,
-        "no upload for metadata"
-    );
+    // Where metadata travels only with content, the content goes again;
+    // elsewhere nothing is uploaded for metadata.
+    let uploads = if h.caps().metadata_with_content {
+        KEYS.len()
+    } else {
+        0
+    };
+    assert_eq!(outcome.created + outcome.updated, uploads, "{outcome:?}");
     assert_eq!(outcome.metadata, KEYS.len());
     for key in KEYS {
         assert_mirrors(&h, key, "ana", "green");
     }
     let sent = h.requests() - before;
-    if h.caps().batch_metadata {
+    if h.caps().metadata_with_content {
+        // No call sets metadata there: each file goes up again with it
+        // (upload, a few status polls, the link check, the swap).
+        assert!(sent <= KEYS.len() * 12, "{sent} requests");
+    } else if h.caps().batch_metadata {
         // One batch (plus, at most, a look at the fields or a token).
         assert!(sent <= 2, "{sent} requests for one batch of metadata");
     } else {
@@ -830,6 +838,130 @@ max_retries = 3
     }
 }
 
+// --- Open WebUI -----------------------------------------------------------
+
+struct OpenWebUi {
+    fake: FakeOpenWebUi,
+    ws: Workspace,
+    template: String,
+}
+
+impl Harness for OpenWebUi {
+    async fn start(policy: &str, team: &str) -> OpenWebUi {
+        let fake = FakeOpenWebUi::start().await;
+        let template = format!(
+            r#"
+[state]
+path = "state/kbsync.db"
+
+[[sync]]
+name = "suite"
+delete_policy = "{policy}"
+
+[sync.folder]
+root = "docs"
+
+[sync.openwebui]
+base_url = "{}"
+knowledge_id = "{}"
+api_key_file = "owui.key"
+retry_min_delay_ms = 1
+retry_max_delay_secs = 1
+max_retries = 3
+{MAPPING}"#,
+            fake.base_url(),
+            fake_openwebui::KNOWLEDGE,
+        );
+        let ws = Workspace::raw(&template.replace("TEAM", team));
+        support::write_key(&ws.dir.path().join("owui.key"), fake_openwebui::API_KEY);
+        OpenWebUi { fake, ws, template }
+    }
+
+    fn ws(&self) -> &Workspace {
+        &self.ws
+    }
+
+    fn template(&self) -> &str {
+        &self.template
+    }
+
+    fn seen(&self, key: &str) -> Option<Seen> {
+        let w = self.fake.world();
+        let file = w.by_path(key).into_iter().next()?;
+        Some(Seen {
+            content: Some(file.content.clone()),
+            metadata: file.meta_data.clone().into_iter().collect(),
+            standing: Standing::Live,
+        })
+    }
+
+    fn requests(&self) -> usize {
+        self.fake.world().log.len()
+    }
+
+    fn duplicates(&self) -> Vec<String> {
+        let w = self.fake.world();
+        let mut paths: BTreeMap<String, usize> = BTreeMap::new();
+        for f in w.linked() {
+            if let Some(p) = f.meta_data.get("kbsync_path").and_then(Json::as_str) {
+                *paths.entry(p.to_owned()).or_default() += 1;
+            }
+        }
+        paths
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// An upload applied whose answer is lost, one refused, and a failing
+    /// cleanup.
+    fn inject_faults(&self) {
+        let mut w = self.fake.world();
+        w.upload_faults = vec![
+            fake_openwebui::Fault::ApplyThen500,
+            fake_openwebui::Fault::Refuse(503),
+        ];
+    }
+
+    fn faults_left(&self) -> usize {
+        let w = self.fake.world();
+        w.upload_faults.len() + w.write_faults.len()
+    }
+
+    fn add_duplicate(&self, key: &str) -> Option<String> {
+        Some(self.fake.world().add_file(key, "a second copy"))
+    }
+
+    fn delete_by_hand(&self, key: &str) -> bool {
+        let mut w = self.fake.world();
+        let ids: Vec<String> = w.by_path(key).iter().map(|f| f.id.clone()).collect();
+        for id in ids {
+            w.remove_file(&id);
+        }
+        true
+    }
+
+    fn skip_once(&self, key: &str) -> bool {
+        let mut w = self.fake.world();
+        let ids: Vec<String> = w.by_path(key).iter().map(|f| f.id.clone()).collect();
+        w.skip_once.extend(ids);
+        true
+    }
+
+    fn skips_left(&self) -> usize {
+        self.fake.world().skip_once.len()
+    }
+
+    fn standing(&self, id: &str) -> Option<Standing> {
+        let w = self.fake.world();
+        w.files
+            .get(id)
+            .filter(|f| f.knowledge.is_some())
+            .map(|_| Standing::Live)
+    }
+}
+
 /// One test per scenario and sink.
 macro_rules! suite {
     ($($sink:ident: $harness:ty),* $(,)?) => {
@@ -891,4 +1023,5 @@ suite!(
     pai: Pai,
     sharely_mapped: Sharely,
     sharely: SharelyFiles,
+    openwebui: OpenWebUi,
 );

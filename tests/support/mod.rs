@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_dify;
+pub mod fake_openwebui;
 pub mod fake_pai;
 pub mod fake_sharely;
 pub mod fake_web;

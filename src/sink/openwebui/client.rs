@@ -21,6 +21,9 @@ use crate::sink::{ErrorClass, SinkError};
 /// Files asked for per listing page (an admin's key gets them; any other
 /// gets the server's 30, and the paging follows what came).
 const PAGE: usize = 100;
+/// The fewest files a page holds but the last: the listing's bound is
+/// counted in these.
+const SMALLEST_PAGE: usize = 30;
 
 /// The detail the server gives for anything it does not find.
 const NOT_FOUND: &str = "could not find what you're looking for";
@@ -30,9 +33,15 @@ const NO_ACCESS: &str = "do not have permission";
 /// knowledge base.
 const DUPLICATE: &str = "Duplicate content detected";
 
+/// The upload answer of a server whose database was busy: no file was
+/// made.
+const UPLOAD_ERROR: &str = "Error uploading file";
+
 /// Codes of the answers kbsync acts on.
 pub const GONE: &str = "gone";
 pub const DUPLICATE_CONTENT: &str = "duplicate_content";
+/// An upload the server failed to store: safe to send again.
+const BUSY: &str = "upload_not_stored";
 
 /// Which kind of route answered: the same code means different things.
 #[derive(Clone, Copy)]
@@ -50,6 +59,9 @@ enum Route {
 #[derive(Debug, Clone, Deserialize)]
 pub struct FileRecord {
     pub id: String,
+    /// The SHA-256 of the extracted text, once processed.
+    #[serde(default)]
+    pub hash: Option<String>,
     #[serde(default)]
     pub meta: Option<FileMeta>,
     #[serde(default)]
@@ -203,7 +215,7 @@ impl OpenWebUiClient {
             #[serde(default)]
             total: Option<u64>,
         }
-        let mut pages = Pages::new("Open WebUI", "list_files", PAGE);
+        let mut pages = Pages::new("Open WebUI", "list_files", SMALLEST_PAGE);
         let mut seen = 0u64;
         for page in 1.. {
             let mut url = self.kb_url("/files");
@@ -232,6 +244,24 @@ impl OpenWebUiClient {
             pages.more()?;
         }
         unreachable!("pages are bounded")
+    }
+
+    /// `GET knowledge/{id}/files/pending`: files uploaded to be linked
+    /// to the knowledge base that the server is still processing (not in
+    /// the listing until it links them).
+    pub async fn pending(&self) -> Result<Vec<FileRecord>, SinkError> {
+        let resp = self
+            .retried(
+                "list_pending",
+                Route::Knowledge,
+                Method::GET,
+                self.kb_url("/files/pending"),
+                |r| r,
+            )
+            .await?;
+        self.transport
+            .json(resp, "pending files from Open WebUI")
+            .await
     }
 
     /// `POST files/`: the file, with `metadata` (which names the knowledge
@@ -398,7 +428,7 @@ impl OpenWebUiClient {
 /// connection, or an explicit "slow down". A 5xx or a timeout may come
 /// after the file was made.
 fn not_applied(e: &SinkError) -> bool {
-    e.is_transient() && (e.code == "connect" || e.is_rate_limit())
+    e.is_transient() && (e.code == "connect" || e.code == BUSY || e.is_rate_limit())
 }
 
 fn classify(answer: ErrorAnswer, route: Route) -> SinkError {
@@ -411,6 +441,7 @@ fn classify(answer: ErrorAnswer, route: Route) -> SinkError {
         (429, _) => (ErrorClass::Transient, "rate_limited"),
         (s, _) if s >= 500 => (ErrorClass::Transient, "server_error"),
         _ if detail.contains(DUPLICATE) => (ErrorClass::Permanent, DUPLICATE_CONTENT),
+        (400, Route::File) if detail.contains(UPLOAD_ERROR) => (ErrorClass::Transient, BUSY),
         // The key works, but API keys or this route are switched off for
         // it, or its user may not use the knowledge base.
         (403, _) => (ErrorClass::Fatal, "forbidden"),
@@ -467,5 +498,9 @@ mod tests {
         assert_eq!(dup.code, DUPLICATE_CONTENT);
         let busy = classify(answer(503, "down"), Route::File);
         assert!(busy.is_transient());
+        // Observed with 50 uploads at once: the database was locked and
+        // no file was made, so the upload is sent again.
+        let locked = classify(answer(400, "[ERROR: Error uploading file]"), Route::File);
+        assert!(locked.is_transient() && not_applied(&locked));
     }
 }

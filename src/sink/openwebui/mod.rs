@@ -102,17 +102,44 @@ pub struct OpenWebUiSink {
     client: OpenWebUiClient,
 }
 
-/// A file of the knowledge base as the audit sees it, if kbsync made it.
-fn listed(f: FileRecord) -> Option<Listed> {
+/// The state of a file the server is still processing.
+pub(crate) const PROCESSING: &str = "processing";
+
+/// A file of the knowledge base as the audit sees it, if kbsync made it:
+/// linked (`processed`), or still being processed.
+fn listed(f: FileRecord, processed: bool) -> Option<Listed> {
     let name = f.field(PATH_FIELD)?.to_owned();
     Some(Listed {
         id: f.id,
         name,
         standing: None,
-        // The listing shows linked files only: processed.
-        state: Some("completed".to_owned()),
+        state: Some(if processed { "completed" } else { PROCESSING }.to_owned()),
         error: None,
     })
+}
+
+impl OpenWebUiSink {
+    /// Every file of the job, a page at a time: first those the server is
+    /// still processing (an upload whose answer was lost may be one), then
+    /// the linked ones.
+    async fn each_file(
+        &self,
+        query: Option<&str>,
+        each: &mut dyn FnMut(Vec<Listed>) -> Result<(), SinkError>,
+    ) -> Result<(), SinkError> {
+        let pending = self.client.pending().await?;
+        each(
+            pending
+                .into_iter()
+                .filter_map(|f| listed(f, false))
+                .collect(),
+        )?;
+        self.client
+            .files(query, &mut |page| {
+                each(page.into_iter().filter_map(|f| listed(f, true)).collect())
+            })
+            .await
+    }
 }
 
 impl Sink for OpenWebUiSink {
@@ -131,12 +158,11 @@ impl Sink for OpenWebUiSink {
     fn list(&self) -> LocalBoxFuture<'_, Result<Option<Vec<Listed>>, SinkError>> {
         async move {
             let mut all = Vec::new();
-            self.client
-                .files(None, &mut |page| {
-                    all.extend(page.into_iter().filter_map(listed));
-                    Ok(())
-                })
-                .await?;
+            self.each_file(None, &mut |page| {
+                all.extend(page);
+                Ok(())
+            })
+            .await?;
             Ok(Some(all))
         }
         .boxed_local()
@@ -147,11 +173,7 @@ impl Sink for OpenWebUiSink {
         each: &'a mut (dyn FnMut(Vec<Listed>) -> Result<(), SinkError> + 'a),
     ) -> LocalBoxFuture<'a, Result<bool, SinkError>> {
         async move {
-            self.client
-                .files(None, &mut |page| {
-                    each(page.into_iter().filter_map(listed).collect())
-                })
-                .await?;
+            self.each_file(None, each).await?;
             Ok(true)
         }
         .boxed_local()
@@ -162,14 +184,13 @@ impl Sink for OpenWebUiSink {
         async move {
             let base = key.rsplit('/').next().unwrap_or(key);
             let mut found = None;
-            self.client
-                .files(Some(base), &mut |page| {
-                    found = found
-                        .take()
-                        .or_else(|| page.into_iter().filter_map(listed).find(|l| l.name == key));
-                    Ok(())
-                })
-                .await?;
+            self.each_file(Some(base), &mut |page| {
+                found = found
+                    .take()
+                    .or_else(|| page.into_iter().find(|l| l.name == key));
+                Ok(())
+            })
+            .await?;
             Ok(found)
         }
         .boxed_local()

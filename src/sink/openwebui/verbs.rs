@@ -24,7 +24,7 @@ use crate::sink::verbs::{
     Answers, Call, Content, ContentHooks, Delete, Found, MetaSet, New, Prepare, Refusal, Refused,
     Replace, SetMetadata, StatusItem, StatusPhase, StatusRefused, Stored, Taken,
 };
-use crate::sink::{ErrorClass, SinkError};
+use crate::sink::{ErrorClass, Listed, SinkError};
 
 /// File ids one `sync/cleanup` call removes.
 const CLEANUP_BATCH: usize = 100;
@@ -103,23 +103,24 @@ impl OpenWebUiSink {
             .upload(name, n.bytes, &self.upload_metadata(n, linked))
             .await?;
         let id = file.id;
-        match self.client.processed(&id).await? {
-            Processed::Completed => {}
-            Processed::Failed(why) => {
-                self.discard(&id).await;
-                return Err(failed_processing(&why));
-            }
-        }
-        if linked && !self.is_linked(&id).await? {
+        let refused = match self.client.processed(&id).await? {
+            Processed::Failed(why) => Some(failed_processing(&why)),
+            Processed::Completed => match self.inspect(&id).await? {
+                Kept::Emptied => Some(emptied()),
+                Kept::Unlinked if linked => Some(SinkError::local(
+                    ErrorClass::Fatal,
+                    "not_linked",
+                    format!(
+                        "Open WebUI processed the upload but did not add it to knowledge base {}: the API key's user may not write to it",
+                        self.cfg.knowledge_id
+                    ),
+                )),
+                Kept::Linked | Kept::Unlinked => None,
+            },
+        };
+        if let Some(e) = refused {
             self.discard(&id).await;
-            return Err(SinkError::local(
-                ErrorClass::Fatal,
-                "not_linked",
-                format!(
-                    "Open WebUI processed the upload but did not add it to knowledge base {}: the API key's user may not write to it",
-                    self.cfg.knowledge_id
-                ),
-            ));
+            return Err(e);
         }
         Ok(Stored {
             id,
@@ -128,12 +129,46 @@ impl OpenWebUiSink {
         })
     }
 
-    /// Whether file `id` is in the knowledge base: the server ignores a
-    /// knowledge base the user cannot write to, silently.
-    async fn is_linked(&self, id: &str) -> Result<bool, SinkError> {
-        let file = self.client.file(id).await?;
-        let collection = file.and_then(|f| f.meta?.collection_name);
-        Ok(collection.as_deref() == Some(self.cfg.knowledge_id.as_str()))
+    /// Whether a file found under a path is in the knowledge base, once
+    /// the server is done with it: one still processing (an upload whose
+    /// answer was lost) is waited for, and deleted if it fails or is not
+    /// linked.
+    async fn settled(&self, found: &Listed) -> Result<bool, SinkError> {
+        if found.state.as_deref() != Some(super::PROCESSING) {
+            return Ok(true);
+        }
+        let linked = match self.client.processed(&found.id).await? {
+            Processed::Completed => self.inspect(&found.id).await? == Kept::Linked,
+            Processed::Failed(why) => {
+                tracing::info!(file = %found.id, %why, "an earlier upload failed processing: uploading again");
+                false
+            }
+        };
+        if !linked {
+            self.discard(&found.id).await;
+        }
+        Ok(linked)
+    }
+
+    /// What became of processed file `id`: the server ignores a knowledge
+    /// base the user cannot write to, silently; and under load (its
+    /// SQLite database locked) it may keep a file's text empty, silently
+    /// too.
+    async fn inspect(&self, id: &str) -> Result<Kept, SinkError> {
+        let Some(file) = self.client.file(id).await? else {
+            return Ok(Kept::Unlinked);
+        };
+        if file.hash.as_deref() == Some(EMPTY_TEXT) {
+            return Ok(Kept::Emptied);
+        }
+        let collection = file.meta.and_then(|m| m.collection_name);
+        Ok(
+            if collection.as_deref() == Some(self.cfg.knowledge_id.as_str()) {
+                Kept::Linked
+            } else {
+                Kept::Unlinked
+            },
+        )
     }
 
     /// Deletes a file kbsync made and will not use; a failure only logs
@@ -174,6 +209,27 @@ impl OpenWebUiSink {
             .map_err(|e| replaced_but_kept(&stored.id, r.id, e))?;
         Ok(stored)
     }
+}
+
+/// The SHA-256 of no text: the hash of a file whose extracted text the
+/// server lost (text that is really empty fails processing instead).
+const EMPTY_TEXT: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// What a processed file turned out to be.
+#[derive(PartialEq, Eq)]
+enum Kept {
+    Linked,
+    Unlinked,
+    /// Completed with no text: of no use to a search.
+    Emptied,
+}
+
+fn emptied() -> SinkError {
+    SinkError::local(
+        ErrorClass::Transient,
+        "processing_failed",
+        "Open WebUI reported the file processed but kept no text of it (a server under load does that); it is uploaded again",
+    )
 }
 
 /// A processing failure in kbsync's words: one the server may get past
@@ -256,35 +312,19 @@ impl ContentHooks for OpenWebUiSink {
     /// taken as it is; else the first found is replaced. The others under
     /// the path go once the content is up.
     fn take_found<'a>(&'a self, found: Found<'a>) -> LocalBoxFuture<'a, Taken> {
-        let mut ids: Vec<String> = found.records.into_iter().map(|l| l.id).collect();
-        let taken = if let Some(known) = found.known {
-            ids.retain(|id| id != known);
-            Taken::Update {
-                id: known.to_owned(),
-                adopted: false,
-                stale: ids,
+        async move {
+            let mut ids = Vec::new();
+            for record in &found.records {
+                match self.settled(record).await {
+                    Ok(true) => ids.push(record.id.clone()),
+                    Ok(false) => {}
+                    Err(e) => return Taken::Failed(e),
+                }
             }
-        } else if found.sent == Some(found.hash) {
-            // Listed oldest first: the last is the latest upload.
-            let id = ids.pop().expect("records were found");
-            for stale in &ids {
-                tracing::info!(file = %stale, key = %found.key, "an older file under the same path is removed with the next upload of it");
-            }
-            Taken::Holds(Stored {
-                id,
-                name: found.key.to_owned(),
-                batch: None,
-            })
-        } else {
-            Taken::Update {
-                id: ids.remove(0),
-                adopted: true,
-                stale: ids,
-            }
-        };
-        futures::future::ready(taken).boxed_local()
+            take(&found, ids)
+        }
+        .boxed_local()
     }
-
     fn gone(&self, e: &SinkError) -> bool {
         e.code == GONE
     }
@@ -300,6 +340,39 @@ impl ContentHooks for OpenWebUiSink {
 
     fn status_refused<'a>(&'a self, r: Refusal<'a>) -> LocalBoxFuture<'a, StatusRefused> {
         futures::future::ready(StatusRefused::Failed(r.error)).boxed_local()
+    }
+}
+
+/// What becomes of the processed files `ids` found under a key's path:
+/// the known file is replaced; an unconfirmed upload's own file is taken
+/// as it is; else the first found is replaced, or a new one made. The
+/// others under the path go once the content is up.
+fn take(found: &Found<'_>, mut ids: Vec<String>) -> Taken {
+    if let Some(known) = found.known {
+        ids.retain(|id| id != known);
+        return Taken::Update {
+            id: known.to_owned(),
+            adopted: false,
+            stale: ids,
+        };
+    }
+    if ids.is_empty() {
+        return Taken::Create;
+    }
+    if found.sent == Some(found.hash) {
+        // Listed oldest first: the last is the latest upload. Others
+        // under the path are the audit's to retire.
+        let id = ids.pop().expect("not empty");
+        return Taken::Holds(Stored {
+            id,
+            name: found.key.to_owned(),
+            batch: None,
+        });
+    }
+    Taken::Update {
+        id: ids.remove(0),
+        adopted: true,
+        stale: ids,
     }
 }
 
