@@ -102,18 +102,19 @@ async fn files_go_up_with_their_path_and_metadata_and_unfit_ones_are_reported() 
         "{:?}",
         r.skipped
     );
-    let w = fake.world();
-    assert_eq!(w.files.len(), 2, "only the two linked files remain");
-    let intro = &w.by_path("guides/intro.md")[0];
-    assert_eq!(intro.filename, "intro.md", "the server keeps the base name");
-    assert_eq!(intro.meta_data["owner"], json!("ana"));
-    assert_eq!(intro.meta_data["team"], json!("blue"));
-    assert_eq!(
-        intro.file_hash,
-        sha256("---\nowner: ana\n---\nHello.\n"),
-        "the raw bytes' SHA-256, as the server's own sync compares"
-    );
-    drop(w);
+    {
+        let w = fake.world();
+        assert_eq!(w.files.len(), 2, "only the two linked files remain");
+        let intro = &w.by_path("guides/intro.md")[0];
+        assert_eq!(intro.filename, "intro.md", "the server keeps the base name");
+        assert_eq!(intro.meta_data["owner"], json!("ana"));
+        assert_eq!(intro.meta_data["team"], json!("blue"));
+        assert_eq!(
+            intro.file_hash,
+            sha256("---\nowner: ana\n---\nHello.\n"),
+            "the raw bytes' SHA-256, as the server's own sync compares"
+        );
+    }
     // The refused file is not sent again while it is unchanged.
     let before = fake.world().log.len();
     let r = ws.sync().await;
@@ -180,24 +181,25 @@ async fn new_metadata_swaps_in_a_new_upload_of_the_same_text() {
     assert!(r.converged(), "{r:?}");
     let outcome = r.outcome.as_ref().unwrap();
     assert_eq!((outcome.updated, outcome.metadata), (1, 1), "{outcome:?}");
-    let w = fake.world();
-    let files = w.by_path("a.md");
-    assert_eq!(files.len(), 1);
-    assert_eq!(files[0].meta_data["team"], json!("green"));
-    assert_ne!(files[0].id, old);
-    assert!(!w.files.contains_key(&old), "the old file is deleted");
-    assert_eq!(w.files.len(), 1, "no failed upload is left behind");
-    let links: Vec<&str> = w.log[from..]
-        .iter()
-        .filter(|l| l.path.contains("/file/"))
-        .map(|l| l.path.rsplit('/').next().unwrap())
-        .collect();
-    assert_eq!(
-        links,
-        ["remove", "add"],
-        "one unlink, one link: the only gap"
-    );
-    drop(w);
+    {
+        let w = fake.world();
+        let files = w.by_path("a.md");
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].meta_data["team"], json!("green"));
+        assert_ne!(files[0].id, old);
+        assert!(!w.files.contains_key(&old), "the old file is deleted");
+        assert_eq!(w.files.len(), 1, "no failed upload is left behind");
+        let links: Vec<&str> = w.log[from..]
+            .iter()
+            .filter(|l| l.path.contains("/file/"))
+            .map(|l| l.path.rsplit('/').next().unwrap())
+            .collect();
+        assert_eq!(
+            links,
+            ["remove", "add"],
+            "one unlink, one link: the only gap"
+        );
+    }
     let again = ws.sync().await;
     assert!(again.converged() && again.plan.ops.is_empty(), "{again:?}");
 }

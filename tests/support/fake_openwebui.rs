@@ -517,21 +517,21 @@ fn redirect(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> Op
 }
 
 /// Who the request is (NOTES §2): Ok for the one valid key.
-fn authenticate(headers: &HeaderMap) -> Result<(), Reply> {
+fn authenticate(headers: &HeaderMap) -> Result<(), Box<Reply>> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let bearer = header("authorization").and_then(|a| a.strip_prefix("Bearer "));
     let Some(token) = bearer.or_else(|| header("x-api-key")) else {
-        return Err(detail(401, "Not authenticated"));
+        return Err(Box::new(detail(401, "Not authenticated")));
     };
     if token == API_KEY {
         Ok(())
     } else if token.starts_with("sk-") {
-        Err(detail(
+        Err(Box::new(detail(
             401,
             "Your session has expired or the token is invalid. Please sign in again.",
-        ))
+        )))
     } else {
-        Err(detail(401, "401 Unauthorized"))
+        Err(Box::new(detail(401, "401 Unauthorized")))
     }
 }
 
@@ -547,7 +547,7 @@ fn answer(
         return json_reply(200, json!({"version": "0.12.4", "deployment_id": ""}));
     }
     if let Err(refusal) = authenticate(headers) {
-        return refusal;
+        return *refusal;
     }
     let faults = match route {
         Route::Upload => Some(&mut w.upload_faults),
@@ -989,30 +989,30 @@ impl Fields {
         }
     }
 
-    fn check(self) -> Result<(), Reply> {
+    fn check(self) -> Result<(), Box<Reply>> {
         if self.errors.is_empty() {
             Ok(())
         } else {
-            Err(invalid(self.errors))
+            Err(Box::new(invalid(self.errors)))
         }
     }
 }
 
 /// The KB checks of file/add and file/remove: both answer 400.
-fn writable_for_files(kb: &str) -> Result<(), Reply> {
+fn writable_for_files(kb: &str) -> Result<(), Box<Reply>> {
     match kb {
         KNOWLEDGE => Ok(()),
-        READ_ONLY => Err(detail(400, ACCESS_PROHIBITED)),
-        _ => Err(detail(400, NOT_FOUND)),
+        READ_ONLY => Err(Box::new(detail(400, ACCESS_PROHIBITED))),
+        _ => Err(Box::new(detail(400, NOT_FOUND))),
     }
 }
 
 /// The KB checks of sync/* and dirs/*: 404 and 403.
-fn writable_for_sync(kb: &str) -> Result<(), Reply> {
+fn writable_for_sync(kb: &str) -> Result<(), Box<Reply>> {
     match kb {
         KNOWLEDGE => Ok(()),
-        READ_ONLY => Err(detail(403, ACCESS_PROHIBITED)),
-        _ => Err(detail(404, NOT_FOUND)),
+        READ_ONLY => Err(Box::new(detail(403, ACCESS_PROHIBITED))),
+        _ => Err(Box::new(detail(404, NOT_FOUND))),
     }
 }
 
@@ -1026,11 +1026,11 @@ fn file_add(w: &mut World, kb: &str, body: &Bytes) -> Reply {
     let file_id = fields.string("file_id", true);
     let dir = fields.string("directory_id", false);
     if let Err(r) = fields.check() {
-        return r;
+        return *r;
     }
     let file_id = file_id.unwrap_or_default();
     if let Err(r) = writable_for_files(kb) {
-        return r;
+        return *r;
     }
     let Some(f) = w.files.get(&file_id) else {
         return detail(400, NOT_FOUND);
@@ -1064,16 +1064,15 @@ fn file_remove(w: &mut World, kb: &str, query: &str, body: &Bytes) -> Reply {
     let mut fields = Fields::parse(body);
     let file_id = fields.string("file_id", true);
     if let Err(r) = fields.check() {
-        return r;
+        return *r;
     }
     let file_id = file_id.unwrap_or_default();
     if let Err(r) = writable_for_files(kb) {
-        return r;
+        return *r;
     }
-    if !w
-        .files
+    if w.files
         .get(&file_id)
-        .is_some_and(|f| f.knowledge.as_deref() == Some(kb))
+        .is_none_or(|f| f.knowledge.as_deref() != Some(kb))
     {
         return detail(400, NOT_FOUND);
     }
@@ -1093,10 +1092,10 @@ fn cleanup(w: &mut World, kb: &str, body: &Bytes) -> Reply {
     let file_ids = fields.strings("file_ids");
     let dir_ids = fields.strings("dir_ids");
     if let Err(r) = fields.check() {
-        return r;
+        return *r;
     }
     if let Err(r) = writable_for_sync(kb) {
-        return r;
+        return *r;
     }
     for id in &file_ids {
         // Nothing else links it in this fake, so the file goes too.
@@ -1109,7 +1108,7 @@ fn cleanup(w: &mut World, kb: &str, body: &Bytes) -> Reply {
     }
     // The server walks the list backwards; children go with their parent.
     for id in dir_ids.iter().rev() {
-        if !w.dirs.get(id).is_some_and(|d| d.knowledge == kb) {
+        if w.dirs.get(id).is_none_or(|d| d.knowledge != kb) {
             continue;
         }
         let mut gone = vec![id.clone()];
@@ -1145,14 +1144,14 @@ fn dir_create(w: &mut World, kb: &str, body: &Bytes) -> Reply {
     let name = fields.string("name", true);
     let parent = fields.string("parent_id", false);
     if let Err(r) = fields.check() {
-        return r;
+        return *r;
     }
     let name = name.unwrap_or_default();
     if let Err(r) = writable_for_sync(kb) {
-        return r;
+        return *r;
     }
     if let Some(p) = &parent {
-        if !w.dirs.get(p).is_some_and(|d| d.knowledge == kb) {
+        if w.dirs.get(p).is_none_or(|d| d.knowledge != kb) {
             return detail(404, "Parent directory not found.");
         }
         // Only checked under a parent: at the root the real server takes

@@ -36,13 +36,29 @@ pub fn require(bin: &str, install: &str) {
     );
 }
 
-/// A port nothing listens on now.
+/// A port nothing listens on now, below the kernel's ephemeral range: a
+/// port the kernel handed out (bind to 0) may be taken again as the source
+/// port of any outgoing connection before the server binds it, and
+/// SeaweedFS then dies ("address already in use") after its other ports
+/// answered. Ports are handed out in turn from an offset by process, so
+/// the tests of one binary never pick the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(FIRST).max(1_000);
+    let offset = (std::process::id() * 97) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (offset + n) % span;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
 }
 
 /// Waits until `addr` accepts a connection; `Err` (with the server's log)
