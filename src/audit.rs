@@ -506,6 +506,15 @@ fn apply(state: &State, job: &str, r: Repairs) -> Result<(), StateError> {
     state.record_upstream_errors(job, &r.errored)?;
     for (key, l, hash) in &r.adopt_sent {
         state.record_content(job, key, &l.id, &l.name, hash, None)?;
+        // What the record carries, where that is all it can hold: kept,
+        // not sent again with another upload.
+        if let Some(m) = l
+            .carries
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok())
+        {
+            state.record_metadata(job, &[(key.as_str(), &m)])?;
+        }
         if let Some(s) = l.standing.filter(|s| *s != RemoteStatus::Enabled) {
             state.set_status(job, key, s)?;
         }

@@ -350,3 +350,55 @@ fn policies_and_fields_the_server_cannot_carry_are_refused_at_load() {
         );
     }
 }
+
+/// The audit finds the file an unanswered upload made, with the metadata
+/// it carried: kept as it is, not uploaded again to carry that metadata.
+#[tokio::test]
+async fn a_lost_upload_found_by_the_audit_keeps_the_metadata_it_carried() {
+    let (fake, ws) = setup("delete").await;
+    ws.write("a.md", "---\nowner: ana\n---\ntext\n");
+    ws.write("b.md", "other text\n");
+    fake.world().upload_faults = vec![Fault::ApplyThen500];
+    assert!(!ws.sync().await.converged());
+    let r = ws.reconcile().await;
+    assert!(r.converged(), "{r:?}");
+    let outcome = r.outcome.as_ref().unwrap();
+    assert_eq!(outcome.created + outcome.updated, 0, "{outcome:?}");
+    assert_eq!(fake.world().count("POST", "/api/v1/files"), 2);
+    let w = fake.world();
+    let a = &w.by_path("a.md")[0];
+    assert_eq!(a.meta_data["owner"], json!("ana"));
+    assert_eq!(w.files.len(), 2);
+}
+
+/// Under load a real server answered uploads 400 "Error uploading file"
+/// with nothing stored, and completed others with their text lost: the
+/// first is sent again at once, the second deleted and retried later.
+#[tokio::test]
+async fn a_busy_server_s_lost_uploads_and_lost_text_are_waits() {
+    let (fake, ws) = setup("delete").await;
+    ws.write("a.md", "alpha\n");
+    ws.write("b.md", "beta\n");
+    {
+        let mut w = fake.world();
+        w.busy_uploads = 1;
+        w.lose_text = 1;
+    }
+    let r = ws.sync().await;
+    let outcome = r.outcome.as_ref().unwrap();
+    assert_eq!(outcome.created, 1, "{outcome:?}");
+    assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
+    let lost = &outcome.failures[0].error;
+    assert!(lost.is_transient(), "{lost}");
+    assert!(lost.message.contains("kept no text"), "{lost}");
+    assert_eq!(fake.world().files.len(), 1, "the emptied file was deleted");
+    let r = ws.sync().await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(
+        mirrored(&fake),
+        [
+            ("a.md".into(), "alpha\n".into()),
+            ("b.md".into(), "beta\n".into())
+        ]
+    );
+}

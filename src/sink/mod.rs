@@ -212,6 +212,11 @@ pub struct Listed {
     pub state: Option<String>,
     /// Why the upstream's processing failed, as it says (Dify's `error`).
     pub error: Option<String>,
+    /// The metadata the record holds (JSON), where it holds only what its
+    /// upload carried (Open WebUI): a record adopted as an unconfirmed
+    /// upload's own keeps it, rather than being uploaded again to carry
+    /// it. `None` elsewhere.
+    pub carries: Option<String>,
 }
 
 /// A connected upstream. One per job, kept across passes (a key rotated on

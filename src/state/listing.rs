@@ -37,6 +37,7 @@ impl State {
                      standing TEXT,
                      state TEXT,
                      error TEXT,
+                     carries TEXT,
                      claimed INTEGER NOT NULL DEFAULT 0
                  );",
             )
@@ -54,17 +55,18 @@ fn listed(r: &Row) -> rusqlite::Result<Listed> {
             .map(|s| RemoteStatus::parse(&s)),
         state: r.get(3)?,
         error: r.get(4)?,
+        carries: r.get(5)?,
     })
 }
 
-const COLUMNS: &str = "id, name, standing, state, error";
+const COLUMNS: &str = "id, name, standing, state, error, carries";
 
 impl Listing<'_> {
     /// Adds one page, as it came.
     pub fn add(&self, page: &[Listed]) -> Result<(), StateError> {
         self.state.write(|tx| {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO temp.listed (id, name, standing, state, error) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO temp.listed (id, name, standing, state, error, carries) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for l in page {
                 insert.execute(params![
@@ -72,7 +74,8 @@ impl Listing<'_> {
                     l.name,
                     l.standing.map(|s| s.as_str()),
                     l.state,
-                    l.error
+                    l.error,
+                    l.carries
                 ])?;
             }
             Ok(())
@@ -104,7 +107,7 @@ impl Listing<'_> {
     ) -> Result<(), StateError> {
         let mut stmt = self.state.read(|c| {
             c.prepare(
-                "SELECT l.id, l.name, l.standing, l.state, l.error, i.key, i.present, i.doc_id, i.status
+                "SELECT l.id, l.name, l.standing, l.state, l.error, l.carries, i.key, i.present, i.doc_id, i.status
                  FROM main.items i LEFT JOIN temp.listed l ON l.id = i.doc_id
                  WHERE i.job = ?1 ORDER BY i.key",
             )
@@ -113,10 +116,10 @@ impl Listing<'_> {
         let mut rows = stmt.query([job]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
             let item = Tracked {
-                key: r.get(5).map_err(err)?,
-                present: r.get::<_, i64>(6).map_err(err)? != 0,
-                doc_id: r.get(7).map_err(err)?,
-                status: RemoteStatus::parse(&r.get::<_, String>(8).map_err(err)?),
+                key: r.get(6).map_err(err)?,
+                present: r.get::<_, i64>(7).map_err(err)? != 0,
+                doc_id: r.get(8).map_err(err)?,
+                status: RemoteStatus::parse(&r.get::<_, String>(9).map_err(err)?),
             };
             let record = match r.get::<_, Option<String>>(0).map_err(err)? {
                 Some(_) => Some(listed(r).map_err(err)?),
@@ -191,7 +194,7 @@ impl Listing<'_> {
             tx.execute_batch(
                 "DROP TABLE IF EXISTS temp.unclaimed;
                  CREATE TEMP TABLE unclaimed AS
-                     SELECT id, name, standing, state, error FROM temp.listed WHERE claimed = 0;
+                     SELECT id, name, standing, state, error, carries FROM temp.listed WHERE claimed = 0;
                  CREATE INDEX temp.unclaimed_name ON unclaimed (name);",
             )
         })
@@ -243,6 +246,7 @@ mod tests {
             standing: Some(RemoteStatus::Disabled),
             state: Some("completed".into()),
             error: None,
+            carries: None,
         }
     }
 

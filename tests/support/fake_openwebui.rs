@@ -123,6 +123,13 @@ pub struct World {
     /// Every upload ends `failed` with this error (an embedding backend
     /// that is down).
     pub uploads_fail_with: Option<String>,
+    /// The next uploads answered 400 "[ERROR: Error uploading file]"
+    /// without a file made, as a real server with its SQLite database
+    /// locked did under 50 uploads at once.
+    pub busy_uploads: u32,
+    /// The next files to complete lose their text: completed and linked,
+    /// with the hash of empty text (seen under the same load).
+    pub lose_text: u32,
     next_id: u64,
 }
 
@@ -269,6 +276,10 @@ impl World {
             Ok(link) => {
                 f.status = "completed".into();
                 f.text_hash = Some(hash);
+                if self.lose_text > 0 {
+                    self.lose_text -= 1;
+                    f.text_hash = Some(sha256_hex(b""));
+                }
                 if let Some(dir) = link {
                     f.knowledge = Some(KNOWLEDGE.into());
                     f.directory_id = dir;
@@ -664,6 +675,10 @@ fn upload_file(w: &mut World, query: &str, up: Upload) -> Reply {
             _ => return detail(400, "[ERROR: Invalid metadata format]"),
         },
     };
+    if w.busy_uploads > 0 {
+        w.busy_uploads -= 1;
+        return detail(400, "[ERROR: Error uploading file]");
+    }
     if content.is_empty() {
         return detail(400, EMPTY_CONTENT);
     }

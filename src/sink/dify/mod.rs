@@ -200,6 +200,7 @@ fn listed(d: RemoteDoc) -> Listed {
         }),
         state: d.indexing_status,
         error: d.error,
+        carries: None,
         id: d.id,
         name: d.name,
     }

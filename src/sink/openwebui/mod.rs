@@ -16,6 +16,7 @@ pub use config::{validate, OpenWebUiConfig, RawOpenWebUi, DEFAULT_EXTENSIONS, RE
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
+use crate::metadata::Metadata;
 use crate::secret::SecretSource;
 use crate::sink::http::Transport;
 use crate::sink::verbs::{Content, Delete, Verbs};
@@ -105,16 +106,28 @@ pub struct OpenWebUiSink {
 /// The state of a file the server is still processing.
 pub(crate) const PROCESSING: &str = "processing";
 
+/// Upload metadata kbsync sets besides the mapped fields.
+const OWN_FIELDS: &[&str] = &[PATH_FIELD, "file_hash", "knowledge_id", "directory_id"];
+
 /// A file of the knowledge base as the audit sees it, if kbsync made it:
-/// linked (`processed`), or still being processed.
+/// linked (`processed`), or still being processed; with the mapped
+/// metadata it carries.
 fn listed(f: FileRecord, processed: bool) -> Option<Listed> {
     let name = f.field(PATH_FIELD)?.to_owned();
+    let carried: Metadata = f
+        .meta
+        .and_then(|m| m.data)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !OWN_FIELDS.contains(&k.as_str()))
+        .collect();
     Some(Listed {
         id: f.id,
         name,
         standing: None,
         state: Some(if processed { "completed" } else { PROCESSING }.to_owned()),
         error: None,
+        carries: serde_json::to_string(&carried).ok(),
     })
 }
 

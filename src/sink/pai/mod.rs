@@ -109,6 +109,7 @@ impl Sink for PaiSink {
                         standing: None,
                         state: None,
                         error: None,
+                        carries: None,
                     })
                     .collect(),
             ))
@@ -127,6 +128,7 @@ impl Sink for PaiSink {
                 standing: None,
                 state: None,
                 error: None,
+                carries: None,
             }))
         }
         .boxed_local()

@@ -138,6 +138,7 @@ impl SharelySink {
                     name: k.name()?.to_owned(),
                     state: k.status.as_deref().map(processing_state),
                     error: None,
+                    carries: None,
                     id: k.id,
                     standing: None,
                 })
