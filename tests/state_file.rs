@@ -26,14 +26,12 @@ fn user_version(ws: &Workspace) -> i64 {
 }
 
 /// Turns the state file back into what the kbsync before the last
-/// migration left (migration 12 added these columns).
+/// migration left (migration 13 added this column).
 fn make_older(ws: &Workspace) {
     let version = user_version(ws);
     let c = Connection::open(ws.config().state_path).unwrap();
-    c.execute_batch(
-        "DROP INDEX items_unsettled; ALTER TABLE jobs DROP COLUMN source_mark; ALTER TABLE jobs DROP COLUMN source_mark_run;",
-    )
-    .unwrap();
+    c.execute_batch("ALTER TABLE jobs DROP COLUMN source_mark_files;")
+        .unwrap();
     c.pragma_update(None, "user_version", version - 1).unwrap();
 }
 

@@ -9,15 +9,16 @@ use rusqlite::{params, OptionalExtension};
 use super::{State, StateError};
 
 impl State {
-    /// Records that `job`'s source was listed whole at `mark`, after the
-    /// runs logged so far (a pass that began before cannot vouch for it).
-    pub fn record_source_mark(&self, job: &str, mark: &str) -> Result<(), StateError> {
+    /// Records that `job`'s source was listed whole at `mark`, `files`
+    /// found, after the runs logged so far (a pass that began before
+    /// cannot vouch for it).
+    pub fn record_source_mark(&self, job: &str, mark: &str, files: u64) -> Result<(), StateError> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE jobs SET source_mark = ?2,
+                "UPDATE jobs SET source_mark = ?2, source_mark_files = ?3,
                      source_mark_run = (SELECT COALESCE(MAX(id), 0) FROM runs)
                  WHERE job = ?1",
-                params![job, mark],
+                params![job, mark, files as i64],
             )
             .map(drop)
         })
@@ -27,11 +28,13 @@ impl State {
     /// one recorded, the last run logged since that listing converged, and
     /// no item has been touched since (an audit's repair clears the flag
     /// of what it found), nothing waits in the outbox and nothing was
-    /// skipped.
-    pub fn converged_at_mark(&self, job: &str, mark: &str) -> Result<bool, StateError> {
+    /// skipped. Then, how many files the listing at the mark found (a mark
+    /// recorded before kbsync counted them vouches for nothing: the next
+    /// poll lists once).
+    pub fn converged_at_mark(&self, job: &str, mark: &str) -> Result<Option<u64>, StateError> {
         self.read(|c| {
             c.prepare_cached(
-                "SELECT j.source_mark = ?2
+                "SELECT CASE WHEN j.source_mark = ?2
                     AND COALESCE((SELECT r.converged FROM runs r
                                   WHERE r.job = ?1 AND r.id > j.source_mark_run
                                   ORDER BY r.id DESC LIMIT 1), 0) = 1
@@ -39,11 +42,12 @@ impl State {
                                     WHERE i.job = ?1 AND i.present = 1 AND i.settled = 0)
                     AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job = ?1)
                     AND NOT EXISTS (SELECT 1 FROM skipped s WHERE s.job = ?1)
+                 THEN j.source_mark_files END
                  FROM jobs j WHERE j.job = ?1",
             )?
-            .query_row(params![job, mark], |r| r.get::<_, Option<bool>>(0))
+            .query_row(params![job, mark], |r| r.get::<_, Option<i64>>(0))
             .optional()
-            .map(|v| v.flatten().unwrap_or(false))
+            .map(|v| v.flatten().map(|n| n.max(0) as u64))
         })
     }
 }
@@ -59,19 +63,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = State::open(&dir.path().join("kbsync.db")).unwrap();
         s.bind_target("j", "t").unwrap();
-        s.record_source_mark("j", "c1").unwrap();
-        assert!(!s.converged_at_mark("j", "c1").unwrap(), "no pass yet");
+        s.record_source_mark("j", "c1", 3).unwrap();
+        let at = |s: &State, mark| s.converged_at_mark("j", mark).unwrap();
+        assert_eq!(at(&s, "c1"), None, "no pass yet");
         s.record_run("j", 0, (false, false), "failed").unwrap();
-        assert!(!s.converged_at_mark("j", "c1").unwrap(), "the pass failed");
+        assert_eq!(at(&s, "c1"), None, "the pass failed");
         s.record_run("j", 0, (true, true), "converged").unwrap();
-        assert!(s.converged_at_mark("j", "c1").unwrap());
-        assert!(!s.converged_at_mark("j", "c2").unwrap(), "another commit");
+        assert_eq!(at(&s, "c1"), Some(3), "the files listed at the mark");
+        assert_eq!(at(&s, "c2"), None, "another commit");
         // A pass that listed c2 and was killed logs no run: the converged
         // run before it vouches for c1 only.
-        s.record_source_mark("j", "c2").unwrap();
-        assert!(!s.converged_at_mark("j", "c2").unwrap());
+        s.record_source_mark("j", "c2", 4).unwrap();
+        assert_eq!(at(&s, "c2"), None);
         s.record_run("j", 0, (true, true), "converged").unwrap();
-        assert!(s.converged_at_mark("j", "c2").unwrap());
+        assert_eq!(at(&s, "c2"), Some(4));
         s.record_skipped(
             "j",
             &crate::source::Scope::All,
@@ -81,10 +86,7 @@ mod tests {
             }],
         )
         .unwrap();
-        assert!(
-            !s.converged_at_mark("j", "c2").unwrap(),
-            "a file is skipped"
-        );
+        assert_eq!(at(&s, "c2"), None, "a file is skipped");
         let _ = &mut s;
     }
 }

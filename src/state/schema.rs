@@ -164,4 +164,9 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN source_mark_run INTEGER;
     CREATE INDEX items_unsettled ON items (job) WHERE present = 1 AND settled = 0;
     "#,
+    // 13: how many files that listing found: a poll whose source still
+    // stands at the mark reports them without counting every row.
+    r#"
+    ALTER TABLE jobs ADD COLUMN source_mark_files INTEGER;
+    "#,
 ];

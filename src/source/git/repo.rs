@@ -168,21 +168,7 @@ pub fn list(
     commit: ObjectId,
     folder: &str,
 ) -> Result<Vec<TreeEntry>, String> {
-    let commit = repo.find_commit(commit).map_err(chain)?;
-    let mut tree = commit.tree().map_err(chain)?;
-    if !folder.is_empty() {
-        let below = folder.trim_end_matches('/');
-        let entry = tree
-            .lookup_entry_by_path(below)
-            .map_err(chain)?
-            .filter(|e| e.mode().is_tree())
-            .ok_or_else(|| format!("the folder {below:?} is not in the tree"))?;
-        tree = entry
-            .object()
-            .map_err(chain)?
-            .peel_to_tree()
-            .map_err(chain)?;
-    }
+    let tree = folder_tree(repo, commit, folder)?;
     let mut recorder = gix::traverse::tree::Recorder::default();
     tree.traverse().breadthfirst(&mut recorder).map_err(chain)?;
     let mut entries: Vec<TreeEntry> = recorder
@@ -207,6 +193,28 @@ pub fn list(
         .collect();
     entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Ok(entries)
+}
+
+/// The tree of `folder` (`""` or ending in `/`) in `commit`: looked up
+/// by path, one tree object per level, none walked. `Err` when the folder
+/// is not in the tree.
+pub fn folder_tree<'r>(
+    repo: &'r gix::Repository,
+    commit: ObjectId,
+    folder: &str,
+) -> Result<gix::Tree<'r>, String> {
+    let commit = repo.find_commit(commit).map_err(chain)?;
+    let tree = commit.tree().map_err(chain)?;
+    if folder.is_empty() {
+        return Ok(tree);
+    }
+    let below = folder.trim_end_matches('/');
+    let entry = tree
+        .lookup_entry_by_path(below)
+        .map_err(chain)?
+        .filter(|e| e.mode().is_tree())
+        .ok_or_else(|| format!("the folder {below:?} is not in the tree"))?;
+    entry.object().map_err(chain)?.peel_to_tree().map_err(chain)
 }
 
 /// The blob at `path` in `commit`'s tree.

@@ -88,8 +88,9 @@ impl GitSource {
             let repo = repo.to_thread_local();
             let fetched = repo::fetch(&repo, &cfg, token.as_deref(), &AtomicBool::new(false))?;
             // A folder that is not in the tree is a mistyped `path` or one
-            // moved away: never an emptied folder.
-            repo::list(&repo, fetched.commit, &cfg.path).map(|_| fetched)
+            // moved away: never an emptied folder. Looked up, not walked:
+            // a poll whose ref did not move reads no tree.
+            repo::folder_tree(&repo, fetched.commit, &cfg.path).map(|_| fetched)
         })
         .await
         .unwrap_or_else(|e| Err(format!("the fetch stopped: {e}")));
@@ -173,9 +174,11 @@ impl Source for GitSource {
                 input
                     .state
                     .plan_fingerprint(input.job, input.fingerprint, input.record_fingerprint)?;
-            if settled && !input.checksum && input.state.converged_at_mark(input.job, &mark)? {
-                tracing::debug!(job = input.job, %commit, "the ref did not move since the last converged pass");
-                return still(&input, self.nothing());
+            if settled && !input.checksum {
+                if let Some(files) = input.state.converged_at_mark(input.job, &mark)? {
+                    tracing::debug!(job = input.job, %commit, "the ref did not move since the last converged pass");
+                    return Ok(still(files, self.nothing()));
+                }
             }
             let entries = match self.list(fetched.commit).await {
                 Ok(entries) => entries,
@@ -184,10 +187,11 @@ impl Source for GitSource {
                     return Ok(unlisted(&input, why, self.nothing()));
                 }
             };
-            if input.record_fingerprint {
-                input.state.record_source_mark(input.job, &mark)?;
-            }
             let listed = listed(&self.cfg, entries);
+            if input.record_fingerprint {
+                let files = listed.entries.len() as u64;
+                input.state.record_source_mark(input.job, &mark, files)?;
+            }
             let reader = BlobReader {
                 repo: self.repo.clone(),
                 facts: Arc::new(Facts::of(&self.cfg, &fetched)),
@@ -219,20 +223,20 @@ impl GitSource {
 }
 
 /// A poll whose ref stands where the last converged pass left it: the
-/// tree is not listed, every record stands, nothing is planned.
-fn still(input: &ScanInput, content: Box<dyn Content + Send + Sync>) -> Result<Survey, StateError> {
-    let tracked = input.state.tracked_records(input.job)? as usize;
-    Ok(Survey::Whole(Some(Box::new((
+/// tree is not listed, the `files` the listing at that commit found all
+/// stand, nothing is planned.
+fn still(files: u64, content: Box<dyn Content + Send + Sync>) -> Survey {
+    Survey::Whole(Some(Box::new((
         Scope::All,
         Scanned {
             scan: ScanResult {
-                unchanged: tracked,
+                unchanged: files as usize,
                 ..ScanResult::default()
             },
             cached: HashMap::new(),
             content,
         },
-    )))))
+    ))))
 }
 
 /// A poll that could not list the tree: reported, and every record
