@@ -168,10 +168,31 @@ pub fn list(
     commit: ObjectId,
     folder: &str,
 ) -> Result<Vec<TreeEntry>, String> {
+    list_within(repo, commit, folder, MAX_ENTRIES)
+}
+
+/// `list`, refused past `max` entries (trees and files).
+fn list_within(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    folder: &str,
+    max: usize,
+) -> Result<Vec<TreeEntry>, String> {
     let tree = folder_tree(repo, commit, folder)?;
-    let mut recorder = gix::traverse::tree::Recorder::default();
-    tree.traverse().breadthfirst(&mut recorder).map_err(chain)?;
-    let mut entries: Vec<TreeEntry> = recorder
+    let mut capped = Capped {
+        recorder: gix::traverse::tree::Recorder::default(),
+        left: max,
+        over: false,
+    };
+    let walked = tree.traverse().breadthfirst(&mut capped);
+    if capped.over {
+        return Err(format!(
+            "the tree holds more than {max} entries, more than kbsync lists"
+        ));
+    }
+    walked.map_err(chain)?;
+    let mut entries: Vec<TreeEntry> = capped
+        .recorder
         .records
         .into_iter()
         .filter_map(|r| {
@@ -193,6 +214,65 @@ pub fn list(
         .collect();
     entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Ok(entries)
+}
+
+/// The most entries a listed tree may hold, as for a bucket's listing: a
+/// repository beyond it (a hostile one, made to exhaust memory) is not
+/// listed, and its job protects every record.
+const MAX_ENTRIES: usize = 10_000_000;
+
+/// A recorder that stops the walk past `left` more entries.
+struct Capped {
+    recorder: gix::traverse::tree::Recorder,
+    left: usize,
+    over: bool,
+}
+
+impl Capped {
+    fn took(&mut self) -> gix::traverse::tree::visit::Action {
+        if self.left == 0 {
+            self.over = true;
+            return std::ops::ControlFlow::Break(());
+        }
+        self.left -= 1;
+        std::ops::ControlFlow::Continue(true)
+    }
+}
+
+impl gix::traverse::tree::Visit for Capped {
+    fn pop_back_tracked_path_and_set_current(&mut self) {
+        self.recorder.pop_back_tracked_path_and_set_current();
+    }
+    fn pop_front_tracked_path_and_set_current(&mut self) {
+        self.recorder.pop_front_tracked_path_and_set_current();
+    }
+    fn push_back_tracked_path_component(&mut self, component: &gix::bstr::BStr) {
+        self.recorder.push_back_tracked_path_component(component);
+    }
+    fn push_path_component(&mut self, component: &gix::bstr::BStr) {
+        self.recorder.push_path_component(component);
+    }
+    fn pop_path_component(&mut self) {
+        self.recorder.pop_path_component();
+    }
+    fn visit_tree(
+        &mut self,
+        entry: &gix::objs::tree::EntryRef<'_>,
+    ) -> gix::traverse::tree::visit::Action {
+        match self.took() {
+            std::ops::ControlFlow::Continue(_) => self.recorder.visit_tree(entry),
+            stop => stop,
+        }
+    }
+    fn visit_nontree(
+        &mut self,
+        entry: &gix::objs::tree::EntryRef<'_>,
+    ) -> gix::traverse::tree::visit::Action {
+        match self.took() {
+            std::ops::ControlFlow::Continue(_) => self.recorder.visit_nontree(entry),
+            stop => stop,
+        }
+    }
 }
 
 /// The tree of `folder` (`""` or ending in `/`) in `commit`: looked up
@@ -273,4 +353,49 @@ fn gone(why: &str, cfg: &GitConfig) -> Option<String> {
         }
         .to_owned()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repository made by `git` with `files` files in two folders.
+    fn repository(files: usize) -> (tempfile::TempDir, ObjectId) {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        git(&["init", "-q"]);
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        for i in 0..files {
+            let folder = if i % 2 == 0 { "" } else { "d/" };
+            std::fs::write(dir.path().join(format!("{folder}f{i}.md")), i.to_string()).unwrap();
+        }
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "files"]);
+        let head = git(&["rev-parse", "HEAD"]);
+        (dir, ObjectId::from_hex(head.trim().as_bytes()).unwrap())
+    }
+
+    /// A tree past the bound is not listed at all: the job then protects
+    /// every record instead of holding a hostile tree in memory.
+    #[test]
+    fn a_tree_past_the_bound_is_refused_whole() {
+        let (dir, commit) = repository(6);
+        let repo = gix::open(dir.path()).unwrap();
+        // 6 files and the folder `d`: 7 entries.
+        let all = list_within(&repo, commit, "", 7).unwrap();
+        assert_eq!(all.len(), 6);
+        let e = list_within(&repo, commit, "", 6).unwrap_err();
+        assert!(e.contains("more than 6 entries"), "{e}");
+        assert_eq!(list_within(&repo, commit, "d/", 3).unwrap().len(), 3);
+    }
 }
