@@ -302,7 +302,7 @@ fn settle_unseen(
                 found.finding(
                     &key,
                     Drift::Missing,
-                    "gone upstream; uploaded again".into(),
+                    "gone upstream; a pass uploads its file again".into(),
                     false,
                 );
                 found.repairs.clear.push(key);

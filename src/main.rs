@@ -247,7 +247,17 @@ fn one_pass(cli: &Cli, stdout: &mut impl Write) -> anyhow::Result<ExitCode> {
     })?;
     if cli.dry_run {
         print_dry_run(cli, &config, &reports, stdout)?;
-        return Ok(ExitCode::SUCCESS);
+        // A plan made without looking at a source (unreachable, refused),
+        // or that the delete guard would refuse, is not what a pass would
+        // do: the exit code says so, as a pass's would.
+        let short = reports
+            .iter()
+            .any(|r| r.error.is_some() || r.refused.is_some());
+        return Ok(if short {
+            ExitCode::from(EXIT_NOT_CONVERGED)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     report::print_summary(stdout, &reports)?;
     // A target or key the upstream refused: the config must change first.

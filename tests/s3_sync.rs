@@ -287,6 +287,14 @@ async fn a_missing_bucket_makes_the_job_unavailable_and_names_the_setting() {
     );
     assert_eq!(job.asked_since(asked), [1, 0, 0, 0], "the listing only");
     assert_eq!(job.dify.world().docs.len(), 1, "nothing retired");
+    // A dry run says so in its exit code too, not only in its text.
+    let (code, out, err) = support::run_binary(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kbsync")),
+        &job.ws.config_path,
+        &["--dry-run"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("was not found"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
