@@ -353,16 +353,11 @@ impl Push<'_> {
                 Taken::Failed(e) => return at.failed(e),
             }
         };
-        let unchanged = self
-            .cached
-            .get(u.key)
-            .and_then(|c| c.pushed_hash.as_deref())
-            == Some(hash.as_str());
         let sending = Sending {
             name: &name,
             bytes: &bytes,
             values,
-            unchanged,
+            unchanged: self.holds(u.key, &hash),
         };
         let (stored, created) = match self.send(&at, &target, sending).await {
             Ok(sent) => sent,
@@ -382,6 +377,12 @@ impl Push<'_> {
             adopted: target.adopted,
             created,
         })
+    }
+
+    /// Whether `key`'s record holds the content hashed `hash` already (an
+    /// upload for its metadata alone).
+    fn holds(&self, key: &str, hash: &str) -> bool {
+        self.cached.get(key).and_then(|c| c.pushed_hash.as_deref()) == Some(hash)
     }
 
     /// The file's bytes, if they may be sent.
