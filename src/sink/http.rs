@@ -482,6 +482,14 @@ fn backoff(retry: &RetryConfig) -> ExponentialBuilder {
         .with_max_times(retry.max_retries)
 }
 
+/// Failures after which the upstream surely did not take a request: no
+/// connection, or an explicit "slow down". A 5xx or a timeout may come
+/// after it was applied, so a create that made a record is sent again
+/// only on these.
+pub fn surely_not_applied(e: &SinkError) -> bool {
+    e.is_transient() && (e.code == "connect" || e.is_rate_limit())
+}
+
 /// An error answer, read whole (through `Transport::error_answer`), its
 /// body already without secrets.
 pub struct ErrorAnswer {

@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
+use futures::FutureExt;
 
 use super::SinkError;
 use crate::config::JobConfig;
@@ -196,6 +197,20 @@ pub trait StatusPhase {
     /// Applies the action to `batch` (at most `Status::batch_size`),
     /// waiting where the upstream asks to; `Err` refuses it whole.
     fn set<'a>(&'a self, batch: &'a [StatusItem<'a>]) -> Call<'a, ()>;
+}
+
+/// The status phase of an upstream whose records have no status: every
+/// batch is refused as unsupported, saying so (`what`: "Sharely items").
+pub struct NoStatus(pub &'static str);
+
+impl StatusPhase for NoStatus {
+    fn set<'a>(&'a self, _: &'a [StatusItem<'a>]) -> Call<'a, ()> {
+        futures::future::ready(Err(SinkError::unsupported(format!(
+            "{} have no status: they cannot be enabled, disabled or archived",
+            self.0
+        ))))
+        .boxed_local()
+    }
 }
 
 /// A status change the upstream refused for one record.

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::OpenWebUiConfig;
 use crate::secret::Secret;
-use crate::sink::http::{sensitive, ErrorAnswer, Transport};
+use crate::sink::http::{sensitive, surely_not_applied, ErrorAnswer, Transport};
 use crate::sink::paging::Pages;
 use crate::sink::{ErrorClass, SinkError};
 
@@ -385,50 +385,46 @@ impl OpenWebUiClient {
     /// does not hold are skipped by the server.
     pub async fn cleanup(&self, ids: &[&str]) -> Result<(), SinkError> {
         let body = json!({ "file_ids": ids, "dir_ids": [] });
-        self.retried(
-            "cleanup",
-            Route::Knowledge,
-            Method::POST,
-            self.kb_url("/sync/cleanup"),
-            |r| r.json(&body),
-        )
-        .await
-        .map(drop)
+        let url = self.kb_url("/sync/cleanup");
+        self.post("cleanup", Route::Knowledge, url, &body).await
     }
 
     /// `POST knowledge/{id}/file/add`: links a processed file.
     pub async fn add(&self, id: &str) -> Result<(), SinkError> {
-        let body = json!({ "file_id": id });
-        self.retried(
-            "add_file",
-            Route::Link,
-            Method::POST,
-            self.kb_url("/file/add"),
-            |r| r.json(&body),
-        )
-        .await
-        .map(drop)
+        let url = self.kb_url("/file/add");
+        self.post("add_file", Route::Link, url, &json!({ "file_id": id }))
+            .await
     }
 
     /// `POST knowledge/{id}/file/remove?delete_file=false`: unlinks a
     /// file and keeps it.
     pub async fn unlink(&self, id: &str) -> Result<(), SinkError> {
-        let body = json!({ "file_id": id });
         let mut url = self.kb_url("/file/remove");
         url.query_pairs_mut().append_pair("delete_file", "false");
-        self.retried("remove_file", Route::Link, Method::POST, url, |r| {
-            r.json(&body)
-        })
-        .await
-        .map(drop)
+        self.post("remove_file", Route::Link, url, &json!({ "file_id": id }))
+            .await
+    }
+
+    /// A JSON body posted, retried while it fails transiently; the
+    /// answer's body is not needed (`file/add` answers the whole
+    /// knowledge base).
+    async fn post(
+        &self,
+        op: &'static str,
+        route: Route,
+        url: Url,
+        body: &Json,
+    ) -> Result<(), SinkError> {
+        self.retried(op, route, Method::POST, url, |r| r.json(body))
+            .await
+            .map(drop)
     }
 }
 
-/// Failures after which the server surely did not take the upload: no
-/// connection, or an explicit "slow down". A 5xx or a timeout may come
-/// after the file was made.
+/// Failures after which the server surely did not take the upload: those
+/// of any upstream, and its answer that it could not store the file.
 fn not_applied(e: &SinkError) -> bool {
-    e.is_transient() && (e.code == "connect" || e.code == BUSY || e.is_rate_limit())
+    surely_not_applied(e) || e.code == BUSY
 }
 
 fn classify(answer: ErrorAnswer, route: Route) -> SinkError {

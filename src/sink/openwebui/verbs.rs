@@ -21,8 +21,8 @@ use crate::execute::replaced_but_kept;
 use crate::metadata::Metadata;
 use crate::plan::StatusAction;
 use crate::sink::verbs::{
-    Answers, Call, Content, ContentHooks, Delete, Found, MetaSet, New, Prepare, Refusal, Refused,
-    Replace, SetMetadata, StatusItem, StatusPhase, StatusRefused, Stored, Taken,
+    Answers, Call, Content, ContentHooks, Delete, Found, MetaSet, New, NoStatus, Prepare, Refusal,
+    Refused, Replace, SetMetadata, StatusPhase, StatusRefused, Stored, Taken,
 };
 use crate::sink::{ErrorClass, Listed, SinkError};
 
@@ -335,7 +335,7 @@ impl ContentHooks for OpenWebUiSink {
     }
 
     fn status_phase(&self, _: StatusAction) -> Box<dyn StatusPhase + '_> {
-        Box::new(NoStatus)
+        Box::new(NoStatus("Open WebUI files"))
     }
 
     fn status_refused<'a>(&'a self, r: Refusal<'a>) -> LocalBoxFuture<'a, StatusRefused> {
@@ -373,18 +373,6 @@ fn take(found: &Found<'_>, mut ids: Vec<String>) -> Taken {
         id: ids.remove(0),
         adopted: true,
         stale: ids,
-    }
-}
-
-/// Open WebUI files have no status.
-struct NoStatus;
-
-impl StatusPhase for NoStatus {
-    fn set<'a>(&'a self, _: &'a [StatusItem<'a>]) -> Call<'a, ()> {
-        futures::future::ready(Err(SinkError::unsupported(
-            "Open WebUI files have no status: they cannot be enabled, disabled or archived",
-        )))
-        .boxed_local()
     }
 }
 

@@ -19,7 +19,7 @@ use super::token;
 use super::SharelyConfig;
 use crate::metadata::Metadata;
 use crate::secret::Secret;
-use crate::sink::http::{sensitive, ErrorAnswer, Transport};
+use crate::sink::http::{sensitive, surely_not_applied, ErrorAnswer, Transport};
 use crate::sink::paging::Pages;
 use crate::sink::{ErrorClass, SinkError};
 
@@ -291,7 +291,7 @@ impl SharelyClient {
         };
         let resp = self
             .transport
-            .retrying_when("upload_file", None, not_applied, || async {
+            .retrying_when("upload_file", None, surely_not_applied, || async {
                 self.authorized("upload_file", Method::POST, url.clone(), |r| {
                     r.multipart(form())
                 })
@@ -443,13 +443,6 @@ impl SharelyClient {
         }
         unreachable!("the loop returns on its second round")
     }
-}
-
-/// Failures after which the server surely did not take the upload: no
-/// connection, or an explicit "slow down". A 5xx or a timeout may come
-/// after the item was made.
-fn not_applied(e: &SinkError) -> bool {
-    e.is_transient() && (e.code == "connect" || e.is_rate_limit())
 }
 
 fn classify(answer: ErrorAnswer) -> SinkError {

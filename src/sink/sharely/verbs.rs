@@ -10,8 +10,8 @@ use super::SharelySink;
 use crate::execute::replaced_but_kept;
 use crate::plan::StatusAction;
 use crate::sink::verbs::{
-    Answers, Call, Content, ContentHooks, Delete, Found, MetaSet, New, Prepare, Refusal, Refused,
-    Replace, SetMetadata, StatusItem, StatusPhase, StatusRefused, Stored, Taken,
+    Answers, Call, Content, ContentHooks, Delete, Found, MetaSet, New, NoStatus, Prepare, Refusal,
+    Refused, Replace, SetMetadata, StatusPhase, StatusRefused, Stored, Taken,
 };
 use crate::sink::{ErrorClass, SinkError};
 
@@ -175,23 +175,11 @@ impl ContentHooks for SharelySink {
     }
 
     fn status_phase(&self, _: StatusAction) -> Box<dyn StatusPhase + '_> {
-        Box::new(NoStatus)
+        Box::new(NoStatus("Sharely items"))
     }
 
     fn status_refused<'a>(&'a self, r: Refusal<'a>) -> LocalBoxFuture<'a, StatusRefused> {
         futures::future::ready(StatusRefused::Failed(r.error)).boxed_local()
-    }
-}
-
-/// Sharely items have no status.
-struct NoStatus;
-
-impl StatusPhase for NoStatus {
-    fn set<'a>(&'a self, _: &'a [StatusItem<'a>]) -> Call<'a, ()> {
-        futures::future::ready(Err(SinkError::unsupported(
-            "Sharely items have no status: they cannot be enabled, disabled or archived",
-        )))
-        .boxed_local()
     }
 }
 
