@@ -34,6 +34,32 @@ use crate::state::{Listing, RemoteStatus, State, StateError, Tracked};
 
 /// What an errored record's finding says of its future.
 const REPLACED_LATER: &str = "; it is replaced when the file changes";
+/// What a pass does about a finding, as the finding says it, and as
+/// `kbsync check` (which changes nothing) says it: `would_do`.
+const RESENT: &str = "its file is uploaded again, which restores the name";
+const UPLOADED_AGAIN: &str = "a pass uploads its file again";
+const ADOPTED: &str = "; adopted";
+const RETIRED: &str = "retired per delete_policy";
+const TENSES: [(&str, &str); 5] = [
+    (
+        RESENT,
+        "its file would be uploaded again, which would restore the name",
+    ),
+    (UPLOADED_AGAIN, "a pass would upload its file again"),
+    (ADOPTED, "; would be adopted"),
+    (RETIRED, "would be retired per delete_policy"),
+    (
+        REPLACED_LATER,
+        "; it would be replaced when the file changes",
+    ),
+];
+
+/// A finding's detail in the conditional: what a pass would do.
+pub fn would_do(detail: &str) -> String {
+    TENSES
+        .iter()
+        .fold(detail.to_owned(), |d, (does, would)| d.replace(does, would))
+}
 
 /// Up to this many records missing from a listing are looked up one by
 /// one; more, and the dataset is listed a second time.
@@ -263,7 +289,7 @@ fn compare_record(item: &Tracked, l: Listed, name: &str, content: bool, found: &
             (key, Drift::Renamed),
             format!("named {:?} upstream, {name:?} expected", l.name),
             content,
-            "its file is uploaded again, which restores the name",
+            RESENT,
             "left as it is (this target takes no content to rename it by)",
         );
         if content {
@@ -302,7 +328,7 @@ fn settle_unseen(
                 found.finding(
                     &key,
                     Drift::Missing,
-                    "gone upstream; a pass uploads its file again".into(),
+                    format!("gone upstream; {UPLOADED_AGAIN}"),
                     false,
                 );
                 found.repairs.clear.push(key);
@@ -345,10 +371,10 @@ fn adopt_unbound(
         };
         let detail = match sent {
             Some(_) => format!(
-                "record {} has its name: the create sent before an interruption; adopted with the content it sent",
+                "record {} has its name: the create sent before an interruption{ADOPTED} with the content it sent",
                 l.id
             ),
-            None => format!("record {} has its name; adopted", l.id),
+            None => format!("record {} has its name{ADOPTED}", l.id),
         };
         found.finding(&key, Drift::Untracked, detail, false);
         match sent {
@@ -380,7 +406,7 @@ fn duplicates(
                 (key, Drift::Duplicate),
                 format!("record {} has the same name", l.id),
                 retire,
-                "retired per delete_policy",
+                RETIRED,
                 "left as it is (duplicates = \"report\", or delete_policy = \"keep\")",
             );
             if retire {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
@@ -11,8 +11,9 @@ use crate::logging::LogFormat;
     name = "kbsync",
     version,
     about = "Mirror folders and web pages into knowledge bases (Dify, PAI, Sharely)",
-    long_about = "Mirror folders and web pages into knowledge bases (Dify, PAI, Sharely).\n\nWithout a flag or command kbsync runs as a service: a full pass, then it watches the folders and pushes each change as it happens. --reconcile runs one pass and exits; --dry-run prints the plan."
+    long_about = "Mirror folders and web pages into knowledge bases (Dify, PAI, Sharely).\n\nWithout a flag or command kbsync runs as a service: a full pass, then it watches the folders and pushes each change as it happens. --reconcile runs one pass and exits; --dry-run prints the plan.\n\nExit status: 0 converged (or nothing to do); 1 items failed or were skipped; 2 could not start (bad arguments or config, unusable state file); 3 the delete guard refused to retire; 4 the upstream refused the credentials or the target was not found; 130 interrupted (Ctrl-C). When several apply: 4, then 3, then 1."
 )]
+#[command(group(clap::ArgGroup::new("one_pass").args(["reconcile", "dry_run"]).multiple(true)))]
 pub struct Cli {
     /// Configuration file (TOML).
     #[arg(
@@ -25,14 +26,16 @@ pub struct Cli {
     pub config: PathBuf,
 
     /// Run one full pass over every job, push the changes and exit. The exit
-    /// code is 0 only when everything converged.
+    /// code is 0 only when everything converged. Ctrl-C starts no new
+    /// upstream call, lets those under way finish, prints the summary and
+    /// exits 130; a second Ctrl-C abandons them.
     #[arg(long)]
     pub reconcile: bool,
 
     /// Print the plan without sending anything upstream or writing the state
     /// file. Implies a single pass; with --reconcile, shows what that pass
     /// would do.
-    #[arg(long)]
+    #[arg(short = 'n', long)]
     pub dry_run: bool,
 
     /// With --reconcile: retire (delete, disable, archive) whatever the
@@ -50,26 +53,39 @@ pub struct Cli {
     #[arg(long, requires = "reconcile")]
     pub no_audit: bool,
 
-    /// With --reconcile: show no progress (a bar on a terminal, else a
-    /// line every --progress-secs).
-    #[arg(long)]
+    /// Log warnings and errors only, and show no progress (with
+    /// --reconcile: a bar on a terminal, else a line every --progress-secs).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// Log more: -v debug, -vv trace (kbsync's own events). --log, when
+    /// given, wins; else -v/-q win over RUST_LOG.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
 
     /// With --reconcile, off a terminal: seconds between progress lines.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub progress_secs: u64,
 
-    /// With --dry-run: print the plan as JSON.
-    #[arg(long, requires = "dry_run")]
+    /// With --dry-run: print the plan as JSON. With --reconcile: print
+    /// the summary and each item's result as JSON (progress and logs stay
+    /// on stderr).
+    #[arg(long, requires = "one_pass")]
     pub json: bool,
 
     /// Only run these jobs (repeatable).
     #[arg(long = "job", value_name = "NAME", global = true)]
     pub jobs: Vec<String>,
 
-    /// Log filter, e.g. `debug` or `kbsync=trace` (overrides RUST_LOG).
+    /// Log filter, e.g. `debug` or `kbsync=trace`: wins over -v, -q and
+    /// RUST_LOG.
     #[arg(long, value_name = "FILTER", global = true)]
     pub log: Option<String>,
+
+    /// Append the log to this file instead of writing it to stderr (in
+    /// --log-format; `auto` is plain text there).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub log_file: Option<PathBuf>,
 
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod execute;
+pub mod exit;
 pub mod guard;
 pub mod http_date;
 pub mod logging;

@@ -4,29 +4,33 @@ use std::process::ExitCode;
 use clap::Parser;
 use kbsync::cli::{Cli, Command};
 use kbsync::config::Roots;
-use kbsync::reconcile::{self, RunOptions};
+use kbsync::reconcile::{self, JobReport, RunOptions};
 use kbsync::state::{State, StateError, StateLock};
-use kbsync::{daemon, logging, report, status};
+use kbsync::{daemon, exit, logging, report, status};
 use tracing_subscriber::EnvFilter;
 
-/// Exit codes: 0 converged (or a clean service stop), 1 some items failed
-/// or were skipped, 2 the run could not start (bad config, unusable state
-/// file, bad arguments).
-const EXIT_NOT_CONVERGED: u8 = 1;
-const EXIT_ERROR: u8 = 2;
+/// Exit codes (README, "Exit status"): `kbsync::exit`'s, chosen from the
+/// reports by `report::exit_code`; a pass stopped by Ctrl-C exits 130.
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = cli.log.as_deref().map(EnvFilter::new).unwrap_or_else(|| {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
-    });
-    logging::init(filter, cli.log_format);
+    let env = std::env::var("RUST_LOG").ok();
+    let filter = logging::filter(cli.log.as_deref(), cli.verbose, cli.quiet, env.as_deref());
+    if let Err(e) = logging::init(
+        EnvFilter::new(filter),
+        cli.log_format,
+        cli.log_file.as_deref(),
+    ) {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit::COULD_NOT_START);
+    }
 
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(exit::COULD_NOT_START)
         }
     }
 }
@@ -191,21 +195,16 @@ fn check(cli: &Cli, json: bool, stdout: &mut impl Write) -> anyhow::Result<ExitC
         ..RunOptions::default()
     };
     let reports = runtime()?.block_on(reconcile::run(&config, &[], opts))?;
-    let clean = if json {
+    if json {
         writeln!(
             stdout,
             "{}",
             serde_json::to_string_pretty(&report::check_json(&reports))?
         )?;
-        reports.iter().all(report::in_step)
     } else {
-        report::print_check(stdout, &reports)?
-    };
-    Ok(if clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_NOT_CONVERGED)
-    })
+        report::print_check(stdout, &reports)?;
+    }
+    Ok(ExitCode::from(report::exit_code(&reports, report::in_step)))
 }
 
 /// The service: watches and polls until SIGTERM.
@@ -223,6 +222,7 @@ fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
 /// `--dry-run` (the plan from the state file alone).
 fn one_pass(cli: &Cli, stdout: &mut impl Write) -> anyhow::Result<ExitCode> {
     let config = daemon::load_config(&cli.config, &cli.jobs, Roots::MustExist)?;
+    let pushes = cli.reconcile && !cli.dry_run;
     let opts = RunOptions {
         dry_run: cli.dry_run,
         honour_backoff: false,
@@ -231,43 +231,87 @@ fn one_pass(cli: &Cli, stdout: &mut impl Write) -> anyhow::Result<ExitCode> {
         // A dry run plans from the state file alone (it needs no key and
         // sends nothing), also as `--reconcile --dry-run`; `kbsync check`
         // is the dry run with the audit.
-        audit: cli.reconcile && !cli.dry_run && !cli.no_audit,
+        audit: pushes && !cli.no_audit,
         slice: 0,
     };
-    let show_progress = cli.reconcile && !cli.dry_run && !cli.quiet;
+    let show_progress = pushes && !cli.quiet;
     let every = std::time::Duration::from_secs(cli.progress_secs);
-    let reports = runtime()?.block_on(async {
+    let (reports, interrupted) = runtime()?.block_on(async {
         let progress = show_progress.then(|| tokio::spawn(kbsync::progress::report(every)));
-        let reports = reconcile::run(&config, &[], opts).await;
+        let passes = passes(&config, opts, pushes).await;
         if let Some(p) = progress {
             p.abort();
             let _ = p.await;
         }
-        reports
+        passes
     })?;
     if cli.dry_run {
         print_dry_run(cli, &config, &reports, stdout)?;
-        // A plan made without looking at a source (unreachable, refused),
-        // or that the delete guard would refuse, is not what a pass would
-        // do: the exit code says so, as a pass's would.
-        let short = reports
-            .iter()
-            .any(|r| r.error.is_some() || r.refused.is_some());
-        return Ok(if short {
-            ExitCode::from(EXIT_NOT_CONVERGED)
-        } else {
-            ExitCode::SUCCESS
-        });
+        // A plan made without looking at a source (unreachable, refused)
+        // is not what a pass would do (1), nor one the delete guard would
+        // refuse (3): the exit code says so, as a pass's would.
+        return Ok(ExitCode::from(report::exit_code(&reports, |r| {
+            r.error.is_none()
+        })));
     }
-    report::print_summary(stdout, &reports)?;
-    // A target or key the upstream refused: the config must change first.
-    Ok(if reports.iter().any(|r| r.config_error) {
-        ExitCode::from(EXIT_ERROR)
-    } else if reports.iter().all(|r| r.converged()) {
-        ExitCode::SUCCESS
+    if cli.json {
+        let json = report::reconcile_json(&reports);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
-        ExitCode::from(EXIT_NOT_CONVERGED)
-    })
+        report::print_summary(stdout, &reports)?;
+    }
+    Ok(ExitCode::from(if interrupted {
+        EXIT_INTERRUPTED
+    } else {
+        report::exit_code(&reports, JobReport::converged)
+    }))
+}
+
+/// One pass per job, in order. With `stoppable`, a first Ctrl-C lets the
+/// running pass finish the upstream calls under way and start no other,
+/// and no later job starts (true is returned with the reports); a second
+/// one exits at once.
+async fn passes(
+    config: &kbsync::config::Config,
+    opts: RunOptions,
+    stoppable: bool,
+) -> anyhow::Result<(Vec<JobReport>, bool)> {
+    let mut runner = reconcile::Runner::open(config.clone(), opts)?;
+    let stop = runner.stop_flag();
+    let watcher = stoppable.then(|| tokio::spawn(interrupts(stop.clone())));
+    let mut reports = Vec::new();
+    for job in &config.jobs {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        kbsync::progress::start(&job.name);
+        let scope = kbsync::source::Scope::All;
+        reports.push(runner.run_job(&job.name, &scope).await?);
+    }
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    Ok((reports, stop.load(std::sync::atomic::Ordering::SeqCst)))
+}
+
+/// Ctrl-C: the first stops the pass gracefully, the second abandons it
+/// (what was confirmed is in the state file; the rest is replayed on the
+/// next run).
+async fn interrupts(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::warn!(
+        "interrupted: starting no new upstream call, waiting for those under way (Ctrl-C again to abandon them)"
+    );
+    if tokio::signal::ctrl_c().await.is_ok() {
+        tracing::warn!(
+            "interrupted again: abandoning the calls under way; they are replayed on the next run"
+        );
+        kbsync::progress::clear();
+        std::process::exit(i32::from(EXIT_INTERRUPTED));
+    }
 }
 
 /// What a dry run would do, as text or JSON.

@@ -1,15 +1,18 @@
 //! How far a long pass has got: files read (hashed) and uploads done, for
-//! `--reconcile`'s progress bar on a terminal and its progress line in a
+//! `--reconcile`'s progress bars on a terminal and its progress line in a
 //! log. A first sync into a real Dify can run for an hour (every upload is
 //! parsed and indexed by the server); it must not sit silent between
 //! "scanned" and the summary.
 //!
 //! One set of counters per process: kbsync runs one pass at a time, and
 //! the scan's hashing threads and the uploads update it without being
-//! handed anything.
+//! handed anything. `start` resets them for the next job. What the bars
+//! and the line say is made by pure functions (`reading`, `uploading`,
+//! `bar_line`), tested on their own.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 #[derive(Default)]
 pub struct Counter {
@@ -25,13 +28,20 @@ impl Counter {
         }
     }
 
-    /// A phase of `n` more items starts.
+    /// `n` more items are to be done in this pass.
     pub fn add(&self, n: usize) {
         self.total.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn one_done(&self) {
         self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// At least `n` items are done: for a reader that reports a slice at
+    /// a time rather than each item (counting both ways never counts an
+    /// item twice).
+    pub fn reach(&self, n: usize) {
+        self.done.fetch_max(n as u64, Ordering::Relaxed);
     }
 
     /// (done, total).
@@ -41,34 +51,141 @@ impl Counter {
             self.total.load(Ordering::Relaxed),
         )
     }
+
+    fn reset(&self) {
+        self.total.store(0, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+    }
 }
 
-/// Files read and hashed by the scan.
+/// Files to read and hash in the whole pass (the survey knows them all
+/// once the listing is triaged, before the first slice), and those read.
 pub static READING: Counter = Counter::new();
-/// Uploads (creates and updates) finished, well or not.
+/// Uploads (creates and updates) planned so far and finished, well or
+/// not. A pass plans a slice at a time, so the total grows until the last
+/// slice is read.
 pub static UPLOADING: Counter = Counter::new();
 
-/// The line logged every interval when stderr is not a terminal:
-/// `reading 1200/10000 files (400/s, about 22 s left); uploading 0/0`.
-pub fn line(elapsed: Duration) -> String {
-    format!(
-        "progress: {}; {}",
-        part("reading", "files", READING.get(), elapsed),
-        part("uploading", "files", UPLOADING.get(), elapsed)
-    )
+/// The job whose pass the counters count, and when it started.
+static JOB: Mutex<Option<(String, Instant)>> = Mutex::new(None);
+
+/// The pass of `job` begins: the counters start again from zero.
+pub fn start(job: &str) {
+    READING.reset();
+    UPLOADING.reset();
+    *JOB.lock().unwrap_or_else(|e| e.into_inner()) = Some((job.to_owned(), Instant::now()));
 }
 
-fn part(what: &str, unit: &str, (done, total): (u64, u64), elapsed: Duration) -> String {
+/// What the counters say now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub job: String,
+    pub elapsed: Duration,
+    /// (done, total), as `Counter::get`.
+    pub reading: (u64, u64),
+    pub uploading: (u64, u64),
+}
+
+impl Snapshot {
+    fn now() -> Option<Snapshot> {
+        let job = JOB.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (job, started) = job?;
+        Some(Snapshot {
+            job,
+            elapsed: started.elapsed(),
+            reading: READING.get(),
+            uploading: UPLOADING.get(),
+        })
+    }
+
+    /// Every upload the pass will make is counted: the last slice was
+    /// read (and so planned) or nothing was to be read.
+    fn all_planned(&self) -> bool {
+        self.reading.0 >= self.reading.1
+    }
+}
+
+/// Items a second, as a whole number (`400/s`; `<1/s` below one).
+fn rate(done: u64, elapsed: Duration) -> Option<(f64, String)> {
     let secs = elapsed.as_secs_f64();
     if done == 0 || secs <= 0.0 {
-        return format!("{what} {done}/{total} {unit}");
+        return None;
     }
-    let rate = done as f64 / secs;
-    let left = total.saturating_sub(done) as f64 / rate;
-    format!(
-        "{what} {done}/{total} {unit} ({rate:.1}/s, about {} left)",
-        human_secs(left)
-    )
+    let r = done as f64 / secs;
+    let shown = if r < 1.0 {
+        "<1/s".to_owned()
+    } else {
+        format!("{r:.0}/s")
+    };
+    Some((r, shown))
+}
+
+/// `reading 1200/10000 files (400/s, about 22 s left)`; `None` while
+/// there is nothing to read.
+pub fn reading(s: &Snapshot) -> Option<String> {
+    let (done, total) = s.reading;
+    if total == 0 {
+        return None;
+    }
+    Some(match rate(done, s.elapsed) {
+        None => format!("reading {done}/{total} files"),
+        Some((r, shown)) => format!(
+            "reading {done}/{total} files ({shown}, about {} left)",
+            human_secs(total.saturating_sub(done) as f64 / r)
+        ),
+    })
+}
+
+/// `uploading 300/2000 files (50/s, about 34 s left)` once every slice was
+/// planned; before, the total is what was planned so far and no time left
+/// is guessed: `uploading 300 files of 2000 planned so far (50/s)`.
+/// `None` while nothing is to be uploaded.
+pub fn uploading(s: &Snapshot) -> Option<String> {
+    let (done, total) = s.uploading;
+    if total == 0 {
+        return None;
+    }
+    let rate = rate(done, s.elapsed);
+    Some(match (s.all_planned(), rate) {
+        (true, None) => format!("uploading {done}/{total} files"),
+        (true, Some((r, shown))) => format!(
+            "uploading {done}/{total} files ({shown}, about {} left)",
+            human_secs(total.saturating_sub(done) as f64 / r)
+        ),
+        (false, None) => format!("uploading {done} files of {total} planned so far"),
+        (false, Some((_, shown))) => {
+            format!("uploading {done} files of {total} planned so far ({shown})")
+        }
+    })
+}
+
+/// The line logged every interval when stderr is not a terminal:
+/// `progress: docs: reading 1200/10000 files (400/s, about 22 s left);
+/// uploading 3 files of 2000 planned so far (1/s)`; `None` before a pass
+/// starts or while it has nothing to read or upload.
+pub fn line(s: &Snapshot) -> Option<String> {
+    let parts: Vec<String> = [reading(s), uploading(s)].into_iter().flatten().collect();
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!("progress: {}: {}", s.job, parts.join("; ")))
+}
+
+/// One bar on a terminal: the job, a bar of `width` cells, then the
+/// phase's text: `docs  [=========>          ] reading 1200/10000 files
+/// (…)`. The bar is full when done reaches total.
+pub fn bar_line(job: &str, (done, total): (u64, u64), text: &str, width: usize) -> String {
+    let filled = if total == 0 {
+        0
+    } else {
+        (done.min(total) as u128 * width as u128 / total as u128) as usize
+    };
+    let mut bar = "=".repeat(filled);
+    if filled < width {
+        bar.push('>');
+        bar.push_str(&" ".repeat(width - filled - 1));
+    }
+    format!("{job}  [{bar}] {text}")
 }
 
 fn human_secs(secs: f64) -> String {
@@ -80,11 +197,31 @@ fn human_secs(secs: f64) -> String {
     }
 }
 
+/// The bars being drawn, for the log writer to print around.
+static BARS: Mutex<Option<indicatif::MultiProgress>> = Mutex::new(None);
+
+/// Runs `write` (a log line to stderr) with the bars taken off the screen
+/// and drawn again after, so a line never lands inside a bar.
+pub fn around_bars<T>(write: impl FnOnce() -> T) -> T {
+    let bars = BARS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match bars {
+        Some(bars) => bars.suspend(write),
+        None => write(),
+    }
+}
+
+/// Takes the bars off the screen for good (an exit that skips `report`'s
+/// clean-up: a second Ctrl-C).
+pub fn clear() {
+    if let Some(bars) = BARS.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = bars.clear();
+    }
+}
+
 /// Shows progress until dropped (aborted): bars on a terminal, else a
 /// line at `every`.
 pub async fn report(every: Duration) {
     use std::io::IsTerminal;
-    let started = std::time::Instant::now();
     if std::io::stderr().is_terminal() {
         bars().await
     } else {
@@ -92,39 +229,53 @@ pub async fn report(every: Duration) {
         tick.tick().await;
         loop {
             tick.tick().await;
-            tracing::info!("{}", line(started.elapsed()));
+            if let Some(line) = Snapshot::now().as_ref().and_then(line) {
+                tracing::info!("{line}");
+            }
         }
     }
 }
 
 async fn bars() {
     use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-    let style = ProgressStyle::with_template(
-        "{prefix:>9} [{bar:30}] {pos}/{len} files, {per_sec}, ETA {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
     let multi = MultiProgress::new();
-    let bar = |name: &str| {
-        let b = multi.add(ProgressBar::new(0));
-        b.set_style(style.clone());
-        b.set_prefix(name.to_owned());
-        b
-    };
-    let (reading, uploading) = (bar("reading"), bar("uploading"));
-    // Cleared when the task is aborted and these are dropped.
-    struct Clear(MultiProgress);
+    *BARS.lock().unwrap_or_else(|e| e.into_inner()) = Some(multi.clone());
+    // Taken off the screen when the task is aborted.
+    struct Clear;
     impl Drop for Clear {
         fn drop(&mut self) {
-            let _ = self.0.clear();
+            clear();
         }
     }
-    let _clear = Clear(multi.clone());
+    let _clear = Clear;
+    let style =
+        ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar());
+    // A bar is on screen only while its phase has a total.
+    let mut shown: [Option<ProgressBar>; 2] = [None, None];
     loop {
-        for (b, c) in [(&reading, &READING), (&uploading, &UPLOADING)] {
-            let (done, total) = c.get();
-            b.set_length(total);
-            b.set_position(done);
+        if let Some(s) = Snapshot::now() {
+            let phases = [(s.reading, reading(&s)), (s.uploading, uploading(&s))];
+            for (slot, (counts, text)) in shown.iter_mut().zip(phases) {
+                match (text, slot.as_ref()) {
+                    (Some(text), bar) => {
+                        let bar = match bar {
+                            Some(b) => b.clone(),
+                            None => {
+                                let b = multi.add(ProgressBar::new(0).with_style(style.clone()));
+                                *slot = Some(b.clone());
+                                b
+                            }
+                        };
+                        bar.set_message(bar_line(&s.job, counts, &text, 30));
+                    }
+                    (None, Some(bar)) => {
+                        bar.finish_and_clear();
+                        multi.remove(bar);
+                        *slot = None;
+                    }
+                    (None, None) => {}
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -134,21 +285,69 @@ async fn bars() {
 mod tests {
     use super::*;
 
+    fn at(secs: u64, reading: (u64, u64), uploading: (u64, u64)) -> Snapshot {
+        Snapshot {
+            job: "docs".into(),
+            elapsed: Duration::from_secs(secs),
+            reading,
+            uploading,
+        }
+    }
+
     #[test]
-    fn a_part_reads_done_total_rate_and_time_left() {
-        let d = Duration::from_secs(10);
-        assert_eq!(part("reading", "files", (0, 50), d), "reading 0/50 files");
+    fn each_phase_shows_the_whole_pass_with_a_whole_number_rate() {
+        let cases: [(Snapshot, Option<&str>, Option<&str>); 6] = [
+            (at(10, (0, 0), (0, 0)), None, None),
+            (at(10, (0, 50), (0, 0)), Some("reading 0/50 files"), None),
+            (
+                at(3, (1000, 10000), (0, 0)),
+                Some("reading 1000/10000 files (333/s, about 27 s left)"),
+                None,
+            ),
+            (
+                at(10, (1, 10001), (0, 0)),
+                Some("reading 1/10001 files (<1/s, about 27 h 46 min left)"),
+                None,
+            ),
+            // Slices still to read: no time left is guessed for uploads.
+            (
+                at(10, (2000, 5000), (400, 2000)),
+                Some("reading 2000/5000 files (200/s, about 15 s left)"),
+                Some("uploading 400 files of 2000 planned so far (40/s)"),
+            ),
+            (
+                at(10, (5000, 5000), (400, 5000)),
+                Some("reading 5000/5000 files (500/s, about 0 s left)"),
+                Some("uploading 400/5000 files (40/s, about 115 s left)"),
+            ),
+        ];
+        for (s, read, upload) in cases {
+            assert_eq!(reading(&s).as_deref(), read, "{s:?}");
+            assert_eq!(uploading(&s).as_deref(), upload, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn the_line_names_the_job_and_leaves_out_empty_phases() {
+        assert_eq!(line(&at(1, (0, 0), (0, 0))), None);
         assert_eq!(
-            part("reading", "files", (400, 1000), d),
-            "reading 400/1000 files (40.0/s, about 15 s left)"
+            line(&at(2, (4, 4), (1, 4))).as_deref(),
+            Some("progress: docs: reading 4/4 files (2/s, about 0 s left); uploading 1/4 files (<1/s, about 6 s left)")
         );
         assert_eq!(
-            part("uploading", "files", (20, 10020), d),
-            "uploading 20/10020 files (2.0/s, about 83 min left)"
+            line(&at(2, (0, 0), (3, 3))).as_deref(),
+            Some("progress: docs: uploading 3/3 files (2/s, about 0 s left)")
         );
+    }
+
+    #[test]
+    fn a_bar_fills_with_done_over_total_and_names_the_job() {
         assert_eq!(
-            part("uploading", "files", (1, 10001), d),
-            "uploading 1/10001 files (0.1/s, about 27 h 46 min left)"
+            bar_line("docs", (0, 4), "reading 0/4 files", 4),
+            "docs  [>   ] reading 0/4 files"
         );
+        assert_eq!(bar_line("docs", (2, 4), "t", 4), "docs  [==> ] t");
+        assert_eq!(bar_line("docs", (4, 4), "t", 4), "docs  [====] t");
+        assert_eq!(bar_line("docs", (9, 4), "t", 4), "docs  [====] t");
     }
 }

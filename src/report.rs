@@ -357,16 +357,11 @@ pub fn print_check(out: &mut impl Write, reports: &[JobReport]) -> std::io::Resu
             writeln!(out, "  guard: {g}")?;
         }
         for f in r.audit.iter().flat_map(|a| &a.findings) {
-            writeln!(out, "  {} {}: {}", f.drift.as_str(), f.key, f.detail)?;
+            let detail = crate::audit::would_do(&f.detail);
+            writeln!(out, "  {} {}: {detail}", f.drift.as_str(), f.key)?;
         }
         for op in &r.plan.ops {
-            writeln!(
-                out,
-                "  pending {} {}: {}",
-                op.name(),
-                op.key(),
-                detail(op, &[])
-            )?;
+            writeln!(out, "  {} {}: {}", would(op), op.key(), detail(op, &[]))?;
         }
         for s in &r.skipped {
             writeln!(out, "  skipped {}: {}", s.path, s.reason)?;
@@ -377,6 +372,33 @@ pub fn print_check(out: &mut impl Write, reports: &[JobReport]) -> std::io::Resu
         clean &= in_step(r);
     }
     Ok(clean)
+}
+
+/// What a pass would do with `op`, as `check` says it.
+fn would(op: &Op) -> String {
+    match op {
+        Op::Create { .. } => "would upload".into(),
+        Op::UpdateContent { .. } => "would upload again".into(),
+        Op::SetMetadata { .. } => "would set the metadata of".into(),
+        Op::SetStatus { action, .. } => format!("would {}", action.as_str().replace('_', "-")),
+        Op::Delete { .. } => "would delete".into(),
+        Op::Forget { .. } => "would forget".into(),
+    }
+}
+
+/// The exit code for these reports (README, "Exit status"): 4 when an
+/// upstream refused a credential or target, else 3 when the delete guard
+/// refused, else 1 when a job is not `ok`, else 0.
+pub fn exit_code(reports: &[JobReport], ok: impl Fn(&JobReport) -> bool) -> u8 {
+    if reports.iter().any(|r| r.config_error) {
+        crate::exit::UPSTREAM_REFUSED
+    } else if reports.iter().any(|r| r.refused.is_some()) {
+        crate::exit::GUARD_REFUSED
+    } else if reports.iter().all(ok) {
+        crate::exit::CONVERGED
+    } else {
+        crate::exit::NOT_CONVERGED
+    }
 }
 
 pub fn check_json(reports: &[JobReport]) -> serde_json::Value {
@@ -397,4 +419,105 @@ pub fn check_json(reports: &[JobReport]) -> serde_json::Value {
             "refused": r.refused.as_ref().map(|g| g.to_string()),
         }))
         .collect::<Vec<_>>())
+}
+
+/// `--reconcile --json`: per job, its counts and verdict, and each item's
+/// result: `ok` (the step went through), `failed` (with the upstream's
+/// answer), `skipped` (a file not read, or a step held back: the reason).
+/// Items done beyond `KEPT_DONE` are only counted (`items_untold`).
+pub fn reconcile_json(reports: &[JobReport]) -> serde_json::Value {
+    json!(reports.iter().map(job_json).collect::<Vec<_>>())
+}
+
+fn job_json(r: &JobReport) -> serde_json::Value {
+    let none = Outcome::default();
+    let o = r.outcome.as_ref().unwrap_or(&none);
+    let done = o
+        .done
+        .iter()
+        .map(|(key, step)| json!({"path": key, "action": step, "result": "ok"}));
+    let failed = o.failures.iter().map(|f| {
+        json!({"path": f.key, "action": f.op, "result": "failed", "reason": f.error.to_string()})
+    });
+    let skipped = r
+        .skipped
+        .iter()
+        .map(|s| json!({"path": s.path, "action": null, "result": "skipped", "reason": s.reason}));
+    let held = r.held.iter().map(|h| {
+        let reason = format!(
+            "held: refused before with {}: {}",
+            h.error.code, h.error.message
+        );
+        json!({"path": h.key, "action": h.op, "result": "skipped", "reason": reason})
+    });
+    let items: Vec<serde_json::Value> = done.chain(failed).chain(skipped).chain(held).collect();
+    json!({
+        "job": r.job,
+        "converged": r.converged(),
+        "settled": r.settled(),
+        "interrupted": o.interrupted,
+        "counts": {
+            "scanned": r.scanned,
+            "unchanged": r.unchanged,
+            "hashed": r.hashed_files,
+            "created": o.created,
+            "adopted": o.adopted,
+            "updated": o.updated,
+            "metadata": o.metadata,
+            "status": o.status,
+            "deleted": o.deleted,
+            "forgotten": o.forgotten,
+            "failed": o.failures.len(),
+            "skipped": r.skipped.len(),
+            "held": r.held.len(),
+            "requests": r.requests,
+        },
+        "elapsed_secs": r.elapsed.as_secs_f64(),
+        "error": r.error,
+        "audit_error": r.audit_error,
+        "upstream_refused": r.config_error,
+        "guard": r.refused.as_ref().map(|g| json!({
+            "retiring": g.retiring,
+            "tracked": g.tracked,
+            "message": g.to_string(),
+        })),
+        "audit": r.audit.as_ref().map(|a| json!({"listed": a.listed, "findings": a.findings})),
+        "items": items,
+        "items_untold": o.done_untold,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit;
+
+    fn report(config_error: bool, guard: bool, error: bool) -> JobReport {
+        let mut r = JobReport::new("docs");
+        r.config_error = config_error;
+        r.error = (config_error || error).then(|| "refused".to_owned());
+        r.refused = guard.then_some(Refusal {
+            retiring: 4,
+            tracked: 4,
+            limit: crate::model::MaxDelete::Percent(50),
+            earlier: 0,
+        });
+        r
+    }
+
+    #[test]
+    fn a_refused_upstream_comes_before_the_guard_before_items() {
+        let code = |rs: &[JobReport]| exit_code(rs, JobReport::converged);
+        assert_eq!(code(&[report(false, false, false)]), exit::CONVERGED);
+        assert_eq!(code(&[]), exit::CONVERGED);
+        assert_eq!(code(&[report(false, false, true)]), exit::NOT_CONVERGED);
+        let guard = [report(false, false, true), report(false, true, false)];
+        assert_eq!(code(&guard), exit::GUARD_REFUSED);
+        let all = [
+            report(false, true, false),
+            report(true, false, false),
+            report(false, false, true),
+        ];
+        assert_eq!(code(&all), exit::UPSTREAM_REFUSED);
+    }
 }

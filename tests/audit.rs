@@ -213,7 +213,7 @@ async fn check_prints_the_differences_changes_nothing_and_exits_1() {
         out.contains("status d/000.md: disabled upstream, recorded enabled"),
         "{out}"
     );
-    assert!(out.contains("pending create d/new.md"), "{out}");
+    assert!(out.contains("would upload d/new.md: 3 B"), "{out}");
     // Only listed: nothing written upstream.
     {
         let w = fake.world();

@@ -478,6 +478,11 @@ async fn check_with_the_root_missing_compares_the_upstream_only_and_exits_1() {
     );
     assert!(out.contains("source not looked at"), "{out}");
     assert!(out.contains("  missing "), "the audit ran: {out}");
+    // It changes nothing: it says what a pass would do.
+    assert!(
+        out.contains("gone upstream; a pass would upload its file again"),
+        "{out}"
+    );
     assert!(
         fake.world().log[before..].iter().all(|l| l.method == "GET"),
         "check only lists"
@@ -489,4 +494,157 @@ async fn check_with_the_root_missing_compares_the_upstream_only_and_exits_1() {
     assert_eq!(v[0]["in_step"], false);
     assert_eq!(v[0]["source_scanned"], false);
     assert_eq!(v[0]["drift"][0]["drift"], "missing");
+}
+
+/// Log lines of a run (plain format: the level after the timestamp).
+fn levels(err: &str) -> Vec<&str> {
+    err.lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|w| ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(w))
+        .collect()
+}
+
+#[tokio::test]
+async fn short_flags_verbosity_and_a_log_file() {
+    let (fake, ws) = support::with_fake("keep", "").await;
+    ws.write("a.md", "a");
+    // -n is --dry-run: the plan, nothing sent.
+    let (code, out, err) = on(&ws, &["-n"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("create  a.md"), "{out}");
+    assert_eq!(fake.requests(), 0);
+
+    let plain = ["-n", "--log-format", "plain"];
+    let (_, _, err) = on(&ws, &plain).await;
+    assert!(levels(&err).contains(&"INFO"), "{err}");
+    let (_, _, err) = on(&ws, &[&plain[..], &["-q"]].concat()).await;
+    assert!(
+        levels(&err).is_empty(),
+        "-q: warnings and errors only: {err}"
+    );
+    // --log wins over -q (and -v), -v over RUST_LOG.
+    let (_, _, err) = on(&ws, &[&plain[..], &["-q", "--log", "info"]].concat()).await;
+    assert!(levels(&err).contains(&"INFO"), "{err}");
+    let (config, args) = (ws.config_path.clone(), [&plain[..], &["-vv"]].concat());
+    let out = Command::new(env!("CARGO_BIN_EXE_kbsync"))
+        .args(&args)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(levels(&err).contains(&"INFO"), "{err}");
+
+    // --log-file: the log goes there, appended, and not to stderr. A
+    // refused upload is logged at debug (with -v) as well as summed up.
+    fake.world().inject(
+        None,
+        "create-by-file",
+        Fault::status(400, "invalid_param", "Refused for the test."),
+        1,
+    );
+    let log = ws.dir.path().join("kbsync.log");
+    let to_file = ["--reconcile", "-v", "--log-file", log.to_str().unwrap()];
+    let (code, out, err) = on(&ws, &to_file).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(levels(&err).is_empty(), "{err}");
+    let first = std::fs::read_to_string(&log).unwrap();
+    assert!(levels(&first).contains(&"DEBUG"), "-v: {first}");
+    assert!(!first.contains('\x1b'), "plain text in a file: {first}");
+    let (code, _, _) = on(&ws, &to_file).await;
+    assert_eq!(code, 1, "still refused: held");
+    let both = std::fs::read_to_string(&log).unwrap();
+    assert!(both.starts_with(&first) && both.len() > first.len());
+
+    let nowhere = ws.dir.path().join("no/such/folder/kbsync.log");
+    let (code, _, err) = on(&ws, &["-n", "--log-file", nowhere.to_str().unwrap()]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("log file {}", nowhere.display())),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn reconcile_json_gives_each_items_result_and_nothing_else_on_stdout() {
+    let (fake, ws) = support::with_fake("keep", "").await;
+    for name in ["a.md", "b.md", "c.md"] {
+        ws.write(name, name);
+    }
+    fake.world().inject(
+        None,
+        "create-by-file",
+        Fault::status(400, "invalid_param", "Refused for the test."),
+        1,
+    );
+    let (code, out, err) = on(&ws, &["--reconcile", "--json", "--progress-secs", "1"]).await;
+    assert_eq!(code, 1, "one item failed: {out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stdout is one JSON value");
+    let job = &v[0];
+    assert_eq!(job["job"], "docs");
+    assert_eq!(job["converged"], false);
+    assert_eq!(job["counts"]["created"], 2, "{job}");
+    assert_eq!(job["counts"]["failed"], 1, "{job}");
+    let items = job["items"].as_array().unwrap();
+    let ok: Vec<&serde_json::Value> = items.iter().filter(|i| i["result"] == "ok").collect();
+    assert_eq!(ok.len(), 2, "{items:?}");
+    assert!(ok.iter().all(|i| i["action"] == "create"), "{items:?}");
+    let failed: Vec<&serde_json::Value> =
+        items.iter().filter(|i| i["result"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{items:?}");
+    let reason = failed[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("HTTP 400 invalid_param"), "{reason}");
+    let refused = failed[0]["path"].as_str().unwrap().to_owned();
+
+    // Next time the refused file is held back: skipped, with the reason.
+    let (code, out, err) = on(&ws, &["--reconcile", "--json"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let items = v[0]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["path"], refused.as_str());
+    assert_eq!(items[0]["result"], "skipped");
+    assert!(
+        items[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("held: refused before with invalid_param"),
+        "{items:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_delete_guard_exits_3_for_a_pass_and_for_a_dry_run() {
+    let (fake, ws) = support::with_fake("delete", "").await;
+    for i in 0..4 {
+        ws.write(&format!("f{i}.md"), "x");
+    }
+    let (code, _, err) = on(&ws, &["--reconcile"]).await;
+    assert_eq!(code, 0, "{err}");
+    for i in 0..4 {
+        ws.remove(&format!("f{i}.md"));
+    }
+    let (code, out, err) = on(&ws, &["-n"]).await;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("guard docs: refused to retire 4 of 4"),
+        "{out}"
+    );
+    let (code, out, err) = on(&ws, &["--reconcile", "--json"]).await;
+    assert_eq!(code, 3, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["guard"]["retiring"], 4, "{v}");
+    assert!(
+        v[0]["guard"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-deletes"),
+        "{v}"
+    );
+    assert_eq!(fake.world().docs.len(), 4, "nothing retired");
+    // With the guard lifted the pass converges: 0.
+    let (code, out, err) = on(&ws, &["--reconcile", "--allow-deletes"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(fake.world().docs.is_empty());
 }

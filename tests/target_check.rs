@@ -38,8 +38,8 @@ async fn a_mistyped_dataset_id_stops_the_job_and_keeps_the_binding() {
     let mark = fake.requests();
     let (code, out, err) = run_binary(kbsync(), &ws.config_path, &["--reconcile"]);
     assert_eq!(
-        code, 2,
-        "a target that refuses is a config error: {out}{err}"
+        code, 4,
+        "a target the upstream does not find exits 4: {out}{err}"
     );
     let place = format!("kbsync.toml:{line}:");
     assert!(
@@ -74,7 +74,7 @@ async fn a_refused_key_stops_the_job_before_reading_and_names_the_setting() {
     );
     let line = line_of(&ws, "api_key_file");
     let (code, out, err) = run_binary(kbsync(), &ws.config_path, &["--reconcile"]);
-    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(code, 4, "a refused credential exits 4: {out}{err}");
     assert!(
         err.contains(&format!("kbsync.toml:{line}:")) && err.contains("api_key_file"),
         "{err}"

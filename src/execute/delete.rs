@@ -56,6 +56,7 @@ pub async fn deletes(
                 _ => {
                     state.forget(job, key)?;
                     out.deleted += 1;
+                    out.did(key, "delete");
                 }
             }
         }

@@ -145,6 +145,7 @@ impl Phase<'_> {
                 Ok(()) => {
                     self.done(m.key, m.id, m.values)?;
                     out.metadata += 1;
+                    out.did(m.key, "metadata");
                 }
                 Err(refused) => self.refused(out, m.key, refused)?,
             }
@@ -258,6 +259,7 @@ pub async fn create_records(
                     at.done(n.key, &id, n.values)?;
                     out.metadata += 1;
                     out.created += 1;
+                    out.did(n.key, "create");
                 }
                 Err(refused) => at.refused(out, n.key, refused)?,
             }

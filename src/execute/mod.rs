@@ -42,6 +42,7 @@ pub fn forget(state: &State, job: &str, plan: &Plan, out: &mut Outcome) -> Resul
         if let Op::Forget { key } = op {
             state.forget(job, key)?;
             out.forgotten += 1;
+            out.did(key, "forget");
         }
     }
     Ok(())

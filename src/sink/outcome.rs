@@ -28,7 +28,15 @@ pub struct Outcome {
     pub fatal: Option<SinkError>,
     /// The pass was asked to stop before it finished.
     pub interrupted: bool,
+    /// What was done, item by item (key, step), for `--reconcile --json`:
+    /// the first `KEPT_DONE`, then only counted in `done_untold`, so a
+    /// first sync of a million files does not hold a million keys.
+    pub done: Vec<(String, &'static str)>,
+    pub done_untold: usize,
 }
+
+/// How many items' results an `Outcome` lists.
+pub const KEPT_DONE: usize = 10_000;
 
 impl Outcome {
     /// Adds what a later slice of the same pass did.
@@ -45,6 +53,18 @@ impl Outcome {
         self.failures.extend(other.failures);
         self.fatal = self.fatal.take().or(other.fatal);
         self.interrupted |= other.interrupted;
+        let room = KEPT_DONE.saturating_sub(self.done.len());
+        self.done_untold += other.done_untold + other.done.len().saturating_sub(room);
+        self.done.extend(other.done.into_iter().take(room));
+    }
+
+    /// `step` on `key` went through.
+    pub fn did(&mut self, key: &str, step: &'static str) {
+        if self.done.len() < KEPT_DONE {
+            self.done.push((key.to_owned(), step));
+        } else {
+            self.done_untold += 1;
+        }
     }
 
     pub fn converged(&self) -> bool {

@@ -70,6 +70,7 @@ pub fn sliced<R: ReadChanged>(
         deep: trust.deep,
         unchanged: t.unchanged,
         rehashed: trust.deep && input.scope.is_all() && input.record_fingerprint,
+        read: None,
     })))
 }
 
@@ -92,6 +93,9 @@ struct StampedSlices<R: ReadChanged> {
     unchanged: usize,
     /// Reading every entry was due: recorded once every slice was read.
     rehashed: bool,
+    /// Entries read so far, once the whole pass's count was given to the
+    /// progress counter (at the first slice, after respellings paired).
+    read: Option<usize>,
 }
 
 impl<R: ReadChanged> Slices for StampedSlices<R> {
@@ -163,6 +167,15 @@ impl<R: ReadChanged> Slices for StampedSlices<R> {
 impl<R: ReadChanged> StampedSlices<R> {
     async fn read_next(&mut self, size: usize) -> Option<(Scope, Scanned)> {
         let from = self.from.take()?;
+        let read = match self.read {
+            Some(read) => read,
+            None => {
+                let entries = self.entries.as_slice().iter();
+                let n = entries.filter(|e| self.must_read(e, self.cached.get(e.key())));
+                crate::progress::READING.add(n.count());
+                0
+            }
+        };
         let entries: Vec<R::Entry> = self.entries.by_ref().take(size.max(1)).collect();
         let until = self.entries.as_slice().first().map(|e| e.key().to_owned());
         let mine = match &until {
@@ -175,7 +188,10 @@ impl<R: ReadChanged> StampedSlices<R> {
         self.from.clone_from(&until);
         let cached: HashMap<String, CachedItem> = mine.into_iter().collect();
         let (known, to_read) = self.vouched_for(entries, &cached);
+        let read = read + to_read.len();
+        self.read = Some(read);
         let mut scan = self.reader.read(to_read).await;
+        crate::progress::READING.reach(read);
         scan.items.extend(known);
         // Reported once, with the first slice; protected in every one.
         scan.skipped.append(&mut self.skipped);
@@ -206,9 +222,9 @@ impl<R: ReadChanged> StampedSlices<R> {
         let mut known = Vec::new();
         let mut to_read = Vec::new();
         for entry in entries {
-            let facts = cached.get(entry.key()).and_then(|c| c.facts.as_ref());
-            match facts {
-                Some(k) if !self.deep && unchanged(&entry, k) => known.push(Observed {
+            let row = cached.get(entry.key());
+            match row.and_then(|c| c.facts.as_ref()) {
+                Some(k) if !self.must_read(&entry, row) => known.push(Observed {
                     key: entry.key().to_owned(),
                     size: k.size,
                     mtime_ns: k.mtime_ns,
@@ -223,5 +239,14 @@ impl<R: ReadChanged> StampedSlices<R> {
             }
         }
         (known, to_read)
+    }
+
+    /// Whether `entry` is read: a deep pass reads all; otherwise those
+    /// without a row, or whose stamp is not the one last read.
+    fn must_read(&self, entry: &R::Entry, row: Option<&CachedItem>) -> bool {
+        match row.and_then(|c| c.facts.as_ref()) {
+            Some(k) => self.deep || !unchanged(entry, k),
+            None => true,
+        }
     }
 }

@@ -233,6 +233,7 @@ impl Push<'_> {
             }
             self.state.forget(self.job_name(), key)?;
             out.forgotten += 1;
+            out.did(key, "forget");
         }
         Ok(())
     }

@@ -63,6 +63,9 @@ impl Push<'_> {
             self.state
                 .record_status(self.job_name(), &keys, action.resulting_status())?;
             *out.status.entry(action.as_str()).or_default() += keys.len();
+            for key in keys {
+                out.did(key, action.as_str());
+            }
             for (i, e) in r.failed {
                 self.status_failed(action, &items[i], e, out, blocked)
                     .await?;
@@ -118,6 +121,7 @@ impl Push<'_> {
             Ok(()) => {
                 self.state.forget(self.job_name(), key)?;
                 out.deleted += 1;
+                out.did(key, "delete");
                 Ok(())
             }
             Err(e) => {

@@ -230,13 +230,17 @@ impl Push<'_> {
                     &d.hash,
                     s.batch.as_deref(),
                 )?;
-                if d.adopted {
+                let step = if d.adopted {
                     out.adopted += 1;
+                    "adopt"
                 } else if d.created {
                     out.created += 1;
+                    "create"
                 } else {
                     out.updated += 1;
-                }
+                    "update"
+                };
+                out.did(&d.key, step);
                 if !self.content.metadata_with_content() {
                     meta.uploaded(&d.key, &s.id);
                 } else if let Some((values, planned)) = meta.went_with_upload(&d.key) {

@@ -248,7 +248,6 @@ pub fn read_changed(
     stop: &AtomicBool,
 ) -> ScanResult {
     let mut result = ScanResult::default();
-    crate::progress::READING.add(to_read.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let read: std::sync::Mutex<Vec<Hashed>> = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
