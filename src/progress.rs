@@ -18,6 +18,17 @@ use std::time::{Duration, Instant};
 pub struct Counter {
     total: AtomicU64,
     done: AtomicU64,
+    /// When the first items were added, in ns after `EPOCH` (0: not yet):
+    /// a rate counts from there, not from the pass's start (an audit or a
+    /// wait for the upstream may come first).
+    since_ns: AtomicU64,
+}
+
+/// The origin of `Counter::since_ns`.
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn now_ns() -> u64 {
+    (EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64).max(1)
 }
 
 impl Counter {
@@ -25,11 +36,17 @@ impl Counter {
         Counter {
             total: AtomicU64::new(0),
             done: AtomicU64::new(0),
+            since_ns: AtomicU64::new(0),
         }
     }
 
     /// `n` more items are to be done in this pass.
     pub fn add(&self, n: usize) {
+        if n > 0 {
+            let _ =
+                self.since_ns
+                    .compare_exchange(0, now_ns(), Ordering::Relaxed, Ordering::Relaxed);
+        }
         self.total.fetch_add(n as u64, Ordering::Relaxed);
     }
 
@@ -55,6 +72,15 @@ impl Counter {
     fn reset(&self) {
         self.total.store(0, Ordering::Relaxed);
         self.done.store(0, Ordering::Relaxed);
+        self.since_ns.store(0, Ordering::Relaxed);
+    }
+
+    /// How long since the first items were added.
+    fn elapsed(&self) -> Duration {
+        match self.since_ns.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_nanos(now_ns().saturating_sub(since)),
+        }
     }
 }
 
@@ -66,35 +92,37 @@ pub static READING: Counter = Counter::new();
 /// slice is read.
 pub static UPLOADING: Counter = Counter::new();
 
-/// The job whose pass the counters count, and when it started.
-static JOB: Mutex<Option<(String, Instant)>> = Mutex::new(None);
+/// The job whose pass the counters count.
+static JOB: Mutex<Option<String>> = Mutex::new(None);
 
 /// The pass of `job` begins: the counters start again from zero.
 pub fn start(job: &str) {
     READING.reset();
     UPLOADING.reset();
-    *JOB.lock().unwrap_or_else(|e| e.into_inner()) = Some((job.to_owned(), Instant::now()));
+    *JOB.lock().unwrap_or_else(|e| e.into_inner()) = Some(job.to_owned());
 }
 
 /// What the counters say now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub job: String,
-    pub elapsed: Duration,
-    /// (done, total), as `Counter::get`.
+    /// (done, total), as `Counter::get`, and the time since the phase's
+    /// first items were added.
     pub reading: (u64, u64),
+    pub reading_for: Duration,
     pub uploading: (u64, u64),
+    pub uploading_for: Duration,
 }
 
 impl Snapshot {
     fn now() -> Option<Snapshot> {
-        let job = JOB.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let (job, started) = job?;
+        let job = JOB.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
         Some(Snapshot {
             job,
-            elapsed: started.elapsed(),
             reading: READING.get(),
+            reading_for: READING.elapsed(),
             uploading: UPLOADING.get(),
+            uploading_for: UPLOADING.elapsed(),
         })
     }
 
@@ -127,7 +155,7 @@ pub fn reading(s: &Snapshot) -> Option<String> {
     if total == 0 {
         return None;
     }
-    Some(match rate(done, s.elapsed) {
+    Some(match rate(done, s.reading_for) {
         None => format!("reading {done}/{total} files"),
         Some((r, shown)) => format!(
             "reading {done}/{total} files ({shown}, about {} left)",
@@ -145,7 +173,7 @@ pub fn uploading(s: &Snapshot) -> Option<String> {
     if total == 0 {
         return None;
     }
-    let rate = rate(done, s.elapsed);
+    let rate = rate(done, s.uploading_for);
     Some(match (s.all_planned(), rate) {
         (true, None) => format!("uploading {done}/{total} files"),
         (true, Some((r, shown))) => format!(
@@ -288,9 +316,10 @@ mod tests {
     fn at(secs: u64, reading: (u64, u64), uploading: (u64, u64)) -> Snapshot {
         Snapshot {
             job: "docs".into(),
-            elapsed: Duration::from_secs(secs),
             reading,
+            reading_for: Duration::from_secs(secs),
             uploading,
+            uploading_for: Duration::from_secs(secs),
         }
     }
 
@@ -338,6 +367,21 @@ mod tests {
             line(&at(2, (0, 0), (3, 3))).as_deref(),
             Some("progress: docs: uploading 3/3 files (2/s, about 0 s left)")
         );
+    }
+
+    #[test]
+    fn a_phase_is_timed_from_its_first_items() {
+        let c = Counter::new();
+        c.add(0);
+        assert_eq!(c.elapsed(), Duration::ZERO, "nothing to do yet");
+        c.add(3);
+        let since = c.since_ns.load(Ordering::Relaxed);
+        assert!(since > 0);
+        c.add(2);
+        assert_eq!(c.since_ns.load(Ordering::Relaxed), since, "the first");
+        assert_eq!(c.get(), (0, 5));
+        c.reset();
+        assert_eq!((c.get(), c.elapsed()), ((0, 0), Duration::ZERO));
     }
 
     #[test]
