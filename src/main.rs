@@ -9,7 +9,7 @@ use kbsync::state::{State, StateError, StateLock};
 use kbsync::{daemon, exit, logging, report, status};
 use tracing_subscriber::EnvFilter;
 
-/// Exit codes (README, "Exit status"): `kbsync::exit`'s, chosen from the
+/// Exit codes (README, "Exit codes"): `kbsync::exit`'s, chosen from the
 /// reports by `report::exit_code`; a pass stopped by Ctrl-C exits 130.
 const EXIT_INTERRUPTED: u8 = 130;
 

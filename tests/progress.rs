@@ -98,6 +98,26 @@ async fn the_reading_total_is_the_whole_pass_not_the_slice() {
     assert_eq!(kbsync::progress::UPLOADING.get(), (25, 25));
 }
 
+/// `kbsync --reconcile` as a child, its stdout and stderr piped.
+fn reconcile(ws: &Workspace) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
+        .args(["--reconcile", "--log-format", "plain", "--config"])
+        .arg(&ws.config_path)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+fn ctrl_c(child: &tokio::process::Child) {
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: signals our own child, which is still running (not reaped).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+}
+
 /// Ctrl-C during `--reconcile`: the uploads under way finish and are
 /// recorded, no other starts, the summary is printed, and the exit code
 /// is 130.
@@ -109,22 +129,11 @@ async fn ctrl_c_stops_the_pass_gracefully_and_prints_the_summary() {
         upload: std::time::Duration::from_millis(300),
         other: std::time::Duration::ZERO,
     });
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
-        .args(["--reconcile", "--log-format", "plain", "--config"])
-        .arg(&ws.config_path)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let child = reconcile(&ws);
     let wait = std::time::Duration::from_secs(30);
     fake.wait_until("the first upload answered", wait, |w| !w.docs.is_empty())
         .await;
-    let pid = child.id().unwrap() as i32;
-    // SAFETY: signals our own child, which is still running (not reaped).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    ctrl_c(&child);
     let out = tokio::time::timeout(wait, child.wait_with_output())
         .await
         .expect("exits after the uploads under way")
@@ -152,4 +161,46 @@ async fn ctrl_c_stops_the_pass_gracefully_and_prints_the_summary() {
         )
         .unwrap();
     assert_eq!(recorded, uploaded, "{stdout}");
+}
+
+/// A second Ctrl-C abandons the uploads under way: kbsync exits 130 at
+/// once, without waiting for their answers or printing a summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_abandons_the_uploads_under_way() {
+    use tokio::io::AsyncBufReadExt;
+    let (fake, ws) = support::with_fake("keep", "").await;
+    write_files(&ws, 4);
+    // Answers that outlast the test's wait.
+    fake.world().latency = Some(support::fake_dify::Latency {
+        upload: std::time::Duration::from_secs(120),
+        other: std::time::Duration::ZERO,
+    });
+    let mut child = reconcile(&ws);
+    let wait = std::time::Duration::from_secs(30);
+    fake.wait_until("an upload under way", wait, |w| {
+        w.arrived.iter().any(|l| l.contains("create-by-file"))
+    })
+    .await;
+    ctrl_c(&child);
+    // The second once the first was taken (two at once may be one).
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let said = tokio::time::timeout(wait, async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            if line.contains("interrupted: starting no new upstream call") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(said, Ok(true), "the first Ctrl-C is answered");
+    ctrl_c(&child);
+    let out = tokio::time::timeout(wait, child.wait_with_output())
+        .await
+        .expect("exits without the answers")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(!stdout.contains("docs:"), "no summary: {stdout}");
+    assert!(fake.world().docs.is_empty(), "no upload was answered");
 }
