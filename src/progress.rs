@@ -54,11 +54,12 @@ impl Counter {
         self.done.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// At least `n` items are done: for a reader that reports a slice at
-    /// a time rather than each item (counting both ways never counts an
-    /// item twice).
-    pub fn reach(&self, n: usize) {
-        self.done.fetch_max(n as u64, Ordering::Relaxed);
+    /// At least `n` items are done (counted from the process's start: the
+    /// service never resets the counters): for a reader that reports a
+    /// slice at a time rather than each item (counting both ways never
+    /// counts an item twice).
+    pub fn reach(&self, n: u64) {
+        self.done.fetch_max(n, Ordering::Relaxed);
     }
 
     /// (done, total).

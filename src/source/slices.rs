@@ -93,9 +93,10 @@ struct StampedSlices<R: ReadChanged> {
     unchanged: usize,
     /// Reading every entry was due: recorded once every slice was read.
     rehashed: bool,
-    /// Entries read so far, once the whole pass's count was given to the
-    /// progress counter (at the first slice, after respellings paired).
-    read: Option<usize>,
+    /// The progress counter's count of read entries when this pass began,
+    /// and the entries read since, once the whole pass's count was given
+    /// to it (at the first slice, after respellings paired).
+    read: Option<(u64, u64)>,
 }
 
 impl<R: ReadChanged> Slices for StampedSlices<R> {
@@ -167,13 +168,13 @@ impl<R: ReadChanged> Slices for StampedSlices<R> {
 impl<R: ReadChanged> StampedSlices<R> {
     async fn read_next(&mut self, size: usize) -> Option<(Scope, Scanned)> {
         let from = self.from.take()?;
-        let read = match self.read {
+        let (base, read) = match self.read {
             Some(read) => read,
             None => {
                 let entries = self.entries.as_slice().iter();
                 let n = entries.filter(|e| self.must_read(e, self.cached.get(e.key())));
                 crate::progress::READING.add(n.count());
-                0
+                (crate::progress::READING.get().0, 0)
             }
         };
         let entries: Vec<R::Entry> = self.entries.by_ref().take(size.max(1)).collect();
@@ -188,10 +189,10 @@ impl<R: ReadChanged> StampedSlices<R> {
         self.from.clone_from(&until);
         let cached: HashMap<String, CachedItem> = mine.into_iter().collect();
         let (known, to_read) = self.vouched_for(entries, &cached);
-        let read = read + to_read.len();
-        self.read = Some(read);
+        let read = read + to_read.len() as u64;
+        self.read = Some((base, read));
         let mut scan = self.reader.read(to_read).await;
-        crate::progress::READING.reach(read);
+        crate::progress::READING.reach(base + read);
         scan.items.extend(known);
         // Reported once, with the first slice; protected in every one.
         scan.skipped.append(&mut self.skipped);
