@@ -4,6 +4,7 @@
 //! key, and is raised before anything is scanned or sent. Unknown keys are
 //! rejected so that a typo does not silently fall back to a default.
 
+mod control;
 mod job;
 pub mod locate;
 mod metadata;
@@ -11,6 +12,7 @@ mod pasted_keys;
 pub mod section;
 pub mod size;
 
+pub use control::{ControlConfig, Event, NotifyConfig};
 pub use job::{Duplicates, JobConfig};
 pub use section::{Calls, RetryConfig};
 pub use size::{parse_size, DEFAULT_MAX_FILE_SIZE};
@@ -50,6 +52,8 @@ pub struct Config {
     pub path: PathBuf,
     pub state_path: PathBuf,
     pub daemon: DaemonConfig,
+    /// The control API's token, notifications and webhooks.
+    pub control: ControlConfig,
     pub jobs: Vec<JobConfig>,
 }
 
@@ -93,6 +97,8 @@ pub struct DaemonConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served; off when
     /// `None`. Loopback unless `metrics_allow_remote` was set.
     pub metrics_listen: Option<SocketAddr>,
+    /// How often a long pass logs (and tells systemd) how far it got.
+    pub progress_log: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -105,6 +111,7 @@ impl Default for DaemonConfig {
             audit_interval: Some(Duration::from_secs(6 * 3600)),
             network_reconcile: Duration::from_secs(300),
             metrics_listen: None,
+            progress_log: Duration::from_secs(30),
         }
     }
 }
@@ -113,7 +120,7 @@ impl Default for DaemonConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     state: Option<RawState>,
-    daemon: Option<RawDaemon>,
+    daemon: Option<Spanned<RawDaemon>>,
     #[serde(default)]
     sync: Vec<RawJob>,
 }
@@ -135,6 +142,13 @@ struct RawDaemon {
     network_reconcile_secs: Option<Spanned<i64>>,
     metrics_listen: Option<Spanned<String>>,
     metrics_allow_remote: Option<bool>,
+    progress_log_secs: Option<Spanned<i64>>,
+    api_token: Option<Spanned<toml::Value>>,
+    api_token_env: Option<Spanned<String>>,
+    api_token_file: Option<Spanned<String>>,
+    api_token_credential: Option<Spanned<String>>,
+    notify: Option<Spanned<control::RawNotify>>,
+    webhooks: Option<Spanned<control::RawWebhooks>>,
 }
 
 impl Config {
@@ -192,9 +206,29 @@ impl Config {
             },
         };
 
-        let daemon = match raw.daemon {
-            Some(d) => validate_daemon(&loc, d)?,
-            None => DaemonConfig::default(),
+        let (daemon, control) = match &raw.daemon {
+            Some(d) => {
+                let r = d.get_ref();
+                let control = control::validate(
+                    &loc,
+                    base,
+                    d.span(),
+                    control::Raw {
+                        token: section::key_fields!(
+                            r.api_token,
+                            api_token_env,
+                            api_token_file,
+                            api_token_credential
+                        ),
+                        notify: r.notify.as_ref(),
+                        webhooks: r.webhooks.as_ref(),
+                        listen: r.metrics_listen.as_ref(),
+                        remote: r.metrics_allow_remote == Some(true),
+                    },
+                )?;
+                (validate_daemon(&loc, r)?, control)
+            }
+            None => (DaemonConfig::default(), ControlConfig::default()),
         };
 
         let mut names = HashSet::new();
@@ -217,12 +251,13 @@ impl Config {
             path: path.to_owned(),
             state_path,
             daemon,
+            control,
             jobs: jobs.into_iter().map(|(j, _)| j).collect(),
         })
     }
 }
 
-fn validate_daemon(loc: &Locator, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
+fn validate_daemon(loc: &Locator, raw: &RawDaemon) -> Result<DaemonConfig, ConfigError> {
     let ms = |v: i64| Duration::from_millis(v as u64);
     let secs = |v: i64| Duration::from_secs(v as u64);
     let debounce = bounded(
@@ -273,9 +308,18 @@ fn validate_daemon(loc: &Locator, raw: RawDaemon) -> Result<DaemonConfig, Config
         30 * 86_400,
         300,
     )?;
-    let metrics_listen = metrics_listen(loc, &raw)?;
+    let metrics_listen = metrics_listen(loc, raw)?;
+    let progress = bounded(
+        loc,
+        &raw.progress_log_secs,
+        "daemon.progress_log_secs",
+        1,
+        3600,
+        30,
+    )?;
     Ok(DaemonConfig {
         metrics_listen,
+        progress_log: secs(progress),
         network_reconcile: secs(network),
         audit_interval: (audit > 0).then(|| secs(audit)),
         debounce: ms(debounce),

@@ -6,6 +6,7 @@
 //! file and the upstream rate budget, so running them side by side would
 //! buy little and make shutdown and reload harder to reason about.
 
+mod orders;
 mod pending;
 pub mod sd_notify;
 mod watch;
@@ -20,6 +21,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{Instant, Interval};
 
 use crate::config::{Config, Roots};
+use crate::control::notify::{Notifier as Events, Transitions};
+use crate::control::{Control, Order};
 use crate::monitor::{self, Health};
 use crate::reconcile::{JobReport, ReconcileError, RunOptions, Runner};
 use crate::source::{Scope, Trigger};
@@ -114,8 +117,14 @@ struct Daemon {
     last_sync: Option<(SystemTime, bool)>,
     last_checkpoint: Instant,
     health: Arc<Health>,
-    /// Serving metrics and health, when `metrics_listen` asked for it.
+    /// Serving metrics, health and the control API, when `metrics_listen`
+    /// asked for it.
     listener: Option<monitor::Listener>,
+    control: Arc<Control>,
+    orders: tokio::sync::mpsc::UnboundedReceiver<Order>,
+    /// `[daemon.notify]`'s sender, when configured.
+    events: Option<Events>,
+    transitions: Transitions,
 }
 
 /// Runs until SIGTERM or SIGINT. Errors only when it cannot start.
@@ -134,18 +143,34 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         },
     )?;
     let health = Arc::new(Health::new(&runner.config.job_names()));
+    let (control, orders) = Control::new(&runner.config, runner.paused_jobs()?)?;
+    let events = runner
+        .config
+        .control
+        .notify
+        .as_ref()
+        .map(Events::start)
+        .transpose()?;
     let listener = match runner.config.daemon.metrics_listen {
-        Some(addr) => Some(
-            monitor::serve(
-                addr,
-                monitor::install()?,
-                health.clone(),
-                runner.config.state_path.clone(),
-            )
-            .await?,
-        ),
+        Some(addr) => {
+            let jobs: Vec<(String, &'static str)> = runner
+                .config
+                .jobs
+                .iter()
+                .map(|j| (j.name.clone(), j.sink.kind()))
+                .collect();
+            let handle = monitor::install(&jobs)?;
+            for job in runner.config.job_names() {
+                monitor::paused(&job, control.is_paused(&job));
+            }
+            Some(monitor::serve(addr, handle, health.clone(), control.clone()).await?)
+        }
         None => None,
     };
+    // The first status line tells of the last good pass, before this run.
+    let last_sync = runner
+        .last_success()?
+        .map(|at| (UNIX_EPOCH + Duration::from_secs(at.max(0) as u64), true));
     let shared = Arc::new(Shared::default());
     let notifier = Arc::new(Notifier::from_env());
     // The watchdog is pinged from its own task: a pass's synchronous work
@@ -182,10 +207,14 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             i
         },
-        last_sync: None,
+        last_sync,
         last_checkpoint: Instant::now(),
         health,
         listener,
+        control,
+        orders,
+        events,
+        transitions: Transitions::default(),
     };
     d.start_watching();
     d.health.beat();
@@ -287,6 +316,9 @@ impl Daemon {
             tokio::select! {
                 _ = self.signals.next() => {}
                 _ = self.shared.wake.notified() => {}
+                Some(order) = self.orders.recv() => {
+                    orders::obey(order, &mut self.shared.pending(), std::time::Instant::now());
+                }
                 _ = self.outbox_check.tick() => {
                     self.check_outbox();
                     self.checkpoint_when_idle(false);
@@ -374,6 +406,11 @@ impl Daemon {
                 // The next start begins with a full pass; nothing is lost.
                 break;
             }
+            if self.control.is_paused(&job) {
+                // Resuming queues a full pass, which finds what this missed.
+                tracing::debug!(%job, "paused: the pass is not run");
+                continue;
+            }
             self.pass(&job, &scope).await;
         }
         self.checkpoint_when_idle(full);
@@ -410,15 +447,31 @@ impl Daemon {
         let grace = self.runner.config.daemon.shutdown_timeout;
         let stop = self.runner.stop_flag();
         let started = Instant::now();
+        let seq = self.control.pass_started();
+        let progress = (
+            orders::Progress::start(job),
+            self.runner.config.daemon.progress_log,
+        );
         let result = guarded(
             self.runner.run_job(job, scope),
             &mut self.signals,
             &stop,
             grace,
-            &self.notifier,
-            &self.health,
+            (&self.notifier, &self.health),
+            progress,
         )
         .await;
+        if let Some(result) = &result {
+            if !matches!(result, Err(ReconcileError::NoSuchJob(_))) {
+                orders::announce(
+                    &self.control,
+                    self.events.as_ref(),
+                    &mut self.transitions,
+                    (seq, job, scope),
+                    result.as_ref(),
+                );
+            }
+        }
         match result {
             None => {}
             Some(Ok(report)) => {
@@ -547,11 +600,21 @@ impl Daemon {
         self.notifier.status("reloading configuration");
         let config = match load_config(&self.config_path, &self.only, Roots::MustExist) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::error!("configuration reload rejected, still running the previous configuration: {e:#}");
-                self.publish_status();
-                return;
-            }
+            Err(e) => return self.reload_rejected(&format!("{e:#}")),
+        };
+        // The API's and the webhooks' secrets, and where events go.
+        if let Err(e) = self.control.reconfigure(&config) {
+            return self.reload_rejected(&format!("{e:#}"));
+        }
+        let events = match config
+            .control
+            .notify
+            .as_ref()
+            .map(Events::start)
+            .transpose()
+        {
+            Ok(events) => events,
+            Err(e) => return self.reload_rejected(&format!("{e:#}")),
         };
         let listen = self.runner.config.daemon.metrics_listen;
         if config.daemon.metrics_listen != listen {
@@ -559,7 +622,10 @@ impl Daemon {
         }
         match self.runner.reconfigure(config) {
             Ok(()) => {
+                self.events = events;
+                monitor::reload("applied");
                 let names = self.runner.config.job_names();
+                self.transitions.retain(&names);
                 self.shared.pending().retain_jobs(&names);
                 self.retries.retain(|j, _| names.contains(j));
                 self.outbox_due.retain(|j, _| names.contains(j));
@@ -568,9 +634,19 @@ impl Daemon {
                 self.start_watching();
                 tracing::info!(jobs = names.len(), "configuration reloaded");
             }
-            Err(e) => tracing::error!(
-                "configuration reload rejected, still running the previous configuration: {e}"
-            ),
+            Err(e) => return self.reload_rejected(&e.to_string()),
+        }
+        self.publish_status();
+    }
+
+    fn reload_rejected(&mut self, why: &str) {
+        tracing::error!(
+            "configuration reload rejected, still running the previous configuration: {why}"
+        );
+        monitor::reload("rejected");
+        // The control surface follows the configuration that runs.
+        if let Err(e) = self.control.reconfigure(&self.runner.config) {
+            tracing::warn!("control API: {e:#}");
         }
         self.publish_status();
     }
@@ -608,16 +684,23 @@ async fn guarded<F: std::future::Future>(
     signals: &mut Signals,
     stop: &AtomicBool,
     grace: Duration,
-    notifier: &Notifier,
-    health: &Health,
+    (notifier, health): (&Notifier, &Health),
+    progress: (orders::Progress, Duration),
 ) -> Option<F::Output> {
     let mut pass = std::pin::pin!(pass);
     // A long pass (a first sync) is the loop at work, not a stuck loop.
     let mut beat = tokio::time::interval(monitor::BEAT);
+    let mut report = tokio::time::interval_at(Instant::now() + progress.1, progress.1);
+    let progress = progress.0;
     loop {
         tokio::select! {
             r = &mut pass => return Some(r),
             _ = beat.tick() => health.beat(),
+            _ = report.tick() => {
+                let line = progress.line();
+                tracing::info!("progress: {line}");
+                notifier.status(&format!("pass running: {line}"));
+            }
             _ = signals.next() => {
                 if signals.stop {
                     break;
