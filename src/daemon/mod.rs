@@ -105,6 +105,10 @@ struct Daemon {
     next_full: Option<Instant>,
     /// Polled jobs (`Trigger::Poll`): when each is polled next, and how often.
     next_poll: HashMap<String, (Instant, Duration)>,
+    /// Jobs with a `schedule`: when each one's next scheduled pass is.
+    /// Jobs with a `schedule`: when each one's next pass is, and the
+    /// minute it stands for.
+    next_scheduled: HashMap<String, (Instant, jiff::Timestamp)>,
     retries: HashMap<String, Retry>,
     /// Per job: when the outbox's earliest backed-off step is due.
     outbox_due: HashMap<String, Instant>,
@@ -174,6 +178,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         signals,
         next_full: None,
         next_poll: HashMap::new(),
+        next_scheduled: HashMap::new(),
         retries: HashMap::new(),
         outbox_due: HashMap::new(),
         last_pass: HashMap::new(),
@@ -233,11 +238,14 @@ impl Daemon {
             .config
             .jobs
             .iter()
-            .filter_map(|j| match j.source.trigger() {
-                Trigger::Poll(every) => Some((j.name.clone(), (Instant::now() + every, every))),
-                Trigger::Watch(_) | Trigger::PassesOnly => None,
+            .filter_map(|j| {
+                Some((
+                    j.name.clone(),
+                    (Instant::now() + j.poll_every()?, j.poll_every()?),
+                ))
             })
             .collect();
+        self.next_scheduled = scheduled(&self.runner.config.jobs, &HashMap::new());
         let every = self.runner.config.daemon.network_reconcile;
         self.network = self
             .runner
@@ -278,6 +286,7 @@ impl Daemon {
                 .values()
                 .map(|(at, _)| at)
                 .chain(self.network.values())
+                .chain(self.next_scheduled.values().map(|(at, _)| at))
                 .min()
                 .copied();
             let wake_at = [due, self.next_full, retry, poll]
@@ -306,7 +315,13 @@ impl Daemon {
             if let (Some(at), Some(every)) = (self.next_full, cfg.full_reconcile) {
                 if at <= now {
                     tracing::info!("periodic full reconcile");
-                    for job in &self.runner.config.jobs {
+                    for job in self
+                        .runner
+                        .config
+                        .jobs
+                        .iter()
+                        .filter(|j| !j.on_schedule_only())
+                    {
                         pending.rescan_now(&job.name, now.into_std());
                     }
                     self.next_full = Some(now + every);
@@ -350,6 +365,15 @@ impl Daemon {
                     pending.rescan_now(job, now.into_std());
                     *at = now + every;
                 }
+            }
+            let mut due = self.next_scheduled.clone();
+            due.retain(|_, (at, _)| *at <= now);
+            for job in due.keys() {
+                tracing::info!(%job, "scheduled full pass");
+                pending.rescan_now(job, now.into_std());
+            }
+            if !due.is_empty() {
+                self.next_scheduled = scheduled(&self.runner.config.jobs, &due);
             }
             for job in &self.runner.config.jobs {
                 if let Some((at, every)) = self.next_poll.get_mut(&job.name) {
@@ -685,6 +709,21 @@ fn failure(report: &JobReport) -> Option<String> {
         return Some(e.clone());
     }
     report.refused.as_ref().map(|r| r.to_string())
+}
+
+/// When each job with a schedule has its next pass: after the minute in
+/// `done` that it just had, if any (`Schedule::next_pass`).
+fn scheduled(
+    jobs: &[crate::config::JobConfig],
+    done: &HashMap<String, (Instant, jiff::Timestamp)>,
+) -> HashMap<String, (Instant, jiff::Timestamp)> {
+    let (wall, mono) = (jiff::Timestamp::now(), std::time::Instant::now());
+    let next = |j: &crate::config::JobConfig| {
+        let done = done.get(&j.name).map(|(_, minute)| *minute);
+        let (at, minute) = j.schedule.as_ref()?.next_pass(done, wall, mono)?;
+        Some((j.name.clone(), (Instant::from_std(at), minute)))
+    };
+    jobs.iter().filter_map(next).collect()
 }
 
 async fn sleep_until(at: Option<Instant>) {
