@@ -160,3 +160,26 @@ fn a_file_that_does_not_parse_is_one_error_with_its_place() {
     assert_eq!(error_lines(&err).len(), 1, "{err}");
     assert!(err.contains("bad.toml:9:"), "{err}");
 }
+
+/// A section with several mistakes: each is found, since the section is
+/// read again past every one.
+#[test]
+fn every_mistake_in_one_section_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = job("docs", "abc", "").replace(
+        "root = \"docs\"",
+        "root = \"docs\"\nincldue = [\"*.md\"]\nexlcude = [\"*.tmp\"]\nfollow_symlinks = \"yes\"",
+    );
+    let p = config_with(dir.path(), &text);
+    let (code, _, err) = validate(&p);
+    assert_eq!(code, 2, "{err}");
+    let lines = error_lines(&err);
+    assert_eq!(lines.len(), 3, "{err}");
+    for (line, expected) in lines.iter().zip([
+        "bad.toml:5:1: `sync[0].folder.incldue`: unknown field `incldue`: did you mean `include`?",
+        "bad.toml:6:1: `sync[0].folder.exlcude`: unknown field `exlcude`: did you mean `exclude`?",
+        "bad.toml:7:19: `sync[0].folder.follow_symlinks`: invalid type",
+    ]) {
+        assert!(line.contains(expected), "{expected}\n{err}");
+    }
+}

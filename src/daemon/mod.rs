@@ -105,7 +105,6 @@ struct Daemon {
     next_full: Option<Instant>,
     /// Polled jobs (`Trigger::Poll`): when each is polled next, and how often.
     next_poll: HashMap<String, (Instant, Duration)>,
-    /// Jobs with a `schedule`: when each one's next scheduled pass is.
     /// Jobs with a `schedule`: when each one's next pass is, and the
     /// minute it stands for.
     next_scheduled: HashMap<String, (Instant, jiff::Timestamp)>,
@@ -238,12 +237,8 @@ impl Daemon {
             .config
             .jobs
             .iter()
-            .filter_map(|j| {
-                Some((
-                    j.name.clone(),
-                    (Instant::now() + j.poll_every()?, j.poll_every()?),
-                ))
-            })
+            .filter_map(|j| Some((j.name.clone(), j.poll_every()?)))
+            .map(|(job, every)| (job, (Instant::now() + every, every)))
             .collect();
         self.next_scheduled = scheduled(&self.runner.config.jobs, &HashMap::new());
         let every = self.runner.config.daemon.network_reconcile;
@@ -366,14 +361,8 @@ impl Daemon {
                     *at = now + every;
                 }
             }
-            let mut due = self.next_scheduled.clone();
-            due.retain(|_, (at, _)| *at <= now);
-            for job in due.keys() {
-                tracing::info!(%job, "scheduled full pass");
-                pending.rescan_now(job, now.into_std());
-            }
-            if !due.is_empty() {
-                self.next_scheduled = scheduled(&self.runner.config.jobs, &due);
+            for job in take_scheduled(&mut self.next_scheduled, &self.runner.config.jobs, now) {
+                pending.rescan_now(&job, now.into_std());
             }
             for job in &self.runner.config.jobs {
                 if let Some((at, every)) = self.next_poll.get_mut(&job.name) {
@@ -709,6 +698,24 @@ fn failure(report: &JobReport) -> Option<String> {
         return Some(e.clone());
     }
     report.refused.as_ref().map(|r| r.to_string())
+}
+
+/// The jobs whose scheduled pass is due at `now`; `next` then holds the
+/// pass after.
+fn take_scheduled(
+    next: &mut HashMap<String, (Instant, jiff::Timestamp)>,
+    jobs: &[crate::config::JobConfig],
+    now: Instant,
+) -> Vec<String> {
+    let mut due = next.clone();
+    due.retain(|_, (at, _)| *at <= now);
+    if due.is_empty() {
+        return Vec::new();
+    }
+    *next = scheduled(jobs, &due);
+    let due: Vec<String> = due.into_keys().collect();
+    tracing::info!(jobs = ?due, "scheduled full pass");
+    due
 }
 
 /// When each job with a schedule has its next pass: after the minute in
