@@ -108,6 +108,9 @@ struct Daemon {
     next_full: Option<Instant>,
     /// Polled jobs (`Trigger::Poll`): when each is polled next, and how often.
     next_poll: HashMap<String, (Instant, Duration)>,
+    /// Jobs with a `schedule`: when each one's next pass is, and the
+    /// minute it stands for.
+    next_scheduled: HashMap<String, (Instant, jiff::Timestamp)>,
     retries: HashMap<String, Retry>,
     /// Per job: when the outbox's earliest backed-off step is due.
     outbox_due: HashMap<String, Instant>,
@@ -199,6 +202,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         signals,
         next_full: None,
         next_poll: HashMap::new(),
+        next_scheduled: HashMap::new(),
         retries: HashMap::new(),
         outbox_due: HashMap::new(),
         last_pass: HashMap::new(),
@@ -262,11 +266,10 @@ impl Daemon {
             .config
             .jobs
             .iter()
-            .filter_map(|j| match j.source.trigger() {
-                Trigger::Poll(every) => Some((j.name.clone(), (Instant::now() + every, every))),
-                Trigger::Watch(_) | Trigger::PassesOnly => None,
-            })
+            .filter_map(|j| Some((j.name.clone(), j.poll_every()?)))
+            .map(|(job, every)| (job, (Instant::now() + every, every)))
             .collect();
+        self.next_scheduled = scheduled(&self.runner.config.jobs, &HashMap::new());
         let every = self.runner.config.daemon.network_reconcile;
         self.network = self
             .runner
@@ -307,6 +310,7 @@ impl Daemon {
                 .values()
                 .map(|(at, _)| at)
                 .chain(self.network.values())
+                .chain(self.next_scheduled.values().map(|(at, _)| at))
                 .min()
                 .copied();
             let wake_at = [due, self.next_full, retry, poll]
@@ -338,7 +342,13 @@ impl Daemon {
             if let (Some(at), Some(every)) = (self.next_full, cfg.full_reconcile) {
                 if at <= now {
                     tracing::info!("periodic full reconcile");
-                    for job in &self.runner.config.jobs {
+                    for job in self
+                        .runner
+                        .config
+                        .jobs
+                        .iter()
+                        .filter(|j| !j.on_schedule_only())
+                    {
                         pending.rescan_now(&job.name, now.into_std());
                     }
                     self.next_full = Some(now + every);
@@ -382,6 +392,9 @@ impl Daemon {
                     pending.rescan_now(job, now.into_std());
                     *at = now + every;
                 }
+            }
+            for job in take_scheduled(&mut self.next_scheduled, &self.runner.config.jobs, now) {
+                pending.rescan_now(&job, now.into_std());
             }
             for job in &self.runner.config.jobs {
                 if let Some((at, every)) = self.next_poll.get_mut(&job.name) {
@@ -768,6 +781,39 @@ fn failure(report: &JobReport) -> Option<String> {
         return Some(e.clone());
     }
     report.refused.as_ref().map(|r| r.to_string())
+}
+
+/// The jobs whose scheduled pass is due at `now`; `next` then holds the
+/// pass after.
+fn take_scheduled(
+    next: &mut HashMap<String, (Instant, jiff::Timestamp)>,
+    jobs: &[crate::config::JobConfig],
+    now: Instant,
+) -> Vec<String> {
+    let mut due = next.clone();
+    due.retain(|_, (at, _)| *at <= now);
+    if due.is_empty() {
+        return Vec::new();
+    }
+    *next = scheduled(jobs, &due);
+    let due: Vec<String> = due.into_keys().collect();
+    tracing::info!(jobs = ?due, "scheduled full pass");
+    due
+}
+
+/// When each job with a schedule has its next pass: after the minute in
+/// `done` that it just had, if any (`Schedule::next_pass`).
+fn scheduled(
+    jobs: &[crate::config::JobConfig],
+    done: &HashMap<String, (Instant, jiff::Timestamp)>,
+) -> HashMap<String, (Instant, jiff::Timestamp)> {
+    let (wall, mono) = (jiff::Timestamp::now(), std::time::Instant::now());
+    let next = |j: &crate::config::JobConfig| {
+        let done = done.get(&j.name).map(|(_, minute)| *minute);
+        let (at, minute) = j.schedule.as_ref()?.next_pass(done, wall, mono)?;
+        Some((j.name.clone(), (Instant::from_std(at), minute)))
+    };
+    jobs.iter().filter_map(next).collect()
 }
 
 async fn sleep_until(at: Option<Instant>) {
