@@ -154,22 +154,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         .as_ref()
         .map(Events::start)
         .transpose()?;
-    let listener = match runner.config.daemon.metrics_listen {
-        Some(addr) => {
-            let jobs: Vec<(String, &'static str)> = runner
-                .config
-                .jobs
-                .iter()
-                .map(|j| (j.name.clone(), j.sink.kind()))
-                .collect();
-            let handle = monitor::install(&jobs)?;
-            for job in runner.config.job_names() {
-                monitor::paused(&job, control.is_paused(&job));
-            }
-            Some(monitor::serve(addr, handle, health.clone(), control.clone()).await?)
-        }
-        None => None,
-    };
+    let listener = listen(&runner.config, &health, &control).await?;
     // The first status line tells of the last good pass, before this run.
     let last_sync = runner
         .last_success()?
@@ -237,6 +222,30 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
     drop(d.listener.take());
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The metrics listener with the control API, when `metrics_listen` asks
+/// for it; its counters are there from the start.
+async fn listen(
+    config: &Config,
+    health: &Arc<Health>,
+    control: &Arc<Control>,
+) -> anyhow::Result<Option<monitor::Listener>> {
+    let Some(addr) = config.daemon.metrics_listen else {
+        return Ok(None);
+    };
+    let jobs: Vec<(String, &'static str)> = config
+        .jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.sink.kind()))
+        .collect();
+    let handle = monitor::install(&jobs)?;
+    for job in config.job_names() {
+        monitor::paused(&job, control.is_paused(&job));
+    }
+    Ok(Some(
+        monitor::serve(addr, handle, health.clone(), control.clone()).await?,
+    ))
 }
 
 impl Daemon {
