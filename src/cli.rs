@@ -124,4 +124,17 @@ pub enum Command {
     /// stay as they are. Needs the state file to itself (stop the service
     /// first).
     Forget,
+    /// Work with the configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Report every error in the configuration at once (file:line:column,
+    /// key path, "did you mean"), as the service would load it; exit 0 when
+    /// it is valid, 2 otherwise. Nothing is sent anywhere.
+    Validate,
 }

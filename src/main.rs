@@ -60,6 +60,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => retry(&cli, items, *allow_deletes, &mut stdout),
         Some(Command::Forget) => forget(&cli, &mut stdout),
         Some(Command::Check { json }) => check(&cli, *json, &mut stdout),
+        Some(Command::Config { .. }) => Ok(ExitCode::from(match kbsync::config::validate::report(
+            &cli.config,
+            &mut stdout,
+            &mut std::io::stderr(),
+        )? {
+            true => 0,
+            false => EXIT_ERROR,
+        })),
         None if cli.reconcile || cli.dry_run => one_pass(&cli, &mut stdout),
         None => {
             drop(stdout);

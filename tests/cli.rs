@@ -244,10 +244,23 @@ fn the_metrics_listener_is_loopback_unless_remote_is_asked_for() {
         err.contains("`daemon.metrics_listen`: \"localhost\" is not an address and port"),
         "{err}"
     );
+    // Beyond loopback every route asks for the API token: there must be one.
+    let (code, _, err) = run("metrics_listen = \"0.0.0.0:9477\"\nmetrics_allow_remote = true");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.toml:2:18: `daemon.metrics_listen`: beyond loopback every route asks for the API token: set api_token_file"),
+        "{err}"
+    );
+    let (code, _, err) = run("api_token_file = \"api.token\"");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`daemon.api_token_file`: the control API is served on the metrics listener"),
+        "{err}"
+    );
     for fine in [
         "metrics_listen = \"127.0.0.1:9477\"",
         "metrics_listen = \"[::1]:9477\"",
-        "metrics_listen = \"0.0.0.0:9477\"\nmetrics_allow_remote = true",
+        "metrics_listen = \"0.0.0.0:9477\"\nmetrics_allow_remote = true\napi_token_file = \"api.token\"",
     ] {
         let (code, _, err) = run(fine);
         assert_eq!(code, 0, "{fine}: {err}");

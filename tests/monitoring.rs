@@ -115,7 +115,7 @@ async fn a_scrape_shows_items_requests_bytes_passes_and_watches() {
     assert_eq!(
         number(
             &m,
-            "kbsync_requests_total{class=\"2xx\",op=\"create_by_file\",upstream=\"dify\"}"
+            "kbsync_requests_total{class=\"2xx\",job=\"docs\",op=\"create_by_file\",upstream=\"dify\"}"
         ),
         3.0
     );
@@ -150,6 +150,19 @@ async fn a_scrape_shows_items_requests_bytes_passes_and_watches() {
         1.0
     );
 
+    // Counters an alert takes a rate of are there before their first event.
+    for key in [
+        "kbsync_retries_total{job=\"docs\",upstream=\"dify\"}",
+        "kbsync_rate_limit_pauses_total{job=\"docs\",upstream=\"dify\"}",
+        "kbsync_passes_total{job=\"docs\",result=\"failed\"}",
+        "kbsync_passes_total{job=\"docs\",result=\"not_converged\"}",
+        "kbsync_reloads_total{result=\"rejected\"}",
+        "kbsync_reloads_total{result=\"applied\"}",
+        "kbsync_job_paused{job=\"docs\"}",
+    ] {
+        assert_eq!(number(&m, key), 0.0, "{key}");
+    }
+
     // Told to slow down once: a retry, a pause, and the 429 counted.
     fake.world()
         .inject(None, "create-by-file", Fault::too_many("1"), 1);
@@ -159,20 +172,26 @@ async fn a_scrape_shows_items_requests_bytes_passes_and_watches() {
     assert_eq!(
         number(
             &m,
-            "kbsync_requests_total{class=\"4xx\",op=\"create_by_file\",upstream=\"dify\"}"
+            "kbsync_requests_total{class=\"4xx\",job=\"docs\",op=\"create_by_file\",upstream=\"dify\"}"
         ),
         1.0
     );
     assert_eq!(
         number(
             &m,
-            "kbsync_requests_total{class=\"2xx\",op=\"create_by_file\",upstream=\"dify\"}"
+            "kbsync_requests_total{class=\"2xx\",job=\"docs\",op=\"create_by_file\",upstream=\"dify\"}"
         ),
         4.0
     );
-    assert_eq!(number(&m, "kbsync_retries_total{upstream=\"dify\"}"), 1.0);
     assert_eq!(
-        number(&m, "kbsync_rate_limit_pauses_total{upstream=\"dify\"}"),
+        number(&m, "kbsync_retries_total{job=\"docs\",upstream=\"dify\"}"),
+        1.0
+    );
+    assert_eq!(
+        number(
+            &m,
+            "kbsync_rate_limit_pauses_total{job=\"docs\",upstream=\"dify\"}"
+        ),
         1.0
     );
     assert_eq!(number(&m, "kbsync_items_tracked{job=\"docs\"}"), 4.0);
@@ -369,6 +388,35 @@ async fn a_status_change_retried_on_difys_indexing_lock_is_counted_as_a_retry() 
     d.notified("last sync").await;
     assert!(!fake.world().docs[&id].enabled, "disabled after the wait");
     let m = scrape(&get(port, "/metrics").await.1);
-    assert_eq!(number(&m, "kbsync_retries_total{upstream=\"dify\"}"), 1.0);
+    assert_eq!(
+        number(&m, "kbsync_retries_total{job=\"docs\",upstream=\"dify\"}"),
+        1.0
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_reload_is_counted_and_a_restart_shows_the_last_sync_at_once() {
+    let (_fake, ws, port) = setup().await;
+    ws.write("a.md", "alpha");
+    let mut d = Daemon::spawn(&ws, "1", &[]);
+    d.notified("READY=1").await;
+    d.notified("last sync").await;
+    let good = std::fs::read_to_string(&ws.config_path).unwrap();
+    std::fs::write(&ws.config_path, format!("{good}\nnot toml at all")).unwrap();
+    d.signal("HUP");
+    d.notified("reloading configuration").await;
+    d.notified("watching").await;
+    let m = scrape(&get(port, "/metrics").await.1);
+    assert_eq!(number(&m, "kbsync_reloads_total{result=\"rejected\"}"), 1.0);
+    assert_eq!(number(&m, "kbsync_reloads_total{result=\"applied\"}"), 0.0);
+    std::fs::write(&ws.config_path, good).unwrap();
+    d.stop().await;
+
+    // The first status line of the next start reads the state file.
+    let mut d = Daemon::spawn(&ws, "2", &[]);
+    let ready = d.notified("READY=1").await;
+    assert!(ready.contains("last sync 20"), "{ready}");
+    assert!(ready.contains(" ok"), "{ready}");
     d.stop().await;
 }

@@ -13,8 +13,10 @@ use serde::{Deserialize, Deserializer};
 use toml::de::DeValue;
 use toml::Spanned;
 
+use super::collect;
 use super::locate::{Locator, Span};
 use super::metadata::{self, RawField};
+use super::schedule::Schedule;
 use super::{ConfigError, DeletePolicy, Roots};
 use crate::metadata::FieldMapping;
 use crate::model::MaxDelete;
@@ -36,9 +38,28 @@ pub struct JobConfig {
     /// What the audit does with more records under a name the job owns.
     pub duplicates: Duplicates,
     pub metadata: Vec<FieldMapping>,
+    /// Full passes at the minutes it matches (UTC), besides the trigger;
+    /// a polled source is then polled on it alone.
+    pub schedule: Option<Schedule>,
 }
 
 impl JobConfig {
+    /// Whether the service polls the job every interval: a polled source
+    /// without a schedule.
+    pub fn poll_every(&self) -> Option<std::time::Duration> {
+        match (self.source.trigger(), &self.schedule) {
+            (crate::source::Trigger::Poll(every), None) => Some(every),
+            _ => None,
+        }
+    }
+
+    /// Whether the schedule alone says when the job is looked at: a
+    /// polled source with a schedule, which the periodic full pass
+    /// (`full_reconcile_secs`) leaves alone too.
+    pub fn on_schedule_only(&self) -> bool {
+        self.schedule.is_some() && matches!(self.source.trigger(), crate::source::Trigger::Poll(_))
+    }
+
     /// Why the job's source cannot be looked at now: a folder whose root
     /// is missing or looks unmounted.
     pub fn unmounted(&self) -> Option<String> {
@@ -75,9 +96,22 @@ pub struct RawJob {
     /// The sink sections, read by `read_sections` (in `SINKS` order).
     sinks: Vec<(&'static str, RawSink)>,
     metadata: BTreeMap<Spanned<String>, Spanned<RawField>>,
+    schedule: Option<Spanned<String>>,
+    /// Where the source section sets `poll_interval_secs`, which a
+    /// schedule replaces.
+    poll_interval: Option<(&'static str, Span)>,
 }
 
-const JOB_KEYS: &[&str] = &["name", "delete_policy", "max_delete", "duplicates"];
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "delete_policy",
+    "max_delete",
+    "duplicates",
+    "schedule",
+];
+
+/// A polled source's interval, which `schedule` replaces.
+const POLL_INTERVAL: &str = "poll_interval_secs";
 
 /// Every key a job may have, for the "expected one of" message.
 static ALL_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
@@ -116,6 +150,8 @@ impl<'de> Visitor<'de> for JobVisitor {
             sources: Vec::new(),
             sinks: Vec::new(),
             metadata: BTreeMap::new(),
+            schedule: None,
+            poll_interval: None,
         };
         while let Some(key) = map.next_key_seed(JobKey)? {
             match key.as_str() {
@@ -124,6 +160,7 @@ impl<'de> Visitor<'de> for JobVisitor {
                 "max_delete" => job.max_delete = Some(map.next_value()?),
                 "duplicates" => job.duplicates = Some(map.next_value()?),
                 "metadata" => job.metadata = map.next_value()?,
+                "schedule" => job.schedule = Some(map.next_value()?),
                 // Read by its kind once the whole file parsed (`read_sections`).
                 section if is_section(section) => {
                     map.next_value::<IgnoredAny>()?;
@@ -158,30 +195,42 @@ fn is_section(key: &str) -> bool {
     KINDS.iter().any(|(k, _)| *k == key) || SINKS.iter().any(|(k, _)| *k == key)
 }
 
-/// Reads each job's source and sink sections, through the kind that
-/// `KINDS` or `SINKS` names for their key. `doc` is the whole file, parsed
-/// again with positions kept, so a section's errors point into it as a
-/// first read's would.
-pub fn read_sections(loc: &Locator, doc: &DeValue, jobs: &mut [RawJob]) -> Result<(), ConfigError> {
-    for (i, job) in jobs.iter_mut().enumerate() {
-        let Some(table) = doc.get("sync").and_then(|s| s.get_ref().get(i)) else {
-            continue;
-        };
-        let section = |key: &str| table.get_ref().get(key).cloned();
-        for (key, read) in KINDS {
-            if let Some(value) = section(key) {
-                let raw = read(value).map_err(|e| loc.parse_error(e))?;
-                job.sources.push((key, raw));
-            }
-        }
-        for (key, read) in SINKS {
-            if let Some(value) = section(key) {
-                let raw = read(value).map_err(|e| loc.parse_error(e))?;
-                job.sinks.push((key, raw));
-            }
+/// Reads the `[[sync]]` table number `index` (`table`, from the file
+/// parsed with positions kept) and its source and sink sections, each
+/// through the kind that `KINDS` or `SINKS` names for its key; every error
+/// goes into `errors`, and `None` means there was one.
+pub fn read(
+    loc: &Locator,
+    index: usize,
+    table: &Spanned<DeValue<'_>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RawJob> {
+    let base = format!("sync[{index}]");
+    let before = errors.len();
+    let job = collect::read(loc, &base, table, collect::typed::<RawJob>, errors);
+    let section = |key: &str| table.get_ref().get(key);
+    let mut sources = Vec::new();
+    let mut poll_interval = None;
+    for (key, read) in KINDS {
+        if let Some(value) = section(key) {
+            let at = format!("{base}.{key}");
+            sources.extend(collect::read(loc, &at, value, *read, errors).map(|raw| (*key, raw)));
+            let set = value.get_ref().get(POLL_INTERVAL);
+            poll_interval = poll_interval.or(set.map(|v| (*key, v.span())));
         }
     }
-    Ok(())
+    let mut sinks = Vec::new();
+    for (key, read) in SINKS {
+        if let Some(value) = section(key) {
+            let at = format!("{base}.{key}");
+            sinks.extend(collect::read(loc, &at, value, *read, errors).map(|raw| (*key, raw)));
+        }
+    }
+    let mut job = job.filter(|_| errors.len() == before)?;
+    job.sources = sources;
+    job.sinks = sinks;
+    job.poll_interval = poll_interval;
+    Some(job)
 }
 
 pub fn validate(
@@ -213,6 +262,7 @@ pub fn validate(
     let delete_policy = job.delete_policy(raw.delete_policy, policy_span, sink.as_ref())?;
     job.check_source_target(source.as_ref(), sink.as_ref())?;
     let metadata = job.metadata(raw.metadata, sink.as_ref())?;
+    let schedule = job.schedule(raw.schedule, raw.poll_interval)?;
     Ok((
         JobConfig {
             name: job.name,
@@ -222,6 +272,7 @@ pub fn validate(
             max_delete,
             duplicates: raw.duplicates.map(Spanned::into_inner).unwrap_or_default(),
             metadata,
+            schedule,
         },
         job.name_span,
     ))
@@ -387,6 +438,31 @@ impl Job<'_> {
             Some(why) => Err(self.error(self.name_span.clone(), source.kind(), why)),
             None => Ok(()),
         }
+    }
+
+    /// The `schedule`, parsed; beside `poll_interval_secs` it is refused,
+    /// since a job polled on a schedule is polled on it alone.
+    fn schedule(
+        &self,
+        raw: Option<Spanned<String>>,
+        poll_interval: Option<(&'static str, Span)>,
+    ) -> Result<Option<Schedule>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let schedule = Schedule::parse(raw.get_ref())
+            .map_err(|why| self.error(raw.span(), "schedule", why))?;
+        if let Some((kind, span)) = poll_interval {
+            return Err(self.error(
+                span,
+                &format!("{kind}.{POLL_INTERVAL}"),
+                format!(
+                    "job {:?} has a schedule, which says when it is polled: remove {POLL_INTERVAL}, or the schedule to poll at an interval",
+                    self.name
+                ),
+            ));
+        }
+        Ok(Some(schedule))
     }
 
     /// The `[sync.metadata]` fields, each name one the target accepts.

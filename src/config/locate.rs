@@ -66,7 +66,7 @@ impl Locator<'_> {
 
 /// A parser message with any quoted key-shaped text (serde quotes the
 /// value it could not take) replaced by `"…"`.
-fn redact(message: &str) -> String {
+pub fn redact(message: &str) -> String {
     message
         .split('"')
         .enumerate()

@@ -4,14 +4,20 @@
 //! key, and is raised before anything is scanned or sent. Unknown keys are
 //! rejected so that a typo does not silently fall back to a default.
 
+mod collect;
+mod control;
 mod job;
 pub mod locate;
 mod metadata;
 mod pasted_keys;
+pub mod schedule;
 pub mod section;
 pub mod size;
+pub mod validate;
 
+pub use control::{ControlConfig, Event, NotifyConfig};
 pub use job::{Duplicates, JobConfig};
+pub use schedule::Schedule;
 pub use section::{Calls, RetryConfig};
 pub use size::{parse_size, DEFAULT_MAX_FILE_SIZE};
 
@@ -20,10 +26,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
+use toml::de::DeValue;
 use toml::Spanned;
 
-use job::RawJob;
 use locate::{bounded, Locator};
 
 pub use crate::model::DeletePolicy;
@@ -50,6 +57,8 @@ pub struct Config {
     pub path: PathBuf,
     pub state_path: PathBuf,
     pub daemon: DaemonConfig,
+    /// The control API's token, notifications and webhooks.
+    pub control: ControlConfig,
     pub jobs: Vec<JobConfig>,
 }
 
@@ -93,6 +102,8 @@ pub struct DaemonConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served; off when
     /// `None`. Loopback unless `metrics_allow_remote` was set.
     pub metrics_listen: Option<SocketAddr>,
+    /// How often a long pass logs (and tells systemd) how far it got.
+    pub progress_log: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -105,17 +116,22 @@ impl Default for DaemonConfig {
             audit_interval: Some(Duration::from_secs(6 * 3600)),
             network_reconcile: Duration::from_secs(300),
             metrics_listen: None,
+            progress_log: Duration::from_secs(30),
         }
     }
 }
 
+/// The file's top-level keys; each section is read on its own
+/// (`Config::check`), so that an error in one does not hide the others.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    state: Option<RawState>,
-    daemon: Option<RawDaemon>,
-    #[serde(default)]
-    sync: Vec<RawJob>,
+    #[serde(rename = "state")]
+    _state: Option<IgnoredAny>,
+    #[serde(rename = "daemon")]
+    _daemon: Option<IgnoredAny>,
+    #[serde(rename = "sync")]
+    _sync: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +151,13 @@ struct RawDaemon {
     network_reconcile_secs: Option<Spanned<i64>>,
     metrics_listen: Option<Spanned<String>>,
     metrics_allow_remote: Option<bool>,
+    progress_log_secs: Option<Spanned<i64>>,
+    api_token: Option<Spanned<toml::Value>>,
+    api_token_env: Option<Spanned<String>>,
+    api_token_file: Option<Spanned<String>>,
+    api_token_credential: Option<Spanned<String>>,
+    notify: Option<Spanned<control::RawNotify>>,
+    webhooks: Option<Spanned<control::RawWebhooks>>,
 }
 
 impl Config {
@@ -157,72 +180,174 @@ impl Config {
         Config::parse_with(path, text, Roots::MustExist)
     }
 
+    /// As `check`, stopping at the first error (in the file's order).
     pub fn parse_with(path: &Path, text: &str, roots: Roots) -> Result<Config, ConfigError> {
+        Config::check(path, text, roots).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// Parses and validates `text` as if read from `path`, or finds every
+    /// error in it, in the file's order: each section and each job is
+    /// read and validated on its own (`kbsync config validate`).
+    pub fn check(path: &Path, text: &str, roots: Roots) -> Result<Config, Vec<ConfigError>> {
         let loc = Locator { path, text };
-        pasted_keys::refuse(&loc, text)?;
-        let mut raw: RawConfig = toml::from_str(text).map_err(|e| loc.parse_error(e))?;
-        let doc = toml::de::DeTable::parse(text).map_err(|e| loc.parse_error(e))?;
-        job::read_sections(
-            &loc,
-            &toml::de::DeValue::Table(doc.into_inner()),
-            &mut raw.sync,
-        )?;
+        // A pasted key stops everything: no other error may quote it.
+        pasted_keys::refuse(&loc, text).map_err(|e| vec![e])?;
+        let doc = toml::de::DeTable::parse(text).map_err(|e| vec![loc.parse_error(e)])?;
+        let doc = Spanned::new(doc.span(), DeValue::Table(doc.into_inner()));
+        let mut errors = Vec::new();
+        collect::read(&loc, "", &doc, collect::typed::<RawConfig>, &mut errors);
+        let part = |key: &str| doc.get_ref().get(key);
+        let state = part("state")
+            .and_then(|v| collect::read(&loc, "state", v, collect::typed::<RawState>, &mut errors));
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-
-        if raw.sync.is_empty() {
-            return Err(loc.error(0..0, "sync", "no [[sync]] job is defined"));
-        }
-        let state_path = match raw.state.and_then(|s| s.path) {
-            Some(p) => base.join(p.get_ref()),
-            None => match std::env::var_os("STATE_DIRECTORY") {
-                // systemd's StateDirectory= may list several, colon-separated.
-                Some(dirs) => {
-                    let first = dirs
-                        .to_string_lossy()
-                        .split(':')
-                        .next()
-                        .unwrap_or("")
-                        .to_owned();
-                    PathBuf::from(first).join("kbsync.db")
+        let (daemon, control) = match part("daemon") {
+            None => (
+                Some(DaemonConfig::default()),
+                Some(ControlConfig::default()),
+            ),
+            Some(v) => {
+                match collect::read(&loc, "daemon", v, collect::typed::<RawDaemon>, &mut errors) {
+                    None => (None, None),
+                    Some(d) => (
+                        validate_daemon(&loc, &d).map_err(|e| errors.push(e)).ok(),
+                        control_of(&loc, base, v.span(), &d)
+                            .map_err(|e| errors.push(e))
+                            .ok(),
+                    ),
                 }
-                None => base.join("kbsync.db"),
-            },
+            }
         };
-
-        let daemon = match raw.daemon {
-            Some(d) => validate_daemon(&loc, d)?,
-            None => DaemonConfig::default(),
-        };
-
-        let mut names = HashSet::new();
-        let mut jobs = Vec::new();
-        for (i, job) in raw.sync.into_iter().enumerate() {
-            let job = job::validate(&loc, base, roots, i, &state_path, job)?;
-            jobs.push(job);
-        }
-        check_namespaces(&loc, &jobs)?;
-        for (job, span) in &jobs {
-            if !names.insert(job.name.clone()) {
-                return Err(loc.error(
-                    span.clone(),
-                    "name",
-                    format!("job name {:?} is used twice; each [[sync]] needs its own name, it keys the state", job.name),
-                ));
+        let state_path = state_path(base, state);
+        let jobs = jobs(&loc, base, roots, &state_path, part("sync"), &mut errors);
+        match (daemon, control) {
+            (Some(daemon), Some(control)) if errors.is_empty() => Ok(Config {
+                path: path.to_owned(),
+                state_path,
+                daemon,
+                control,
+                jobs,
+            }),
+            _ => {
+                errors.sort_by_key(|e| match e {
+                    ConfigError::Invalid { line, column, .. } => (*line, *column),
+                    ConfigError::Read { .. } => (0, 0),
+                });
+                Err(errors)
             }
         }
-        Ok(Config {
-            path: path.to_owned(),
-            state_path,
-            daemon,
-            jobs: jobs.into_iter().map(|(j, _)| j).collect(),
-        })
     }
 }
 
-fn validate_daemon(loc: &Locator, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
+/// `[state] path`, else the first of systemd's `$STATE_DIRECTORY`, else
+/// beside the config.
+fn state_path(base: &Path, state: Option<RawState>) -> PathBuf {
+    match state.and_then(|s| s.path) {
+        Some(p) => base.join(p.get_ref()),
+        None => match std::env::var_os("STATE_DIRECTORY") {
+            // systemd's StateDirectory= may list several, colon-separated.
+            Some(dirs) => {
+                let first = dirs
+                    .to_string_lossy()
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                PathBuf::from(first).join("kbsync.db")
+            }
+            None => base.join("kbsync.db"),
+        },
+    }
+}
+
+/// The `[[sync]]` jobs, each read and validated on its own; the checks
+/// across jobs (names, namespaces) once all are valid.
+fn jobs(
+    loc: &Locator,
+    base: &Path,
+    roots: Roots,
+    state_path: &Path,
+    sync: Option<&Spanned<DeValue<'_>>>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<JobConfig> {
+    let tables = match sync.map(|s| (s.span(), s.get_ref())) {
+        Some((_, DeValue::Array(tables))) if !tables.is_empty() => tables.as_ref(),
+        Some((span, DeValue::Table(_))) => {
+            errors.push(loc.error(
+                span,
+                "sync",
+                "jobs are [[sync]] tables (two brackets), one per job",
+            ));
+            return Vec::new();
+        }
+        _ => {
+            errors.push(loc.error(0..0, "sync", "no [[sync]] job is defined"));
+            return Vec::new();
+        }
+    };
+    let mut jobs = Vec::new();
+    for (i, table) in tables.iter().enumerate() {
+        let Some(raw) = job::read(loc, i, table, errors) else {
+            continue;
+        };
+        match job::validate(loc, base, roots, i, state_path, raw) {
+            Ok(job) => jobs.push(job),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        if let Err(e) = check_across(loc, &jobs) {
+            errors.push(e);
+        }
+    }
+    jobs.into_iter().map(|(j, _)| j).collect()
+}
+
+/// What no job can check alone: a name used twice, namespaces that meet.
+fn check_across(loc: &Locator, jobs: &[(JobConfig, locate::Span)]) -> Result<(), ConfigError> {
+    check_namespaces(loc, jobs)?;
+    let mut names = HashSet::new();
+    for (job, span) in jobs {
+        if !names.insert(job.name.clone()) {
+            return Err(loc.error(
+                span.clone(),
+                "name",
+                format!("job name {:?} is used twice; each [[sync]] needs its own name, it keys the state", job.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The control API's token, notifications and webhooks of `[daemon]`.
+fn control_of(
+    loc: &Locator,
+    base: &Path,
+    span: locate::Span,
+    r: &RawDaemon,
+) -> Result<ControlConfig, ConfigError> {
+    control::validate(
+        loc,
+        base,
+        span,
+        control::Raw {
+            token: section::key_fields!(
+                r.api_token,
+                api_token_env,
+                api_token_file,
+                api_token_credential
+            ),
+            notify: r.notify.as_ref(),
+            webhooks: r.webhooks.as_ref(),
+            listen: r.metrics_listen.as_ref(),
+            remote: r.metrics_allow_remote == Some(true),
+        },
+    )
+}
+
+fn validate_daemon(loc: &Locator, raw: &RawDaemon) -> Result<DaemonConfig, ConfigError> {
     let ms = |v: i64| Duration::from_millis(v as u64);
     let secs = |v: i64| Duration::from_secs(v as u64);
     let debounce = bounded(
@@ -273,9 +398,18 @@ fn validate_daemon(loc: &Locator, raw: RawDaemon) -> Result<DaemonConfig, Config
         30 * 86_400,
         300,
     )?;
-    let metrics_listen = metrics_listen(loc, &raw)?;
+    let metrics_listen = metrics_listen(loc, raw)?;
+    let progress = bounded(
+        loc,
+        &raw.progress_log_secs,
+        "daemon.progress_log_secs",
+        1,
+        3600,
+        30,
+    )?;
     Ok(DaemonConfig {
         metrics_listen,
+        progress_log: secs(progress),
         network_reconcile: secs(network),
         audit_interval: (audit > 0).then(|| secs(audit)),
         debounce: ms(debounce),

@@ -90,6 +90,17 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A section outside the jobs, spelled `prefix` in errors
+    /// (`daemon.notify`).
+    pub fn named(loc: &'a Locator<'a>, base: &'a Path, prefix: &str, span: Span) -> Self {
+        Section {
+            loc,
+            base,
+            prefix: prefix.to_owned(),
+            span,
+        }
+    }
+
     /// The full name of the section's setting `name`, as errors spell it.
     pub fn key(&self, name: &str) -> String {
         format!("{}.{name}", self.prefix)

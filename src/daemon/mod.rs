@@ -6,6 +6,7 @@
 //! file and the upstream rate budget, so running them side by side would
 //! buy little and make shutdown and reload harder to reason about.
 
+mod orders;
 mod pending;
 pub mod sd_notify;
 mod watch;
@@ -20,6 +21,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{Instant, Interval};
 
 use crate::config::{Config, Roots};
+use crate::control::notify::{Notifier as Events, Transitions};
+use crate::control::{Control, Order};
 use crate::monitor::{self, Health};
 use crate::reconcile::{JobReport, ReconcileError, RunOptions, Runner};
 use crate::source::{Scope, Trigger};
@@ -105,6 +108,9 @@ struct Daemon {
     next_full: Option<Instant>,
     /// Polled jobs (`Trigger::Poll`): when each is polled next, and how often.
     next_poll: HashMap<String, (Instant, Duration)>,
+    /// Jobs with a `schedule`: when each one's next pass is, and the
+    /// minute it stands for.
+    next_scheduled: HashMap<String, (Instant, jiff::Timestamp)>,
     retries: HashMap<String, Retry>,
     /// Per job: when the outbox's earliest backed-off step is due.
     outbox_due: HashMap<String, Instant>,
@@ -114,8 +120,14 @@ struct Daemon {
     last_sync: Option<(SystemTime, bool)>,
     last_checkpoint: Instant,
     health: Arc<Health>,
-    /// Serving metrics and health, when `metrics_listen` asked for it.
+    /// Serving metrics, health and the control API, when `metrics_listen`
+    /// asked for it.
     listener: Option<monitor::Listener>,
+    control: Arc<Control>,
+    orders: tokio::sync::mpsc::UnboundedReceiver<Order>,
+    /// `[daemon.notify]`'s sender, when configured.
+    events: Option<Events>,
+    transitions: Transitions,
 }
 
 /// Runs until SIGTERM or SIGINT. Errors only when it cannot start.
@@ -134,18 +146,19 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         },
     )?;
     let health = Arc::new(Health::new(&runner.config.job_names()));
-    let listener = match runner.config.daemon.metrics_listen {
-        Some(addr) => Some(
-            monitor::serve(
-                addr,
-                monitor::install()?,
-                health.clone(),
-                runner.config.state_path.clone(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let (control, orders) = Control::new(&runner.config, runner.paused_jobs()?)?;
+    let events = runner
+        .config
+        .control
+        .notify
+        .as_ref()
+        .map(Events::start)
+        .transpose()?;
+    let listener = listen(&runner.config, &health, &control).await?;
+    // The first status line tells of the last good pass, before this run.
+    let last_sync = runner
+        .last_success()?
+        .map(|at| (UNIX_EPOCH + Duration::from_secs(at.max(0) as u64), true));
     let shared = Arc::new(Shared::default());
     let notifier = Arc::new(Notifier::from_env());
     // The watchdog is pinged from its own task: a pass's synchronous work
@@ -174,6 +187,7 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
         signals,
         next_full: None,
         next_poll: HashMap::new(),
+        next_scheduled: HashMap::new(),
         retries: HashMap::new(),
         outbox_due: HashMap::new(),
         last_pass: HashMap::new(),
@@ -182,10 +196,14 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             i
         },
-        last_sync: None,
+        last_sync,
         last_checkpoint: Instant::now(),
         health,
         listener,
+        control,
+        orders,
+        events,
+        transitions: Transitions::default(),
     };
     d.start_watching();
     d.health.beat();
@@ -204,6 +222,30 @@ pub async fn run(config_path: &Path, only: &[String]) -> anyhow::Result<()> {
     drop(d.listener.take());
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The metrics listener with the control API, when `metrics_listen` asks
+/// for it; its counters are there from the start.
+async fn listen(
+    config: &Config,
+    health: &Arc<Health>,
+    control: &Arc<Control>,
+) -> anyhow::Result<Option<monitor::Listener>> {
+    let Some(addr) = config.daemon.metrics_listen else {
+        return Ok(None);
+    };
+    let jobs: Vec<(String, &'static str)> = config
+        .jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.sink.kind()))
+        .collect();
+    let handle = monitor::install(&jobs)?;
+    for job in config.job_names() {
+        monitor::paused(&job, control.is_paused(&job));
+    }
+    Ok(Some(
+        monitor::serve(addr, handle, health.clone(), control.clone()).await?,
+    ))
 }
 
 impl Daemon {
@@ -233,11 +275,10 @@ impl Daemon {
             .config
             .jobs
             .iter()
-            .filter_map(|j| match j.source.trigger() {
-                Trigger::Poll(every) => Some((j.name.clone(), (Instant::now() + every, every))),
-                Trigger::Watch(_) | Trigger::PassesOnly => None,
-            })
+            .filter_map(|j| Some((j.name.clone(), j.poll_every()?)))
+            .map(|(job, every)| (job, (Instant::now() + every, every)))
             .collect();
+        self.next_scheduled = scheduled(&self.runner.config.jobs, &HashMap::new());
         let every = self.runner.config.daemon.network_reconcile;
         self.network = self
             .runner
@@ -278,6 +319,7 @@ impl Daemon {
                 .values()
                 .map(|(at, _)| at)
                 .chain(self.network.values())
+                .chain(self.next_scheduled.values().map(|(at, _)| at))
                 .min()
                 .copied();
             let wake_at = [due, self.next_full, retry, poll]
@@ -287,6 +329,9 @@ impl Daemon {
             tokio::select! {
                 _ = self.signals.next() => {}
                 _ = self.shared.wake.notified() => {}
+                Some(order) = self.orders.recv() => {
+                    orders::obey(order, &mut self.shared.pending(), std::time::Instant::now());
+                }
                 _ = self.outbox_check.tick() => {
                     self.check_outbox();
                     self.checkpoint_when_idle(false);
@@ -306,7 +351,13 @@ impl Daemon {
             if let (Some(at), Some(every)) = (self.next_full, cfg.full_reconcile) {
                 if at <= now {
                     tracing::info!("periodic full reconcile");
-                    for job in &self.runner.config.jobs {
+                    for job in self
+                        .runner
+                        .config
+                        .jobs
+                        .iter()
+                        .filter(|j| !j.on_schedule_only())
+                    {
                         pending.rescan_now(&job.name, now.into_std());
                     }
                     self.next_full = Some(now + every);
@@ -351,6 +402,9 @@ impl Daemon {
                     *at = now + every;
                 }
             }
+            for job in take_scheduled(&mut self.next_scheduled, &self.runner.config.jobs, now) {
+                pending.rescan_now(&job, now.into_std());
+            }
             for job in &self.runner.config.jobs {
                 if let Some((at, every)) = self.next_poll.get_mut(&job.name) {
                     if *at <= now {
@@ -373,6 +427,11 @@ impl Daemon {
             if self.signals.stop {
                 // The next start begins with a full pass; nothing is lost.
                 break;
+            }
+            if self.control.is_paused(&job) {
+                // Resuming queues a full pass, which finds what this missed.
+                tracing::debug!(%job, "paused: the pass is not run");
+                continue;
             }
             self.pass(&job, &scope).await;
         }
@@ -410,15 +469,31 @@ impl Daemon {
         let grace = self.runner.config.daemon.shutdown_timeout;
         let stop = self.runner.stop_flag();
         let started = Instant::now();
+        let seq = self.control.pass_started();
+        let progress = (
+            orders::Progress::start(job),
+            self.runner.config.daemon.progress_log,
+        );
         let result = guarded(
             self.runner.run_job(job, scope),
             &mut self.signals,
             &stop,
             grace,
-            &self.notifier,
-            &self.health,
+            (&self.notifier, &self.health),
+            progress,
         )
         .await;
+        if let Some(result) = &result {
+            if !matches!(result, Err(ReconcileError::NoSuchJob(_))) {
+                orders::announce(
+                    &self.control,
+                    self.events.as_ref(),
+                    &mut self.transitions,
+                    (seq, job, scope),
+                    result.as_ref(),
+                );
+            }
+        }
         match result {
             None => {}
             Some(Ok(report)) => {
@@ -547,11 +622,21 @@ impl Daemon {
         self.notifier.status("reloading configuration");
         let config = match load_config(&self.config_path, &self.only, Roots::MustExist) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::error!("configuration reload rejected, still running the previous configuration: {e:#}");
-                self.publish_status();
-                return;
-            }
+            Err(e) => return self.reload_rejected(&format!("{e:#}")),
+        };
+        // The API's and the webhooks' secrets, and where events go.
+        if let Err(e) = self.control.reconfigure(&config) {
+            return self.reload_rejected(&format!("{e:#}"));
+        }
+        let events = match config
+            .control
+            .notify
+            .as_ref()
+            .map(Events::start)
+            .transpose()
+        {
+            Ok(events) => events,
+            Err(e) => return self.reload_rejected(&format!("{e:#}")),
         };
         let listen = self.runner.config.daemon.metrics_listen;
         if config.daemon.metrics_listen != listen {
@@ -559,7 +644,10 @@ impl Daemon {
         }
         match self.runner.reconfigure(config) {
             Ok(()) => {
+                self.events = events;
+                monitor::reload("applied");
                 let names = self.runner.config.job_names();
+                self.transitions.retain(&names);
                 self.shared.pending().retain_jobs(&names);
                 self.retries.retain(|j, _| names.contains(j));
                 self.outbox_due.retain(|j, _| names.contains(j));
@@ -568,9 +656,19 @@ impl Daemon {
                 self.start_watching();
                 tracing::info!(jobs = names.len(), "configuration reloaded");
             }
-            Err(e) => tracing::error!(
-                "configuration reload rejected, still running the previous configuration: {e}"
-            ),
+            Err(e) => return self.reload_rejected(&e.to_string()),
+        }
+        self.publish_status();
+    }
+
+    fn reload_rejected(&mut self, why: &str) {
+        tracing::error!(
+            "configuration reload rejected, still running the previous configuration: {why}"
+        );
+        monitor::reload("rejected");
+        // The control surface follows the configuration that runs.
+        if let Err(e) = self.control.reconfigure(&self.runner.config) {
+            tracing::warn!("control API: {e:#}");
         }
         self.publish_status();
     }
@@ -608,16 +706,23 @@ async fn guarded<F: std::future::Future>(
     signals: &mut Signals,
     stop: &AtomicBool,
     grace: Duration,
-    notifier: &Notifier,
-    health: &Health,
+    (notifier, health): (&Notifier, &Health),
+    progress: (orders::Progress, Duration),
 ) -> Option<F::Output> {
     let mut pass = std::pin::pin!(pass);
     // A long pass (a first sync) is the loop at work, not a stuck loop.
     let mut beat = tokio::time::interval(monitor::BEAT);
+    let mut report = tokio::time::interval_at(Instant::now() + progress.1, progress.1);
+    let progress = progress.0;
     loop {
         tokio::select! {
             r = &mut pass => return Some(r),
             _ = beat.tick() => health.beat(),
+            _ = report.tick() => {
+                let line = progress.line();
+                tracing::info!("progress: {line}");
+                notifier.status(&format!("pass running: {line}"));
+            }
             _ = signals.next() => {
                 if signals.stop {
                     break;
@@ -685,6 +790,39 @@ fn failure(report: &JobReport) -> Option<String> {
         return Some(e.clone());
     }
     report.refused.as_ref().map(|r| r.to_string())
+}
+
+/// The jobs whose scheduled pass is due at `now`; `next` then holds the
+/// pass after.
+fn take_scheduled(
+    next: &mut HashMap<String, (Instant, jiff::Timestamp)>,
+    jobs: &[crate::config::JobConfig],
+    now: Instant,
+) -> Vec<String> {
+    let mut due = next.clone();
+    due.retain(|_, (at, _)| *at <= now);
+    if due.is_empty() {
+        return Vec::new();
+    }
+    *next = scheduled(jobs, &due);
+    let due: Vec<String> = due.into_keys().collect();
+    tracing::info!(jobs = ?due, "scheduled full pass");
+    due
+}
+
+/// When each job with a schedule has its next pass: after the minute in
+/// `done` that it just had, if any (`Schedule::next_pass`).
+fn scheduled(
+    jobs: &[crate::config::JobConfig],
+    done: &HashMap<String, (Instant, jiff::Timestamp)>,
+) -> HashMap<String, (Instant, jiff::Timestamp)> {
+    let (wall, mono) = (jiff::Timestamp::now(), std::time::Instant::now());
+    let next = |j: &crate::config::JobConfig| {
+        let done = done.get(&j.name).map(|(_, minute)| *minute);
+        let (at, minute) = j.schedule.as_ref()?.next_pass(done, wall, mono)?;
+        Some((j.name.clone(), (Instant::from_std(at), minute)))
+    };
+    jobs.iter().filter_map(next).collect()
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -1,6 +1,7 @@
 //! The HTTP listener behind `[daemon] metrics_listen`: `GET /metrics`
 //! (Prometheus text format), `/healthz` and `/readyz` (200 or 503 with a
-//! one-line reason per problem). Nothing else is served.
+//! one-line reason per problem), and the control API (`control::routes`).
+//! Beyond loopback every route asks for the API token.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::Health;
+use crate::control::{self, Control};
 
 /// A client that has not sent its request head within this is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +36,9 @@ struct Served {
     metrics: PrometheusHandle,
     health: Arc<Health>,
     state_path: PathBuf,
+    control: Arc<Control>,
+    /// Listening beyond loopback: every route asks for the token.
+    remote: bool,
     /// One scrape reads the state file at a time.
     reading: tokio::sync::Mutex<()>,
 }
@@ -45,7 +50,7 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: PrometheusHandle,
     health: Arc<Health>,
-    state_path: PathBuf,
+    control: Arc<Control>,
 ) -> anyhow::Result<Listener> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -54,12 +59,14 @@ pub async fn serve(
     let served = Arc::new(Served {
         metrics,
         health,
-        state_path,
+        state_path: control.state_path.clone(),
+        remote: !addr.ip().is_loopback(),
+        control,
         reading: tokio::sync::Mutex::new(()),
     });
     let task = tokio::spawn(async move {
         loop {
-            let (stream, _) = match listener.accept().await {
+            let (stream, peer) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors, most likely: try again soon.
@@ -72,7 +79,7 @@ pub async fn serve(
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let served = served.clone();
-                    async move { Ok::<_, Infallible>(answer(&served, req).await) }
+                    async move { Ok::<_, Infallible>(answer(&served, req, peer).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -84,21 +91,35 @@ pub async fn serve(
             });
         }
     });
-    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz and the control API (/jobs)");
     Ok(Listener { addr, task })
 }
 
-async fn answer<B>(served: &Served, req: Request<B>) -> Response<Full<Bytes>> {
+async fn answer(
+    served: &Served,
+    req: Request<hyper::body::Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    // A webhook carries its host's signature, not the API token.
+    if !path.starts_with("/hooks/") {
+        if let Err(why) = control::may_read(&served.control, req.headers(), served.remote) {
+            return control::refuse(req.method(), &path, peer, why);
+        }
+    }
+    if control::serves(&path) {
+        return control::answer(&served.control, req, peer).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), TEXT);
     }
-    match req.uri().path() {
+    match path.as_str() {
         "/metrics" => reply(StatusCode::OK, scrape(served).await, EXPOSITION),
         "/healthz" => health(served.health.healthz()),
-        "/readyz" => health(served.health.readyz()),
+        "/readyz" => health(with_paused(served.health.readyz(), &served.control)),
         _ => reply(
             StatusCode::NOT_FOUND,
-            "not found; served here: /metrics, /healthz, /readyz\n".into(),
+            "not found; served here: /metrics, /healthz, /readyz, /jobs\n".into(),
             TEXT,
         ),
     }
@@ -114,6 +135,20 @@ fn health((ok, why): (bool, String)) -> Response<Full<Bytes>> {
         StatusCode::SERVICE_UNAVAILABLE
     };
     reply(status, format!("{why}\n"), TEXT)
+}
+
+/// A paused job does not make the service unready (it was asked for),
+/// but `/readyz` says so.
+fn with_paused((ok, mut why): (bool, String), control: &Control) -> (bool, String) {
+    for job in control.job_names() {
+        if let Some(since) = control.paused_since(&job) {
+            why.push_str(&format!(
+                "\n{job}: paused since {}",
+                crate::metadata::format_rfc3339(since)
+            ));
+        }
+    }
+    (ok, why)
 }
 
 fn reply(status: StatusCode, body: String, kind: &'static str) -> Response<Full<Bytes>> {

@@ -28,17 +28,36 @@ pub const PASS_DURATION: &str = "kbsync_pass_duration_seconds";
 
 /// Installs the process-wide recorder; the handle renders what it holds.
 /// Called once, by the service, and only when a listener was asked for.
-pub fn install() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+/// `jobs` are the configured jobs and their upstreams (`dify`, …).
+pub fn install(
+    jobs: &[(String, &'static str)],
+) -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(PASS_DURATION.into()), PASS_BUCKETS)?
         .install_recorder()?;
     describe();
     gauge!("kbsync_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    // Shown from the start, so that `rate()` and `increase()` see the
-    // first overflow as one.
-    counter!("kbsync_inotify_overflows_total").absolute(0);
+    zeros(jobs);
     Ok(handle)
+}
+
+/// Counters shown from the start, so that `rate()` and `increase()` see
+/// the first event as one, and an alert on them works before it.
+fn zeros(jobs: &[(String, &'static str)]) {
+    counter!("kbsync_inotify_overflows_total").absolute(0);
+    for result in ["applied", "rejected"] {
+        counter!("kbsync_reloads_total", "result" => result).absolute(0);
+    }
+    for (job, upstream) in jobs {
+        for result in ["converged", "not_converged", "failed"] {
+            counter!("kbsync_passes_total", "job" => job.clone(), "result" => result).absolute(0);
+        }
+        let labels = [("upstream", (*upstream).to_owned()), ("job", job.clone())];
+        counter!("kbsync_retries_total", &labels).absolute(0);
+        counter!("kbsync_rate_limit_pauses_total", &labels).absolute(0);
+        gauge!("kbsync_job_paused", "job" => job.clone()).set(0.0);
+    }
 }
 
 fn describe() {
@@ -76,15 +95,23 @@ fn describe() {
     );
     describe_counter!(
         "kbsync_requests_total",
-        "Upstream HTTP requests by operation and status class (error: no answer)."
+        "Upstream HTTP requests by job, operation and status class (error: no answer)."
     );
     describe_counter!(
         "kbsync_retries_total",
-        "Upstream calls retried after a transient failure."
+        "Upstream calls retried after a transient failure, by job."
     );
     describe_counter!(
         "kbsync_rate_limit_pauses_total",
-        "Times an upstream said slow down and every call to it paused."
+        "Times an upstream said slow down and every call of the job to it paused."
+    );
+    describe_counter!(
+        "kbsync_reloads_total",
+        "Configuration reloads (SIGHUP) by result: applied, or rejected (the previous configuration kept running)."
+    );
+    describe_gauge!(
+        "kbsync_job_paused",
+        "1 while the job is paused through the control API; its passes do not run."
     );
     describe_counter!(
         "kbsync_uploaded_bytes_total",
@@ -123,18 +150,35 @@ fn class(status: Option<u16>) -> &'static str {
     }
 }
 
-/// One HTTP request sent to `upstream` for `op`, and how it was answered.
-pub fn request(upstream: &'static str, op: &'static str, status: Option<u16>) {
-    counter!("kbsync_requests_total", "upstream" => upstream, "op" => op, "class" => class(status))
+/// One HTTP request sent to `upstream` for `job`'s `op`, and how it was
+/// answered.
+pub fn request((upstream, job): (&'static str, &str), op: &'static str, status: Option<u16>) {
+    counter!(
+        "kbsync_requests_total",
+        "upstream" => upstream,
+        "job" => job.to_owned(),
+        "op" => op,
+        "class" => class(status)
+    )
+    .increment(1);
+}
+
+pub fn retry(upstream: &'static str, job: &str) {
+    counter!("kbsync_retries_total", "upstream" => upstream, "job" => job.to_owned()).increment(1);
+}
+
+pub fn rate_limit_pause(upstream: &'static str, job: &str) {
+    counter!("kbsync_rate_limit_pauses_total", "upstream" => upstream, "job" => job.to_owned())
         .increment(1);
 }
 
-pub fn retry(upstream: &'static str) {
-    counter!("kbsync_retries_total", "upstream" => upstream).increment(1);
+/// A configuration reload was `applied` or `rejected`.
+pub fn reload(result: &'static str) {
+    counter!("kbsync_reloads_total", "result" => result).increment(1);
 }
 
-pub fn rate_limit_pause(upstream: &'static str) {
-    counter!("kbsync_rate_limit_pauses_total", "upstream" => upstream).increment(1);
+pub fn paused(job: &str, paused: bool) {
+    gauge!("kbsync_job_paused", "job" => job.to_owned()).set(if paused { 1.0 } else { 0.0 });
 }
 
 pub fn uploaded(upstream: &'static str, bytes: usize) {

@@ -158,6 +158,16 @@ impl Runner {
         })
     }
 
+    /// The jobs an operator paused, and since when (Unix seconds).
+    pub fn paused_jobs(&self) -> Result<std::collections::BTreeMap<String, i64>, StateError> {
+        self.state.paused()
+    }
+
+    /// When a pass of any job last converged (Unix seconds).
+    pub fn last_success(&self) -> Result<Option<i64>, StateError> {
+        self.state.last_success()
+    }
+
     /// Set it to make the running pass stop starting new upstream work;
     /// what already started finishes and is recorded.
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
@@ -309,7 +319,11 @@ fn connect<'s>(
 ) -> Result<&'s dyn Sink, String> {
     match sinks.entry(job.name.clone()) {
         std::collections::hash_map::Entry::Occupied(e) => Ok(&**e.into_mut()),
-        std::collections::hash_map::Entry::Vacant(e) => job.sink.connect().map(|s| &**e.insert(s)),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let sink = job.sink.connect()?;
+            sink.transport().serve_job(&job.name);
+            Ok(&**e.insert(sink))
+        }
     }
 }
 
@@ -757,9 +771,41 @@ fn log_run(
     if scope.is_all() || !report.plan.ops.is_empty() || !report.converged() {
         let summary = crate::report::summary_line(report);
         let outcome = (report.converged(), report.settled());
-        state.record_run(&report.job, started_at, outcome, &summary)?;
+        let detail = run_detail(scope, report);
+        state.record_run(&report.job, started_at, outcome, &summary, &detail)?;
     }
     Ok(())
+}
+
+/// The pass in numbers, for the run log.
+pub fn run_detail(scope: &Scope, r: &JobReport) -> crate::state::RunDetail {
+    let mut d = crate::state::RunDetail {
+        scope: describe(scope),
+        duration_ms: r.elapsed.as_millis() as u64,
+        scanned: r.scanned as u64,
+        read: r.hashed_files as u64,
+        skipped: r.skipped.len() as u64,
+        held: r.held.len() as u64,
+        requests: r.requests,
+        error: r.error.clone(),
+        refused: r.refused.as_ref().map(|g| g.to_string()),
+        ..Default::default()
+    };
+    if let Some(o) = &r.outcome {
+        d.created = o.created as u64;
+        d.adopted = o.adopted as u64;
+        d.updated = o.updated as u64;
+        d.metadata = o.metadata as u64;
+        d.status = o
+            .status
+            .iter()
+            .map(|(action, n)| ((*action).to_owned(), *n as u64))
+            .collect();
+        d.deleted = o.deleted as u64;
+        d.failed = o.failures.len() as u64;
+        d.interrupted = o.interrupted;
+    }
+    d
 }
 
 fn plan_fingerprint(job: &JobConfig, rules: &Rules) -> String {

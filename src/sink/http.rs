@@ -35,6 +35,9 @@ pub struct Transport {
     breaker: Breaker,
     /// The secrets this transport sends: no body it reads keeps them.
     redactor: Redactor,
+    /// The job it serves, the `job` label of its metrics; set once the
+    /// job's sink is connected.
+    job: std::sync::OnceLock<String>,
 }
 
 /// The error code of a call not sent because the upstream is resting.
@@ -115,7 +118,23 @@ impl Transport {
             limiter: calls.requests_per_minute.map(RateLimiter::per_minute),
             breaker: Breaker::default(),
             redactor: Redactor::new(secrets),
+            job: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Labels this transport's metrics with `job`.
+    pub fn serve_job(&self, job: &str) {
+        let _ = self.job.set(job.to_owned());
+    }
+
+    /// A call retried outside the transport's own loop (a sink's wait
+    /// for an upstream lock), counted with the transport's retries.
+    pub fn count_retry(&self) {
+        crate::monitor::retry(self.upstream, self.job());
+    }
+
+    fn job(&self) -> &str {
+        self.job.get().map_or("", String::as_str)
     }
 
     /// A secret this transport sends from now on (an access token): no
@@ -204,7 +223,7 @@ impl Transport {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let sent = req.send().await.map_err(network_error);
         crate::monitor::request(
-            self.upstream,
+            (self.upstream, self.job()),
             op,
             sent.as_ref().ok().map(|r| r.status().as_u16()),
         );
@@ -288,9 +307,9 @@ impl Transport {
         } else {
             tracing::debug!(upstream = %self.upstream, call = %what, wait_secs = %secs(wait), why = %why(e), "waiting before trying again");
         }
-        crate::monitor::retry(self.upstream);
+        crate::monitor::retry(self.upstream, self.job());
         if e.is_rate_limit() {
-            crate::monitor::rate_limit_pause(self.upstream);
+            crate::monitor::rate_limit_pause(self.upstream, self.job());
             if let Some(limiter) = &self.limiter {
                 limiter.pause(wait);
             }

@@ -67,6 +67,12 @@ pub trait SourceConfig: std::fmt::Debug + Send + Sync {
         None
     }
 
+    /// Whether a push a git host announced (the control API's webhooks)
+    /// moved what this job mirrors. Only a git job can say yes.
+    fn pushed(&self, _push: &super::Push) -> bool {
+        false
+    }
+
     /// Why a target of these capabilities (named `target`) cannot mirror
     /// this source: the config is refused with this message.
     fn refuses_target(&self, _caps: Capabilities, _target: &str) -> Option<String> {

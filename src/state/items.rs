@@ -8,7 +8,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, ToSql};
 
 use super::outbox::StepKind;
-use super::{now_secs, State, StateError};
+use super::{State, StateError};
 use crate::metadata::{FieldType, Metadata};
 use crate::source::{KnownFacts, Observed, Scope};
 
@@ -116,9 +116,6 @@ pub(super) fn scope_filter(scope: &Scope) -> (String, Vec<Vec<&dyn ToSql>>) {
         ),
     }
 }
-
-/// Run-log rows kept per job.
-const KEPT_RUNS: i64 = 1000;
 
 pub(super) fn cached_item(r: &rusqlite::Row) -> rusqlite::Result<CachedItem> {
     let size: Option<i64> = r.get(col::SIZE)?;
@@ -467,30 +464,6 @@ impl State {
         self.read(|c| {
             c.execute("DELETE FROM fields WHERE job = ?1", [job])
                 .map(drop)
-        })
-    }
-
-    /// Adds a pass to the run log: whether it `converged`, and whether it
-    /// `settled` (left nothing to retry).
-    pub fn record_run(
-        &self,
-        job: &str,
-        started_at: i64,
-        (converged, settled): (bool, bool),
-        summary: &str,
-    ) -> Result<(), StateError> {
-        self.read(|c| {
-            c.execute(
-                "INSERT INTO runs (job, started_at, finished_at, converged, settled, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![job, started_at, now_secs(), converged as i64, settled as i64, summary],
-            )?;
-            // A daemon records a run per batch of changes: keep the log bounded.
-            c.execute(
-                "DELETE FROM runs WHERE job = ?1 AND id <= (
-                     SELECT id FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-                params![job, KEPT_RUNS],
-            )?;
-            Ok(())
         })
     }
 

@@ -66,16 +66,19 @@ mod tests {
         s.record_source_mark("j", "c1", 3).unwrap();
         let at = |s: &State, mark| s.converged_at_mark("j", mark).unwrap();
         assert_eq!(at(&s, "c1"), None, "no pass yet");
-        s.record_run("j", 0, (false, false), "failed").unwrap();
+        s.record_run("j", 0, (false, false), "failed", &Default::default())
+            .unwrap();
         assert_eq!(at(&s, "c1"), None, "the pass failed");
-        s.record_run("j", 0, (true, true), "converged").unwrap();
+        s.record_run("j", 0, (true, true), "converged", &Default::default())
+            .unwrap();
         assert_eq!(at(&s, "c1"), Some(3), "the files listed at the mark");
         assert_eq!(at(&s, "c2"), None, "another commit");
         // A pass that listed c2 and was killed logs no run: the converged
         // run before it vouches for c1 only.
         s.record_source_mark("j", "c2", 4).unwrap();
         assert_eq!(at(&s, "c2"), None);
-        s.record_run("j", 0, (true, true), "converged").unwrap();
+        s.record_run("j", 0, (true, true), "converged", &Default::default())
+            .unwrap();
         assert_eq!(at(&s, "c2"), Some(4));
         s.record_skipped(
             "j",

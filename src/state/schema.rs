@@ -169,4 +169,13 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE jobs ADD COLUMN source_mark_files INTEGER;
     "#,
+    // 14: a pass's counts as JSON (the control API's run history), and the
+    // jobs an operator paused: a pause outlives a restart of the service.
+    r#"
+    ALTER TABLE runs ADD COLUMN detail TEXT;
+    CREATE TABLE paused (
+        job   TEXT PRIMARY KEY,
+        since INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];

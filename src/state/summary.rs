@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{SkippedItem, State, StateError};
+use super::{RunSummary, SkippedItem, State, StateError};
 
 /// What `kbsync status` shows of one job.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -38,6 +38,9 @@ pub struct JobSummary {
     /// refusals for good and skipped files stood in its way); at or after
     /// `last_success`.
     pub last_settled: Option<i64>,
+    /// Unix seconds since the job was paused (the control API's
+    /// `/jobs/{name}/pause`); `None` when it runs.
+    pub paused_since: Option<i64>,
 }
 
 /// A step the outbox could not complete: parked (permanent failure) or
@@ -56,15 +59,6 @@ pub struct FailedItem {
     /// Unix seconds of the next attempt; `None` when parked until the item
     /// changes or `kbsync retry`.
     pub next_attempt_at: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RunSummary {
-    pub finished_at: i64,
-    pub converged: bool,
-    /// Nothing was left to retry (see `JobSummary::last_settled`).
-    pub settled: bool,
-    pub summary: String,
 }
 
 impl State {
@@ -122,7 +116,9 @@ fn summary(c: &Connection, job: String) -> rusqlite::Result<JobSummary> {
     let queued: i64 = c.query_row("SELECT count(*) FROM outbox WHERE job = ?1", [&job], |r| {
         r.get(0)
     })?;
-    let (last_run, last_success, last_settled) = runs(c, &job)?;
+    let last_run = super::runs::runs(c, &job, 1)?.pop();
+    let (last_success, last_settled) = super::runs::last_good(c, &job)?;
+    let paused_since = super::runs::paused(c)?.get(&job).copied();
     let skipped = super::skipped::skipped(c, &job)?;
     Ok(JobSummary {
         job,
@@ -139,6 +135,7 @@ fn summary(c: &Connection, job: String) -> rusqlite::Result<JobSummary> {
         last_run,
         last_success,
         last_settled,
+        paused_since,
     })
 }
 
@@ -174,49 +171,6 @@ fn outbox_problems(
         .partition(|p| p.next_attempt_at.is_none());
     failed.extend(failed_upstream(c, job)?);
     Ok((failed, retrying))
-}
-
-/// The last pass, and when a pass last converged and last settled.
-type Runs = (Option<RunSummary>, Option<i64>, Option<i64>);
-
-fn runs(c: &Connection, job: &str) -> rusqlite::Result<Runs> {
-    let settled = settled_column(c)?;
-    let last_run = c
-        .query_row(
-            &format!("SELECT finished_at, converged, {settled} AS settled, summary FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1"),
-            [job],
-            |r| {
-                Ok(RunSummary {
-                    finished_at: r.get("finished_at")?,
-                    converged: r.get::<_, i64>("converged")? != 0,
-                    settled: r.get::<_, i64>("settled")? != 0,
-                    summary: r.get("summary")?,
-                })
-            },
-        )
-        .optional()?;
-    let (last_success, last_settled) = c.query_row(
-        &format!(
-            "SELECT max(CASE WHEN converged = 1 THEN finished_at END) AS success,
-                    max(CASE WHEN {settled} = 1 THEN finished_at END) AS settled
-             FROM runs WHERE job = ?1"
-        ),
-        [job],
-        |r| Ok((r.get("success")?, r.get("settled")?)),
-    )?;
-    Ok((last_run, last_success, last_settled))
-}
-
-/// The runs' `settled` column; a state file of a kbsync before it (read,
-/// never migrated, by `status`) knows only converged passes, which settled
-/// too.
-fn settled_column(c: &Connection) -> rusqlite::Result<&'static str> {
-    let has: bool = c.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('runs') WHERE name = 'settled'",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(if has { "settled" } else { "converged" })
 }
 
 /// Present items whose upstream record failed to process (an audit read

@@ -255,6 +255,8 @@ impl StatusPhase for Statuses<'_> {
                     let Some(pause) = self.lock_waits.next() else {
                         return Err(e);
                     };
+                    // A retry like the transport's own: counted with them.
+                    crate::sink::Sink::transport(self.sink).count_retry();
                     tracing::debug!(
                         action = action.as_str(),
                         pause_secs = pause.as_secs_f64(),

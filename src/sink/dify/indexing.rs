@@ -158,12 +158,7 @@ impl LockWaits {
     /// The next pause, or `None` when the phase has used them all.
     pub fn next(&self) -> Option<Duration> {
         let i = self.used.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let pause = LOCK_PAUSES.get(i).map(|&times| self.base * times);
-        if pause.is_some() {
-            // A retry like the transport's own: counted with them.
-            crate::monitor::retry("dify");
-        }
-        pause
+        LOCK_PAUSES.get(i).map(|&times| self.base * times)
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
-use super::config::{validate, GitConfig, RawGit};
+use super::config::{validate, Follow, GitConfig, RawGit};
 use super::scan::open;
 use crate::config::locate::Span;
 use crate::config::ConfigError;
@@ -13,7 +13,7 @@ use crate::model::Capabilities;
 use crate::source::registry::{At, RawSource};
 use crate::source::seam::needs_content;
 use crate::source::trigger::Trigger;
-use crate::source::{Source, SourceConfig};
+use crate::source::{Push, Source, SourceConfig};
 
 impl RawSource for Spanned<RawGit> {
     fn span(&self) -> Span {
@@ -42,6 +42,21 @@ impl SourceConfig for GitConfig {
 
     fn max_file_size(&self) -> u64 {
         self.max_file_size
+    }
+
+    /// The push names this repository and moved the branch or tag the job
+    /// follows (the default branch, for a job that follows `HEAD`).
+    fn pushed(&self, push: &Push) -> bool {
+        if !push.names(&self.url) {
+            return false;
+        }
+        match &self.follow {
+            Follow::Head => push
+                .default_branch
+                .as_ref()
+                .is_none_or(|b| push.git_ref == format!("refs/heads/{b}")),
+            follow => push.git_ref == follow.remote(),
+        }
     }
 
     fn refuses_target(&self, caps: Capabilities, target: &str) -> Option<String> {
