@@ -179,7 +179,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     (
         "*_env settings",
-        "A secret is never written in the configuration: a setting such as api_key_env, token_env, password_env, access_key_id_env or secret_access_key_env names the environment variable that holds it. Its *_file twin names a file instead, its *_credential twin a systemd credential.",
+        "A secret is never written in the configuration: a setting such as api_key_env, token_env, password_env, secret_access_key_env, api_token_env or github_secret_env names the environment variable that holds it. Its *_file twin names a file instead, its *_credential twin a systemd credential.",
     ),
     (
         "CREDENTIALS_DIRECTORY",

@@ -22,6 +22,9 @@ _kbsync() {
             kbsync,completions)
                 cmd="kbsync__subcmd__completions"
                 ;;
+            kbsync,config)
+                cmd="kbsync__subcmd__config"
+                ;;
             kbsync,forget)
                 cmd="kbsync__subcmd__forget"
                 ;;
@@ -37,11 +40,26 @@ _kbsync() {
             kbsync,status)
                 cmd="kbsync__subcmd__status"
                 ;;
+            kbsync__subcmd__config,help)
+                cmd="kbsync__subcmd__config__subcmd__help"
+                ;;
+            kbsync__subcmd__config,validate)
+                cmd="kbsync__subcmd__config__subcmd__validate"
+                ;;
+            kbsync__subcmd__config__subcmd__help,help)
+                cmd="kbsync__subcmd__config__subcmd__help__subcmd__help"
+                ;;
+            kbsync__subcmd__config__subcmd__help,validate)
+                cmd="kbsync__subcmd__config__subcmd__help__subcmd__validate"
+                ;;
             kbsync__subcmd__help,check)
                 cmd="kbsync__subcmd__help__subcmd__check"
                 ;;
             kbsync__subcmd__help,completions)
                 cmd="kbsync__subcmd__help__subcmd__completions"
+                ;;
+            kbsync__subcmd__help,config)
+                cmd="kbsync__subcmd__help__subcmd__config"
                 ;;
             kbsync__subcmd__help,forget)
                 cmd="kbsync__subcmd__help__subcmd__forget"
@@ -58,6 +76,9 @@ _kbsync() {
             kbsync__subcmd__help,status)
                 cmd="kbsync__subcmd__help__subcmd__status"
                 ;;
+            kbsync__subcmd__help__subcmd__config,validate)
+                cmd="kbsync__subcmd__help__subcmd__config__subcmd__validate"
+                ;;
             *)
                 ;;
         esac
@@ -65,7 +86,7 @@ _kbsync() {
 
     case "${cmd}" in
         kbsync)
-            opts="-c -h -V --config --reconcile --dry-run --allow-deletes --checksum --no-audit --quiet --progress-secs --json --job --log --log-format --help --version status check retry completions man forget help"
+            opts="-c -h -V --config --reconcile --dry-run --allow-deletes --checksum --no-audit --quiet --progress-secs --json --job --log --log-format --help --version status check retry completions man forget config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -170,6 +191,116 @@ _kbsync() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        kbsync__subcmd__config)
+            opts="-c -h --config --job --log --log-format --help validate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --job)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "auto human plain journald json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kbsync__subcmd__config__subcmd__help)
+            opts="validate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kbsync__subcmd__config__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kbsync__subcmd__config__subcmd__help__subcmd__validate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kbsync__subcmd__config__subcmd__validate)
+            opts="-c -h --config --job --log --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --job)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "auto human plain journald json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         kbsync__subcmd__forget)
             opts="-c -h --config --job --log --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -205,7 +336,7 @@ _kbsync() {
             return 0
             ;;
         kbsync__subcmd__help)
-            opts="status check retry completions man forget help"
+            opts="status check retry completions man forget config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -235,6 +366,34 @@ _kbsync() {
         kbsync__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kbsync__subcmd__help__subcmd__config)
+            opts="validate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kbsync__subcmd__help__subcmd__config__subcmd__validate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -48,6 +48,7 @@ complete -c kbsync -n "__fish_kbsync_needs_command" -f -a "retry" -d 'Try again 
 complete -c kbsync -n "__fish_kbsync_needs_command" -f -a "completions" -d 'Print a shell completion script: `kbsync completions bash > /usr/share/bash-completion/completions/kbsync`'
 complete -c kbsync -n "__fish_kbsync_needs_command" -f -a "man" -d 'Print the manual page (roff): `kbsync man > /usr/share/man/man1/kbsync.1`'
 complete -c kbsync -n "__fish_kbsync_needs_command" -f -a "forget" -d 'Drop from the state file every row of the jobs named with `--job`, which must be gone from the configuration. Their upstream records stay as they are. Needs the state file to itself (stop the service first)'
+complete -c kbsync -n "__fish_kbsync_needs_command" -f -a "config" -d 'Work with the configuration file'
 complete -c kbsync -n "__fish_kbsync_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c kbsync -n "__fish_kbsync_using_subcommand status" -s c -l config -d 'Configuration file (TOML)' -r -F
 complete -c kbsync -n "__fish_kbsync_using_subcommand status" -l job -d 'Only run these jobs (repeatable)' -r
@@ -106,10 +107,34 @@ plain\t''
 journald\t''
 json\t''"
 complete -c kbsync -n "__fish_kbsync_using_subcommand forget" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget help" -f -a "status" -d 'Per job: items tracked, pending and failed (with reasons), last sync, and a root that is missing or looks unmounted. Reads the state file; safe while the service runs'
-complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget help" -f -a "check" -d 'Compare the knowledge base with the source and the state file: print every difference (drift found by the upstream audit, and what a pass would do). Changes nothing; exits 1 when there is any, or when a job\'s root is missing: its upstream is still compared with the state file, but nothing vouches for its source'
-complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget help" -f -a "retry" -d 'Try again now what failed: steps the upstream refused (parked until the file changes) and steps waiting out a backoff. Safe while the service runs; it picks them up within seconds'
-complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget help" -f -a "completions" -d 'Print a shell completion script: `kbsync completions bash > /usr/share/bash-completion/completions/kbsync`'
-complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget help" -f -a "man" -d 'Print the manual page (roff): `kbsync man > /usr/share/man/man1/kbsync.1`'
-complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget help" -f -a "forget" -d 'Drop from the state file every row of the jobs named with `--job`, which must be gone from the configuration. Their upstream records stay as they are. Needs the state file to itself (stop the service first)'
-complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and not __fish_seen_subcommand_from validate help" -s c -l config -d 'Configuration file (TOML)' -r -F
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and not __fish_seen_subcommand_from validate help" -l job -d 'Only run these jobs (repeatable)' -r
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and not __fish_seen_subcommand_from validate help" -l log -d 'Log filter, e.g. `debug` or `kbsync=trace` (overrides RUST_LOG)' -r
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and not __fish_seen_subcommand_from validate help" -l log-format -d 'Log format' -r -f -a "auto\t'journald when stderr is the journal, colours on a terminal, plain text otherwise'
+human\t''
+plain\t''
+journald\t''
+json\t''"
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and not __fish_seen_subcommand_from validate help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and not __fish_seen_subcommand_from validate help" -f -a "validate" -d 'Report every error in the configuration at once (file:line:column, key path, "did you mean"), as the service would load it; exit 0 when it is valid, 2 otherwise. Nothing is sent anywhere'
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and not __fish_seen_subcommand_from validate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and __fish_seen_subcommand_from validate" -s c -l config -d 'Configuration file (TOML)' -r -F
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and __fish_seen_subcommand_from validate" -l job -d 'Only run these jobs (repeatable)' -r
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and __fish_seen_subcommand_from validate" -l log -d 'Log filter, e.g. `debug` or `kbsync=trace` (overrides RUST_LOG)' -r
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and __fish_seen_subcommand_from validate" -l log-format -d 'Log format' -r -f -a "auto\t'journald when stderr is the journal, colours on a terminal, plain text otherwise'
+human\t''
+plain\t''
+journald\t''
+json\t''"
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and __fish_seen_subcommand_from validate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "validate" -d 'Report every error in the configuration at once (file:line:column, key path, "did you mean"), as the service would load it; exit 0 when it is valid, 2 otherwise. Nothing is sent anywhere'
+complete -c kbsync -n "__fish_kbsync_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget config help" -f -a "status" -d 'Per job: items tracked, pending and failed (with reasons), last sync, and a root that is missing or looks unmounted. Reads the state file; safe while the service runs'
+complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget config help" -f -a "check" -d 'Compare the knowledge base with the source and the state file: print every difference (drift found by the upstream audit, and what a pass would do). Changes nothing; exits 1 when there is any, or when a job\'s root is missing: its upstream is still compared with the state file, but nothing vouches for its source'
+complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget config help" -f -a "retry" -d 'Try again now what failed: steps the upstream refused (parked until the file changes) and steps waiting out a backoff. Safe while the service runs; it picks them up within seconds'
+complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget config help" -f -a "completions" -d 'Print a shell completion script: `kbsync completions bash > /usr/share/bash-completion/completions/kbsync`'
+complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget config help" -f -a "man" -d 'Print the manual page (roff): `kbsync man > /usr/share/man/man1/kbsync.1`'
+complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget config help" -f -a "forget" -d 'Drop from the state file every row of the jobs named with `--job`, which must be gone from the configuration. Their upstream records stay as they are. Needs the state file to itself (stop the service first)'
+complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget config help" -f -a "config" -d 'Work with the configuration file'
+complete -c kbsync -n "__fish_kbsync_using_subcommand help; and not __fish_seen_subcommand_from status check retry completions man forget config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c kbsync -n "__fish_kbsync_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "validate" -d 'Report every error in the configuration at once (file:line:column, key path, "did you mean"), as the service would load it; exit 0 when it is valid, 2 otherwise. Nothing is sent anywhere'
