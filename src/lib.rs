@@ -12,6 +12,7 @@ pub mod exit;
 pub mod guard;
 pub mod http_date;
 pub mod logging;
+pub mod manual;
 pub mod metadata;
 pub mod model;
 pub mod monitor;

@@ -54,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Man) => {
             let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut stdout)?;
+            kbsync::manual::render(cmd, &mut stdout)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Status { json }) => show_status(&cli, *json, &mut stdout),
