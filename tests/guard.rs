@@ -306,3 +306,25 @@ async fn a_policy_change_that_destroys_earlier_retirements_goes_through_the_guar
     assert!(r.converged(), "{r:?}");
     assert_eq!(fake.world().docs.len(), 4);
 }
+
+#[tokio::test]
+async fn a_second_refused_pass_gives_the_same_reason_not_an_earlier_policy() {
+    let fake = FakeDify::start().await;
+    let ws = Workspace::new(&fake.base_url(), DATASET, "delete", "", "");
+    write_files(&ws, 7);
+    assert!(ws.sync().await.converged());
+    for i in 0..4 {
+        ws.remove(&format!("f{i:02}.md"));
+    }
+    for pass in ["first", "second"] {
+        let r = ws.sync().await;
+        let refusal = r.refused.as_ref().expect("4 of 7 is over half");
+        assert_eq!((refusal.retiring, refusal.tracked), (4, 7), "{pass}");
+        assert_eq!(refusal.earlier, 0, "{pass} pass: {refusal}");
+        assert!(
+            !refusal.to_string().contains("another delete_policy"),
+            "{pass} pass: {refusal}"
+        );
+    }
+    assert_eq!(fake.world().docs.len(), 7);
+}

@@ -236,7 +236,13 @@ impl Runner {
             &mut retiring,
             self.state.tracked_records(&job.name)?,
             job.max_delete,
-            &|key| gone.get(key).is_some_and(|c| !c.present),
+            // Retired before: gone from the source at an earlier pass and
+            // switched off upstream then. A record a refused pass left
+            // enabled was never retired, only held back.
+            &|key| {
+                gone.get(key)
+                    .is_some_and(|c| !c.present && c.status != crate::state::RemoteStatus::Enabled)
+            },
         );
         if let Some(r) = &refused {
             tracing::error!("{r}");
