@@ -71,6 +71,14 @@ pub fn print(out: &mut impl Write, jobs: &[JobStatus]) -> std::io::Result<()> {
                 "  source: {problem}: its passes scan and retire nothing until it is back"
             )?;
         }
+        if let Some(since) = s.paused_since {
+            writeln!(
+                out,
+                "  paused since {} (control API): the service runs no pass of it until POST /jobs/{}/resume",
+                format_rfc3339(since),
+                s.job
+            )?;
+        }
         writeln!(
             out,
             "  items: {} tracked, {} in sync, {} pending upload, {} pending restore, {} pending removal, {} failed, {} skipped",

@@ -68,14 +68,14 @@ impl Api {
         .await
     }
 
-    async fn text(&self, path: &str) -> String {
+    async fn text(&self, path: &str) -> (u16, String) {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
             .send()
             .await
             .unwrap();
-        resp.text().await.unwrap()
+        (resp.status().as_u16(), resp.text().await.unwrap())
     }
 }
 
@@ -201,10 +201,10 @@ async fn a_paused_job_runs_no_pass_even_after_a_restart_until_it_is_resumed() {
     assert!(paused["paused_since"].is_i64());
     let (code, refused) = api.post("/jobs/docs/sync").await;
     assert_eq!(code, 409, "{refused}");
-    let (code, ready) = (200, api.text("/readyz").await);
-    assert_eq!(code, 200);
+    let (code, ready) = api.text("/readyz").await;
+    assert_eq!(code, 200, "{ready}");
     assert!(ready.contains("docs: paused since"), "{ready}");
-    let metrics = api.text("/metrics").await;
+    let (_, metrics) = api.text("/metrics").await;
     assert!(
         metrics.contains("kbsync_job_paused{job=\"docs\"} 1"),
         "{metrics}"
@@ -222,11 +222,23 @@ async fn a_paused_job_runs_no_pass_even_after_a_restart_until_it_is_resumed() {
         .unwrap();
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert!(status[0]["paused_since"].is_i64(), "{status}");
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_kbsync"))
+        .arg("--config")
+        .arg(&ws.config_path)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("  paused since 20"), "{text}");
     let mut d = Daemon::spawn(&ws, "2", &[]);
     d.notified("READY=1").await;
     // The status after the loop took the first batch (and left it).
     d.notified("change(s) queued").await;
     assert_eq!(creates(&fake), 1, "nothing was uploaded while paused");
+    // Paused since before this start: no first pass, and still ready.
+    let (code, ready) = api.text("/readyz").await;
+    assert_eq!(code, 200, "{ready}");
+    assert!(ready.starts_with("ready\ndocs: paused since"), "{ready}");
     assert!(d.log_text().contains("paused: the pass is not run"));
 
     let (code, resumed) = api.post("/jobs/docs/resume").await;
@@ -239,7 +251,7 @@ async fn a_paused_job_runs_no_pass_even_after_a_restart_until_it_is_resumed() {
             == 2
     })
     .await;
-    let metrics = api.text("/metrics").await;
+    let (_, metrics) = api.text("/metrics").await;
     assert!(
         metrics.contains("kbsync_job_paused{job=\"docs\"} 0"),
         "{metrics}"

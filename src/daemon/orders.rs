@@ -38,6 +38,7 @@ pub fn announce(
         Ok(report) => (
             serde_json::json!({
                 "job": job,
+                "started_at": now - report.elapsed.as_secs() as i64,
                 "finished_at": now,
                 "converged": report.converged(),
                 "settled": report.settled(),
@@ -49,6 +50,7 @@ pub fn announce(
         Err(e) => (
             serde_json::json!({
                 "job": job,
+                "started_at": null,
                 "finished_at": now,
                 "converged": false,
                 "settled": false,

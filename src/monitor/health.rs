@@ -105,12 +105,19 @@ impl Health {
 
     /// Ready: `(true, "ready")`, or `(false, one line per job that is not)`.
     pub fn readyz(&self) -> (bool, String) {
+        self.readyz_but(&|_| false)
+    }
+
+    /// `readyz`, leaving out the jobs `paused` names: an operator paused
+    /// them, so their not running is no failure of the service.
+    pub fn readyz_but(&self, paused: &dyn Fn(&str) -> bool) -> (bool, String) {
         if self.stopping.load(Ordering::Relaxed) {
             return (false, "stopping".into());
         }
         let lines: Vec<String> = self
             .jobs()
             .iter()
+            .filter(|(job, _)| !paused(job))
             .filter_map(|(job, state)| match state {
                 JobState::Passed => None,
                 JobState::FirstPass => Some(format!("{job}: first pass not done yet")),
@@ -157,6 +164,8 @@ mod tests {
         h.passed("b", None);
         h.expect(&names(&["b", "c"]));
         assert_eq!(h.readyz(), (false, "c: first pass not done yet".into()));
+        // A paused job does not count.
+        assert_eq!(h.readyz_but(&|job| job == "c"), (true, "ready".into()));
         h.stopping();
         assert!(!h.readyz().0);
         assert_eq!(h.healthz(), (false, "stopping".into()));

@@ -116,7 +116,11 @@ async fn answer(
     match path.as_str() {
         "/metrics" => reply(StatusCode::OK, scrape(served).await, EXPOSITION),
         "/healthz" => health(served.health.healthz()),
-        "/readyz" => health(with_paused(served.health.readyz(), &served.control)),
+        "/readyz" => {
+            let control = &served.control;
+            let ready = served.health.readyz_but(&|job| control.is_paused(job));
+            health(with_paused(ready, control))
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             "not found; served here: /metrics, /healthz, /readyz, /jobs\n".into(),
