@@ -26,11 +26,12 @@ fn user_version(ws: &Workspace) -> i64 {
 }
 
 /// Turns the state file back into what the kbsync before the last
-/// migration left (migration 13 added this column).
+/// migration left (migration 14 added the runs' counts and the paused
+/// jobs).
 fn make_older(ws: &Workspace) {
     let version = user_version(ws);
     let c = Connection::open(ws.config().state_path).unwrap();
-    c.execute_batch("ALTER TABLE jobs DROP COLUMN source_mark_files;")
+    c.execute_batch("ALTER TABLE runs DROP COLUMN detail; DROP TABLE paused;")
         .unwrap();
     c.pragma_update(None, "user_version", version - 1).unwrap();
 }
